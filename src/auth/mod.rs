@@ -1,0 +1,145 @@
+//! Who is calling: users, password hashes, API tokens, and the request extractor that
+//! turns a bearer token into a user.
+
+pub mod policy;
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use crate::error::AppError;
+use crate::hooks::types::{is_path_component, Invalid};
+use crate::store::User;
+use crate::AppState;
+
+/// API tokens start with this, so a leaked one is easy to recognise and scan for.
+pub const TOKEN_PREFIX: &str = "hrld_";
+
+pub fn validate_username(name: &str) -> Result<(), Invalid> {
+    if name.len() > 255 || !is_path_component(name) {
+        return Err(Invalid::new(
+            "username",
+            format!(
+                "'{name}' is not a valid username: use lowercase letters and digits, \
+                 separated by '.', '_', '__' or '-'"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_password(password: &str) -> Result<(), Invalid> {
+    if password.chars().count() < 8 {
+        return Err(Invalid::new(
+            "password",
+            "a password needs at least 8 characters",
+        ));
+    }
+    if password.len() > 1024 {
+        return Err(Invalid::new(
+            "password",
+            "a password has at most 1024 bytes",
+        ));
+    }
+    Ok(())
+}
+
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing the password failed: {e}"))
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Tokens are long and random, so a fast hash is enough to keep them out of the database.
+pub fn token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn new_api_token() -> String {
+    crate::secrets::random_token(TOKEN_PREFIX)
+}
+
+/// The authenticated caller of an API route.
+pub struct ApiUser(pub User);
+
+impl FromRequestParts<AppState> for ApiUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                AppError::unauthorized("an API token is required: Authorization: Bearer <token>")
+            })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                AppError::unauthorized("the Authorization header must be 'Bearer <token>'")
+            })?;
+        let user = state
+            .store
+            .authenticate_token(&token_hash(token), chrono::Utc::now())
+            .await?
+            .ok_or_else(|| {
+                AppError::unauthorized("the API token is not valid (unknown or revoked)")
+            })?;
+        if user.disabled {
+            return Err(AppError::unauthorized("the user of this token is disabled"));
+        }
+        Ok(ApiUser(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("wrong horse", &hash));
+        assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let a = new_api_token();
+        assert!(a.starts_with(TOKEN_PREFIX) && a.len() > 40);
+        assert_ne!(a, new_api_token());
+        assert_eq!(token_hash(&a).len(), 64);
+        assert_ne!(token_hash(&a), a);
+    }
+
+    #[test]
+    fn usernames_follow_the_path_component_grammar() {
+        assert!(validate_username("alice").is_ok());
+        assert!(validate_username("Alice").is_err());
+        assert!(validate_password("short").is_err());
+    }
+}

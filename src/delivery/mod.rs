@@ -1,0 +1,5 @@
+//! Delivery: claiming queued deliveries, sending them, and deciding what happens next.
+
+pub mod client;
+pub mod retry;
+pub mod worker;

@@ -1,0 +1,234 @@
+//! The dispatcher: claims due deliveries and sends each in its own task, bounded overall
+//! and per webhook, so a slow or dead receiver only ever slows down its own deliveries.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::delivery::client::HttpSender;
+use crate::delivery::retry::RetrySchedule;
+use crate::hooks::payload;
+use crate::secrets::Cipher;
+use crate::store::{AttemptRecord, DeliveryJob, DeliveryState, Outcome, Store, StoreResult};
+
+/// How often idle workers look for due retries when nothing wakes them.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+pub struct DispatcherConfig {
+    pub concurrency: usize,
+    pub per_webhook: usize,
+    pub schedule: RetrySchedule,
+    /// How long a claim holds; a claim of a crashed process is retaken after it.
+    pub lease: Duration,
+}
+
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    sender: HttpSender,
+    cipher: Cipher,
+    config: DispatcherConfig,
+    wake: Notify,
+    global: Arc<Semaphore>,
+    per_webhook: Mutex<HashMap<i64, Arc<Semaphore>>>,
+    /// Deliveries this process is sending, so a renewed claim never sends one twice here.
+    in_flight: Mutex<HashSet<i64>>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sender: HttpSender,
+        cipher: Cipher,
+        config: DispatcherConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            sender,
+            cipher,
+            global: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            config,
+            wake: Notify::new(),
+            per_webhook: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Called after ingest commits: new deliveries go out without waiting for a poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The claim loop; runs until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let room = self.global.available_permits();
+            let claimed = if room == 0 {
+                Vec::new()
+            } else {
+                let now = Utc::now();
+                let lease_until =
+                    now + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+                match self
+                    .store
+                    .claim_due(now, lease_until, room.min(256) as i64)
+                    .await
+                {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming deliveries failed");
+                        tokio::time::sleep(POLL_INTERVAL).await;
+                        continue;
+                    }
+                }
+            };
+            let got = claimed.len();
+            for (delivery_id, webhook_id) in claimed {
+                if !self.in_flight_insert(delivery_id) {
+                    continue;
+                }
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.deliver_claimed(delivery_id, webhook_id).await;
+                    this.in_flight_remove(delivery_id);
+                });
+            }
+            if got == 0 || got < room.min(256) {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                }
+            }
+        }
+    }
+
+    fn in_flight_insert(&self, id: i64) -> bool {
+        self.in_flight
+            .lock()
+            .map(|mut s| s.insert(id))
+            .unwrap_or(false)
+    }
+
+    fn in_flight_remove(&self, id: i64) {
+        if let Ok(mut s) = self.in_flight.lock() {
+            s.remove(&id);
+        }
+    }
+
+    fn webhook_limit(&self, webhook_id: i64) -> Arc<Semaphore> {
+        let mut map = match self.per_webhook.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(webhook_id)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_webhook.max(1))))
+            .clone()
+    }
+
+    async fn deliver_claimed(&self, delivery_id: i64, webhook_id: i64) {
+        // The webhook's own limit first: waiting for it holds no global slot.
+        let per_webhook = self.webhook_limit(webhook_id);
+        let Ok(_hook_permit) = per_webhook.acquire_owned().await else {
+            return;
+        };
+        let Ok(_permit) = self.global.clone().acquire_owned().await else {
+            return;
+        };
+        let result = async {
+            let job = self.store.load_job(delivery_id).await?;
+            if !job.webhook.enabled {
+                return self
+                    .store
+                    .abandon(
+                        delivery_id,
+                        "the webhook was disabled before this delivery was sent",
+                    )
+                    .await;
+            }
+            self.attempt(job, false).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(delivery_id, error = %e, "delivery could not be processed");
+        }
+    }
+
+    /// Sends a delivery again now, with the webhook's current configuration, even when the
+    /// webhook is disabled; used by retrigger.
+    pub async fn retrigger(&self, delivery_id: i64) -> StoreResult<()> {
+        let job = self.store.load_job(delivery_id).await?;
+        self.attempt(job, true).await
+    }
+
+    async fn attempt(&self, job: DeliveryJob, manual: bool) -> StoreResult<()> {
+        let delivery_id = job.delivery_id;
+        let request = match payload::render(
+            &job.webhook,
+            &self.cipher,
+            delivery_id,
+            &job.event_action,
+            &job.event_body,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                return self
+                    .store
+                    .abandon(
+                        delivery_id,
+                        &format!("the webhook's secrets could not be read: {e}"),
+                    )
+                    .await
+            }
+        };
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let result = self.sender.send(&request).await;
+        let duration_ms = clock.elapsed().as_millis() as i64;
+        let attempts_done = job.attempts_so_far + 1;
+        let success = matches!(&result, Ok(r) if (200..300).contains(&r.status));
+        let outcome = if success {
+            Outcome::Succeeded
+        } else if manual && matches!(job.state, DeliveryState::Succeeded | DeliveryState::Failed) {
+            // A manual retry of a finished delivery does not restart the schedule.
+            Outcome::Failed
+        } else {
+            match self.config.schedule.next_attempt(attempts_done, Utc::now()) {
+                Some(at) => Outcome::RetryAt(at),
+                None => Outcome::Failed,
+            }
+        };
+        let (status, error, response_headers, response_body, truncated) = match result {
+            Ok(r) => {
+                let error = (!success).then(|| format!("the receiver answered {}", r.status));
+                (Some(r.status), error, r.headers, r.body, r.truncated)
+            }
+            Err(e) => (None, Some(e), Vec::new(), String::new(), false),
+        };
+        tracing::info!(
+            delivery_id,
+            webhook_id = job.webhook.id,
+            status = status.map(i64::from).unwrap_or(-1),
+            duration_ms,
+            outcome = ?outcome,
+            "delivery attempt"
+        );
+        self.store
+            .record_attempt(AttemptRecord {
+                delivery_id,
+                started_at,
+                duration_ms,
+                status,
+                error,
+                response_headers,
+                response_body,
+                response_truncated: truncated,
+                manual,
+                request: request.redacted(),
+                body_is_event: request.body_is_event,
+                outcome,
+            })
+            .await
+    }
+}

@@ -1,0 +1,4 @@
+//! The webhook domain: validated types and how an event becomes a request.
+
+pub mod payload;
+pub mod types;

@@ -1,0 +1,205 @@
+//! Turns a webhook's configuration and a registry event into the HTTP request to send.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+
+use crate::hooks::types::{ContentType, RequestMethod};
+use crate::secrets::Cipher;
+use crate::store::{StoredRequest, Webhook};
+
+/// Shown in place of secrets in stored requests.
+pub const REDACTED: &str = "[redacted]";
+
+#[derive(Debug, Clone)]
+pub struct OutgoingHeader {
+    pub name: String,
+    pub value: String,
+    /// Secret values are redacted before the request is stored or shown.
+    pub secret: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutgoingRequest {
+    pub method: RequestMethod,
+    pub url: String,
+    pub headers: Vec<OutgoingHeader>,
+    pub body: String,
+    /// True when `body` is the event exactly as received (stored once, with the event).
+    pub body_is_event: bool,
+}
+
+impl OutgoingRequest {
+    pub fn redacted(&self) -> StoredRequest {
+        StoredRequest {
+            method: self.method.as_str().to_string(),
+            url: self.url.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|h| {
+                    let value = if h.secret {
+                        REDACTED.to_string()
+                    } else {
+                        h.value.clone()
+                    };
+                    (h.name.clone(), value)
+                })
+                .collect(),
+            body: self.body.clone(),
+        }
+    }
+}
+
+/// Builds the request. Fails only when a sealed secret cannot be opened.
+pub fn render(
+    webhook: &Webhook,
+    cipher: &Cipher,
+    delivery_id: i64,
+    action: &str,
+    event_body: &str,
+) -> Result<OutgoingRequest, String> {
+    let (body, body_is_event) = match webhook.content_type {
+        ContentType::Json => (event_body.to_string(), true),
+        ContentType::Form => {
+            let encoded: String =
+                url::form_urlencoded::byte_serialize(event_body.as_bytes()).collect();
+            (format!("payload={encoded}"), false)
+        }
+    };
+    let mut headers = vec![OutgoingHeader {
+        name: "Content-Type".into(),
+        value: webhook.content_type.as_str().into(),
+        secret: false,
+    }];
+    if let (Some(user), Some(sealed)) = (&webhook.username, &webhook.password) {
+        let password = cipher.open(sealed)?;
+        headers.push(OutgoingHeader {
+            name: "Authorization".into(),
+            value: format!("Basic {}", B64.encode(format!("{user}:{password}"))),
+            secret: true,
+        });
+    }
+    headers.push(OutgoingHeader {
+        name: "User-Agent".into(),
+        value: format!("Herald/{}", env!("CARGO_PKG_VERSION")),
+        secret: false,
+    });
+    headers.push(OutgoingHeader {
+        name: "X-Herald-Delivery".into(),
+        value: delivery_id.to_string(),
+        secret: false,
+    });
+    headers.push(OutgoingHeader {
+        name: "X-Herald-Event".into(),
+        value: action.to_string(),
+        secret: false,
+    });
+    // Custom headers win over Herald's defaults of the same name (a custom Content-Type too).
+    for custom in &webhook.headers {
+        let value = cipher.open(&custom.value)?;
+        headers.retain(|h| !custom.name.eq_ignore_case(&h.name));
+        let secret = !custom.name.eq_ignore_case("content-type");
+        headers.push(OutgoingHeader {
+            name: custom.name.as_str().to_string(),
+            value,
+            secret,
+        });
+    }
+    Ok(OutgoingRequest {
+        method: webhook.request_method,
+        url: webhook.url.as_str().to_string(),
+        headers,
+        body,
+        body_is_event,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::types::*;
+    use crate::store::StoredHeader;
+
+    fn webhook(cipher: &Cipher) -> Webhook {
+        Webhook {
+            id: 1,
+            namespace: NamespaceName::parse("acme").unwrap(),
+            name: WebhookName::parse("deploy").unwrap(),
+            url: WebhookUrl::parse("http://127.0.0.1:9/hook").unwrap(),
+            request_method: RequestMethod::Post,
+            content_type: ContentType::Json,
+            username: Some("bot".into()),
+            password: Some(cipher.seal("s3cret")),
+            headers: vec![StoredHeader {
+                name: HeaderName::parse("X-Token").unwrap(),
+                value: cipher.seal("abc"),
+            }],
+            enabled: true,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    fn header<'a>(r: &'a OutgoingRequest, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+
+    #[test]
+    fn json_request_carries_auth_headers_and_the_exact_event() {
+        let cipher = Cipher::from_key(&[3; 32]);
+        let body = "{\n  \"id\": \"x\", \"action\": \"push\"\n}";
+        let r = render(&webhook(&cipher), &cipher, 42, "push", body).unwrap();
+        assert_eq!(r.body, body);
+        assert!(r.body_is_event);
+        assert_eq!(header(&r, "content-type"), Some("application/json"));
+        assert_eq!(header(&r, "authorization"), Some("Basic Ym90OnMzY3JldA=="));
+        assert_eq!(header(&r, "x-herald-delivery"), Some("42"));
+        assert_eq!(header(&r, "x-herald-event"), Some("push"));
+        assert_eq!(header(&r, "x-token"), Some("abc"));
+        assert!(header(&r, "user-agent").unwrap().starts_with("Herald/"));
+        let stored = r.redacted();
+        let shown: Vec<_> = stored
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}"))
+            .collect();
+        assert!(shown.contains(&"Authorization: [redacted]".to_string()));
+        assert!(shown.contains(&"X-Token: [redacted]".to_string()));
+        assert!(!shown
+            .iter()
+            .any(|h| h.contains("s3cret") || h.contains("abc")));
+    }
+
+    #[test]
+    fn form_encoding_and_custom_content_type() {
+        let cipher = Cipher::from_key(&[3; 32]);
+        let mut w = webhook(&cipher);
+        w.content_type = ContentType::Form;
+        w.username = None;
+        w.headers = vec![StoredHeader {
+            name: HeaderName::parse("content-type").unwrap(),
+            value: cipher.seal("application/vnd.custom+json"),
+        }];
+        let r = render(&w, &cipher, 1, "delete", r#"{"a":"b c&d"}"#).unwrap();
+        assert_eq!(r.body, "payload=%7B%22a%22%3A%22b+c%26d%22%7D");
+        assert!(!r.body_is_event);
+        assert_eq!(
+            header(&r, "content-type"),
+            Some("application/vnd.custom+json")
+        );
+        assert_eq!(
+            r.headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("content-type"))
+                .count(),
+            1
+        );
+        assert!(
+            header(&r, "authorization").is_none(),
+            "basic auth needs both username and password"
+        );
+    }
+}

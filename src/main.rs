@@ -1,0 +1,186 @@
+//! The `herald` command line. Everything it does lives in the library.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use herald::config::Config;
+use herald::{auth, Application};
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Webhooks for Docker/OCI registries: registry notifications in, namespace webhooks out",
+    long_about = "Herald receives the notifications of a Docker/OCI registry (CNCF distribution) at \
+                  /v2/webhooks/events and sends each push and delete to the enabled webhooks of \
+                  the repository's namespace, recording every delivery.\n\n\
+                  Start with `herald serve`, then `herald registry-config` for the registry side."
+)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server and the delivery workers.
+    Serve,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the registry's `notifications` configuration (YAML) for this Herald.
+    RegistryConfig,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from the first line of standard input.
+    Create {
+        name: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        email: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token for a user and print it (it is shown only this once).
+    Create {
+        user: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("herald=info,tower_http=warn"));
+    // Logs go to stderr: stdout is kept for what commands print (a token, a config).
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config;
+    match cli.command {
+        Command::Serve => {
+            let app = Application::build(config).await?;
+            app.run(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            herald::open_store(&config).await?;
+            eprintln!("database {} is up to date", config.database_url());
+            Ok(())
+        }
+        Command::User(UserCommand::Create { name, admin, email }) => {
+            auth::validate_username(&name)?;
+            let password = read_password()?;
+            auth::validate_password(&password)?;
+            let store = herald::open_store(&config).await?;
+            let hash = auth::hash_password(&password)?;
+            let user = store
+                .create_user(&name, &hash, email.as_deref(), admin)
+                .await?;
+            eprintln!(
+                "created {} '{}'",
+                if user.admin { "admin" } else { "user" },
+                user.username
+            );
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create { user, label }) => {
+            let store = herald::open_store(&config).await?;
+            let (found, _) = store
+                .user_credentials(&user)
+                .await?
+                .with_context(|| format!("there is no user '{user}'"))?;
+            let token = auth::new_api_token();
+            store
+                .create_token(found.id, &label, &auth::token_hash(&token))
+                .await?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::RegistryConfig => {
+            let token = herald::registry_token(&config)?;
+            print!(
+                "{}",
+                registry_yaml(&config.events_url(config.listen), token.expose())
+            );
+            Ok(())
+        }
+    }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn registry_yaml(url: &str, token: &str) -> String {
+    format!(
+        "# Paste into the registry's config.yml (distribution 2.x and 3.x).\n\
+         notifications:\n\
+         \x20 endpoints:\n\
+         \x20   - name: herald\n\
+         \x20     url: {url}\n\
+         \x20     headers:\n\
+         \x20       Authorization: [Bearer {token}]\n\
+         \x20     timeout: 5s\n\
+         \x20     threshold: 5\n\
+         \x20     backoff: 2s\n"
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,361 @@
+//! The registry's notification envelope and what Herald makes of each event in it.
+//!
+//! Only an envelope that is not JSON, or has no `events` array, is refused: the registry
+//! retries a refused envelope forever and blocks every later one behind it. Inside a good
+//! envelope, every event is kept, and one that Herald cannot use is stored as ignored.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::hooks::types::NamespaceName;
+
+/// Media types of manifests: pushes of these trigger webhooks, blob pushes do not.
+const MANIFEST_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.artifact.manifest.v1+json",
+];
+
+/// Why an envelope is refused as a whole.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EnvelopeError(pub String);
+
+/// Splits an envelope into its events, each kept as the exact JSON text the registry sent.
+pub fn split_envelope(body: &[u8]) -> Result<Vec<&RawValue>, EnvelopeError> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow, default)]
+        events: Option<&'a RawValue>,
+    }
+    let top: &RawValue = serde_json::from_slice(body)
+        .map_err(|e| EnvelopeError(format!("the body is not valid JSON: {e}")))?;
+    if !top.get().trim_start().starts_with('{') {
+        return Err(EnvelopeError(
+            "the body must be a JSON object with an `events` array".into(),
+        ));
+    }
+    let envelope: Envelope = serde_json::from_str(top.get())
+        .map_err(|e| EnvelopeError(format!("the envelope is not valid: {e}")))?;
+    let events = envelope
+        .events
+        .ok_or_else(|| EnvelopeError("the envelope has no `events` array".into()))?;
+    serde_json::from_str::<Vec<&RawValue>>(events.get())
+        .map_err(|_| EnvelopeError("the envelope's `events` must be an array".into()))
+}
+
+/// The registry's actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Push,
+    Pull,
+    Mount,
+    Delete,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "push" => Some(Self::Push),
+            "pull" => Some(Self::Pull),
+            "mount" => Some(Self::Mount),
+            "delete" => Some(Self::Delete),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Push => "push",
+            Self::Pull => "pull",
+            Self::Mount => "mount",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// What to do with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Relevant: every enabled webhook of its namespace gets a delivery.
+    Deliver,
+    /// A valid event that triggers no webhook (a blob push, a pull).
+    Skip(String),
+    /// An event Herald cannot use; kept with the reason.
+    Ignore(String),
+}
+
+/// One event of an envelope, classified, with its original JSON.
+#[derive(Debug, Clone)]
+pub struct IncomingEvent {
+    pub registry_id: Option<String>,
+    pub action: Option<String>,
+    pub repository: Option<String>,
+    pub namespace: Option<NamespaceName>,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    pub media_type: Option<String>,
+    pub actor: Option<String>,
+    /// The event object exactly as the registry sent it: this is the webhook body.
+    pub body: String,
+    pub disposition: Disposition,
+}
+
+/// The fields Herald reads; everything else in the event is kept in `body` untouched.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EventFields {
+    id: Option<String>,
+    action: Option<String>,
+    target: Option<TargetFields>,
+    actor: Option<ActorFields>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TargetFields {
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+    repository: Option<String>,
+    tag: Option<String>,
+    digest: Option<String>,
+    url: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ActorFields {
+    name: Option<String>,
+}
+
+impl IncomingEvent {
+    pub fn classify(raw: &RawValue) -> Self {
+        let body = raw.get().to_string();
+        let mut event = IncomingEvent {
+            registry_id: None,
+            action: None,
+            repository: None,
+            namespace: None,
+            tag: None,
+            digest: None,
+            media_type: None,
+            actor: None,
+            body,
+            disposition: Disposition::Deliver,
+        };
+        if !event.body.trim_start().starts_with('{') {
+            event.disposition = Disposition::Ignore("the event is not a JSON object".into());
+            return event;
+        }
+        let fields: EventFields = match serde_json::from_str(raw.get()) {
+            Ok(f) => f,
+            Err(e) => {
+                event.disposition = Disposition::Ignore(format!(
+                    "the event does not have the registry's shape: {e}"
+                ));
+                return event;
+            }
+        };
+        let target = fields.target.unwrap_or_default();
+        let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        event.registry_id = non_empty(fields.id);
+        event.action = non_empty(fields.action);
+        event.repository = non_empty(target.repository);
+        event.tag = non_empty(target.tag);
+        event.digest = non_empty(target.digest);
+        event.media_type = non_empty(target.media_type);
+        event.actor = fields.actor.and_then(|a| non_empty(a.name));
+        event.disposition = event.decide(target.url.as_deref());
+        event
+    }
+
+    fn decide(&mut self, url: Option<&str>) -> Disposition {
+        if self.registry_id.is_none() {
+            return Disposition::Ignore("the event has no id".into());
+        }
+        let Some(action_text) = self.action.as_deref() else {
+            return Disposition::Ignore("the event has no action".into());
+        };
+        let Some(action) = Action::parse(action_text) else {
+            return Disposition::Ignore(format!("unknown action '{action_text}'"));
+        };
+        let Some(repository) = self.repository.as_deref() else {
+            return Disposition::Ignore("the event's target has no repository".into());
+        };
+        match NamespaceName::of_repository(repository) {
+            Ok(ns) => self.namespace = Some(ns),
+            Err(e) => return Disposition::Ignore(e.message),
+        }
+        match action {
+            Action::Delete => Disposition::Deliver,
+            Action::Push if self.is_manifest(url) => Disposition::Deliver,
+            Action::Push => Disposition::Skip("blob push".into()),
+            Action::Pull => Disposition::Skip("pull".into()),
+            Action::Mount => Disposition::Skip("blob mount".into()),
+        }
+    }
+
+    /// A manifest by its media type; without one, by its URL or tag (only manifests have tags).
+    fn is_manifest(&self, url: Option<&str>) -> bool {
+        match self.media_type.as_deref() {
+            Some(mt) => {
+                let essence = mt
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                MANIFEST_MEDIA_TYPES.contains(&essence.as_str())
+            }
+            None => self.tag.is_some() || url.is_some_and(|u| u.contains("/manifests/")),
+        }
+    }
+}
+
+/// Splits and classifies an envelope.
+pub fn parse_envelope(body: &[u8]) -> Result<Vec<IncomingEvent>, EnvelopeError> {
+    Ok(split_envelope(body)?
+        .into_iter()
+        .map(IncomingEvent::classify)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn one(name: &str) -> IncomingEvent {
+        let mut events = parse_envelope(&fixture(name)).unwrap();
+        assert_eq!(events.len(), 1);
+        events.remove(0)
+    }
+
+    #[test]
+    fn manifest_push_is_delivered_with_its_exact_body() {
+        let bytes = fixture("distribution-2.8.2/push-manifest-tagged.json");
+        let e = one("distribution-2.8.2/push-manifest-tagged.json");
+        assert_eq!(e.disposition, Disposition::Deliver);
+        assert_eq!(
+            e.registry_id.as_deref(),
+            Some("2045f19c-7a89-451b-8ea6-bfb7cac6a943")
+        );
+        assert_eq!(e.namespace.unwrap().as_str(), "acme");
+        assert_eq!(e.tag.as_deref(), Some("1.0"));
+        // The body is a verbatim slice of what the registry sent.
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.contains(&e.body));
+        let envelope: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+        assert_eq!(body, envelope["events"][0]);
+    }
+
+    #[test]
+    fn blobs_and_pulls_are_skipped() {
+        for name in ["push-layer-blob.json", "push-config-blob.json"] {
+            let e = one(&format!("distribution-2.8.2/{name}"));
+            assert_eq!(
+                e.disposition,
+                Disposition::Skip("blob push".into()),
+                "{name}"
+            );
+        }
+        let e = one("distribution-2.8.2/pull-manifest.json");
+        assert_eq!(e.disposition, Disposition::Skip("pull".into()));
+    }
+
+    #[test]
+    fn deletes_in_every_shape_are_delivered() {
+        let by_digest = one("distribution-2.8.2/delete-manifest-digest.json");
+        assert_eq!(by_digest.disposition, Disposition::Deliver);
+        assert!(by_digest.tag.is_none() && by_digest.digest.is_some());
+        let by_tag = one("distribution-2.8.2/delete-tag.json");
+        assert_eq!(by_tag.disposition, Disposition::Deliver);
+        assert_eq!(by_tag.tag.as_deref(), Some("1.0"));
+    }
+
+    #[test]
+    fn actor_is_read_when_present() {
+        let e = one("distribution-2.8.2/push-manifest-with-actor-and-references.json");
+        assert_eq!(e.actor.as_deref(), Some("alice"));
+        assert_eq!(e.namespace.unwrap().as_str(), "alice");
+    }
+
+    #[test]
+    fn distribution_3_envelope_with_oci_descriptor_target() {
+        let events = parse_envelope(&fixture("distribution-3/push-and-delete.json")).unwrap();
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].disposition, Disposition::Deliver, "index push");
+        assert_eq!(events[0].namespace.as_ref().unwrap().as_str(), "acme");
+        assert!(
+            events[0].body.contains("\"annotations\""),
+            "unknown fields are kept"
+        );
+        assert_eq!(events[1].disposition, Disposition::Deliver, "tag delete");
+        assert!(events[2].namespace.as_ref().unwrap().is_global());
+        assert_eq!(events[2].disposition, Disposition::Skip("blob push".into()));
+    }
+
+    #[test]
+    fn odd_events_are_ignored_with_a_reason_not_refused() {
+        let body = br#"{"events":[
+            {"id":"a","action":"replicate","target":{"repository":"acme/x"}},
+            {"id":"b","action":"push","target":{}},
+            {"action":"push","target":{"repository":"acme/x"}},
+            42,
+            {"id":"c","action":"push","target":{"repository":"Bad/x","tag":"1"}},
+            {"id":"d","action":"push","target":{"repository":7}},
+            {"id":"e","action":"push","target":{"repository":"acme/x","tag":"v1","size":3},"extra":{"x":1}}
+        ]}"#;
+        let events = parse_envelope(body).unwrap();
+        let reasons: Vec<_> = events.iter().map(|e| e.disposition.clone()).collect();
+        assert_eq!(
+            reasons[0],
+            Disposition::Ignore("unknown action 'replicate'".into())
+        );
+        assert_eq!(
+            reasons[1],
+            Disposition::Ignore("the event's target has no repository".into())
+        );
+        assert_eq!(
+            reasons[2],
+            Disposition::Ignore("the event has no id".into())
+        );
+        assert_eq!(
+            reasons[3],
+            Disposition::Ignore("the event is not a JSON object".into())
+        );
+        assert!(matches!(&reasons[4], Disposition::Ignore(r) if r.contains("Bad/x")));
+        assert!(matches!(&reasons[5], Disposition::Ignore(r) if r.contains("shape")));
+        assert_eq!(
+            reasons[6],
+            Disposition::Deliver,
+            "unknown fields and size are fine"
+        );
+    }
+
+    #[test]
+    fn malformed_envelopes_are_refused_with_a_named_problem() {
+        assert!(split_envelope(b"{not json")
+            .unwrap_err()
+            .0
+            .contains("not valid JSON"));
+        assert!(split_envelope(b"[]").unwrap_err().0.contains("JSON object"));
+        assert!(split_envelope(b"{}")
+            .unwrap_err()
+            .0
+            .contains("no `events` array"));
+        assert!(split_envelope(br#"{"events":{}}"#)
+            .unwrap_err()
+            .0
+            .contains("must be an array"));
+        assert_eq!(split_envelope(br#"{"events":[]}"#).unwrap().len(), 0);
+    }
+}

@@ -1,0 +1,6 @@
+//! The registry's side: the notification envelope, the ingest endpoint, and the token the
+//! registry authenticates with.
+
+pub mod envelope;
+pub mod ingest;
+pub mod token;

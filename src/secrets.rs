@@ -1,0 +1,168 @@
+//! Secrets at rest: webhook passwords and header values are sealed with XChaCha20-Poly1305
+//! before they reach the database, under a key that never lives in the database.
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+/// Format marker of a sealed value, so a later key or cipher change can be told apart.
+const VERSION: u8 = 1;
+const NONCE_LEN: usize = 24;
+
+/// Ciphertext as stored: version byte, nonce, then the AEAD output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed(pub Vec<u8>);
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealed({} bytes)", self.0.len())
+    }
+}
+
+#[derive(Clone)]
+pub struct Cipher {
+    aead: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for Cipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cipher(..)")
+    }
+}
+
+impl Cipher {
+    pub fn from_key(key: &[u8; 32]) -> Self {
+        Self {
+            aead: XChaCha20Poly1305::new(key.into()),
+        }
+    }
+
+    /// The key comes from `configured` (base64, from `HERALD_SECRET_KEY`) or from
+    /// `<data_dir>/secret.key`, which the first start creates with mode 0600.
+    pub fn load_or_create(data_dir: &Path, configured: Option<&str>) -> anyhow::Result<Self> {
+        if let Some(b64) = configured {
+            let key = decode_key(b64.trim())
+                .map_err(|e| anyhow::anyhow!("HERALD_SECRET_KEY is not usable: {e}"))?;
+            return Ok(Self::from_key(&key));
+        }
+        let path = data_dir.join("secret.key");
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)?;
+            let key = decode_key(text.trim())
+                .map_err(|e| anyhow::anyhow!("{} is not usable: {e}", path.display()))?;
+            return Ok(Self::from_key(&key));
+        }
+        let key: [u8; 32] = XChaCha20Poly1305::generate_key(&mut OsRng).into();
+        write_private_file(&path, &format!("{}\n", B64.encode(key)))?;
+        tracing::info!(path = %path.display(), "created a new secret key for secrets at rest");
+        Ok(Self::from_key(&key))
+    }
+
+    pub fn seal(&self, plaintext: &str) -> Sealed {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let ct = self
+            .aead
+            .encrypt(&nonce, plaintext.as_bytes())
+            .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
+        out.push(VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Sealed(out)
+    }
+
+    pub fn open(&self, sealed: &Sealed) -> Result<String, String> {
+        let bytes = &sealed.0;
+        if bytes.len() < 1 + NONCE_LEN || bytes[0] != VERSION {
+            return Err("sealed value has an unknown format".into());
+        }
+        let nonce = XNonce::from_slice(&bytes[1..1 + NONCE_LEN]);
+        let plain = self
+            .aead
+            .decrypt(nonce, &bytes[1 + NONCE_LEN..])
+            .map_err(|_| "sealed value does not open with this key (wrong secret key?)")?;
+        String::from_utf8(plain).map_err(|_| "sealed value is not UTF-8".into())
+    }
+}
+
+fn decode_key(b64: &str) -> Result<[u8; 32], String> {
+    let bytes = B64.decode(b64).map_err(|e| format!("not base64 ({e})"))?;
+    bytes
+        .try_into()
+        .map_err(|v: Vec<u8>| format!("a key has 32 bytes, this one has {}", v.len()))
+}
+
+/// Writes a file only its owner may read: keys and tokens.
+pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+/// A random token: `prefix` followed by 32 random bytes in URL-safe base64.
+pub fn random_token(prefix: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_and_open() {
+        let cipher = Cipher::from_key(&[7u8; 32]);
+        let sealed = cipher.seal("hunter2");
+        assert!(!sealed.0.windows(7).any(|w| w == b"hunter2"));
+        assert_eq!(cipher.open(&sealed).unwrap(), "hunter2");
+        // Sealing twice gives different ciphertexts (fresh nonce).
+        assert_ne!(cipher.seal("hunter2"), sealed);
+        // Another key cannot open it, and tampering is detected.
+        assert!(Cipher::from_key(&[8u8; 32]).open(&sealed).is_err());
+        let mut tampered = sealed.clone();
+        let last = tampered.0.len() - 1;
+        tampered.0[last] ^= 1;
+        assert!(cipher.open(&tampered).is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Cipher::load_or_create(dir.path(), None).unwrap();
+        let sealed = a.seal("x");
+        let b = Cipher::load_or_create(dir.path(), None).unwrap();
+        assert_eq!(b.open(&sealed).unwrap(), "x");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("secret.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn configured_key_must_be_32_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Cipher::load_or_create(dir.path(), Some("c2hvcnQ=")).is_err());
+        let key = B64.encode([1u8; 32]);
+        assert!(Cipher::load_or_create(dir.path(), Some(&key)).is_ok());
+        assert!(!dir.path().join("secret.key").exists());
+    }
+}

@@ -1,0 +1,361 @@
+//! Storage: one `Store` trait that the rest of Herald talks to, so the embedded SQLite
+//! default and a server database can sit behind the same contract.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::hooks::types::{
+    ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
+};
+use crate::registry::envelope::IncomingEvent;
+use crate::secrets::Sealed;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Crypto(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Namespace {
+    #[serde(skip)]
+    pub id: i64,
+    pub name: NamespaceName,
+    pub description: String,
+    pub webhook_count: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredHeader {
+    pub name: HeaderName,
+    pub value: Sealed,
+}
+
+/// A webhook as stored: secrets are still sealed.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub id: i64,
+    pub namespace: NamespaceName,
+    pub name: WebhookName,
+    pub url: WebhookUrl,
+    pub request_method: RequestMethod,
+    pub content_type: ContentType,
+    pub username: Option<String>,
+    pub password: Option<Sealed>,
+    pub headers: Vec<StoredHeader>,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub name: WebhookName,
+    pub url: WebhookUrl,
+    pub request_method: RequestMethod,
+    pub content_type: ContentType,
+    pub username: Option<String>,
+    pub password: Option<Sealed>,
+    pub headers: Vec<StoredHeader>,
+}
+
+/// A partial update: `None` leaves a field as it is; `Some(None)` clears an optional one.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookPatch {
+    pub name: Option<WebhookName>,
+    pub url: Option<WebhookUrl>,
+    pub request_method: Option<RequestMethod>,
+    pub content_type: Option<ContentType>,
+    pub username: Option<Option<String>>,
+    pub password: Option<Option<Sealed>>,
+    pub headers: Option<Vec<StoredHeader>>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Retrying,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "retrying" => Self::Retrying,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// The event a delivery carries, as listed with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRef {
+    pub id: Option<String>,
+    pub action: Option<String>,
+    pub repository: Option<String>,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliverySummary {
+    pub id: i64,
+    pub webhook_id: i64,
+    pub state: DeliveryState,
+    pub attempt_count: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub event: EventRef,
+}
+
+/// A request as sent, with secrets redacted: safe to store and to show.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub id: i64,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub response_headers: Vec<(String, String)>,
+    pub response_body: String,
+    pub response_truncated: bool,
+    pub manual: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub summary: DeliverySummary,
+    /// The last request sent; `None` until the first attempt.
+    pub request: Option<StoredRequest>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Everything a worker needs to send one delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryJob {
+    pub delivery_id: i64,
+    pub attempts_so_far: i64,
+    pub state: DeliveryState,
+    pub webhook: Webhook,
+    pub event_action: String,
+    pub event_body: String,
+}
+
+/// Where a delivery goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    RetryAt(DateTime<Utc>),
+    Failed,
+}
+
+/// One attempt's result, written together with the delivery's new state.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: i64,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub response_headers: Vec<(String, String)>,
+    pub response_body: String,
+    pub response_truncated: bool,
+    pub manual: bool,
+    pub request: StoredRequest,
+    /// The request body is stored only when it differs from the event body.
+    pub body_is_event: bool,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct IngestSummary {
+    /// Events that were relevant and new.
+    pub accepted: usize,
+    /// Valid events that trigger no webhook (blob pushes, pulls, unknown namespaces).
+    pub skipped: usize,
+    /// Events Herald could not use, stored with the reason.
+    pub ignored: usize,
+    /// Events already received (the registry retried).
+    pub duplicates: usize,
+    pub deliveries: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub registry_id: Option<String>,
+    pub action: Option<String>,
+    pub repository: Option<String>,
+    pub namespace: Option<String>,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    pub status: String,
+    pub reason: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    #[serde(skip)]
+    pub id: i64,
+    pub username: String,
+    pub email: Option<String>,
+    pub admin: bool,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiToken {
+    pub id: i64,
+    pub label: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A page of a newest-first list; `next` is the cursor of the following page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn migrate(&self) -> StoreResult<()>;
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Stores an envelope's events and one pending delivery per matching enabled webhook,
+    /// all in one transaction: when this returns Ok, nothing can be lost.
+    async fn ingest(
+        &self,
+        events: &[IncomingEvent],
+        now: DateTime<Utc>,
+    ) -> StoreResult<IngestSummary>;
+    async fn list_events(&self, limit: i64, before: Option<i64>) -> StoreResult<Page<StoredEvent>>;
+
+    async fn list_namespaces(&self) -> StoreResult<Vec<Namespace>>;
+    async fn get_namespace(&self, name: &NamespaceName) -> StoreResult<Namespace>;
+    async fn create_namespace(
+        &self,
+        name: &NamespaceName,
+        description: &str,
+    ) -> StoreResult<Namespace>;
+    async fn delete_namespace(&self, name: &NamespaceName) -> StoreResult<()>;
+
+    async fn list_webhooks(&self, namespace: &NamespaceName) -> StoreResult<Vec<Webhook>>;
+    async fn get_webhook(&self, namespace: &NamespaceName, id: i64) -> StoreResult<Webhook>;
+    async fn create_webhook(
+        &self,
+        namespace: &NamespaceName,
+        new: NewWebhook,
+    ) -> StoreResult<Webhook>;
+    async fn update_webhook(
+        &self,
+        namespace: &NamespaceName,
+        id: i64,
+        patch: WebhookPatch,
+    ) -> StoreResult<Webhook>;
+    async fn delete_webhook(&self, namespace: &NamespaceName, id: i64) -> StoreResult<()>;
+    /// Returns true when the header was new.
+    async fn set_header(
+        &self,
+        namespace: &NamespaceName,
+        webhook_id: i64,
+        header: StoredHeader,
+    ) -> StoreResult<bool>;
+    async fn delete_header(
+        &self,
+        namespace: &NamespaceName,
+        webhook_id: i64,
+        name: &str,
+    ) -> StoreResult<()>;
+
+    async fn list_deliveries(
+        &self,
+        webhook_id: i64,
+        limit: i64,
+        before: Option<i64>,
+    ) -> StoreResult<Page<DeliverySummary>>;
+    async fn get_delivery(&self, webhook_id: i64, delivery_id: i64) -> StoreResult<DeliveryDetail>;
+    /// Leases up to `limit` due deliveries until `lease_until`; a crashed worker's lease expires.
+    /// Returns `(delivery id, webhook id)` pairs.
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, i64)>>;
+    async fn load_job(&self, delivery_id: i64) -> StoreResult<DeliveryJob>;
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()>;
+    /// Ends a delivery as failed without sending it, with the reason.
+    async fn abandon(&self, delivery_id: i64, reason: &str) -> StoreResult<()>;
+
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        email: Option<&str>,
+        admin: bool,
+    ) -> StoreResult<User>;
+    /// The user and their password hash, for sign-in.
+    async fn user_credentials(&self, username: &str) -> StoreResult<Option<(User, String)>>;
+    async fn create_token(
+        &self,
+        user_id: i64,
+        label: &str,
+        token_hash: &str,
+    ) -> StoreResult<ApiToken>;
+    /// The user holding an unrevoked token with this hash; marks the token used.
+    async fn authenticate_token(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<User>>;
+}
+
+pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

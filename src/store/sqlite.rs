@@ -1,0 +1,833 @@
+//! The embedded default: SQLite in WAL mode with full fsync on commit, so a 2xx to the
+//! registry always means the events are on disk.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::*;
+use crate::registry::envelope::Disposition;
+
+/// Two pools: one connection for writes, so writers queue in-process instead of fighting
+/// over SQLite's lock, and several for reads, which WAL lets run beside the writer.
+#[derive(Clone)]
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Self { write, read })
+    }
+}
+
+fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        _ => StoreError::Database(err),
+    }
+}
+
+fn opt_ms(v: Option<i64>) -> Option<DateTime<Utc>> {
+    v.map(from_ms)
+}
+
+fn headers_from_json(text: Option<String>) -> Vec<(String, String)> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+fn webhook_from_row(row: &SqliteRow, headers: Vec<StoredHeader>) -> StoreResult<Webhook> {
+    let password: Option<Vec<u8>> = row.try_get("password")?;
+    let method: String = row.try_get("request_method")?;
+    let content_type: String = row.try_get("content_type")?;
+    Ok(Webhook {
+        id: row.try_get("id")?,
+        namespace: NamespaceName::trusted(row.try_get("namespace")?),
+        name: WebhookName::trusted(row.try_get("name")?),
+        url: WebhookUrl::trusted(row.try_get("url")?),
+        request_method: RequestMethod::parse(&method).unwrap_or_default(),
+        content_type: ContentType::parse(&content_type).unwrap_or_default(),
+        username: row.try_get("username")?,
+        password: password.map(Sealed),
+        headers,
+        enabled: row.try_get("enabled")?,
+        created_at: from_ms(row.try_get("created_at")?),
+        updated_at: from_ms(row.try_get("updated_at")?),
+    })
+}
+
+const WEBHOOK_SELECT: &str = "SELECT w.id, n.name AS namespace, w.name, w.url, w.request_method, \
+     w.content_type, w.username, w.password, w.enabled, w.created_at, w.updated_at \
+     FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id";
+
+const DELIVERY_SELECT: &str = "SELECT d.id, d.webhook_id, d.state, d.attempts, d.last_status, \
+     d.last_error, d.next_attempt_at, d.created_at, d.updated_at, d.request_method, d.request_url, \
+     d.request_headers, d.request_body, e.registry_id, e.action, e.repository, e.tag, e.digest, \
+     e.body AS event_body \
+     FROM deliveries d JOIN events e ON e.id = d.event_id";
+
+fn delivery_from_row(row: &SqliteRow) -> StoreResult<DeliverySummary> {
+    let state: String = row.try_get("state")?;
+    Ok(DeliverySummary {
+        id: row.try_get("id")?,
+        webhook_id: row.try_get("webhook_id")?,
+        state: DeliveryState::parse(&state),
+        attempt_count: row.try_get("attempts")?,
+        last_status: row.try_get("last_status")?,
+        last_error: row.try_get("last_error")?,
+        next_attempt_at: opt_ms(row.try_get("next_attempt_at")?),
+        created_at: from_ms(row.try_get("created_at")?),
+        updated_at: from_ms(row.try_get("updated_at")?),
+        event: EventRef {
+            id: row.try_get("registry_id")?,
+            action: row.try_get("action")?,
+            repository: row.try_get("repository")?,
+            tag: row.try_get("tag")?,
+            digest: row.try_get("digest")?,
+        },
+    })
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        email: row.try_get("email")?,
+        admin: row.try_get("admin")?,
+        disabled: row.try_get("disabled")?,
+        created_at: from_ms(row.try_get("created_at")?),
+    })
+}
+
+impl SqliteStore {
+    async fn headers_of(&self, webhook_id: i64) -> StoreResult<Vec<StoredHeader>> {
+        let rows = sqlx::query(
+            "SELECT name, value FROM webhook_headers WHERE webhook_id = ? ORDER BY name",
+        )
+        .bind(webhook_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredHeader {
+                    name: HeaderName::trusted(r.try_get("name")?),
+                    value: Sealed(r.try_get("value")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn namespace_id(&self, name: &NamespaceName) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT id FROM namespaces WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("namespace '{name}'")))
+    }
+
+    async fn replace_headers(
+        tx: &mut Transaction<'_, Sqlite>,
+        webhook_id: i64,
+        headers: &[StoredHeader],
+    ) -> StoreResult<()> {
+        sqlx::query("DELETE FROM webhook_headers WHERE webhook_id = ?")
+            .bind(webhook_id)
+            .execute(&mut **tx)
+            .await?;
+        for h in headers {
+            sqlx::query("INSERT INTO webhook_headers (webhook_id, name, value) VALUES (?, ?, ?)")
+                .bind(webhook_id)
+                .bind(h.name.as_str())
+                .bind(&h.value.0)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| {
+                    conflict_on_unique(e, || {
+                        format!("the header '{}' is given twice", h.name.as_str())
+                    })
+                })?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.write)
+            .await
+            .map_err(|e| StoreError::Database(e.into()))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    async fn ingest(
+        &self,
+        events: &[IncomingEvent],
+        now: DateTime<Utc>,
+    ) -> StoreResult<IngestSummary> {
+        let mut summary = IngestSummary::default();
+        let mut tx = self.write.begin().await?;
+        for event in events {
+            // Decide the event's fate before storing it, so the row says why.
+            let mut webhooks: Vec<i64> = Vec::new();
+            let (status, reason) = match &event.disposition {
+                Disposition::Ignore(r) => ("ignored", Some(r.clone())),
+                Disposition::Skip(r) => ("skipped", Some(r.clone())),
+                Disposition::Deliver => {
+                    let ns = event
+                        .namespace
+                        .as_ref()
+                        .map(|n| n.as_str())
+                        .unwrap_or_default();
+                    let ns_id: Option<i64> =
+                        sqlx::query_scalar("SELECT id FROM namespaces WHERE name = ?")
+                            .bind(ns)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    match ns_id {
+                        None => ("skipped", Some(format!("namespace '{ns}' does not exist"))),
+                        Some(id) => {
+                            webhooks = sqlx::query_scalar(
+                                "SELECT id FROM webhooks WHERE namespace_id = ? AND enabled = 1",
+                            )
+                            .bind(id)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                            ("accepted", None)
+                        }
+                    }
+                }
+            };
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO events (registry_id, action, repository, namespace, tag, digest, \
+                 media_type, actor, status, reason, body, received_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (registry_id) DO NOTHING RETURNING id",
+            )
+            .bind(&event.registry_id)
+            .bind(&event.action)
+            .bind(&event.repository)
+            .bind(event.namespace.as_ref().map(|n| n.as_str()))
+            .bind(&event.tag)
+            .bind(&event.digest)
+            .bind(&event.media_type)
+            .bind(&event.actor)
+            .bind(status)
+            .bind(&reason)
+            .bind(&event.body)
+            .bind(to_ms(now))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(event_id) = inserted else {
+                summary.duplicates += 1;
+                continue;
+            };
+            match status {
+                "ignored" => summary.ignored += 1,
+                "skipped" => summary.skipped += 1,
+                _ => summary.accepted += 1,
+            }
+            for webhook_id in webhooks {
+                sqlx::query(
+                    "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
+                     created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?)",
+                )
+                .bind(webhook_id)
+                .bind(event_id)
+                .bind(to_ms(now))
+                .bind(to_ms(now))
+                .bind(to_ms(now))
+                .execute(&mut *tx)
+                .await?;
+                summary.deliveries += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    async fn list_events(&self, limit: i64, before: Option<i64>) -> StoreResult<Page<StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, registry_id, action, repository, namespace, tag, digest, status, reason, \
+             received_at FROM events WHERE id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit + 1)
+        .fetch_all(&self.read)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(|r| {
+                Ok(StoredEvent {
+                    id: r.try_get("id")?,
+                    registry_id: r.try_get("registry_id")?,
+                    action: r.try_get("action")?,
+                    repository: r.try_get("repository")?,
+                    namespace: r.try_get("namespace")?,
+                    tag: r.try_get("tag")?,
+                    digest: r.try_get("digest")?,
+                    status: r.try_get("status")?,
+                    reason: r.try_get("reason")?,
+                    received_at: from_ms(r.try_get("received_at")?),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(&mut items, limit, |e| e.id))
+    }
+
+    async fn list_namespaces(&self) -> StoreResult<Vec<Namespace>> {
+        let rows = sqlx::query(
+            "SELECT n.id, n.name, n.description, n.created_at, \
+             (SELECT COUNT(*) FROM webhooks w WHERE w.namespace_id = n.id) AS webhook_count \
+             FROM namespaces n ORDER BY n.name",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(namespace_from_row).collect()
+    }
+
+    async fn get_namespace(&self, name: &NamespaceName) -> StoreResult<Namespace> {
+        let row = sqlx::query(
+            "SELECT n.id, n.name, n.description, n.created_at, \
+             (SELECT COUNT(*) FROM webhooks w WHERE w.namespace_id = n.id) AS webhook_count \
+             FROM namespaces n WHERE n.name = ?",
+        )
+        .bind(name.as_str())
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("namespace '{name}'")))?;
+        namespace_from_row(&row)
+    }
+
+    async fn create_namespace(
+        &self,
+        name: &NamespaceName,
+        description: &str,
+    ) -> StoreResult<Namespace> {
+        sqlx::query("INSERT INTO namespaces (name, description, created_at) VALUES (?, ?, ?)")
+            .bind(name.as_str())
+            .bind(description)
+            .bind(to_ms(Utc::now()))
+            .execute(&self.write)
+            .await
+            .map_err(|e| {
+                conflict_on_unique(e, || format!("the namespace '{name}' already exists"))
+            })?;
+        self.get_namespace(name).await
+    }
+
+    async fn delete_namespace(&self, name: &NamespaceName) -> StoreResult<()> {
+        if name.is_global() {
+            return Err(StoreError::Conflict(
+                "the global namespace always exists and cannot be deleted".into(),
+            ));
+        }
+        let done = sqlx::query("DELETE FROM namespaces WHERE name = ?")
+            .bind(name.as_str())
+            .execute(&self.write)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("namespace '{name}'")));
+        }
+        Ok(())
+    }
+
+    async fn list_webhooks(&self, namespace: &NamespaceName) -> StoreResult<Vec<Webhook>> {
+        self.namespace_id(namespace).await?;
+        let rows = sqlx::query(&format!("{WEBHOOK_SELECT} WHERE n.name = ? ORDER BY w.id"))
+            .bind(namespace.as_str())
+            .fetch_all(&self.read)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let headers = self.headers_of(row.try_get("id")?).await?;
+            out.push(webhook_from_row(row, headers)?);
+        }
+        Ok(out)
+    }
+
+    async fn get_webhook(&self, namespace: &NamespaceName, id: i64) -> StoreResult<Webhook> {
+        let row = sqlx::query(&format!("{WEBHOOK_SELECT} WHERE n.name = ? AND w.id = ?"))
+            .bind(namespace.as_str())
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("webhook {id} in namespace '{namespace}'"))
+            })?;
+        let headers = self.headers_of(id).await?;
+        webhook_from_row(&row, headers)
+    }
+
+    async fn create_webhook(
+        &self,
+        namespace: &NamespaceName,
+        new: NewWebhook,
+    ) -> StoreResult<Webhook> {
+        let ns_id = self.namespace_id(namespace).await?;
+        let now = to_ms(Utc::now());
+        let mut tx = self.write.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO webhooks (namespace_id, name, url, request_method, content_type, \
+             username, password, enabled, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?) RETURNING id",
+        )
+        .bind(ns_id)
+        .bind(new.name.as_str())
+        .bind(new.url.as_str())
+        .bind(new.request_method.as_str())
+        .bind(new.content_type.as_str())
+        .bind(&new.username)
+        .bind(new.password.as_ref().map(|s| s.0.clone()))
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            conflict_on_unique(e, || {
+                format!(
+                    "a webhook named '{}' already exists in namespace '{namespace}'",
+                    new.name.as_str()
+                )
+            })
+        })?;
+        Self::replace_headers(&mut tx, id, &new.headers).await?;
+        tx.commit().await?;
+        self.get_webhook(namespace, id).await
+    }
+
+    async fn update_webhook(
+        &self,
+        namespace: &NamespaceName,
+        id: i64,
+        patch: WebhookPatch,
+    ) -> StoreResult<Webhook> {
+        let current = self.get_webhook(namespace, id).await?;
+        let name = patch.name.unwrap_or(current.name);
+        let url = patch.url.unwrap_or(current.url);
+        let method = patch.request_method.unwrap_or(current.request_method);
+        let content_type = patch.content_type.unwrap_or(current.content_type);
+        let username = patch.username.unwrap_or(current.username);
+        let password = patch.password.unwrap_or(current.password);
+        let enabled = patch.enabled.unwrap_or(current.enabled);
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "UPDATE webhooks SET name = ?, url = ?, request_method = ?, content_type = ?, \
+             username = ?, password = ?, enabled = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(name.as_str())
+        .bind(url.as_str())
+        .bind(method.as_str())
+        .bind(content_type.as_str())
+        .bind(&username)
+        .bind(password.as_ref().map(|s| s.0.clone()))
+        .bind(enabled)
+        .bind(to_ms(Utc::now()))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            conflict_on_unique(e, || {
+                format!(
+                    "a webhook named '{}' already exists in namespace '{namespace}'",
+                    name.as_str()
+                )
+            })
+        })?;
+        if let Some(headers) = &patch.headers {
+            Self::replace_headers(&mut tx, id, headers).await?;
+        }
+        tx.commit().await?;
+        self.get_webhook(namespace, id).await
+    }
+
+    async fn delete_webhook(&self, namespace: &NamespaceName, id: i64) -> StoreResult<()> {
+        self.get_webhook(namespace, id).await?;
+        sqlx::query("DELETE FROM webhooks WHERE id = ?")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_header(
+        &self,
+        namespace: &NamespaceName,
+        webhook_id: i64,
+        header: StoredHeader,
+    ) -> StoreResult<bool> {
+        self.get_webhook(namespace, webhook_id).await?;
+        let mut tx = self.write.begin().await?;
+        let removed = sqlx::query("DELETE FROM webhook_headers WHERE webhook_id = ? AND name = ?")
+            .bind(webhook_id)
+            .bind(header.name.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("INSERT INTO webhook_headers (webhook_id, name, value) VALUES (?, ?, ?)")
+            .bind(webhook_id)
+            .bind(header.name.as_str())
+            .bind(&header.value.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE webhooks SET updated_at = ? WHERE id = ?")
+            .bind(to_ms(Utc::now()))
+            .bind(webhook_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(removed == 0)
+    }
+
+    async fn delete_header(
+        &self,
+        namespace: &NamespaceName,
+        webhook_id: i64,
+        name: &str,
+    ) -> StoreResult<()> {
+        self.get_webhook(namespace, webhook_id).await?;
+        let done = sqlx::query("DELETE FROM webhook_headers WHERE webhook_id = ? AND name = ?")
+            .bind(webhook_id)
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "header '{name}' of webhook {webhook_id}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        webhook_id: i64,
+        limit: i64,
+        before: Option<i64>,
+    ) -> StoreResult<Page<DeliverySummary>> {
+        let rows = sqlx::query(&format!(
+            "{DELIVERY_SELECT} WHERE d.webhook_id = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?"
+        ))
+        .bind(webhook_id)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit + 1)
+        .fetch_all(&self.read)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(&mut items, limit, |d| d.id))
+    }
+
+    async fn get_delivery(&self, webhook_id: i64, delivery_id: i64) -> StoreResult<DeliveryDetail> {
+        let row = sqlx::query(&format!(
+            "{DELIVERY_SELECT} WHERE d.webhook_id = ? AND d.id = ?"
+        ))
+        .bind(webhook_id)
+        .bind(delivery_id)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!("delivery {delivery_id} of webhook {webhook_id}"))
+        })?;
+        let summary = delivery_from_row(&row)?;
+        let method: Option<String> = row.try_get("request_method")?;
+        let request = match method {
+            None => None,
+            Some(method) => {
+                let body: Option<String> = row.try_get("request_body")?;
+                Some(StoredRequest {
+                    method,
+                    url: row
+                        .try_get::<Option<String>, _>("request_url")?
+                        .unwrap_or_default(),
+                    headers: headers_from_json(row.try_get("request_headers")?),
+                    body: match body {
+                        Some(b) => b,
+                        None => row.try_get("event_body")?,
+                    },
+                })
+            }
+        };
+        let attempts = sqlx::query(
+            "SELECT id, started_at, duration_ms, status, error, response_headers, response_body, \
+             truncated, manual FROM attempts WHERE delivery_id = ? ORDER BY id",
+        )
+        .bind(delivery_id)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Attempt {
+                id: r.try_get("id")?,
+                started_at: from_ms(r.try_get("started_at")?),
+                duration_ms: r.try_get("duration_ms")?,
+                status: r.try_get("status")?,
+                error: r.try_get("error")?,
+                response_headers: headers_from_json(r.try_get("response_headers")?),
+                response_body: r.try_get("response_body")?,
+                response_truncated: r.try_get("truncated")?,
+                manual: r.try_get("manual")?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok(DeliveryDetail {
+            summary,
+            request,
+            attempts,
+        })
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, i64)>> {
+        let ids = sqlx::query_as(
+            "UPDATE deliveries SET locked_until = ?1 WHERE id IN ( \
+               SELECT id FROM deliveries \
+               WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?2 \
+                 AND (locked_until IS NULL OR locked_until <= ?2) \
+               ORDER BY next_attempt_at, id LIMIT ?3) \
+             RETURNING id, webhook_id",
+        )
+        .bind(to_ms(lease_until))
+        .bind(to_ms(now))
+        .bind(limit)
+        .fetch_all(&self.write)
+        .await?;
+        Ok(ids)
+    }
+
+    async fn load_job(&self, delivery_id: i64) -> StoreResult<DeliveryJob> {
+        let row = sqlx::query(
+            "SELECT d.webhook_id, d.attempts, d.state, e.action, e.body, n.name AS namespace \
+             FROM deliveries d JOIN events e ON e.id = d.event_id \
+             JOIN webhooks w ON w.id = d.webhook_id JOIN namespaces n ON n.id = w.namespace_id \
+             WHERE d.id = ?",
+        )
+        .bind(delivery_id)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("delivery {delivery_id}")))?;
+        let namespace = NamespaceName::trusted(row.try_get("namespace")?);
+        let state: String = row.try_get("state")?;
+        let webhook = self
+            .get_webhook(&namespace, row.try_get("webhook_id")?)
+            .await?;
+        Ok(DeliveryJob {
+            delivery_id,
+            attempts_so_far: row.try_get("attempts")?,
+            state: DeliveryState::parse(&state),
+            webhook,
+            event_action: row
+                .try_get::<Option<String>, _>("action")?
+                .unwrap_or_default(),
+            event_body: row.try_get("body")?,
+        })
+    }
+
+    async fn record_attempt(&self, r: AttemptRecord) -> StoreResult<()> {
+        let (state, next) = match r.outcome {
+            Outcome::Succeeded => (DeliveryState::Succeeded, None),
+            Outcome::RetryAt(at) => (DeliveryState::Retrying, Some(to_ms(at))),
+            Outcome::Failed => (DeliveryState::Failed, None),
+        };
+        let headers = serde_json::to_string(&r.request.headers).unwrap_or_else(|_| "[]".into());
+        let response_headers =
+            serde_json::to_string(&r.response_headers).unwrap_or_else(|_| "[]".into());
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error, \
+             response_headers, response_body, truncated, manual) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.delivery_id)
+        .bind(to_ms(r.started_at))
+        .bind(r.duration_ms)
+        .bind(r.status.map(i64::from))
+        .bind(&r.error)
+        .bind(&response_headers)
+        .bind(&r.response_body)
+        .bind(r.response_truncated)
+        .bind(r.manual)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?, \
+             locked_until = NULL, last_status = ?, last_error = ?, request_method = ?, \
+             request_url = ?, request_headers = ?, request_body = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(next)
+        .bind(r.status.map(i64::from))
+        .bind(&r.error)
+        .bind(&r.request.method)
+        .bind(&r.request.url)
+        .bind(&headers)
+        .bind(if r.body_is_event {
+            None
+        } else {
+            Some(&r.request.body)
+        })
+        .bind(to_ms(Utc::now()))
+        .bind(r.delivery_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn abandon(&self, delivery_id: i64, reason: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, locked_until = NULL, \
+             last_error = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(reason)
+        .bind(to_ms(Utc::now()))
+        .bind(delivery_id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        email: Option<&str>,
+        admin: bool,
+    ) -> StoreResult<User> {
+        let row = sqlx::query(
+            "INSERT INTO users (username, password_hash, email, admin, created_at) \
+             VALUES (?, ?, ?, ?, ?) RETURNING id, username, email, admin, disabled, created_at",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(email)
+        .bind(admin)
+        .bind(to_ms(Utc::now()))
+        .fetch_one(&self.write)
+        .await
+        .map_err(|e| conflict_on_unique(e, || format!("the user '{username}' already exists")))?;
+        user_from_row(&row)
+    }
+
+    async fn user_credentials(&self, username: &str) -> StoreResult<Option<(User, String)>> {
+        let row = sqlx::query(
+            "SELECT id, username, email, admin, disabled, created_at, password_hash \
+             FROM users WHERE username = ?",
+        )
+        .bind(username)
+        .fetch_optional(&self.read)
+        .await?;
+        match row {
+            None => Ok(None),
+            Some(r) => Ok(Some((user_from_row(&r)?, r.try_get("password_hash")?))),
+        }
+    }
+
+    async fn create_token(
+        &self,
+        user_id: i64,
+        label: &str,
+        token_hash: &str,
+    ) -> StoreResult<ApiToken> {
+        let row = sqlx::query(
+            "INSERT INTO api_tokens (user_id, label, token_hash, created_at) VALUES (?, ?, ?, ?) \
+             RETURNING id, label, created_at, last_used_at",
+        )
+        .bind(user_id)
+        .bind(label)
+        .bind(token_hash)
+        .bind(to_ms(Utc::now()))
+        .fetch_one(&self.write)
+        .await?;
+        Ok(ApiToken {
+            id: row.try_get("id")?,
+            label: row.try_get("label")?,
+            created_at: from_ms(row.try_get("created_at")?),
+            last_used_at: opt_ms(row.try_get("last_used_at")?),
+        })
+    }
+
+    async fn authenticate_token(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<User>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.username, u.email, u.admin, u.disabled, u.created_at, \
+             t.id AS token_id, t.last_used_at FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = ? AND t.revoked_at IS NULL",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        // Record use at most once a minute: a write per API call would be wasteful.
+        let last: Option<i64> = row.try_get("last_used_at")?;
+        if last.is_none_or(|t| to_ms(now) - t > 60_000) {
+            sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?")
+                .bind(to_ms(now))
+                .bind(row.try_get::<i64, _>("token_id")?)
+                .execute(&self.write)
+                .await?;
+        }
+        Ok(Some(user_from_row(&row)?))
+    }
+}
+
+fn namespace_from_row(row: &SqliteRow) -> StoreResult<Namespace> {
+    Ok(Namespace {
+        id: row.try_get("id")?,
+        name: NamespaceName::trusted(row.try_get("name")?),
+        description: row.try_get("description")?,
+        webhook_count: row.try_get("webhook_count")?,
+        created_at: from_ms(row.try_get("created_at")?),
+    })
+}
+
+/// Trims a `limit + 1` fetch to `limit` and sets the cursor when there is more.
+fn paginate<T: Clone>(items: &mut Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> Page<T> {
+    let more = items.len() as i64 > limit;
+    items.truncate(limit.max(0) as usize);
+    let next = if more {
+        items.last().map(|i| id(i).to_string())
+    } else {
+        None
+    };
+    Page {
+        items: std::mem::take(items),
+        next,
+    }
+}
