@@ -92,7 +92,9 @@ pub struct Config {
     pub retry_schedule: RetrySchedule,
 }
 
+/// Later flags win over earlier ones, so tests can override the defaults they start from.
 #[derive(Parser)]
+#[command(args_override_self = true)]
 struct ConfigOnly {
     #[command(flatten)]
     config: Config,

@@ -1,0 +1,328 @@
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use herald::config::Config;
+use herald::store::Store;
+use herald::Application;
+use serde_json::Value;
+use tokio::sync::{mpsc, Mutex};
+
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// The event objects of a fixture envelope, each as the exact text the registry sent.
+pub fn fixture_events(name: &str) -> Vec<String> {
+    let bytes = fixture(name);
+    herald::registry::envelope::split_envelope(&bytes)
+        .unwrap()
+        .into_iter()
+        .map(|raw| raw.get().to_string())
+        .collect()
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    /// An admin's API token.
+    pub token: String,
+    pub registry_token: String,
+    pub store: Arc<dyn Store>,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts Herald on 127.0.0.1:0 with its own temporary data directory and fast retries.
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.path().display().to_string(),
+        "--registry-token".into(),
+        "test-registry-token".into(),
+        "--retry-schedule".into(),
+        "0s,200ms,200ms".into(),
+        "--delivery-timeout".into(),
+        "3s".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let config = Config::from_args(&args).unwrap();
+    let app = Application::build(config).await.expect("Herald starts");
+    let addr = app.local_addr();
+    let store = app.state().store.clone();
+    tokio::spawn(app.run(std::future::pending()));
+    let hash = herald::auth::hash_password("admin-password").unwrap();
+    let admin = store.create_user("admin", &hash, None, true).await.unwrap();
+    let token = herald::auth::new_api_token();
+    store
+        .create_token(admin.id, "tests", &herald::auth::token_hash(&token))
+        .await
+        .unwrap();
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        token,
+        registry_token: "test-registry-token".into(),
+        store,
+        dir,
+    }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Resp {
+        let mut req = self.client.request(method.parse().unwrap(), self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&b).unwrap());
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// An API call as the admin.
+    pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        self.call(
+            method,
+            &format!("/api/v1{path}"),
+            body,
+            Some(&self.token.clone()),
+        )
+        .await
+    }
+
+    /// Posts an envelope as the registry does.
+    pub async fn post_envelope(&self, body: Vec<u8>) -> Resp {
+        self.post_envelope_as(
+            body,
+            "application/vnd.docker.distribution.events.v1+json",
+            Some(&self.registry_token.clone()),
+        )
+        .await
+    }
+
+    pub async fn post_envelope_as(
+        &self,
+        body: Vec<u8>,
+        content_type: &str,
+        token: Option<&str>,
+    ) -> Resp {
+        let mut req = self
+            .client
+            .post(self.url("/v2/webhooks/events"))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn create_namespace(&self, name: &str) {
+        let r = self
+            .api(
+                "POST",
+                "/namespaces",
+                Some(serde_json::json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+
+    /// Creates an enabled webhook and returns its id.
+    pub async fn enabled_webhook(&self, ns: &str, body: Value) -> i64 {
+        let r = self
+            .api("POST", &format!("/namespaces/{ns}/webhooks"), Some(body))
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let id = r.body["id"].as_i64().unwrap();
+        let r = self
+            .api(
+                "PATCH",
+                &format!("/namespaces/{ns}/webhooks/{id}"),
+                Some(serde_json::json!({ "enabled": true })),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        id
+    }
+
+    /// Polls until `check` accepts the delivery list of a webhook, or fails after 10 s.
+    pub async fn wait_deliveries(
+        &self,
+        ns: &str,
+        id: i64,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self
+                .api(
+                    "GET",
+                    &format!("/namespaces/{ns}/webhooks/{id}/deliveries"),
+                    None,
+                )
+                .await;
+            if check(&r.body["items"]) {
+                return r.body["items"].clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "deliveries never matched: {:#}",
+                r.body
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A request as a receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Captured {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    tx: mpsc::UnboundedSender<Captured>,
+    status: Arc<AtomicU16>,
+}
+
+/// A real HTTP receiver on loopback that records every request and answers `status`.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    rx: Mutex<mpsc::UnboundedReceiver<Captured>>,
+    status: Arc<AtomicU16>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let status = Arc::new(AtomicU16::new(200));
+        let state = ReceiverState {
+            tx,
+            status: status.clone(),
+        };
+        let app = axum::Router::new().fallback(record).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            addr,
+            rx: Mutex::new(rx),
+            status,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn answer(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// The next request, or `None` after `wait`.
+    pub async fn next_within(&self, wait: Duration) -> Option<Captured> {
+        tokio::time::timeout(wait, self.rx.lock().await.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    pub async fn next(&self) -> Captured {
+        self.next_within(Duration::from_secs(10))
+            .await
+            .expect("the receiver got a request in time")
+    }
+
+    /// Asserts nothing more arrives within `wait`.
+    pub async fn assert_quiet(&self, wait: Duration) {
+        if let Some(c) = self.next_within(wait).await {
+            panic!("unexpected request: {} {} {}", c.method, c.path, c.body);
+        }
+    }
+}
+
+async fn record(
+    State(state): State<ReceiverState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    let _ = state.tx.send(Captured {
+        method: method.to_string(),
+        path: uri.to_string(),
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    let status = StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap();
+    (status, "received")
+}

@@ -1,0 +1,273 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const PUSH: &str = "distribution-2.8.2/push-manifest-tagged.json";
+
+#[tokio::test]
+async fn ingest_refuses_without_the_registry_token() {
+    let app = spawn_app().await;
+    let body = fixture(PUSH);
+    let v1 = "application/vnd.docker.distribution.events.v1+json";
+    let none = app.post_envelope_as(body.clone(), v1, None).await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.body["error"]["code"], "unauthorized");
+    let wrong = app
+        .post_envelope_as(body.clone(), v1, Some("test-registry-tokeN"))
+        .await;
+    assert_eq!(wrong.status, 401);
+    // An API token is not the registry token either.
+    let api = app
+        .post_envelope_as(body, v1, Some(&app.token.clone()))
+        .await;
+    assert_eq!(api.status, 401);
+    assert_eq!(
+        app.api("GET", "/events", None).await.body["items"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn ingest_accepts_the_registry_media_types_and_refuses_others() {
+    let app = spawn_app().await;
+    let token = app.registry_token.clone();
+    let push = fixture(PUSH);
+    let r = app
+        .post_envelope_as(push.clone(), "text/plain", Some(&token))
+        .await;
+    assert_eq!(r.status, 415);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("events.v1+json"));
+    for (i, media_type) in [
+        "application/vnd.docker.distribution.events.v1+json",
+        "application/vnd.docker.distribution.events.v2+json",
+        "application/json; charset=utf-8",
+    ]
+    .iter()
+    .enumerate()
+    {
+        // Distinct event ids, so each is stored.
+        let body = String::from_utf8(push.clone())
+            .unwrap()
+            .replace("2045f19c", &format!("0000000{i}"));
+        let r = app
+            .post_envelope_as(body.into_bytes(), media_type, Some(&token))
+            .await;
+        assert_eq!(r.status, 200, "{media_type}: {:?}", r.body);
+        assert_eq!(r.body["accepted"], 0, "namespace acme does not exist yet");
+        assert_eq!(r.body["skipped"], 1);
+    }
+    let events = app.api("GET", "/events", None).await.body;
+    assert_eq!(events["items"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        events["items"][0]["reason"],
+        "namespace 'acme' does not exist"
+    );
+}
+
+#[tokio::test]
+async fn ingest_refuses_malformed_envelopes_and_stores_nothing() {
+    let app = spawn_app_with(&["--ingest-max-bytes", "2000"]).await;
+    for (body, expect) in [
+        (b"{\"events\": [".to_vec(), "not valid JSON"),
+        (b"{\"evnts\": []}".to_vec(), "no `events` array"),
+        (b"{\"events\": {\"id\": 1}}".to_vec(), "must be an array"),
+        (b"[1, 2]".to_vec(), "JSON object"),
+    ] {
+        let r = app.post_envelope(body).await;
+        assert_eq!(r.status, 400);
+        assert_eq!(r.body["error"]["code"], "bad_request");
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expect), "{message}");
+    }
+    let mut big = b"{\"events\": [], \"pad\": \"".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 3000));
+    big.extend(b"\"}");
+    let r = app.post_envelope(big).await;
+    assert_eq!(r.status, 413);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("2000 bytes"));
+    assert_eq!(
+        app.api("GET", "/events", None).await.body["items"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn odd_events_are_acknowledged_and_kept_as_ignored() {
+    let app = spawn_app().await;
+    let body = json!({"events": [
+        {"id": "e1", "action": "replicate", "target": {"repository": "acme/x"}},
+        {"id": "e2", "action": "push", "target": {}},
+        "not an event"
+    ]});
+    let r = app.post_envelope(serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["ignored"], 3);
+    let events = app.api("GET", "/events", None).await.body;
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "the event is not a JSON object",
+            "the event's target has no repository",
+            "unknown action 'replicate'"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_push_reaches_every_enabled_webhook_of_its_namespace_only() {
+    let app = spawn_app().await;
+    let acme = Receiver::start().await;
+    let acme_disabled = Receiver::start().await;
+    let other = Receiver::start().await;
+    app.create_namespace("acme").await;
+    app.create_namespace("other").await;
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "deploy", "url": acme.url("/hook")}))
+        .await;
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "off", "url": acme_disabled.url("/")})),
+        )
+        .await;
+    assert_eq!(r.body["enabled"], false, "new webhooks start disabled");
+    app.enabled_webhook("other", json!({"name": "other", "url": other.url("/")}))
+        .await;
+
+    let r = app.post_envelope(fixture(PUSH)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["deliveries"], 1);
+
+    let got = acme.next().await;
+    assert_eq!(got.method, "GET", "GET is the default method (Portus)");
+    assert_eq!(got.path, "/hook");
+    assert_eq!(
+        got.body,
+        fixture_events(PUSH)[0],
+        "the body is the event exactly as sent"
+    );
+    assert_eq!(got.header("content-type"), Some("application/json"));
+    assert_eq!(got.header("x-herald-event"), Some("push"));
+    assert!(got.header("user-agent").unwrap().starts_with("Herald/"));
+    let delivery_id = got.header("x-herald-delivery").unwrap().to_string();
+
+    acme_disabled.assert_quiet(Duration::from_millis(300)).await;
+    other.assert_quiet(Duration::from_millis(10)).await;
+
+    let items = app
+        .wait_deliveries("acme", hook, |d| d[0]["state"] == "succeeded")
+        .await;
+    assert_eq!(items.as_array().unwrap().len(), 1);
+    assert_eq!(items[0]["id"].to_string(), delivery_id);
+    assert_eq!(items[0]["last_status"], 200);
+    assert_eq!(items[0]["event"]["tag"], "1.0");
+}
+
+#[tokio::test]
+async fn the_same_registry_event_twice_is_delivered_once() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    app.enabled_webhook("acme", json!({"name": "d", "url": rx.url("/")}))
+        .await;
+    let first = app.post_envelope(fixture(PUSH)).await;
+    assert_eq!(first.body["deliveries"], 1);
+    let again = app.post_envelope(fixture(PUSH)).await;
+    assert_eq!(again.status, 200, "a retried envelope is acknowledged");
+    assert_eq!(again.body["duplicates"], 1);
+    assert_eq!(again.body["deliveries"], 0);
+    rx.next().await;
+    rx.assert_quiet(Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn blobs_and_pulls_trigger_nothing_but_deletes_do() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    app.enabled_webhook("acme", json!({"name": "d", "url": rx.url("/")}))
+        .await;
+    for name in [
+        "push-layer-blob.json",
+        "push-config-blob.json",
+        "pull-manifest.json",
+    ] {
+        let r = app
+            .post_envelope(fixture(&format!("distribution-2.8.2/{name}")))
+            .await;
+        assert_eq!(r.body["skipped"], 1, "{name}");
+    }
+    rx.assert_quiet(Duration::from_millis(300)).await;
+    for name in ["delete-manifest-digest.json", "delete-tag.json"] {
+        let r = app
+            .post_envelope(fixture(&format!("distribution-2.8.2/{name}")))
+            .await;
+        assert_eq!(r.body["deliveries"], 1, "{name}");
+        let got = rx.next().await;
+        assert_eq!(got.header("x-herald-event"), Some("delete"));
+        assert_eq!(
+            got.body,
+            fixture_events(&format!("distribution-2.8.2/{name}"))[0]
+        );
+    }
+}
+
+#[tokio::test]
+async fn repositories_without_a_slash_belong_to_the_global_namespace() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.enabled_webhook("_global", json!({"name": "g", "url": rx.url("/")}))
+        .await;
+    let body = String::from_utf8(fixture(PUSH))
+        .unwrap()
+        .replace("acme/web", "busybox");
+    let r = app.post_envelope(body.into_bytes()).await;
+    assert_eq!(r.body["deliveries"], 1);
+    assert!(rx.next().await.body.contains("\"busybox\""));
+}
+
+#[tokio::test]
+async fn a_distribution_3_envelope_with_several_events_is_handled() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    app.enabled_webhook(
+        "acme",
+        json!({"name": "d", "url": rx.url("/"), "request_method": "POST"}),
+    )
+    .await;
+    let r = app
+        .post_envelope_as(
+            fixture("distribution-3/push-and-delete.json"),
+            "application/vnd.docker.distribution.events.v2+json",
+            Some("test-registry-token"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["accepted"], 2);
+    assert_eq!(r.body["skipped"], 1);
+    let events = fixture_events("distribution-3/push-and-delete.json");
+    let mut bodies = [rx.next().await, rx.next().await];
+    bodies.sort_by_key(|c| c.header("x-herald-event").unwrap().to_string());
+    assert_eq!(bodies[0].body, events[1], "the tag delete");
+    assert_eq!(
+        bodies[1].body, events[0],
+        "the index push, annotations kept"
+    );
+    assert!(bodies.iter().all(|c| c.method == "POST"));
+}

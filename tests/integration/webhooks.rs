@@ -1,0 +1,275 @@
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn webhooks_have_portus_defaults_and_validate_their_fields() {
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "ci", "url": "example.org"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let w = r.body;
+    assert_eq!(
+        w["url"], "http://example.org/",
+        "a bare host becomes an http URL"
+    );
+    assert_eq!(w["request_method"], "GET");
+    assert_eq!(w["content_type"], "application/json");
+    assert_eq!(w["enabled"], false);
+    assert_eq!(w["has_password"], false);
+    assert_eq!(w["namespace"], "acme");
+    assert_eq!(w["headers"], json!({}));
+
+    for (body, field) in [
+        (json!({"name": "x", "url": "ftp://example.org"}), "url"),
+        (json!({"name": "x", "url": "http://"}), "url"),
+        (json!({"name": "x"}), "url"),
+        (json!({"url": "http://example.org"}), "name"),
+        (
+            json!({"name": "x", "url": "example.org", "request_method": "PUT"}),
+            "request_method",
+        ),
+        (
+            json!({"name": "x", "url": "example.org", "content_type": "text/xml"}),
+            "content_type",
+        ),
+        (
+            json!({"name": "x", "url": "example.org", "headers": {"Bad Name": "v"}}),
+            "headers",
+        ),
+        (
+            json!({"name": "x", "url": "example.org", "headers": {"X-A": "line\nbreak"}}),
+            "headers",
+        ),
+        (
+            json!({"name": "x", "url": "example.org", "headers": {"Content-Length": "1"}}),
+            "headers",
+        ),
+        (
+            json!({"name": "x", "url": "example.org", "headers": {"X-A": "1", "x-a": "2"}}),
+            "headers",
+        ),
+        (
+            json!({"name": "x", "url": "example.org", "enabled": true}),
+            "enabled",
+        ),
+        (
+            json!({"name": "x", "url": "example.org", "request_method": 5}),
+            "request_method",
+        ),
+    ] {
+        let r = app
+            .api("POST", "/namespaces/acme/webhooks", Some(body.clone()))
+            .await;
+        assert_eq!(r.status, 422, "{body}: {:?}", r.body);
+        assert_eq!(r.body["error"]["field"], field, "{body}");
+        assert!(!r.body["error"]["message"].as_str().unwrap().is_empty());
+    }
+
+    let dup = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "ci", "url": "example.org"})),
+        )
+        .await;
+    assert_eq!(dup.status, 409);
+    let nowhere = app
+        .api(
+            "POST",
+            "/namespaces/nope/webhooks",
+            Some(json!({"name": "ci", "url": "example.org"})),
+        )
+        .await;
+    assert_eq!(nowhere.status, 404);
+}
+
+#[tokio::test]
+async fn passwords_are_write_only_and_patch_changes_only_what_it_names() {
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({
+                "name": "deploy", "url": "https://ci.example.org/hook", "request_method": "post",
+                "content_type": "application/x-www-form-urlencoded", "username": "bot",
+                "password": "hunter2-hunter2", "headers": {"X-Token": "abc"}
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let id = r.body["id"].as_i64().unwrap();
+    assert_eq!(r.body["has_password"], true);
+    assert!(r.body.get("password").is_none());
+    assert!(!r.body.to_string().contains("hunter2"));
+    assert_eq!(r.body["request_method"], "POST");
+    assert_eq!(r.body["headers"], json!({"X-Token": "abc"}));
+
+    let path = format!("/namespaces/acme/webhooks/{id}");
+    let p = app
+        .api(
+            "PATCH",
+            &path,
+            Some(json!({"enabled": true, "url": "ci2.example.org"})),
+        )
+        .await;
+    assert_eq!(p.status, 200);
+    assert_eq!(p.body["enabled"], true);
+    assert_eq!(p.body["url"], "http://ci2.example.org/");
+    assert_eq!(p.body["name"], "deploy", "unnamed fields stay");
+    assert_eq!(p.body["username"], "bot");
+    assert_eq!(p.body["has_password"], true);
+
+    let p = app
+        .api(
+            "PATCH",
+            &path,
+            Some(json!({"password": null, "username": null})),
+        )
+        .await;
+    assert_eq!(p.body["has_password"], false);
+    assert_eq!(p.body["username"], json!(null));
+    let bad = app
+        .api("PATCH", &path, Some(json!({"url": "gopher://x"})))
+        .await;
+    assert_eq!(bad.status, 422);
+    assert_eq!(bad.body["error"]["field"], "url");
+    assert_eq!(
+        app.api("GET", &path, None).await.body["url"],
+        "http://ci2.example.org/",
+        "a refused PATCH changes nothing"
+    );
+
+    let list = app.api("GET", "/namespaces/acme/webhooks", None).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.api("GET", "/namespaces/acme/webhooks/999", None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.api("GET", "/namespaces/acme/webhooks/abc", None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.api("GET", &format!("/namespaces/_global/webhooks/{id}"), None)
+            .await
+            .status,
+        404,
+        "ids are scoped to their namespace"
+    );
+
+    assert_eq!(app.api("DELETE", &path, None).await.status, 204);
+    assert_eq!(app.api("GET", &path, None).await.status, 404);
+}
+
+#[tokio::test]
+async fn headers_are_set_and_deleted_one_by_one() {
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "h", "url": "example.org"})),
+        )
+        .await;
+    let base = format!("/namespaces/acme/webhooks/{}", r.body["id"]);
+    let put = app
+        .api(
+            "PUT",
+            &format!("{base}/headers/X-Deploy-Key"),
+            Some(json!({"value": "k1"})),
+        )
+        .await;
+    assert_eq!(put.status, 201);
+    assert_eq!(put.body, json!({"name": "X-Deploy-Key", "value": "k1"}));
+    let again = app
+        .api(
+            "PUT",
+            &format!("{base}/headers/x-deploy-key"),
+            Some(json!({"value": "k2"})),
+        )
+        .await;
+    assert_eq!(
+        again.status, 200,
+        "names are case-insensitive: this replaces"
+    );
+    let w = app.api("GET", &base, None).await.body;
+    assert_eq!(w["headers"], json!({"x-deploy-key": "k2"}));
+
+    let bad = app
+        .api(
+            "PUT",
+            &format!("{base}/headers/X-Bad"),
+            Some(json!({"value": "a\u{7}b"})),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    let reserved = app
+        .api(
+            "PUT",
+            &format!("{base}/headers/Host"),
+            Some(json!({"value": "x"})),
+        )
+        .await;
+    assert_eq!(reserved.status, 422);
+
+    assert_eq!(
+        app.api("DELETE", &format!("{base}/headers/X-DEPLOY-KEY"), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        app.api("DELETE", &format!("{base}/headers/X-Deploy-Key"), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(app.api("GET", &base, None).await.body["headers"], json!({}));
+}
+
+#[tokio::test]
+async fn secrets_are_not_stored_in_plain_text() {
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "s", "url": "example.org", "username": "u", "password": "pw-needle-4711", "headers": {"X-Key": "hdr-needle-0815"}})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    // Every file of the database (main file and write-ahead log) is searched.
+    for entry in std::fs::read_dir(app.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("herald.db")
+        {
+            let bytes = std::fs::read(&path).unwrap();
+            for needle in ["pw-needle-4711", "hdr-needle-0815"] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{needle} in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
