@@ -87,6 +87,18 @@ pub struct Config {
     )]
     pub delivery_concurrency_per_webhook: usize,
 
+    /// Whether team owners may create and delete webhooks and their headers (else only admins).
+    #[arg(long, env = "HERALD_PERMISSIONS_CREATE_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub permissions_create_webhook: bool,
+
+    /// Whether team owners may change, enable and disable webhooks and retrigger deliveries.
+    #[arg(long, env = "HERALD_PERMISSIONS_MANAGE_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub permissions_manage_webhook: bool,
+
+    /// Let anyone create a (non-admin) account with POST /api/v1/users.
+    #[arg(long, env = "HERALD_ALLOW_SIGNUP", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub allow_signup: bool,
+
     /// Delays before each attempt of a delivery, comma-separated; after the last, it fails.
     #[arg(long, env = "HERALD_RETRY_SCHEDULE", default_value = "0s,5s,5m,30m,2h,5h,10h,10h", value_parser = RetrySchedule::parse, global = true)]
     pub retry_schedule: RetrySchedule,
@@ -110,6 +122,14 @@ impl Config {
         let argv = std::iter::once(std::ffi::OsString::from("herald"))
             .chain(args.into_iter().map(Into::into));
         ConfigOnly::try_parse_from(argv).map(|c| c.config)
+    }
+
+    pub fn permissions(&self) -> crate::auth::policy::Permissions {
+        crate::auth::policy::Permissions {
+            create_webhook: self.permissions_create_webhook,
+            manage_webhook: self.permissions_manage_webhook,
+            allow_signup: self.allow_signup,
+        }
     }
 
     pub fn database_url(&self) -> String {

@@ -1,19 +1,28 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 
-use super::namespaces::path_namespace;
+use super::access::namespace_access;
 use super::{parse_id, PageParams};
-use crate::auth::policy::{authorize, Action};
+use crate::auth::policy::NamespaceAction;
 use crate::auth::ApiUser;
 use crate::error::ApiResult;
-use crate::store::{DeliveryDetail, DeliverySummary, Page};
+use crate::hooks::types::NamespaceName;
+use crate::store::{Audit, DeliveryDetail, DeliverySummary, Page, User};
 use crate::AppState;
 
-/// Resolves `{ns}/webhooks/{id}` and checks the webhook is in that namespace.
-async fn webhook_id(state: &AppState, ns: &str, id: &str) -> ApiResult<i64> {
-    let namespace = path_namespace(ns)?;
+/// Resolves `{ns}/webhooks/{id}` through the policy and checks the webhook is in that
+/// namespace.
+async fn webhook_id(
+    state: &AppState,
+    user: &User,
+    ns: &str,
+    id: &str,
+    action: NamespaceAction,
+) -> ApiResult<(NamespaceName, i64)> {
+    let access = namespace_access(state, user, ns, action).await?;
     let id = parse_id(id, "webhook")?;
-    Ok(state.store.get_webhook(&namespace, id).await?.id)
+    let hook = state.store.get_webhook(&access.namespace.name, id).await?;
+    Ok((access.namespace.name, hook.id))
 }
 
 pub async fn list(
@@ -22,9 +31,8 @@ pub async fn list(
     Path((ns, id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Page<DeliverySummary>>> {
-    authorize(&user, Action::ReadDeliveries)?;
     let page = PageParams::parse(query.as_deref())?;
-    let webhook = webhook_id(&state, &ns, &id).await?;
+    let (_, webhook) = webhook_id(&state, &user, &ns, &id, NamespaceAction::Read).await?;
     Ok(Json(
         state
             .store
@@ -38,8 +46,7 @@ pub async fn show(
     ApiUser(user): ApiUser,
     Path((ns, id, delivery)): Path<(String, String, String)>,
 ) -> ApiResult<Json<DeliveryDetail>> {
-    authorize(&user, Action::ReadDeliveries)?;
-    let webhook = webhook_id(&state, &ns, &id).await?;
+    let (_, webhook) = webhook_id(&state, &user, &ns, &id, NamespaceAction::Read).await?;
     let delivery = parse_id(&delivery, "delivery")?;
     Ok(Json(state.store.get_delivery(webhook, delivery).await?))
 }
@@ -51,11 +58,17 @@ pub async fn retrigger(
     ApiUser(user): ApiUser,
     Path((ns, id, delivery)): Path<(String, String, String)>,
 ) -> ApiResult<Json<DeliveryDetail>> {
-    authorize(&user, Action::RetriggerDelivery)?;
-    let webhook = webhook_id(&state, &ns, &id).await?;
+    let (namespace, webhook) =
+        webhook_id(&state, &user, &ns, &id, NamespaceAction::Retrigger).await?;
     let delivery = parse_id(&delivery, "delivery")?;
     // Checks the delivery belongs to this webhook before sending anything.
     state.store.get_delivery(webhook, delivery).await?;
+    let audit = Audit::new(&user.username, "webhook.delivery.retrigger")
+        .detail(format!("delivery {delivery}"));
+    state
+        .store
+        .record_activity(&namespace, Some(webhook), &audit)
+        .await?;
     state.dispatcher.retrigger(delivery).await?;
     tracing::info!(delivery, webhook, by = %user.username, "delivery retriggered");
     Ok(Json(state.store.get_delivery(webhook, delivery).await?))

@@ -2,7 +2,7 @@ use axum::extract::{RawQuery, State};
 use axum::Json;
 
 use super::PageParams;
-use crate::auth::policy::{authorize, Action};
+use crate::auth::policy::{check_global, GlobalAction};
 use crate::auth::ApiUser;
 use crate::error::ApiResult;
 use crate::store::{Page, StoredEvent};
@@ -15,7 +15,7 @@ pub async fn list(
     ApiUser(user): ApiUser,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Page<StoredEvent>>> {
-    authorize(&user, Action::ReadEvents)?;
+    check_global(&user, GlobalAction::ReadEvents)?;
     let page = PageParams::parse(query.as_deref())?;
     Ok(Json(
         state.store.list_events(page.limit, page.cursor).await?,

@@ -1,14 +1,19 @@
 //! The REST API under `/api/v1`: JSON in and out, one file per resource.
 
+mod access;
+mod activities;
 mod deliveries;
 mod events;
 mod namespaces;
+mod teams;
+mod tokens;
+mod users;
 mod webhooks;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::header;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -54,7 +59,19 @@ pub fn router(state: AppState) -> Router {
             "/namespaces/{ns}/webhooks/{id}/deliveries/{delivery}/retrigger",
             post(deliveries::retrigger),
         )
-        .route("/events", get(events::list));
+        .route("/events", get(events::list))
+        .route("/activities", get(activities::list))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{id}", delete(tokens::revoke))
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/me", get(users::me))
+        .route("/users/{name}", patch(users::update))
+        .route("/teams", get(teams::list).post(teams::create))
+        .route("/teams/{team}", get(teams::show))
+        .route(
+            "/teams/{team}/members/{user}",
+            put(teams::set_member).delete(teams::remove_member),
+        );
     Router::new()
         .route("/healthz", get(healthz))
         .route(

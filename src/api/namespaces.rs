@@ -3,12 +3,13 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
+use super::access::namespace_access;
 use super::ApiJson;
-use crate::auth::policy::{authorize, Action};
+use crate::auth::policy::{self, GlobalAction, NamespaceAction, TeamAction};
 use crate::auth::ApiUser;
 use crate::error::{ApiResult, AppError};
 use crate::hooks::types::NamespaceName;
-use crate::store::Namespace;
+use crate::store::{Audit, Namespace};
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -17,6 +18,7 @@ pub struct CreateNamespace {
     name: Option<String>,
     #[serde(default)]
     description: String,
+    team: Option<String>,
 }
 
 /// A namespace in a path: a malformed name cannot exist, so it is a 404, not a 422.
@@ -29,8 +31,10 @@ pub async fn list(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
 ) -> ApiResult<Json<serde_json::Value>> {
-    authorize(&user, Action::ListNamespaces)?;
-    let items = state.store.list_namespaces().await?;
+    let items = state
+        .store
+        .list_namespaces(&policy::visibility(&user))
+        .await?;
     Ok(Json(serde_json::json!({ "items": items })))
 }
 
@@ -39,7 +43,28 @@ pub async fn create(
     ApiUser(user): ApiUser,
     ApiJson(body): ApiJson<CreateNamespace>,
 ) -> ApiResult<(StatusCode, Json<Namespace>)> {
-    authorize(&user, Action::CreateNamespace)?;
+    let team_id = match body.team.as_deref().filter(|t| !t.is_empty()) {
+        None => {
+            policy::check_global(&user, GlobalAction::CreateAdminNamespace)?;
+            None
+        }
+        Some(team_name) => {
+            let team = state.store.get_team(team_name).await.map_err(|_| {
+                AppError::invalid("team", format!("there is no team '{team_name}'"))
+            })?;
+            let role = state.store.role_in_team(team.id, user.id).await?;
+            policy::check_team(&user, team_name, role, TeamAction::CreateNamespace).map_err(
+                |e| {
+                    if e.status == StatusCode::NOT_FOUND {
+                        AppError::invalid("team", format!("there is no team '{team_name}'"))
+                    } else {
+                        e
+                    }
+                },
+            )?;
+            Some(team.id)
+        }
+    };
     let name = body
         .name
         .ok_or_else(|| AppError::invalid("name", "a namespace needs a name"))?;
@@ -50,9 +75,10 @@ pub async fn create(
             "a description has at most 1000 characters",
         ));
     }
+    let audit = Audit::new(&user.username, "namespace.create");
     let ns = state
         .store
-        .create_namespace(&name, body.description.trim())
+        .create_namespace(&name, body.description.trim(), team_id, &audit)
         .await?;
     tracing::info!(namespace = %ns.name, by = %user.username, "namespace created");
     Ok((StatusCode::CREATED, Json(ns)))
@@ -63,10 +89,8 @@ pub async fn show(
     ApiUser(user): ApiUser,
     Path(ns): Path<String>,
 ) -> ApiResult<Json<Namespace>> {
-    authorize(&user, Action::ReadNamespace)?;
-    Ok(Json(
-        state.store.get_namespace(&path_namespace(&ns)?).await?,
-    ))
+    let access = namespace_access(&state, &user, &ns, NamespaceAction::Read).await?;
+    Ok(Json(access.namespace))
 }
 
 pub async fn delete(
@@ -74,9 +98,12 @@ pub async fn delete(
     ApiUser(user): ApiUser,
     Path(ns): Path<String>,
 ) -> ApiResult<StatusCode> {
-    authorize(&user, Action::DeleteNamespace)?;
-    let name = path_namespace(&ns)?;
-    state.store.delete_namespace(&name).await?;
-    tracing::info!(namespace = %name, by = %user.username, "namespace deleted");
+    let access = namespace_access(&state, &user, &ns, NamespaceAction::DeleteNamespace).await?;
+    let audit = Audit::new(&user.username, "namespace.destroy");
+    state
+        .store
+        .delete_namespace(&access.namespace.name, &audit)
+        .await?;
+    tracing::info!(namespace = %access.namespace.name, by = %user.username, "namespace deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,9 +6,9 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::namespaces::path_namespace;
+use super::access::{namespace_access, NamespaceAccess};
 use super::{double_option, parse_id, ApiJson};
-use crate::auth::policy::{authorize, Action};
+use crate::auth::policy::NamespaceAction;
 use crate::auth::ApiUser;
 use crate::error::{ApiResult, AppError};
 use crate::hooks::types::{
@@ -16,7 +16,7 @@ use crate::hooks::types::{
     WebhookUrl,
 };
 use crate::secrets::Cipher;
-use crate::store::{NewWebhook, StoredHeader, Webhook, WebhookPatch};
+use crate::store::{Audit, NewWebhook, StoredHeader, User, Webhook, WebhookPatch};
 use crate::AppState;
 
 /// A webhook as the API shows it: the password is write-only.
@@ -30,19 +30,47 @@ pub struct WebhookView {
     pub content_type: ContentType,
     pub username: Option<String>,
     pub has_password: bool,
-    pub headers: BTreeMap<String, String>,
+    /// Header values are shown only to those who may update the webhook (`null` otherwise).
+    pub headers: BTreeMap<String, Option<String>>,
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What the caller may do with this webhook, so clients can show only usable controls.
+    pub permissions: WebhookPermissions,
+}
+
+#[derive(Serialize)]
+pub struct WebhookPermissions {
+    pub update: bool,
+    pub delete: bool,
 }
 
 impl WebhookView {
-    pub fn new(w: Webhook, cipher: &Cipher) -> ApiResult<Self> {
+    pub fn new(
+        w: Webhook,
+        state: &AppState,
+        user: &User,
+        access: &NamespaceAccess,
+    ) -> ApiResult<Self> {
+        let permissions = WebhookPermissions {
+            update: access.allows(state, user, NamespaceAction::UpdateWebhook),
+            delete: access.allows(state, user, NamespaceAction::DeleteWebhook),
+        };
+        Self::build(w, &state.cipher, permissions)
+    }
+
+    fn build(w: Webhook, cipher: &Cipher, permissions: WebhookPermissions) -> ApiResult<Self> {
         let mut headers = BTreeMap::new();
         for h in &w.headers {
-            let value = cipher
-                .open(&h.value)
-                .map_err(crate::store::StoreError::Crypto)?;
+            let value = if permissions.update {
+                Some(
+                    cipher
+                        .open(&h.value)
+                        .map_err(crate::store::StoreError::Crypto)?,
+                )
+            } else {
+                None
+            };
             headers.insert(h.name.as_str().to_string(), value);
         }
         Ok(Self {
@@ -58,6 +86,7 @@ impl WebhookView {
             enabled: w.enabled,
             created_at: w.created_at,
             updated_at: w.updated_at,
+            permissions,
         })
     }
 }
@@ -154,11 +183,11 @@ pub async fn list(
     ApiUser(user): ApiUser,
     Path(ns): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    authorize(&user, Action::ReadWebhooks)?;
-    let hooks = state.store.list_webhooks(&path_namespace(&ns)?).await?;
+    let access = namespace_access(&state, &user, &ns, NamespaceAction::Read).await?;
+    let hooks = state.store.list_webhooks(&access.namespace.name).await?;
     let items = hooks
         .into_iter()
-        .map(|w| WebhookView::new(w, &state.cipher))
+        .map(|w| WebhookView::new(w, &state, &user, &access))
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(serde_json::json!({ "items": items })))
 }
@@ -168,12 +197,12 @@ pub async fn show(
     ApiUser(user): ApiUser,
     Path((ns, id)): Path<(String, String)>,
 ) -> ApiResult<Json<WebhookView>> {
-    authorize(&user, Action::ReadWebhooks)?;
+    let access = namespace_access(&state, &user, &ns, NamespaceAction::Read).await?;
     let hook = state
         .store
-        .get_webhook(&path_namespace(&ns)?, parse_id(&id, "webhook")?)
+        .get_webhook(&access.namespace.name, parse_id(&id, "webhook")?)
         .await?;
-    Ok(Json(WebhookView::new(hook, &state.cipher)?))
+    Ok(Json(WebhookView::new(hook, &state, &user, &access)?))
 }
 
 pub async fn create(
@@ -182,8 +211,7 @@ pub async fn create(
     Path(ns): Path<String>,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<WebhookView>)> {
-    authorize(&user, Action::CreateWebhook)?;
-    let namespace = path_namespace(&ns)?;
+    let access = namespace_access(&state, &user, &ns, NamespaceAction::CreateWebhook).await?;
     if body.enabled == Some(true) {
         return Err(AppError::invalid(
             "enabled",
@@ -205,11 +233,15 @@ pub async fn create(
         password: parse_password(body.password.as_deref().unwrap_or(""), &state.cipher)?,
         headers: parse_headers(&body.headers.unwrap_or_default(), &state.cipher)?,
     };
-    let hook = state.store.create_webhook(&namespace, new).await?;
-    tracing::info!(namespace = %namespace, webhook = hook.id, by = %user.username, "webhook created");
+    let audit = Audit::new(&user.username, "webhook.create");
+    let hook = state
+        .store
+        .create_webhook(&access.namespace.name, new, &audit)
+        .await?;
+    tracing::info!(namespace = %access.namespace.name, webhook = hook.id, by = %user.username, "webhook created");
     Ok((
         StatusCode::CREATED,
-        Json(WebhookView::new(hook, &state.cipher)?),
+        Json(WebhookView::new(hook, &state, &user, &access)?),
     ))
 }
 
@@ -219,8 +251,7 @@ pub async fn update(
     Path((ns, id)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> ApiResult<Json<WebhookView>> {
-    authorize(&user, Action::UpdateWebhook)?;
-    let namespace = path_namespace(&ns)?;
+    let access = namespace_access(&state, &user, &ns, NamespaceAction::UpdateWebhook).await?;
     let id = parse_id(&id, "webhook")?;
     let patch = WebhookPatch {
         name: body.name.as_deref().map(WebhookName::parse).transpose()?,
@@ -250,9 +281,40 @@ pub async fn update(
             .transpose()?,
         enabled: body.enabled,
     };
-    let hook = state.store.update_webhook(&namespace, id, patch).await?;
-    tracing::info!(namespace = %namespace, webhook = id, enabled = hook.enabled, by = %user.username, "webhook updated");
-    Ok(Json(WebhookView::new(hook, &state.cipher)?))
+    let audit = update_audit(&user, &patch);
+    let hook = state
+        .store
+        .update_webhook(&access.namespace.name, id, patch, &audit)
+        .await?;
+    tracing::info!(namespace = %access.namespace.name, webhook = id, enabled = hook.enabled, by = %user.username, "webhook updated");
+    Ok(Json(WebhookView::new(hook, &state, &user, &access)?))
+}
+
+/// One entry per request: a pure switch is `webhook.enabled`/`webhook.disabled`, anything
+/// else `webhook.update` naming the fields changed.
+fn update_audit(user: &User, patch: &WebhookPatch) -> Audit {
+    let mut changed = Vec::new();
+    let fields = [
+        ("name", patch.name.is_some()),
+        ("url", patch.url.is_some()),
+        ("request_method", patch.request_method.is_some()),
+        ("content_type", patch.content_type.is_some()),
+        ("username", patch.username.is_some()),
+        ("password", patch.password.is_some()),
+        ("headers", patch.headers.is_some()),
+        ("enabled", patch.enabled.is_some()),
+    ];
+    for (field, set) in fields {
+        if set {
+            changed.push(field);
+        }
+    }
+    match (changed.as_slice(), patch.enabled) {
+        (["enabled"], Some(true)) => Audit::new(&user.username, "webhook.enabled"),
+        (["enabled"], Some(false)) => Audit::new(&user.username, "webhook.disabled"),
+        _ => Audit::new(&user.username, "webhook.update")
+            .detail(format!("changed: {}", changed.join(", "))),
+    }
 }
 
 pub async fn delete(
@@ -260,11 +322,14 @@ pub async fn delete(
     ApiUser(user): ApiUser,
     Path((ns, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    authorize(&user, Action::DeleteWebhook)?;
-    let namespace = path_namespace(&ns)?;
+    let access = namespace_access(&state, &user, &ns, NamespaceAction::DeleteWebhook).await?;
     let id = parse_id(&id, "webhook")?;
-    state.store.delete_webhook(&namespace, id).await?;
-    tracing::info!(namespace = %namespace, webhook = id, by = %user.username, "webhook deleted");
+    let audit = Audit::new(&user.username, "webhook.destroy");
+    state
+        .store
+        .delete_webhook(&access.namespace.name, id, &audit)
+        .await?;
+    tracing::info!(namespace = %access.namespace.name, webhook = id, by = %user.username, "webhook deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -274,21 +339,18 @@ pub async fn set_header(
     Path((ns, id, name)): Path<(String, String, String)>,
     ApiJson(body): ApiJson<HeaderBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    authorize(&user, Action::ManageHeaders)?;
-    let namespace = path_namespace(&ns)?;
+    let access = namespace_access(&state, &user, &ns, NamespaceAction::ManageHeaders).await?;
     let id = parse_id(&id, "webhook")?;
     let header_name = HeaderName::parse(&name)?;
     let value = HeaderValue::parse(header_name.as_str(), &body.value)?;
+    let audit = Audit::new(&user.username, "webhook.header.set").detail(header_name.as_str());
+    let header = StoredHeader {
+        name: header_name.clone(),
+        value: state.cipher.seal(value.as_str()),
+    };
     let created = state
         .store
-        .set_header(
-            &namespace,
-            id,
-            StoredHeader {
-                name: header_name.clone(),
-                value: state.cipher.seal(value.as_str()),
-            },
-        )
+        .set_header(&access.namespace.name, id, header, &audit)
         .await?;
     let status = if created {
         StatusCode::CREATED
@@ -306,9 +368,12 @@ pub async fn delete_header(
     ApiUser(user): ApiUser,
     Path((ns, id, name)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    authorize(&user, Action::ManageHeaders)?;
-    let namespace = path_namespace(&ns)?;
+    let access = namespace_access(&state, &user, &ns, NamespaceAction::ManageHeaders).await?;
     let id = parse_id(&id, "webhook")?;
-    state.store.delete_header(&namespace, id, &name).await?;
+    let audit = Audit::new(&user.username, "webhook.header.delete").detail(name.as_str());
+    state
+        .store
+        .delete_header(&access.namespace.name, id, &name, &audit)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -76,6 +76,56 @@ pub fn new_api_token() -> String {
     crate::secrets::random_token(TOKEN_PREFIX)
 }
 
+/// Argon2 is deliberately slow: it runs off the async workers.
+pub async fn hash_password_async(password: String) -> Result<String, AppError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| AppError::internal(e.to_string()))?
+        .map_err(|e| AppError::internal(e.to_string()))
+}
+
+pub async fn verify_password_async(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .unwrap_or(false)
+}
+
+/// A valid hash of nothing anyone knows, verified when a username does not exist so that
+/// sign-in takes as long either way.
+pub fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(&new_api_token()).unwrap_or_default())
+}
+
+/// The user behind `Authorization: Bearer <api token>`.
+pub async fn user_from_bearer(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<User, AppError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            AppError::unauthorized("an API token is required: Authorization: Bearer <token>")
+        })?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            AppError::unauthorized("the Authorization header must be 'Bearer <token>'")
+        })?;
+    let user = state
+        .store
+        .authenticate_token(&token_hash(token), chrono::Utc::now())
+        .await?
+        .ok_or_else(|| AppError::unauthorized("the API token is not valid (unknown or revoked)"))?;
+    if user.disabled {
+        return Err(AppError::unauthorized("the user of this token is disabled"));
+    }
+    Ok(user)
+}
+
 /// The authenticated caller of an API route.
 pub struct ApiUser(pub User);
 
@@ -86,31 +136,7 @@ impl FromRequestParts<AppState> for ApiUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                AppError::unauthorized("an API token is required: Authorization: Bearer <token>")
-            })?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                AppError::unauthorized("the Authorization header must be 'Bearer <token>'")
-            })?;
-        let user = state
-            .store
-            .authenticate_token(&token_hash(token), chrono::Utc::now())
-            .await?
-            .ok_or_else(|| {
-                AppError::unauthorized("the API token is not valid (unknown or revoked)")
-            })?;
-        if user.disabled {
-            return Err(AppError::unauthorized("the user of this token is disabled"));
-        }
-        Ok(ApiUser(user))
+        user_from_bearer(state, &parts.headers).await.map(ApiUser)
     }
 }
 

@@ -33,8 +33,103 @@ pub struct Namespace {
     pub id: i64,
     pub name: NamespaceName,
     pub description: String,
+    /// The owning team; `None` means the admins (the global namespace).
+    #[serde(skip)]
+    pub team_id: Option<i64>,
+    pub team: Option<String>,
     pub webhook_count: i64,
     pub created_at: DateTime<Utc>,
+}
+
+/// A member's role in a team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Contributor,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Contributor => "contributor",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "owner" => Some(Self::Owner),
+            "contributor" => Some(Self::Contributor),
+            "viewer" => Some(Self::Viewer),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub username: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Team {
+    #[serde(skip)]
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    /// A user's hidden team that owns their personal namespace.
+    pub personal: bool,
+    pub created_at: DateTime<Utc>,
+    pub members: Vec<Member>,
+}
+
+/// Who changed what, written in the same transaction as the change itself.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub actor: String,
+    pub action: &'static str,
+    pub detail: Option<String>,
+}
+
+impl Audit {
+    pub fn new(actor: &str, action: &'static str) -> Self {
+        Self {
+            actor: actor.to_string(),
+            action,
+            detail: None,
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Activity {
+    pub id: i64,
+    pub actor: String,
+    pub action: String,
+    pub team: Option<String>,
+    pub namespace: Option<String>,
+    pub webhook_id: Option<i64>,
+    pub webhook_name: Option<String>,
+    pub webhook_host: Option<String>,
+    pub detail: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which activities a caller may read.
+#[derive(Debug, Clone)]
+pub enum Visibility {
+    All,
+    /// Only what belongs to the teams this user is a member of.
+    MemberOf(i64),
 }
 
 #[derive(Debug, Clone)]
@@ -272,43 +367,70 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<IngestSummary>;
     async fn list_events(&self, limit: i64, before: Option<i64>) -> StoreResult<Page<StoredEvent>>;
 
-    async fn list_namespaces(&self) -> StoreResult<Vec<Namespace>>;
+    // Namespaces, webhooks and headers. Every change writes its audit entry in the same
+    // transaction, so the trail can neither miss a change nor record one that did not happen.
+    async fn list_namespaces(&self, visibility: &Visibility) -> StoreResult<Vec<Namespace>>;
     async fn get_namespace(&self, name: &NamespaceName) -> StoreResult<Namespace>;
     async fn create_namespace(
         &self,
         name: &NamespaceName,
         description: &str,
+        team_id: Option<i64>,
+        audit: &Audit,
     ) -> StoreResult<Namespace>;
-    async fn delete_namespace(&self, name: &NamespaceName) -> StoreResult<()>;
-
+    async fn delete_namespace(&self, name: &NamespaceName, audit: &Audit) -> StoreResult<()>;
     async fn list_webhooks(&self, namespace: &NamespaceName) -> StoreResult<Vec<Webhook>>;
     async fn get_webhook(&self, namespace: &NamespaceName, id: i64) -> StoreResult<Webhook>;
     async fn create_webhook(
         &self,
         namespace: &NamespaceName,
         new: NewWebhook,
+        audit: &Audit,
     ) -> StoreResult<Webhook>;
     async fn update_webhook(
         &self,
         namespace: &NamespaceName,
         id: i64,
         patch: WebhookPatch,
+        audit: &Audit,
     ) -> StoreResult<Webhook>;
-    async fn delete_webhook(&self, namespace: &NamespaceName, id: i64) -> StoreResult<()>;
+    async fn delete_webhook(
+        &self,
+        namespace: &NamespaceName,
+        id: i64,
+        audit: &Audit,
+    ) -> StoreResult<()>;
     /// Returns true when the header was new.
     async fn set_header(
         &self,
         namespace: &NamespaceName,
         webhook_id: i64,
         header: StoredHeader,
+        audit: &Audit,
     ) -> StoreResult<bool>;
     async fn delete_header(
         &self,
         namespace: &NamespaceName,
         webhook_id: i64,
         name: &str,
+        audit: &Audit,
     ) -> StoreResult<()>;
+    /// An activity that is not itself a stored change (a retrigger).
+    async fn record_activity(
+        &self,
+        namespace: &NamespaceName,
+        webhook_id: Option<i64>,
+        audit: &Audit,
+    ) -> StoreResult<()>;
+    async fn list_activities(
+        &self,
+        visibility: &Visibility,
+        namespace: Option<&str>,
+        limit: i64,
+        before: Option<i64>,
+    ) -> StoreResult<Page<Activity>>;
 
+    // Deliveries.
     async fn list_deliveries(
         &self,
         webhook_id: i64,
@@ -316,8 +438,8 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
     ) -> StoreResult<Page<DeliverySummary>>;
     async fn get_delivery(&self, webhook_id: i64, delivery_id: i64) -> StoreResult<DeliveryDetail>;
-    /// Leases up to `limit` due deliveries until `lease_until`; a crashed worker's lease expires.
-    /// Returns `(delivery id, webhook id)` pairs.
+    /// Leases up to `limit` due deliveries until `lease_until`; a crashed worker's lease
+    /// expires. Returns `(delivery id, webhook id)` pairs.
     async fn claim_due(
         &self,
         now: DateTime<Utc>,
@@ -329,6 +451,8 @@ pub trait Store: Send + Sync + 'static {
     /// Ends a delivery as failed without sending it, with the reason.
     async fn abandon(&self, delivery_id: i64, reason: &str) -> StoreResult<()>;
 
+    // Users and tokens.
+    /// Creates the user with their personal team and namespace, all or nothing.
     async fn create_user(
         &self,
         username: &str,
@@ -338,18 +462,49 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<User>;
     /// The user and their password hash, for sign-in.
     async fn user_credentials(&self, username: &str) -> StoreResult<Option<(User, String)>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn update_user(
+        &self,
+        username: &str,
+        admin: Option<bool>,
+        disabled: Option<bool>,
+    ) -> StoreResult<User>;
     async fn create_token(
         &self,
         user_id: i64,
         label: &str,
         token_hash: &str,
     ) -> StoreResult<ApiToken>;
+    async fn list_tokens(&self, user_id: i64) -> StoreResult<Vec<ApiToken>>;
+    async fn revoke_token(&self, user_id: i64, token_id: i64) -> StoreResult<()>;
     /// The user holding an unrevoked token with this hash; marks the token used.
     async fn authenticate_token(
         &self,
         token_hash: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<User>>;
+
+    // Teams.
+    /// Teams visible under `visibility`, personal teams left out; members included.
+    async fn list_teams(&self, visibility: &Visibility) -> StoreResult<Vec<Team>>;
+    async fn get_team(&self, name: &str) -> StoreResult<Team>;
+    async fn create_team(
+        &self,
+        name: &str,
+        description: &str,
+        owner_id: i64,
+        audit: &Audit,
+    ) -> StoreResult<Team>;
+    /// Adds a member or changes their role; true when added. A team keeps at least one owner.
+    async fn set_member(
+        &self,
+        team: &str,
+        user_id: i64,
+        role: Role,
+        audit: &Audit,
+    ) -> StoreResult<bool>;
+    async fn remove_member(&self, team: &str, user_id: i64, audit: &Audit) -> StoreResult<()>;
+    async fn role_in_team(&self, team_id: i64, user_id: i64) -> StoreResult<Option<Role>>;
 }
 
 pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {

@@ -303,27 +303,27 @@ impl Store for SqliteStore {
         Ok(paginate(&mut items, limit, |e| e.id))
     }
 
-    async fn list_namespaces(&self) -> StoreResult<Vec<Namespace>> {
-        let rows = sqlx::query(
-            "SELECT n.id, n.name, n.description, n.created_at, \
-             (SELECT COUNT(*) FROM webhooks w WHERE w.namespace_id = n.id) AS webhook_count \
-             FROM namespaces n ORDER BY n.name",
-        )
+    async fn list_namespaces(&self, visibility: &Visibility) -> StoreResult<Vec<Namespace>> {
+        let member_of = match visibility {
+            Visibility::All => None,
+            Visibility::MemberOf(user) => Some(*user),
+        };
+        let rows = sqlx::query(&format!(
+            "{NAMESPACE_SELECT} WHERE (?1 IS NULL OR n.team_id IN \
+             (SELECT team_id FROM team_members WHERE user_id = ?1)) ORDER BY n.name"
+        ))
+        .bind(member_of)
         .fetch_all(&self.read)
         .await?;
         rows.iter().map(namespace_from_row).collect()
     }
 
     async fn get_namespace(&self, name: &NamespaceName) -> StoreResult<Namespace> {
-        let row = sqlx::query(
-            "SELECT n.id, n.name, n.description, n.created_at, \
-             (SELECT COUNT(*) FROM webhooks w WHERE w.namespace_id = n.id) AS webhook_count \
-             FROM namespaces n WHERE n.name = ?",
-        )
-        .bind(name.as_str())
-        .fetch_optional(&self.read)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("namespace '{name}'")))?;
+        let row = sqlx::query(&format!("{NAMESPACE_SELECT} WHERE n.name = ?"))
+            .bind(name.as_str())
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("namespace '{name}'")))?;
         namespace_from_row(&row)
     }
 
@@ -331,32 +331,40 @@ impl Store for SqliteStore {
         &self,
         name: &NamespaceName,
         description: &str,
+        team_id: Option<i64>,
+        audit: &Audit,
     ) -> StoreResult<Namespace> {
-        sqlx::query("INSERT INTO namespaces (name, description, created_at) VALUES (?, ?, ?)")
-            .bind(name.as_str())
-            .bind(description)
-            .bind(to_ms(Utc::now()))
-            .execute(&self.write)
-            .await
-            .map_err(|e| {
-                conflict_on_unique(e, || format!("the namespace '{name}' already exists"))
-            })?;
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO namespaces (name, description, team_id, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(name.as_str())
+        .bind(description)
+        .bind(team_id)
+        .bind(to_ms(Utc::now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict_on_unique(e, || format!("the namespace '{name}' already exists")))?;
+        let ctx = NsContext::load(&mut tx, name).await?;
+        insert_activity(&mut tx, audit, &ctx, None).await?;
+        tx.commit().await?;
         self.get_namespace(name).await
     }
 
-    async fn delete_namespace(&self, name: &NamespaceName) -> StoreResult<()> {
+    async fn delete_namespace(&self, name: &NamespaceName, audit: &Audit) -> StoreResult<()> {
         if name.is_global() {
             return Err(StoreError::Conflict(
                 "the global namespace always exists and cannot be deleted".into(),
             ));
         }
-        let done = sqlx::query("DELETE FROM namespaces WHERE name = ?")
-            .bind(name.as_str())
-            .execute(&self.write)
+        let mut tx = self.write.begin().await?;
+        let ctx = NsContext::load(&mut tx, name).await?;
+        sqlx::query("DELETE FROM namespaces WHERE id = ?")
+            .bind(ctx.id)
+            .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("namespace '{name}'")));
-        }
+        insert_activity(&mut tx, audit, &ctx, None).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -391,16 +399,17 @@ impl Store for SqliteStore {
         &self,
         namespace: &NamespaceName,
         new: NewWebhook,
+        audit: &Audit,
     ) -> StoreResult<Webhook> {
-        let ns_id = self.namespace_id(namespace).await?;
         let now = to_ms(Utc::now());
         let mut tx = self.write.begin().await?;
+        let ctx = NsContext::load(&mut tx, namespace).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO webhooks (namespace_id, name, url, request_method, content_type, \
              username, password, enabled, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?) RETURNING id",
         )
-        .bind(ns_id)
+        .bind(ctx.id)
         .bind(new.name.as_str())
         .bind(new.url.as_str())
         .bind(new.request_method.as_str())
@@ -411,15 +420,15 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| {
-            conflict_on_unique(e, || {
-                format!(
-                    "a webhook named '{}' already exists in namespace '{namespace}'",
-                    new.name.as_str()
-                )
-            })
-        })?;
+        .map_err(|e| conflict_on_unique(e, || taken_webhook_name(new.name.as_str(), namespace)))?;
         Self::replace_headers(&mut tx, id, &new.headers).await?;
+        insert_activity(
+            &mut tx,
+            audit,
+            &ctx,
+            Some((id, new.name.as_str(), &new.url.host())),
+        )
+        .await?;
         tx.commit().await?;
         self.get_webhook(namespace, id).await
     }
@@ -429,6 +438,7 @@ impl Store for SqliteStore {
         namespace: &NamespaceName,
         id: i64,
         patch: WebhookPatch,
+        audit: &Audit,
     ) -> StoreResult<Webhook> {
         let current = self.get_webhook(namespace, id).await?;
         let name = patch.name.unwrap_or(current.name);
@@ -454,27 +464,37 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&mut *tx)
         .await
-        .map_err(|e| {
-            conflict_on_unique(e, || {
-                format!(
-                    "a webhook named '{}' already exists in namespace '{namespace}'",
-                    name.as_str()
-                )
-            })
-        })?;
+        .map_err(|e| conflict_on_unique(e, || taken_webhook_name(name.as_str(), namespace)))?;
         if let Some(headers) = &patch.headers {
             Self::replace_headers(&mut tx, id, headers).await?;
         }
+        let ctx = NsContext::load(&mut tx, namespace).await?;
+        insert_activity(&mut tx, audit, &ctx, Some((id, name.as_str(), &url.host()))).await?;
         tx.commit().await?;
         self.get_webhook(namespace, id).await
     }
 
-    async fn delete_webhook(&self, namespace: &NamespaceName, id: i64) -> StoreResult<()> {
-        self.get_webhook(namespace, id).await?;
+    async fn delete_webhook(
+        &self,
+        namespace: &NamespaceName,
+        id: i64,
+        audit: &Audit,
+    ) -> StoreResult<()> {
+        let hook = self.get_webhook(namespace, id).await?;
+        let mut tx = self.write.begin().await?;
         sqlx::query("DELETE FROM webhooks WHERE id = ?")
             .bind(id)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        let ctx = NsContext::load(&mut tx, namespace).await?;
+        insert_activity(
+            &mut tx,
+            audit,
+            &ctx,
+            Some((id, hook.name.as_str(), &hook.url.host())),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -483,8 +503,9 @@ impl Store for SqliteStore {
         namespace: &NamespaceName,
         webhook_id: i64,
         header: StoredHeader,
+        audit: &Audit,
     ) -> StoreResult<bool> {
-        self.get_webhook(namespace, webhook_id).await?;
+        let hook = self.get_webhook(namespace, webhook_id).await?;
         let mut tx = self.write.begin().await?;
         let removed = sqlx::query("DELETE FROM webhook_headers WHERE webhook_id = ? AND name = ?")
             .bind(webhook_id)
@@ -503,6 +524,14 @@ impl Store for SqliteStore {
             .bind(webhook_id)
             .execute(&mut *tx)
             .await?;
+        let ctx = NsContext::load(&mut tx, namespace).await?;
+        insert_activity(
+            &mut tx,
+            audit,
+            &ctx,
+            Some((webhook_id, hook.name.as_str(), &hook.url.host())),
+        )
+        .await?;
         tx.commit().await?;
         Ok(removed == 0)
     }
@@ -512,18 +541,29 @@ impl Store for SqliteStore {
         namespace: &NamespaceName,
         webhook_id: i64,
         name: &str,
+        audit: &Audit,
     ) -> StoreResult<()> {
-        self.get_webhook(namespace, webhook_id).await?;
+        let hook = self.get_webhook(namespace, webhook_id).await?;
+        let mut tx = self.write.begin().await?;
         let done = sqlx::query("DELETE FROM webhook_headers WHERE webhook_id = ? AND name = ?")
             .bind(webhook_id)
             .bind(name)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "header '{name}' of webhook {webhook_id}"
             )));
         }
+        let ctx = NsContext::load(&mut tx, namespace).await?;
+        insert_activity(
+            &mut tx,
+            audit,
+            &ctx,
+            Some((webhook_id, hook.name.as_str(), &hook.url.host())),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -727,6 +767,8 @@ impl Store for SqliteStore {
         email: Option<&str>,
         admin: bool,
     ) -> StoreResult<User> {
+        let now = to_ms(Utc::now());
+        let mut tx = self.write.begin().await?;
         let row = sqlx::query(
             "INSERT INTO users (username, password_hash, email, admin, created_at) \
              VALUES (?, ?, ?, ?, ?) RETURNING id, username, email, admin, disabled, created_at",
@@ -735,11 +777,38 @@ impl Store for SqliteStore {
         .bind(password_hash)
         .bind(email)
         .bind(admin)
-        .bind(to_ms(Utc::now()))
-        .fetch_one(&self.write)
+        .bind(now)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, || format!("the user '{username}' already exists")))?;
-        user_from_row(&row)
+        let user = user_from_row(&row)?;
+        // The personal team and namespace come with the user, or nothing is created.
+        let team_id: i64 = sqlx::query_scalar(
+            "INSERT INTO teams (name, personal, created_at) VALUES (?, 1, ?) RETURNING id",
+        )
+        .bind(format!("~{username}"))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO team_members (team_id, user_id, role) VALUES (?, ?, 'owner')")
+            .bind(team_id)
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO namespaces (name, description, team_id, created_at) VALUES (?, ?, ?, ?)")
+            .bind(username)
+            .bind(format!("Personal namespace of {username}"))
+            .bind(team_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                conflict_on_unique(e, || {
+                    format!("a namespace named '{username}' already exists, so it cannot become the user's personal namespace")
+                })
+            })?;
+        tx.commit().await?;
+        Ok(user)
     }
 
     async fn user_credentials(&self, username: &str) -> StoreResult<Option<(User, String)>> {
@@ -805,6 +874,265 @@ impl Store for SqliteStore {
         }
         Ok(Some(user_from_row(&row)?))
     }
+
+    async fn record_activity(
+        &self,
+        namespace: &NamespaceName,
+        webhook_id: Option<i64>,
+        audit: &Audit,
+    ) -> StoreResult<()> {
+        let hook = match webhook_id {
+            Some(id) => Some(self.get_webhook(namespace, id).await?),
+            None => None,
+        };
+        let host = hook.as_ref().map(|h| h.url.host()).unwrap_or_default();
+        let target = hook
+            .as_ref()
+            .map(|h| (h.id, h.name.as_str(), host.as_str()));
+        let mut tx = self.write.begin().await?;
+        let ctx = NsContext::load(&mut tx, namespace).await?;
+        insert_activity(&mut tx, audit, &ctx, target).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_activities(
+        &self,
+        visibility: &Visibility,
+        namespace: Option<&str>,
+        limit: i64,
+        before: Option<i64>,
+    ) -> StoreResult<Page<Activity>> {
+        let member_of = match visibility {
+            Visibility::All => None,
+            Visibility::MemberOf(user) => Some(*user),
+        };
+        let rows = sqlx::query(
+            "SELECT id, actor, action, team, namespace, webhook_id, webhook_name, webhook_host, \
+             detail, created_at FROM activities \
+             WHERE id < ?1 AND (?2 IS NULL OR namespace = ?2) \
+               AND (?3 IS NULL OR team_id IN (SELECT team_id FROM team_members WHERE user_id = ?3)) \
+             ORDER BY id DESC LIMIT ?4",
+        )
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(namespace)
+        .bind(member_of)
+        .bind(limit + 1)
+        .fetch_all(&self.read)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(|r| {
+                Ok(Activity {
+                    id: r.try_get("id")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    team: r.try_get("team")?,
+                    namespace: r.try_get("namespace")?,
+                    webhook_id: r.try_get("webhook_id")?,
+                    webhook_name: r.try_get("webhook_name")?,
+                    webhook_host: r.try_get("webhook_host")?,
+                    detail: r.try_get("detail")?,
+                    created_at: from_ms(r.try_get("created_at")?),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(&mut items, limit, |a| a.id))
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT id, username, email, admin, disabled, created_at FROM users ORDER BY username",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn update_user(
+        &self,
+        username: &str,
+        admin: Option<bool>,
+        disabled: Option<bool>,
+    ) -> StoreResult<User> {
+        let row = sqlx::query(
+            "UPDATE users SET admin = COALESCE(?, admin), disabled = COALESCE(?, disabled) \
+             WHERE username = ? RETURNING id, username, email, admin, disabled, created_at",
+        )
+        .bind(admin)
+        .bind(disabled)
+        .bind(username)
+        .fetch_optional(&self.write)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("user '{username}'")))?;
+        user_from_row(&row)
+    }
+
+    async fn list_tokens(&self, user_id: i64) -> StoreResult<Vec<ApiToken>> {
+        let rows = sqlx::query(
+            "SELECT id, label, created_at, last_used_at FROM api_tokens \
+             WHERE user_id = ? AND revoked_at IS NULL ORDER BY id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, user_id: i64, token_id: i64) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+        )
+        .bind(to_ms(Utc::now()))
+        .bind(token_id)
+        .bind(user_id)
+        .execute(&self.write)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("token {token_id}")));
+        }
+        Ok(())
+    }
+
+    async fn list_teams(&self, visibility: &Visibility) -> StoreResult<Vec<Team>> {
+        let member_of = match visibility {
+            Visibility::All => None,
+            Visibility::MemberOf(user) => Some(*user),
+        };
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM teams WHERE personal = 0 AND (?1 IS NULL OR id IN \
+             (SELECT team_id FROM team_members WHERE user_id = ?1)) ORDER BY name",
+        )
+        .bind(member_of)
+        .fetch_all(&self.read)
+        .await?;
+        let mut teams = Vec::with_capacity(names.len());
+        for name in names {
+            teams.push(self.get_team(&name).await?);
+        }
+        Ok(teams)
+    }
+
+    async fn get_team(&self, name: &str) -> StoreResult<Team> {
+        let row = sqlx::query(
+            "SELECT id, name, description, personal, created_at FROM teams WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("team '{name}'")))?;
+        let id: i64 = row.try_get("id")?;
+        let members = sqlx::query(
+            "SELECT u.username, m.role FROM team_members m JOIN users u ON u.id = m.user_id \
+             WHERE m.team_id = ? ORDER BY u.username",
+        )
+        .bind(id)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(|r| {
+            let role: String = r.try_get("role")?;
+            Ok(Member {
+                username: r.try_get("username")?,
+                role: Role::parse(&role).unwrap_or(Role::Viewer),
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Team {
+            id,
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            personal: row.try_get("personal")?,
+            created_at: from_ms(row.try_get("created_at")?),
+            members,
+        })
+    }
+
+    async fn create_team(
+        &self,
+        name: &str,
+        description: &str,
+        owner_id: i64,
+        audit: &Audit,
+    ) -> StoreResult<Team> {
+        let mut tx = self.write.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO teams (name, description, created_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(name)
+        .bind(description)
+        .bind(to_ms(Utc::now()))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict_on_unique(e, || format!("the team '{name}' already exists")))?;
+        sqlx::query("INSERT INTO team_members (team_id, user_id, role) VALUES (?, ?, 'owner')")
+            .bind(id)
+            .bind(owner_id)
+            .execute(&mut *tx)
+            .await?;
+        write_activity(&mut tx, audit, Some(id), Some(name), None, None).await?;
+        tx.commit().await?;
+        self.get_team(name).await
+    }
+
+    async fn set_member(
+        &self,
+        team: &str,
+        user_id: i64,
+        role: Role,
+        audit: &Audit,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let team_id = team_id_in(&mut tx, team).await?;
+        let current = member_role(&mut tx, team_id, user_id).await?;
+        if current == Some(Role::Owner) && role != Role::Owner {
+            ensure_another_owner(&mut tx, team, team_id).await?;
+        }
+        sqlx::query(
+            "INSERT INTO team_members (team_id, user_id, role) VALUES (?, ?, ?) \
+             ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(team_id)
+        .bind(user_id)
+        .bind(role.as_str())
+        .execute(&mut *tx)
+        .await?;
+        write_activity(&mut tx, audit, Some(team_id), Some(team), None, None).await?;
+        tx.commit().await?;
+        Ok(current.is_none())
+    }
+
+    async fn remove_member(&self, team: &str, user_id: i64, audit: &Audit) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        let team_id = team_id_in(&mut tx, team).await?;
+        match member_role(&mut tx, team_id, user_id).await? {
+            None => {
+                return Err(StoreError::NotFound(format!(
+                    "that member of team '{team}'"
+                )))
+            }
+            Some(Role::Owner) => ensure_another_owner(&mut tx, team, team_id).await?,
+            Some(_) => {}
+        }
+        sqlx::query("DELETE FROM team_members WHERE team_id = ? AND user_id = ?")
+            .bind(team_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        write_activity(&mut tx, audit, Some(team_id), Some(team), None, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn role_in_team(&self, team_id: i64, user_id: i64) -> StoreResult<Option<Role>> {
+        let role: Option<String> =
+            sqlx::query_scalar("SELECT role FROM team_members WHERE team_id = ? AND user_id = ?")
+                .bind(team_id)
+                .bind(user_id)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(role.as_deref().and_then(Role::parse))
+    }
 }
 
 fn namespace_from_row(row: &SqliteRow) -> StoreResult<Namespace> {
@@ -812,6 +1140,8 @@ fn namespace_from_row(row: &SqliteRow) -> StoreResult<Namespace> {
         id: row.try_get("id")?,
         name: NamespaceName::trusted(row.try_get("name")?),
         description: row.try_get("description")?,
+        team_id: row.try_get("team_id")?,
+        team: row.try_get("team")?,
         webhook_count: row.try_get("webhook_count")?,
         created_at: from_ms(row.try_get("created_at")?),
     })
@@ -830,4 +1160,134 @@ fn paginate<T: Clone>(items: &mut Vec<T>, limit: i64, id: impl Fn(&T) -> i64) ->
         items: std::mem::take(items),
         next,
     }
+}
+
+fn taken_webhook_name(name: &str, namespace: &NamespaceName) -> String {
+    format!("a webhook named '{name}' already exists in namespace '{namespace}'")
+}
+
+fn token_from_row(r: &SqliteRow) -> StoreResult<ApiToken> {
+    Ok(ApiToken {
+        id: r.try_get("id")?,
+        label: r.try_get("label")?,
+        created_at: from_ms(r.try_get("created_at")?),
+        last_used_at: opt_ms(r.try_get("last_used_at")?),
+    })
+}
+
+const NAMESPACE_SELECT: &str = "SELECT n.id, n.name, n.description, n.created_at, n.team_id, \
+     t.name AS team, (SELECT COUNT(*) FROM webhooks w WHERE w.namespace_id = n.id) AS webhook_count \
+     FROM namespaces n LEFT JOIN teams t ON t.id = n.team_id";
+
+/// A namespace's id and team, as an activity records them.
+struct NsContext {
+    id: i64,
+    name: String,
+    team_id: Option<i64>,
+    team: Option<String>,
+}
+
+impl NsContext {
+    async fn load(tx: &mut Transaction<'_, Sqlite>, name: &NamespaceName) -> StoreResult<Self> {
+        let row = sqlx::query(
+            "SELECT n.id, n.name, n.team_id, t.name AS team FROM namespaces n \
+             LEFT JOIN teams t ON t.id = n.team_id WHERE n.name = ?",
+        )
+        .bind(name.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("namespace '{name}'")))?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            team_id: row.try_get("team_id")?,
+            team: row.try_get("team")?,
+        })
+    }
+}
+
+async fn insert_activity(
+    tx: &mut Transaction<'_, Sqlite>,
+    audit: &Audit,
+    ns: &NsContext,
+    webhook: Option<(i64, &str, &str)>,
+) -> StoreResult<()> {
+    write_activity(
+        tx,
+        audit,
+        ns.team_id,
+        ns.team.as_deref(),
+        Some(&ns.name),
+        webhook,
+    )
+    .await
+}
+
+async fn write_activity(
+    tx: &mut Transaction<'_, Sqlite>,
+    audit: &Audit,
+    team_id: Option<i64>,
+    team: Option<&str>,
+    namespace: Option<&str>,
+    webhook: Option<(i64, &str, &str)>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO activities (actor, action, team_id, team, namespace, webhook_id, \
+         webhook_name, webhook_host, detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&audit.actor)
+    .bind(audit.action)
+    .bind(team_id)
+    .bind(team)
+    .bind(namespace)
+    .bind(webhook.map(|w| w.0))
+    .bind(webhook.map(|w| w.1))
+    .bind(webhook.map(|w| w.2))
+    .bind(&audit.detail)
+    .bind(to_ms(Utc::now()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn team_id_in(tx: &mut Transaction<'_, Sqlite>, team: &str) -> StoreResult<i64> {
+    sqlx::query_scalar("SELECT id FROM teams WHERE name = ?")
+        .bind(team)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("team '{team}'")))
+}
+
+async fn member_role(
+    tx: &mut Transaction<'_, Sqlite>,
+    team_id: i64,
+    user_id: i64,
+) -> StoreResult<Option<Role>> {
+    let role: Option<String> =
+        sqlx::query_scalar("SELECT role FROM team_members WHERE team_id = ? AND user_id = ?")
+            .bind(team_id)
+            .bind(user_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(role.as_deref().and_then(Role::parse))
+}
+
+/// A team always keeps at least one owner.
+async fn ensure_another_owner(
+    tx: &mut Transaction<'_, Sqlite>,
+    team: &str,
+    team_id: i64,
+) -> StoreResult<()> {
+    let owners: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM team_members WHERE team_id = ? AND role = 'owner'",
+    )
+    .bind(team_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if owners <= 1 {
+        return Err(StoreError::Conflict(format!(
+            "team '{team}' must keep at least one owner: make someone else owner first"
+        )));
+    }
+    Ok(())
 }

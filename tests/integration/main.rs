@@ -1,6 +1,7 @@
 //! Herald's integration tests: one binary (link time), the real app on port 0 with a fresh
 //! data directory per test, and real HTTP receivers on loopback.
 
+mod authz;
 mod cli;
 mod deliveries;
 mod helpers;

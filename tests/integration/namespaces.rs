@@ -61,7 +61,7 @@ async fn namespaces_can_be_created_listed_shown_and_deleted() {
 }
 
 #[tokio::test]
-async fn the_api_needs_an_admin_token() {
+async fn the_api_needs_a_valid_token_and_lists_only_what_the_caller_may_see() {
     let app = spawn_app().await;
     let none = app.call("GET", "/api/v1/namespaces", None, None).await;
     assert_eq!(none.status, 401);
@@ -85,8 +85,17 @@ async fn the_api_needs_an_admin_token() {
     let r = app
         .call("GET", "/api/v1/namespaces", None, Some(&token))
         .await;
-    assert_eq!(r.status, 403);
-    assert_eq!(r.body["error"]["code"], "forbidden");
+    assert_eq!(r.status, 200);
+    let names: Vec<&str> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bob"], "a user sees only their personal namespace");
+    let events = app.call("GET", "/api/v1/events", None, Some(&token)).await;
+    assert_eq!(events.status, 403);
+    assert_eq!(events.body["error"]["code"], "forbidden");
 }
 
 #[tokio::test]

@@ -1,0 +1,40 @@
+use axum::extract::{RawQuery, State};
+use axum::Json;
+
+use super::access::namespace_access;
+use super::PageParams;
+use crate::auth::policy::{self, NamespaceAction};
+use crate::auth::ApiUser;
+use crate::error::ApiResult;
+use crate::hooks::types::NamespaceName;
+use crate::store::{Activity, Page};
+use crate::AppState;
+
+/// The audit trail, newest first, limited to what the caller may see; `?namespace=` narrows it.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Page<Activity>>> {
+    let page = PageParams::parse(query.as_deref())?;
+    let namespace = url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "namespace")
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty());
+    if let Some(ns) = &namespace {
+        // An existing namespace must be visible; entries of a deleted one are still
+        // filtered by team below.
+        if let Ok(name) = NamespaceName::parse(ns) {
+            if state.store.get_namespace(&name).await.is_ok() {
+                namespace_access(&state, &user, ns, NamespaceAction::Read).await?;
+            }
+        }
+    }
+    let visibility = policy::visibility(&user);
+    Ok(Json(
+        state
+            .store
+            .list_activities(&visibility, namespace.as_deref(), page.limit, page.cursor)
+            .await?,
+    ))
+}

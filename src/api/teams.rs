@@ -1,0 +1,148 @@
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+
+use super::ApiJson;
+use crate::auth::policy::{self, GlobalAction, TeamAction};
+use crate::auth::ApiUser;
+use crate::error::{ApiResult, AppError};
+use crate::hooks::types::is_path_component;
+use crate::store::{Audit, Role, Team, User};
+use crate::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTeam {
+    name: Option<String>,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberBody {
+    role: Option<String>,
+}
+
+/// Loads a team the caller may act on: 404 when they cannot see it.
+async fn team_access(
+    state: &AppState,
+    user: &User,
+    name: &str,
+    action: TeamAction,
+) -> ApiResult<Team> {
+    let team = state
+        .store
+        .get_team(name)
+        .await
+        .map_err(|_| AppError::not_found(format!("team '{name}' not found")))?;
+    let role = state.store.role_in_team(team.id, user.id).await?;
+    policy::check_team(user, name, role, action)?;
+    Ok(team)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+) -> ApiResult<Json<serde_json::Value>> {
+    let items = state.store.list_teams(&policy::visibility(&user)).await?;
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    ApiJson(body): ApiJson<CreateTeam>,
+) -> ApiResult<(StatusCode, Json<Team>)> {
+    policy::check_global(&user, GlobalAction::CreateTeam)?;
+    let name = body.name.unwrap_or_default();
+    if name.len() > 100 || !is_path_component(&name) {
+        return Err(AppError::invalid(
+            "name",
+            format!("'{name}' is not a valid team name: use lowercase letters and digits, separated by '.', '_', '__' or '-'"),
+        ));
+    }
+    if body.description.len() > 1000 {
+        return Err(AppError::invalid(
+            "description",
+            "a description has at most 1000 characters",
+        ));
+    }
+    let audit = Audit::new(&user.username, "team.create");
+    let team = state
+        .store
+        .create_team(&name, body.description.trim(), user.id, &audit)
+        .await?;
+    tracing::info!(team = %team.name, by = %user.username, "team created");
+    Ok((StatusCode::CREATED, Json(team)))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Team>> {
+    Ok(Json(
+        team_access(&state, &user, &name, TeamAction::Read).await?,
+    ))
+}
+
+pub async fn set_member(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path((name, member)): Path<(String, String)>,
+    ApiJson(body): ApiJson<MemberBody>,
+) -> ApiResult<(StatusCode, Json<Team>)> {
+    let team = team_access(&state, &user, &name, TeamAction::ManageMembers).await?;
+    if team.personal {
+        return Err(AppError::conflict(
+            "a personal team has exactly one member, its user",
+        ));
+    }
+    let role_text = body.role.unwrap_or_default();
+    let role = Role::parse(&role_text).ok_or_else(|| {
+        AppError::invalid(
+            "role",
+            format!("role must be owner, contributor or viewer, not '{role_text}'"),
+        )
+    })?;
+    let (target, _) = state
+        .store
+        .user_credentials(&member)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("user '{member}' not found")))?;
+    let audit = Audit::new(&user.username, "team.member.set")
+        .detail(format!("{member}: {}", role.as_str()));
+    let added = state
+        .store
+        .set_member(&name, target.id, role, &audit)
+        .await?;
+    let status = if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(state.store.get_team(&name).await?)))
+}
+
+pub async fn remove_member(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path((name, member)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let team = team_access(&state, &user, &name, TeamAction::ManageMembers).await?;
+    if team.personal {
+        return Err(AppError::conflict(
+            "a personal team has exactly one member, its user",
+        ));
+    }
+    let (target, _) = state
+        .store
+        .user_credentials(&member)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("user '{member}' not found")))?;
+    let audit = Audit::new(&user.username, "team.member.remove").detail(member.clone());
+    state.store.remove_member(&name, target.id, &audit).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

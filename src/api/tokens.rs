@@ -1,0 +1,110 @@
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::Deserialize;
+
+use super::parse_id;
+use crate::auth::{self, ApiUser};
+use crate::error::{ApiResult, AppError};
+use crate::store::{ApiToken, User};
+use crate::AppState;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    #[serde(default)]
+    label: String,
+}
+
+/// Signs in with Basic auth (username and password): how a user gets their first token.
+async fn basic_user(state: &AppState, headers: &HeaderMap) -> ApiResult<User> {
+    let unauthorized = || {
+        AppError::unauthorized("sign in with Basic auth (username and password) or an API token")
+    };
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(unauthorized)?;
+    let encoded = value.strip_prefix("Basic ").ok_or_else(unauthorized)?;
+    let decoded = B64.decode(encoded.trim()).map_err(|_| unauthorized())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| unauthorized())?;
+    let (username, password) = decoded.split_once(':').ok_or_else(unauthorized)?;
+    let credentials = state.store.user_credentials(username).await?;
+    // Verify against a fixed hash when the user does not exist, so timing does not tell.
+    let (user, hash) = match credentials {
+        Some((user, hash)) => (Some(user), hash),
+        None => (None, auth::dummy_hash().to_string()),
+    };
+    let valid = auth::verify_password_async(password.to_string(), hash).await;
+    match user {
+        Some(user) if valid && !user.disabled => Ok(user),
+        Some(user) if valid && user.disabled => {
+            Err(AppError::unauthorized("this user is disabled"))
+        }
+        _ => Err(AppError::unauthorized("wrong username or password")),
+    }
+}
+
+/// `POST /api/v1/tokens`: with Basic auth, or with an existing token.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "));
+    let user = if bearer {
+        auth::user_from_bearer(&state, &headers).await?
+    } else {
+        basic_user(&state, &headers).await?
+    };
+    // The body is optional: a bare `curl -u user -X POST` gets an unlabelled token.
+    let label = if body.iter().all(u8::is_ascii_whitespace) {
+        String::new()
+    } else {
+        serde_json::from_slice::<CreateToken>(&body)
+            .map_err(|e| {
+                AppError::invalid("body", format!("expected {{\"label\": \"...\"}}: {e}"))
+            })?
+            .label
+    };
+    if label.len() > 200 {
+        return Err(AppError::invalid(
+            "label",
+            "a label has at most 200 characters",
+        ));
+    }
+    let token = auth::new_api_token();
+    let stored = state
+        .store
+        .create_token(user.id, label.trim(), &auth::token_hash(&token))
+        .await?;
+    tracing::info!(user = %user.username, token_id = stored.id, "API token created");
+    let mut json = serde_json::to_value(&stored).map_err(|e| AppError::internal(e.to_string()))?;
+    json["token"] = serde_json::Value::String(token);
+    Ok((StatusCode::CREATED, Json(json)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+) -> ApiResult<Json<serde_json::Value>> {
+    let items: Vec<ApiToken> = state.store.list_tokens(user.id).await?;
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+/// Revokes one of the caller's own tokens.
+pub async fn revoke(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = parse_id(&id, "token")?;
+    state.store.revoke_token(user.id, id).await?;
+    tracing::info!(user = %user.username, token_id = id, "API token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

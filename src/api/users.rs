@@ -1,0 +1,137 @@
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::ApiJson;
+use crate::auth::policy::{self, GlobalAction};
+use crate::auth::{self, ApiUser};
+use crate::error::{ApiResult, AppError};
+use crate::store::{Role, User};
+use crate::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    username: Option<String>,
+    password: Option<String>,
+    email: Option<String>,
+    #[serde(default)]
+    admin: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    admin: Option<bool>,
+    disabled: Option<bool>,
+}
+
+#[derive(Serialize)]
+pub struct Membership {
+    team: String,
+    role: Role,
+}
+
+#[derive(Serialize)]
+pub struct Me {
+    #[serde(flatten)]
+    user: User,
+    teams: Vec<Membership>,
+}
+
+pub async fn me(State(state): State<AppState>, ApiUser(user): ApiUser) -> ApiResult<Json<Me>> {
+    let teams = state
+        .store
+        .list_teams(&crate::store::Visibility::MemberOf(user.id))
+        .await?
+        .into_iter()
+        .filter_map(|t| {
+            let role = t.members.iter().find(|m| m.username == user.username)?.role;
+            Some(Membership { team: t.name, role })
+        })
+        .collect();
+    Ok(Json(Me { user, teams }))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+) -> ApiResult<Json<serde_json::Value>> {
+    policy::check_global(&user, GlobalAction::ManageUsers)?;
+    let items = state.store.list_users().await?;
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+/// Admins create users; with sign-up switched on, anyone may create a non-admin account.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    let has_auth = headers.contains_key(header::AUTHORIZATION);
+    let caller = if has_auth || !state.config.allow_signup {
+        let user = auth::user_from_bearer(&state, &headers).await?;
+        Some(user)
+    } else {
+        None
+    };
+    match &caller {
+        Some(user) => policy::check_global(user, GlobalAction::ManageUsers)?,
+        None if body.admin => {
+            return Err(AppError::invalid(
+                "admin",
+                "signing up cannot create an admin",
+            ));
+        }
+        None => {}
+    }
+    let username = body.username.unwrap_or_default();
+    auth::validate_username(&username)?;
+    let password = body.password.unwrap_or_default();
+    auth::validate_password(&password)?;
+    let email = body
+        .email
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty());
+    if let Some(e) = &email {
+        if !e.contains('@') || e.len() > 254 || e.chars().any(char::is_whitespace) {
+            return Err(AppError::invalid(
+                "email",
+                format!("'{e}' is not an email address"),
+            ));
+        }
+    }
+    let hash = auth::hash_password_async(password).await?;
+    let user = state
+        .store
+        .create_user(&username, &hash, email.as_deref(), body.admin)
+        .await?;
+    tracing::info!(user = %user.username, admin = user.admin, by = ?caller.map(|c| c.username), "user created");
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    ApiUser(caller): ApiUser,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<UpdateUser>,
+) -> ApiResult<Json<User>> {
+    policy::check_global(&caller, GlobalAction::ManageUsers)?;
+    if name == caller.username && (body.admin == Some(false) || body.disabled == Some(true)) {
+        return Err(AppError::invalid(
+            if body.admin.is_some() {
+                "admin"
+            } else {
+                "disabled"
+            },
+            "admins cannot demote or disable themselves; ask another admin",
+        ));
+    }
+    let user = state
+        .store
+        .update_user(&name, body.admin, body.disabled)
+        .await?;
+    tracing::info!(user = %user.username, admin = user.admin, disabled = user.disabled, by = %caller.username, "user updated");
+    Ok(Json(user))
+}
