@@ -16,7 +16,6 @@ use axum::http::header;
 use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
 use crate::error::AppError;
 use crate::registry::ingest;
@@ -186,13 +185,4 @@ impl PageParams {
 pub fn parse_id(raw: &str, what: &str) -> Result<i64, AppError> {
     raw.parse()
         .map_err(|_| AppError::not_found(format!("{what} '{raw}' not found")))
-}
-
-/// For PATCH bodies: tells an absent field (`None`) from an explicit `null` (`Some(None)`).
-pub fn double_option<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(de).map(Some)
 }
