@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod registry;
 pub mod secrets;
 pub mod store;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ pub struct AppState {
     pub registry_token: RegistryToken,
     pub config: Arc<Config>,
     pub dispatcher: Arc<Dispatcher>,
+    pub login_throttle: Arc<web::LoginThrottle>,
 }
 
 /// Creates the data directory when needed and opens (and migrates) the database.
@@ -100,6 +102,7 @@ impl Application {
                 registry_token,
                 config: Arc::new(config),
                 dispatcher,
+                login_throttle: Arc::default(),
             },
         })
     }

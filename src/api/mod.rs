@@ -1,10 +1,10 @@
 //! The REST API under `/api/v1`: JSON in and out, one file per resource.
 
-mod access;
+pub(crate) mod access;
 mod activities;
 mod deliveries;
 mod events;
-mod namespaces;
+pub(crate) mod namespaces;
 mod teams;
 mod tokens;
 mod users;
@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
             post(ingest::receive).layer(DefaultBodyLimit::max(ingest_limit)),
         )
         .nest("/api/v1", api)
+        .merge(crate::web::router())
         .fallback(|| async { AppError::not_found("no such route") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

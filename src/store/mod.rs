@@ -346,6 +346,19 @@ pub struct ApiToken {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+/// One hour of a webhook's deliveries (by creation time) and attempts.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HourStats {
+    /// Hours since the start of the window.
+    pub hour: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    /// Pending or retrying.
+    pub waiting: i64,
+    /// Mean attempt duration in that hour, if there were attempts.
+    pub mean_ms: Option<f64>,
+}
+
 /// A page of a newest-first list; `next` is the cursor of the following page.
 #[derive(Debug, Clone, Serialize)]
 pub struct Page<T> {
@@ -505,6 +518,29 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     async fn remove_member(&self, team: &str, user_id: i64, audit: &Audit) -> StoreResult<()>;
     async fn role_in_team(&self, team_id: i64, user_id: i64) -> StoreResult<Option<Role>>;
+
+    // Web UI sessions.
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        csrf_token: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// The user and CSRF token of an unexpired session of an enabled user.
+    async fn session(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(User, String)>>;
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+
+    /// Per-hour figures of a webhook since `since`, for the UI's chart.
+    async fn delivery_stats(
+        &self,
+        webhook_id: i64,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<HourStats>>;
 }
 
 pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {

@@ -1133,6 +1133,105 @@ impl Store for SqliteStore {
                 .await?;
         Ok(role.as_deref().and_then(Role::parse))
     }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        csrf_token: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let now = Utc::now();
+        // Expired sessions are swept whenever a new one starts: no separate job needed.
+        sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
+            .bind(to_ms(now))
+            .execute(&self.write)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(csrf_token)
+        .bind(to_ms(now))
+        .bind(to_ms(expires_at))
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(User, String)>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.username, u.email, u.admin, u.disabled, u.created_at, s.csrf_token \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = ? AND s.expires_at > ? AND u.disabled = 0",
+        )
+        .bind(token_hash)
+        .bind(to_ms(now))
+        .fetch_optional(&self.read)
+        .await?;
+        match row {
+            None => Ok(None),
+            Some(r) => Ok(Some((user_from_row(&r)?, r.try_get("csrf_token")?))),
+        }
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn delivery_stats(
+        &self,
+        webhook_id: i64,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<HourStats>> {
+        let since = to_ms(since);
+        let mut hours: std::collections::BTreeMap<i64, HourStats> =
+            std::collections::BTreeMap::new();
+        let rows = sqlx::query(
+            "SELECT (created_at - ?1) / 3600000 AS hour, \
+             SUM(state = 'succeeded') AS succeeded, SUM(state = 'failed') AS failed, \
+             SUM(state IN ('pending', 'retrying')) AS waiting \
+             FROM deliveries WHERE webhook_id = ?2 AND created_at >= ?1 GROUP BY hour",
+        )
+        .bind(since)
+        .bind(webhook_id)
+        .fetch_all(&self.read)
+        .await?;
+        for r in &rows {
+            let hour: i64 = r.try_get("hour")?;
+            let entry = hours.entry(hour).or_default();
+            entry.hour = hour;
+            entry.succeeded = r.try_get("succeeded")?;
+            entry.failed = r.try_get("failed")?;
+            entry.waiting = r.try_get("waiting")?;
+        }
+        let rows = sqlx::query(
+            "SELECT (a.started_at - ?1) / 3600000 AS hour, AVG(a.duration_ms) AS mean_ms \
+             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             WHERE d.webhook_id = ?2 AND a.started_at >= ?1 GROUP BY hour",
+        )
+        .bind(since)
+        .bind(webhook_id)
+        .fetch_all(&self.read)
+        .await?;
+        for r in &rows {
+            let hour: i64 = r.try_get("hour")?;
+            let entry = hours.entry(hour).or_default();
+            entry.hour = hour;
+            entry.mean_ms = r.try_get("mean_ms")?;
+        }
+        Ok(hours.into_values().collect())
+    }
 }
 
 fn namespace_from_row(row: &SqliteRow) -> StoreResult<Namespace> {

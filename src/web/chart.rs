@@ -1,0 +1,170 @@
+//! The webhook page's 24-hour chart, drawn on the server as SVG: no chart library, no
+//! JavaScript, and it prints and scales like text.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Timelike, Utc};
+
+use crate::store::HourStats;
+
+const W: f64 = 720.0;
+const H: f64 = 180.0;
+const LEFT: f64 = 36.0;
+const RIGHT: f64 = 44.0;
+const TOP: f64 = 12.0;
+const BOTTOM: f64 = 24.0;
+
+/// Deliveries per hour by outcome (stacked bars) and mean attempt latency (line).
+pub fn render_svg(stats: &[HourStats], since: DateTime<Utc>) -> String {
+    let mut hours = vec![HourStats::default(); 24];
+    for s in stats {
+        if let Some(slot) = usize::try_from(s.hour).ok().and_then(|h| hours.get_mut(h)) {
+            *slot = s.clone();
+        }
+    }
+    let max_count = hours
+        .iter()
+        .map(|h| h.succeeded + h.failed + h.waiting)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let max_ms = hours
+        .iter()
+        .filter_map(|h| h.mean_ms)
+        .fold(0.0_f64, f64::max)
+        .max(1.0);
+    let plot_w = W - LEFT - RIGHT;
+    let plot_h = H - TOP - BOTTOM;
+    let slot = plot_w / 24.0;
+    let total: i64 = hours
+        .iter()
+        .map(|h| h.succeeded + h.failed + h.waiting)
+        .sum();
+    let failed: i64 = hours.iter().map(|h| h.failed).sum();
+
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="Last 24 hours: {total} deliveries, {failed} failed" xmlns="http://www.w3.org/2000/svg">"#
+    );
+    let _ = write!(
+        svg,
+        "<title>Deliveries per hour by outcome, and mean latency, over the last 24 hours</title>"
+    );
+    // Axes and scale labels.
+    let _ = write!(
+        svg,
+        r##"<line x1="{LEFT}" y1="{y}" x2="{x2}" y2="{y}" class="axis"/>"##,
+        y = TOP + plot_h,
+        x2 = W - RIGHT
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="{x}" y="{y}" class="label" text-anchor="end">{max}</text>"#,
+        x = LEFT - 4.0,
+        y = TOP + 8.0,
+        max = max_count as i64
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="{x}" y="{y}" class="label latency-label">{ms:.0} ms</text>"#,
+        x = W - RIGHT + 4.0,
+        y = TOP + 8.0,
+        ms = max_ms
+    );
+    for (i, h) in hours.iter().enumerate() {
+        let x = LEFT + i as f64 * slot + 2.0;
+        let bar_w = slot - 4.0;
+        let mut y = TOP + plot_h;
+        for (count, class) in [
+            (h.succeeded, "ok"),
+            (h.failed, "failed"),
+            (h.waiting, "waiting"),
+        ] {
+            if count == 0 {
+                continue;
+            }
+            let height = count as f64 / max_count * plot_h;
+            y -= height;
+            let _ = write!(
+                svg,
+                r#"<rect x="{x:.1}" y="{y:.1}" width="{bar_w:.1}" height="{height:.1}" class="{class}"><title>{count} {class}</title></rect>"#
+            );
+        }
+        if i % 6 == 0 {
+            let hour = (since + chrono::Duration::hours(i as i64)).hour();
+            let _ = write!(
+                svg,
+                r#"<text x="{x:.1}" y="{y}" class="label">{hour:02}:00</text>"#,
+                y = H - 6.0
+            );
+        }
+    }
+    // Latency line through the hours that had attempts.
+    let points: Vec<String> = hours
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            let ms = h.mean_ms?;
+            let x = LEFT + (i as f64 + 0.5) * slot;
+            let y = TOP + plot_h - ms / max_ms * plot_h;
+            Some(format!("{x:.1},{y:.1}"))
+        })
+        .collect();
+    if !points.is_empty() {
+        let _ = write!(
+            svg,
+            r#"<polyline points="{}" class="latency"/>"#,
+            points.join(" ")
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_bars_per_outcome_and_a_latency_line() {
+        let stats = vec![
+            HourStats {
+                hour: 0,
+                succeeded: 3,
+                failed: 1,
+                waiting: 0,
+                mean_ms: Some(12.0),
+            },
+            HourStats {
+                hour: 23,
+                succeeded: 0,
+                failed: 2,
+                waiting: 1,
+                mean_ms: Some(40.0),
+            },
+            HourStats {
+                hour: 99,
+                succeeded: 9,
+                ..Default::default()
+            },
+        ];
+        let svg = render_svg(&stats, Utc::now());
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        assert_eq!(svg.matches(r#"class="ok""#).count(), 1);
+        assert_eq!(svg.matches(r#"class="failed""#).count(), 2);
+        assert_eq!(svg.matches(r#"class="waiting""#).count(), 1);
+        assert!(
+            svg.contains("7 deliveries, 3 failed"),
+            "out-of-window hours are ignored"
+        );
+        assert_eq!(svg.matches("<polyline").count(), 1);
+    }
+
+    #[test]
+    fn an_empty_day_still_draws() {
+        let svg = render_svg(&[], Utc::now());
+        assert!(svg.contains("0 deliveries"));
+        assert!(!svg.contains("<polyline"));
+    }
+}
