@@ -117,6 +117,15 @@ pub fn render_svg(stats: &[HourStats], since: DateTime<Utc>) -> String {
             r#"<polyline points="{}" class="latency"/>"#,
             points.join(" ")
         );
+        // Dots too, so that a single hour with attempts still shows its latency.
+        for p in &points {
+            if let Some((x, y)) = p.split_once(',') {
+                let _ = write!(
+                    svg,
+                    r#"<circle cx="{x}" cy="{y}" r="3" class="latency-dot"/>"#
+                );
+            }
+        }
     }
     svg.push_str("</svg>");
     svg

@@ -2,10 +2,13 @@
 //! data directory per test, and real HTTP receivers on loopback.
 
 mod authz;
+mod browser;
 mod cli;
 mod deliveries;
 mod helpers;
 mod ingest;
 mod namespaces;
 mod registry_e2e;
+mod web;
+mod webdriver;
 mod webhooks;
