@@ -1,4 +1,6 @@
-//! Configuration: command-line flags, then `HERALD_*` environment variables, then defaults.
+//! Configuration: command-line flags, then `HERALD_*` environment variables, then a TOML
+//! file (`--config`), then defaults. The file is applied as environment variables that are
+//! not already set, so one mechanism (clap's) parses and validates every value.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +12,11 @@ use crate::delivery::retry::RetrySchedule;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
+    /// A TOML file with any of these settings (`listen = "0.0.0.0:8080"`, `[delivery]
+    /// timeout = "10s"` ...); flags and environment variables win over it.
+    #[arg(long, env = "HERALD_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
     /// Address the HTTP server listens on.
     #[arg(
         long,
@@ -99,6 +106,36 @@ pub struct Config {
     #[arg(long, env = "HERALD_ALLOW_SIGNUP", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub allow_signup: bool,
 
+    /// Log format: `pretty` for people, `json` for log collectors.
+    #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"], global = true)]
+    pub log_format: String,
+
+    /// How long a shutdown waits for deliveries in flight before handing them back.
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration, global = true)]
+    pub shutdown_grace: Duration,
+
+    /// Finished deliveries (and their attempts) older than this many days are deleted.
+    #[arg(
+        long,
+        env = "HERALD_RETENTION_DAYS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub retention_days: u32,
+
+    /// At most this many finished deliveries are kept per webhook; older ones are deleted.
+    #[arg(
+        long,
+        env = "HERALD_RETENTION_MAX_PER_WEBHOOK",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub retention_max_per_webhook: u32,
+
+    /// How often the retention sweep runs.
+    #[arg(long, env = "HERALD_RETENTION_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration, global = true)]
+    pub retention_interval: Duration,
+
     /// Delays before each attempt of a delivery, comma-separated; after the last, it fails.
     #[arg(long, env = "HERALD_RETRY_SCHEDULE", default_value = "0s,5s,5m,30m,2h,5h,10h,10h", value_parser = RetrySchedule::parse, global = true)]
     pub retry_schedule: RetrySchedule,
@@ -112,7 +149,175 @@ struct ConfigOnly {
     config: Config,
 }
 
+/// The environment variables that configure Herald, from the command definition itself.
+pub fn known_env_vars(cmd: &clap::Command) -> Vec<String> {
+    cmd.get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Where the settings file is: `--config FILE`, `--config=FILE`, or `HERALD_CONFIG`.
+pub fn config_path(args: &[std::ffi::OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy();
+        if text == "--config" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(path) = text.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    std::env::var_os("HERALD_CONFIG").map(PathBuf::from)
+}
+
+/// Reads the TOML file into `HERALD_*` names and values; nested tables join with `_`
+/// (`[delivery] timeout` is `HERALD_DELIVERY_TIMEOUT`). An unknown key is an error that
+/// names it. Returns (environment name, file key, value) triples.
+pub fn read_config_file(
+    path: &std::path::Path,
+    known: &[String],
+) -> Result<Vec<(String, String, String)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the configuration file {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{} is not valid TOML: {e}", path.display()))?;
+    let mut out = Vec::new();
+    flatten(&table, "", &mut out);
+    for (key, _) in &out {
+        let env = format!(
+            "HERALD_{}",
+            key.replace(['.', '-'], "_").to_ascii_uppercase()
+        );
+        if !known.contains(&env) || env == "HERALD_CONFIG" {
+            return Err(format!(
+                "unknown configuration key '{key}' in {} (each key is a flag's name: \
+                 listen, data_dir, delivery.timeout, retry_schedule ...)",
+                path.display()
+            ));
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(key, value)| {
+            let env = format!(
+                "HERALD_{}",
+                key.replace(['.', '-'], "_").to_ascii_uppercase()
+            );
+            (env, key, value)
+        })
+        .collect())
+}
+
+fn flatten(table: &toml::Table, prefix: &str, out: &mut Vec<(String, String)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(t, &key, out),
+            toml::Value::String(s) => out.push((key, s.clone())),
+            toml::Value::Array(items) => {
+                let parts: Vec<String> = items.iter().map(scalar).collect();
+                out.push((key, parts.join(",")));
+            }
+            other => out.push((key, scalar(other))),
+        }
+    }
+}
+
+fn scalar(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Array(_) | toml::Value::Table(_) => String::new(),
+    }
+}
+
 impl Config {
+    /// The effective configuration as `key = value` lines, secrets masked.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let masked = |v: &Option<String>| {
+            v.as_ref()
+                .map_or("(not set)".to_string(), |_| "********".to_string())
+        };
+        let db = self.database_url();
+        let db = match url::Url::parse(&db) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("********"));
+                u.to_string()
+            }
+            _ => db,
+        };
+        vec![
+            (
+                "config",
+                self.config
+                    .as_ref()
+                    .map_or("(none)".into(), |p| p.display().to_string()),
+            ),
+            ("listen", self.listen.to_string()),
+            ("data_dir", self.data_dir.display().to_string()),
+            ("database_url", db),
+            ("registry_token", masked(&self.registry_token)),
+            (
+                "public_url",
+                self.public_url
+                    .clone()
+                    .unwrap_or_else(|| "(not set)".into()),
+            ),
+            ("secret_key", masked(&self.secret_key)),
+            ("ingest_max_bytes", self.ingest_max_bytes.to_string()),
+            (
+                "delivery_connect_timeout",
+                humantime::format_duration(self.delivery_connect_timeout).to_string(),
+            ),
+            (
+                "delivery_timeout",
+                humantime::format_duration(self.delivery_timeout).to_string(),
+            ),
+            (
+                "delivery_concurrency",
+                self.delivery_concurrency.to_string(),
+            ),
+            (
+                "delivery_concurrency_per_webhook",
+                self.delivery_concurrency_per_webhook.to_string(),
+            ),
+            (
+                "permissions_create_webhook",
+                self.permissions_create_webhook.to_string(),
+            ),
+            (
+                "permissions_manage_webhook",
+                self.permissions_manage_webhook.to_string(),
+            ),
+            ("allow_signup", self.allow_signup.to_string()),
+            ("log_format", self.log_format.clone()),
+            (
+                "shutdown_grace",
+                humantime::format_duration(self.shutdown_grace).to_string(),
+            ),
+            ("retention_days", self.retention_days.to_string()),
+            (
+                "retention_max_per_webhook",
+                self.retention_max_per_webhook.to_string(),
+            ),
+            (
+                "retention_interval",
+                humantime::format_duration(self.retention_interval).to_string(),
+            ),
+            ("retry_schedule", self.retry_schedule.to_string()),
+        ]
+    }
+
     /// Builds a configuration from flags alone (and the environment), as tests do.
     pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
     where

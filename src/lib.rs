@@ -9,6 +9,8 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod hooks;
+pub mod maintenance;
+pub mod metrics;
 pub mod registry;
 pub mod secrets;
 pub mod store;
@@ -38,6 +40,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub dispatcher: Arc<Dispatcher>,
     pub login_throttle: Arc<web::LoginThrottle>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Creates the data directory when needed and opens (and migrates) the database.
@@ -78,6 +81,7 @@ impl Application {
         let cipher = Cipher::load_or_create(&config.data_dir, config.secret_key.as_deref())?;
         let registry_token = registry_token(&config)?;
         let sender = HttpSender::new(config.delivery_connect_timeout, config.delivery_timeout)?;
+        let metrics = Arc::new(metrics::Metrics::default());
         let dispatcher = Dispatcher::new(
             store.clone(),
             sender,
@@ -90,6 +94,7 @@ impl Application {
                 // crashed process's deliveries resume within minutes.
                 lease: config.delivery_timeout * 2 + std::time::Duration::from_secs(30),
             },
+            metrics.clone(),
         );
         let listener = TcpListener::bind(config.listen)
             .await
@@ -103,6 +108,7 @@ impl Application {
                 config: Arc::new(config),
                 dispatcher,
                 login_throttle: Arc::default(),
+                metrics,
             },
         })
     }
@@ -117,19 +123,27 @@ impl Application {
         &self.state
     }
 
-    /// Serves HTTP and runs the delivery workers until `shutdown` completes.
+    /// Serves HTTP and runs the delivery workers until `shutdown` completes; then stops
+    /// taking requests, lets deliveries in flight finish (up to `--shutdown-grace`), hands
+    /// back the rest, and returns.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
-        let workers = tokio::spawn(self.state.dispatcher.clone().run());
-        let app = api::router(self.state.clone());
-        tracing::info!(%addr, events_url = %self.state.config.events_url(addr), "Herald is listening");
+        let state = self.state.clone();
+        let workers = tokio::spawn(state.dispatcher.clone().run());
+        let retention = tokio::spawn(maintenance::retention_loop(state.clone()));
+        let app = api::router(state.clone());
+        tracing::info!(%addr, events_url = %state.config.events_url(addr), "Herald is listening");
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
+        tracing::info!("no longer accepting requests; finishing deliveries in flight");
+        retention.abort();
+        state.dispatcher.drain(state.config.shutdown_grace).await;
         workers.abort();
+        tracing::info!("stopped");
         served.context("the HTTP server failed")
     }
 }

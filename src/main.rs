@@ -39,6 +39,13 @@ enum Command {
     Token(TokenCommand),
     /// Print the registry's `notifications` configuration (YAML) for this Herald.
     RegistryConfig,
+    /// Print the effective configuration (flags > environment > file > defaults), secrets masked.
+    Config,
+    /// Print a shell completion script: `herald completions bash > /etc/bash_completion.d/herald`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -64,21 +71,79 @@ enum TokenCommand {
     },
 }
 
-fn init_tracing() {
+fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("herald=info,tower_http=warn"));
     // Logs go to stderr: stdout is kept for what commands print (a token, a config).
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing();
-    match run(cli).await {
+/// Applies `--config FILE` as `HERALD_*` variables not already set. This runs before any
+/// thread exists, because changing the environment is only sound then.
+fn apply_config_file(args: &[std::ffi::OsString]) -> Result<Vec<(String, String)>, String> {
+    use clap::CommandFactory;
+    let Some(path) = herald::config::config_path(args) else {
+        return Ok(Vec::new());
+    };
+    let known = herald::config::known_env_vars(&Cli::command());
+    let entries = herald::config::read_config_file(&path, &known)?;
+    let mut applied = Vec::new();
+    for (env, key, value) in entries {
+        if std::env::var_os(&env).is_none() {
+            std::env::set_var(&env, &value);
+            applied.push((env, key));
+        }
+    }
+    Ok(applied)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let from_file = match apply_config_file(&args) {
+        Ok(applied) => applied,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Name the file's key when the bad value came from the file.
+            if let Some(arg) = e.get(clap::error::ContextKind::InvalidArg) {
+                use clap::CommandFactory;
+                let cmd = Cli::command();
+                let arg = arg.to_string();
+                let env = cmd
+                    .get_arguments()
+                    .find(|a| arg.starts_with(&format!("--{}", a.get_long().unwrap_or("\u{0}"))))
+                    .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
+                if let Some((_, key)) = from_file.iter().find(|(e, _)| Some(e) == env.as_ref()) {
+                    eprintln!("herald: the configuration file's key '{key}' is invalid:");
+                }
+            }
+            e.exit();
+        }
+    };
+    init_tracing(&cli.config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herald: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("herald: {e:#}");
@@ -126,6 +191,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .create_token(found.id, &label, &auth::token_hash(&token))
                 .await?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Config => {
+            for (key, value) in config.describe() {
+                println!("{key} = {value}");
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
             Ok(())
         }
         Command::RegistryConfig => {

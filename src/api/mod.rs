@@ -4,6 +4,7 @@ pub(crate) mod access;
 mod activities;
 mod deliveries;
 mod events;
+mod health;
 pub(crate) mod namespaces;
 mod teams;
 mod tokens;
@@ -14,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::header;
 use axum::routing::{delete, get, patch, post, put};
-use axum::{Json, Router};
+use axum::Router;
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
@@ -72,7 +73,9 @@ pub fn router(state: AppState) -> Router {
             put(teams::set_member).delete(teams::remove_member),
         );
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .route(
             "/v2/webhooks/events",
             post(ingest::receive).layer(DefaultBodyLimit::max(ingest_limit)),
@@ -80,12 +83,21 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(crate::web::router())
         .fallback(|| async { AppError::not_found("no such route") })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), health::count_requests))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        // Every request gets an id (or keeps the caller's), on every log line and in the answer.
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(health::RandomRequestId))
         .with_state(state)
-}
-
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
 /// A JSON body whose problems come back as Herald's JSON errors: malformed JSON is a 400,

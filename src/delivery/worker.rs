@@ -2,6 +2,7 @@
 //! and per webhook, so a slow or dead receiver only ever slows down its own deliveries.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::delivery::client::HttpSender;
 use crate::delivery::retry::RetrySchedule;
 use crate::hooks::payload;
+use crate::metrics::Metrics;
 use crate::secrets::Cipher;
 use crate::store::{AttemptRecord, DeliveryJob, DeliveryState, Outcome, Store, StoreResult};
 
@@ -35,6 +37,11 @@ pub struct Dispatcher {
     per_webhook: Mutex<HashMap<i64, Arc<Semaphore>>>,
     /// Deliveries this process is sending, so a renewed claim never sends one twice here.
     in_flight: Mutex<HashSet<i64>>,
+    metrics: Arc<Metrics>,
+    /// Set on shutdown: the claim loop stops taking new work.
+    stopping: AtomicBool,
+    /// When the claim loop last went round (Unix ms), for the readiness check.
+    heartbeat: AtomicI64,
 }
 
 impl Dispatcher {
@@ -43,6 +50,7 @@ impl Dispatcher {
         sender: HttpSender,
         cipher: Cipher,
         config: DispatcherConfig,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -53,6 +61,9 @@ impl Dispatcher {
             wake: Notify::new(),
             per_webhook: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
+            metrics,
+            stopping: AtomicBool::new(false),
+            heartbeat: AtomicI64::new(0),
         })
     }
 
@@ -61,9 +72,46 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// The claim loop; runs until the task is dropped.
+    /// Whether the claim loop went round recently.
+    pub fn is_alive(&self) -> bool {
+        let last = self.heartbeat.load(Ordering::Relaxed);
+        Utc::now().timestamp_millis() - last < (POLL_INTERVAL.as_millis() as i64) * 10
+    }
+
+    /// Graceful shutdown: stop claiming, let in-flight deliveries finish for up to `grace`,
+    /// then release the leases of those still running so they are sent again elsewhere.
+    pub async fn drain(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+        let deadline = Instant::now() + grace;
+        loop {
+            let left: Vec<i64> = match self.in_flight.lock() {
+                Ok(set) => set.iter().copied().collect(),
+                Err(_) => Vec::new(),
+            };
+            if left.is_empty() {
+                tracing::info!("all in-flight deliveries finished");
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(count = left.len(), "releasing deliveries still in flight");
+                if let Err(e) = self.store.release(&left).await {
+                    tracing::error!(error = %e, "releasing leases failed; they expire on their own");
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The claim loop; runs until shutdown.
     pub async fn run(self: Arc<Self>) {
         loop {
+            self.heartbeat
+                .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
             let room = self.global.available_permits();
             let claimed = if room == 0 {
                 Vec::new()
@@ -136,6 +184,13 @@ impl Dispatcher {
         let Ok(_permit) = self.global.clone().acquire_owned().await else {
             return;
         };
+        if self.stopping.load(Ordering::SeqCst) {
+            // Shutting down: hand it back rather than start a send we may not finish.
+            if let Err(e) = self.store.release(&[delivery_id]).await {
+                tracing::warn!(delivery_id, error = %e, "could not release a lease");
+            }
+            return;
+        }
         let result = async {
             let job = self.store.load_job(delivery_id).await?;
             if !job.webhook.enabled {
@@ -206,6 +261,15 @@ impl Dispatcher {
             }
             Err(e) => (None, Some(e), Vec::new(), String::new(), false),
         };
+        let outcome_label = match outcome {
+            Outcome::Succeeded => "succeeded",
+            Outcome::RetryAt(_) => "retrying",
+            Outcome::Failed => "failed",
+        };
+        self.metrics.record_attempt(
+            outcome_label,
+            Duration::from_millis(duration_ms.max(0) as u64),
+        );
         tracing::info!(
             delivery_id,
             webhook_id = job.webhook.id,

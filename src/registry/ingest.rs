@@ -66,6 +66,7 @@ pub async fn receive(
     if summary.deliveries > 0 {
         state.dispatcher.wake();
     }
+    state.metrics.record_events(&events);
     tracing::info!(
         events = events.len(),
         accepted = summary.accepted,

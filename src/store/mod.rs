@@ -359,6 +359,15 @@ pub struct HourStats {
     pub mean_ms: Option<f64>,
 }
 
+/// What is waiting to be sent.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct QueueStats {
+    pub pending: i64,
+    pub retrying: i64,
+    /// When the longest-waiting due delivery became due.
+    pub oldest_due_at: Option<DateTime<Utc>>,
+}
+
 /// A page of a newest-first list; `next` is the cursor of the following page.
 #[derive(Debug, Clone, Serialize)]
 pub struct Page<T> {
@@ -541,6 +550,23 @@ pub trait Store: Send + Sync + 'static {
         webhook_id: i64,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<HourStats>>;
+
+    // Operations.
+    /// Whether every migration this binary knows is applied.
+    async fn migrations_current(&self) -> StoreResult<bool>;
+    async fn queue_stats(&self) -> StoreResult<QueueStats>;
+    /// Gives up the leases of deliveries this process will not finish (graceful shutdown),
+    /// so another process or the next start sends them without waiting for the lease.
+    async fn release(&self, delivery_ids: &[i64]) -> StoreResult<()>;
+    /// Deletes up to `batch` finished deliveries older than `before` or beyond the newest
+    /// `keep_per_webhook` of their webhook, then events nothing refers to; returns how many
+    /// deliveries went.
+    async fn prune(
+        &self,
+        before: DateTime<Utc>,
+        keep_per_webhook: i64,
+        batch: i64,
+    ) -> StoreResult<u64>;
 }
 
 pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {

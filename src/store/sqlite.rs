@@ -1232,6 +1232,86 @@ impl Store for SqliteStore {
         }
         Ok(hours.into_values().collect())
     }
+
+    async fn migrations_current(&self) -> StoreResult<bool> {
+        let known = sqlx::migrate!("./migrations/sqlite").iter().count() as i64;
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+                .fetch_one(&self.read)
+                .await?;
+        Ok(applied >= known)
+    }
+
+    async fn queue_stats(&self) -> StoreResult<QueueStats> {
+        let now = to_ms(Utc::now());
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(state = 'pending'), 0) AS pending, \
+             COALESCE(SUM(state = 'retrying'), 0) AS retrying, \
+             MIN(CASE WHEN next_attempt_at <= ?1 THEN next_attempt_at END) AS oldest \
+             FROM deliveries WHERE state IN ('pending', 'retrying')",
+        )
+        .bind(now)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(QueueStats {
+            pending: row.try_get("pending")?,
+            retrying: row.try_get("retrying")?,
+            oldest_due_at: opt_ms(row.try_get("oldest")?),
+        })
+    }
+
+    async fn release(&self, delivery_ids: &[i64]) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        for id in delivery_ids {
+            sqlx::query("UPDATE deliveries SET locked_until = NULL WHERE id = ? AND state IN ('pending', 'retrying')")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn prune(
+        &self,
+        before: DateTime<Utc>,
+        keep_per_webhook: i64,
+        batch: i64,
+    ) -> StoreResult<u64> {
+        let mut tx = self.write.begin().await?;
+        // Old finished deliveries, oldest first.
+        let old = sqlx::query(
+            "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+             WHERE created_at < ? AND state IN ('succeeded', 'failed') ORDER BY id LIMIT ?)",
+        )
+        .bind(to_ms(before))
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Beyond the newest `keep_per_webhook` of each webhook.
+        let extra = sqlx::query(
+            "DELETE FROM deliveries WHERE id IN (SELECT id FROM ( \
+               SELECT id, state, ROW_NUMBER() OVER (PARTITION BY webhook_id ORDER BY id DESC) AS n \
+               FROM deliveries) WHERE n > ? AND state IN ('succeeded', 'failed') LIMIT ?)",
+        )
+        .bind(keep_per_webhook)
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Events older than the cutoff that no delivery needs any more.
+        sqlx::query(
+            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.received_at < ? \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) ORDER BY e.id LIMIT ?)",
+        )
+        .bind(to_ms(before))
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(old + extra)
+    }
 }
 
 fn namespace_from_row(row: &SqliteRow) -> StoreResult<Namespace> {

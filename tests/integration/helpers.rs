@@ -1,5 +1,5 @@
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -252,6 +252,7 @@ impl Captured {
 struct ReceiverState {
     tx: mpsc::UnboundedSender<Captured>,
     status: Arc<AtomicU16>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 /// A real HTTP receiver on loopback that records every request and answers `status`.
@@ -259,15 +260,18 @@ pub struct Receiver {
     pub addr: SocketAddr,
     rx: Mutex<mpsc::UnboundedReceiver<Captured>>,
     status: Arc<AtomicU16>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl Receiver {
     pub async fn start() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(AtomicU16::new(200));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let state = ReceiverState {
             tx,
             status: status.clone(),
+            delay_ms: delay_ms.clone(),
         };
         let app = axum::Router::new().fallback(record).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -277,11 +281,17 @@ impl Receiver {
             addr,
             rx: Mutex::new(rx),
             status,
+            delay_ms,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Answers only after `ms` milliseconds (the request is recorded when it arrives).
+    pub fn delay(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     pub fn answer(&self, status: u16) {
@@ -323,6 +333,10 @@ async fn record(
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     });
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let status = StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap();
     (status, "received")
 }

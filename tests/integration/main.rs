@@ -8,6 +8,7 @@ mod deliveries;
 mod helpers;
 mod ingest;
 mod namespaces;
+mod ops;
 mod registry_e2e;
 mod web;
 mod webdriver;

@@ -1,0 +1,102 @@
+//! What operators poll: liveness, readiness, Prometheus metrics, and the per-request
+//! counting and ids behind them.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tower_http::request_id::{MakeRequestId, RequestId};
+
+use crate::metrics::{HttpLabels, StateLabel};
+use crate::AppState;
+
+/// Alive: the process answers. Nothing else is checked, so a supervisor restarts only a hung process.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// Ready: the database answers, every migration is applied, and the delivery workers run.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let database = state.store.ping().await.is_ok();
+    let migrations = database && state.store.migrations_current().await.unwrap_or(false);
+    let workers = state.dispatcher.is_alive();
+    let ready = database && migrations && workers;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "checks": { "database": database, "migrations": migrations, "workers": workers },
+    });
+    (status, Json(body)).into_response()
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    // The queue is shared by every process: read it from the database at scrape time.
+    match state.store.queue_stats().await {
+        Ok(q) => {
+            let m = &state.metrics;
+            m.queue_depth
+                .get_or_create(&StateLabel {
+                    state: "pending".into(),
+                })
+                .set(q.pending);
+            m.queue_depth
+                .get_or_create(&StateLabel {
+                    state: "retrying".into(),
+                })
+                .set(q.retrying);
+            let age = q
+                .oldest_due_at
+                .map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            m.oldest_due_age.set(age);
+        }
+        Err(e) => tracing::warn!(error = %e, "queue figures unavailable for /metrics"),
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Counts requests by route template (not raw path, so ids do not explode the label set).
+pub async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// Request ids: 16 random hex digits.
+#[derive(Clone, Copy)]
+pub struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let id: u64 = rand::random();
+        HeaderValue::from_str(&format!("{id:016x}"))
+            .ok()
+            .map(RequestId::new)
+    }
+}

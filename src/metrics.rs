@@ -1,0 +1,218 @@
+//! Prometheus metrics. Counters are bumped where things happen; queue gauges are read from
+//! the database at scrape time, so every process reports the shared queue truthfully.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::registry::envelope::{Disposition, IncomingEvent};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IgnoredLabels {
+    /// `ignored` (unusable) or `skipped` (valid, triggers nothing).
+    pub status: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub events_received: Family<ActionLabel, Counter>,
+    pub events_ignored: Family<IgnoredLabels, Counter>,
+    pub attempts: Family<OutcomeLabel, Counter>,
+    pub attempt_duration: Histogram,
+    pub queue_depth: Family<StateLabel, Gauge>,
+    pub oldest_due_age: Gauge<f64, AtomicU64>,
+    pub webhooks_auto_disabled: Counter,
+    pub http_requests: Family<HttpLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("herald");
+        let events_received = Family::<ActionLabel, Counter>::default();
+        registry.register(
+            "events_received",
+            "Registry events received, by action",
+            events_received.clone(),
+        );
+        let events_ignored = Family::<IgnoredLabels, Counter>::default();
+        registry.register(
+            "events_not_delivered",
+            "Events that produced no delivery, by status (ignored or skipped) and reason",
+            events_ignored.clone(),
+        );
+        let attempts = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts, by outcome (succeeded, retrying, failed)",
+            attempts.clone(),
+        );
+        // 5 ms to ~40 s.
+        let attempt_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register_with_unit(
+            "delivery_attempt_duration",
+            "Time from sending a delivery to the end of its response",
+            prometheus_client::registry::Unit::Seconds,
+            attempt_duration.clone(),
+        );
+        let queue_depth = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "queue_depth",
+            "Deliveries waiting to be sent, by state",
+            queue_depth.clone(),
+        );
+        let oldest_due_age = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "oldest_due_delivery_age",
+            "How long the oldest due delivery has been waiting",
+            prometheus_client::registry::Unit::Seconds,
+            oldest_due_age.clone(),
+        );
+        let webhooks_auto_disabled = Counter::default();
+        registry.register(
+            "webhooks_auto_disabled",
+            "Webhooks disabled by Herald after failing for too long",
+            webhooks_auto_disabled.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests served, by route and status",
+            http_requests.clone(),
+        );
+        Self {
+            registry,
+            events_received,
+            events_ignored,
+            attempts,
+            attempt_duration,
+            queue_depth,
+            oldest_due_age,
+            webhooks_auto_disabled,
+            http_requests,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn record_events(&self, events: &[IncomingEvent]) {
+        for e in events {
+            let action = e.action.clone().unwrap_or_else(|| "none".into());
+            self.events_received
+                .get_or_create(&ActionLabel { action })
+                .inc();
+            let (status, reason) = match &e.disposition {
+                Disposition::Deliver => continue,
+                Disposition::Skip(r) => ("skipped", r),
+                Disposition::Ignore(r) => ("ignored", r),
+            };
+            self.events_ignored
+                .get_or_create(&IgnoredLabels {
+                    status: status.into(),
+                    reason: reason_label(reason),
+                })
+                .inc();
+        }
+    }
+
+    pub fn record_attempt(&self, outcome: &str, duration: Duration) {
+        self.attempts
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.attempt_duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+/// Reasons are sentences built from a fixed set of templates; the label drops the quoted
+/// values and anything after a ':' or '(', so its values stay few.
+pub fn reason_label(reason: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    let mut prev = ' ';
+    for c in reason.chars() {
+        match c {
+            '\'' if !quoted && prev == ' ' => quoted = true,
+            '\'' if quoted => quoted = false,
+            ':' | '(' if !quoted => break,
+            _ if quoted => {}
+            _ => out.push(c),
+        }
+        prev = c;
+    }
+    out.split_whitespace().collect::<Vec<_>>().join("_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_labels_are_bounded() {
+        assert_eq!(reason_label("unknown action 'replicate'"), "unknown_action");
+        assert_eq!(
+            reason_label("namespace 'acme' does not exist"),
+            "namespace_does_not_exist"
+        );
+        assert_eq!(reason_label("blob push"), "blob_push");
+        assert_eq!(
+            reason_label("the event does not have the registry's shape: invalid type"),
+            "the_event_does_not_have_the_registry's_shape"
+        );
+    }
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let m = Metrics::default();
+        m.events_received
+            .get_or_create(&ActionLabel {
+                action: "push".into(),
+            })
+            .inc();
+        m.record_attempt("succeeded", Duration::from_millis(20));
+        let text = m.encode();
+        assert!(
+            text.contains("herald_events_received_total{action=\"push\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("herald_delivery_attempts_total{outcome=\"succeeded\"} 1"));
+        assert!(text.contains("herald_delivery_attempt_duration_seconds_count 1"));
+    }
+}

@@ -1,0 +1,489 @@
+//! Operating Herald: metrics, health, request ids, configuration sources, completions,
+//! retention, and graceful shutdown of the real binary.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const PUSH: &str = "distribution-2.8.2/push-manifest-tagged.json";
+
+fn push_with_id(i: usize) -> Vec<u8> {
+    String::from_utf8(fixture(PUSH))
+        .unwrap()
+        .replace("2045f19c", &format!("{i:08}"))
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn metrics_count_events_deliveries_and_requests() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "d", "url": rx.url("/")}))
+        .await;
+    app.post_envelope(fixture(PUSH)).await;
+    app.post_envelope(fixture("distribution-2.8.2/push-layer-blob.json"))
+        .await;
+    app.wait_deliveries("acme", hook, |d| d[0]["state"] == "succeeded")
+        .await;
+    let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = res.text().await.unwrap();
+    for expected in [
+        "herald_events_received_total{action=\"push\"} 2",
+        "herald_events_not_delivered_total{status=\"skipped\",reason=\"blob_push\"} 1",
+        "herald_delivery_attempts_total{outcome=\"succeeded\"} 1",
+        "herald_delivery_attempt_duration_seconds_count 1",
+        "herald_queue_depth{state=\"pending\"} 0",
+        "herald_oldest_due_delivery_age_seconds 0",
+        "herald_webhooks_auto_disabled_total 0",
+        "herald_http_requests_total{route=\"/v2/webhooks/events\",method=\"POST\",status=\"200\"} 2",
+        "herald_http_requests_total{route=\"/api/v1/namespaces/{ns}/webhooks/{id}/deliveries\",method=\"GET\",status=\"200\"}",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn readiness_checks_the_database_migrations_and_workers() {
+    let app = spawn_app().await;
+    let r = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body["checks"],
+        json!({"database": true, "migrations": true, "workers": true})
+    );
+    assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200);
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id() {
+    let app = spawn_app().await;
+    let res = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let id = res.headers()["x-request-id"].to_str().unwrap();
+    assert_eq!(id.len(), 16);
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "from-the-caller")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "from-the-caller");
+}
+
+#[tokio::test]
+async fn retention_removes_old_and_excess_finished_deliveries_only() {
+    let app = spawn_app_with(&["--retention-days", "30", "--retention-max-per-webhook", "3"]).await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "d", "url": rx.url("/")}))
+        .await;
+    // Two deliveries "from 40 days ago", then five recent ones.
+    let old = chrono::Utc::now() - chrono::Duration::days(40);
+    for i in 0..2 {
+        let events = herald::registry::envelope::parse_envelope(&push_with_id(i)).unwrap();
+        app.store.ingest(&events, old).await.unwrap();
+    }
+    for i in 10..15 {
+        app.post_envelope(push_with_id(i)).await;
+    }
+    let items = app
+        .wait_deliveries("acme", hook, |d| {
+            d.as_array().unwrap().len() == 7
+                && d.as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|x| x["state"] == "succeeded")
+        })
+        .await;
+    assert_eq!(items.as_array().unwrap().len(), 7);
+    // One still waiting to be sent is never pruned, however old.
+    rx.answer(500);
+    app.api(
+        "PATCH",
+        &format!("/namespaces/acme/webhooks/{hook}"),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    let events = herald::registry::envelope::parse_envelope(&push_with_id(99)).unwrap();
+    let hook2 = app
+        .enabled_webhook("acme", json!({"name": "paused", "url": rx.url("/x")}))
+        .await;
+    app.api(
+        "PATCH",
+        &format!("/namespaces/acme/webhooks/{hook2}"),
+        Some(json!({"url": "http://127.0.0.1:1/"})),
+    )
+    .await;
+    app.store.ingest(&events, old).await.unwrap();
+
+    let state = herald_state(&app).await;
+    let deleted = herald::maintenance::sweep(&state).await.unwrap();
+    let left = app
+        .api(
+            "GET",
+            &format!("/namespaces/acme/webhooks/{hook}/deliveries"),
+            None,
+        )
+        .await
+        .body;
+    let left: Vec<&str> = left["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(left.len(), 3, "the newest three are kept: {left:?}");
+    assert!(left.iter().all(|id| id.starts_with("000000")));
+    assert!(deleted >= 4, "two old + two beyond the cap, got {deleted}");
+    let other = app
+        .api(
+            "GET",
+            &format!("/namespaces/acme/webhooks/{hook2}/deliveries"),
+            None,
+        )
+        .await
+        .body;
+    assert_eq!(
+        other["items"].as_array().unwrap().len(),
+        1,
+        "unfinished deliveries stay"
+    );
+}
+
+/// The running app's state, for calling library functions directly.
+async fn herald_state(app: &TestApp) -> herald::AppState {
+    let config = herald::config::Config::from_args([
+        "--data-dir",
+        app.dir.path().to_str().unwrap(),
+        "--registry-token",
+        "test-registry-token",
+        "--retention-days",
+        "30",
+        "--retention-max-per-webhook",
+        "3",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .unwrap();
+    herald::Application::build(config)
+        .await
+        .unwrap()
+        .state()
+        .clone()
+}
+
+fn herald_cmd(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.env("HERALD_DATA_DIR", dir)
+        .env_remove("HERALD_LISTEN")
+        .env_remove("HERALD_DELIVERY_TIMEOUT")
+        .env_remove("HERALD_CONFIG");
+    cmd
+}
+
+#[test]
+fn configuration_comes_from_flags_then_environment_then_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:9001\"\nregistry_token = \"from-file\"\nretry_schedule = [\"0s\", \"1m\"]\n[delivery]\ntimeout = \"7s\"\nconcurrency = 11\n",
+    )
+    .unwrap();
+    let run = |extra_env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = herald_cmd(dir.path());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let out = cmd
+            .arg("--config")
+            .arg(&file)
+            .args(args)
+            .arg("config")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(&[], &[]);
+    for line in [
+        "listen = 127.0.0.1:9001",
+        "delivery_timeout = 7s",
+        "delivery_concurrency = 11",
+        "retry_schedule = 0s,1m",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+    assert!(
+        text.contains("registry_token = ********") && !text.contains("from-file"),
+        "secrets are masked"
+    );
+    let text = run(&[("HERALD_DELIVERY_TIMEOUT", "8s")], &[]);
+    assert!(
+        text.contains("delivery_timeout = 8s"),
+        "the environment wins over the file"
+    );
+    let text = run(
+        &[("HERALD_DELIVERY_TIMEOUT", "8s")],
+        &["--delivery-timeout", "9s"],
+    );
+    assert!(
+        text.contains("delivery_timeout = 9s"),
+        "a flag wins over both"
+    );
+
+    std::fs::write(&file, "[delivery]\ntimout = \"7s\"\n").unwrap();
+    let out = herald_cmd(dir.path())
+        .arg("--config")
+        .arg(&file)
+        .arg("config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("unknown configuration key 'delivery.timout'"));
+
+    std::fs::write(&file, "retry_schedule = \"soon\"\n").unwrap();
+    let out = herald_cmd(dir.path())
+        .arg("--config")
+        .arg(&file)
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("key 'retry_schedule' is invalid") && err.contains("soon"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shell_completions_are_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = herald_cmd(dir.path())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            script.contains("registry-config"),
+            "{shell} completion knows the subcommands"
+        );
+    }
+}
+
+struct Serve(Option<Child>);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn serve(dir: &std::path::Path, port: u16) -> Serve {
+    Serve(Some(
+        herald_cmd(dir)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--registry-token",
+                "tok",
+                "--log-format",
+                "json",
+            ])
+            .args(["--shutdown-grace", "300ms", "serve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+async fn wait_ready(base: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "herald did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_or_hands_back_deliveries_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut create = herald_cmd(dir.path())
+        .args(["user", "create", "admin", "--admin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"admin-password\n")
+        .unwrap();
+    assert!(create.wait().unwrap().success());
+    let token = herald_cmd(dir.path())
+        .args(["token", "create", "admin"])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let rx = Receiver::start().await;
+    rx.delay(1500);
+
+    let mut first = serve(dir.path(), port);
+    wait_ready(&base).await;
+    let http = reqwest::Client::new();
+    let api = |method: reqwest::Method, path: &str, body: Value| {
+        http.request(method, format!("{base}/api/v1{path}"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    assert_eq!(
+        api(
+            reqwest::Method::POST,
+            "/namespaces",
+            json!({"name": "acme"})
+        )
+        .await
+        .unwrap()
+        .status(),
+        201
+    );
+    let hook: Value = serde_json::from_slice(
+        &api(
+            reqwest::Method::POST,
+            "/namespaces/acme/webhooks",
+            json!({"name": "slow", "url": rx.url("/")}),
+        )
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    api(
+        reqwest::Method::PATCH,
+        &format!("/namespaces/acme/webhooks/{}", hook["id"]),
+        json!({"enabled": true}),
+    )
+    .await
+    .unwrap();
+    const N: usize = 10;
+    for i in 0..N {
+        let res = http
+            .post(format!("{base}/v2/webhooks/events"))
+            .bearer_auth("tok")
+            .header(
+                "content-type",
+                "application/vnd.docker.distribution.events.v1+json",
+            )
+            .body(push_with_id(i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    fn note(seen: &mut HashMap<String, usize>, c: Captured) {
+        *seen
+            .entry(c.json()["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    note(&mut seen, rx.next().await);
+
+    // SIGTERM while deliveries are in flight: exit 0 within the grace.
+    let mut child = first.0.take().expect("the first process");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "herald did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "a graceful stop exits 0, got {status}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let json_lines: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        !json_lines.is_empty() && json_lines.len() == stderr.lines().count(),
+        "--log-format json: {stderr}"
+    );
+    assert!(
+        json_lines
+            .iter()
+            .any(|l| l["span"]["request_id"].is_string()),
+        "log lines carry the request id"
+    );
+    assert!(
+        !stderr.contains("tok\""),
+        "the registry token is never logged"
+    );
+
+    // Restarted, Herald sends whatever was handed back: every event arrives.
+    let _second = serve(dir.path(), port);
+    wait_ready(&base).await;
+    rx.delay(0);
+    while seen.len() < N {
+        let c = rx
+            .next_within(Duration::from_secs(20))
+            .await
+            .expect("every event arrives after the restart");
+        note(&mut seen, c);
+    }
+    let twice = seen.values().filter(|&&n| n > 1).count();
+    println!(
+        "graceful shutdown: {N} events, {twice} delivered more than once (handed back mid-send)"
+    );
+}
