@@ -98,26 +98,30 @@ impl From<crate::store::StoreError> for AppError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// Every error's JSON: `{"error": {"code", "message", "field"}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
+    /// `payload_too_large`, `unsupported_media_type`, `invalid`, `internal`.
+    pub code: String,
+    pub message: String,
+    /// The offending field of a 422.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    pub field: Option<String>,
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code,
-                message: &self.message,
-                field: self.field.as_deref(),
+                code: self.code.to_string(),
+                message: self.message,
+                field: self.field,
             },
         };
         let mut response = (self.status, Json(body)).into_response();

@@ -6,6 +6,7 @@ use super::{parse_id, PageParams};
 use crate::auth::policy::NamespaceAction;
 use crate::auth::ApiUser;
 use crate::error::ApiResult;
+use crate::error::ErrorBody;
 use crate::hooks::types::NamespaceName;
 use crate::store::{Audit, DeliveryDetail, DeliverySummary, Page, User};
 use crate::AppState;
@@ -25,6 +26,8 @@ async fn webhook_id(
     Ok((access.namespace.name, hook.id))
 }
 
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks/{id}/deliveries", tag = "deliveries", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<i64>, Query, description = "`next` of the previous page")),
+    responses((status = 200, body = Page<DeliverySummary>), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
@@ -41,6 +44,8 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks/{id}/deliveries/{delivery}", tag = "deliveries", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("delivery" = i64, Path, description = "Delivery id")),
+    responses((status = 200, body = DeliveryDetail), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
@@ -53,6 +58,8 @@ pub async fn show(
 
 /// Sends the delivery again now, with the webhook's current settings (even if it is
 /// disabled), and answers with the delivery including the new attempt.
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/deliveries/{delivery}/retrigger", tag = "deliveries", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("delivery" = i64, Path, description = "Delivery id")),
+    responses((status = 200, body = DeliveryDetail), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn retrigger(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,

@@ -14,73 +14,100 @@ mod webhooks;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::header;
-use axum::routing::{delete, get, patch, post, put};
+use axum::routing::get;
 use axum::Router;
 use serde::de::DeserializeOwned;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::AppError;
 use crate::registry::ingest;
 use crate::AppState;
 
-pub fn router(state: AppState) -> Router {
-    let ingest_limit = state.config.ingest_max_bytes;
-    let api = Router::new()
-        .route(
-            "/namespaces",
-            get(namespaces::list).post(namespaces::create),
-        )
-        .route(
-            "/namespaces/{ns}",
-            get(namespaces::show).delete(namespaces::delete),
-        )
-        .route(
-            "/namespaces/{ns}/webhooks",
-            get(webhooks::list).post(webhooks::create),
-        )
-        .route(
-            "/namespaces/{ns}/webhooks/{id}",
-            get(webhooks::show)
-                .patch(webhooks::update)
-                .delete(webhooks::delete),
-        )
-        .route(
-            "/namespaces/{ns}/webhooks/{id}/headers/{name}",
-            put(webhooks::set_header).delete(webhooks::delete_header),
-        )
-        .route(
-            "/namespaces/{ns}/webhooks/{id}/deliveries",
-            get(deliveries::list),
-        )
-        .route(
-            "/namespaces/{ns}/webhooks/{id}/deliveries/{delivery}",
-            get(deliveries::show),
-        )
-        .route(
-            "/namespaces/{ns}/webhooks/{id}/deliveries/{delivery}/retrigger",
-            post(deliveries::retrigger),
-        )
-        .route("/events", get(events::list))
-        .route("/activities", get(activities::list))
-        .route("/tokens", get(tokens::list).post(tokens::create))
-        .route("/tokens/{id}", delete(tokens::revoke))
-        .route("/users", get(users::list).post(users::create))
-        .route("/users/me", get(users::me))
-        .route("/users/{name}", patch(users::update))
-        .route("/teams", get(teams::list).post(teams::create))
-        .route("/teams/{team}", get(teams::show))
-        .route(
-            "/teams/{team}/members/{user}",
-            put(teams::set_member).delete(teams::remove_member),
+/// The OpenAPI document's frame; the paths come from the handlers' annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Herald", description = "Registry notifications in, namespace webhooks out."),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "registry", description = "Where the registry sends its notifications"),
+        (name = "namespaces"), (name = "webhooks"), (name = "deliveries"),
+        (name = "teams"), (name = "users"), (name = "tokens"), (name = "audit"), (name = "operations")
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+        components.add_security_scheme(
+            "registry",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// Every documented route, registered from its handler's annotation: a route cannot exist
+/// without being in the OpenAPI document.
+fn documented_routes(ingest_limit: usize) -> OpenApiRouter<AppState> {
+    let (schemas, paths, ingest_route) = routes!(ingest::receive);
+    OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes((
+            schemas,
+            paths,
+            ingest_route.layer(DefaultBodyLimit::max(ingest_limit)),
+        ))
+        .routes(routes!(namespaces::list, namespaces::create))
+        .routes(routes!(namespaces::show, namespaces::delete))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::show, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::set_header, webhooks::delete_header))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::show))
+        .routes(routes!(deliveries::retrigger))
+        .routes(routes!(events::list))
+        .routes(routes!(activities::list))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::me))
+        .routes(routes!(users::update))
+        .routes(routes!(teams::list, teams::create))
+        .routes(routes!(teams::show))
+        .routes(routes!(teams::set_member, teams::remove_member))
+}
+
+/// The OpenAPI 3.1 document of this build.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes(0).split_for_parts().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (documented, doc) = documented_routes(state.config.ingest_max_bytes).split_for_parts();
+    let doc = std::sync::Arc::new(doc);
     Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .merge(documented)
         .route(
-            "/v2/webhooks/events",
-            post(ingest::receive).layer(DefaultBodyLimit::max(ingest_limit)),
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
         )
-        .nest("/api/v1", api)
         .merge(crate::web::router())
         .fallback(|| async { AppError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), health::count_requests))
@@ -148,6 +175,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
         Ok(ApiJson(value))
     }
+}
+
+/// A list answer: `{"items": [...]}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Items<T> {
+    pub items: Vec<T>,
 }
 
 /// `?limit=&cursor=` of newest-first lists.

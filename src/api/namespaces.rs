@@ -4,15 +4,16 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::access::namespace_access;
-use super::ApiJson;
+use super::{ApiJson, Items};
 use crate::auth::policy::{self, GlobalAction, NamespaceAction, TeamAction};
 use crate::auth::ApiUser;
+use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
 use crate::hooks::types::NamespaceName;
 use crate::store::{Audit, Namespace};
 use crate::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNamespace {
     name: Option<String>,
@@ -27,17 +28,21 @@ pub fn path_namespace(raw: &str) -> ApiResult<NamespaceName> {
         .map_err(|_| AppError::not_found(format!("namespace '{raw}' not found")))
 }
 
+#[utoipa::path(get, path = "/api/v1/namespaces", tag = "namespaces", security(("bearer" = [])),
+    responses((status = 200, body = Items<Namespace>), (status = 401, description = "No or bad token", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Items<Namespace>>> {
     let items = state
         .store
         .list_namespaces(&policy::visibility(&user))
         .await?;
-    Ok(Json(serde_json::json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
+#[utoipa::path(post, path = "/api/v1/namespaces", tag = "namespaces", security(("bearer" = [])), request_body = CreateNamespace,
+    responses((status = 201, body = Namespace), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
@@ -84,6 +89,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(ns)))
 }
 
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}", tag = "namespaces", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")),
+    responses((status = 200, body = Namespace), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
@@ -93,6 +100,8 @@ pub async fn show(
     Ok(Json(access.namespace))
 }
 
+#[utoipa::path(delete, path = "/api/v1/namespaces/{ns}", tag = "namespaces", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")),
+    responses((status = 204), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,

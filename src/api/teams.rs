@@ -3,15 +3,16 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::ApiJson;
+use super::{ApiJson, Items};
 use crate::auth::policy::{self, GlobalAction, TeamAction};
 use crate::auth::ApiUser;
+use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
 use crate::hooks::types::is_path_component;
 use crate::store::{Audit, Role, Team, User};
 use crate::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTeam {
     name: Option<String>,
@@ -19,7 +20,7 @@ pub struct CreateTeam {
     description: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberBody {
     role: Option<String>,
@@ -42,14 +43,18 @@ async fn team_access(
     Ok(team)
 }
 
+#[utoipa::path(get, path = "/api/v1/teams", tag = "teams", security(("bearer" = [])),
+    responses((status = 200, body = Items<Team>), (status = 401, description = "No or bad token", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Items<Team>>> {
     let items = state.store.list_teams(&policy::visibility(&user)).await?;
-    Ok(Json(serde_json::json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
+#[utoipa::path(post, path = "/api/v1/teams", tag = "teams", security(("bearer" = [])), request_body = CreateTeam,
+    responses((status = 201, body = Team), (status = 401, description = "No or bad token", body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
@@ -78,6 +83,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(team)))
 }
 
+#[utoipa::path(get, path = "/api/v1/teams/{team}", tag = "teams", security(("bearer" = [])), params(("team" = String, Path, description = "Team name")),
+    responses((status = 200, body = Team), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
@@ -88,6 +95,8 @@ pub async fn show(
     ))
 }
 
+#[utoipa::path(put, path = "/api/v1/teams/{team}/members/{user}", tag = "teams", security(("bearer" = [])), params(("team" = String, Path, description = "Team name"), ("user" = String, Path, description = "Username")), request_body = MemberBody,
+    responses((status = 201, body = Team), (status = 200, body = Team), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn set_member(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
@@ -126,6 +135,8 @@ pub async fn set_member(
     Ok((status, Json(state.store.get_team(&name).await?)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/teams/{team}/members/{user}", tag = "teams", security(("bearer" = [])), params(("team" = String, Path, description = "Team name"), ("user" = String, Path, description = "Username")),
+    responses((status = 204), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn remove_member(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,

@@ -5,17 +5,28 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::parse_id;
+use super::{parse_id, Items};
 use crate::auth::{self, ApiUser};
+use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
 use crate::store::{ApiToken, User};
 use crate::AppState;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     #[serde(default)]
     label: String,
+}
+
+/// A new token: the only time its secret is shown.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct NewToken {
+    #[serde(flatten)]
+    token: ApiToken,
+    /// The token itself (`hrld_...`); Herald keeps only its hash.
+    #[serde(rename = "token")]
+    secret: String,
 }
 
 /// Signs in with Basic auth (username and password): how a user gets their first token.
@@ -48,11 +59,13 @@ async fn basic_user(state: &AppState, headers: &HeaderMap) -> ApiResult<User> {
 }
 
 /// `POST /api/v1/tokens`: with Basic auth, or with an existing token.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", security(("basic" = []), ("bearer" = [])), request_body(content = CreateToken, description = "Optional"),
+    responses((status = 201, body = NewToken), (status = 401, description = "No or bad token", body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<NewToken>)> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -84,20 +97,28 @@ pub async fn create(
         .create_token(user.id, label.trim(), &auth::token_hash(&token))
         .await?;
     tracing::info!(user = %user.username, token_id = stored.id, "API token created");
-    let mut json = serde_json::to_value(&stored).map_err(|e| AppError::internal(e.to_string()))?;
-    json["token"] = serde_json::Value::String(token);
-    Ok((StatusCode::CREATED, Json(json)))
+    Ok((
+        StatusCode::CREATED,
+        Json(NewToken {
+            token: stored,
+            secret: token,
+        }),
+    ))
 }
 
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = [])),
+    responses((status = 200, body = Items<ApiToken>), (status = 401, description = "No or bad token", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Items<ApiToken>>> {
     let items: Vec<ApiToken> = state.store.list_tokens(user.id).await?;
-    Ok(Json(serde_json::json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
 /// Revokes one of the caller's own tokens.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", security(("bearer" = [])), params(("id" = i64, Path, description = "Token id")),
+    responses((status = 204), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn revoke(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,

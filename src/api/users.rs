@@ -3,14 +3,15 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::ApiJson;
+use super::{ApiJson, Items};
 use crate::auth::policy::{self, GlobalAction};
 use crate::auth::{self, ApiUser};
+use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
 use crate::store::{Role, User};
 use crate::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     username: Option<String>,
@@ -20,26 +21,28 @@ pub struct CreateUser {
     admin: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     admin: Option<bool>,
     disabled: Option<bool>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Membership {
     team: String,
     role: Role,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Me {
     #[serde(flatten)]
     user: User,
     teams: Vec<Membership>,
 }
 
+#[utoipa::path(get, path = "/api/v1/users/me", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = Me), (status = 401, description = "No or bad token", body = ErrorBody)))]
 pub async fn me(State(state): State<AppState>, ApiUser(user): ApiUser) -> ApiResult<Json<Me>> {
     let teams = state
         .store
@@ -54,16 +57,20 @@ pub async fn me(State(state): State<AppState>, ApiUser(user): ApiUser) -> ApiRes
     Ok(Json(Me { user, teams }))
 }
 
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = Items<User>), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Items<User>>> {
     policy::check_global(&user, GlobalAction::ManageUsers)?;
     let items = state.store.list_users().await?;
-    Ok(Json(serde_json::json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
 /// Admins create users; with sign-up switched on, anyone may create a non-admin account.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = [])), request_body = CreateUser,
+    responses((status = 201, body = User), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -111,6 +118,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+#[utoipa::path(patch, path = "/api/v1/users/{name}", tag = "users", security(("bearer" = [])), params(("name" = String, Path, description = "Username")), request_body = UpdateUser,
+    responses((status = 200, body = User), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     ApiUser(caller): ApiUser,

@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::access::{namespace_access, NamespaceAccess};
-use super::{parse_id, ApiJson};
+use super::{parse_id, ApiJson, Items};
 use crate::auth::policy::NamespaceAction;
 use crate::auth::ApiUser;
+use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
 use crate::hooks::input::{audit_for_patch, WebhookInput};
 use crate::hooks::types::{
@@ -20,7 +21,7 @@ use crate::store::{Audit, StoredHeader, User, Webhook};
 use crate::AppState;
 
 /// A webhook as the API shows it: the password is write-only.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct WebhookView {
     pub id: i64,
     pub namespace: NamespaceName,
@@ -39,7 +40,7 @@ pub struct WebhookView {
     pub permissions: WebhookPermissions,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct WebhookPermissions {
     pub update: bool,
     pub delete: bool,
@@ -91,7 +92,7 @@ impl WebhookView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderBody {
     value: String,
@@ -106,20 +107,24 @@ fn first(problems: Vec<crate::hooks::types::Invalid>) -> AppError {
         .unwrap_or_else(|| AppError::bad_request("invalid webhook"))
 }
 
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")),
+    responses((status = 200, body = Items<WebhookView>), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
     Path(ns): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Items<WebhookView>>> {
     let access = namespace_access(&state, &user, &ns, NamespaceAction::Read).await?;
     let hooks = state.store.list_webhooks(&access.namespace.name).await?;
     let items = hooks
         .into_iter()
         .map(|w| WebhookView::new(w, &state, &user, &access))
         .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(serde_json::json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks/{id}", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id")),
+    responses((status = 200, body = WebhookView), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
@@ -133,6 +138,8 @@ pub async fn show(
     Ok(Json(WebhookView::new(hook, &state, &user, &access)?))
 }
 
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")), request_body = WebhookInput,
+    responses((status = 201, body = WebhookView), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
@@ -153,6 +160,8 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(patch, path = "/api/v1/namespaces/{ns}/webhooks/{id}", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id")), request_body = WebhookInput,
+    responses((status = 200, body = WebhookView), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
@@ -171,6 +180,8 @@ pub async fn update(
     Ok(Json(WebhookView::new(hook, &state, &user, &access)?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/namespaces/{ns}/webhooks/{id}", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id")),
+    responses((status = 204), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
@@ -187,6 +198,8 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(put, path = "/api/v1/namespaces/{ns}/webhooks/{id}/headers/{name}", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("name" = String, Path, description = "Header name (case-insensitive)")), request_body = HeaderBody,
+    responses((status = 201, description = "Added"), (status = 200, description = "Replaced"), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn set_header(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
@@ -217,6 +230,8 @@ pub async fn set_header(
     ))
 }
 
+#[utoipa::path(delete, path = "/api/v1/namespaces/{ns}/webhooks/{id}/headers/{name}", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("name" = String, Path, description = "Header name (case-insensitive)")),
+    responses((status = 204), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_header(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,

@@ -13,7 +13,7 @@ use crate::store::{Audit, NewWebhook, StoredHeader, WebhookPatch};
 
 /// Unvalidated webhook fields. `None` means "not given"; for `username` and `password`,
 /// `Some(None)` (JSON `null`) or an empty string means "none".
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookInput {
     pub name: Option<String>,

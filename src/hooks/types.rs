@@ -58,7 +58,7 @@ pub fn is_path_component(s: &str) -> bool {
 }
 
 /// A namespace: the first path segment of a repository, or the global namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct NamespaceName(String);
 
@@ -122,7 +122,7 @@ impl fmt::Display for NamespaceName {
 }
 
 /// A webhook's display name: required, one line, bounded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct WebhookName(String);
 
@@ -153,7 +153,7 @@ impl WebhookName {
 }
 
 /// An http(s) URL that a delivery may be sent to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct WebhookUrl(String);
 
@@ -208,7 +208,7 @@ impl WebhookUrl {
 }
 
 /// The HTTP method of a webhook's requests (Portus: GET by default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum RequestMethod {
     #[default]
     #[serde(rename = "GET")]
@@ -238,7 +238,7 @@ impl RequestMethod {
 }
 
 /// How the event is encoded in the request body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ContentType {
     #[default]
     #[serde(rename = "application/json")]
@@ -286,7 +286,7 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 /// A custom header name, stored as the user wrote it and compared case-insensitively.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct HeaderName(String);
 

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 
-use crate::error::{ApiResult, AppError};
+use crate::error::{ApiResult, AppError, ErrorBody};
 use crate::registry::envelope::parse_envelope;
 use crate::store::IngestSummary;
 use crate::AppState;
@@ -21,6 +21,9 @@ pub const ACCEPTED_MEDIA_TYPES: &[&str] = &[
     "application/json",
 ];
 
+#[utoipa::path(post, path = "/v2/webhooks/events", tag = "registry", security(("registry" = [])),
+    request_body(content = String, description = "A registry notification envelope", content_type = "application/vnd.docker.distribution.events.v1+json"),
+    responses((status = 200, body = IngestSummary), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,

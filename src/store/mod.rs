@@ -27,7 +27,7 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Namespace {
     #[serde(skip)]
     pub id: i64,
@@ -42,7 +42,7 @@ pub struct Namespace {
 }
 
 /// A member's role in a team.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Owner,
@@ -69,13 +69,13 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub username: String,
     pub role: Role,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Team {
     #[serde(skip)]
     pub id: i64,
@@ -110,7 +110,7 @@ impl Audit {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Activity {
     pub id: i64,
     pub actor: String,
@@ -179,7 +179,7 @@ pub struct WebhookPatch {
     pub enabled: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     Pending,
@@ -209,7 +209,7 @@ impl DeliveryState {
 }
 
 /// The event a delivery carries, as listed with it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventRef {
     pub id: Option<String>,
     pub action: Option<String>,
@@ -218,7 +218,7 @@ pub struct EventRef {
     pub digest: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliverySummary {
     pub id: i64,
     pub webhook_id: i64,
@@ -233,28 +233,31 @@ pub struct DeliverySummary {
 }
 
 /// A request as sent, with secrets redacted: safe to store and to show.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StoredRequest {
     pub method: String,
     pub url: String,
+    /// `[name, value]` pairs in the order sent.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub id: i64,
     pub started_at: DateTime<Utc>,
     pub duration_ms: i64,
     pub status: Option<i64>,
     pub error: Option<String>,
+    #[schema(value_type = Vec<Vec<String>>)]
     pub response_headers: Vec<(String, String)>,
     pub response_body: String,
     pub response_truncated: bool,
     pub manual: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryDetail {
     #[serde(flatten)]
     pub summary: DeliverySummary,
@@ -300,7 +303,7 @@ pub struct AttemptRecord {
     pub outcome: Outcome,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct IngestSummary {
     /// Events that were relevant and new.
     pub accepted: usize,
@@ -313,7 +316,7 @@ pub struct IngestSummary {
     pub deliveries: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StoredEvent {
     pub id: i64,
     pub registry_id: Option<String>,
@@ -327,7 +330,7 @@ pub struct StoredEvent {
     pub received_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     #[serde(skip)]
     pub id: i64,
@@ -338,7 +341,7 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiToken {
     pub id: i64,
     pub label: String,
@@ -369,7 +372,7 @@ pub struct QueueStats {
 }
 
 /// A page of a newest-first list; `next` is the cursor of the following page.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
