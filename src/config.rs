@@ -182,6 +182,18 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("herald.db").display()))
     }
 
+    /// The database URL with any password masked, for messages and logs.
+    pub fn database_url_redacted(&self) -> String {
+        let raw = self.database_url();
+        match url::Url::parse(&raw) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("***"));
+                u.to_string()
+            }
+            _ => raw,
+        }
+    }
+
     /// Where the registry should send its notifications.
     pub fn events_url(&self, actual_listen: SocketAddr) -> String {
         let base = self
@@ -214,6 +226,8 @@ mod tests {
         assert_eq!(c.delivery_lease(), Duration::from_secs(3));
         let c = Config::from_args(["--api"]).unwrap();
         assert!(c.serves_api() && !c.runs_workers());
+        let c = Config::from_args(["--database", "postgres://herald:s3cret@db/herald"]).unwrap();
+        assert_eq!(c.database_url_redacted(), "postgres://herald:***@db/herald");
         let err = Config::from_args(["--retry-schedule", "soon"])
             .unwrap_err()
             .to_string();
