@@ -400,3 +400,120 @@ async fn claims_skip_rows_another_transaction_holds() {
     let ids: Vec<i64> = rest.iter().map(|c| c.delivery_id).collect();
     assert_eq!(ids, [held]);
 }
+
+/// Counts each delivery's requests and notes any that arrive while the same delivery is
+/// still being answered.
+#[derive(Default)]
+struct Tally {
+    sends: std::collections::HashMap<String, usize>,
+    in_flight: std::collections::HashSet<String>,
+    overlaps: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_waited_past_its_lease_does_not_send_what_another_took() {
+    // One send at a time per webhook and process, each answered after 700 ms, leases of
+    // 1.5 s: most claims expire while waiting for their turn, and the other process (or
+    // this one) claims them again. Nobody dies, so each delivery goes out exactly once.
+    let flags = [
+        "--secret-key",
+        KEY,
+        "--delivery-timeout",
+        "1s",
+        "--delivery-lease",
+        "1500ms",
+        "--delivery-concurrency-per-webhook",
+        "1",
+    ];
+    let Some(a) = spawn_app_pg(&flags).await else {
+        return;
+    };
+    let url = a.db.as_ref().unwrap().url.clone();
+    let tally: Arc<std::sync::Mutex<Tally>> = Arc::default();
+    let state = tally.clone();
+    let slow = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let tally = state.clone();
+        async move {
+            let id = headers
+                .get("x-herald-delivery")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            {
+                let mut t = tally.lock().unwrap();
+                *t.sends.entry(id.clone()).or_default() += 1;
+                if !t.in_flight.insert(id.clone()) {
+                    t.overlaps.push(id.clone());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            tally.lock().unwrap().in_flight.remove(&id);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rx_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, slow).await.unwrap() });
+    a.create_namespace("acme").await;
+    let hook = a
+        .enabled_webhook(
+            "acme",
+            json!({"name": "slow", "url": format!("http://{rx_addr}/")}),
+        )
+        .await;
+    for i in 0..6 {
+        let r = a.post_envelope(push_with_id(&format!("cafe{i:04}"))).await;
+        assert_eq!(r.status, 200);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--database",
+        &url,
+        "--worker",
+    ];
+    args.extend(flags);
+    let b = Application::build(Config::from_args(args).unwrap())
+        .await
+        .unwrap();
+    tokio::spawn(b.run(std::future::pending()));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let items = a
+            .api(
+                "GET",
+                &format!("/namespaces/acme/webhooks/{hook}/deliveries"),
+                None,
+            )
+            .await
+            .body["items"]
+            .clone();
+        let items = items.as_array().unwrap();
+        if items.len() == 6 && items.iter().all(|d| d["state"] == "succeeded") {
+            assert!(items.iter().all(|d| d["attempt_count"] == 1), "{items:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries never finished: {items:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t = tally.lock().unwrap();
+    assert!(
+        t.overlaps.is_empty(),
+        "sent twice at once: {:?}",
+        t.overlaps
+    );
+    assert_eq!(t.sends.len(), 6);
+    assert!(
+        t.sends.values().all(|n| *n == 1),
+        "each delivery exactly once: {:?}",
+        t.sends
+    );
+}
