@@ -167,7 +167,8 @@ fn sender_pid(peer: SocketAddr, pids: &[u32]) -> Option<u32> {
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
     let inode = table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(1) == Some(&local.as_str()))
+        // Inode 0: a closed connection (TIME_WAIT) that once had the same port.
+        (fields.get(1) == Some(&local.as_str()) && fields.get(9) != Some(&"0"))
             .then(|| fields.get(9).map(|i| i.to_string()))
             .flatten()
     })?;
