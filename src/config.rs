@@ -39,6 +39,28 @@ pub struct Config {
     #[arg(long = "database", env = "HERALD_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
 
+    /// PostgreSQL: the most connections this process opens (one more listens for wakeups).
+    #[arg(
+        long,
+        env = "HERALD_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub database_max_connections: u32,
+
+    /// PostgreSQL: the longest a single statement may run before it is cancelled (0s: no limit).
+    #[arg(long, env = "HERALD_DATABASE_STATEMENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub database_statement_timeout: Duration,
+
+    /// Serve the REST API and the registry's ingest endpoint. With neither --api nor
+    /// --worker, a process does both.
+    #[arg(long, env = "HERALD_ROLE_API", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue, global = true)]
+    pub api: bool,
+
+    /// Run the delivery workers. With neither --api nor --worker, a process does both.
+    #[arg(long, env = "HERALD_ROLE_WORKER", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue, global = true)]
+    pub worker: bool,
+
     /// Token the registry must send as 'Authorization: Bearer <token>' [default: generated
     /// on first start and kept in <data-dir>/registry-token].
     #[arg(
@@ -75,6 +97,11 @@ pub struct Config {
     /// Total timeout of a delivery, response body included.
     #[arg(long, env = "HERALD_DELIVERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub delivery_timeout: Duration,
+
+    /// How long a worker's claim on a delivery holds; a dead process's deliveries are sent
+    /// again after it. Must exceed --delivery-timeout [default: 2 x delivery timeout + 30s].
+    #[arg(long, env = "HERALD_DELIVERY_LEASE", value_parser = humantime::parse_duration, global = true)]
+    pub delivery_lease: Option<Duration>,
 
     /// Deliveries in flight at once, over all webhooks.
     #[arg(
@@ -337,10 +364,39 @@ impl Config {
         }
     }
 
+    /// Whether this process serves the API and ingest: unless it was told only `--worker`.
+    pub fn serves_api(&self) -> bool {
+        self.api || !self.worker
+    }
+
+    /// Whether this process runs the delivery workers: unless it was told only `--api`.
+    pub fn runs_workers(&self) -> bool {
+        self.worker || !self.api
+    }
+
+    /// Long enough that a live attempt is never taken over; short enough that a crashed
+    /// process's deliveries resume within minutes.
+    pub fn delivery_lease(&self) -> Duration {
+        self.delivery_lease
+            .unwrap_or(self.delivery_timeout * 2 + Duration::from_secs(30))
+    }
+
     pub fn database_url(&self) -> String {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("herald.db").display()))
+    }
+
+    /// The database URL with any password masked, for messages and logs.
+    pub fn database_url_redacted(&self) -> String {
+        let raw = self.database_url();
+        match url::Url::parse(&raw) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("***"));
+                u.to_string()
+            }
+            _ => raw,
+        }
     }
 
     /// Where the registry should send its notifications.
@@ -368,6 +424,15 @@ mod tests {
             c.events_url("127.0.0.1:1".parse().unwrap()),
             "https://herald.example.org/v2/webhooks/events"
         );
+        assert!(c.serves_api() && c.runs_workers());
+        assert_eq!(c.delivery_lease(), Duration::from_secs(90));
+        let c = Config::from_args(["--worker", "--delivery-lease", "3s"]).unwrap();
+        assert!(!c.serves_api() && c.runs_workers());
+        assert_eq!(c.delivery_lease(), Duration::from_secs(3));
+        let c = Config::from_args(["--api"]).unwrap();
+        assert!(c.serves_api() && !c.runs_workers());
+        let c = Config::from_args(["--database", "postgres://herald:s3cret@db/herald"]).unwrap();
+        assert_eq!(c.database_url_redacted(), "postgres://herald:***@db/herald");
         let err = Config::from_args(["--retry-schedule", "soon"])
             .unwrap_err()
             .to_string();

@@ -28,6 +28,7 @@ use crate::delivery::client::HttpSender;
 use crate::delivery::worker::{Dispatcher, DispatcherConfig};
 use crate::registry::token::RegistryToken;
 use crate::secrets::Cipher;
+use crate::store::postgres::{PgSettings, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -58,8 +59,21 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 .await
                 .with_context(|| format!("cannot open {url}"))?,
         )
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let settings = PgSettings {
+            max_connections: config.database_max_connections,
+            statement_timeout: config.database_statement_timeout,
+        };
+        // The URL may hold a password: errors name only the database kind.
+        Arc::new(
+            PgStore::connect(&url, settings)
+                .await
+                .context("cannot connect to the PostgreSQL database")?,
+        )
     } else {
-        anyhow::bail!("unsupported database URL '{url}': Herald supports sqlite:// URLs");
+        anyhow::bail!(
+            "unsupported database URL: Herald supports sqlite://, postgres:// and postgresql:// URLs"
+        );
     };
     store.migrate().await.context("database migration failed")?;
     Ok(store)
@@ -77,7 +91,21 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let lease = config.delivery_lease();
+        anyhow::ensure!(
+            lease > config.delivery_timeout,
+            "--delivery-lease ({}) must be longer than --delivery-timeout ({}), or another \
+             process could send a delivery that is still being sent",
+            humantime::format_duration(lease),
+            humantime::format_duration(config.delivery_timeout)
+        );
         let store = open_store(&config).await?;
+        if config.secret_key.is_none() && !config.database_url().starts_with("sqlite:") {
+            tracing::warn!(
+                "the secret key comes from this data directory: every process sharing the \
+                 database must use the same key, so set HERALD_SECRET_KEY on all of them"
+            );
+        }
         let cipher = Cipher::load_or_create(&config.data_dir, config.secret_key.as_deref())?;
         let registry_token = registry_token(&config)?;
         let sender = HttpSender::new(config.delivery_connect_timeout, config.delivery_timeout)?;
@@ -90,9 +118,7 @@ impl Application {
                 concurrency: config.delivery_concurrency,
                 per_webhook: config.delivery_concurrency_per_webhook,
                 schedule: config.retry_schedule.clone(),
-                // Long enough that a live attempt is never taken over; short enough that a
-                // crashed process's deliveries resume within minutes.
-                lease: config.delivery_timeout * 2 + std::time::Duration::from_secs(30),
+                lease,
             },
             metrics.clone(),
         );
@@ -123,26 +149,56 @@ impl Application {
         &self.state
     }
 
-    /// Serves HTTP and runs the delivery workers until `shutdown` completes; then stops
-    /// taking requests, lets deliveries in flight finish (up to `--shutdown-grace`), hands
-    /// back the rest, and returns.
+    /// Serves HTTP and runs the delivery workers, as the process's roles say, until
+    /// `shutdown` completes; then stops taking requests, lets deliveries in flight finish
+    /// (up to `--shutdown-grace`), hands back the rest, and returns.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
         let state = self.state.clone();
-        let workers = tokio::spawn(state.dispatcher.clone().run());
-        let retention = tokio::spawn(maintenance::retention_loop(state.clone()));
-        let app = api::router(state.clone());
-        tracing::info!(%addr, events_url = %state.config.events_url(addr), "Herald is listening");
+        let config = state.config.clone();
+        let mut background = Vec::new();
+        if config.runs_workers() {
+            let dispatcher = state.dispatcher.clone();
+            background.push(tokio::spawn(dispatcher.clone().run()));
+            if let Some(task) = state.store.wakeups(Arc::new(move || dispatcher.wake())) {
+                background.push(tokio::spawn(task));
+            }
+        }
+        background.push(tokio::spawn(maintenance::retention_loop(state.clone())));
+        let app = if config.serves_api() {
+            api::router(state.clone())
+        } else {
+            // A worker still answers health checks and metrics, and says why the rest is missing.
+            axum::Router::new()
+                .route("/healthz", axum::routing::get(api::health::healthz))
+                .route("/readyz", axum::routing::get(api::health::readyz))
+                .route("/metrics", axum::routing::get(api::health::metrics))
+                .fallback(|| async {
+                    error::AppError::not_found(
+                        "this Herald process runs only delivery workers (--worker)",
+                    )
+                })
+                .with_state(state.clone())
+        };
+        let roles = match (config.serves_api(), config.runs_workers()) {
+            (true, true) => "api,worker",
+            (true, false) => "api",
+            _ => "worker",
+        };
+        tracing::info!(%addr, roles, events_url = %config.events_url(addr), "Herald is listening");
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         tracing::info!("no longer accepting requests; finishing deliveries in flight");
-        retention.abort();
-        state.dispatcher.drain(state.config.shutdown_grace).await;
-        workers.abort();
+        if config.runs_workers() {
+            state.dispatcher.drain(config.shutdown_grace).await;
+        }
+        for task in background {
+            task.abort();
+        }
         tracing::info!("stopped");
         served.context("the HTTP server failed")
     }

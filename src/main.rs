@@ -161,7 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             herald::open_store(&config).await?;
-            eprintln!("database {} is up to date", config.database_url());
+            eprintln!("database {} is up to date", config.database_url_redacted());
             Ok(())
         }
         Command::User(UserCommand::Create { name, admin, email }) => {

@@ -22,7 +22,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database = state.store.ping().await.is_ok();
     let migrations = database && state.store.migrations_current().await.unwrap_or(false);
-    let workers = state.dispatcher.is_alive();
+    // An API-only process runs no workers; that is not a reason to take it out of service.
+    let workers = !state.config.runs_workers() || state.dispatcher.is_alive();
     let ready = database && migrations && workers;
     let status = if ready {
         StatusCode::OK

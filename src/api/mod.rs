@@ -4,7 +4,7 @@ pub(crate) mod access;
 mod activities;
 mod deliveries;
 mod events;
-mod health;
+pub(crate) mod health;
 pub(crate) mod namespaces;
 mod teams;
 mod tokens;

@@ -1,7 +1,7 @@
 //! The dispatcher: claims due deliveries and sends each in its own task, bounded overall
 //! and per webhook, so a slow or dead receiver only ever slows down its own deliveries.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +14,9 @@ use crate::delivery::retry::RetrySchedule;
 use crate::hooks::payload;
 use crate::metrics::Metrics;
 use crate::secrets::Cipher;
-use crate::store::{AttemptRecord, DeliveryJob, DeliveryState, Outcome, Store, StoreResult};
+use crate::store::{
+    AttemptRecord, Claim, DeliveryJob, DeliveryState, Outcome, Store, StoreError, StoreResult,
+};
 
 /// How often idle workers look for due retries when nothing wakes them.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -35,8 +37,9 @@ pub struct Dispatcher {
     wake: Notify,
     global: Arc<Semaphore>,
     per_webhook: Mutex<HashMap<i64, Arc<Semaphore>>>,
-    /// Deliveries this process is sending, so a renewed claim never sends one twice here.
-    in_flight: Mutex<HashSet<i64>>,
+    /// Deliveries this process is sending, with their latest claim token, so a renewed
+    /// claim never sends one twice here but its task goes on under the newer token.
+    in_flight: Mutex<HashMap<i64, i64>>,
     metrics: Arc<Metrics>,
     /// Set on shutdown: the claim loop stops taking new work.
     stopping: AtomicBool,
@@ -60,7 +63,7 @@ impl Dispatcher {
             config,
             wake: Notify::new(),
             per_webhook: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(HashMap::new()),
             metrics,
             stopping: AtomicBool::new(false),
             heartbeat: AtomicI64::new(0),
@@ -86,7 +89,7 @@ impl Dispatcher {
         let deadline = Instant::now() + grace;
         loop {
             let left: Vec<i64> = match self.in_flight.lock() {
-                Ok(set) => set.iter().copied().collect(),
+                Ok(set) => set.keys().copied().collect(),
                 Err(_) => Vec::new(),
             };
             if left.is_empty() {
@@ -133,14 +136,15 @@ impl Dispatcher {
                 }
             };
             let got = claimed.len();
-            for (delivery_id, webhook_id) in claimed {
-                if !self.in_flight_insert(delivery_id) {
+            for claim in claimed {
+                if !self.in_flight_insert(claim) {
                     continue;
                 }
                 let this = self.clone();
                 tokio::spawn(async move {
-                    this.deliver_claimed(delivery_id, webhook_id).await;
-                    this.in_flight_remove(delivery_id);
+                    this.deliver_claimed(claim.delivery_id, claim.webhook_id)
+                        .await;
+                    this.in_flight_remove(claim.delivery_id);
                 });
             }
             if got == 0 || got < room.min(256) {
@@ -152,11 +156,16 @@ impl Dispatcher {
         }
     }
 
-    fn in_flight_insert(&self, id: i64) -> bool {
+    /// True when the delivery was not in flight here; otherwise its task takes the new token.
+    fn in_flight_insert(&self, claim: Claim) -> bool {
         self.in_flight
             .lock()
-            .map(|mut s| s.insert(id))
+            .map(|mut m| m.insert(claim.delivery_id, claim.token).is_none())
             .unwrap_or(false)
+    }
+
+    fn in_flight_token(&self, id: i64) -> Option<i64> {
+        self.in_flight.lock().ok().and_then(|m| m.get(&id).copied())
     }
 
     fn in_flight_remove(&self, id: i64) {
@@ -192,21 +201,54 @@ impl Dispatcher {
             return;
         }
         let result = async {
+            let Some(token) = self.renew_claim(delivery_id).await? else {
+                tracing::debug!(delivery_id, "claim lost while waiting; not sending");
+                return Ok(());
+            };
             let job = self.store.load_job(delivery_id).await?;
             if !job.webhook.enabled {
                 return self
                     .store
                     .abandon(
                         delivery_id,
+                        Some(token),
                         "the webhook was disabled before this delivery was sent",
                     )
                     .await;
             }
-            self.attempt(job, false).await
+            self.attempt(job, Some(token)).await
         }
         .await;
-        if let Err(e) = result {
-            tracing::error!(delivery_id, error = %e, "delivery could not be processed");
+        match result {
+            Ok(()) => {}
+            // Expected after a stall longer than the lease: the newer claim has it.
+            Err(e @ StoreError::Conflict(_)) => {
+                tracing::warn!(delivery_id, error = %e, "delivery result not recorded")
+            }
+            Err(e) => tracing::error!(delivery_id, error = %e, "delivery could not be processed"),
+        }
+    }
+
+    /// Extends this process's claim for a full lease right before sending, since waiting
+    /// for a slot may have outlasted it; `None` when another claim took over.
+    async fn renew_claim(&self, delivery_id: i64) -> StoreResult<Option<i64>> {
+        loop {
+            let Some(token) = self.in_flight_token(delivery_id) else {
+                return Ok(None);
+            };
+            let lease_until =
+                Utc::now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+            if self
+                .store
+                .renew_lease(delivery_id, token, lease_until)
+                .await?
+            {
+                return Ok(Some(token));
+            }
+            // This process may have claimed it again meanwhile: then go on under that claim.
+            if self.in_flight_token(delivery_id) == Some(token) {
+                return Ok(None);
+            }
         }
     }
 
@@ -214,11 +256,13 @@ impl Dispatcher {
     /// webhook is disabled; used by retrigger.
     pub async fn retrigger(&self, delivery_id: i64) -> StoreResult<()> {
         let job = self.store.load_job(delivery_id).await?;
-        self.attempt(job, true).await
+        self.attempt(job, None).await
     }
 
-    async fn attempt(&self, job: DeliveryJob, manual: bool) -> StoreResult<()> {
+    /// One attempt under the claim `lease`, or a manual one (`None`).
+    async fn attempt(&self, job: DeliveryJob, lease: Option<i64>) -> StoreResult<()> {
         let delivery_id = job.delivery_id;
+        let manual = lease.is_none();
         let request = match payload::render(
             &job.webhook,
             &self.cipher,
@@ -232,6 +276,7 @@ impl Dispatcher {
                     .store
                     .abandon(
                         delivery_id,
+                        lease,
                         &format!("the webhook's secrets could not be read: {e}"),
                     )
                     .await
@@ -292,6 +337,7 @@ impl Dispatcher {
                 request: request.redacted(),
                 body_is_event: request.body_is_event,
                 outcome,
+                lease,
             })
             .await
     }

@@ -1,7 +1,12 @@
 //! Storage: one `Store` trait that the rest of Herald talks to, so the embedded SQLite
 //! default and a server database can sit behind the same contract.
 
+pub mod postgres;
 pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -277,6 +282,19 @@ pub struct DeliveryJob {
     pub event_body: String,
 }
 
+/// A due delivery leased by `claim_due`. Every claim of a delivery gets a new `token`, and
+/// writes under an older one are refused, so a worker that stalled past its lease can
+/// neither send during a newer claim nor overwrite its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub delivery_id: i64,
+    pub webhook_id: i64,
+    pub token: i64,
+}
+
+/// What `Store::wakeups` returns: a task that runs for the life of the process.
+pub type WakeupTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// Where a delivery goes after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -301,6 +319,9 @@ pub struct AttemptRecord {
     /// The request body is stored only when it differs from the event body.
     pub body_is_event: bool,
     pub outcome: Outcome,
+    /// The claim token the attempt was made under; `None` for a manual retrigger, which
+    /// holds no lease and leaves a worker's lease alone.
+    pub lease: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -464,17 +485,35 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Page<DeliverySummary>>;
     async fn get_delivery(&self, webhook_id: i64, delivery_id: i64) -> StoreResult<DeliveryDetail>;
     /// Leases up to `limit` due deliveries until `lease_until`; a crashed worker's lease
-    /// expires. Returns `(delivery id, webhook id)` pairs.
+    /// expires. Several processes may claim at once: each delivery goes to one of them.
     async fn claim_due(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
-    ) -> StoreResult<Vec<(i64, i64)>>;
+    ) -> StoreResult<Vec<Claim>>;
+    /// Extends a claim right before its delivery is sent, since waiting for a free slot may
+    /// outlast the lease. False when the claim is lost (the delivery was claimed again or
+    /// is finished): then it must not be sent.
+    async fn renew_lease(
+        &self,
+        delivery_id: i64,
+        token: i64,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     async fn load_job(&self, delivery_id: i64) -> StoreResult<DeliveryJob>;
+    /// Writes the attempt and the delivery's next state; under a lost claim
+    /// (`record.lease` no longer current) nothing is written and the answer is `Conflict`.
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()>;
-    /// Ends a delivery as failed without sending it, with the reason.
-    async fn abandon(&self, delivery_id: i64, reason: &str) -> StoreResult<()>;
+    /// Ends a delivery as failed without sending it, with the reason; under a lost claim,
+    /// `Conflict` as for `record_attempt`.
+    async fn abandon(&self, delivery_id: i64, lease: Option<i64>, reason: &str) -> StoreResult<()>;
+    /// For a database that several processes share: a task calling `wake` whenever any
+    /// of them commits new deliveries, so idle workers start at once. `None` where the
+    /// in-process wake after ingest is all there is (SQLite).
+    fn wakeups(&self, _wake: Arc<dyn Fn() + Send + Sync>) -> Option<WakeupTask> {
+        None
+    }
 
     // Users and tokens.
     /// Creates the user with their personal team and namespace, all or nothing.
@@ -570,6 +609,13 @@ pub trait Store: Send + Sync + 'static {
         keep_per_webhook: i64,
         batch: i64,
     ) -> StoreResult<u64>;
+}
+
+/// The answer to a write under a claim that is no longer current.
+pub(crate) fn lease_lost(delivery_id: i64) -> StoreError {
+    StoreError::Conflict(format!(
+        "the claim on delivery {delivery_id} was lost: it expired and the delivery was claimed again"
+    ))
 }
 
 pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {

@@ -652,21 +652,47 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
-    ) -> StoreResult<Vec<(i64, i64)>> {
-        let ids = sqlx::query_as(
-            "UPDATE deliveries SET locked_until = ?1 WHERE id IN ( \
+    ) -> StoreResult<Vec<Claim>> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "UPDATE deliveries SET locked_until = ?1, lease_token = lease_token + 1 \
+             WHERE id IN ( \
                SELECT id FROM deliveries \
                WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?2 \
                  AND (locked_until IS NULL OR locked_until <= ?2) \
                ORDER BY next_attempt_at, id LIMIT ?3) \
-             RETURNING id, webhook_id",
+             RETURNING id, webhook_id, lease_token",
         )
         .bind(to_ms(lease_until))
         .bind(to_ms(now))
         .bind(limit)
         .fetch_all(&self.write)
         .await?;
-        Ok(ids)
+        Ok(rows
+            .into_iter()
+            .map(|(delivery_id, webhook_id, token)| Claim {
+                delivery_id,
+                webhook_id,
+                token,
+            })
+            .collect())
+    }
+
+    async fn renew_lease(
+        &self,
+        delivery_id: i64,
+        token: i64,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET locked_until = ? WHERE id = ? AND lease_token = ? \
+             AND state IN ('pending', 'retrying')",
+        )
+        .bind(to_ms(lease_until))
+        .bind(delivery_id)
+        .bind(token)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn load_job(&self, delivery_id: i64) -> StoreResult<DeliveryJob> {
@@ -707,6 +733,38 @@ impl Store for SqliteStore {
         let response_headers =
             serde_json::to_string(&r.response_headers).unwrap_or_else(|_| "[]".into());
         let mut tx = self.write.begin().await?;
+        // A manual attempt (no lease) leaves a worker's lease alone; a worker's attempt
+        // counts only under its current claim.
+        let updated = sqlx::query(
+            "UPDATE deliveries SET state = ?1, attempts = attempts + 1, next_attempt_at = ?2, \
+             locked_until = CASE WHEN ?3 IS NULL THEN locked_until ELSE NULL END, \
+             last_status = ?4, last_error = ?5, request_method = ?6, request_url = ?7, \
+             request_headers = ?8, request_body = ?9, updated_at = ?10 \
+             WHERE id = ?11 AND (?3 IS NULL OR lease_token = ?3)",
+        )
+        .bind(state.as_str())
+        .bind(next)
+        .bind(r.lease)
+        .bind(r.status.map(i64::from))
+        .bind(&r.error)
+        .bind(&r.request.method)
+        .bind(&r.request.url)
+        .bind(&headers)
+        .bind(if r.body_is_event {
+            None
+        } else {
+            Some(&r.request.body)
+        })
+        .bind(to_ms(Utc::now()))
+        .bind(r.delivery_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(match r.lease {
+                Some(_) => lease_lost(r.delivery_id),
+                None => StoreError::NotFound(format!("delivery {}", r.delivery_id)),
+            });
+        }
         sqlx::query(
             "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error, \
              response_headers, response_body, truncated, manual) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -722,41 +780,25 @@ impl Store for SqliteStore {
         .bind(r.manual)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?, \
-             locked_until = NULL, last_status = ?, last_error = ?, request_method = ?, \
-             request_url = ?, request_headers = ?, request_body = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(state.as_str())
-        .bind(next)
-        .bind(r.status.map(i64::from))
-        .bind(&r.error)
-        .bind(&r.request.method)
-        .bind(&r.request.url)
-        .bind(&headers)
-        .bind(if r.body_is_event {
-            None
-        } else {
-            Some(&r.request.body)
-        })
-        .bind(to_ms(Utc::now()))
-        .bind(r.delivery_id)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn abandon(&self, delivery_id: i64, reason: &str) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, locked_until = NULL, \
-             last_error = ?, updated_at = ? WHERE id = ?",
+    async fn abandon(&self, delivery_id: i64, lease: Option<i64>, reason: &str) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, \
+             locked_until = CASE WHEN ?1 IS NULL THEN locked_until ELSE NULL END, \
+             last_error = ?2, updated_at = ?3 WHERE id = ?4 AND (?1 IS NULL OR lease_token = ?1)",
         )
+        .bind(lease)
         .bind(reason)
         .bind(to_ms(Utc::now()))
         .bind(delivery_id)
         .execute(&self.write)
         .await?;
+        if done.rows_affected() == 0 && lease.is_some() {
+            return Err(lease_lost(delivery_id));
+        }
         Ok(())
     }
 

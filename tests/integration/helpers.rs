@@ -12,6 +12,8 @@ use herald::Application;
 use serde_json::Value;
 use tokio::sync::{mpsc, Mutex};
 
+use crate::pg::PgTestDb;
+
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 pub fn fixture(name: &str) -> Vec<u8> {
@@ -35,15 +37,37 @@ pub struct TestApp {
     pub token: String,
     pub registry_token: String,
     pub store: Arc<dyn Store>,
+    /// The running app's state, for calling library functions directly.
+    pub state: herald::AppState,
     pub dir: tempfile::TempDir,
+    /// The app's own PostgreSQL database, dropped with it; `None` on SQLite.
+    pub db: Option<PgTestDb>,
 }
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
-/// Starts Herald on 127.0.0.1:0 with its own temporary data directory and fast retries.
+/// Starts Herald on 127.0.0.1:0 with its own temporary data directory and fast retries,
+/// on SQLite, or on a fresh PostgreSQL database when `HERALD_TEST_DATABASE=postgres`.
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    if std::env::var("HERALD_TEST_DATABASE").as_deref() == Ok("postgres") {
+        let db = PgTestDb::create()
+            .await
+            .expect("HERALD_TEST_DATABASE=postgres needs a PostgreSQL server");
+        return spawn(extra, Some(db)).await;
+    }
+    spawn(extra, None).await
+}
+
+/// Starts Herald on a fresh PostgreSQL database; `None` (the test is skipped) when there
+/// is no PostgreSQL outside CI.
+pub async fn spawn_app_pg(extra: &[&str]) -> Option<TestApp> {
+    let db = PgTestDb::create().await?;
+    Some(spawn(extra, Some(db)).await)
+}
+
+async fn spawn(extra: &[&str], db: Option<PgTestDb>) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut args: Vec<String> = vec![
         "--listen".into(),
@@ -57,11 +81,15 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         "--delivery-timeout".into(),
         "3s".into(),
     ];
+    if let Some(db) = &db {
+        args.extend(["--database".into(), db.url.clone()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = Config::from_args(&args).unwrap();
     let app = Application::build(config).await.expect("Herald starts");
     let addr = app.local_addr();
     let store = app.state().store.clone();
+    let state = app.state().clone();
     tokio::spawn(app.run(std::future::pending()));
     let hash = herald::auth::hash_password("admin-password").unwrap();
     let admin = store.create_user("admin", &hash, None, true).await.unwrap();
@@ -76,7 +104,9 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         token,
         registry_token: "test-registry-token".into(),
         store,
+        state,
         dir,
+        db,
     }
 }
 

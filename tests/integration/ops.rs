@@ -129,8 +129,7 @@ async fn retention_removes_old_and_excess_finished_deliveries_only() {
     .await;
     app.store.ingest(&events, old).await.unwrap();
 
-    let state = herald_state(&app).await;
-    let deleted = herald::maintenance::sweep(&state).await.unwrap();
+    let deleted = herald::maintenance::sweep(&app.state).await.unwrap();
     let left = app
         .api(
             "GET",
@@ -161,28 +160,6 @@ async fn retention_removes_old_and_excess_finished_deliveries_only() {
         1,
         "unfinished deliveries stay"
     );
-}
-
-/// The running app's state, for calling library functions directly.
-async fn herald_state(app: &TestApp) -> herald::AppState {
-    let config = herald::config::Config::from_args([
-        "--data-dir",
-        app.dir.path().to_str().unwrap(),
-        "--registry-token",
-        "test-registry-token",
-        "--retention-days",
-        "30",
-        "--retention-max-per-webhook",
-        "3",
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .unwrap();
-    herald::Application::build(config)
-        .await
-        .unwrap()
-        .state()
-        .clone()
 }
 
 fn herald_cmd(dir: &std::path::Path) -> Command {

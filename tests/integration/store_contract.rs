@@ -1,0 +1,1031 @@
+//! The `Store` contract, written once against `Arc<dyn Store>` and run on every backend:
+//! `store_contract::<area>::sqlite` and `store_contract::<area>::postgres`. What passes
+//! here on both is what the rest of Herald may rely on, whichever database it runs on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use herald::config::Config;
+use herald::hooks::types::{
+    ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
+};
+use herald::registry::envelope::{parse_envelope, IncomingEvent};
+use herald::secrets::Sealed;
+use herald::store::{
+    AttemptRecord, Audit, Claim, DeliveryState, NewWebhook, Outcome, Role, Store, StoreError,
+    StoreResult, StoredHeader, StoredRequest, Visibility, WebhookPatch,
+};
+
+use crate::helpers::fixture;
+use crate::pg::PgTestDb;
+
+/// A store on a fresh database, and what must live as long as it.
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    pub _dir: tempfile::TempDir,
+    pub db: Option<PgTestDb>,
+}
+
+async fn open(database: Option<&str>) -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--data-dir".to_string(), dir.path().display().to_string()];
+    if let Some(url) = database {
+        args.extend(["--database".to_string(), url.to_string()]);
+    }
+    let config = Config::from_args(&args).unwrap();
+    (herald::open_store(&config).await.unwrap(), dir)
+}
+
+pub async fn sqlite_store() -> TestStore {
+    let (store, dir) = open(None).await;
+    TestStore {
+        store,
+        _dir: dir,
+        db: None,
+    }
+}
+
+/// `None` when PostgreSQL is not there (outside CI): the test then passes, skipped.
+pub async fn pg_store() -> Option<TestStore> {
+    let db = PgTestDb::create().await?;
+    let (store, dir) = open(Some(&db.url)).await;
+    Some(TestStore {
+        store,
+        _dir: dir,
+        db: Some(db),
+    })
+}
+
+macro_rules! contract {
+    ($($area:ident),* $(,)?) => {$(
+        mod $area {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let s = super::sqlite_store().await;
+                super::$area(s.store.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(s) = super::pg_store().await else { return };
+                super::$area(s.store.clone()).await;
+            }
+        }
+    )*};
+}
+
+contract!(
+    namespaces,
+    webhooks_and_headers,
+    ingest_and_events,
+    claims_leases_and_attempts,
+    retries_and_manual_attempts,
+    concurrent_claims_are_exclusive,
+    users_and_tokens,
+    teams_and_activities,
+);
+
+const PUSH: &str = "distribution-2.8.2/push-manifest-tagged.json";
+
+pub(crate) fn ns(name: &str) -> NamespaceName {
+    NamespaceName::parse(name).unwrap()
+}
+
+pub(crate) fn audit(action: &'static str) -> Audit {
+    Audit::new("tester", action)
+}
+
+fn header(name: &str, value: &[u8]) -> StoredHeader {
+    StoredHeader {
+        name: HeaderName::parse(name).unwrap(),
+        value: Sealed(value.to_vec()),
+    }
+}
+
+fn new_webhook(name: &str, headers: Vec<StoredHeader>) -> NewWebhook {
+    NewWebhook {
+        name: WebhookName::parse(name).unwrap(),
+        url: WebhookUrl::parse("http://receiver.example.org/hook").unwrap(),
+        request_method: RequestMethod::parse("POST").unwrap(),
+        content_type: ContentType::parse("application/json").unwrap(),
+        username: Some("bot".into()),
+        password: Some(Sealed(vec![1, 0, 2, 255])),
+        headers,
+    }
+}
+
+fn conflict<T: std::fmt::Debug>(r: StoreResult<T>) -> String {
+    match r {
+        Err(StoreError::Conflict(m)) => m,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+fn not_found<T: std::fmt::Debug>(r: StoreResult<T>) -> String {
+    match r {
+        Err(StoreError::NotFound(m)) => m,
+        other => panic!("expected not found, got {other:?}"),
+    }
+}
+
+/// Push events for `acme/web`, one per id suffix, each with its own registry id.
+pub(crate) fn pushes(n: usize, tag: &str) -> Vec<IncomingEvent> {
+    let template = String::from_utf8(fixture(PUSH)).unwrap();
+    (0..n)
+        .flat_map(|i| {
+            let body = template.replace("2045f19c", &format!("{tag}{i:04}"));
+            parse_envelope(body.as_bytes()).unwrap()
+        })
+        .collect()
+}
+
+/// A namespace `acme` with one enabled webhook; returns the webhook's id.
+pub(crate) async fn acme_with_hook(store: &Arc<dyn Store>) -> i64 {
+    store
+        .create_namespace(&ns("acme"), "", None, &audit("namespace.create"))
+        .await
+        .unwrap();
+    let hook = store
+        .create_webhook(
+            &ns("acme"),
+            new_webhook("d", vec![]),
+            &audit("webhook.create"),
+        )
+        .await
+        .unwrap();
+    let patch = WebhookPatch {
+        enabled: Some(true),
+        ..Default::default()
+    };
+    store
+        .update_webhook(&ns("acme"), hook.id, patch, &audit("webhook.enabled"))
+        .await
+        .unwrap();
+    hook.id
+}
+
+fn attempt(delivery_id: i64, lease: Option<i64>, outcome: Outcome, status: u16) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id,
+        started_at: Utc::now(),
+        duration_ms: 12,
+        status: Some(status),
+        error: (status != 200).then(|| format!("the receiver answered {status}")),
+        response_headers: vec![("content-length".into(), "2".into())],
+        response_body: "ok".into(),
+        response_truncated: false,
+        manual: lease.is_none(),
+        request: StoredRequest {
+            method: "POST".into(),
+            url: "http://receiver.example.org/hook".into(),
+            headers: vec![("Authorization".into(), "[redacted]".into())],
+            body: "ignored: the event body".into(),
+        },
+        body_is_event: true,
+        outcome,
+        lease,
+    }
+}
+
+pub(crate) fn secs(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+async fn namespaces(store: Arc<dyn Store>) {
+    let all = store.list_namespaces(&Visibility::All).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert!(all[0].name.is_global());
+    let created = store
+        .create_namespace(&ns("acme"), "Acme's", None, &audit("namespace.create"))
+        .await
+        .unwrap();
+    assert_eq!(created.name.as_str(), "acme");
+    assert_eq!(created.description, "Acme's");
+    assert_eq!(created.team, None);
+    assert_eq!(created.webhook_count, 0);
+    assert_eq!(
+        conflict(
+            store
+                .create_namespace(&ns("acme"), "", None, &audit("namespace.create"))
+                .await
+        ),
+        "the namespace 'acme' already exists"
+    );
+    assert_eq!(
+        not_found(store.get_namespace(&ns("nope")).await),
+        "namespace 'nope'"
+    );
+    assert_eq!(
+        conflict(
+            store
+                .delete_namespace(&NamespaceName::global(), &audit("namespace.destroy"))
+                .await
+        ),
+        "the global namespace always exists and cannot be deleted"
+    );
+    let names: Vec<String> = store
+        .list_namespaces(&Visibility::All)
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.name.as_str().to_string())
+        .collect();
+    assert_eq!(names, ["_global", "acme"]);
+
+    // A member sees only their teams' namespaces.
+    let bob = store.create_user("bob", "hash", None, false).await.unwrap();
+    let team = store
+        .create_team("web", "", bob.id, &audit("team.create"))
+        .await
+        .unwrap();
+    store
+        .create_namespace(&ns("webns"), "", Some(team.id), &audit("namespace.create"))
+        .await
+        .unwrap();
+    let seen: Vec<String> = store
+        .list_namespaces(&Visibility::MemberOf(bob.id))
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| format!("{}:{}", n.name.as_str(), n.team.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(seen, ["bob:~bob", "webns:web"]);
+
+    store
+        .delete_namespace(&ns("acme"), &audit("namespace.destroy"))
+        .await
+        .unwrap();
+    not_found(store.get_namespace(&ns("acme")).await);
+    assert_eq!(
+        not_found(
+            store
+                .delete_namespace(&ns("acme"), &audit("namespace.destroy"))
+                .await
+        ),
+        "namespace 'acme'"
+    );
+    let trail = store
+        .list_activities(&Visibility::All, Some("acme"), 10, None)
+        .await
+        .unwrap();
+    let actions: Vec<&str> = trail.items.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["namespace.destroy", "namespace.create"]);
+}
+
+async fn webhooks_and_headers(store: Arc<dyn Store>) {
+    let acme = ns("acme");
+    store
+        .create_namespace(&acme, "", None, &audit("namespace.create"))
+        .await
+        .unwrap();
+    let hook = store
+        .create_webhook(
+            &acme,
+            new_webhook("deploy", vec![header("X-Token", b"sealed\x00bytes")]),
+            &audit("webhook.create"),
+        )
+        .await
+        .unwrap();
+    assert!(!hook.enabled, "new webhooks start disabled");
+    assert_eq!(hook.namespace.as_str(), "acme");
+    assert_eq!(hook.username.as_deref(), Some("bot"));
+    assert_eq!(hook.password, Some(Sealed(vec![1, 0, 2, 255])));
+    assert_eq!(hook.headers.len(), 1);
+    assert_eq!(hook.headers[0].value, Sealed(b"sealed\x00bytes".to_vec()));
+    assert_eq!(
+        conflict(
+            store
+                .create_webhook(
+                    &acme,
+                    new_webhook("deploy", vec![]),
+                    &audit("webhook.create")
+                )
+                .await
+        ),
+        "a webhook named 'deploy' already exists in namespace 'acme'"
+    );
+    assert_eq!(
+        conflict(
+            store
+                .create_webhook(
+                    &acme,
+                    new_webhook("twice", vec![header("X-A", b"1"), header("x-a", b"2")]),
+                    &audit("webhook.create"),
+                )
+                .await
+        ),
+        "the header 'x-a' is given twice"
+    );
+    assert_eq!(store.list_webhooks(&acme).await.unwrap().len(), 1);
+    assert_eq!(store.get_namespace(&acme).await.unwrap().webhook_count, 1);
+    assert_eq!(
+        not_found(store.get_webhook(&NamespaceName::global(), hook.id).await),
+        format!("webhook {} in namespace '_global'", hook.id)
+    );
+    not_found(store.list_webhooks(&ns("nope")).await);
+
+    // Headers: names are compared without regard to case.
+    assert!(
+        !store
+            .set_header(
+                &acme,
+                hook.id,
+                header("x-token", b"v2"),
+                &audit("webhook.header.set")
+            )
+            .await
+            .unwrap(),
+        "replacing a header in another case is not new"
+    );
+    assert!(store
+        .set_header(
+            &acme,
+            hook.id,
+            header("A-First", b"v"),
+            &audit("webhook.header.set")
+        )
+        .await
+        .unwrap());
+    let names: Vec<String> = store
+        .get_webhook(&acme, hook.id)
+        .await
+        .unwrap()
+        .headers
+        .iter()
+        .map(|h| h.name.as_str().to_string())
+        .collect();
+    assert_eq!(names, ["A-First", "x-token"]);
+    store
+        .delete_header(&acme, hook.id, "X-TOKEN", &audit("webhook.header.delete"))
+        .await
+        .unwrap();
+    assert_eq!(
+        not_found(
+            store
+                .delete_header(&acme, hook.id, "x-token", &audit("webhook.header.delete"))
+                .await
+        ),
+        format!("header 'x-token' of webhook {}", hook.id)
+    );
+
+    // Patches change only what they name; Some(None) clears.
+    let patch = WebhookPatch {
+        name: Some(WebhookName::parse("renamed").unwrap()),
+        password: Some(None),
+        enabled: Some(true),
+        headers: Some(vec![header("X-B", b"b")]),
+        ..Default::default()
+    };
+    let updated = store
+        .update_webhook(&acme, hook.id, patch, &audit("webhook.update"))
+        .await
+        .unwrap();
+    assert_eq!(updated.name.as_str(), "renamed");
+    assert!(updated.enabled);
+    assert_eq!(updated.password, None);
+    assert_eq!(updated.username.as_deref(), Some("bot"));
+    assert_eq!(updated.headers.len(), 1);
+    assert_eq!(updated.headers[0].name.as_str(), "X-B");
+    let other = store
+        .create_webhook(
+            &acme,
+            new_webhook("other", vec![]),
+            &audit("webhook.create"),
+        )
+        .await
+        .unwrap();
+    let clash = WebhookPatch {
+        name: Some(WebhookName::parse("renamed").unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(
+        conflict(
+            store
+                .update_webhook(&acme, other.id, clash, &audit("webhook.update"))
+                .await
+        ),
+        "a webhook named 'renamed' already exists in namespace 'acme'"
+    );
+    let ids: Vec<i64> = store
+        .list_webhooks(&acme)
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(ids, [hook.id, other.id]);
+    store
+        .delete_webhook(&acme, hook.id, &audit("webhook.destroy"))
+        .await
+        .unwrap();
+    not_found(
+        store
+            .delete_webhook(&acme, hook.id, &audit("webhook.destroy"))
+            .await,
+    );
+    let trail = store
+        .list_activities(&Visibility::All, Some("acme"), 50, None)
+        .await
+        .unwrap();
+    let destroyed = &trail.items[0];
+    assert_eq!(destroyed.action, "webhook.destroy");
+    assert_eq!(destroyed.webhook_name.as_deref(), Some("renamed"));
+    assert_eq!(
+        destroyed.webhook_host.as_deref(),
+        Some("receiver.example.org")
+    );
+    assert_eq!(trail.items.len(), 8, "failed changes leave no entry");
+}
+
+async fn ingest_and_events(store: Arc<dyn Store>) {
+    let hook = acme_with_hook(&store).await;
+    let disabled = store
+        .create_webhook(
+            &ns("acme"),
+            new_webhook("off", vec![]),
+            &audit("webhook.create"),
+        )
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let events = pushes(3, "aaaa");
+    let summary = store.ingest(&events, now).await.unwrap();
+    assert_eq!((summary.accepted, summary.deliveries), (3, 3));
+    let again = store.ingest(&events[..1], now).await.unwrap();
+    assert_eq!((again.duplicates, again.deliveries), (1, 0));
+
+    // Odd events are kept with their reason; NUL in their text does not break storage.
+    let odd = br#"{"events": [
+        {"id": "odd-1", "action": "sing", "target": {"repository": "acme/web"}},
+        {"id": "odd-\u0000-2", "action": "push", "actor": {"name": "a\u0000b"},
+         "target": {"repository": "nowhere/web", "tag": "1", "mediaType": "application/vnd.oci.image.manifest.v1+json"}},
+        {"id": "odd-3", "action": "pull", "target": {"repository": "acme/web"}}
+    ]}"#;
+    let odd = store
+        .ingest(&parse_envelope(odd).unwrap(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (odd.ignored, odd.skipped, odd.accepted, odd.deliveries),
+        (1, 2, 0, 0)
+    );
+    let page = store.list_events(4, None).await.unwrap();
+    assert_eq!(page.items.len(), 4);
+    assert_eq!(page.items[0].registry_id.as_deref(), Some("odd-3"));
+    assert_eq!(page.items[0].reason.as_deref(), Some("pull"));
+    assert_eq!(page.items[1].status, "skipped");
+    assert_eq!(
+        page.items[1].reason.as_deref(),
+        Some("namespace 'nowhere' does not exist")
+    );
+    assert_eq!(
+        page.items[2].reason.as_deref(),
+        Some("unknown action 'sing'")
+    );
+    let rest = store
+        .list_events(4, page.next.as_deref().map(|c| c.parse().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 2);
+    assert_eq!(rest.next, None);
+
+    let deliveries = store.list_deliveries(hook, 2, None).await.unwrap();
+    assert_eq!(deliveries.items.len(), 2);
+    let newest = &deliveries.items[0];
+    assert_eq!(newest.state, DeliveryState::Pending);
+    assert_eq!(newest.attempt_count, 0);
+    assert_eq!(
+        newest.event.id.as_deref(),
+        Some("aaaa0002-7a89-451b-8ea6-bfb7cac6a943")
+    );
+    assert_eq!(newest.event.tag.as_deref(), Some("1.0"));
+    assert_eq!(newest.event.repository.as_deref(), Some("acme/web"));
+    assert_eq!(
+        newest.next_attempt_at.map(|t| t.timestamp_millis()),
+        Some(now.timestamp_millis())
+    );
+    let older = store
+        .list_deliveries(hook, 2, deliveries.next.map(|c| c.parse().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(older.items.len(), 1);
+    assert!(store
+        .list_deliveries(disabled.id, 10, None)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let detail = store.get_delivery(hook, newest.id).await.unwrap();
+    assert!(detail.request.is_none() && detail.attempts.is_empty());
+    assert_eq!(
+        not_found(store.get_delivery(disabled.id, newest.id).await),
+        format!("delivery {} of webhook {}", newest.id, disabled.id)
+    );
+}
+
+async fn claims_leases_and_attempts(store: Arc<dyn Store>) {
+    let hook = acme_with_hook(&store).await;
+    let now = Utc::now();
+    store.ingest(&pushes(3, "bbbb"), now).await.unwrap();
+    // Due now, oldest first, each claimed once while its lease holds.
+    let first = store.claim_due(now, now + secs(10), 2).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|c| c.webhook_id == hook));
+    assert!(first[0].delivery_id < first[1].delivery_id);
+    let second = store.claim_due(now, now + secs(10), 5).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert!(store
+        .claim_due(now + secs(9), now + secs(19), 5)
+        .await
+        .unwrap()
+        .is_empty());
+    let before_due: DateTime<Utc> = now - secs(1);
+    assert!(store
+        .claim_due(before_due, before_due + secs(10), 5)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // The lease expires (its process died): the delivery is claimed again, under a new token.
+    let old: Claim = first[0];
+    let later = now + secs(11);
+    let again = store.claim_due(later, later + secs(10), 5).await.unwrap();
+    assert_eq!(again.len(), 3);
+    let new = *again
+        .iter()
+        .find(|c| c.delivery_id == old.delivery_id)
+        .unwrap();
+    assert_ne!(new.token, old.token);
+
+    // The stalled worker may neither renew, nor record, nor abandon under its old claim.
+    assert!(!store
+        .renew_lease(old.delivery_id, old.token, later + secs(30))
+        .await
+        .unwrap());
+    let lost = conflict(
+        store
+            .record_attempt(attempt(
+                old.delivery_id,
+                Some(old.token),
+                Outcome::Succeeded,
+                200,
+            ))
+            .await,
+    );
+    assert!(lost.contains("was lost"), "{lost}");
+    conflict(
+        store
+            .abandon(old.delivery_id, Some(old.token), "stale")
+            .await,
+    );
+    let untouched = store.get_delivery(hook, old.delivery_id).await.unwrap();
+    assert_eq!(untouched.summary.state, DeliveryState::Pending);
+    assert!(untouched.attempts.is_empty());
+
+    // The current claim renews (past the old lease) and records.
+    assert!(store
+        .renew_lease(new.delivery_id, new.token, later + secs(60))
+        .await
+        .unwrap());
+    let third = store
+        .claim_due(later + secs(30), later + secs(40), 5)
+        .await
+        .unwrap();
+    assert_eq!(third.len(), 2, "all but the renewed one");
+    assert!(third.iter().all(|c| c.delivery_id != new.delivery_id));
+    let job = store.load_job(new.delivery_id).await.unwrap();
+    assert_eq!(job.webhook.id, hook);
+    assert_eq!(job.attempts_so_far, 0);
+    assert_eq!(job.event_action, "push");
+    assert!(job.event_body.contains("bbbb0000"));
+    let mut record = attempt(new.delivery_id, Some(new.token), Outcome::Succeeded, 200);
+    record.response_body = "body with a \0 NUL".into();
+    store.record_attempt(record).await.unwrap();
+    let done = store.get_delivery(hook, new.delivery_id).await.unwrap();
+    assert_eq!(done.summary.state, DeliveryState::Succeeded);
+    assert_eq!(done.summary.attempt_count, 1);
+    assert_eq!(done.summary.last_status, Some(200));
+    assert_eq!(done.summary.next_attempt_at, None);
+    let request = done.request.unwrap();
+    assert_eq!(request.method, "POST");
+    assert_eq!(
+        request.body, job.event_body,
+        "the event body is stored once"
+    );
+    assert_eq!(
+        request.headers,
+        [("Authorization".to_string(), "[redacted]".to_string())]
+    );
+    assert_eq!(done.attempts.len(), 1);
+    let a = &done.attempts[0];
+    assert_eq!((a.status, a.duration_ms, a.manual), (Some(200), 12, false));
+    // PostgreSQL text cannot hold NUL: it may come back as U+FFFD, the rest intact.
+    assert_eq!(
+        a.response_body.replace('\u{FFFD}', "\0"),
+        "body with a \0 NUL"
+    );
+    // Finished: no renewal, no further claims.
+    assert!(!store
+        .renew_lease(new.delivery_id, new.token, later + secs(60))
+        .await
+        .unwrap());
+
+    // Abandoning under the current claim fails the delivery with the reason.
+    let other = third[0];
+    store
+        .abandon(
+            other.delivery_id,
+            Some(other.token),
+            "the webhook was disabled",
+        )
+        .await
+        .unwrap();
+    let failed = store.get_delivery(hook, other.delivery_id).await.unwrap();
+    assert_eq!(failed.summary.state, DeliveryState::Failed);
+    assert_eq!(
+        failed.summary.last_error.as_deref(),
+        Some("the webhook was disabled")
+    );
+    let last = store
+        .claim_due(later + secs(3600), later + secs(3700), 10)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = last.iter().map(|c| c.delivery_id).collect();
+    assert_eq!(
+        ids,
+        [third[1].delivery_id],
+        "only the unfinished one is left"
+    );
+    not_found(store.load_job(999_999).await);
+}
+
+async fn retries_and_manual_attempts(store: Arc<dyn Store>) {
+    let hook = acme_with_hook(&store).await;
+    let now = Utc::now();
+    store.ingest(&pushes(1, "cccc"), now).await.unwrap();
+    let claim = store.claim_due(now, now + secs(10), 5).await.unwrap()[0];
+    let retry_at = now + secs(5);
+    store
+        .record_attempt(attempt(
+            claim.delivery_id,
+            Some(claim.token),
+            Outcome::RetryAt(retry_at),
+            500,
+        ))
+        .await
+        .unwrap();
+    let d = store.get_delivery(hook, claim.delivery_id).await.unwrap();
+    assert_eq!(d.summary.state, DeliveryState::Retrying);
+    assert_eq!(
+        d.summary.last_error.as_deref(),
+        Some("the receiver answered 500")
+    );
+    assert_eq!(
+        d.summary.next_attempt_at.map(|t| t.timestamp_millis()),
+        Some(retry_at.timestamp_millis())
+    );
+    // Not due before its time, although its lease was released.
+    assert!(store
+        .claim_due(now + secs(4), now + secs(14), 5)
+        .await
+        .unwrap()
+        .is_empty());
+    let retry = store
+        .claim_due(now + secs(5), now + secs(15), 5)
+        .await
+        .unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(
+        store
+            .load_job(claim.delivery_id)
+            .await
+            .unwrap()
+            .attempts_so_far,
+        1
+    );
+
+    // A manual attempt meanwhile (no lease) records, and leaves the worker's lease alone:
+    // due again at once, the delivery is still not claimable while that lease holds.
+    store
+        .record_attempt(attempt(claim.delivery_id, None, Outcome::RetryAt(now), 502))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_delivery(hook, claim.delivery_id)
+            .await
+            .unwrap()
+            .summary
+            .state,
+        DeliveryState::Retrying
+    );
+    assert!(store
+        .claim_due(now + secs(6), now + secs(16), 5)
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .record_attempt(attempt(
+            claim.delivery_id,
+            Some(retry[0].token),
+            Outcome::Failed,
+            500,
+        ))
+        .await
+        .unwrap();
+    let d = store.get_delivery(hook, claim.delivery_id).await.unwrap();
+    assert_eq!(d.summary.state, DeliveryState::Failed);
+    assert_eq!(d.summary.attempt_count, 3);
+    let manual: Vec<bool> = d.attempts.iter().map(|a| a.manual).collect();
+    assert_eq!(manual, [false, true, false]);
+    // A manual retry of a finished delivery holds no lease and succeeds.
+    store
+        .record_attempt(attempt(claim.delivery_id, None, Outcome::Succeeded, 200))
+        .await
+        .unwrap();
+    let d = store.get_delivery(hook, claim.delivery_id).await.unwrap();
+    assert_eq!(d.summary.state, DeliveryState::Succeeded);
+    assert_eq!(d.summary.attempt_count, 4);
+    not_found(
+        store
+            .record_attempt(attempt(999_999, None, Outcome::Succeeded, 200))
+            .await,
+    );
+}
+
+async fn concurrent_claims_are_exclusive(store: Arc<dyn Store>) {
+    acme_with_hook(&store).await;
+    let now = Utc::now();
+    store.ingest(&pushes(60, "dddd"), now).await.unwrap();
+    let mut claimers = Vec::new();
+    for _ in 0..6 {
+        let store = store.clone();
+        claimers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store.claim_due(now, now + secs(60), 4).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.iter().map(|c| c.delivery_id));
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for c in claimers {
+        all.extend(
+            tokio::time::timeout(Duration::from_secs(30), c)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let unique: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), 60, "every delivery claimed exactly once");
+    assert_eq!(unique.len(), 60);
+}
+
+async fn users_and_tokens(store: Arc<dyn Store>) {
+    let alice = store
+        .create_user("alice", "hash-a", Some("alice@example.org"), true)
+        .await
+        .unwrap();
+    assert!(alice.admin && !alice.disabled);
+    assert_eq!(alice.email.as_deref(), Some("alice@example.org"));
+    assert_eq!(
+        conflict(store.create_user("alice", "h", None, false).await),
+        "the user 'alice' already exists"
+    );
+    let personal = store.get_namespace(&ns("alice")).await.unwrap();
+    assert_eq!(personal.team.as_deref(), Some("~alice"));
+    // All or nothing: a taken personal namespace leaves no user behind.
+    store
+        .create_namespace(&ns("carol"), "", None, &audit("namespace.create"))
+        .await
+        .unwrap();
+    let taken = conflict(store.create_user("carol", "h", None, false).await);
+    assert!(
+        taken.contains("a namespace named 'carol' already exists"),
+        "{taken}"
+    );
+    assert!(store.user_credentials("carol").await.unwrap().is_none());
+    not_found(store.get_team("~carol").await);
+
+    let (found, hash) = store.user_credentials("alice").await.unwrap().unwrap();
+    assert_eq!((found.id, hash.as_str()), (alice.id, "hash-a"));
+    store
+        .create_user("bob", "hash-b", None, false)
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    let bob = store.update_user("bob", Some(true), None).await.unwrap();
+    assert!(bob.admin && !bob.disabled);
+    let bob = store.update_user("bob", None, Some(true)).await.unwrap();
+    assert!(bob.admin && bob.disabled);
+    assert_eq!(
+        not_found(store.update_user("nobody", Some(true), None).await),
+        "user 'nobody'"
+    );
+
+    let token = store
+        .create_token(alice.id, "laptop", "hash-1")
+        .await
+        .unwrap();
+    assert_eq!(token.label, "laptop");
+    assert_eq!(token.last_used_at, None);
+    let now = Utc::now();
+    let user = store
+        .authenticate_token("hash-1", now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.id, alice.id);
+    assert!(store
+        .authenticate_token("hash-x", now)
+        .await
+        .unwrap()
+        .is_none());
+    let listed = store.list_tokens(alice.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].last_used_at.map(|t| t.timestamp_millis()),
+        Some(now.timestamp_millis())
+    );
+    assert!(store.list_tokens(bob.id).await.unwrap().is_empty());
+    assert_eq!(
+        not_found(store.revoke_token(bob.id, token.id).await),
+        format!("token {}", token.id)
+    );
+    store.revoke_token(alice.id, token.id).await.unwrap();
+    assert!(store
+        .authenticate_token("hash-1", now)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.list_tokens(alice.id).await.unwrap().is_empty());
+    not_found(store.revoke_token(alice.id, token.id).await);
+}
+
+async fn teams_and_activities(store: Arc<dyn Store>) {
+    let alice = store.create_user("alice", "h", None, false).await.unwrap();
+    let bob = store.create_user("bob", "h", None, false).await.unwrap();
+    let carol = store.create_user("carol", "h", None, false).await.unwrap();
+    let web = store
+        .create_team(
+            "web",
+            "The web team",
+            alice.id,
+            &Audit::new("alice", "team.create"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(web.description, "The web team");
+    assert!(!web.personal);
+    assert_eq!(web.members.len(), 1);
+    assert_eq!(web.members[0].role, Role::Owner);
+    assert_eq!(
+        conflict(
+            store
+                .create_team("web", "", bob.id, &audit("team.create"))
+                .await
+        ),
+        "the team 'web' already exists"
+    );
+    let set = |user: i64, role: Role| {
+        let store = store.clone();
+        async move {
+            store
+                .set_member("web", user, role, &Audit::new("alice", "team.member.set"))
+                .await
+        }
+    };
+    assert!(set(bob.id, Role::Viewer).await.unwrap(), "added");
+    assert!(!set(bob.id, Role::Contributor).await.unwrap(), "changed");
+    assert_eq!(
+        store.role_in_team(web.id, bob.id).await.unwrap(),
+        Some(Role::Contributor)
+    );
+    assert_eq!(store.role_in_team(web.id, carol.id).await.unwrap(), None);
+    assert_eq!(
+        conflict(set(alice.id, Role::Viewer).await),
+        "team 'web' must keep at least one owner: make someone else owner first"
+    );
+    conflict(
+        store
+            .remove_member("web", alice.id, &audit("team.member.remove"))
+            .await,
+    );
+    assert_eq!(
+        not_found(
+            store
+                .remove_member("web", carol.id, &audit("team.member.remove"))
+                .await
+        ),
+        "that member of team 'web'"
+    );
+    assert_eq!(
+        not_found(set_member_elsewhere(&store, bob.id).await),
+        "team 'nope'"
+    );
+    set(bob.id, Role::Owner).await.unwrap();
+    set(alice.id, Role::Viewer).await.unwrap();
+    store
+        .remove_member("web", alice.id, &audit("team.member.remove"))
+        .await
+        .unwrap();
+    let web = store.get_team("web").await.unwrap();
+    let members: Vec<(String, Role)> = web
+        .members
+        .iter()
+        .map(|m| (m.username.clone(), m.role))
+        .collect();
+    assert_eq!(members, [("bob".to_string(), Role::Owner)]);
+    store
+        .create_team("ops", "", carol.id, &audit("team.create"))
+        .await
+        .unwrap();
+    let all: Vec<String> = store
+        .list_teams(&Visibility::All)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(all, ["ops", "web"], "personal teams are left out");
+    let bobs: Vec<String> = store
+        .list_teams(&Visibility::MemberOf(bob.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(bobs, ["web"]);
+    not_found(store.get_team("nope").await);
+
+    // The audit trail: a team's members read its entries; pages go newest first.
+    store
+        .create_namespace(&ns("webns"), "", Some(web.id), &audit("namespace.create"))
+        .await
+        .unwrap();
+    store
+        .record_activity(
+            &ns("webns"),
+            None,
+            &audit("webhook.delivery.retrigger").detail("delivery 7"),
+        )
+        .await
+        .unwrap();
+    let page = store
+        .list_activities(&Visibility::MemberOf(bob.id), None, 3, None)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 3);
+    assert_eq!(page.items[0].action, "webhook.delivery.retrigger");
+    assert_eq!(page.items[0].detail.as_deref(), Some("delivery 7"));
+    assert_eq!(page.items[0].namespace.as_deref(), Some("webns"));
+    assert_eq!(page.items[0].team.as_deref(), Some("web"));
+    let rest = store
+        .list_activities(
+            &Visibility::MemberOf(bob.id),
+            None,
+            50,
+            page.next.map(|c| c.parse().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.next, None);
+    let seen = page.items.len() + rest.items.len();
+    // web: its creation, 4 member changes, 1 removal, the namespace, the retrigger.
+    assert_eq!(seen, 8);
+    assert!(rest.items.iter().all(|a| a.team.as_deref() == Some("web")));
+    let carols = store
+        .list_activities(&Visibility::MemberOf(carol.id), None, 50, None)
+        .await
+        .unwrap();
+    assert_eq!(carols.items.len(), 1, "only ops's creation");
+    assert_eq!(
+        store
+            .list_activities(&Visibility::All, Some("webns"), 50, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+}
+
+async fn set_member_elsewhere(store: &Arc<dyn Store>, user: i64) -> StoreResult<bool> {
+    store
+        .set_member("nope", user, Role::Viewer, &audit("team.member.set"))
+        .await
+}
