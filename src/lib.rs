@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::delivery::client::HttpSender;
+use crate::delivery::ssrf::SsrfGuard;
 use crate::delivery::worker::{Dispatcher, DispatcherConfig};
 use crate::registry::token::RegistryToken;
 use crate::secrets::Cipher;
@@ -75,7 +76,15 @@ impl Application {
         let store = open_store(&config).await?;
         let cipher = Cipher::load_or_create(&config.data_dir, config.secret_key.as_deref())?;
         let registry_token = registry_token(&config)?;
-        let sender = HttpSender::new(config.delivery_connect_timeout, config.delivery_timeout)?;
+        let allow = config.delivery_allow_networks.clone().unwrap_or_default();
+        if !allow.is_empty() {
+            tracing::info!(%allow, "the SSRF guard lets deliveries reach these networks");
+        }
+        let sender = HttpSender::new(
+            config.delivery_connect_timeout,
+            config.delivery_timeout,
+            SsrfGuard::new(allow),
+        )?;
         let dispatcher = Dispatcher::new(
             store.clone(),
             sender,

@@ -43,6 +43,8 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// Starts Herald on 127.0.0.1:0 with its own temporary data directory and fast retries.
+/// The SSRF guard lets deliveries reach 127.0.0.1 only, where the test receivers listen;
+/// `extra` can pass `--delivery-allow-networks` again to change that.
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut args: Vec<String> = vec![
@@ -56,6 +58,8 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         "0s,200ms,200ms".into(),
         "--delivery-timeout".into(),
         "3s".into(),
+        "--delivery-allow-networks".into(),
+        "127.0.0.1/32".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = Config::from_args(&args).unwrap();

@@ -7,4 +7,5 @@ mod helpers;
 mod ingest;
 mod namespaces;
 mod registry_e2e;
+mod ssrf;
 mod webhooks;
