@@ -1,4 +1,5 @@
 //! The webhook domain: validated types and how an event becomes a request.
 
 pub mod payload;
+pub mod signing;
 pub mod types;
