@@ -1,5 +1,7 @@
 //! The webhook domain: validated types and how an event becomes a request.
 
 pub mod payload;
+#[cfg(test)]
+mod proptests;
 pub mod signing;
 pub mod types;
