@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::delivery::retry::RetrySchedule;
+use crate::delivery::ssrf::AllowList;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
@@ -166,6 +167,11 @@ pub struct Config {
     /// Delays before each attempt of a delivery, comma-separated; after the last, it fails.
     #[arg(long, env = "HERALD_RETRY_SCHEDULE", default_value = "0s,5s,5m,30m,2h,5h,10h,10h", value_parser = RetrySchedule::parse, global = true)]
     pub retry_schedule: RetrySchedule,
+
+    /// Networks deliveries may reach although the SSRF guard forbids them (loopback, private,
+    /// link-local, ...), comma-separated CIDRs such as 127.0.0.1/32,10.1.0.0/16 [default: none].
+    #[arg(long, env = "HERALD_DELIVERY_ALLOW_NETWORKS", value_parser = AllowList::parse, global = true)]
+    pub delivery_allow_networks: Option<AllowList>,
 }
 
 /// Later flags win over earlier ones, so tests can override the defaults they start from.
@@ -438,6 +444,37 @@ mod tests {
             .to_string();
         assert!(
             err.contains("retry-schedule") && err.contains("soon"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn allow_networks_are_parsed_and_bad_ones_named() {
+        let c = Config::from_args(["--data-dir", "/tmp/x"]).unwrap();
+        assert_eq!(
+            c.delivery_allow_networks, None,
+            "the guard is on by default"
+        );
+        let c =
+            Config::from_args(["--delivery-allow-networks", "127.0.0.1/32,10.1.0.0/16"]).unwrap();
+        assert_eq!(
+            c.delivery_allow_networks.unwrap().to_string(),
+            "127.0.0.1/32,10.1.0.0/16"
+        );
+        // The last flag wins, and an empty one closes everything again.
+        let c = Config::from_args([
+            "--delivery-allow-networks",
+            "127.0.0.1/32",
+            "--delivery-allow-networks",
+            "",
+        ])
+        .unwrap();
+        assert!(c.delivery_allow_networks.unwrap().is_empty());
+        let err = Config::from_args(["--delivery-allow-networks", "127.0.0.1/32,10.0.0.0/33"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("delivery-allow-networks") && err.contains("'10.0.0.0/33'"),
             "{err}"
         );
     }

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::delivery::client::HttpSender;
+use crate::delivery::ssrf::SsrfGuard;
 use crate::delivery::worker::{Dispatcher, DispatcherConfig};
 use crate::registry::token::RegistryToken;
 use crate::secrets::Cipher;
@@ -108,7 +109,15 @@ impl Application {
         }
         let cipher = Cipher::load_or_create(&config.data_dir, config.secret_key.as_deref())?;
         let registry_token = registry_token(&config)?;
-        let sender = HttpSender::new(config.delivery_connect_timeout, config.delivery_timeout)?;
+        let allow = config.delivery_allow_networks.clone().unwrap_or_default();
+        if !allow.is_empty() {
+            tracing::info!(%allow, "the SSRF guard lets deliveries reach these networks");
+        }
+        let sender = HttpSender::new(
+            config.delivery_connect_timeout,
+            config.delivery_timeout,
+            SsrfGuard::new(allow),
+        )?;
         let metrics = Arc::new(metrics::Metrics::default());
         let dispatcher = Dispatcher::new(
             store.clone(),

@@ -1,8 +1,11 @@
 //! The outbound HTTP client: no redirects, bounded time, and a response body read as a
-//! stream and cut at a cap, so a huge or endless response never fills memory.
+//! stream and cut at a cap, so a huge or endless response never fills memory. Every address
+//! it connects to has passed the SSRF guard.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::delivery::ssrf::{Blocked, GuardedResolver, SsrfGuard};
 use crate::hooks::payload::OutgoingRequest;
 use crate::hooks::types::RequestMethod;
 
@@ -21,11 +24,19 @@ pub struct ReceiverResponse {
 pub struct HttpSender {
     client: reqwest::Client,
     total_timeout: Duration,
+    guard: SsrfGuard,
 }
 
 impl HttpSender {
-    pub fn new(connect_timeout: Duration, total_timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        connect_timeout: Duration,
+        total_timeout: Duration,
+        guard: SsrfGuard,
+    ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver::new(guard.clone())))
+            // Through a proxy the guard would vet the proxy, not the receiver: connect directly.
+            .no_proxy()
             .connect_timeout(connect_timeout)
             .timeout(total_timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -35,11 +46,16 @@ impl HttpSender {
         Ok(Self {
             client,
             total_timeout,
+            guard,
         })
     }
 
     /// Sends the request; an `Err` is a transport failure described for a human.
     pub async fn send(&self, request: &OutgoingRequest) -> Result<ReceiverResponse, String> {
+        // reqwest connects to IP-literal hosts without asking the resolver: check them here.
+        self.guard
+            .check_url(&request.url)
+            .map_err(|blocked| blocked.to_string())?;
         let method = match request.method {
             RequestMethod::Get => reqwest::Method::GET,
             RequestMethod::Post => reqwest::Method::POST,
@@ -95,6 +111,14 @@ impl HttpSender {
     }
 
     fn describe(&self, e: &reqwest::Error) -> String {
+        // A refusal of the guard (raised in the resolver) is the whole story: say just that.
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if let Some(blocked) = s.downcast_ref::<Blocked>() {
+                return blocked.to_string();
+            }
+            source = s.source();
+        }
         let mut text = if e.is_timeout() {
             format!(
                 "timed out (limit {})",

@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod retry;
+pub mod ssrf;
 pub mod worker;

@@ -2,4 +2,7 @@
 
 pub mod input;
 pub mod payload;
+#[cfg(test)]
+mod proptests;
+pub mod signing;
 pub mod types;

@@ -192,6 +192,13 @@ impl WebhookUrl {
                 "put credentials in the webhook's username and password, not in the URL".into(),
             ));
         }
+        // Percent-encoding can lengthen the URL: the limit holds for what is stored and sent,
+        // or a stored URL would be refused when read back and re-validated.
+        if url.as_str().len() > 2048 {
+            return Err(err(
+                "the URL is longer than 2048 characters once percent-encoded".into(),
+            ));
+        }
         Ok(Self(url.to_string()))
     }
 
@@ -422,6 +429,11 @@ mod tests {
             let e = WebhookUrl::parse(bad).unwrap_err();
             assert_eq!(e.field, "url", "{bad}");
         }
+        // Under the limit as typed, over it once percent-encoded (found by a property test).
+        let encoded_too_long = format!("http://a.example/{}", "é".repeat(600));
+        assert!(encoded_too_long.len() <= 2048);
+        let e = WebhookUrl::parse(&encoded_too_long).unwrap_err();
+        assert!(e.message.contains("percent-encoded"), "{e}");
     }
 
     #[test]

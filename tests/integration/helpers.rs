@@ -50,6 +50,8 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts Herald on 127.0.0.1:0 with its own temporary data directory and fast retries,
 /// on SQLite, or on a fresh PostgreSQL database when `HERALD_TEST_DATABASE=postgres`.
+/// The SSRF guard lets deliveries reach 127.0.0.1 only, where the test receivers listen;
+/// `extra` can pass `--delivery-allow-networks` again to change that.
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     if std::env::var("HERALD_TEST_DATABASE").as_deref() == Ok("postgres") {
         let db = PgTestDb::create()
@@ -80,6 +82,8 @@ async fn spawn(extra: &[&str], db: Option<PgTestDb>) -> TestApp {
         "0s,200ms,200ms".into(),
         "--delivery-timeout".into(),
         "3s".into(),
+        "--delivery-allow-networks".into(),
+        "127.0.0.1/32".into(),
     ];
     if let Some(db) = &db {
         args.extend(["--database".into(), db.url.clone()]);

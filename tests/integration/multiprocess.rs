@@ -91,6 +91,8 @@ fn start(db_url: &str, data_dir: &std::path::Path) -> Herald {
             "4",
             "--database-max-connections",
             "4",
+            "--delivery-allow-networks",
+            "127.0.0.1/32",
             "serve",
         ])
         .stdin(Stdio::null())

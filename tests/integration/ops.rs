@@ -291,6 +291,7 @@ fn serve(dir: &std::path::Path, port: u16) -> Serve {
                 "--log-format",
                 "json",
             ])
+            .args(["--delivery-allow-networks", "127.0.0.1/32"])
             .args(["--shutdown-grace", "300ms", "serve"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -149,6 +149,8 @@ async fn api_and_worker_processes_split_the_work() {
         KEY,
         "--registry-token",
         "test-registry-token",
+        "--delivery-allow-networks",
+        "127.0.0.1/32",
     ])
     .unwrap();
     let worker = Application::build(config).await.unwrap();
@@ -474,6 +476,8 @@ async fn a_worker_that_waited_past_its_lease_does_not_send_what_another_took() {
         "--database",
         &url,
         "--worker",
+        "--delivery-allow-networks",
+        "127.0.0.1/32",
     ];
     args.extend(flags);
     let b = Application::build(Config::from_args(args).unwrap())
