@@ -134,6 +134,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_ALLOW_SIGNUP", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub allow_signup: bool,
 
+    /// A webhook whose deliveries have all failed for this long is disabled (and the audit
+    /// trail says so); enabling it again starts afresh.
+    #[arg(long, env = "HERALD_AUTO_DISABLE_AFTER", default_value = "5d", value_parser = humantime::parse_duration, global = true)]
+    pub auto_disable_after: Duration,
+
     /// Log format: `pretty` for people, `json` for log collectors.
     #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"], global = true)]
     pub log_format: String,
@@ -348,6 +353,10 @@ impl Config {
                 humantime::format_duration(self.retention_interval).to_string(),
             ),
             ("retry_schedule", self.retry_schedule.to_string()),
+            (
+                "auto_disable_after",
+                humantime::format_duration(self.auto_disable_after).to_string(),
+            ),
         ]
     }
 

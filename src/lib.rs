@@ -128,6 +128,7 @@ impl Application {
                 per_webhook: config.delivery_concurrency_per_webhook,
                 schedule: config.retry_schedule.clone(),
                 lease,
+                disable_after: config.auto_disable_after,
             },
             metrics.clone(),
         );

@@ -38,6 +38,13 @@ pub struct WebhookView {
     pub updated_at: DateTime<Utc>,
     /// What the caller may do with this webhook, so clients can show only usable controls.
     pub permissions: WebhookPermissions,
+    /// Whether deliveries carry Standard Webhooks signatures.
+    pub signed: bool,
+    /// The signing secret (`whsec_...`): only in the answer that created or rotated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
+    /// Until when the previous secret still signs, during a rotation.
+    pub previous_secret_valid_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -88,6 +95,9 @@ impl WebhookView {
             created_at: w.created_at,
             updated_at: w.updated_at,
             permissions,
+            signed: !w.signing_secrets.is_empty(),
+            signing_secret: None,
+            previous_secret_valid_until: w.previous_secret_until.filter(|t| *t > Utc::now()),
         })
     }
 }
@@ -154,10 +164,9 @@ pub async fn create(
         .create_webhook(&access.namespace.name, new, &audit)
         .await?;
     tracing::info!(namespace = %access.namespace.name, webhook = hook.id, by = %user.username, "webhook created");
-    Ok((
-        StatusCode::CREATED,
-        Json(WebhookView::new(hook, &state, &user, &access)?),
-    ))
+    let mut view = WebhookView::new(hook.clone(), &state, &user, &access)?;
+    view.signing_secret = current_secret(&hook, &state)?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 #[utoipa::path(patch, path = "/api/v1/namespaces/{ns}/webhooks/{id}", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id")), request_body = WebhookInput,
@@ -245,4 +254,139 @@ pub async fn delete_header(
         .delete_header(&access.namespace.name, id, &name, &audit)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The current signing secret in clear, for the one answer that shows it.
+fn current_secret(hook: &Webhook, state: &AppState) -> ApiResult<Option<String>> {
+    hook.signing_secrets
+        .first()
+        .map(|sealed| {
+            state
+                .cipher
+                .open(sealed)
+                .map_err(|e| crate::store::StoreError::Crypto(e).into())
+        })
+        .transpose()
+}
+
+/// How long the previous secret keeps signing after a rotation, so receivers can switch.
+const ROTATION_OVERLAP_HOURS: i64 = 24;
+
+/// A new signing secret, shown once; the old one also signs for 24 hours.
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/rotate-secret", tag = "webhooks", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace"), ("id" = i64, Path, description = "Webhook id")),
+    responses((status = 200, body = WebhookView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path((ns, id)): Path<(String, String)>,
+) -> ApiResult<Json<WebhookView>> {
+    let access = namespace_access(&state, &user, &ns, NamespaceAction::UpdateWebhook).await?;
+    let id = parse_id(&id, "webhook")?;
+    let secret = crate::hooks::signing::SigningSecret::generate().to_whsec();
+    let until = Utc::now() + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
+    let audit = Audit::new(&user.username, "webhook.secret.rotate");
+    let hook = state
+        .store
+        .rotate_signing_secret(
+            &access.namespace.name,
+            id,
+            state.cipher.seal(&secret),
+            until,
+            &audit,
+        )
+        .await?;
+    let mut view = WebhookView::new(hook, &state, &user, &access)?;
+    view.signing_secret = Some(secret);
+    Ok(Json(view))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverBody {
+    /// RFC 3339 time: failed deliveries created at or after it are sent again.
+    since: DateTime<Utc>,
+    /// RFC 3339 time, default now: only deliveries created before it.
+    until: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Recovered {
+    requeued: u64,
+}
+
+/// Bulk recovery after an outage: re-queues the failed deliveries of a time window.
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/recover", tag = "deliveries", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace"), ("id" = i64, Path, description = "Webhook id")), request_body = RecoverBody,
+    responses((status = 200, body = Recovered), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn recover(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path((ns, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<RecoverBody>,
+) -> ApiResult<Json<Recovered>> {
+    let access = namespace_access(&state, &user, &ns, NamespaceAction::Retrigger).await?;
+    let hook = state
+        .store
+        .get_webhook(&access.namespace.name, parse_id(&id, "webhook")?)
+        .await?;
+    let now = Utc::now();
+    let until = body.until.unwrap_or(now);
+    if until <= body.since {
+        return Err(AppError::invalid("until", "`until` must be after `since`"));
+    }
+    let requeued = state
+        .store
+        .requeue_failed(hook.id, body.since, until, now)
+        .await?;
+    let audit = Audit::new(&user.username, "webhook.delivery.recover").detail(format!(
+        "{requeued} failed deliveries from {} to {until}",
+        body.since
+    ));
+    state
+        .store
+        .record_activity(&access.namespace.name, Some(hook.id), &audit)
+        .await?;
+    if requeued > 0 {
+        state.dispatcher.wake();
+    }
+    Ok(Json(Recovered { requeued }))
+}
+
+/// Sends a synthetic `ping` event now, recorded as a delivery like any other.
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/ping", tag = "deliveries", security(("bearer" = [])),
+    params(("ns" = String, Path, description = "Namespace"), ("id" = i64, Path, description = "Webhook id")),
+    responses((status = 200, body = crate::store::DeliveryDetail), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn ping(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path((ns, id)): Path<(String, String)>,
+) -> ApiResult<Json<crate::store::DeliveryDetail>> {
+    let access = namespace_access(&state, &user, &ns, NamespaceAction::Retrigger).await?;
+    let hook = state
+        .store
+        .get_webhook(&access.namespace.name, parse_id(&id, "webhook")?)
+        .await?;
+    let now = Utc::now();
+    let event_id = format!("ping-{}", &crate::secrets::random_token("")[..22]);
+    let repository = if access.namespace.name.is_global() {
+        "herald-ping".to_string()
+    } else {
+        format!("{}/herald-ping", access.namespace.name)
+    };
+    let body = serde_json::json!({
+        "id": event_id,
+        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "action": "ping",
+        "target": { "repository": repository },
+        "actor": { "name": user.username },
+        "source": { "addr": "herald" }
+    })
+    .to_string();
+    let delivery = state
+        .store
+        .create_ping(hook.id, &event_id, &body, now)
+        .await?;
+    state.dispatcher.retrigger(delivery).await?;
+    Ok(Json(state.store.get_delivery(hook.id, delivery).await?))
 }

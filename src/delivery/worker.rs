@@ -10,13 +10,43 @@ use chrono::Utc;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::delivery::client::HttpSender;
+use crate::delivery::client::ReceiverResponse;
 use crate::delivery::retry::RetrySchedule;
 use crate::hooks::payload;
 use crate::metrics::Metrics;
 use crate::secrets::Cipher;
 use crate::store::{
-    AttemptRecord, Claim, DeliveryJob, DeliveryState, Outcome, Store, StoreError, StoreResult,
+    AttemptRecord, Claim, DeliveryJob, DeliveryState, Health, Outcome, Store, StoreError,
+    StoreResult,
 };
+
+/// The longest `Retry-After` Herald honours; a receiver cannot park a delivery for longer.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// A 429 or 503 answer's `Retry-After` (seconds or an HTTP date), within bounds.
+fn retry_after(result: &Result<ReceiverResponse, String>) -> Option<chrono::Duration> {
+    let response = result.as_ref().ok()?;
+    if response.status != 429 && response.status != 503 {
+        return None;
+    }
+    let value = response
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))?
+        .1
+        .trim()
+        .to_string();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(&value).ok()?;
+            (at.with_timezone(&Utc) - Utc::now())
+                .to_std()
+                .unwrap_or_default()
+        }
+    };
+    chrono::Duration::from_std(wait.clamp(Duration::from_secs(1), MAX_RETRY_AFTER)).ok()
+}
 
 /// How often idle workers look for due retries when nothing wakes them.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -27,6 +57,8 @@ pub struct DispatcherConfig {
     pub schedule: RetrySchedule,
     /// How long a claim holds; a claim of a crashed process is retaken after it.
     pub lease: Duration,
+    /// A webhook whose attempts have all failed for this long is disabled.
+    pub disable_after: Duration,
 }
 
 pub struct Dispatcher {
@@ -288,17 +320,57 @@ impl Dispatcher {
         let duration_ms = clock.elapsed().as_millis() as i64;
         let attempts_done = job.attempts_so_far + 1;
         let success = matches!(&result, Ok(r) if (200..300).contains(&r.status));
+        let status_code = result.as_ref().ok().map(|r| r.status);
+        let gone = status_code == Some(410);
         let outcome = if success {
             Outcome::Succeeded
-        } else if manual && matches!(job.state, DeliveryState::Succeeded | DeliveryState::Failed) {
-            // A manual retry of a finished delivery does not restart the schedule.
+        } else if gone
+            || (manual && matches!(job.state, DeliveryState::Succeeded | DeliveryState::Failed))
+        {
+            // 410: the receiver asks never to be called again. A manual retry of a finished
+            // delivery does not restart the schedule.
             Outcome::Failed
         } else {
             match self.config.schedule.next_attempt(attempts_done, Utc::now()) {
-                Some(at) => Outcome::RetryAt(at),
+                Some(at) => {
+                    Outcome::RetryAt(retry_after(&result).map_or(at, |wait| Utc::now() + wait))
+                }
                 None => Outcome::Failed,
             }
         };
+        let health = match (success, gone) {
+            (true, _) => Health::Succeeded,
+            (_, true) => Health::Gone,
+            _ => Health::Failed,
+        };
+        // The common case, a healthy webhook staying healthy, needs no write.
+        let unchanged = health == Health::Succeeded && job.webhook.failing_since.is_none();
+        let verdict = if unchanged {
+            Ok(false)
+        } else {
+            self.store
+                .webhook_health(
+                    job.webhook.id,
+                    health,
+                    Utc::now(),
+                    self.config.disable_after,
+                )
+                .await
+        };
+        match verdict {
+            Ok(true) => {
+                self.metrics.webhooks_auto_disabled.inc();
+                tracing::warn!(
+                    webhook_id = job.webhook.id,
+                    gone,
+                    "webhook disabled: it kept failing or is gone"
+                );
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(webhook_id = job.webhook.id, error = %e, "recording webhook health failed")
+            }
+        }
         let (status, error, response_headers, response_body, truncated) = match result {
             Ok(r) => {
                 let error = (!success).then(|| format!("the receiver answered {}", r.status));

@@ -94,6 +94,8 @@ impl WebhookInput {
                 username,
                 password,
                 headers,
+                signing_secret: cipher
+                    .seal(&crate::hooks::signing::SigningSecret::generate().to_whsec()),
             }),
             _ => Err(p.0),
         }

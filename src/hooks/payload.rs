@@ -3,6 +3,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
+use crate::hooks::signing;
 use crate::hooks::types::{ContentType, RequestMethod};
 use crate::secrets::Cipher;
 use crate::store::{StoredRequest, Webhook};
@@ -105,6 +106,29 @@ pub fn render(
             secret,
         });
     }
+    // Standard Webhooks: signed over exactly the bytes sent, with every valid secret.
+    if !webhook.signing_secrets.is_empty() {
+        let mut secrets = Vec::with_capacity(webhook.signing_secrets.len());
+        for sealed in &webhook.signing_secrets {
+            let whsec = cipher.open(sealed)?;
+            secrets.push(signing::SigningSecret::parse(&whsec).map_err(|e| e.message)?);
+        }
+        let msg_id = delivery_id.to_string();
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = signing::signature_header(&secrets, &msg_id, timestamp, body.as_bytes());
+        for (name, value) in [
+            (signing::HEADER_ID, msg_id),
+            (signing::HEADER_TIMESTAMP, timestamp.to_string()),
+            (signing::HEADER_SIGNATURE, signature),
+        ] {
+            headers.retain(|h| !h.name.eq_ignore_ascii_case(name));
+            headers.push(OutgoingHeader {
+                name: name.to_string(),
+                value,
+                secret: false,
+            });
+        }
+    }
     Ok(OutgoingRequest {
         method: webhook.request_method,
         url: webhook.url.as_str().to_string(),
@@ -137,6 +161,9 @@ mod tests {
             enabled: true,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            signing_secrets: vec![],
+            previous_secret_until: None,
+            failing_since: None,
         }
     }
 

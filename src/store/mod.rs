@@ -158,6 +158,22 @@ pub struct Webhook {
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Standard Webhooks secrets to sign with: the current one first, then the one being
+    /// rotated out while it is still valid. Empty for webhooks made before signing existed.
+    pub signing_secrets: Vec<Sealed>,
+    /// Until when the previous secret still signs.
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    /// Since when every attempt has failed; `None` while healthy.
+    pub failing_since: Option<DateTime<Utc>>,
+}
+
+/// What an attempt says about a webhook's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Succeeded,
+    Failed,
+    /// The receiver answered 410 Gone: it asks not to be called again.
+    Gone,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +185,7 @@ pub struct NewWebhook {
     pub username: Option<String>,
     pub password: Option<Sealed>,
     pub headers: Vec<StoredHeader>,
+    pub signing_secret: Sealed,
 }
 
 /// A partial update: `None` leaves a field as it is; `Some(None)` clears an optional one.
@@ -609,6 +626,43 @@ pub trait Store: Send + Sync + 'static {
         keep_per_webhook: i64,
         batch: i64,
     ) -> StoreResult<u64>;
+
+    // Delivery reliability.
+    /// A new signing secret; the current one keeps signing until `keep_previous_until`.
+    async fn rotate_signing_secret(
+        &self,
+        namespace: &NamespaceName,
+        id: i64,
+        secret: Sealed,
+        keep_previous_until: DateTime<Utc>,
+        audit: &Audit,
+    ) -> StoreResult<Webhook>;
+    /// Tracks whether a webhook keeps failing; disables it (with an audit entry by
+    /// "herald") on 410 Gone or after `disable_after` of nothing but failures. Returns
+    /// true when it disabled the webhook.
+    async fn webhook_health(
+        &self,
+        webhook_id: i64,
+        health: Health,
+        now: DateTime<Utc>,
+        disable_after: std::time::Duration,
+    ) -> StoreResult<bool>;
+    /// Puts the failed deliveries created in `[since, until)` back in the queue.
+    async fn requeue_failed(
+        &self,
+        webhook_id: i64,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// A synthetic `ping` event and its one delivery to this webhook; returns the delivery id.
+    async fn create_ping(
+        &self,
+        webhook_id: i64,
+        registry_id: &str,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64>;
 }
 
 /// The answer to a write under a claim that is no longer current.

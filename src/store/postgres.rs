@@ -101,6 +101,16 @@ fn headers_from_json(text: Option<String>) -> Vec<(String, String)> {
 
 fn webhook_from_row(row: &PgRow, headers: Vec<StoredHeader>) -> StoreResult<Webhook> {
     let password: Option<Vec<u8>> = row.try_get("password")?;
+    let current: Option<Vec<u8>> = row.try_get("signing_secret")?;
+    let previous: Option<Vec<u8>> = row.try_get("previous_signing_secret")?;
+    let previous_until = opt_ms(row.try_get("previous_secret_until")?);
+    // The rotated-out secret signs only until its time is up.
+    let previous_valid = previous_until.is_some_and(|t| t > Utc::now());
+    let signing_secrets: Vec<Sealed> = current
+        .into_iter()
+        .chain(previous.filter(|_| previous_valid))
+        .map(Sealed)
+        .collect();
     let method: String = row.try_get("request_method")?;
     let content_type: String = row.try_get("content_type")?;
     Ok(Webhook {
@@ -116,11 +126,15 @@ fn webhook_from_row(row: &PgRow, headers: Vec<StoredHeader>) -> StoreResult<Webh
         enabled: row.try_get("enabled")?,
         created_at: from_ms(row.try_get("created_at")?),
         updated_at: from_ms(row.try_get("updated_at")?),
+        signing_secrets,
+        previous_secret_until: previous_until,
+        failing_since: opt_ms(row.try_get("failing_since")?),
     })
 }
 
 const WEBHOOK_SELECT: &str = "SELECT w.id, n.name AS namespace, w.name, w.url, w.request_method, \
-     w.content_type, w.username, w.password, w.enabled, w.created_at, w.updated_at \
+     w.content_type, w.username, w.password, w.enabled, w.created_at, w.updated_at, \
+     w.signing_secret, w.previous_signing_secret, w.previous_secret_until, w.failing_since \
      FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id";
 
 const DELIVERY_SELECT: &str = "SELECT d.id, d.webhook_id, d.state, d.attempts, d.last_status, \
@@ -552,8 +566,8 @@ impl Store for PgStore {
         let ctx = NsContext::load(&mut tx, namespace).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO webhooks (namespace_id, name, url, request_method, content_type, \
-             username, password, enabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8) RETURNING id",
+             username, password, enabled, created_at, updated_at, signing_secret) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9) RETURNING id",
         )
         .bind(ctx.id)
         .bind(new.name.as_str())
@@ -563,6 +577,7 @@ impl Store for PgStore {
         .bind(opt_text(&new.username))
         .bind(new.password.as_ref().map(|s| s.0.clone()))
         .bind(now)
+        .bind(&new.signing_secret.0)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, || taken_webhook_name(new.name.as_str(), namespace)))?;
@@ -597,7 +612,8 @@ impl Store for PgStore {
         // Updating the webhook first locks its row, so concurrent header changes queue.
         sqlx::query(
             "UPDATE webhooks SET name = $1, url = $2, request_method = $3, content_type = $4, \
-             username = $5, password = $6, enabled = $7, updated_at = $8 WHERE id = $9",
+             username = $5, password = $6, enabled = $7, updated_at = $8, \
+             failing_since = CASE WHEN NOT enabled THEN NULL ELSE failing_since END WHERE id = $9",
         )
         .bind(name.as_str())
         .bind(url.as_str())
@@ -1338,6 +1354,160 @@ impl Store for PgStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(role.as_deref().and_then(Role::parse))
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        namespace: &NamespaceName,
+        id: i64,
+        secret: Sealed,
+        keep_previous_until: DateTime<Utc>,
+        audit: &Audit,
+    ) -> StoreResult<Webhook> {
+        let hook = self.get_webhook(namespace, id).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE webhooks SET previous_signing_secret = signing_secret, previous_secret_until = $1, \
+             signing_secret = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(to_ms(keep_previous_until))
+        .bind(&secret.0)
+        .bind(to_ms(Utc::now()))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let ctx = NsContext::load(&mut tx, namespace).await?;
+        insert_activity(
+            &mut tx,
+            audit,
+            &ctx,
+            Some((id, hook.name.as_str(), &hook.url.host())),
+        )
+        .await?;
+        tx.commit().await?;
+        self.get_webhook(namespace, id).await
+    }
+
+    async fn webhook_health(
+        &self,
+        webhook_id: i64,
+        health: Health,
+        now: DateTime<Utc>,
+        disable_after: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT w.enabled, w.failing_since, w.name, w.url, n.name AS namespace FROM webhooks w \
+             JOIN namespaces n ON n.id = w.namespace_id WHERE w.id = $1 FOR UPDATE OF w",
+        )
+        .bind(webhook_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(false) };
+        let enabled: bool = row.try_get("enabled")?;
+        let failing_since: Option<i64> = row.try_get("failing_since")?;
+        let cutoff = to_ms(now) - disable_after.as_millis() as i64;
+        let disable = enabled
+            && match health {
+                Health::Succeeded => false,
+                Health::Gone => true,
+                Health::Failed => failing_since.is_some_and(|t| t <= cutoff),
+            };
+        let (enabled_after, failing_after) = match (health, disable) {
+            (Health::Succeeded, _) => (enabled, None),
+            (_, true) => (false, None),
+            (_, false) => (enabled, Some(failing_since.unwrap_or(to_ms(now)))),
+        };
+        sqlx::query("UPDATE webhooks SET enabled = $1, failing_since = $2 WHERE id = $3")
+            .bind(enabled_after)
+            .bind(failing_after)
+            .bind(webhook_id)
+            .execute(&mut *tx)
+            .await?;
+        if disable {
+            let namespace = NamespaceName::trusted(row.try_get("namespace")?);
+            let name: String = row.try_get("name")?;
+            let url = WebhookUrl::trusted(row.try_get("url")?);
+            let detail = match health {
+                Health::Gone => "the receiver answered 410 Gone".to_string(),
+                _ => format!(
+                    "every attempt failed for {}",
+                    humantime::format_duration(disable_after)
+                ),
+            };
+            let audit = Audit::new("herald", "webhook.auto_disabled").detail(detail);
+            let ctx = NsContext::load(&mut tx, &namespace).await?;
+            insert_activity(
+                &mut tx,
+                &audit,
+                &ctx,
+                Some((webhook_id, &name, &url.host())),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(disable)
+    }
+
+    async fn requeue_failed(
+        &self,
+        webhook_id: i64,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = $1, locked_until = NULL, \
+             updated_at = $2 WHERE webhook_id = $3 AND state = 'failed' AND created_at >= $4 AND created_at < $5",
+        )
+        .bind(to_ms(now))
+        .bind(to_ms(now))
+        .bind(webhook_id)
+        .bind(to_ms(since))
+        .bind(to_ms(until))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn create_ping(
+        &self,
+        webhook_id: i64,
+        registry_id: &str,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        let mut tx = self.pool.begin().await?;
+        let namespace: Option<String> = sqlx::query_scalar(
+            "SELECT n.name FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id WHERE w.id = $1",
+        )
+        .bind(webhook_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let namespace =
+            namespace.ok_or_else(|| StoreError::NotFound(format!("webhook {webhook_id}")))?;
+        let event_id: i64 = sqlx::query_scalar(
+            "INSERT INTO events (registry_id, action, repository, namespace, status, reason, body, received_at) \
+             VALUES ($1, 'ping', NULL, $2, 'accepted', 'ping from Herald', $3, $4) RETURNING id",
+        )
+        .bind(registry_id)
+        .bind(&namespace)
+        .bind(body)
+        .bind(to_ms(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        let delivery_id: i64 = sqlx::query_scalar(
+            "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, 'pending', NULL, $3, $4) RETURNING id",
+        )
+        .bind(webhook_id)
+        .bind(event_id)
+        .bind(to_ms(now))
+        .bind(to_ms(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(delivery_id)
     }
 
     async fn create_session(

@@ -282,11 +282,15 @@ impl Captured {
     }
 }
 
+/// Response headers to add, and the size of the response body (0: "received").
+type ExtraAnswer = (Vec<(String, String)>, usize);
+
 #[derive(Clone)]
 struct ReceiverState {
     tx: mpsc::UnboundedSender<Captured>,
     status: Arc<AtomicU16>,
     delay_ms: Arc<AtomicU64>,
+    extra: Arc<std::sync::Mutex<ExtraAnswer>>,
 }
 
 /// A real HTTP receiver on loopback that records every request and answers `status`.
@@ -295,6 +299,8 @@ pub struct Receiver {
     rx: Mutex<mpsc::UnboundedReceiver<Captured>>,
     status: Arc<AtomicU16>,
     delay_ms: Arc<AtomicU64>,
+    /// Response headers to add, and the size of the response body (0: "received").
+    extra: Arc<std::sync::Mutex<ExtraAnswer>>,
 }
 
 impl Receiver {
@@ -302,10 +308,12 @@ impl Receiver {
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(AtomicU16::new(200));
         let delay_ms = Arc::new(AtomicU64::new(0));
+        let extra = Arc::new(std::sync::Mutex::new((Vec::new(), 0)));
         let state = ReceiverState {
             tx,
             status: status.clone(),
             delay_ms: delay_ms.clone(),
+            extra: extra.clone(),
         };
         let app = axum::Router::new().fallback(record).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -316,6 +324,7 @@ impl Receiver {
             rx: Mutex::new(rx),
             status,
             delay_ms,
+            extra,
         }
     }
 
@@ -326,6 +335,20 @@ impl Receiver {
     /// Answers only after `ms` milliseconds (the request is recorded when it arrives).
     pub fn delay(&self, ms: u64) {
         self.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Adds a header to every answer.
+    pub fn answer_header(&self, name: &str, value: &str) {
+        self.extra
+            .lock()
+            .unwrap()
+            .0
+            .push((name.into(), value.into()));
+    }
+
+    /// Answers with a body of `size` bytes.
+    pub fn answer_body_size(&self, size: usize) {
+        self.extra.lock().unwrap().1 = size;
     }
 
     pub fn answer(&self, status: u16) {
@@ -360,7 +383,7 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, &'static str) {
+) -> axum::response::Response {
     let _ = state.tx.send(Captured {
         method: method.to_string(),
         path: uri.to_string(),
@@ -372,5 +395,18 @@ async fn record(
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let status = StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap();
-    (status, "received")
+    let (headers, size) = state.extra.lock().unwrap().clone();
+    let body = if size == 0 {
+        "received".to_string()
+    } else {
+        "x".repeat(size)
+    };
+    let mut response = axum::response::IntoResponse::into_response((status, body));
+    for (name, value) in headers {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_str(&value).unwrap(),
+        );
+    }
+    response
 }

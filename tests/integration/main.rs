@@ -13,6 +13,7 @@ mod ops;
 mod pg;
 mod postgres;
 mod registry_e2e;
+mod reliability;
 mod ssrf;
 mod store_contract;
 mod web;

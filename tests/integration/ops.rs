@@ -496,6 +496,12 @@ async fn the_openapi_document_lists_every_route() {
             "delete",
             "/api/v1/namespaces/{ns}/webhooks/{id}/headers/{name}",
         ),
+        (
+            "post",
+            "/api/v1/namespaces/{ns}/webhooks/{id}/rotate-secret",
+        ),
+        ("post", "/api/v1/namespaces/{ns}/webhooks/{id}/recover"),
+        ("post", "/api/v1/namespaces/{ns}/webhooks/{id}/ping"),
         ("get", "/api/v1/namespaces/{ns}/webhooks/{id}/deliveries"),
         (
             "get",

@@ -113,6 +113,7 @@ fn new_webhook(name: &str, headers: Vec<StoredHeader>) -> NewWebhook {
         username: Some("bot".into()),
         password: Some(Sealed(vec![1, 0, 2, 255])),
         headers,
+        signing_secret: Sealed(vec![7, 0, 7]),
     }
 }
 

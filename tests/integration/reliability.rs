@@ -1,0 +1,467 @@
+//! Delivery that never loses an event: signatures, Retry-After, 410, auto-disable, bulk
+//! recovery, ping, the response cap, and a SIGKILL in the middle of a burst.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use herald::hooks::signing::{verify, SigningSecret};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const PUSH: &str = "distribution-2.8.2/push-manifest-tagged.json";
+
+fn push_with_id(i: usize) -> Vec<u8> {
+    String::from_utf8(fixture(PUSH))
+        .unwrap()
+        .replace("2045f19c", &format!("{i:08}"))
+        .into_bytes()
+}
+
+fn verifies(secret: &str, c: &Captured) -> bool {
+    let secret = SigningSecret::parse(secret).unwrap();
+    let id = c.header("webhook-id").unwrap();
+    let ts: i64 = c.header("webhook-timestamp").unwrap().parse().unwrap();
+    verify(
+        secret.as_bytes(),
+        id,
+        ts,
+        c.body.as_bytes(),
+        c.header("webhook-signature").unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn deliveries_are_signed_and_rotation_signs_with_both_secrets_for_a_while() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    let created = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "s", "url": rx.url("/")})),
+        )
+        .await;
+    let secret = created.body["signing_secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+    assert_eq!(created.body["signed"], true);
+    let id = created.body["id"].as_i64().unwrap();
+    let base = format!("/namespaces/acme/webhooks/{id}");
+    let shown = app.api("GET", &base, None).await.body;
+    assert!(
+        shown.get("signing_secret").is_none() && !shown.to_string().contains(&secret),
+        "shown once"
+    );
+    app.api("PATCH", &base, Some(json!({"enabled": true})))
+        .await;
+
+    app.post_envelope(push_with_id(1)).await;
+    let got = rx.next().await;
+    assert_eq!(got.header("webhook-id"), got.header("x-herald-delivery"));
+    let ts: i64 = got.header("webhook-timestamp").unwrap().parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() - ts).abs() < 60);
+    assert!(
+        verifies(&secret, &got),
+        "the signature verifies with the secret"
+    );
+    let mut tampered = got.clone();
+    tampered.body.push(' ');
+    assert!(
+        !verifies(&secret, &tampered),
+        "and only over the exact body"
+    );
+
+    let rotated = app
+        .api("POST", &format!("{base}/rotate-secret"), None)
+        .await;
+    assert_eq!(rotated.status, 200);
+    let new_secret = rotated.body["signing_secret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, secret);
+    assert!(rotated.body["previous_secret_valid_until"].is_string());
+    app.post_envelope(push_with_id(2)).await;
+    let got = rx.next().await;
+    assert_eq!(
+        got.header("webhook-signature").unwrap().split(' ').count(),
+        2
+    );
+    assert!(
+        verifies(&new_secret, &got) && verifies(&secret, &got),
+        "both secrets sign during the overlap"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_410_disables_the_webhook() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    rx.answer(503);
+    rx.answer_header("retry-after", "3");
+    app.create_namespace("acme").await;
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "busy", "url": rx.url("/")}))
+        .await;
+    app.post_envelope(push_with_id(1)).await;
+    rx.next().await;
+    let items = app
+        .wait_deliveries("acme", hook, |d| d[0]["state"] == "retrying")
+        .await;
+    let next = chrono::DateTime::parse_from_rfc3339(items[0]["next_attempt_at"].as_str().unwrap())
+        .unwrap();
+    let wait = next.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        wait.num_milliseconds() > 1500,
+        "the 200 ms schedule gave way to Retry-After: {wait}"
+    );
+
+    let gone = Receiver::start().await;
+    gone.answer(410);
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "gone", "url": gone.url("/")}))
+        .await;
+    app.post_envelope(push_with_id(2)).await;
+    gone.next().await;
+    let items = app
+        .wait_deliveries("acme", hook, |d| d[0]["state"] == "failed")
+        .await;
+    assert_eq!(items[0]["attempt_count"], 1, "410 is not retried");
+    let w = app
+        .api("GET", &format!("/namespaces/acme/webhooks/{hook}"), None)
+        .await
+        .body;
+    assert_eq!(w["enabled"], false);
+    let trail = app
+        .api("GET", "/activities?namespace=acme", None)
+        .await
+        .body;
+    let entry = &trail["items"][0];
+    assert_eq!(entry["action"], "webhook.auto_disabled");
+    assert_eq!(entry["actor"], "herald");
+    assert!(entry["detail"].as_str().unwrap().contains("410"));
+}
+
+#[tokio::test]
+async fn a_webhook_failing_for_too_long_is_disabled_and_reenabling_starts_afresh() {
+    let app = spawn_app_with(&[
+        "--auto-disable-after",
+        "1s",
+        "--retry-schedule",
+        "0s,700ms,700ms,700ms",
+    ])
+    .await;
+    let rx = Receiver::start().await;
+    rx.answer(500);
+    app.create_namespace("acme").await;
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "down", "url": rx.url("/")}))
+        .await;
+    let path = format!("/namespaces/acme/webhooks/{hook}");
+    app.post_envelope(push_with_id(1)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.api("GET", &path, None).await.body["enabled"] == true {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never auto-disabled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("herald_webhooks_auto_disabled_total 1"));
+    // Re-enabled, it gets a fresh period: one more failure does not disable it again.
+    app.api("PATCH", &path, Some(json!({"enabled": true})))
+        .await;
+    app.post_envelope(push_with_id(2)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(app.api("GET", &path, None).await.body["enabled"], true);
+}
+
+#[tokio::test]
+async fn failed_deliveries_of_a_window_can_be_recovered() {
+    let app = spawn_app_with(&["--retry-schedule", "0s"]).await;
+    let rx = Receiver::start().await;
+    rx.answer(500);
+    app.create_namespace("acme").await;
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "d", "url": rx.url("/")}))
+        .await;
+    for i in 0..3 {
+        app.post_envelope(push_with_id(i)).await;
+    }
+    app.wait_deliveries("acme", hook, |d| {
+        d.as_array().unwrap().len() == 3
+            && d.as_array().unwrap().iter().all(|x| x["state"] == "failed")
+    })
+    .await;
+    for _ in 0..3 {
+        rx.next().await;
+    }
+    rx.answer(200);
+    let base = format!("/namespaces/acme/webhooks/{hook}");
+    let bad = app
+        .api(
+            "POST",
+            &format!("{base}/recover"),
+            Some(json!({"since": "2030-01-01T00:00:00Z", "until": "2020-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let r = app
+        .api(
+            "POST",
+            &format!("{base}/recover"),
+            Some(json!({ "since": since })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["requeued"], 3);
+    for _ in 0..3 {
+        rx.next().await;
+    }
+    app.wait_deliveries("acme", hook, |d| {
+        d.as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["state"] == "succeeded")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ping_sends_a_synthetic_event_recorded_as_a_delivery() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "p", "url": rx.url("/"), "request_method": "POST"})),
+        )
+        .await;
+    let id = r.body["id"].as_i64().unwrap();
+    let ping = app
+        .api(
+            "POST",
+            &format!("/namespaces/acme/webhooks/{id}/ping"),
+            None,
+        )
+        .await;
+    assert_eq!(ping.status, 200, "{:?}", ping.body);
+    assert_eq!(
+        ping.body["state"], "succeeded",
+        "a ping works even before the webhook is enabled"
+    );
+    assert_eq!(ping.body["event"]["action"], "ping");
+    let got = rx.next().await;
+    assert_eq!(got.header("x-herald-event"), Some("ping"));
+    assert_eq!(got.json()["target"]["repository"], "acme/herald-ping");
+    let list = app
+        .api(
+            "GET",
+            &format!("/namespaces/acme/webhooks/{id}/deliveries"),
+            None,
+        )
+        .await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn huge_responses_are_cut_at_64_kib() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    rx.answer_body_size(4 * 1024 * 1024);
+    app.create_namespace("acme").await;
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "big", "url": rx.url("/")}))
+        .await;
+    app.post_envelope(push_with_id(1)).await;
+    let items = app
+        .wait_deliveries("acme", hook, |d| d[0]["state"] == "succeeded")
+        .await;
+    let detail = app
+        .api(
+            "GET",
+            &format!(
+                "/namespaces/acme/webhooks/{hook}/deliveries/{}",
+                items[0]["id"]
+            ),
+            None,
+        )
+        .await
+        .body;
+    let attempt = &detail["attempts"][0];
+    assert_eq!(attempt["response_body"].as_str().unwrap().len(), 64 * 1024);
+    assert_eq!(attempt["response_truncated"], true);
+}
+
+fn herald_cmd(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.env("HERALD_DATA_DIR", dir)
+        .env_remove("HERALD_LISTEN")
+        .env_remove("HERALD_CONFIG");
+    cmd
+}
+
+#[tokio::test]
+async fn sigkill_mid_burst_loses_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut create = herald_cmd(dir.path())
+        .args(["user", "create", "admin", "--admin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"admin-password\n")
+        .unwrap();
+    assert!(create.wait().unwrap().success());
+    let token = String::from_utf8(
+        herald_cmd(dir.path())
+            .args(["token", "create", "admin"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let token = token.trim().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = || {
+        herald_cmd(dir.path())
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--registry-token",
+                "tok",
+            ])
+            .args([
+                "--delivery-allow-networks",
+                "127.0.0.1/32",
+                "--delivery-timeout",
+                "2s",
+                "--delivery-lease",
+                "3s",
+            ])
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let rx = Receiver::start().await;
+    let mut herald = start();
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let api = |method: reqwest::Method, path: String, body: Value| {
+        http.request(method, format!("{base}/api/v1{path}"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    api(
+        reqwest::Method::POST,
+        "/namespaces".into(),
+        json!({"name": "acme"}),
+    )
+    .await
+    .unwrap();
+    let hook: Value = serde_json::from_slice(
+        &api(
+            reqwest::Method::POST,
+            "/namespaces/acme/webhooks".into(),
+            json!({"name": "d", "url": rx.url("/")}),
+        )
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    api(
+        reqwest::Method::PATCH,
+        format!("/namespaces/acme/webhooks/{}", hook["id"]),
+        json!({"enabled": true}),
+    )
+    .await
+    .unwrap();
+
+    // A registry-like client: each envelope is retried until a 2xx, across the crash.
+    const N: usize = 200;
+    let mut killed = false;
+    for i in 0..N {
+        if i == N / 2 {
+            Command::new("kill")
+                .args(["-KILL", &herald.id().to_string()])
+                .status()
+                .unwrap();
+            herald.wait().unwrap();
+            herald = start();
+            killed = true;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let res = http
+                .post(format!("{base}/v2/webhooks/events"))
+                .bearer_auth("tok")
+                .header(
+                    "content-type",
+                    "application/vnd.docker.distribution.events.v1+json",
+                )
+                .body(push_with_id(i))
+                .send()
+                .await;
+            if matches!(&res, Ok(r) if r.status().is_success()) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "envelope {i} never accepted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(killed);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    while seen.len() < N {
+        let c = rx
+            .next_within(Duration::from_secs(20))
+            .await
+            .expect("every accepted event arrives");
+        *seen
+            .entry(c.json()["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let twice = seen.values().filter(|&&n| n > 1).count();
+    println!("SIGKILL mid-burst: {N} events, all delivered, {twice} more than once");
+    let _ = herald.kill();
+    let _ = herald.wait();
+}
