@@ -303,6 +303,22 @@ mod tests {
         assert_eq!(events[2].disposition, Disposition::Skip("blob push".into()));
     }
 
+    /// Found by fuzzing: JSON allows numbers of any size, serde_json's `Value` does not. Such
+    /// a number must neither refuse the envelope (the registry would retry it forever) nor
+    /// stop an event from being forwarded verbatim.
+    #[test]
+    fn numbers_out_of_f64_range_are_kept_verbatim() {
+        let body = br#"{"events":[
+            7e+831773,
+            {"id":"h","action":"push","target":{"repository":"acme/x","tag":"v1","size":3},"extra":7e+831773}
+        ]}"#;
+        let events = parse_envelope(body).unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(matches!(events[0].disposition, Disposition::Ignore(_)));
+        assert_eq!(events[1].disposition, Disposition::Deliver);
+        assert!(events[1].body.ends_with(r#""extra":7e+831773}"#));
+    }
+
     #[test]
     fn odd_events_are_ignored_with_a_reason_not_refused() {
         let body = br#"{"events":[
