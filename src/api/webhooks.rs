@@ -38,6 +38,10 @@ pub struct WebhookView {
     pub updated_at: DateTime<Utc>,
     /// What the caller may do with this webhook, so clients can show only usable controls.
     pub permissions: WebhookPermissions,
+    /// Which events the webhook gets.
+    pub filters: crate::hooks::filters::Filters,
+    pub format: crate::hooks::formats::Format,
+    pub template: Option<String>,
     /// Whether deliveries carry Standard Webhooks signatures.
     pub signed: bool,
     /// The signing secret (`whsec_...`): only in the answer that created or rotated it.
@@ -96,6 +100,9 @@ impl WebhookView {
             updated_at: w.updated_at,
             permissions,
             signed: !w.signing_secrets.is_empty(),
+            filters: w.filters,
+            format: w.format,
+            template: w.template,
             signing_secret: None,
             previous_secret_valid_until: w.previous_secret_until.filter(|t| *t > Utc::now()),
         })

@@ -309,7 +309,7 @@ impl Dispatcher {
                     .abandon(
                         delivery_id,
                         lease,
-                        &format!("the webhook's secrets could not be read: {e}"),
+                        &format!("the request could not be built: {e}"),
                     )
                     .await
             }

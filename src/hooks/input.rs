@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::hooks::filters::Filters;
+use crate::hooks::formats::{validate_template, Format};
 use crate::hooks::types::{
     ContentType, HeaderName, HeaderValue, Invalid, RequestMethod, WebhookName, WebhookUrl,
 };
@@ -26,6 +28,13 @@ pub struct WebhookInput {
     pub password: Option<Option<String>>,
     pub headers: Option<BTreeMap<String, String>>,
     pub enabled: Option<bool>,
+    /// Which events the webhook wants; fields left out take their defaults.
+    pub filters: Option<Filters>,
+    /// `registry-event` (default), `registry-envelope`, `cloudevents`, `slack` or `template`.
+    pub format: Option<String>,
+    /// A minijinja template for the `template` format.
+    #[serde(default, deserialize_with = "double_option")]
+    pub template: Option<Option<String>>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -77,6 +86,26 @@ impl WebhookInput {
         let username = p.take(parse_username(flat(&self.username)));
         let password = p.take(parse_password(flat(&self.password), cipher));
         let headers = p.take(parse_headers(&self.headers.unwrap_or_default(), cipher));
+        let filters = p
+            .take(self.filters.unwrap_or_default().validate())
+            .unwrap_or_default();
+        let format = p
+            .take(
+                self.format
+                    .as_deref()
+                    .map_or(Ok(Format::default()), Format::parse),
+            )
+            .unwrap_or_default();
+        let template = self.template.flatten().filter(|t| !t.trim().is_empty());
+        if let Some(t) = &template {
+            p.take(validate_template(t));
+        }
+        if format == Format::Template && template.is_none() {
+            p.0.push(Invalid::new(
+                "template",
+                "the template format needs a template",
+            ));
+        }
         match (name, url, method, content_type, username, password, headers) {
             (
                 Some(name),
@@ -96,6 +125,9 @@ impl WebhookInput {
                 headers,
                 signing_secret: cipher
                     .seal(&crate::hooks::signing::SigningSecret::generate().to_whsec()),
+                filters,
+                format,
+                template,
             }),
             _ => Err(p.0),
         }
@@ -134,7 +166,19 @@ impl WebhookInput {
                 .as_ref()
                 .and_then(|h| p.take(parse_headers(h, cipher))),
             enabled: self.enabled,
+            filters: self.filters.clone().and_then(|f| p.take(f.validate())),
+            format: self
+                .format
+                .as_deref()
+                .and_then(|f| p.take(Format::parse(f))),
+            template: self
+                .template
+                .clone()
+                .map(|t| t.filter(|t| !t.trim().is_empty())),
         };
+        if let Some(Some(t)) = &patch.template {
+            p.take(validate_template(t));
+        }
         if p.0.is_empty() {
             Ok(patch)
         } else {
@@ -212,6 +256,9 @@ pub fn audit_for_patch(actor: &str, patch: &WebhookPatch) -> Audit {
         ("password", patch.password.is_some()),
         ("headers", patch.headers.is_some()),
         ("enabled", patch.enabled.is_some()),
+        ("filters", patch.filters.is_some()),
+        ("format", patch.format.is_some()),
+        ("template", patch.template.is_some()),
     ];
     let changed: Vec<&str> = fields
         .iter()

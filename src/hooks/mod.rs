@@ -1,5 +1,7 @@
 //! The webhook domain: validated types and how an event becomes a request.
 
+pub mod filters;
+pub mod formats;
 pub mod input;
 pub mod payload;
 #[cfg(test)]

@@ -3,8 +3,8 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
-use crate::hooks::signing;
 use crate::hooks::types::{ContentType, RequestMethod};
+use crate::hooks::{formats, signing};
 use crate::secrets::Cipher;
 use crate::store::{StoredRequest, Webhook};
 
@@ -59,17 +59,23 @@ pub fn render(
     action: &str,
     event_body: &str,
 ) -> Result<OutgoingRequest, String> {
+    let rendered = formats::render(webhook.format, webhook.template.as_deref(), event_body)?;
     let (body, body_is_event) = match webhook.content_type {
-        ContentType::Json => (event_body.to_string(), true),
+        ContentType::Json => (rendered.body, rendered.body_is_event),
         ContentType::Form => {
             let encoded: String =
-                url::form_urlencoded::byte_serialize(event_body.as_bytes()).collect();
+                url::form_urlencoded::byte_serialize(rendered.body.as_bytes()).collect();
             (format!("payload={encoded}"), false)
         }
     };
+    // CloudEvents names its own media type in structured mode.
+    let content_type = match (webhook.content_type, rendered.content_type) {
+        (ContentType::Json, Some(ct)) => ct,
+        (ct, _) => ct.as_str(),
+    };
     let mut headers = vec![OutgoingHeader {
         name: "Content-Type".into(),
-        value: webhook.content_type.as_str().into(),
+        value: content_type.into(),
         secret: false,
     }];
     if let (Some(user), Some(sealed)) = (&webhook.username, &webhook.password) {
@@ -164,6 +170,9 @@ mod tests {
             signing_secrets: vec![],
             previous_secret_until: None,
             failing_since: None,
+            filters: Default::default(),
+            format: Default::default(),
+            template: None,
         }
     }
 

@@ -7,6 +7,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::hooks::filters::EventFacts;
 use crate::hooks::types::NamespaceName;
 
 /// Media types of manifests: pushes of these trigger webhooks, blob pushes do not.
@@ -48,7 +49,8 @@ pub fn split_envelope(body: &[u8]) -> Result<Vec<&RawValue>, EnvelopeError> {
 }
 
 /// The registry's actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     Push,
     Pull,
@@ -102,6 +104,8 @@ pub struct IncomingEvent {
     /// The event object exactly as the registry sent it: this is the webhook body.
     pub body: String,
     pub disposition: Disposition,
+    /// What per-webhook filters look at; `None` for ignored events.
+    pub facts: Option<EventFacts>,
 }
 
 /// The fields Herald reads; everything else in the event is kept in `body` untouched.
@@ -112,6 +116,13 @@ struct EventFields {
     action: Option<String>,
     target: Option<TargetFields>,
     actor: Option<ActorFields>,
+    request: Option<RequestFields>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RequestFields {
+    method: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -145,6 +156,7 @@ impl IncomingEvent {
             actor: None,
             body,
             disposition: Disposition::Deliver,
+            facts: None,
         };
         if !event.body.trim_start().starts_with('{') {
             event.disposition = Disposition::Ignore("the event is not a JSON object".into());
@@ -168,7 +180,11 @@ impl IncomingEvent {
         event.digest = non_empty(target.digest);
         event.media_type = non_empty(target.media_type);
         event.actor = fields.actor.and_then(|a| non_empty(a.name));
+        let request_method = fields.request.and_then(|r| r.method);
         event.disposition = event.decide(target.url.as_deref());
+        if !matches!(event.disposition, Disposition::Ignore(_)) {
+            event.facts = event.facts(target.url.as_deref(), request_method);
+        }
         event
     }
 
@@ -196,6 +212,28 @@ impl IncomingEvent {
             Action::Pull => Disposition::Skip("pull".into()),
             Action::Mount => Disposition::Skip("blob mount".into()),
         }
+    }
+
+    /// The facts filters need, for a usable event.
+    fn facts(&self, url: Option<&str>, request_method: Option<String>) -> Option<EventFacts> {
+        let action = Action::parse(self.action.as_deref()?)?;
+        let repository = self.repository.as_deref()?;
+        let namespace = self.namespace.as_ref()?;
+        let path = if namespace.is_global() {
+            repository.to_string()
+        } else {
+            repository
+                .split_once('/')
+                .map(|(_, rest)| rest.to_string())
+                .unwrap_or_default()
+        };
+        Some(EventFacts {
+            action,
+            path,
+            tag: self.tag.clone(),
+            is_manifest: self.is_manifest(url),
+            request_method,
+        })
     }
 
     /// A manifest by its media type; without one, by its URL or tag (only manifests have tags).

@@ -12,10 +12,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::hooks::filters::Filters;
+use crate::hooks::formats::Format;
 use crate::hooks::types::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
-use crate::registry::envelope::IncomingEvent;
+use crate::registry::envelope::{Disposition, IncomingEvent};
 use crate::secrets::Sealed;
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +167,9 @@ pub struct Webhook {
     pub previous_secret_until: Option<DateTime<Utc>>,
     /// Since when every attempt has failed; `None` while healthy.
     pub failing_since: Option<DateTime<Utc>>,
+    pub filters: Filters,
+    pub format: Format,
+    pub template: Option<String>,
 }
 
 /// What an attempt says about a webhook's health.
@@ -186,6 +191,9 @@ pub struct NewWebhook {
     pub password: Option<Sealed>,
     pub headers: Vec<StoredHeader>,
     pub signing_secret: Sealed,
+    pub filters: Filters,
+    pub format: Format,
+    pub template: Option<String>,
 }
 
 /// A partial update: `None` leaves a field as it is; `Some(None)` clears an optional one.
@@ -199,6 +207,9 @@ pub struct WebhookPatch {
     pub password: Option<Option<Sealed>>,
     pub headers: Option<Vec<StoredHeader>>,
     pub enabled: Option<bool>,
+    pub filters: Option<Filters>,
+    pub format: Option<Format>,
+    pub template: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -670,6 +681,74 @@ pub(crate) fn lease_lost(delivery_id: i64) -> StoreError {
     StoreError::Conflict(format!(
         "the claim on delivery {delivery_id} was lost: it expired and the delivery was claimed again"
     ))
+}
+
+/// An enabled webhook as ingest weighs it.
+pub(crate) struct Candidate {
+    pub id: i64,
+    pub filters: Filters,
+}
+
+impl Candidate {
+    /// Filters are stored as JSON, NULL meaning the defaults.
+    pub(crate) fn new(id: i64, filters: Option<&str>) -> Self {
+        Self {
+            id,
+            filters: parse_filters(filters),
+        }
+    }
+}
+
+pub(crate) fn parse_filters(json: Option<&str>) -> Filters {
+    json.and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default()
+}
+
+pub(crate) fn filters_json(filters: &Filters) -> Option<String> {
+    (!filters.is_default()).then(|| serde_json::to_string(filters).unwrap_or_default())
+}
+
+/// An event's fate: its status, the reason, and the webhooks that get a delivery.
+/// `candidates` is `None` when the event's namespace does not exist.
+pub(crate) fn decide(
+    event: &IncomingEvent,
+    candidates: Option<&[Candidate]>,
+) -> (&'static str, Option<String>, Vec<i64>) {
+    let default_skip = match &event.disposition {
+        Disposition::Ignore(r) => return ("ignored", Some(r.clone()), Vec::new()),
+        Disposition::Skip(r) => Some(r.clone()),
+        Disposition::Deliver => None,
+    };
+    let Some(candidates) = candidates else {
+        let ns = event
+            .namespace
+            .as_ref()
+            .map(|n| n.as_str())
+            .unwrap_or_default();
+        return (
+            "skipped",
+            default_skip.or_else(|| Some(format!("namespace '{ns}' does not exist"))),
+            Vec::new(),
+        );
+    };
+    let matching: Vec<i64> = match &event.facts {
+        Some(facts) => candidates
+            .iter()
+            .filter(|c| c.filters.matches(facts))
+            .map(|c| c.id)
+            .collect(),
+        None => Vec::new(),
+    };
+    match (matching.is_empty(), default_skip) {
+        (false, _) => ("accepted", None, matching),
+        (true, Some(reason)) => ("skipped", Some(reason), Vec::new()),
+        (true, None) if !candidates.is_empty() => (
+            "skipped",
+            Some("no enabled webhook's filters match".into()),
+            Vec::new(),
+        ),
+        (true, None) => ("accepted", None, Vec::new()),
+    }
 }
 
 pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {

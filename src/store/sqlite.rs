@@ -89,12 +89,16 @@ fn webhook_from_row(row: &SqliteRow, headers: Vec<StoredHeader>) -> StoreResult<
         signing_secrets,
         previous_secret_until: previous_until,
         failing_since: opt_ms(row.try_get("failing_since")?),
+        filters: parse_filters(row.try_get::<Option<String>, _>("filters")?.as_deref()),
+        format: Format::parse(&row.try_get::<String, _>("format")?).unwrap_or_default(),
+        template: row.try_get("template")?,
     })
 }
 
 const WEBHOOK_SELECT: &str = "SELECT w.id, n.name AS namespace, w.name, w.url, w.request_method, \
      w.content_type, w.username, w.password, w.enabled, w.created_at, w.updated_at, \
-     w.signing_secret, w.previous_signing_secret, w.previous_secret_until, w.failing_since \
+     w.signing_secret, w.previous_signing_secret, w.previous_secret_until, w.failing_since, \
+     w.filters, w.format, w.template \
      FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id";
 
 const DELIVERY_SELECT: &str = "SELECT d.id, d.webhook_id, d.state, d.attempts, d.last_status, \
@@ -209,37 +213,42 @@ impl Store for SqliteStore {
     ) -> StoreResult<IngestSummary> {
         let mut summary = IngestSummary::default();
         let mut tx = self.write.begin().await?;
+        // One lookup per namespace per envelope.
+        let mut cache: std::collections::HashMap<String, Option<Vec<Candidate>>> =
+            std::collections::HashMap::new();
         for event in events {
             // Decide the event's fate before storing it, so the row says why.
-            let mut webhooks: Vec<i64> = Vec::new();
-            let (status, reason) = match &event.disposition {
-                Disposition::Ignore(r) => ("ignored", Some(r.clone())),
-                Disposition::Skip(r) => ("skipped", Some(r.clone())),
-                Disposition::Deliver => {
-                    let ns = event
-                        .namespace
-                        .as_ref()
-                        .map(|n| n.as_str())
-                        .unwrap_or_default();
-                    let ns_id: Option<i64> =
-                        sqlx::query_scalar("SELECT id FROM namespaces WHERE name = ?")
-                            .bind(ns)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    match ns_id {
-                        None => ("skipped", Some(format!("namespace '{ns}' does not exist"))),
-                        Some(id) => {
-                            webhooks = sqlx::query_scalar(
-                                "SELECT id FROM webhooks WHERE namespace_id = ? AND enabled = 1",
-                            )
-                            .bind(id)
-                            .fetch_all(&mut *tx)
-                            .await?;
-                            ("accepted", None)
-                        }
+            let candidates = match (&event.disposition, &event.namespace) {
+                (Disposition::Ignore(_), _) | (_, None) => None,
+                (_, Some(ns)) => {
+                    if !cache.contains_key(ns.as_str()) {
+                        let ns_id: Option<i64> =
+                            sqlx::query_scalar("SELECT id FROM namespaces WHERE name = ?")
+                                .bind(ns.as_str())
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        let found = match ns_id {
+                            None => None,
+                            Some(id) => {
+                                let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+                                    "SELECT id, filters FROM webhooks WHERE namespace_id = ? AND enabled = 1",
+                                )
+                                .bind(id)
+                                .fetch_all(&mut *tx)
+                                .await?;
+                                Some(
+                                    rows.into_iter()
+                                        .map(|(id, f)| Candidate::new(id, f.as_deref()))
+                                        .collect::<Vec<_>>(),
+                                )
+                            }
+                        };
+                        cache.insert(ns.as_str().to_string(), found);
                     }
+                    cache.get(ns.as_str()).and_then(|c| c.as_deref())
                 }
             };
+            let (status, reason, webhooks) = decide(event, candidates);
             let inserted: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO events (registry_id, action, repository, namespace, tag, digest, \
                  media_type, actor, status, reason, body, received_at) \
@@ -420,8 +429,8 @@ impl Store for SqliteStore {
         let ctx = NsContext::load(&mut tx, namespace).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO webhooks (namespace_id, name, url, request_method, content_type, \
-             username, password, enabled, created_at, updated_at, signing_secret) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) RETURNING id",
+             username, password, enabled, created_at, updated_at, signing_secret, filters, format, \
+             template) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(ctx.id)
         .bind(new.name.as_str())
@@ -433,6 +442,9 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(now)
         .bind(&new.signing_secret.0)
+        .bind(filters_json(&new.filters))
+        .bind(new.format.as_str())
+        .bind(&new.template)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, || taken_webhook_name(new.name.as_str(), namespace)))?;
@@ -463,10 +475,14 @@ impl Store for SqliteStore {
         let username = patch.username.unwrap_or(current.username);
         let password = patch.password.unwrap_or(current.password);
         let enabled = patch.enabled.unwrap_or(current.enabled);
+        let filters = patch.filters.unwrap_or(current.filters);
+        let format = patch.format.unwrap_or(current.format);
+        let template = patch.template.unwrap_or(current.template);
         let mut tx = self.write.begin().await?;
         sqlx::query(
             "UPDATE webhooks SET name = ?, url = ?, request_method = ?, content_type = ?, \
-             username = ?, password = ?, enabled = ?, updated_at = ?, \
+             username = ?, password = ?, enabled = ?, updated_at = ?, filters = ?, format = ?, \
+             template = ?, \
              failing_since = CASE WHEN enabled = 0 THEN NULL ELSE failing_since END WHERE id = ?",
         )
         .bind(name.as_str())
@@ -477,6 +493,9 @@ impl Store for SqliteStore {
         .bind(password.as_ref().map(|s| s.0.clone()))
         .bind(enabled)
         .bind(to_ms(Utc::now()))
+        .bind(filters_json(&filters))
+        .bind(format.as_str())
+        .bind(&template)
         .bind(id)
         .execute(&mut *tx)
         .await

@@ -228,6 +228,9 @@ fn webhook_row(w: &Webhook) -> Value {
         id => w.id,
         name => w.name,
         url => w.url,
+        filters => w.filters,
+        format => w.format,
+        template => w.template,
         request_method => w.request_method,
         content_type => w.content_type,
         username => w.username,
@@ -278,6 +281,31 @@ pub struct WebhookForm {
     password: String,
     #[serde(default)]
     clear_password: Option<String>,
+    #[serde(default)]
+    format: String,
+    #[serde(default)]
+    template: String,
+    /// Present when the form carries the filter fields (the edit form does).
+    #[serde(default)]
+    filters_present: Option<String>,
+    #[serde(default)]
+    action_push: Option<String>,
+    #[serde(default)]
+    action_delete: Option<String>,
+    #[serde(default)]
+    action_pull: Option<String>,
+    #[serde(default)]
+    action_mount: Option<String>,
+    #[serde(default)]
+    repositories: String,
+    #[serde(default)]
+    tags: String,
+    #[serde(default)]
+    media: String,
+    #[serde(default)]
+    include_head_requests: Option<String>,
+    #[serde(default)]
+    match_untagged: Option<String>,
 }
 
 impl WebhookForm {
@@ -288,7 +316,48 @@ impl WebhookForm {
             ("request_method".to_string(), self.request_method.clone()),
             ("content_type".to_string(), self.content_type.clone()),
             ("username".to_string(), self.username.clone()),
+            ("format".to_string(), self.format.clone()),
+            ("template".to_string(), self.template.clone()),
+            ("repositories".to_string(), self.repositories.clone()),
+            ("tags".to_string(), self.tags.clone()),
         ])
+    }
+
+    /// The filters of the edit form; `None` when the form has no filter fields.
+    fn filters(&self) -> Option<crate::hooks::filters::Filters> {
+        use crate::hooks::filters::{Filters, Media};
+        use crate::registry::envelope::Action;
+        self.filters_present.as_ref()?;
+        let list = |s: &str| -> Vec<String> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let mut actions = Vec::new();
+        for (on, action) in [
+            (&self.action_push, Action::Push),
+            (&self.action_delete, Action::Delete),
+            (&self.action_pull, Action::Pull),
+            (&self.action_mount, Action::Mount),
+        ] {
+            if on.is_some() {
+                actions.push(action);
+            }
+        }
+        Some(Filters {
+            actions,
+            repositories: list(&self.repositories),
+            tags: list(&self.tags),
+            media: if self.media == "all" {
+                Media::All
+            } else {
+                Media::Manifests
+            },
+            include_head_requests: self.include_head_requests.is_some(),
+            match_untagged: self.match_untagged.is_some(),
+        })
     }
 }
 
@@ -301,6 +370,7 @@ pub async fn create_webhook(
     web.check_csrf(&form.csrf)?;
     let access = namespace_access(&state, &web.user, &ns, NamespaceAction::CreateWebhook).await?;
     let values = form.values();
+    let filters = form.filters();
     let input = WebhookInput {
         name: Some(form.name),
         url: Some(form.url),
@@ -310,6 +380,9 @@ pub async fn create_webhook(
         password: Some(Some(form.password)),
         headers: None,
         enabled: None,
+        filters,
+        format: Some(form.format.clone()).filter(|f| !f.is_empty()),
+        template: Some(Some(form.template.clone())),
     };
     let new = match input.into_new(&state.cipher) {
         Ok(new) => new,
@@ -451,6 +524,7 @@ pub async fn edit_webhook(
     let (access, hook) =
         load_webhook(&state, &web, &ns, &id, NamespaceAction::UpdateWebhook).await?;
     let values = form.values();
+    let filters = form.filters();
     let password = if form.clear_password.is_some() {
         Some(None)
     } else if form.password.is_empty() {
@@ -467,6 +541,9 @@ pub async fn edit_webhook(
         password,
         headers: None,
         enabled: None,
+        filters,
+        format: Some(form.format).filter(|f| !f.is_empty()),
+        template: Some(Some(form.template)),
     };
     let patch = match input.into_patch(&state.cipher) {
         Ok(p) => p,

@@ -5,6 +5,7 @@ mod authz;
 mod browser;
 mod cli;
 mod deliveries;
+mod filters;
 mod helpers;
 mod ingest;
 mod multiprocess;

@@ -98,24 +98,8 @@ fn run(cmd: &mut Command) {
     );
 }
 
-#[tokio::test]
-async fn push_and_delete_through_the_real_registry() {
-    let Some((registry_bin, skopeo)) = tools() else {
-        return;
-    };
-    let app = spawn_app().await;
-    let acme = Receiver::start().await;
-    let other = Receiver::start().await;
-    app.create_namespace("acme").await;
-    app.create_namespace("other").await;
-    app.enabled_webhook(
-        "acme",
-        json!({"name": "deploy", "url": acme.url("/hook"), "request_method": "POST"}),
-    )
-    .await;
-    app.enabled_webhook("other", json!({"name": "other", "url": other.url("/")}))
-        .await;
-
+/// A registry notifying `app`, on a free port, with its own storage; killed on drop.
+async fn start_registry(app: &TestApp, registry_bin: &str) -> (tempfile::TempDir, u16, Registry) {
     let work = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -133,8 +117,8 @@ async fn push_and_delete_through_the_real_registry() {
     let config_path = work.path().join("config.yml");
     std::fs::write(&config_path, config).unwrap();
     let log = std::fs::File::create(work.path().join("registry.log")).unwrap();
-    let _registry = Registry(
-        Command::new(&registry_bin)
+    let registry = Registry(
+        Command::new(registry_bin)
             .arg("serve")
             .arg(&config_path)
             .stdout(Stdio::null())
@@ -155,6 +139,70 @@ async fn push_and_delete_through_the_real_registry() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    (work, port, registry)
+}
+
+#[tokio::test]
+async fn a_tag_filtered_webhook_fires_for_v1_0_and_not_for_latest() {
+    let Some((registry_bin, skopeo)) = tools() else {
+        return;
+    };
+    let app = spawn_app().await;
+    let releases = Receiver::start().await;
+    app.create_namespace("acme").await;
+    app.enabled_webhook(
+        "acme",
+        json!({"name": "releases", "url": releases.url("/"), "filters": {"tags": ["v*"]}}),
+    )
+    .await;
+    let (work, port, _registry) = start_registry(&app, &registry_bin).await;
+    let layout = work.path().join("image");
+    write_image_layout(&layout);
+    for tag in ["latest", "v1.0"] {
+        run(Command::new(&skopeo)
+            .args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:1.0", layout.display()))
+            .arg(format!("docker://127.0.0.1:{port}/acme/web:{tag}")));
+    }
+    let got = releases
+        .next_within(Duration::from_secs(20))
+        .await
+        .expect("the v1.0 push arrived");
+    let event = got.json();
+    assert_eq!(event["action"], "push");
+    assert_eq!(event["target"]["tag"], "v1.0");
+    releases.assert_quiet(Duration::from_millis(1500)).await;
+    // Herald saw the latest push and recorded why nothing was sent.
+    let events = app.api("GET", "/events?limit=500", None).await.body;
+    let latest = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["tag"] == "latest" && e["action"] == "push")
+        .expect("the latest push is stored");
+    assert_eq!(latest["reason"], "no enabled webhook's filters match");
+}
+
+#[tokio::test]
+async fn push_and_delete_through_the_real_registry() {
+    let Some((registry_bin, skopeo)) = tools() else {
+        return;
+    };
+    let app = spawn_app().await;
+    let acme = Receiver::start().await;
+    let other = Receiver::start().await;
+    app.create_namespace("acme").await;
+    app.create_namespace("other").await;
+    app.enabled_webhook(
+        "acme",
+        json!({"name": "deploy", "url": acme.url("/hook"), "request_method": "POST"}),
+    )
+    .await;
+    app.enabled_webhook("other", json!({"name": "other", "url": other.url("/")}))
+        .await;
+
+    let (work, port, _registry) = start_registry(&app, &registry_bin).await;
 
     let layout = work.path().join("image");
     write_image_layout(&layout);

@@ -114,6 +114,9 @@ fn new_webhook(name: &str, headers: Vec<StoredHeader>) -> NewWebhook {
         password: Some(Sealed(vec![1, 0, 2, 255])),
         headers,
         signing_secret: Sealed(vec![7, 0, 7]),
+        filters: Default::default(),
+        format: Default::default(),
+        template: None,
     }
 }
 
