@@ -134,6 +134,10 @@ pub struct Config {
     #[arg(long, env = "HERALD_ALLOW_SIGNUP", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub allow_signup: bool,
 
+    /// A PEM file of CA certificates trusted for deliveries, beside the built-in roots.
+    #[arg(long, env = "HERALD_DELIVERY_CA_BUNDLE", global = true)]
+    pub delivery_ca_bundle: Option<PathBuf>,
+
     /// A webhook whose deliveries have all failed for this long is disabled (and the audit
     /// trail says so); enabling it again starts afresh.
     #[arg(long, env = "HERALD_AUTO_DISABLE_AFTER", default_value = "5d", value_parser = humantime::parse_duration, global = true)]

@@ -80,6 +80,23 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store)
 }
 
+/// The operator's extra CA certificates for deliveries, if any.
+fn ca_bundle(config: &Config) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let Some(path) = &config.delivery_ca_bundle else {
+        return Ok(Vec::new());
+    };
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read the CA bundle {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("{} holds no usable PEM certificates", path.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "{} holds no certificates",
+        path.display()
+    );
+    Ok(certs)
+}
+
 pub fn registry_token(config: &Config) -> anyhow::Result<RegistryToken> {
     std::fs::create_dir_all(&config.data_dir)?;
     RegistryToken::load_or_create(&config.data_dir, config.registry_token.as_deref())
@@ -117,6 +134,7 @@ impl Application {
             config.delivery_connect_timeout,
             config.delivery_timeout,
             SsrfGuard::new(allow),
+            &ca_bundle(&config)?,
         )?;
         let metrics = Arc::new(metrics::Metrics::default());
         let dispatcher = Dispatcher::new(

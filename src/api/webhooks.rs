@@ -42,6 +42,10 @@ pub struct WebhookView {
     pub filters: crate::hooks::filters::Filters,
     pub format: crate::hooks::formats::Format,
     pub template: Option<String>,
+    /// Whether the receiver's TLS certificate is verified.
+    pub tls_verify: bool,
+    /// Things an operator should know, e.g. that certificates are not verified.
+    pub warnings: Vec<String>,
     /// Whether deliveries carry Standard Webhooks signatures.
     pub signed: bool,
     /// The signing secret (`whsec_...`): only in the answer that created or rotated it.
@@ -100,6 +104,12 @@ impl WebhookView {
             updated_at: w.updated_at,
             permissions,
             signed: !w.signing_secrets.is_empty(),
+            tls_verify: w.tls_verify,
+            warnings: if w.tls_verify {
+                Vec::new()
+            } else {
+                vec!["TLS certificates are not verified: anyone on the path can read and change these requests".into()]
+            },
             filters: w.filters,
             format: w.format,
             template: w.template,

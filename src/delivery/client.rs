@@ -23,28 +23,39 @@ pub struct ReceiverResponse {
 #[derive(Clone)]
 pub struct HttpSender {
     client: reqwest::Client,
+    /// For webhooks that opted out of certificate verification.
+    insecure: reqwest::Client,
     total_timeout: Duration,
     guard: SsrfGuard,
 }
 
 impl HttpSender {
+    /// `extra_roots` are trusted beside the built-in roots (an operator's CA bundle).
     pub fn new(
         connect_timeout: Duration,
         total_timeout: Duration,
         guard: SsrfGuard,
+        extra_roots: &[reqwest::Certificate],
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver::new(guard.clone())))
-            // Through a proxy the guard would vet the proxy, not the receiver: connect directly.
-            .no_proxy()
-            .connect_timeout(connect_timeout)
-            .timeout(total_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(32)
-            .build()?;
+        let build = |verify: bool| {
+            let mut builder = reqwest::Client::builder()
+                .dns_resolver(Arc::new(GuardedResolver::new(guard.clone())))
+                // Through a proxy the guard would vet the proxy, not the receiver: connect directly.
+                .no_proxy()
+                .connect_timeout(connect_timeout)
+                .timeout(total_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(32)
+                .danger_accept_invalid_certs(!verify);
+            for cert in extra_roots {
+                builder = builder.add_root_certificate(cert.clone());
+            }
+            builder.build()
+        };
         Ok(Self {
-            client,
+            client: build(true)?,
+            insecure: build(false)?,
             total_timeout,
             guard,
         })
@@ -60,7 +71,12 @@ impl HttpSender {
             RequestMethod::Get => reqwest::Method::GET,
             RequestMethod::Post => reqwest::Method::POST,
         };
-        let mut builder = self.client.request(method, &request.url);
+        let client = if request.tls_verify {
+            &self.client
+        } else {
+            &self.insecure
+        };
+        let mut builder = client.request(method, &request.url);
         for h in &request.headers {
             builder = builder.header(&h.name, &h.value);
         }

@@ -35,6 +35,8 @@ pub struct WebhookInput {
     /// A minijinja template for the `template` format.
     #[serde(default, deserialize_with = "double_option")]
     pub template: Option<Option<String>>,
+    /// `false` skips TLS certificate verification for this webhook (shown as a warning).
+    pub tls_verify: Option<bool>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -128,6 +130,7 @@ impl WebhookInput {
                 filters,
                 format,
                 template,
+                tls_verify: self.tls_verify.unwrap_or(true),
             }),
             _ => Err(p.0),
         }
@@ -175,6 +178,7 @@ impl WebhookInput {
                 .template
                 .clone()
                 .map(|t| t.filter(|t| !t.trim().is_empty())),
+            tls_verify: self.tls_verify,
         };
         if let Some(Some(t)) = &patch.template {
             p.take(validate_template(t));
@@ -259,6 +263,7 @@ pub fn audit_for_patch(actor: &str, patch: &WebhookPatch) -> Audit {
         ("filters", patch.filters.is_some()),
         ("format", patch.format.is_some()),
         ("template", patch.template.is_some()),
+        ("tls_verify", patch.tls_verify.is_some()),
     ];
     let changed: Vec<&str> = fields
         .iter()

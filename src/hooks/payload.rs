@@ -27,6 +27,7 @@ pub struct OutgoingRequest {
     pub body: String,
     /// True when `body` is the event exactly as received (stored once, with the event).
     pub body_is_event: bool,
+    pub tls_verify: bool,
 }
 
 impl OutgoingRequest {
@@ -141,6 +142,7 @@ pub fn render(
         headers,
         body,
         body_is_event,
+        tls_verify: webhook.tls_verify,
     })
 }
 
@@ -173,6 +175,7 @@ mod tests {
             filters: Default::default(),
             format: Default::default(),
             template: None,
+            tls_verify: true,
         }
     }
 

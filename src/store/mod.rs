@@ -170,6 +170,8 @@ pub struct Webhook {
     pub filters: Filters,
     pub format: Format,
     pub template: Option<String>,
+    /// Whether the receiver's TLS certificate is verified.
+    pub tls_verify: bool,
 }
 
 /// What an attempt says about a webhook's health.
@@ -194,6 +196,7 @@ pub struct NewWebhook {
     pub filters: Filters,
     pub format: Format,
     pub template: Option<String>,
+    pub tls_verify: bool,
 }
 
 /// A partial update: `None` leaves a field as it is; `Some(None)` clears an optional one.
@@ -210,6 +213,7 @@ pub struct WebhookPatch {
     pub filters: Option<Filters>,
     pub format: Option<Format>,
     pub template: Option<Option<String>>,
+    pub tls_verify: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]

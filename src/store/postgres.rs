@@ -132,13 +132,14 @@ fn webhook_from_row(row: &PgRow, headers: Vec<StoredHeader>) -> StoreResult<Webh
         filters: parse_filters(row.try_get::<Option<String>, _>("filters")?.as_deref()),
         format: Format::parse(&row.try_get::<String, _>("format")?).unwrap_or_default(),
         template: row.try_get("template")?,
+        tls_verify: row.try_get("tls_verify")?,
     })
 }
 
 const WEBHOOK_SELECT: &str = "SELECT w.id, n.name AS namespace, w.name, w.url, w.request_method, \
      w.content_type, w.username, w.password, w.enabled, w.created_at, w.updated_at, \
      w.signing_secret, w.previous_signing_secret, w.previous_secret_until, w.failing_since, \
-     w.filters, w.format, w.template \
+     w.filters, w.format, w.template, w.tls_verify \
      FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id";
 
 const DELIVERY_SELECT: &str = "SELECT d.id, d.webhook_id, d.state, d.attempts, d.last_status, \
@@ -573,7 +574,8 @@ impl Store for PgStore {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO webhooks (namespace_id, name, url, request_method, content_type, \
              username, password, enabled, created_at, updated_at, signing_secret, filters, format, \
-             template) VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9, $10, $11, $12) RETURNING id",
+             template, tls_verify) VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9, $10, $11, $12, $13) \
+             RETURNING id",
         )
         .bind(ctx.id)
         .bind(new.name.as_str())
@@ -587,6 +589,7 @@ impl Store for PgStore {
         .bind(filters_json(&new.filters))
         .bind(new.format.as_str())
         .bind(new.template.as_deref().map(text))
+        .bind(new.tls_verify)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, || taken_webhook_name(new.name.as_str(), namespace)))?;
@@ -620,12 +623,13 @@ impl Store for PgStore {
         let filters = patch.filters.unwrap_or(current.filters);
         let format = patch.format.unwrap_or(current.format);
         let template = patch.template.unwrap_or(current.template);
+        let tls_verify = patch.tls_verify.unwrap_or(current.tls_verify);
         let mut tx = self.pool.begin().await?;
         // Updating the webhook first locks its row, so concurrent header changes queue.
         sqlx::query(
             "UPDATE webhooks SET name = $1, url = $2, request_method = $3, content_type = $4, \
              username = $5, password = $6, enabled = $7, updated_at = $8, filters = $10, \
-             format = $11, template = $12, \
+             format = $11, template = $12, tls_verify = $13, \
              failing_since = CASE WHEN NOT enabled THEN NULL ELSE failing_since END WHERE id = $9",
         )
         .bind(name.as_str())
@@ -640,6 +644,7 @@ impl Store for PgStore {
         .bind(filters_json(&filters))
         .bind(format.as_str())
         .bind(template.as_deref().map(text))
+        .bind(tls_verify)
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, || taken_webhook_name(name.as_str(), namespace)))?;

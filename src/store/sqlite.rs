@@ -92,13 +92,14 @@ fn webhook_from_row(row: &SqliteRow, headers: Vec<StoredHeader>) -> StoreResult<
         filters: parse_filters(row.try_get::<Option<String>, _>("filters")?.as_deref()),
         format: Format::parse(&row.try_get::<String, _>("format")?).unwrap_or_default(),
         template: row.try_get("template")?,
+        tls_verify: row.try_get("tls_verify")?,
     })
 }
 
 const WEBHOOK_SELECT: &str = "SELECT w.id, n.name AS namespace, w.name, w.url, w.request_method, \
      w.content_type, w.username, w.password, w.enabled, w.created_at, w.updated_at, \
      w.signing_secret, w.previous_signing_secret, w.previous_secret_until, w.failing_since, \
-     w.filters, w.format, w.template \
+     w.filters, w.format, w.template, w.tls_verify \
      FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id";
 
 const DELIVERY_SELECT: &str = "SELECT d.id, d.webhook_id, d.state, d.attempts, d.last_status, \
@@ -430,7 +431,7 @@ impl Store for SqliteStore {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO webhooks (namespace_id, name, url, request_method, content_type, \
              username, password, enabled, created_at, updated_at, signing_secret, filters, format, \
-             template) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?) RETURNING id",
+             template, tls_verify) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(ctx.id)
         .bind(new.name.as_str())
@@ -445,6 +446,7 @@ impl Store for SqliteStore {
         .bind(filters_json(&new.filters))
         .bind(new.format.as_str())
         .bind(&new.template)
+        .bind(new.tls_verify)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, || taken_webhook_name(new.name.as_str(), namespace)))?;
@@ -478,11 +480,12 @@ impl Store for SqliteStore {
         let filters = patch.filters.unwrap_or(current.filters);
         let format = patch.format.unwrap_or(current.format);
         let template = patch.template.unwrap_or(current.template);
+        let tls_verify = patch.tls_verify.unwrap_or(current.tls_verify);
         let mut tx = self.write.begin().await?;
         sqlx::query(
             "UPDATE webhooks SET name = ?, url = ?, request_method = ?, content_type = ?, \
              username = ?, password = ?, enabled = ?, updated_at = ?, filters = ?, format = ?, \
-             template = ?, \
+             template = ?, tls_verify = ?, \
              failing_since = CASE WHEN enabled = 0 THEN NULL ELSE failing_since END WHERE id = ?",
         )
         .bind(name.as_str())
@@ -496,6 +499,7 @@ impl Store for SqliteStore {
         .bind(filters_json(&filters))
         .bind(format.as_str())
         .bind(&template)
+        .bind(tls_verify)
         .bind(id)
         .execute(&mut *tx)
         .await

@@ -231,6 +231,7 @@ fn webhook_row(w: &Webhook) -> Value {
         filters => w.filters,
         format => w.format,
         template => w.template,
+        tls_verify => w.tls_verify,
         request_method => w.request_method,
         content_type => w.content_type,
         username => w.username,
@@ -306,6 +307,8 @@ pub struct WebhookForm {
     include_head_requests: Option<String>,
     #[serde(default)]
     match_untagged: Option<String>,
+    #[serde(default)]
+    skip_tls_verify: Option<String>,
 }
 
 impl WebhookForm {
@@ -383,6 +386,7 @@ pub async fn create_webhook(
         filters,
         format: Some(form.format.clone()).filter(|f| !f.is_empty()),
         template: Some(Some(form.template.clone())),
+        tls_verify: None,
     };
     let new = match input.into_new(&state.cipher) {
         Ok(new) => new,
@@ -544,6 +548,10 @@ pub async fn edit_webhook(
         filters,
         format: Some(form.format).filter(|f| !f.is_empty()),
         template: Some(Some(form.template)),
+        tls_verify: form
+            .filters_present
+            .as_ref()
+            .map(|_| form.skip_tls_verify.is_none()),
     };
     let patch = match input.into_patch(&state.cipher) {
         Ok(p) => p,

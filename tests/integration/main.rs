@@ -17,6 +17,7 @@ mod registry_e2e;
 mod reliability;
 mod ssrf;
 mod store_contract;
+mod tls;
 mod web;
 mod webdriver;
 mod webhooks;

@@ -117,6 +117,7 @@ fn new_webhook(name: &str, headers: Vec<StoredHeader>) -> NewWebhook {
         filters: Default::default(),
         format: Default::default(),
         template: None,
+        tls_verify: true,
     }
 }
 
