@@ -465,3 +465,26 @@ async fn sigkill_mid_burst_loses_no_event() {
     let _ = herald.kill();
     let _ = herald.wait();
 }
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_count_as_failures() {
+    let app = spawn_app_with(&["--retry-schedule", "0s,100ms"]).await;
+    let rx = Receiver::start().await;
+    let elsewhere = Receiver::start().await;
+    rx.answer(302);
+    rx.answer_header("location", &elsewhere.url("/stolen"));
+    app.create_namespace("acme").await;
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "moved", "url": rx.url("/")}))
+        .await;
+    app.post_envelope(push_with_id(1)).await;
+    let items = app
+        .wait_deliveries("acme", hook, |d| d[0]["state"] == "failed")
+        .await;
+    assert_eq!(
+        items[0]["attempt_count"], 2,
+        "a 3xx is retried like any failure"
+    );
+    assert_eq!(items[0]["last_status"], 302);
+    elsewhere.assert_quiet(Duration::from_millis(200)).await;
+}
