@@ -184,7 +184,10 @@ impl Herald {
         cmd.env("HERALD_DATA_DIR", self.dir.path())
             .env("HERALD_REGISTRY_TOKEN", TOKEN)
             // Fixed, so PostgreSQL runs do not warn about a per-directory key.
-            .env("HERALD_SECRET_KEY", "aGVyYWxkLWJlbmNoLXNlY3JldC1rZXktMzItYnl0ZXM=")
+            .env(
+                "HERALD_SECRET_KEY",
+                "aGVyYWxkLWJlbmNoLXNlY3JldC1rZXktMzItYnl0ZXM=",
+            )
             .env("RUST_LOG", "herald=warn");
         if let Some(db) = &self.database {
             cmd.env("HERALD_DATABASE_URL", db);
