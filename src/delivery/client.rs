@@ -61,6 +61,11 @@ impl HttpSender {
         })
     }
 
+    /// The longest a send may take, so callers know how long a claim must last.
+    pub fn timeout(&self) -> Duration {
+        self.total_timeout
+    }
+
     /// Sends the request; an `Err` is a transport failure described for a human.
     pub async fn send(&self, request: &OutgoingRequest) -> Result<ReceiverResponse, String> {
         // reqwest connects to IP-literal hosts without asking the resolver: check them here.

@@ -65,7 +65,11 @@ pub async fn receive(
         }
     })?;
     let events = parse_envelope(&body).map_err(|e| AppError::bad_request(e.0))?;
-    let summary = state.store.ingest(&events, chrono::Utc::now()).await?;
+    let events: std::sync::Arc<[_]> = events.into();
+    let summary = match &state.ingest_batcher {
+        Some(batcher) => batcher.ingest(events.clone()).await?,
+        None => state.store.ingest(&events, chrono::Utc::now()).await?,
+    };
     if summary.deliveries > 0 {
         state.dispatcher.wake();
     }

@@ -193,27 +193,15 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.write)
-            .await
-            .map_err(|e| StoreError::Database(e.into()))
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.read).await?;
-        Ok(())
-    }
-
-    async fn ingest(
-        &self,
+impl SqliteStore {
+    /// The body of `Store::ingest` inside a caller's transaction, so that `ingest_many` can
+    /// store several envelopes under one commit (one fsync) without changing what each stores.
+    async fn ingest_in(
+        tx: &mut sqlx::SqliteConnection,
         events: &[IncomingEvent],
         now: DateTime<Utc>,
     ) -> StoreResult<IngestSummary> {
         let mut summary = IngestSummary::default();
-        let mut tx = self.write.begin().await?;
         // One lookup per namespace per envelope.
         let mut cache: std::collections::HashMap<String, Option<Vec<Candidate>>> =
             std::collections::HashMap::new();
@@ -294,8 +282,51 @@ impl Store for SqliteStore {
                 summary.deliveries += 1;
             }
         }
+        Ok(summary)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.write)
+            .await
+            .map_err(|e| StoreError::Database(e.into()))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    async fn ingest(
+        &self,
+        events: &[IncomingEvent],
+        now: DateTime<Utc>,
+    ) -> StoreResult<IngestSummary> {
+        let mut tx = self.write.begin().await?;
+        let summary = Self::ingest_in(&mut tx, events, now).await?;
         tx.commit().await?;
         Ok(summary)
+    }
+
+    fn groups_ingest(&self) -> bool {
+        true
+    }
+
+    async fn ingest_many(
+        &self,
+        envelopes: &[&[IncomingEvent]],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<IngestSummary>> {
+        let mut tx = self.write.begin().await?;
+        let mut summaries = Vec::with_capacity(envelopes.len());
+        for events in envelopes {
+            summaries.push(Self::ingest_in(&mut tx, events, now).await?);
+        }
+        tx.commit().await?;
+        Ok(summaries)
     }
 
     async fn list_events(&self, limit: i64, before: Option<i64>) -> StoreResult<Page<StoredEvent>> {
