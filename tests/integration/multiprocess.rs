@@ -488,7 +488,19 @@ async fn three_processes_share_the_work_and_survive_a_kill() {
         retried.load(Ordering::SeqCst),
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(unattributed, 0, "every request's sender is known");
+    // A sender can vanish from /proc before it is looked up (under load, a request of the
+    // killed process may arrive more than a second around the kill): such requests are
+    // allowed only for deliveries the killed process held.
+    let unknown_outside_lease: Vec<i64> = s
+        .by_delivery
+        .iter()
+        .filter(|(d, sends)| sends.iter().any(|send| sender(send).is_none()) && !leased.contains(d))
+        .map(|(d, _)| *d)
+        .collect();
+    assert!(
+        unknown_outside_lease.is_empty(),
+        "{unattributed} requests of unknown senders, for deliveries the killed process did not hold: {unknown_outside_lease:?}"
+    );
     assert_eq!(
         deliveries, EVENTS as i64,
         "one delivery per event, none lost or doubled"
