@@ -165,14 +165,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(UserCommand::Create { name, admin, email }) => {
+            // The name is checked before the password is asked for.
             auth::validate_username(&name)?;
             let password = read_password()?;
-            auth::validate_password(&password)?;
             let store = herald::open_store(&config).await?;
-            let hash = auth::hash_password(&password)?;
-            let user = store
-                .create_user(&name, &hash, email.as_deref(), admin)
-                .await?;
+            let user =
+                auth::register_user(store.as_ref(), &name, password, email.as_deref(), admin)
+                    .await?;
             eprintln!(
                 "created {} '{}'",
                 if user.admin { "admin" } else { "user" },

@@ -41,3 +41,42 @@ pub async fn namespace_access(
     )?;
     Ok(NamespaceAccess { namespace, role })
 }
+
+/// Loads a team and checks `action`: 404 when the caller cannot see it, 403 when they may
+/// not do this. Returns the caller's role too.
+pub async fn team_access(
+    state: &AppState,
+    user: &User,
+    name: &str,
+    action: crate::auth::policy::TeamAction,
+) -> ApiResult<(crate::store::Team, Option<Role>)> {
+    let team = state
+        .store
+        .get_team(name)
+        .await
+        .map_err(|_| crate::error::AppError::not_found(format!("team '{name}' not found")))?;
+    let role = state.store.role_in_team(team.id, user.id).await?;
+    policy::check_team(user, name, role, action)?;
+    Ok((team, role))
+}
+
+/// The team a new namespace will belong to: `None` (admins only) or a team the caller owns.
+/// A team the caller cannot see reads as missing, a 422 on `team`.
+pub async fn team_for_new_namespace(
+    state: &AppState,
+    user: &User,
+    team: Option<&str>,
+) -> ApiResult<Option<i64>> {
+    use crate::auth::policy::{GlobalAction, TeamAction};
+    use crate::error::AppError;
+    let Some(name) = team.filter(|t| !t.is_empty()) else {
+        policy::check_global(user, GlobalAction::CreateAdminNamespace)?;
+        return Ok(None);
+    };
+    let missing = || AppError::invalid("team", format!("there is no team '{name}'"));
+    match team_access(state, user, name, TeamAction::CreateNamespace).await {
+        Ok((team, _)) => Ok(Some(team.id)),
+        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => Err(missing()),
+        Err(e) => Err(e),
+    }
+}

@@ -3,9 +3,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::access::namespace_access;
+use super::access::{namespace_access, team_for_new_namespace};
 use super::{ApiJson, Items};
-use crate::auth::policy::{self, GlobalAction, NamespaceAction, TeamAction};
+use crate::auth::policy::{self, NamespaceAction};
 use crate::auth::ApiUser;
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
@@ -48,28 +48,7 @@ pub async fn create(
     ApiUser(user): ApiUser,
     ApiJson(body): ApiJson<CreateNamespace>,
 ) -> ApiResult<(StatusCode, Json<Namespace>)> {
-    let team_id = match body.team.as_deref().filter(|t| !t.is_empty()) {
-        None => {
-            policy::check_global(&user, GlobalAction::CreateAdminNamespace)?;
-            None
-        }
-        Some(team_name) => {
-            let team = state.store.get_team(team_name).await.map_err(|_| {
-                AppError::invalid("team", format!("there is no team '{team_name}'"))
-            })?;
-            let role = state.store.role_in_team(team.id, user.id).await?;
-            policy::check_team(&user, team_name, role, TeamAction::CreateNamespace).map_err(
-                |e| {
-                    if e.status == StatusCode::NOT_FOUND {
-                        AppError::invalid("team", format!("there is no team '{team_name}'"))
-                    } else {
-                        e
-                    }
-                },
-            )?;
-            Some(team.id)
-        }
-    };
+    let team_id = team_for_new_namespace(&state, &user, body.team.as_deref()).await?;
     let name = body
         .name
         .ok_or_else(|| AppError::invalid("name", "a namespace needs a name"))?;

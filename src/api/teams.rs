@@ -3,13 +3,14 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
+use super::access::team_access;
 use super::{ApiJson, Items};
 use crate::auth::policy::{self, GlobalAction, TeamAction};
 use crate::auth::ApiUser;
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
 use crate::hooks::types::is_path_component;
-use crate::store::{Audit, Role, Team, User};
+use crate::store::{Audit, Role, Team};
 use crate::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -24,23 +25,6 @@ pub struct CreateTeam {
 #[serde(deny_unknown_fields)]
 pub struct MemberBody {
     role: Option<String>,
-}
-
-/// Loads a team the caller may act on: 404 when they cannot see it.
-async fn team_access(
-    state: &AppState,
-    user: &User,
-    name: &str,
-    action: TeamAction,
-) -> ApiResult<Team> {
-    let team = state
-        .store
-        .get_team(name)
-        .await
-        .map_err(|_| AppError::not_found(format!("team '{name}' not found")))?;
-    let role = state.store.role_in_team(team.id, user.id).await?;
-    policy::check_team(user, name, role, action)?;
-    Ok(team)
 }
 
 #[utoipa::path(get, path = "/api/v1/teams", tag = "teams", security(("bearer" = [])),
@@ -91,7 +75,7 @@ pub async fn show(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Team>> {
     Ok(Json(
-        team_access(&state, &user, &name, TeamAction::Read).await?,
+        team_access(&state, &user, &name, TeamAction::Read).await?.0,
     ))
 }
 
@@ -103,7 +87,9 @@ pub async fn set_member(
     Path((name, member)): Path<(String, String)>,
     ApiJson(body): ApiJson<MemberBody>,
 ) -> ApiResult<(StatusCode, Json<Team>)> {
-    let team = team_access(&state, &user, &name, TeamAction::ManageMembers).await?;
+    let team = team_access(&state, &user, &name, TeamAction::ManageMembers)
+        .await?
+        .0;
     if team.personal {
         return Err(AppError::conflict(
             "a personal team has exactly one member, its user",
@@ -142,7 +128,9 @@ pub async fn remove_member(
     ApiUser(user): ApiUser,
     Path((name, member)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let team = team_access(&state, &user, &name, TeamAction::ManageMembers).await?;
+    let team = team_access(&state, &user, &name, TeamAction::ManageMembers)
+        .await?
+        .0;
     if team.personal {
         return Err(AppError::conflict(
             "a personal team has exactly one member, its user",

@@ -93,27 +93,14 @@ pub async fn create(
         }
         None => {}
     }
-    let username = body.username.unwrap_or_default();
-    auth::validate_username(&username)?;
-    let password = body.password.unwrap_or_default();
-    auth::validate_password(&password)?;
-    let email = body
-        .email
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty());
-    if let Some(e) = &email {
-        if !e.contains('@') || e.len() > 254 || e.chars().any(char::is_whitespace) {
-            return Err(AppError::invalid(
-                "email",
-                format!("'{e}' is not an email address"),
-            ));
-        }
-    }
-    let hash = auth::hash_password_async(password).await?;
-    let user = state
-        .store
-        .create_user(&username, &hash, email.as_deref(), body.admin)
-        .await?;
+    let user = auth::register_user(
+        state.store.as_ref(),
+        &body.username.unwrap_or_default(),
+        body.password.unwrap_or_default(),
+        body.email.as_deref(),
+        body.admin,
+    )
+    .await?;
     tracing::info!(user = %user.username, admin = user.admin, by = ?caller.map(|c| c.username), "user created");
     Ok((StatusCode::CREATED, Json(user)))
 }

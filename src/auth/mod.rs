@@ -76,6 +76,31 @@ pub fn new_api_token() -> String {
     crate::secrets::random_token(TOKEN_PREFIX)
 }
 
+/// Validates a new account's fields, hashes the password and stores the user with their
+/// personal namespace: the one way the API, the UI and the CLI's checks agree.
+pub async fn register_user(
+    store: &dyn crate::store::Store,
+    username: &str,
+    password: String,
+    email: Option<&str>,
+    admin: bool,
+) -> Result<User, AppError> {
+    let username = username.trim();
+    validate_username(username)?;
+    validate_password(&password)?;
+    let email = email.map(str::trim).filter(|e| !e.is_empty());
+    if let Some(e) = email {
+        if !e.contains('@') || e.len() > 254 || e.chars().any(char::is_whitespace) {
+            return Err(AppError::invalid(
+                "email",
+                format!("'{e}' is not an email address"),
+            ));
+        }
+    }
+    let hash = hash_password_async(password).await?;
+    Ok(store.create_user(username, &hash, email, admin).await?)
+}
+
 /// Argon2 is deliberately slow: it runs off the async workers.
 pub async fn hash_password_async(password: String) -> Result<String, AppError> {
     tokio::task::spawn_blocking(move || hash_password(&password))

@@ -11,7 +11,7 @@ use minijinja::{context, Value};
 use serde::Deserialize;
 
 use super::{chart, redirect_with, render, WebResult, WebUser};
-use crate::api::access::{namespace_access, NamespaceAccess};
+use crate::api::access::{namespace_access, team_access, team_for_new_namespace, NamespaceAccess};
 use crate::auth;
 use crate::auth::policy::{self, GlobalAction, NamespaceAction, TeamAction};
 use crate::error::AppError;
@@ -130,25 +130,9 @@ pub async fn create_namespace(
     ]);
     let fail = |field: &str, message: String| (field.to_string(), message);
     let outcome: Result<NamespaceName, (String, String)> = async {
-        let team_id = if form.team.is_empty() {
-            policy::check_global(&web.user, GlobalAction::CreateAdminNamespace)
-                .map_err(|e| fail("team", e.message))?;
-            None
-        } else {
-            let team = state
-                .store
-                .get_team(&form.team)
-                .await
-                .map_err(|_| fail("team", format!("there is no team '{}'", form.team)))?;
-            let role = state
-                .store
-                .role_in_team(team.id, web.user.id)
-                .await
-                .map_err(|e| fail("team", e.to_string()))?;
-            policy::check_team(&web.user, &form.team, role, TeamAction::CreateNamespace)
-                .map_err(|e| fail("team", e.message))?;
-            Some(team.id)
-        };
+        let team_id = team_for_new_namespace(&state, &web.user, Some(form.team.as_str()))
+            .await
+            .map_err(|e| fail("team", e.message))?;
         let name = NamespaceName::parse(form.name.trim()).map_err(|e| fail("name", e.message))?;
         let audit = Audit::new(&web.user.username, "namespace.create");
         state
@@ -924,28 +908,12 @@ pub async fn create_team(
     }
 }
 
-async fn team_access(
-    state: &AppState,
-    web: &WebUser,
-    name: &str,
-    action: TeamAction,
-) -> Result<(crate::store::Team, Option<Role>), AppError> {
-    let team = state
-        .store
-        .get_team(name)
-        .await
-        .map_err(|_| AppError::not_found(format!("team '{name}' not found")))?;
-    let role = state.store.role_in_team(team.id, web.user.id).await?;
-    policy::check_team(&web.user, name, role, action)?;
-    Ok((team, role))
-}
-
 pub async fn team(
     State(state): State<AppState>,
     web: WebUser,
     Path(name): Path<String>,
 ) -> WebResult {
-    let (team, role) = team_access(&state, &web, &name, TeamAction::Read).await?;
+    let (team, role) = team_access(&state, &web.user, &name, TeamAction::Read).await?;
     let can_manage = !team.personal && (web.user.admin || role == Some(Role::Owner));
     let namespaces: Vec<_> = state
         .store
@@ -979,7 +947,7 @@ pub async fn set_member(
     Form(form): Form<MemberForm>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let (team, _) = team_access(&state, &web, &name, TeamAction::ManageMembers).await?;
+    let (team, _) = team_access(&state, &web.user, &name, TeamAction::ManageMembers).await?;
     let back = format!("/teams/{name}");
     if team.personal {
         return Ok(redirect_with(
@@ -1022,7 +990,7 @@ pub async fn remove_member(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let (team, _) = team_access(&state, &web, &name, TeamAction::ManageMembers).await?;
+    let (team, _) = team_access(&state, &web.user, &name, TeamAction::ManageMembers).await?;
     let back = format!("/teams/{name}");
     if team.personal {
         return Ok(redirect_with(
@@ -1104,35 +1072,28 @@ pub async fn create_user(
         ("username".to_string(), form.username.clone()),
         ("email".to_string(), form.email.clone()),
     ]);
-    let username = form.username.trim().to_string();
-    let checks =
-        auth::validate_username(&username).and_then(|_| auth::validate_password(&form.password));
-    if let Err(e) = checks {
-        return users_page(
-            &state,
-            &web,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            BTreeMap::from([(e.field, e.message)]),
-            values,
-        )
-        .await;
-    }
-    let hash = auth::hash_password_async(form.password).await?;
-    let email = Some(form.email.trim()).filter(|e| !e.is_empty());
-    match state
-        .store
-        .create_user(&username, &hash, email, form.admin.is_some())
-        .await
+    let email = Some(form.email.as_str());
+    match auth::register_user(
+        state.store.as_ref(),
+        &form.username,
+        form.password,
+        email,
+        form.admin.is_some(),
+    )
+    .await
     {
-        Ok(_) => Ok(redirect_with(
+        Ok(user) => Ok(redirect_with(
             "/users",
             "success",
-            &format!("User '{username}' created"),
+            &format!("User '{}' created", user.username),
         )),
-        Err(e) => {
-            let errors = BTreeMap::from([("username".to_string(), AppError::from(e).message)]);
-            users_page(&state, &web, StatusCode::CONFLICT, errors, values).await
+        // A field problem (422) or a taken name (409) goes next to its field.
+        Err(e) if e.status.is_client_error() => {
+            let field = e.field.clone().unwrap_or_else(|| "username".to_string());
+            let errors = BTreeMap::from([(field, e.message)]);
+            users_page(&state, &web, e.status, errors, values).await
         }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -336,3 +336,48 @@ async fn a_token_made_in_the_browser_is_shown_once_and_works() {
         "listed, never shown again"
     );
 }
+
+#[tokio::test]
+async fn the_users_page_checks_new_accounts_like_the_api() {
+    let app = spawn_app().await;
+    let res = try_sign_in(&app, "admin", "admin-password", &[]).await;
+    let cookie = set_cookies(&res)
+        .into_iter()
+        .find(|c| c.starts_with("herald_session="))
+        .unwrap();
+    let admin = WebClient {
+        http: reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap(),
+        cookie: cookie.split(';').next().unwrap().to_string(),
+    };
+    let csrf = admin.csrf(&app).await;
+    let form = [
+        ("username", "eve"),
+        ("password", "long-enough-pw"),
+        ("email", "not an email"),
+        ("csrf", csrf.as_str()),
+    ];
+    let res = admin.post(&app, "/users", &form).await;
+    assert_eq!(res.status(), 422);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("is not an email address"));
+    assert!(
+        app.store.user_credentials("eve").await.unwrap().is_none(),
+        "nothing stored"
+    );
+    let form = [
+        ("username", "eve"),
+        ("password", "long-enough-pw"),
+        ("email", "eve@example.org"),
+        ("csrf", csrf.as_str()),
+    ];
+    assert_eq!(admin.post(&app, "/users", &form).await.status(), 303);
+    let taken = admin.post(&app, "/users", &form).await;
+    assert_eq!(taken.status(), 409);
+    assert!(taken.text().await.unwrap().contains("already exists"));
+}
