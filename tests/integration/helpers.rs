@@ -410,3 +410,36 @@ async fn record(
     }
     response
 }
+
+/// The `herald` binary of this build with `dir` as its data directory and no stray
+/// settings from the environment.
+pub fn herald_cmd(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.env("HERALD_DATA_DIR", dir)
+        .env_remove("HERALD_LISTEN")
+        .env_remove("HERALD_DELIVERY_TIMEOUT")
+        .env_remove("HERALD_CONFIG");
+    cmd
+}
+
+/// Creates an admin through the CLI, as a new user would, and returns an API token for it.
+pub fn cli_admin_token(dir: &std::path::Path) -> String {
+    use std::io::Write;
+    let mut create = herald_cmd(dir)
+        .args(["user", "create", "admin", "--admin"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"admin-password\n")
+        .unwrap();
+    assert!(create.wait().unwrap().success());
+    let out = herald_cmd(dir)
+        .args(["token", "create", "admin"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

@@ -2,7 +2,6 @@
 //! retention, and graceful shutdown of the real binary.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -162,15 +161,6 @@ async fn retention_removes_old_and_excess_finished_deliveries_only() {
     );
 }
 
-fn herald_cmd(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-    cmd.env("HERALD_DATA_DIR", dir)
-        .env_remove("HERALD_LISTEN")
-        .env_remove("HERALD_DELIVERY_TIMEOUT")
-        .env_remove("HERALD_CONFIG");
-    cmd
-}
-
 #[test]
 fn configuration_comes_from_flags_then_environment_then_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,23 +309,7 @@ async fn wait_ready(base: &str) {
 #[tokio::test]
 async fn sigterm_finishes_or_hands_back_deliveries_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let mut create = herald_cmd(dir.path())
-        .args(["user", "create", "admin", "--admin"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    create
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"admin-password\n")
-        .unwrap();
-    assert!(create.wait().unwrap().success());
-    let token = herald_cmd(dir.path())
-        .args(["token", "create", "admin"])
-        .output()
-        .unwrap();
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let token = cli_admin_token(dir.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -2,7 +2,6 @@
 //! recovery, ping, the response cap, and a SIGKILL in the middle of a burst.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -305,38 +304,10 @@ async fn huge_responses_are_cut_at_64_kib() {
     assert_eq!(attempt["response_truncated"], true);
 }
 
-fn herald_cmd(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-    cmd.env("HERALD_DATA_DIR", dir)
-        .env_remove("HERALD_LISTEN")
-        .env_remove("HERALD_CONFIG");
-    cmd
-}
-
 #[tokio::test]
 async fn sigkill_mid_burst_loses_no_event() {
     let dir = tempfile::tempdir().unwrap();
-    let mut create = herald_cmd(dir.path())
-        .args(["user", "create", "admin", "--admin"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    create
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"admin-password\n")
-        .unwrap();
-    assert!(create.wait().unwrap().success());
-    let token = String::from_utf8(
-        herald_cmd(dir.path())
-            .args(["token", "create", "admin"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let token = token.trim().to_string();
+    let token = cli_admin_token(dir.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
