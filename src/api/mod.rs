@@ -94,11 +94,6 @@ fn documented_routes(ingest_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(teams::set_member, teams::remove_member))
 }
 
-/// The OpenAPI 3.1 document of this build.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes(0).split_for_parts().1
-}
-
 pub fn router(state: AppState) -> Router {
     let (documented, doc) = documented_routes(state.config.ingest_max_bytes).split_for_parts();
     let doc = std::sync::Arc::new(doc);
