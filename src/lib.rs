@@ -41,9 +41,6 @@ pub struct AppState {
     pub registry_token: RegistryToken,
     pub config: Arc<Config>,
     pub dispatcher: Arc<Dispatcher>,
-    /// Group commit for ingest; `None` when the store gains nothing from it (PostgreSQL,
-    /// where concurrent envelopes commit in parallel on their own connections).
-    pub ingest_batcher: Option<Arc<registry::batcher::IngestBatcher>>,
     pub login_throttle: Arc<web::LoginThrottle>,
     pub metrics: Arc<metrics::Metrics>,
 }
@@ -153,9 +150,6 @@ impl Application {
             },
             metrics.clone(),
         );
-        let ingest_batcher = store
-            .groups_ingest()
-            .then(|| Arc::new(registry::batcher::IngestBatcher::start(store.clone())));
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -167,7 +161,6 @@ impl Application {
                 registry_token,
                 config: Arc::new(config),
                 dispatcher,
-                ingest_batcher,
                 login_throttle: Arc::default(),
                 metrics,
             },

@@ -65,11 +65,7 @@ pub async fn receive(
         }
     })?;
     let events = parse_envelope(&body).map_err(|e| AppError::bad_request(e.0))?;
-    let events: std::sync::Arc<[_]> = events.into();
-    let summary = match &state.ingest_batcher {
-        Some(batcher) => batcher.ingest(events.clone()).await?,
-        None => state.store.ingest(&events, chrono::Utc::now()).await?,
-    };
+    let summary = state.store.ingest(&events, chrono::Utc::now()).await?;
     if summary.deliveries > 0 {
         state.dispatcher.wake();
     }

@@ -1,7 +1,6 @@
 //! The registry's side: the notification envelope, the ingest endpoint, and the token the
 //! registry authenticates with.
 
-pub mod batcher;
 pub mod envelope;
 pub mod ingest;
 pub mod token;

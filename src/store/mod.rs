@@ -443,24 +443,6 @@ pub trait Store: Send + Sync + 'static {
         events: &[IncomingEvent],
         now: DateTime<Utc>,
     ) -> StoreResult<IngestSummary>;
-    /// Whether `ingest_many` stores several envelopes under one commit, so that grouping
-    /// concurrent envelopes pays off (SQLite: one fsync instead of one per envelope).
-    fn groups_ingest(&self) -> bool {
-        false
-    }
-    /// Several envelopes' `ingest` in one transaction: all are committed or none is.
-    /// The default stores them one after another, each in its own transaction.
-    async fn ingest_many(
-        &self,
-        envelopes: &[&[IncomingEvent]],
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<IngestSummary>> {
-        let mut summaries = Vec::with_capacity(envelopes.len());
-        for events in envelopes {
-            summaries.push(self.ingest(events, now).await?);
-        }
-        Ok(summaries)
-    }
     async fn list_events(&self, limit: i64, before: Option<i64>) -> StoreResult<Page<StoredEvent>>;
 
     // Namespaces, webhooks and headers. Every change writes its audit entry in the same

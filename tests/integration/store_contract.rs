@@ -83,6 +83,7 @@ contract!(
     claims_leases_and_attempts,
     retries_and_manual_attempts,
     concurrent_claims_are_exclusive,
+    concurrent_writes_stand_alone,
     users_and_tokens,
     teams_and_activities,
 );
@@ -1033,4 +1034,68 @@ async fn set_member_elsewhere(store: &Arc<dyn Store>, user: i64) -> StoreResult<
     store
         .set_member("nope", user, Role::Viewer, &audit("team.member.set"))
         .await
+}
+
+/// Envelopes and results that arrive together (and share a commit on SQLite) each get
+/// their own answer: a lost claim or a duplicate affects only its own write.
+async fn concurrent_writes_stand_alone(store: Arc<dyn Store>) {
+    let hook = acme_with_hook(&store).await;
+    let now = Utc::now();
+    store.ingest(&pushes(40, "gggg"), now).await.unwrap();
+    let claims = store.claim_due(now, now + secs(60), 100).await.unwrap();
+    assert_eq!(claims.len(), 40);
+    let stale = claims[7].delivery_id;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, claim) in claims.iter().enumerate() {
+        let store = store.clone();
+        // One of them records under a claim token that is no longer current.
+        let token = if i == 7 { claim.token - 1 } else { claim.token };
+        let record = attempt(claim.delivery_id, Some(token), Outcome::Succeeded, 200);
+        tasks.spawn(async move { (record.delivery_id, store.record_attempt(record).await) });
+    }
+    for i in 0..10 {
+        let store = store.clone();
+        // Fresh envelopes, and one that repeats an event already stored.
+        let events = if i == 3 {
+            pushes(1, "gggg")
+        } else {
+            pushes(1, &format!("hh{i:02}"))
+        };
+        tasks.spawn(async move {
+            let result = store.ingest(&events, now).await.map(|summary| {
+                let expected = if i == 3 { (0, 1) } else { (1, 0) };
+                assert_eq!(
+                    (summary.accepted, summary.duplicates),
+                    expected,
+                    "envelope {i}"
+                );
+            });
+            (-(i as i64) - 1, result)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (id, result) = done.unwrap();
+        if id == stale {
+            conflict(result);
+        } else {
+            result.unwrap_or_else(|e| panic!("write {id} failed: {e}"));
+        }
+    }
+    let page = store.list_deliveries(hook, 100, None).await.unwrap();
+    let states: Vec<(i64, DeliveryState)> = page.items.iter().map(|d| (d.id, d.state)).collect();
+    assert_eq!(
+        states.len(),
+        49,
+        "40 claimed and 9 new deliveries: {states:?}"
+    );
+    for (id, state) in states {
+        let expected = if claims.iter().any(|c| c.delivery_id == id) && id != stale {
+            DeliveryState::Succeeded
+        } else {
+            DeliveryState::Pending
+        };
+        assert_eq!(state, expected, "delivery {id}");
+    }
+    let events = store.list_events(100, None).await.unwrap();
+    assert_eq!(events.items.len(), 49, "the repeated event is stored once");
 }

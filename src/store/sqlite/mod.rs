@@ -14,13 +14,19 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::*;
 use crate::registry::envelope::Disposition;
+use group_commit::{Done, GroupCommit, Job};
+
+mod group_commit;
 
 /// Two pools: one connection for writes, so writers queue in-process instead of fighting
 /// over SQLite's lock, and several for reads, which WAL lets run beside the writer.
+/// Ingest and delivery results, the writes that come in floods, share commits through
+/// `group_commit`.
 #[derive(Clone)]
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
+    writer: GroupCommit,
 }
 
 impl SqliteStore {
@@ -39,7 +45,17 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(Self { write, read })
+        let writer = GroupCommit::start(write.clone());
+        Ok(Self {
+            write,
+            read,
+            writer,
+        })
+    }
+
+    /// Transactions the group committer has run: fewer than its jobs under load.
+    pub fn group_commits(&self) -> u64 {
+        self.writer.commits()
     }
 }
 
@@ -194,8 +210,7 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// The body of `Store::ingest` inside a caller's transaction, so that `ingest_many` can
-    /// store several envelopes under one commit (one fsync) without changing what each stores.
+    /// The body of `Store::ingest` inside the group committer's transaction.
     async fn ingest_in(
         tx: &mut sqlx::SqliteConnection,
         events: &[IncomingEvent],
@@ -284,6 +299,72 @@ impl SqliteStore {
         }
         Ok(summary)
     }
+
+    /// The body of `Store::record_attempt` inside the group committer's transaction.
+    async fn record_in(tx: &mut sqlx::SqliteConnection, r: &AttemptRecord) -> StoreResult<()> {
+        let (state, next) = match r.outcome {
+            Outcome::Succeeded => (DeliveryState::Succeeded, None),
+            Outcome::RetryAt(at) => (DeliveryState::Retrying, Some(to_ms(at))),
+            Outcome::Failed => (DeliveryState::Failed, None),
+        };
+        let headers = serde_json::to_string(&r.request.headers).unwrap_or_else(|_| "[]".into());
+        let response_headers =
+            serde_json::to_string(&r.response_headers).unwrap_or_else(|_| "[]".into());
+        // A manual attempt (no lease) leaves a worker's lease alone; a worker's attempt
+        // counts only under its current claim.
+        let updated = sqlx::query(
+            "UPDATE deliveries SET state = ?1, attempts = attempts + 1, next_attempt_at = ?2, \
+             locked_until = CASE WHEN ?3 IS NULL THEN locked_until ELSE NULL END, \
+             last_status = ?4, last_error = ?5, request_method = ?6, request_url = ?7, \
+             request_headers = ?8, request_body = ?9, updated_at = ?10 \
+             WHERE id = ?11 AND (?3 IS NULL OR lease_token = ?3)",
+        )
+        .bind(state.as_str())
+        .bind(next)
+        .bind(r.lease)
+        .bind(r.status.map(i64::from))
+        .bind(&r.error)
+        .bind(&r.request.method)
+        .bind(&r.request.url)
+        .bind(&headers)
+        .bind(if r.body_is_event {
+            None
+        } else {
+            Some(&r.request.body)
+        })
+        .bind(to_ms(Utc::now()))
+        .bind(r.delivery_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(match r.lease {
+                Some(_) => lease_lost(r.delivery_id),
+                None => StoreError::NotFound(format!("delivery {}", r.delivery_id)),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error, \
+             response_headers, response_body, truncated, manual) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.delivery_id)
+        .bind(to_ms(r.started_at))
+        .bind(r.duration_ms)
+        .bind(r.status.map(i64::from))
+        .bind(&r.error)
+        .bind(&response_headers)
+        .bind(&r.response_body)
+        .bind(r.response_truncated)
+        .bind(r.manual)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
+
+fn mismatched() -> StoreError {
+    StoreError::Database(sqlx::Error::Protocol(
+        "the SQLite writer answered a different kind of job".into(),
+    ))
 }
 
 #[async_trait]
@@ -305,28 +386,14 @@ impl Store for SqliteStore {
         events: &[IncomingEvent],
         now: DateTime<Utc>,
     ) -> StoreResult<IngestSummary> {
-        let mut tx = self.write.begin().await?;
-        let summary = Self::ingest_in(&mut tx, events, now).await?;
-        tx.commit().await?;
-        Ok(summary)
-    }
-
-    fn groups_ingest(&self) -> bool {
-        true
-    }
-
-    async fn ingest_many(
-        &self,
-        envelopes: &[&[IncomingEvent]],
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<IngestSummary>> {
-        let mut tx = self.write.begin().await?;
-        let mut summaries = Vec::with_capacity(envelopes.len());
-        for events in envelopes {
-            summaries.push(Self::ingest_in(&mut tx, events, now).await?);
+        let job = Job::Ingest {
+            events: events.to_vec(),
+            now,
+        };
+        match self.writer.submit(job).await? {
+            Done::Ingested(summary) => Ok(summary),
+            Done::Recorded => Err(mismatched()),
         }
-        tx.commit().await?;
-        Ok(summaries)
     }
 
     async fn list_events(&self, limit: i64, before: Option<i64>) -> StoreResult<Page<StoredEvent>> {
@@ -794,64 +861,10 @@ impl Store for SqliteStore {
     }
 
     async fn record_attempt(&self, r: AttemptRecord) -> StoreResult<()> {
-        let (state, next) = match r.outcome {
-            Outcome::Succeeded => (DeliveryState::Succeeded, None),
-            Outcome::RetryAt(at) => (DeliveryState::Retrying, Some(to_ms(at))),
-            Outcome::Failed => (DeliveryState::Failed, None),
-        };
-        let headers = serde_json::to_string(&r.request.headers).unwrap_or_else(|_| "[]".into());
-        let response_headers =
-            serde_json::to_string(&r.response_headers).unwrap_or_else(|_| "[]".into());
-        let mut tx = self.write.begin().await?;
-        // A manual attempt (no lease) leaves a worker's lease alone; a worker's attempt
-        // counts only under its current claim.
-        let updated = sqlx::query(
-            "UPDATE deliveries SET state = ?1, attempts = attempts + 1, next_attempt_at = ?2, \
-             locked_until = CASE WHEN ?3 IS NULL THEN locked_until ELSE NULL END, \
-             last_status = ?4, last_error = ?5, request_method = ?6, request_url = ?7, \
-             request_headers = ?8, request_body = ?9, updated_at = ?10 \
-             WHERE id = ?11 AND (?3 IS NULL OR lease_token = ?3)",
-        )
-        .bind(state.as_str())
-        .bind(next)
-        .bind(r.lease)
-        .bind(r.status.map(i64::from))
-        .bind(&r.error)
-        .bind(&r.request.method)
-        .bind(&r.request.url)
-        .bind(&headers)
-        .bind(if r.body_is_event {
-            None
-        } else {
-            Some(&r.request.body)
-        })
-        .bind(to_ms(Utc::now()))
-        .bind(r.delivery_id)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Err(match r.lease {
-                Some(_) => lease_lost(r.delivery_id),
-                None => StoreError::NotFound(format!("delivery {}", r.delivery_id)),
-            });
+        match self.writer.submit(Job::Attempt(Box::new(r))).await? {
+            Done::Recorded => Ok(()),
+            Done::Ingested(_) => Err(mismatched()),
         }
-        sqlx::query(
-            "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error, \
-             response_headers, response_body, truncated, manual) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(r.delivery_id)
-        .bind(to_ms(r.started_at))
-        .bind(r.duration_ms)
-        .bind(r.status.map(i64::from))
-        .bind(&r.error)
-        .bind(&response_headers)
-        .bind(&r.response_body)
-        .bind(r.response_truncated)
-        .bind(r.manual)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn abandon(&self, delivery_id: i64, lease: Option<i64>, reason: &str) -> StoreResult<()> {
