@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::delivery::client::HttpSender;
 use crate::delivery::client::ReceiverResponse;
@@ -55,6 +55,77 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// under it without renewing it first.
 const RENEW_MARGIN: Duration = Duration::from_secs(5);
 
+/// Most deliveries one claim takes, so one claim stays a short write.
+const CLAIM_CHUNK: usize = 256;
+
+/// After a claim that passed over saturated webhooks and came up short, the next one waits
+/// this long: with a large backlog of a saturated webhook such a claim reads many rows,
+/// and new envelopes (each waking the loop) would otherwise repeat it every millisecond.
+const SHORT_CLAIM_PAUSE: Duration = Duration::from_millis(10);
+
+/// A delivery this process holds: its latest claim token, when that claim ends at the
+/// latest, and its webhook.
+#[derive(Clone, Copy)]
+struct Held {
+    token: i64,
+    expires: Instant,
+    webhook_id: i64,
+}
+
+/// The deliveries this process has claimed and not finished, counted per webhook so the
+/// claim loop can pass over webhooks that already have enough waiting here.
+#[derive(Default)]
+struct InFlight {
+    held: HashMap<i64, Held>,
+    per_webhook: HashMap<i64, usize>,
+}
+
+impl InFlight {
+    /// True when the delivery was not held; otherwise its task goes on under the new token.
+    fn insert(&mut self, claim: Claim, expires: Instant) -> bool {
+        let held = Held {
+            token: claim.token,
+            expires,
+            webhook_id: claim.webhook_id,
+        };
+        if self.held.insert(claim.delivery_id, held).is_some() {
+            return false;
+        }
+        *self.per_webhook.entry(claim.webhook_id).or_default() += 1;
+        true
+    }
+
+    /// Forgets a finished delivery; returns how many its webhook and the whole process
+    /// still hold.
+    fn remove(&mut self, delivery_id: i64) -> Option<(usize, usize)> {
+        let held = self.held.remove(&delivery_id)?;
+        let left = match self.per_webhook.get_mut(&held.webhook_id) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                *n
+            }
+            _ => {
+                self.per_webhook.remove(&held.webhook_id);
+                0
+            }
+        };
+        Some((left, self.held.len()))
+    }
+
+    /// Webhooks holding at least `cap` deliveries here.
+    fn saturated(&self, cap: usize) -> Vec<i64> {
+        self.per_webhook
+            .iter()
+            .filter(|(_, n)| **n >= cap)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+/// The two slots a send holds (its webhook's and the global one); dropped as soon as the
+/// receiver has answered, so writing the result does not keep the next send waiting.
+type Slots = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
 pub struct DispatcherConfig {
     pub concurrency: usize,
     pub per_webhook: usize,
@@ -73,10 +144,9 @@ pub struct Dispatcher {
     wake: Notify,
     global: Arc<Semaphore>,
     per_webhook: Mutex<HashMap<i64, Arc<Semaphore>>>,
-    /// Deliveries this process is sending, with their latest claim token and when that
-    /// claim ends at the latest, so a renewed claim never sends one twice here but its task
-    /// goes on under the newer token.
-    in_flight: Mutex<HashMap<i64, (i64, Instant)>>,
+    /// Deliveries this process holds, so a renewed claim never sends one twice here but its
+    /// task goes on under the newer token, and so claims stay bounded.
+    in_flight: Mutex<InFlight>,
     metrics: Arc<Metrics>,
     /// Set on shutdown: the claim loop stops taking new work.
     stopping: AtomicBool,
@@ -100,7 +170,7 @@ impl Dispatcher {
             config,
             wake: Notify::new(),
             per_webhook: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(InFlight::default()),
             metrics,
             stopping: AtomicBool::new(false),
             heartbeat: AtomicI64::new(0),
@@ -126,7 +196,7 @@ impl Dispatcher {
         let deadline = Instant::now() + grace;
         loop {
             let left: Vec<i64> = match self.in_flight.lock() {
-                Ok(set) => set.keys().copied().collect(),
+                Ok(f) => f.held.keys().copied().collect(),
                 Err(_) => Vec::new(),
             };
             if left.is_empty() {
@@ -144,6 +214,19 @@ impl Dispatcher {
         }
     }
 
+    /// Most deliveries this process holds at once (sending, waiting for a slot, or having
+    /// their result written): twice what may be sent at once, so slots never sit idle
+    /// while claims are written, yet a backlog stays in the database and not in memory.
+    fn hold_cap(&self) -> usize {
+        self.config.concurrency.max(1) * 2
+    }
+
+    /// Deliveries of one webhook held before the claim loop passes over that webhook, so a
+    /// slow receiver's backlog cannot take every place and starve the others.
+    fn webhook_cap(&self) -> usize {
+        self.config.per_webhook.max(1) * 2
+    }
+
     /// The claim loop; runs until shutdown.
     pub async fn run(self: Arc<Self>) {
         loop {
@@ -152,46 +235,55 @@ impl Dispatcher {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            let room = self.global.available_permits();
-            let mut expires = Instant::now();
-            let claimed = if room == 0 {
-                Vec::new()
-            } else {
+            let (room, skip) = match self.in_flight.lock() {
+                Ok(f) => (
+                    self.hold_cap().saturating_sub(f.held.len()),
+                    f.saturated(self.webhook_cap()),
+                ),
+                Err(_) => (0, Vec::new()),
+            };
+            let limit = room.min(CLAIM_CHUNK);
+            let mut got = 0;
+            if limit > 0 {
                 let now = Utc::now();
                 // Taken before claiming, so it is never later than the stored lease's end.
-                expires = Instant::now() + self.config.lease;
+                let expires = Instant::now() + self.config.lease;
                 let lease_until =
                     now + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
-                match self
+                let claimed = match self
                     .store
-                    .claim_due(now, lease_until, room.min(256) as i64)
+                    .claim_due_skipping(now, lease_until, limit as i64, &skip)
                     .await
                 {
-                    Ok(ids) => ids,
+                    Ok(claims) => claims,
                     Err(e) => {
                         tracing::error!(error = %e, "claiming deliveries failed");
                         tokio::time::sleep(POLL_INTERVAL).await;
                         continue;
                     }
+                };
+                got = claimed.len();
+                for claim in claimed {
+                    if !self.in_flight_insert(claim, expires) {
+                        continue;
+                    }
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        this.deliver_claimed(claim.delivery_id, claim.webhook_id)
+                            .await;
+                        this.in_flight_remove(claim.delivery_id);
+                    });
                 }
-            };
-            let got = claimed.len();
-            for claim in claimed {
-                if !self.in_flight_insert(claim, expires) {
-                    continue;
-                }
-                let this = self.clone();
-                tokio::spawn(async move {
-                    this.deliver_claimed(claim.delivery_id, claim.webhook_id)
-                        .await;
-                    this.in_flight_remove(claim.delivery_id);
-                });
             }
-            if got == 0 || got < room.min(256) {
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(POLL_INTERVAL) => {}
-                }
+            if limit > 0 && got == limit {
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+            if limit > 0 && !skip.is_empty() {
+                tokio::time::sleep(SHORT_CLAIM_PAUSE).await;
             }
         }
     }
@@ -200,24 +292,29 @@ impl Dispatcher {
     fn in_flight_insert(&self, claim: Claim, expires: Instant) -> bool {
         self.in_flight
             .lock()
-            .map(|mut m| {
-                m.insert(claim.delivery_id, (claim.token, expires))
-                    .is_none()
-            })
+            .map(|mut f| f.insert(claim, expires))
             .unwrap_or(false)
     }
 
     fn in_flight_token(&self, id: i64) -> Option<i64> {
-        self.in_flight_entry(id).map(|(token, _)| token)
+        self.in_flight_entry(id).map(|held| held.token)
     }
 
-    fn in_flight_entry(&self, id: i64) -> Option<(i64, Instant)> {
-        self.in_flight.lock().ok().and_then(|m| m.get(&id).copied())
+    fn in_flight_entry(&self, id: i64) -> Option<Held> {
+        self.in_flight
+            .lock()
+            .ok()
+            .and_then(|f| f.held.get(&id).copied())
     }
 
+    /// Wakes the claim loop when this frees a place it was waiting for: the webhook drops
+    /// below its cap, or the process falls to three quarters of its own.
     fn in_flight_remove(&self, id: i64) {
-        if let Ok(mut s) = self.in_flight.lock() {
-            s.remove(&id);
+        let left = self.in_flight.lock().ok().and_then(|mut f| f.remove(id));
+        if let Some((webhook_left, total_left)) = left {
+            if webhook_left + 1 == self.webhook_cap() || total_left == self.hold_cap() * 3 / 4 {
+                self.wake.notify_one();
+            }
         }
     }
 
@@ -234,10 +331,10 @@ impl Dispatcher {
     async fn deliver_claimed(&self, delivery_id: i64, webhook_id: i64) {
         // The webhook's own limit first: waiting for it holds no global slot.
         let per_webhook = self.webhook_limit(webhook_id);
-        let Ok(_hook_permit) = per_webhook.acquire_owned().await else {
+        let Ok(hook_permit) = per_webhook.acquire_owned().await else {
             return;
         };
-        let Ok(_permit) = self.global.clone().acquire_owned().await else {
+        let Ok(permit) = self.global.clone().acquire_owned().await else {
             return;
         };
         if self.stopping.load(Ordering::SeqCst) {
@@ -263,7 +360,8 @@ impl Dispatcher {
                     )
                     .await;
             }
-            self.attempt(job, Some(token)).await
+            self.attempt(job, Some(token), Some((hook_permit, permit)))
+                .await
         }
         .await;
         match result {
@@ -281,9 +379,9 @@ impl Dispatcher {
     /// A claim that outlasts a whole send needs no renewal: no other process can take it
     /// before it expires, and skipping it saves a commit (an fsync on SQLite) per delivery.
     async fn renew_claim(&self, delivery_id: i64) -> StoreResult<Option<i64>> {
-        if let Some((token, expires)) = self.in_flight_entry(delivery_id) {
-            if expires > Instant::now() + self.sender.timeout() + RENEW_MARGIN {
-                return Ok(Some(token));
+        if let Some(held) = self.in_flight_entry(delivery_id) {
+            if held.expires > Instant::now() + self.sender.timeout() + RENEW_MARGIN {
+                return Ok(Some(held.token));
             }
         }
         loop {
@@ -310,11 +408,17 @@ impl Dispatcher {
     /// webhook is disabled; used by retrigger.
     pub async fn retrigger(&self, delivery_id: i64) -> StoreResult<()> {
         let job = self.store.load_job(delivery_id).await?;
-        self.attempt(job, None).await
+        self.attempt(job, None, None).await
     }
 
-    /// One attempt under the claim `lease`, or a manual one (`None`).
-    async fn attempt(&self, job: DeliveryJob, lease: Option<i64>) -> StoreResult<()> {
+    /// One attempt under the claim `lease`, or a manual one (`None`), holding `slots` (if
+    /// any) only while the request is out.
+    async fn attempt(
+        &self,
+        job: DeliveryJob,
+        lease: Option<i64>,
+        slots: Option<Slots>,
+    ) -> StoreResult<()> {
         let delivery_id = job.delivery_id;
         let manual = lease.is_none();
         let request = match payload::render(
@@ -339,6 +443,7 @@ impl Dispatcher {
         let started_at = Utc::now();
         let clock = Instant::now();
         let result = self.sender.send(&request).await;
+        drop(slots);
         let duration_ms = clock.elapsed().as_millis() as i64;
         let attempts_done = job.attempts_so_far + 1;
         let success = matches!(&result, Ok(r) if (200..300).contains(&r.status));
@@ -434,5 +539,36 @@ impl Dispatcher {
                 lease,
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(delivery_id: i64, webhook_id: i64, token: i64) -> Claim {
+        Claim {
+            delivery_id,
+            webhook_id,
+            token,
+        }
+    }
+
+    #[test]
+    fn in_flight_counts_per_webhook_and_ignores_reclaims() {
+        let mut f = InFlight::default();
+        let now = Instant::now();
+        assert!(f.insert(claim(1, 10, 1), now));
+        assert!(f.insert(claim(2, 10, 1), now));
+        assert!(f.insert(claim(3, 20, 1), now));
+        // Claimed again here: the running task takes the new token, nothing is counted twice.
+        assert!(!f.insert(claim(2, 10, 2), now));
+        assert_eq!(f.held[&2].token, 2);
+        assert_eq!(f.saturated(2), [10]);
+        assert_eq!(f.remove(1), Some((1, 2)));
+        assert!(f.saturated(2).is_empty());
+        assert_eq!(f.remove(1), None, "removing twice changes nothing");
+        assert_eq!(f.remove(3), Some((0, 1)));
+        assert!(!f.per_webhook.contains_key(&20), "empty counts are dropped");
     }
 }

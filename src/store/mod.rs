@@ -523,6 +523,17 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
+    ) -> StoreResult<Vec<Claim>> {
+        self.claim_due_skipping(now, lease_until, limit, &[]).await
+    }
+    /// `claim_due`, passing over the deliveries of `skip_webhooks` (those that already have
+    /// enough waiting in this process), earliest due first.
+    async fn claim_due_skipping(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+        skip_webhooks: &[i64],
     ) -> StoreResult<Vec<Claim>>;
     /// Extends a claim right before its delivery is sent, since waiting for a free slot may
     /// outlast the lease. False when the claim is lost (the delivery was claimed again or

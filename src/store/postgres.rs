@@ -902,11 +902,12 @@ impl Store for PgStore {
         })
     }
 
-    async fn claim_due(
+    async fn claim_due_skipping(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
+        skip_webhooks: &[i64],
     ) -> StoreResult<Vec<Claim>> {
         // SKIP LOCKED: claimers in other processes pass over the rows this one is taking
         // instead of waiting for them. MATERIALIZED: the LIMITed, locking subquery runs
@@ -916,6 +917,7 @@ impl Store for PgStore {
                SELECT id FROM deliveries \
                WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $2 \
                  AND (locked_until IS NULL OR locked_until <= $2) \
+                 AND webhook_id <> ALL($4) \
                ORDER BY next_attempt_at, id LIMIT $3 \
                FOR UPDATE SKIP LOCKED) \
              UPDATE deliveries d SET locked_until = $1, lease_token = d.lease_token + 1 \
@@ -925,6 +927,7 @@ impl Store for PgStore {
         .bind(to_ms(lease_until))
         .bind(to_ms(now))
         .bind(limit)
+        .bind(skip_webhooks)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

@@ -84,6 +84,7 @@ contract!(
     retries_and_manual_attempts,
     concurrent_claims_are_exclusive,
     concurrent_writes_stand_alone,
+    claims_pass_over_skipped_webhooks,
     users_and_tokens,
     teams_and_activities,
 );
@@ -1098,4 +1099,44 @@ async fn concurrent_writes_stand_alone(store: Arc<dyn Store>) {
     }
     let events = store.list_events(100, None).await.unwrap();
     assert_eq!(events.items.len(), 49, "the repeated event is stored once");
+}
+
+async fn claims_pass_over_skipped_webhooks(store: Arc<dyn Store>) {
+    let first = acme_with_hook(&store).await;
+    let second = store
+        .create_webhook(
+            &ns("acme"),
+            new_webhook("e", vec![]),
+            &audit("webhook.create"),
+        )
+        .await
+        .unwrap()
+        .id;
+    let patch = WebhookPatch {
+        enabled: Some(true),
+        ..Default::default()
+    };
+    store
+        .update_webhook(&ns("acme"), second, patch, &audit("webhook.enabled"))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    store.ingest(&pushes(3, "kkkk"), now).await.unwrap();
+    let lease = now + secs(30);
+    let others = store
+        .claim_due_skipping(now, lease, 10, &[first])
+        .await
+        .unwrap();
+    let hooks: Vec<i64> = others.iter().map(|c| c.webhook_id).collect();
+    assert_eq!(hooks, [second; 3]);
+    let ids: Vec<i64> = others.iter().map(|c| c.delivery_id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "earliest due first");
+    let rest = store.claim_due(now, lease, 10).await.unwrap();
+    let hooks: Vec<i64> = rest.iter().map(|c| c.webhook_id).collect();
+    assert_eq!(
+        hooks, [first; 3],
+        "the skipped webhook's deliveries stayed due"
+    );
 }

@@ -784,26 +784,47 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn claim_due(
+    async fn claim_due_skipping(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
+        skip_webhooks: &[i64],
     ) -> StoreResult<Vec<Claim>> {
+        // Finding the due deliveries may read many rows (past a large backlog of a skipped
+        // webhook), so it runs on a reader; the writer only takes those still due and free.
+        let skip = serde_json::to_string(skip_webhooks).unwrap_or_else(|_| "[]".into());
+        let due: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM deliveries \
+             WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?1 \
+               AND (locked_until IS NULL OR locked_until <= ?1) \
+               AND webhook_id NOT IN (SELECT value FROM json_each(?3)) \
+             ORDER BY next_attempt_at, id LIMIT ?2",
+        )
+        .bind(to_ms(now))
+        .bind(limit)
+        .bind(&skip)
+        .fetch_all(&self.read)
+        .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(&due).unwrap_or_else(|_| "[]".into());
         let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
             "UPDATE deliveries SET locked_until = ?1, lease_token = lease_token + 1 \
-             WHERE id IN ( \
-               SELECT id FROM deliveries \
-               WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?2 \
-                 AND (locked_until IS NULL OR locked_until <= ?2) \
-               ORDER BY next_attempt_at, id LIMIT ?3) \
+             WHERE id IN (SELECT value FROM json_each(?3)) \
+               AND state IN ('pending', 'retrying') AND next_attempt_at <= ?2 \
+               AND (locked_until IS NULL OR locked_until <= ?2) \
              RETURNING id, webhook_id, lease_token",
         )
         .bind(to_ms(lease_until))
         .bind(to_ms(now))
-        .bind(limit)
+        .bind(&ids)
         .fetch_all(&self.write)
         .await?;
+        // Earliest due first, as found (RETURNING promises no order).
+        let mut rows = rows;
+        rows.sort_by_key(|(id, _, _)| due.iter().position(|d| d == id));
         Ok(rows
             .into_iter()
             .map(|(delivery_id, webhook_id, token)| Claim {
