@@ -91,6 +91,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_INGEST_MAX_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub ingest_max_bytes: usize,
 
+    /// Registry envelopes being received at once; beyond it Herald answers 503 with
+    /// Retry-After (the registry retries), so an overload cannot grow memory without bound.
+    #[arg(long, env = "HERALD_INGEST_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub ingest_max_in_flight: u32,
+
     /// Connect timeout of a delivery.
     #[arg(long, env = "HERALD_DELIVERY_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub delivery_connect_timeout: Duration,
@@ -317,6 +322,10 @@ impl Config {
             ),
             ("secret_key", masked(&self.secret_key)),
             ("ingest_max_bytes", self.ingest_max_bytes.to_string()),
+            (
+                "ingest_max_in_flight",
+                self.ingest_max_in_flight.to_string(),
+            ),
             (
                 "delivery_connect_timeout",
                 humantime::format_duration(self.delivery_connect_timeout).to_string(),

@@ -60,7 +60,8 @@ impl utoipa::Modify for SecuritySchemes {
 
 /// Every documented route, registered from its handler's annotation: a route cannot exist
 /// without being in the OpenAPI document.
-fn documented_routes(ingest_limit: usize) -> OpenApiRouter<AppState> {
+fn documented_routes(ingest_limit: usize, ingest_slots: u32) -> OpenApiRouter<AppState> {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(ingest_slots as usize));
     let (schemas, paths, ingest_route) = routes!(ingest::receive);
     OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(health::healthz))
@@ -69,7 +70,9 @@ fn documented_routes(ingest_limit: usize) -> OpenApiRouter<AppState> {
         .routes((
             schemas,
             paths,
-            ingest_route.layer(DefaultBodyLimit::max(ingest_limit)),
+            ingest_route
+                .layer(DefaultBodyLimit::max(ingest_limit))
+                .layer(axum::middleware::from_fn_with_state(slots, ingest::limit)),
         ))
         .routes(routes!(namespaces::list, namespaces::create))
         .routes(routes!(namespaces::show, namespaces::delete))
@@ -95,7 +98,11 @@ fn documented_routes(ingest_limit: usize) -> OpenApiRouter<AppState> {
 }
 
 pub fn router(state: AppState) -> Router {
-    let (documented, doc) = documented_routes(state.config.ingest_max_bytes).split_for_parts();
+    let (documented, doc) = documented_routes(
+        state.config.ingest_max_bytes,
+        state.config.ingest_max_in_flight,
+    )
+    .split_for_parts();
     let doc = std::sync::Arc::new(doc);
     Router::new()
         .merge(documented)

@@ -3,11 +3,16 @@
 //! The answer is 2xx only after the events and their deliveries are committed; the
 //! registry keeps retrying anything else, so nothing accepted can be lost.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tokio::sync::Semaphore;
 
 use crate::error::{ApiResult, AppError, ErrorBody};
 use crate::registry::envelope::parse_envelope;
@@ -21,9 +26,28 @@ pub const ACCEPTED_MEDIA_TYPES: &[&str] = &[
     "application/json",
 ];
 
+/// Admits at most `--ingest-max-in-flight` envelopes at once, before their bodies are read;
+/// the rest get 503 with `Retry-After`, which the registry answers by sending again later.
+pub async fn limit(State(slots): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let Ok(_slot) = slots.try_acquire() else {
+        let mut response = AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Herald is receiving as many envelopes as it is configured to \
+             (--ingest-max-in-flight); send this one again shortly",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    next.run(request).await
+}
+
 #[utoipa::path(post, path = "/v2/webhooks/events", tag = "registry", security(("registry" = [])),
     request_body(content = String, description = "A registry notification envelope", content_type = "application/vnd.docker.distribution.events.v1+json"),
-    responses((status = 200, body = IngestSummary), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+    responses((status = 200, body = IngestSummary), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody, description = "Too many envelopes at once; send again after Retry-After")))]
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -271,3 +271,43 @@ async fn a_distribution_3_envelope_with_several_events_is_handled() {
     );
     assert!(bodies.iter().all(|c| c.method == "POST"));
 }
+
+/// Beyond `--ingest-max-in-flight` envelopes at once Herald answers 503 with Retry-After
+/// before reading the body, and takes envelopes again as soon as a place is free.
+#[tokio::test]
+async fn ingest_beyond_the_in_flight_bound_is_refused_with_retry_after() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(&["--ingest-max-in-flight", "1"]).await;
+    let body = fixture(PUSH);
+    // A registry that has sent its headers and half its body holds the one place.
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v2/webhooks/events HTTP/1.1\r\nhost: herald\r\nconnection: close\r\n\
+         authorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        app.registry_token,
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let half = body.len() / 2;
+    slow.write_all(&body[..half]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let other = fixture(PUSH);
+    let other = String::from_utf8(other)
+        .unwrap()
+        .replace("2045f19c", "3045f19c");
+    let r = app.post_envelope(other.clone().into_bytes()).await;
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "overloaded");
+    assert_eq!(r.headers["retry-after"], "1");
+
+    // The slow envelope completes and is stored; then the refused one is taken.
+    slow.write_all(&body[half..]).await.unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let r = app.post_envelope(other.into_bytes()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let events = app.api("GET", "/events", None).await;
+    assert_eq!(events.body["items"].as_array().unwrap().len(), 2);
+}
