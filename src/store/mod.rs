@@ -28,6 +28,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// From the SQLite writer's own connection (`sqlite/group_commit.rs`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("{0}")]
     Crypto(String),
 }

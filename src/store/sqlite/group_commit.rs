@@ -2,26 +2,36 @@
 //!
 //! Every commit is an fsync (about 0.7 ms on the benchmark machine) and SQLite has a single
 //! writer, so committing each envelope and each delivery result on its own caps Herald at
-//! roughly a thousand writes a second, whatever the CPU could do. The hot writes therefore
-//! go to one task that stores everything queued up during the previous commit in a single
-//! transaction. Each job runs inside its own savepoint, so a job that fails (a lost claim,
-//! a constraint) is undone alone and the others in its transaction still commit.
+//! roughly a thousand writes a second, whatever the CPU could do. The hot writes (envelopes,
+//! delivery results, claims) therefore go to one thread that stores everything queued up
+//! during the previous commit in a single transaction. A job that fails (a lost claim, a
+//! constraint) is undone alone and the others in its transaction still commit (see `write`).
+//!
+//! The thread owns its own connection (rusqlite) and runs each batch synchronously, because
+//! a batch is hundreds of statements: through sqlx every statement is a hop to the
+//! connection's worker thread and back, and on two busy cores those hops, not SQLite, were
+//! most of a batch's time.
 //!
 //! Durability is unchanged: a caller is answered only after the transaction holding its job
 //! has committed, and when that commit fails every job in it gets the error (the registry
 //! sees a 5xx and retries; a worker leaves the delivery to be claimed again). Nothing waits
 //! to fill a batch: a lone job is written at once.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::SqliteStore;
-use crate::registry::envelope::IncomingEvent;
-use crate::store::{AttemptRecord, IngestSummary, StoreError, StoreResult};
+use crate::registry::envelope::{Disposition, IncomingEvent};
+use crate::store::{
+    decide, lease_lost, to_ms, AttemptRecord, Candidate, Claim, DeliveryState, IngestSummary,
+    Outcome, StoreError, StoreResult,
+};
 
 /// At most this many jobs share a transaction, so one commit stays short.
 const MAX_BATCH: usize = 512;
@@ -33,12 +43,19 @@ pub(super) enum Job {
         now: DateTime<Utc>,
     },
     Attempt(Box<AttemptRecord>),
+    /// Takes those of `ids` still due and free at `now`, until `lease_until`.
+    Claim {
+        ids: Vec<i64>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    },
 }
 
 /// What a job wrote.
 pub(super) enum Done {
     Ingested(IngestSummary),
     Recorded,
+    Claimed(Vec<Claim>),
 }
 
 struct Queued {
@@ -46,7 +63,7 @@ struct Queued {
     reply: oneshot::Sender<StoreResult<Done>>,
 }
 
-/// The queue into the writing task; cheap to clone.
+/// The queue into the writing thread; cheap to clone.
 #[derive(Clone)]
 pub(super) struct GroupCommit {
     queue: mpsc::UnboundedSender<Queued>,
@@ -54,12 +71,28 @@ pub(super) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writing task on the current Tokio runtime; it ends when every handle is gone.
-    pub fn start(pool: SqlitePool) -> Self {
+    /// Opens the writer's connection to the database file and starts its thread, which
+    /// ends when every handle is gone.
+    pub fn start(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // The same settings as the sqlx pools: WAL, an fsync per commit, foreign keys.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         let (queue, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(pool, rx, commits.clone()));
-        Self { queue, commits }
+        let counter = commits.clone();
+        std::thread::Builder::new()
+            .name("herald-sqlite-writer".into())
+            .spawn(move || run(conn, rx, counter))
+            .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        Ok(Self { queue, commits })
     }
 
     /// Writes the job; returns once its transaction has committed (or failed).
@@ -83,8 +116,9 @@ fn stopped() -> StoreError {
     ))
 }
 
-async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Queued>, commits: Arc<AtomicU64>) {
-    while let Some(first) = rx.recv().await {
+fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Queued>, commits: Arc<AtomicU64>) {
+    conn.set_prepared_statement_cache_capacity(32);
+    while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -93,7 +127,7 @@ async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Queued>, commits:
             }
         }
         commits.fetch_add(1, Ordering::Relaxed);
-        match write(&pool, &batch).await {
+        match write(&mut conn, &batch) {
             Ok(results) => {
                 for (queued, result) in batch.into_iter().zip(results) {
                     let _ = queued.reply.send(result);
@@ -115,37 +149,257 @@ async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Queued>, commits:
     }
 }
 
-/// One transaction for the whole batch, one savepoint per job; the outer error means
-/// nothing of the batch was committed.
-async fn write(pool: &SqlitePool, batch: &[Queued]) -> StoreResult<Vec<StoreResult<Done>>> {
-    let mut tx = pool.begin().await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for queued in batch {
-        let mut savepoint = tx.begin().await?;
-        match apply(&mut savepoint, &queued.job).await {
-            Ok(done) => {
-                savepoint.commit().await?;
-                results.push(Ok(done));
-            }
-            Err(e) => {
-                savepoint.rollback().await?;
-                results.push(Err(e));
-            }
-        }
+/// One transaction for the whole batch; the outer error means nothing of it was committed.
+/// Jobs run back to back; only when one fails is the batch rolled back and run again with
+/// a savepoint around each job, so the failure is undone alone and the others still commit.
+fn write(conn: &mut Connection, batch: &[Queued]) -> StoreResult<Vec<StoreResult<Done>>> {
+    if let Some(results) = write_once(conn, batch, false)? {
+        return Ok(results);
     }
-    tx.commit().await?;
-    Ok(results)
+    match write_once(conn, batch, true)? {
+        Some(results) => Ok(results),
+        None => Err(StoreError::Database(sqlx::Error::Protocol(
+            "a batch with savepoints was given up".into(),
+        ))),
+    }
 }
 
-async fn apply(conn: &mut SqliteConnection, job: &Job) -> StoreResult<Done> {
-    match job {
-        Job::Ingest { events, now } => SqliteStore::ingest_in(conn, events, *now)
-            .await
-            .map(Done::Ingested),
-        Job::Attempt(record) => SqliteStore::record_in(conn, record)
-            .await
-            .map(|()| Done::Recorded),
+/// `None` when a job failed without savepoints: then nothing was committed.
+fn write_once(
+    conn: &mut Connection,
+    batch: &[Queued],
+    isolated: bool,
+) -> StoreResult<Option<Vec<StoreResult<Done>>>> {
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut cache = NamespaceCache::new();
+    let mut results = Vec::with_capacity(batch.len());
+    for queued in batch {
+        if !isolated {
+            match apply(&tx, &queued.job, &mut cache) {
+                Ok(done) => results.push(Ok(done)),
+                Err(_) => {
+                    tx.rollback()?;
+                    return Ok(None);
+                }
+            }
+            continue;
+        }
+        let savepoint = tx.savepoint()?;
+        let result = apply(&savepoint, &queued.job, &mut cache);
+        if result.is_ok() {
+            savepoint.commit()?;
+        } else {
+            savepoint.finish()?;
+        }
+        results.push(result);
     }
+    tx.commit()?;
+    Ok(Some(results))
+}
+
+fn apply(conn: &Connection, job: &Job, cache: &mut NamespaceCache) -> StoreResult<Done> {
+    match job {
+        Job::Ingest { events, now } => ingest(conn, events, *now, cache).map(Done::Ingested),
+        Job::Attempt(record) => record_attempt(conn, record).map(|()| Done::Recorded),
+        Job::Claim {
+            ids,
+            now,
+            lease_until,
+        } => claim(conn, ids, *now, *lease_until).map(Done::Claimed),
+    }
+}
+
+/// Per namespace name: its enabled webhooks as ingest weighs them, `None` if it does not
+/// exist. Kept for one transaction: nothing else writes webhooks while it is open.
+type NamespaceCache = HashMap<String, Option<Vec<Candidate>>>;
+
+/// Looks the namespace up unless this transaction already did.
+fn load_candidates(
+    conn: &Connection,
+    namespace: &str,
+    cache: &mut NamespaceCache,
+) -> StoreResult<()> {
+    if cache.contains_key(namespace) {
+        return Ok(());
+    }
+    let id: Option<i64> = conn
+        .prepare_cached("SELECT id FROM namespaces WHERE name = ?1")?
+        .query_row([namespace], |row| row.get(0))
+        .optional()?;
+    let found = match id {
+        None => None,
+        Some(id) => {
+            let mut statement = conn.prepare_cached(
+                "SELECT id, filters FROM webhooks WHERE namespace_id = ?1 AND enabled = 1",
+            )?;
+            let rows = statement.query_map([id], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?))
+            })?;
+            let mut list = Vec::new();
+            for row in rows {
+                let (id, filters) = row?;
+                list.push(Candidate::new(id, filters.as_deref()));
+            }
+            Some(list)
+        }
+    };
+    cache.insert(namespace.to_string(), found);
+    Ok(())
+}
+
+/// `Store::ingest`: the events, and a pending delivery per webhook each one is for.
+fn ingest(
+    conn: &Connection,
+    events: &[IncomingEvent],
+    now: DateTime<Utc>,
+    cache: &mut NamespaceCache,
+) -> StoreResult<IngestSummary> {
+    let mut summary = IngestSummary::default();
+    let now = to_ms(now);
+    for event in events {
+        // Decide the event's fate before storing it, so the row says why.
+        let found = match (&event.disposition, &event.namespace) {
+            (Disposition::Ignore(_), _) | (_, None) => None,
+            (_, Some(ns)) => {
+                load_candidates(conn, ns.as_str(), cache)?;
+                cache.get(ns.as_str()).and_then(|c| c.as_deref())
+            }
+        };
+        let (status, reason, webhooks) = decide(event, found);
+        let inserted: Option<i64> = conn
+            .prepare_cached(
+                "INSERT INTO events (registry_id, action, repository, namespace, tag, digest, \
+                 media_type, actor, status, reason, body, received_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 ON CONFLICT (registry_id) DO NOTHING RETURNING id",
+            )?
+            .query_row(
+                params![
+                    event.registry_id,
+                    event.action,
+                    event.repository,
+                    event.namespace.as_ref().map(|n| n.as_str()),
+                    event.tag,
+                    event.digest,
+                    event.media_type,
+                    event.actor,
+                    status,
+                    reason,
+                    event.body,
+                    now,
+                ],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(event_id) = inserted else {
+            summary.duplicates += 1;
+            continue;
+        };
+        match status {
+            "ignored" => summary.ignored += 1,
+            "skipped" => summary.skipped += 1,
+            _ => summary.accepted += 1,
+        }
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
+             created_at, updated_at) VALUES (?1, ?2, 'pending', ?3, ?3, ?3)",
+        )?;
+        for webhook_id in webhooks {
+            insert.execute(params![webhook_id, event_id, now])?;
+            summary.deliveries += 1;
+        }
+    }
+    Ok(summary)
+}
+
+/// `Store::record_attempt`: the attempt and the delivery's next state.
+fn record_attempt(conn: &Connection, r: &AttemptRecord) -> StoreResult<()> {
+    let (state, next) = match r.outcome {
+        Outcome::Succeeded => (DeliveryState::Succeeded, None),
+        Outcome::RetryAt(at) => (DeliveryState::Retrying, Some(to_ms(at))),
+        Outcome::Failed => (DeliveryState::Failed, None),
+    };
+    let headers = serde_json::to_string(&r.request.headers).unwrap_or_else(|_| "[]".into());
+    let response_headers =
+        serde_json::to_string(&r.response_headers).unwrap_or_else(|_| "[]".into());
+    // A manual attempt (no lease) leaves a worker's lease alone; a worker's attempt
+    // counts only under its current claim.
+    let updated = conn
+        .prepare_cached(
+            "UPDATE deliveries SET state = ?1, attempts = attempts + 1, next_attempt_at = ?2, \
+             locked_until = CASE WHEN ?3 IS NULL THEN locked_until ELSE NULL END, \
+             last_status = ?4, last_error = ?5, request_method = ?6, request_url = ?7, \
+             request_headers = ?8, request_body = ?9, updated_at = ?10 \
+             WHERE id = ?11 AND (?3 IS NULL OR lease_token = ?3)",
+        )?
+        .execute(params![
+            state.as_str(),
+            next,
+            r.lease,
+            r.status.map(i64::from),
+            r.error,
+            r.request.method,
+            r.request.url,
+            headers,
+            (!r.body_is_event).then_some(&r.request.body),
+            to_ms(Utc::now()),
+            r.delivery_id,
+        ])?;
+    if updated == 0 {
+        return Err(match r.lease {
+            Some(_) => lease_lost(r.delivery_id),
+            None => StoreError::NotFound(format!("delivery {}", r.delivery_id)),
+        });
+    }
+    conn.prepare_cached(
+        "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error, \
+         response_headers, response_body, truncated, manual) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        r.delivery_id,
+        to_ms(r.started_at),
+        r.duration_ms,
+        r.status.map(i64::from),
+        r.error,
+        response_headers,
+        r.response_body,
+        r.response_truncated,
+        r.manual,
+    ])?;
+    Ok(())
+}
+
+/// The write half of `Store::claim_due_skipping`: leases those of `ids` still due and free.
+fn claim(
+    conn: &Connection,
+    ids: &[i64],
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> StoreResult<Vec<Claim>> {
+    let mut statement = conn.prepare_cached(
+        "UPDATE deliveries SET locked_until = ?1, lease_token = lease_token + 1 \
+         WHERE id = ?2 AND state IN ('pending', 'retrying') AND next_attempt_at <= ?3 \
+           AND (locked_until IS NULL OR locked_until <= ?3) \
+         RETURNING webhook_id, lease_token",
+    )?;
+    let mut claims = Vec::with_capacity(ids.len());
+    for &delivery_id in ids {
+        let taken = statement
+            .query_row(
+                params![to_ms(lease_until), delivery_id, to_ms(now)],
+                |row| {
+                    Ok(Claim {
+                        delivery_id,
+                        webhook_id: row.get(0)?,
+                        token: row.get(1)?,
+                    })
+                },
+            )
+            .optional()?;
+        claims.extend(taken);
+    }
+    Ok(claims)
 }
 
 #[cfg(test)]

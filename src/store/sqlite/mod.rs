@@ -13,10 +13,14 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::*;
-use crate::registry::envelope::Disposition;
 use group_commit::{Done, GroupCommit, Job};
 
 mod group_commit;
+
+/// Write transactions take the write lock at once: one that read first and then found
+/// the group committer's connection had written meanwhile would fail at once with
+/// SQLITE_BUSY instead of waiting its turn.
+const IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
 /// Two pools: one connection for writes, so writers queue in-process instead of fighting
 /// over SQLite's lock, and several for reads, which WAL lets run beside the writer.
@@ -43,9 +47,9 @@ impl SqliteStore {
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        let writer = GroupCommit::start(write.clone());
+        let writer = GroupCommit::start(options.get_filename())?;
         Ok(Self {
             write,
             read,
@@ -209,158 +213,6 @@ impl SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// The body of `Store::ingest` inside the group committer's transaction.
-    async fn ingest_in(
-        tx: &mut sqlx::SqliteConnection,
-        events: &[IncomingEvent],
-        now: DateTime<Utc>,
-    ) -> StoreResult<IngestSummary> {
-        let mut summary = IngestSummary::default();
-        // One lookup per namespace per envelope.
-        let mut cache: std::collections::HashMap<String, Option<Vec<Candidate>>> =
-            std::collections::HashMap::new();
-        for event in events {
-            // Decide the event's fate before storing it, so the row says why.
-            let candidates = match (&event.disposition, &event.namespace) {
-                (Disposition::Ignore(_), _) | (_, None) => None,
-                (_, Some(ns)) => {
-                    if !cache.contains_key(ns.as_str()) {
-                        let ns_id: Option<i64> =
-                            sqlx::query_scalar("SELECT id FROM namespaces WHERE name = ?")
-                                .bind(ns.as_str())
-                                .fetch_optional(&mut *tx)
-                                .await?;
-                        let found = match ns_id {
-                            None => None,
-                            Some(id) => {
-                                let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
-                                    "SELECT id, filters FROM webhooks WHERE namespace_id = ? AND enabled = 1",
-                                )
-                                .bind(id)
-                                .fetch_all(&mut *tx)
-                                .await?;
-                                Some(
-                                    rows.into_iter()
-                                        .map(|(id, f)| Candidate::new(id, f.as_deref()))
-                                        .collect::<Vec<_>>(),
-                                )
-                            }
-                        };
-                        cache.insert(ns.as_str().to_string(), found);
-                    }
-                    cache.get(ns.as_str()).and_then(|c| c.as_deref())
-                }
-            };
-            let (status, reason, webhooks) = decide(event, candidates);
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO events (registry_id, action, repository, namespace, tag, digest, \
-                 media_type, actor, status, reason, body, received_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (registry_id) DO NOTHING RETURNING id",
-            )
-            .bind(&event.registry_id)
-            .bind(&event.action)
-            .bind(&event.repository)
-            .bind(event.namespace.as_ref().map(|n| n.as_str()))
-            .bind(&event.tag)
-            .bind(&event.digest)
-            .bind(&event.media_type)
-            .bind(&event.actor)
-            .bind(status)
-            .bind(&reason)
-            .bind(&event.body)
-            .bind(to_ms(now))
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(event_id) = inserted else {
-                summary.duplicates += 1;
-                continue;
-            };
-            match status {
-                "ignored" => summary.ignored += 1,
-                "skipped" => summary.skipped += 1,
-                _ => summary.accepted += 1,
-            }
-            for webhook_id in webhooks {
-                sqlx::query(
-                    "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
-                     created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?)",
-                )
-                .bind(webhook_id)
-                .bind(event_id)
-                .bind(to_ms(now))
-                .bind(to_ms(now))
-                .bind(to_ms(now))
-                .execute(&mut *tx)
-                .await?;
-                summary.deliveries += 1;
-            }
-        }
-        Ok(summary)
-    }
-
-    /// The body of `Store::record_attempt` inside the group committer's transaction.
-    async fn record_in(tx: &mut sqlx::SqliteConnection, r: &AttemptRecord) -> StoreResult<()> {
-        let (state, next) = match r.outcome {
-            Outcome::Succeeded => (DeliveryState::Succeeded, None),
-            Outcome::RetryAt(at) => (DeliveryState::Retrying, Some(to_ms(at))),
-            Outcome::Failed => (DeliveryState::Failed, None),
-        };
-        let headers = serde_json::to_string(&r.request.headers).unwrap_or_else(|_| "[]".into());
-        let response_headers =
-            serde_json::to_string(&r.response_headers).unwrap_or_else(|_| "[]".into());
-        // A manual attempt (no lease) leaves a worker's lease alone; a worker's attempt
-        // counts only under its current claim.
-        let updated = sqlx::query(
-            "UPDATE deliveries SET state = ?1, attempts = attempts + 1, next_attempt_at = ?2, \
-             locked_until = CASE WHEN ?3 IS NULL THEN locked_until ELSE NULL END, \
-             last_status = ?4, last_error = ?5, request_method = ?6, request_url = ?7, \
-             request_headers = ?8, request_body = ?9, updated_at = ?10 \
-             WHERE id = ?11 AND (?3 IS NULL OR lease_token = ?3)",
-        )
-        .bind(state.as_str())
-        .bind(next)
-        .bind(r.lease)
-        .bind(r.status.map(i64::from))
-        .bind(&r.error)
-        .bind(&r.request.method)
-        .bind(&r.request.url)
-        .bind(&headers)
-        .bind(if r.body_is_event {
-            None
-        } else {
-            Some(&r.request.body)
-        })
-        .bind(to_ms(Utc::now()))
-        .bind(r.delivery_id)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Err(match r.lease {
-                Some(_) => lease_lost(r.delivery_id),
-                None => StoreError::NotFound(format!("delivery {}", r.delivery_id)),
-            });
-        }
-        sqlx::query(
-            "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error, \
-             response_headers, response_body, truncated, manual) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(r.delivery_id)
-        .bind(to_ms(r.started_at))
-        .bind(r.duration_ms)
-        .bind(r.status.map(i64::from))
-        .bind(&r.error)
-        .bind(&response_headers)
-        .bind(&r.response_body)
-        .bind(r.response_truncated)
-        .bind(r.manual)
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
-    }
-}
-
 fn mismatched() -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(
         "the SQLite writer answered a different kind of job".into(),
@@ -392,7 +244,7 @@ impl Store for SqliteStore {
         };
         match self.writer.submit(job).await? {
             Done::Ingested(summary) => Ok(summary),
-            Done::Recorded => Err(mismatched()),
+            _ => Err(mismatched()),
         }
     }
 
@@ -456,7 +308,7 @@ impl Store for SqliteStore {
         team_id: Option<i64>,
         audit: &Audit,
     ) -> StoreResult<Namespace> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         sqlx::query(
             "INSERT INTO namespaces (name, description, team_id, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -479,7 +331,7 @@ impl Store for SqliteStore {
                 "the global namespace always exists and cannot be deleted".into(),
             ));
         }
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         let ctx = NsContext::load(&mut tx, name).await?;
         sqlx::query("DELETE FROM namespaces WHERE id = ?")
             .bind(ctx.id)
@@ -524,7 +376,7 @@ impl Store for SqliteStore {
         audit: &Audit,
     ) -> StoreResult<Webhook> {
         let now = to_ms(Utc::now());
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         let ctx = NsContext::load(&mut tx, namespace).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO webhooks (namespace_id, name, url, request_method, content_type, \
@@ -579,7 +431,7 @@ impl Store for SqliteStore {
         let format = patch.format.unwrap_or(current.format);
         let template = patch.template.unwrap_or(current.template);
         let tls_verify = patch.tls_verify.unwrap_or(current.tls_verify);
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         sqlx::query(
             "UPDATE webhooks SET name = ?, url = ?, request_method = ?, content_type = ?, \
              username = ?, password = ?, enabled = ?, updated_at = ?, filters = ?, format = ?, \
@@ -618,7 +470,7 @@ impl Store for SqliteStore {
         audit: &Audit,
     ) -> StoreResult<()> {
         let hook = self.get_webhook(namespace, id).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         sqlx::query("DELETE FROM webhooks WHERE id = ?")
             .bind(id)
             .execute(&mut *tx)
@@ -643,7 +495,7 @@ impl Store for SqliteStore {
         audit: &Audit,
     ) -> StoreResult<bool> {
         let hook = self.get_webhook(namespace, webhook_id).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         let removed = sqlx::query("DELETE FROM webhook_headers WHERE webhook_id = ? AND name = ?")
             .bind(webhook_id)
             .bind(header.name.as_str())
@@ -681,7 +533,7 @@ impl Store for SqliteStore {
         audit: &Audit,
     ) -> StoreResult<()> {
         let hook = self.get_webhook(namespace, webhook_id).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         let done = sqlx::query("DELETE FROM webhook_headers WHERE webhook_id = ? AND name = ?")
             .bind(webhook_id)
             .bind(name)
@@ -809,30 +661,15 @@ impl Store for SqliteStore {
         if due.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = serde_json::to_string(&due).unwrap_or_else(|_| "[]".into());
-        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-            "UPDATE deliveries SET locked_until = ?1, lease_token = lease_token + 1 \
-             WHERE id IN (SELECT value FROM json_each(?3)) \
-               AND state IN ('pending', 'retrying') AND next_attempt_at <= ?2 \
-               AND (locked_until IS NULL OR locked_until <= ?2) \
-             RETURNING id, webhook_id, lease_token",
-        )
-        .bind(to_ms(lease_until))
-        .bind(to_ms(now))
-        .bind(&ids)
-        .fetch_all(&self.write)
-        .await?;
-        // Earliest due first, as found (RETURNING promises no order).
-        let mut rows = rows;
-        rows.sort_by_key(|(id, _, _)| due.iter().position(|d| d == id));
-        Ok(rows
-            .into_iter()
-            .map(|(delivery_id, webhook_id, token)| Claim {
-                delivery_id,
-                webhook_id,
-                token,
-            })
-            .collect())
+        let job = Job::Claim {
+            ids: due,
+            now,
+            lease_until,
+        };
+        match self.writer.submit(job).await? {
+            Done::Claimed(claims) => Ok(claims),
+            _ => Err(mismatched()),
+        }
     }
 
     async fn renew_lease(
@@ -884,7 +721,7 @@ impl Store for SqliteStore {
     async fn record_attempt(&self, r: AttemptRecord) -> StoreResult<()> {
         match self.writer.submit(Job::Attempt(Box::new(r))).await? {
             Done::Recorded => Ok(()),
-            Done::Ingested(_) => Err(mismatched()),
+            _ => Err(mismatched()),
         }
     }
 
@@ -914,7 +751,7 @@ impl Store for SqliteStore {
         admin: bool,
     ) -> StoreResult<User> {
         let now = to_ms(Utc::now());
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         let row = sqlx::query(
             "INSERT INTO users (username, password_hash, email, admin, created_at) \
              VALUES (?, ?, ?, ?, ?) RETURNING id, username, email, admin, disabled, created_at",
@@ -1035,7 +872,7 @@ impl Store for SqliteStore {
         let target = hook
             .as_ref()
             .map(|h| (h.id, h.name.as_str(), host.as_str()));
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         let ctx = NsContext::load(&mut tx, namespace).await?;
         insert_activity(&mut tx, audit, &ctx, target).await?;
         tx.commit().await?;
@@ -1201,7 +1038,7 @@ impl Store for SqliteStore {
         owner_id: i64,
         audit: &Audit,
     ) -> StoreResult<Team> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO teams (name, description, created_at) VALUES (?, ?, ?) RETURNING id",
         )
@@ -1228,7 +1065,7 @@ impl Store for SqliteStore {
         role: Role,
         audit: &Audit,
     ) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         let team_id = team_id_in(&mut tx, team).await?;
         let current = member_role(&mut tx, team_id, user_id).await?;
         if current == Some(Role::Owner) && role != Role::Owner {
@@ -1249,7 +1086,7 @@ impl Store for SqliteStore {
     }
 
     async fn remove_member(&self, team: &str, user_id: i64, audit: &Audit) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         let team_id = team_id_in(&mut tx, team).await?;
         match member_role(&mut tx, team_id, user_id).await? {
             None => {
@@ -1289,7 +1126,7 @@ impl Store for SqliteStore {
         audit: &Audit,
     ) -> StoreResult<Webhook> {
         let hook = self.get_webhook(namespace, id).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         sqlx::query(
             "UPDATE webhooks SET previous_signing_secret = signing_secret, previous_secret_until = ?, \
              signing_secret = ?, updated_at = ? WHERE id = ?",
@@ -1319,7 +1156,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         disable_after: std::time::Duration,
     ) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         let row = sqlx::query(
             "SELECT w.enabled, w.failing_since, w.name, w.url, n.name AS namespace FROM webhooks w \
              JOIN namespaces n ON n.id = w.namespace_id WHERE w.id = ?",
@@ -1401,7 +1238,7 @@ impl Store for SqliteStore {
         body: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<i64> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         let namespace: Option<String> = sqlx::query_scalar(
             "SELECT n.name FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id WHERE w.id = ?",
         )
@@ -1561,7 +1398,7 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, delivery_ids: &[i64]) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         for id in delivery_ids {
             sqlx::query("UPDATE deliveries SET locked_until = NULL WHERE id = ? AND state IN ('pending', 'retrying')")
                 .bind(id)
@@ -1578,7 +1415,7 @@ impl Store for SqliteStore {
         keep_per_webhook: i64,
         batch: i64,
     ) -> StoreResult<u64> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
         // Old finished deliveries, oldest first.
         let old = sqlx::query(
             "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
