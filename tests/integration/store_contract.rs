@@ -602,8 +602,27 @@ async fn claims_leases_and_attempts(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(third.len(), 2, "all but the renewed one");
     assert!(third.iter().all(|c| c.delivery_id != new.delivery_id));
+    // The job carries the webhook as `get_webhook` reads it, binary header values included.
+    for (name, value) in [("X-Zero", &[0u8, 255, 16][..]), ("X-Auth", &b"sealed"[..])] {
+        store
+            .set_header(&ns("acme"), hook, header(name, value), &audit("header.set"))
+            .await
+            .unwrap();
+    }
     let job = store.load_job(new.delivery_id).await.unwrap();
+    let direct = store.get_webhook(&ns("acme"), hook).await.unwrap();
     assert_eq!(job.webhook.id, hook);
+    let headers = |w: &herald::store::Webhook| -> Vec<(String, Vec<u8>)> {
+        w.headers
+            .iter()
+            .map(|h| (h.name.as_str().to_string(), h.value.0.clone()))
+            .collect()
+    };
+    assert_eq!(headers(&job.webhook), headers(&direct));
+    assert_eq!(headers(&job.webhook).len(), 2);
+    assert_eq!(job.webhook.url.as_str(), direct.url.as_str());
+    assert!(job.webhook.password == direct.password && job.webhook.password.is_some());
+    assert!(job.webhook.signing_secrets == direct.signing_secrets);
     assert_eq!(job.attempts_so_far, 0);
     assert_eq!(job.event_action, "push");
     assert!(job.event_body.contains("bbbb0000"));

@@ -116,11 +116,33 @@ fn webhook_from_row(row: &SqliteRow, headers: Vec<StoredHeader>) -> StoreResult<
     })
 }
 
-const WEBHOOK_SELECT: &str = "SELECT w.id, n.name AS namespace, w.name, w.url, w.request_method, \
-     w.content_type, w.username, w.password, w.enabled, w.created_at, w.updated_at, \
-     w.signing_secret, w.previous_signing_secret, w.previous_secret_until, w.failing_since, \
-     w.filters, w.format, w.template, w.tls_verify \
-     FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id";
+/// What `webhook_from_row` reads, from `webhooks w` joined with `namespaces n`.
+macro_rules! webhook_columns {
+    () => {
+        "SELECT w.id, n.name AS namespace, w.name, w.url, w.request_method, w.content_type, \
+         w.username, w.password, w.enabled, w.created_at, w.updated_at, w.signing_secret, \
+         w.previous_signing_secret, w.previous_secret_until, w.failing_since, w.filters, \
+         w.format, w.template, w.tls_verify"
+    };
+}
+
+const WEBHOOK_COLUMNS: &str = webhook_columns!();
+
+const WEBHOOK_SELECT: &str = concat!(
+    webhook_columns!(),
+    " FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id"
+);
+
+/// Bytes from SQLite's `hex()`; `None` if the text is not hex.
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
 
 const DELIVERY_SELECT: &str = "SELECT d.id, d.webhook_id, d.state, d.attempts, d.last_status, \
      d.last_error, d.next_attempt_at, d.created_at, d.updated_at, d.request_method, d.request_url, \
@@ -691,30 +713,46 @@ impl Store for SqliteStore {
     }
 
     async fn load_job(&self, delivery_id: i64) -> StoreResult<DeliveryJob> {
-        let row = sqlx::query(
-            "SELECT d.webhook_id, d.attempts, d.state, e.action, e.body, n.name AS namespace \
+        // One query for the delivery, its event, its webhook and the webhook's headers: this
+        // runs for every delivery, and each query is a hop to a reader thread and back.
+        let row = sqlx::query(&format!(
+            "{WEBHOOK_COLUMNS}, d.attempts AS delivery_attempts, d.state AS delivery_state, \
+             e.action AS event_action, e.body AS event_body, \
+             (SELECT json_group_array(json_array(h.name, hex(h.value))) FROM \
+               (SELECT name, value FROM webhook_headers WHERE webhook_id = w.id ORDER BY name) h) \
+               AS headers_json \
              FROM deliveries d JOIN events e ON e.id = d.event_id \
              JOIN webhooks w ON w.id = d.webhook_id JOIN namespaces n ON n.id = w.namespace_id \
-             WHERE d.id = ?",
-        )
+             WHERE d.id = ?"
+        ))
         .bind(delivery_id)
         .fetch_optional(&self.read)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("delivery {delivery_id}")))?;
-        let namespace = NamespaceName::trusted(row.try_get("namespace")?);
-        let state: String = row.try_get("state")?;
-        let webhook = self
-            .get_webhook(&namespace, row.try_get("webhook_id")?)
-            .await?;
+        let headers_json: String = row.try_get("headers_json")?;
+        let pairs: Vec<(String, String)> = serde_json::from_str(&headers_json)
+            .map_err(|e| StoreError::Crypto(format!("stored headers are unreadable: {e}")))?;
+        let headers = pairs
+            .into_iter()
+            .map(|(name, hex)| {
+                Ok(StoredHeader {
+                    name: HeaderName::trusted(name),
+                    value: Sealed(from_hex(&hex).ok_or_else(|| {
+                        StoreError::Crypto("a stored header value is unreadable".into())
+                    })?),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let state: String = row.try_get("delivery_state")?;
         Ok(DeliveryJob {
             delivery_id,
-            attempts_so_far: row.try_get("attempts")?,
+            attempts_so_far: row.try_get("delivery_attempts")?,
             state: DeliveryState::parse(&state),
-            webhook,
+            webhook: webhook_from_row(&row, headers)?,
             event_action: row
-                .try_get::<Option<String>, _>("action")?
+                .try_get::<Option<String>, _>("event_action")?
                 .unwrap_or_default(),
-            event_body: row.try_get("body")?,
+            event_body: row.try_get("event_body")?,
         })
     }
 
