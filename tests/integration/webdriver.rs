@@ -12,6 +12,9 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 pub struct Browser {
     http: reqwest::Client,
     base: String,
+    /// chromedriver's port and the session's path, to end the session on drop.
+    port: u16,
+    session_path: String,
     driver: Child,
     _profile: tempfile::TempDir,
 }
@@ -102,6 +105,8 @@ impl Browser {
         Some(Browser {
             http,
             base: format!("{base}/session/{session}"),
+            port,
+            session_path: format!("/session/{session}"),
             driver,
             _profile: profile,
         })
@@ -244,7 +249,21 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Ends the session first: chromedriver then quits Chromium, which killing chromedriver
+    /// alone would leave running. Blocking, since drop cannot await.
     fn drop(&mut self) {
+        use std::io::{Read, Write};
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let request = format!(
+                "DELETE {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n",
+                self.session_path, self.port
+            );
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let _ = stream.read_to_end(&mut Vec::new());
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
