@@ -33,6 +33,9 @@ use crate::store::{
     Outcome, StoreError, StoreResult,
 };
 
+/// The writer's page cache, in KiB (SQLite's negative `cache_size`).
+const WRITER_CACHE_KIB: i64 = -16_384;
+
 /// At most this many jobs share a transaction, so one commit stays short.
 const MAX_BATCH: usize = 512;
 
@@ -85,6 +88,9 @@ impl GroupCommit {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Inserts land on random leaves of the unique index over registry ids; with a long
+        // history those pages outgrow SQLite's default 2 MiB cache.
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
         let (queue, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
