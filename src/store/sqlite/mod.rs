@@ -1459,39 +1459,68 @@ impl Store for SqliteStore {
         keep_per_webhook: i64,
         batch: i64,
     ) -> StoreResult<u64> {
-        let mut tx = self.write.begin_with(IMMEDIATE).await?;
-        // Old finished deliveries, oldest first.
-        let old = sqlx::query(
-            "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
-             WHERE created_at < ? AND state IN ('succeeded', 'failed') ORDER BY id LIMIT ?)",
+        // Finding what to delete may read much of the history, so it happens on a reader;
+        // the write lock is held only for deleting those rows by id.
+        let mut doomed: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM deliveries WHERE created_at < ? AND state IN ('succeeded', 'failed') \
+             ORDER BY id LIMIT ?",
         )
         .bind(to_ms(before))
         .bind(batch)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // Beyond the newest `keep_per_webhook` of each webhook.
-        let extra = sqlx::query(
-            "DELETE FROM deliveries WHERE id IN (SELECT id FROM ( \
-               SELECT id, state, ROW_NUMBER() OVER (PARTITION BY webhook_id ORDER BY id DESC) AS n \
-               FROM deliveries) WHERE n > ? AND state IN ('succeeded', 'failed') LIMIT ?)",
+        .fetch_all(&self.read)
+        .await?;
+        // Beyond the newest `keep_per_webhook` of each webhook: the id below which a webhook's
+        // deliveries go, found by walking its (webhook_id, id) index, not the whole table.
+        let webhooks: Vec<i64> = sqlx::query_scalar("SELECT id FROM webhooks ORDER BY id")
+            .fetch_all(&self.read)
+            .await?;
+        for webhook_id in webhooks {
+            if doomed.len() as i64 >= batch {
+                break;
+            }
+            let extra: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM deliveries WHERE webhook_id = ?1 AND state IN ('succeeded', 'failed') \
+                 AND id <= (SELECT id FROM deliveries WHERE webhook_id = ?1 \
+                            ORDER BY id DESC LIMIT 1 OFFSET ?2) \
+                 ORDER BY id LIMIT ?3",
+            )
+            .bind(webhook_id)
+            .bind(keep_per_webhook)
+            .bind(batch - doomed.len() as i64)
+            .fetch_all(&self.read)
+            .await?;
+            doomed.extend(extra);
+        }
+        doomed.sort_unstable();
+        doomed.dedup();
+        let ids = serde_json::to_string(&doomed).unwrap_or_else(|_| "[]".into());
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
+        // Checked again under the lock: only finished deliveries ever go.
+        let deleted = sqlx::query(
+            "DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) \
+             AND state IN ('succeeded', 'failed')",
         )
-        .bind(keep_per_webhook)
-        .bind(batch)
+        .bind(&ids)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        // Events older than the cutoff that no delivery needs any more.
+        // Events older than the cutoff that no delivery needs any more. Ids grow with time,
+        // so the search stops at the first event newer than the cutoff instead of reading
+        // every event under the write lock.
         sqlx::query(
-            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.received_at < ? \
-             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) ORDER BY e.id LIMIT ?)",
+            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e \
+             WHERE e.id < COALESCE((SELECT id FROM events WHERE received_at >= ?1 ORDER BY id LIMIT 1), \
+                                   9223372036854775807) \
+               AND e.received_at < ?1 \
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) \
+             ORDER BY e.id LIMIT ?2)",
         )
         .bind(to_ms(before))
         .bind(batch)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(old + extra)
+        Ok(deleted)
     }
 }
 
