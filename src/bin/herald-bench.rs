@@ -321,9 +321,7 @@ impl Herald {
             .journal_mode(SqliteJournalMode::Wal);
         let mut db = options.connect().await?;
         let now = chrono::Utc::now().timestamp_millis();
-        let body: String = serde_json::from_str::<serde_json::Value>(TEMPLATE)?["events"][0]
-            .to_string()
-            .replace(TEMPLATE_ID, "SEEDID");
+        let body = seed_body()?;
         let mut tx = sqlx::Connection::begin(&mut db).await?;
         sqlx::query(
             "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?1) \
@@ -360,14 +358,21 @@ impl Herald {
     }
 }
 
+/// The seeded events' body: the template event with `SEEDID` where its id goes.
+fn seed_body() -> anyhow::Result<String> {
+    Ok(
+        serde_json::from_str::<serde_json::Value>(TEMPLATE)?["events"][0]
+            .to_string()
+            .replace(TEMPLATE_ID, "SEEDID"),
+    )
+}
+
 /// `seed_history` on PostgreSQL: the same rows, generated server-side.
 async fn seed_postgres(database: &str, n: usize, url: &str) -> anyhow::Result<()> {
     use sqlx::Connection;
     let mut db = sqlx::PgConnection::connect(database).await?;
     let now = chrono::Utc::now().timestamp_millis();
-    let body: String = serde_json::from_str::<serde_json::Value>(TEMPLATE)?["events"][0]
-        .to_string()
-        .replace(TEMPLATE_ID, "SEEDID");
+    let body = seed_body()?;
     let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO events (registry_id, action, repository, namespace, tag, digest, \

@@ -159,37 +159,39 @@ fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Queued>, commits: A
 /// Jobs run back to back; only when one fails is the batch rolled back and run again with
 /// a savepoint around each job, so the failure is undone alone and the others still commit.
 fn write(conn: &mut Connection, batch: &[Queued]) -> StoreResult<Vec<StoreResult<Done>>> {
-    if let Some(results) = write_once(conn, batch, false)? {
-        return Ok(results);
-    }
-    match write_once(conn, batch, true)? {
+    match write_together(conn, batch)? {
         Some(results) => Ok(results),
-        None => Err(StoreError::Database(sqlx::Error::Protocol(
-            "a batch with savepoints was given up".into(),
-        ))),
+        None => write_isolated(conn, batch),
     }
 }
 
-/// `None` when a job failed without savepoints: then nothing was committed.
-fn write_once(
+/// The whole batch without savepoints; `None` (nothing committed) when a job failed.
+fn write_together(
     conn: &mut Connection,
     batch: &[Queued],
-    isolated: bool,
 ) -> StoreResult<Option<Vec<StoreResult<Done>>>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut cache = NamespaceCache::new();
+    let mut results = Vec::with_capacity(batch.len());
+    for queued in batch {
+        match apply(&tx, &queued.job, &mut cache) {
+            Ok(done) => results.push(Ok(done)),
+            Err(_) => {
+                tx.rollback()?;
+                return Ok(None);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(Some(results))
+}
+
+/// The batch with a savepoint around each job: a failing job is undone alone.
+fn write_isolated(conn: &mut Connection, batch: &[Queued]) -> StoreResult<Vec<StoreResult<Done>>> {
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut cache = NamespaceCache::new();
     let mut results = Vec::with_capacity(batch.len());
     for queued in batch {
-        if !isolated {
-            match apply(&tx, &queued.job, &mut cache) {
-                Ok(done) => results.push(Ok(done)),
-                Err(_) => {
-                    tx.rollback()?;
-                    return Ok(None);
-                }
-            }
-            continue;
-        }
         let savepoint = tx.savepoint()?;
         let result = apply(&savepoint, &queued.job, &mut cache);
         if result.is_ok() {
@@ -200,7 +202,7 @@ fn write_once(
         results.push(result);
     }
     tx.commit()?;
-    Ok(Some(results))
+    Ok(results)
 }
 
 fn apply(conn: &Connection, job: &Job, cache: &mut NamespaceCache) -> StoreResult<Done> {
