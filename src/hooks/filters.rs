@@ -1,6 +1,10 @@
 //! Per-webhook filters: which registry events a webhook wants. Evaluated at ingest, so an
 //! event a webhook does not want costs no delivery row.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::hooks::types::Invalid;
@@ -95,35 +99,8 @@ impl Filters {
                 }
             }
         }
-        Ok(self)
-    }
-
-    pub fn matches(&self, e: &EventFacts) -> bool {
-        if !self.actions.is_empty() && !self.actions.contains(&e.action) {
-            return false;
-        }
-        if e.action == Action::Pull
-            && !self.include_head_requests
-            && e.request_method
-                .as_deref()
-                .is_some_and(|m| m.eq_ignore_ascii_case("HEAD"))
-        {
-            return false;
-        }
-        // Deletes carry no media type; everything else must be a manifest unless `all`.
-        if self.media == Media::Manifests && e.action != Action::Delete && !e.is_manifest {
-            return false;
-        }
-        if !self.repositories.is_empty() && !self.repositories.iter().any(|p| glob(p, &e.path)) {
-            return false;
-        }
-        if !self.tags.is_empty() {
-            return match &e.tag {
-                Some(tag) => self.tags.iter().any(|p| glob(p, tag)),
-                None => self.match_untagged,
-            };
-        }
-        true
+        // Only patterns that compile within the size limit are stored.
+        CompiledFilters::compile(self).map(|c| c.filters)
     }
 
     pub fn is_default(&self) -> bool {
@@ -131,37 +108,171 @@ impl Filters {
     }
 }
 
-/// Glob matching: `*` within one path segment, `**` across any number of segments (also
-/// none), `?` one character other than `/`.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> bool {
-        match p.first() {
-            None => t.is_empty(),
-            Some('*') if p.get(1) == Some(&'*') => {
-                // `**/` may also match nothing at all, so `**/x` matches `x`.
-                let rest = &p[2..];
-                let rest_after_slash = rest.strip_prefix(&['/']).unwrap_or(rest);
-                (0..=t.len()).any(|i| go(rest, &t[i..]) || go(rest_after_slash, &t[i..]))
+/// Filters compiled for matching: each glob becomes a regular expression, which the
+/// `regex` crate matches in time linear in the text whatever the pattern (backtracking over
+/// `**` and `*` was exponential, and it runs inside ingest on the writer thread).
+#[derive(Debug)]
+pub struct CompiledFilters {
+    filters: Filters,
+    repositories: Option<Vec<Regex>>,
+    tags: Option<Vec<Regex>>,
+    /// Stored filters that no longer compile match nothing.
+    broken: bool,
+}
+
+/// A compiled pattern may take this much memory; generous for 200 characters.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+impl CompiledFilters {
+    pub fn compile(filters: Filters) -> Result<Self, Invalid> {
+        let repositories = glob_set("filters.repositories", &filters.repositories)?;
+        let tags = glob_set("filters.tags", &filters.tags)?;
+        Ok(Self {
+            filters,
+            repositories,
+            tags,
+            broken: false,
+        })
+    }
+
+    /// The compiled form of filters stored as JSON (NULL: the defaults), compiled once per
+    /// distinct text and shared, so ingest does not compile on every envelope.
+    pub fn cached(json: Option<&str>) -> Arc<Self> {
+        static CACHE: OnceLock<Mutex<HashMap<String, Arc<CompiledFilters>>>> = OnceLock::new();
+        /// Distinct filter texts kept; past it the cache starts over (it is only a cache).
+        const MAX_ENTRIES: usize = 10_000;
+        let key = json.unwrap_or("");
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(hit) = cache.lock().ok().and_then(|c| c.get(key).cloned()) {
+            return hit;
+        }
+        let filters = json
+            .and_then(|j| serde_json::from_str::<Filters>(j).ok())
+            .unwrap_or_default();
+        let compiled = Arc::new(Self::compile(filters).unwrap_or_else(|e| {
+            // Validation compiles every pattern before it is stored, so this is an old or
+            // hand-edited row: match nothing rather than everything.
+            tracing::warn!(error = %e.message, "stored filters do not compile; they match no event");
+            Self {
+                filters: Filters::default(),
+                repositories: None,
+                tags: None,
+                broken: true,
             }
-            Some('*') => {
-                let rest = &p[1..];
-                for i in 0..=t.len() {
-                    if go(rest, &t[i..]) {
-                        return true;
-                    }
-                    if i < t.len() && t[i] == '/' {
-                        return false;
-                    }
+        }));
+        if let Ok(mut c) = cache.lock() {
+            if c.len() >= MAX_ENTRIES {
+                c.clear();
+            }
+            c.insert(key.to_string(), compiled.clone());
+        }
+        compiled
+    }
+
+    pub fn matches(&self, e: &EventFacts) -> bool {
+        let f = &self.filters;
+        if self.broken {
+            return false;
+        }
+        if !f.actions.is_empty() && !f.actions.contains(&e.action) {
+            return false;
+        }
+        if e.action == Action::Pull
+            && !f.include_head_requests
+            && e.request_method
+                .as_deref()
+                .is_some_and(|m| m.eq_ignore_ascii_case("HEAD"))
+        {
+            return false;
+        }
+        // Deletes carry no media type; everything else must be a manifest unless `all`.
+        if f.media == Media::Manifests && e.action != Action::Delete && !e.is_manifest {
+            return false;
+        }
+        if let Some(repositories) = &self.repositories {
+            if !repositories.iter().any(|r| r.is_match(&e.path)) {
+                return false;
+            }
+        }
+        if let Some(tags) = &self.tags {
+            return match &e.tag {
+                Some(tag) => tags.iter().any(|r| r.is_match(tag)),
+                None => f.match_untagged,
+            };
+        }
+        true
+    }
+}
+
+/// A regular expression per glob; `None` for an empty list ("everything").
+fn glob_set(field: &'static str, patterns: &[String]) -> Result<Option<Vec<Regex>>, Invalid> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    patterns
+        .iter()
+        .map(|p| {
+            RegexBuilder::new(&format!("^{}$", glob_to_regex(p)))
+                .size_limit(REGEX_SIZE_LIMIT)
+                .dfa_size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .map_err(|_| {
+                    Invalid::new(
+                        field,
+                        format!("the pattern '{p}' is too complex to match quickly"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Glob syntax: `*` within one path segment, `**` across any number of segments (`**/x`
+/// also matches `x`), `?` one character other than `/`; everything else is literal.
+fn glob_to_regex(pattern: &str) -> String {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::from("(?s:");
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '*' if chars.get(i + 1) == Some(&'*') => {
+                let at_segment_start = i == 0 || chars[i - 1] == '/';
+                if at_segment_start && chars.get(i + 2) == Some(&'/') {
+                    out.push_str("(?:.*/)?");
+                    i += 3;
+                } else {
+                    out.push_str(".*");
+                    i += 2;
                 }
-                false
+                // A run of stars is one `**`.
+                while chars.get(i) == Some(&'*') {
+                    i += 1;
+                }
             }
-            Some('?') => t.first().is_some_and(|c| *c != '/') && go(&p[1..], &t[1..]),
-            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
+            '*' => {
+                out.push_str("[^/]*");
+                i += 1;
+            }
+            '?' => {
+                out.push_str("[^/]");
+                i += 1;
+            }
+            c => {
+                out.push_str(&regex::escape(c.encode_utf8(&mut [0; 4])));
+                i += 1;
+            }
         }
     }
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    go(&p, &t)
+    out.push(')');
+    out
+}
+
+/// Whether `text` matches the glob `pattern` (as a filter would match it).
+pub fn glob(pattern: &str, text: &str) -> bool {
+    glob_set("pattern", &[pattern.to_string()])
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.iter().any(|r| r.is_match(text)))
 }
 
 #[cfg(test)]
@@ -205,9 +316,37 @@ mod tests {
             ("release-?", "release-1", true),
             ("release-?", "release-10", false),
             ("*", "a/b", false),
+            ("**/base", "xbase", false),
+            ("a**", "a/b/c", true),
+            ("a.b", "axb", false),
+            ("(x)+", "(x)+", true),
+            ("[ab]", "a", false),
         ] {
             assert_eq!(glob(p, t), ok, "{p} ~ {t}");
         }
+    }
+
+    /// Patterns that made the old backtracking matcher take exponential time: with a
+    /// linear matcher they answer at once (this test would not finish before).
+    #[test]
+    fn pathological_patterns_match_in_linear_time() {
+        let stars = "**".repeat(90) + "x";
+        let text = "a".repeat(200);
+        assert!(!glob(&stars, &text));
+        let tag = "*a".repeat(90) + "b";
+        let long_tag = "a".repeat(128);
+        assert!(!glob(&tag, &long_tag));
+        let filters = with(|f| {
+            f.repositories = vec![stars.clone(); 50];
+            f.tags = vec![tag.clone(); 50];
+        })
+        .validate()
+        .unwrap();
+        let compiled = CompiledFilters::compile(filters).unwrap();
+        let mut e = facts("distribution-2.8.2/push-manifest-tagged.json");
+        e.path = text;
+        e.tag = Some(long_tag);
+        assert!(!compiled.matches(&e));
     }
 
     #[test]
@@ -276,7 +415,8 @@ mod tests {
             ),
         ];
         for (name, filters, expected) in table {
-            let got = [&push, &blob, &pull, &del_digest, &del_tag].map(|e| filters.matches(e));
+            let compiled = CompiledFilters::compile(filters).unwrap();
+            let got = [&push, &blob, &pull, &del_digest, &del_tag].map(|e| compiled.matches(e));
             assert_eq!(got, expected, "{name}");
         }
     }
@@ -286,12 +426,12 @@ mod tests {
         let mut head = facts("distribution-2.8.2/pull-manifest.json");
         head.request_method = Some("HEAD".into());
         let pulls = with(|f| f.actions = vec![Action::Pull]);
-        assert!(!pulls.matches(&head));
+        assert!(!CompiledFilters::compile(pulls).unwrap().matches(&head));
         let heads = with(|f| {
             f.actions = vec![Action::Pull];
             f.include_head_requests = true
         });
-        assert!(heads.matches(&head));
+        assert!(CompiledFilters::compile(heads).unwrap().matches(&head));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::hooks::filters::Filters;
+use crate::hooks::filters::{CompiledFilters, Filters};
 use crate::hooks::formats::Format;
 use crate::hooks::types::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
@@ -704,7 +704,7 @@ pub(crate) fn lease_lost(delivery_id: i64) -> StoreError {
 /// An enabled webhook as ingest weighs it.
 pub(crate) struct Candidate {
     pub id: i64,
-    pub filters: Filters,
+    pub filters: std::sync::Arc<CompiledFilters>,
 }
 
 impl Candidate {
@@ -712,7 +712,7 @@ impl Candidate {
     pub(crate) fn new(id: i64, filters: Option<&str>) -> Self {
         Self {
             id,
-            filters: parse_filters(filters),
+            filters: CompiledFilters::cached(filters),
         }
     }
 }
