@@ -112,7 +112,6 @@ pub struct IncomingEvent {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct EventFields {
-    id: Option<String>,
     action: Option<String>,
     target: Option<TargetFields>,
     actor: Option<ActorFields>,
@@ -162,7 +161,34 @@ impl IncomingEvent {
             event.disposition = Disposition::Ignore("the event is not a JSON object".into());
             return event;
         }
-        let fields: EventFields = match serde_json::from_str(raw.get()) {
+        // Every payload format reads the event as a JSON value, so one that cannot be read
+        // so (a number beyond f64, nesting past serde_json's limit, a lone surrogate) is
+        // ignored here with the reason, rather than acknowledged and failing at delivery.
+        // Its id is still kept when it has one, so the registry's retry is a duplicate.
+        let value: serde_json::Value = match serde_json::from_str(raw.get()) {
+            Ok(v) => v,
+            Err(e) => {
+                #[derive(Deserialize)]
+                struct IdOnly {
+                    id: Option<String>,
+                }
+                event.registry_id = serde_json::from_str::<IdOnly>(raw.get())
+                    .ok()
+                    .and_then(|i| i.id)
+                    .filter(|s| !s.is_empty());
+                event.disposition = Disposition::Ignore(format!(
+                    "the event cannot be read as a JSON value, so no payload format could \
+                     render it: {e}"
+                ));
+                return event;
+            }
+        };
+        event.registry_id = value
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let fields = match EventFields::deserialize(&value) {
             Ok(f) => f,
             Err(e) => {
                 event.disposition = Disposition::Ignore(format!(
@@ -173,7 +199,6 @@ impl IncomingEvent {
         };
         let target = fields.target.unwrap_or_default();
         let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
-        event.registry_id = non_empty(fields.id);
         event.action = non_empty(fields.action);
         event.repository = non_empty(target.repository);
         event.tag = non_empty(target.tag);
@@ -341,20 +366,36 @@ mod tests {
         assert_eq!(events[2].disposition, Disposition::Skip("blob push".into()));
     }
 
-    /// Found by fuzzing: JSON allows numbers of any size, serde_json's `Value` does not. Such
-    /// a number must neither refuse the envelope (the registry would retry it forever) nor
-    /// stop an event from being forwarded verbatim.
+    /// Found by fuzzing: JSON allows numbers of any size, serde_json's `Value` does not, nor
+    /// deep nesting or lone surrogates. Such an event must not refuse the envelope (the
+    /// registry would retry it forever), and since no payload format but the verbatim one
+    /// could render it, it is ignored with the reason, keeping its id.
     #[test]
-    fn numbers_out_of_f64_range_are_kept_verbatim() {
-        let body = br#"{"events":[
+    fn events_no_format_can_read_are_ignored_with_their_id() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let body = format!(
+            r#"{{"events":[
             7e+831773,
-            {"id":"h","action":"push","target":{"repository":"acme/x","tag":"v1","size":3},"extra":7e+831773}
-        ]}"#;
-        let events = parse_envelope(body).unwrap();
-        assert_eq!(events.len(), 2);
-        assert!(matches!(events[0].disposition, Disposition::Ignore(_)));
-        assert_eq!(events[1].disposition, Disposition::Deliver);
-        assert!(events[1].body.ends_with(r#""extra":7e+831773}"#));
+            {{"id":"h","action":"push","target":{{"repository":"acme/x","tag":"v1","size":3}},"extra":7e+831773}},
+            {{"id":"s","action":"push","target":{{"repository":"acme/x","tag":"\ud800"}}}},
+            {{"id":"n","action":"push","target":{{"repository":"acme/x","tag":"v1"}},"x":{deep}}},
+            {{"id":"t","action":"push","target":"acme/x"}}
+        ]}}"#
+        );
+        let events = parse_envelope(body.as_bytes()).unwrap();
+        assert_eq!(events.len(), 5);
+        for e in &events {
+            assert!(
+                matches!(&e.disposition, Disposition::Ignore(_)),
+                "{:?}",
+                e.disposition
+            );
+        }
+        let ids: Vec<_> = events.iter().map(|e| e.registry_id.as_deref()).collect();
+        assert_eq!(ids, [None, Some("h"), Some("s"), Some("n"), Some("t")]);
+        assert!(
+            matches!(&events[1].disposition, Disposition::Ignore(r) if r.contains("no payload format"))
+        );
     }
 
     #[test]
