@@ -87,6 +87,11 @@ pub struct Config {
     )]
     pub secret_key: Option<String>,
 
+    /// The `herald` binary that renders templates in sandbox processes [default: this one].
+    /// Only tests, which run Herald inside another binary, need to set it.
+    #[arg(long, env = "HERALD_TEMPLATE_SANDBOX_EXE", hide = true, global = true)]
+    pub template_sandbox_exe: Option<PathBuf>,
+
     /// Largest registry envelope accepted, in bytes.
     #[arg(long, env = "HERALD_INGEST_MAX_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub ingest_max_bytes: usize,
@@ -289,6 +294,16 @@ fn scalar(v: &toml::Value) -> String {
 }
 
 impl Config {
+    /// The binary started as the template sandbox.
+    pub fn template_sandbox_exe(&self) -> anyhow::Result<PathBuf> {
+        match &self.template_sandbox_exe {
+            Some(exe) => Ok(exe.clone()),
+            None => std::env::current_exe().map_err(|e| {
+                anyhow::anyhow!("cannot find the herald binary for the template sandbox: {e}")
+            }),
+        }
+    }
+
     /// The effective configuration as `key = value` lines, secrets masked.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
         let masked = |v: &Option<String>| {

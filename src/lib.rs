@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::delivery::client::HttpSender;
 use crate::delivery::ssrf::SsrfGuard;
 use crate::delivery::worker::{Dispatcher, DispatcherConfig};
+use crate::hooks::templates::TemplateSandbox;
 use crate::registry::token::RegistryToken;
 use crate::secrets::Cipher;
 use crate::store::postgres::{PgSettings, PgStore};
@@ -41,6 +42,8 @@ pub struct AppState {
     pub registry_token: RegistryToken,
     pub config: Arc<Config>,
     pub dispatcher: Arc<Dispatcher>,
+    /// Renders `template` webhooks' bodies outside this process.
+    pub templates: Arc<TemplateSandbox>,
     pub login_throttle: Arc<web::LoginThrottle>,
     pub metrics: Arc<metrics::Metrics>,
 }
@@ -137,10 +140,12 @@ impl Application {
             &ca_bundle(&config)?,
         )?;
         let metrics = Arc::new(metrics::Metrics::default());
+        let templates = Arc::new(TemplateSandbox::start(config.template_sandbox_exe()?).await?);
         let dispatcher = Dispatcher::new(
             store.clone(),
             sender,
             cipher.clone(),
+            templates.clone(),
             DispatcherConfig {
                 concurrency: config.delivery_concurrency,
                 per_webhook: config.delivery_concurrency_per_webhook,
@@ -161,6 +166,7 @@ impl Application {
                 registry_token,
                 config: Arc::new(config),
                 dispatcher,
+                templates,
                 login_throttle: Arc::default(),
                 metrics,
             },

@@ -106,6 +106,13 @@ fn apply_config_file(args: &[std::ffi::OsString]) -> Result<Vec<(String, String)
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The server starts this binary again as its template sandbox: no config, no threads.
+    if args
+        .get(1)
+        .is_some_and(|a| a == herald::hooks::templates::SANDBOX_ARG)
+    {
+        return herald::hooks::templates::sandbox_main();
+    }
     let from_file = match apply_config_file(&args) {
         Ok(applied) => applied,
         Err(e) => {

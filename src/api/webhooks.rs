@@ -12,7 +12,9 @@ use crate::auth::policy::NamespaceAction;
 use crate::auth::ApiUser;
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
-use crate::hooks::input::{audit_for_patch, WebhookInput};
+use crate::hooks::input::{
+    audit_for_patch, check_new_template, check_patch_template, WebhookInput,
+};
 use crate::hooks::types::{
     ContentType, HeaderName, HeaderValue, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
@@ -175,6 +177,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<WebhookView>)> {
     let access = namespace_access(&state, &user, &ns, NamespaceAction::CreateWebhook).await?;
     let new = body.into_new(&state.cipher).map_err(first)?;
+    check_new_template(&new, &state.templates).await?;
     let audit = Audit::new(&user.username, "webhook.create");
     let hook = state
         .store
@@ -197,6 +200,8 @@ pub async fn update(
     let access = namespace_access(&state, &user, &ns, NamespaceAction::UpdateWebhook).await?;
     let id = parse_id(&id, "webhook")?;
     let patch = body.into_patch(&state.cipher).map_err(first)?;
+    let current = state.store.get_webhook(&access.namespace.name, id).await?;
+    check_patch_template(&patch, &current, &state.templates).await?;
     let audit = audit_for_patch(&user.username, &patch);
     let hook = state
         .store

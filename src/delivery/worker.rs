@@ -12,7 +12,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use crate::delivery::client::HttpSender;
 use crate::delivery::client::ReceiverResponse;
 use crate::delivery::retry::RetrySchedule;
-use crate::hooks::payload;
+use crate::hooks::templates::TemplateSandbox;
+use crate::hooks::{formats, payload};
 use crate::metrics::Metrics;
 use crate::secrets::Cipher;
 use crate::store::{
@@ -140,6 +141,7 @@ pub struct Dispatcher {
     store: Arc<dyn Store>,
     sender: HttpSender,
     cipher: Cipher,
+    templates: Arc<TemplateSandbox>,
     config: DispatcherConfig,
     wake: Notify,
     global: Arc<Semaphore>,
@@ -159,6 +161,7 @@ impl Dispatcher {
         store: Arc<dyn Store>,
         sender: HttpSender,
         cipher: Cipher,
+        templates: Arc<TemplateSandbox>,
         config: DispatcherConfig,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
@@ -166,6 +169,7 @@ impl Dispatcher {
             store,
             sender,
             cipher,
+            templates,
             global: Arc::new(Semaphore::new(config.concurrency.max(1))),
             config,
             wake: Notify::new(),
@@ -421,13 +425,22 @@ impl Dispatcher {
     ) -> StoreResult<()> {
         let delivery_id = job.delivery_id;
         let manual = lease.is_none();
-        let request = match payload::render(
-            &job.webhook,
-            &self.cipher,
-            delivery_id,
-            &job.event_action,
+        let rendered = formats::render(
+            job.webhook.format,
+            job.webhook.template.as_deref(),
             &job.event_body,
-        ) {
+            &self.templates,
+        )
+        .await;
+        let request = match rendered.and_then(|body| {
+            payload::render(
+                &job.webhook,
+                &self.cipher,
+                delivery_id,
+                &job.event_action,
+                body,
+            )
+        }) {
             Ok(r) => r,
             Err(e) => {
                 return self

@@ -4,14 +4,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::hooks::templates::TemplateSandbox;
 use crate::hooks::types::Invalid;
-
-/// Work a template may do per delivery (minijinja "fuel"): generous for real templates,
-/// a stop for endless loops.
-const TEMPLATE_FUEL: u64 = 100_000;
-/// The largest body a template may produce.
-const TEMPLATE_MAX_OUTPUT: usize = 256 * 1024;
-const TEMPLATE_MAX_SOURCE: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -60,33 +54,29 @@ pub struct Rendered {
     pub body_is_event: bool,
 }
 
-/// Compiles a template to report mistakes when it is saved, with line numbers.
-pub fn validate_template(src: &str) -> Result<(), Invalid> {
-    if src.len() > TEMPLATE_MAX_SOURCE {
-        return Err(Invalid::new(
-            "template",
-            format!("a template has at most {TEMPLATE_MAX_SOURCE} bytes"),
-        ));
+/// Renders `event` (the raw JSON object) in `format`; templates run in the sandbox. Never
+/// panics; an `Err` says why the body could not be made (a template's error, a limit hit).
+pub async fn render(
+    format: Format,
+    template: Option<&str>,
+    event: &str,
+    sandbox: &TemplateSandbox,
+) -> Result<Rendered, String> {
+    match (format, template) {
+        (Format::Template, Some(src)) => sandbox.render(src, event).await.map(|body| Rendered {
+            body,
+            content_type: None,
+            body_is_event: false,
+        }),
+        (Format::Template, None) => {
+            Err("the webhook's format is template but it has no template".into())
+        }
+        (format, _) => render_builtin(format, event),
     }
-    let env = template_env();
-    env.template_from_str(src).map(|_| ()).map_err(|e| {
-        let line = e.line().map(|l| format!("line {l}: ")).unwrap_or_default();
-        Invalid::new(
-            "template",
-            format!("{line}{}", e.detail().unwrap_or(&e.to_string())),
-        )
-    })
 }
 
-fn template_env() -> minijinja::Environment<'static> {
-    let mut env = minijinja::Environment::new();
-    env.set_fuel(Some(TEMPLATE_FUEL));
-    env
-}
-
-/// Renders `event` (the raw JSON object) in `format`. Never panics; an `Err` says why the
-/// body could not be made (a template's runtime error, a limit hit).
-pub fn render(format: Format, template: Option<&str>, event: &str) -> Result<Rendered, String> {
+/// The formats Herald writes itself, rendered in this process.
+pub fn render_builtin(format: Format, event: &str) -> Result<Rendered, String> {
     let plain = |body: String| Rendered {
         body,
         content_type: None,
@@ -105,10 +95,7 @@ pub fn render(format: Format, template: Option<&str>, event: &str) -> Result<Ren
             body_is_event: false,
         }),
         Format::Slack => slack(event).map(plain),
-        Format::Template => {
-            let src = template.ok_or("the webhook's format is template but it has no template")?;
-            render_template(src, event).map(plain)
-        }
+        Format::Template => Err("a template is rendered in the sandbox".into()),
     }
 }
 
@@ -214,37 +201,6 @@ fn slack(event: &str) -> Result<String, String> {
     Ok(message.to_string())
 }
 
-fn render_template(src: &str, event: &str) -> Result<String, String> {
-    let v = parsed(event)?;
-    let env = template_env();
-    let template = env
-        .template_from_str(src)
-        .map_err(|e| format!("the template does not compile: {e}"))?;
-    let repository = text(&v, "/target/repository").unwrap_or("").to_string();
-    let namespace = repository
-        .split_once('/')
-        .map(|(n, _)| n.to_string())
-        .unwrap_or_default();
-    let ctx = minijinja::context! {
-        event => minijinja::Value::from_serialize(&v),
-        action => text(&v, "/action"),
-        repository => repository,
-        namespace => namespace,
-        tag => text(&v, "/target/tag"),
-        digest => text(&v, "/target/digest"),
-        actor => text(&v, "/actor/name"),
-    };
-    let out = template
-        .render(ctx)
-        .map_err(|e| format!("the template failed: {e}"))?;
-    if out.len() > TEMPLATE_MAX_OUTPUT {
-        return Err(format!(
-            "the template produced more than {TEMPLATE_MAX_OUTPUT} bytes"
-        ));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,10 +219,10 @@ mod tests {
     #[test]
     fn registry_event_and_envelope_keep_the_bytes() {
         let e = event("distribution-2.8.2/push-manifest-tagged.json");
-        let r = render(Format::RegistryEvent, None, &e).unwrap();
+        let r = render_builtin(Format::RegistryEvent, &e).unwrap();
         assert_eq!(r.body, e);
         assert!(r.body_is_event);
-        let r = render(Format::RegistryEnvelope, None, &e).unwrap();
+        let r = render_builtin(Format::RegistryEnvelope, &e).unwrap();
         assert_eq!(r.body, format!("{{\"events\":[{e}]}}"));
         let parsed: Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(
@@ -278,7 +234,7 @@ mod tests {
     #[test]
     fn cloudevents_structured_json() {
         let e = event("distribution-2.8.2/push-manifest-tagged.json");
-        let r = render(Format::Cloudevents, None, &e).unwrap();
+        let r = render_builtin(Format::Cloudevents, &e).unwrap();
         assert_eq!(r.content_type, Some("application/cloudevents+json"));
         let ce: Value = serde_json::from_str(&r.body).unwrap();
         let expected: Value = serde_json::json!({
@@ -292,9 +248,8 @@ mod tests {
             "data": serde_json::from_str::<Value>(&e).unwrap(),
         });
         assert_eq!(ce, expected);
-        let d = render(
+        let d = render_builtin(
             Format::Cloudevents,
-            None,
             &event("distribution-2.8.2/delete-manifest-digest.json"),
         )
         .unwrap();
@@ -308,9 +263,8 @@ mod tests {
 
     #[test]
     fn slack_message() {
-        let r = render(
+        let r = render_builtin(
             Format::Slack,
-            None,
             &event("distribution-2.8.2/push-manifest-with-actor-and-references.json"),
         )
         .unwrap();
@@ -327,36 +281,10 @@ mod tests {
             m["blocks"][1]["elements"][0]["text"],
             "digest `sha256:7a6c8d182783…` · registry vm:5001 · via Herald"
         );
-        let anon = render(
-            Format::Slack,
-            None,
-            &event("distribution-2.8.2/delete-tag.json"),
-        )
-        .unwrap();
+        let anon =
+            render_builtin(Format::Slack, &event("distribution-2.8.2/delete-tag.json")).unwrap();
         let m: Value = serde_json::from_str(&anon.body).unwrap();
         assert_eq!(m["text"], "someone deleted acme/web:1.0");
-    }
-
-    #[test]
-    fn templates_render_and_fail_safely() {
-        let e = event("distribution-2.8.2/push-manifest-tagged.json");
-        let src = r#"{"repo": "{{ repository }}", "ns": "{{ namespace }}", "tag": "{{ tag }}", "by": "{{ event.request.useragent }}"}"#;
-        assert!(validate_template(src).is_ok());
-        let r = render(Format::Template, Some(src), &e).unwrap();
-        assert_eq!(
-            r.body,
-            r#"{"repo": "acme/web", "ns": "acme", "tag": "1.0", "by": "skopeo/1.9.3"}"#
-        );
-        let err = validate_template("ok\n{{ tag }\nmore").unwrap_err();
-        assert_eq!(err.field, "template");
-        assert!(err.message.starts_with("line 2"), "{}", err.message);
-        let endless =
-            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
-        assert!(render(Format::Template, Some(endless), &e)
-            .unwrap_err()
-            .contains("template failed"));
-        let runtime = "{{ event.target.tag | nosuchfilter }}";
-        assert!(render(Format::Template, Some(runtime), &e).is_err());
     }
 
     #[test]

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer};
 
 use crate::hooks::filters::Filters;
-use crate::hooks::formats::{validate_template, Format};
+use crate::hooks::formats::Format;
+use crate::hooks::templates::{compile as validate_template, TemplateSandbox};
 use crate::hooks::types::{
     ContentType, HeaderName, HeaderValue, Invalid, RequestMethod, WebhookName, WebhookUrl,
 };
 use crate::secrets::{Cipher, Sealed};
-use crate::store::{Audit, NewWebhook, StoredHeader, WebhookPatch};
+use crate::store::{Audit, NewWebhook, StoredHeader, Webhook, WebhookPatch};
 
 /// Unvalidated webhook fields. `None` means "not given"; for `username` and `password`,
 /// `Some(None)` (JSON `null`) or an empty string means "none".
@@ -188,6 +189,41 @@ impl WebhookInput {
         } else {
             Err(p.0)
         }
+    }
+}
+
+/// The template checks that need the sandbox: a new webhook's template renders a sample
+/// event, so unknown filters, includes and bombs are refused when saved.
+pub async fn check_new_template(
+    new: &NewWebhook,
+    sandbox: &TemplateSandbox,
+) -> Result<(), Invalid> {
+    match &new.template {
+        Some(t) => sandbox.validate(t).await,
+        None => Ok(()),
+    }
+}
+
+/// The same for an update, against the webhook as it is: the format and template that will
+/// be in force after the update must go together.
+pub async fn check_patch_template(
+    patch: &WebhookPatch,
+    current: &Webhook,
+    sandbox: &TemplateSandbox,
+) -> Result<(), Invalid> {
+    let format = patch.format.unwrap_or(current.format);
+    let template = match &patch.template {
+        Some(t) => t.as_deref(),
+        None => current.template.as_deref(),
+    };
+    let changed = patch.format.is_some() || patch.template.is_some();
+    match (format, template) {
+        (Format::Template, None) => Err(Invalid::new(
+            "template",
+            "the template format needs a template",
+        )),
+        (_, Some(t)) if changed => sandbox.validate(t).await,
+        _ => Ok(()),
     }
 }
 

@@ -7,4 +7,5 @@ pub mod payload;
 #[cfg(test)]
 mod proptests;
 pub mod signing;
+pub mod templates;
 pub mod types;

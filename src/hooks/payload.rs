@@ -52,15 +52,15 @@ impl OutgoingRequest {
     }
 }
 
-/// Builds the request. Fails only when a sealed secret cannot be opened.
+/// Builds the request around a body already rendered in the webhook's format. Fails only
+/// when a sealed secret cannot be opened.
 pub fn render(
     webhook: &Webhook,
     cipher: &Cipher,
     delivery_id: i64,
     action: &str,
-    event_body: &str,
+    rendered: formats::Rendered,
 ) -> Result<OutgoingRequest, String> {
-    let rendered = formats::render(webhook.format, webhook.template.as_deref(), event_body)?;
     let (body, body_is_event) = match webhook.content_type {
         ContentType::Json => (rendered.body, rendered.body_is_event),
         ContentType::Form => {
@@ -179,6 +179,10 @@ mod tests {
         }
     }
 
+    fn event(body: &str) -> formats::Rendered {
+        formats::render_builtin(formats::Format::RegistryEvent, body).unwrap()
+    }
+
     fn header<'a>(r: &'a OutgoingRequest, name: &str) -> Option<&'a str> {
         r.headers
             .iter()
@@ -190,7 +194,7 @@ mod tests {
     fn json_request_carries_auth_headers_and_the_exact_event() {
         let cipher = Cipher::from_key(&[3; 32]);
         let body = "{\n  \"id\": \"x\", \"action\": \"push\"\n}";
-        let r = render(&webhook(&cipher), &cipher, 42, "push", body).unwrap();
+        let r = render(&webhook(&cipher), &cipher, 42, "push", event(body)).unwrap();
         assert_eq!(r.body, body);
         assert!(r.body_is_event);
         assert_eq!(header(&r, "content-type"), Some("application/json"));
@@ -222,7 +226,7 @@ mod tests {
             name: HeaderName::parse("content-type").unwrap(),
             value: cipher.seal("application/vnd.custom+json"),
         }];
-        let r = render(&w, &cipher, 1, "delete", r#"{"a":"b c&d"}"#).unwrap();
+        let r = render(&w, &cipher, 1, "delete", event(r#"{"a":"b c&d"}"#)).unwrap();
         assert_eq!(r.body, "payload=%7B%22a%22%3A%22b+c%26d%22%7D");
         assert!(!r.body_is_event);
         assert_eq!(

@@ -15,7 +15,9 @@ use crate::api::access::{namespace_access, team_access, team_for_new_namespace, 
 use crate::auth;
 use crate::auth::policy::{self, GlobalAction, NamespaceAction, TeamAction};
 use crate::error::AppError;
-use crate::hooks::input::{audit_for_patch, WebhookInput};
+use crate::hooks::input::{
+    audit_for_patch, check_new_template, check_patch_template, WebhookInput,
+};
 use crate::hooks::types::{HeaderName, HeaderValue, Invalid, NamespaceName};
 use crate::store::{Audit, Role, StoredHeader, Visibility, Webhook, WebhookPatch};
 use crate::AppState;
@@ -372,7 +374,14 @@ pub async fn create_webhook(
         template: Some(Some(form.template.clone())),
         tls_verify: None,
     };
-    let new = match input.into_new(&state.cipher) {
+    let checked = match input.into_new(&state.cipher) {
+        Ok(new) => check_new_template(&new, &state.templates)
+            .await
+            .map(|_| new)
+            .map_err(|e| vec![e]),
+        Err(problems) => Err(problems),
+    };
+    let new = match checked {
         Ok(new) => new,
         Err(problems) => {
             return namespace_page(
@@ -537,7 +546,14 @@ pub async fn edit_webhook(
             .as_ref()
             .map(|_| form.skip_tls_verify.is_none()),
     };
-    let patch = match input.into_patch(&state.cipher) {
+    let checked = match input.into_patch(&state.cipher) {
+        Ok(p) => check_patch_template(&p, &hook, &state.templates)
+            .await
+            .map(|_| p)
+            .map_err(|e| vec![e]),
+        Err(problems) => Err(problems),
+    };
+    let patch = match checked {
         Ok(p) => p,
         Err(problems) => {
             return webhook_page(

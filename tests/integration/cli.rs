@@ -60,6 +60,8 @@ async fn admin_and_token_from_the_cli_open_the_api() {
         "127.0.0.1:0",
         "--data-dir",
         dir.path().to_str().unwrap(),
+        "--template-sandbox-exe",
+        env!("CARGO_BIN_EXE_herald"),
     ])
     .unwrap();
     let app = Application::build(config).await.unwrap();

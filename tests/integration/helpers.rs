@@ -84,6 +84,8 @@ async fn spawn(extra: &[&str], db: Option<PgTestDb>) -> TestApp {
         "3s".into(),
         "--delivery-allow-networks".into(),
         "127.0.0.1/32".into(),
+        "--template-sandbox-exe".into(),
+        env!("CARGO_BIN_EXE_herald").into(),
     ];
     if let Some(db) = &db {
         args.extend(["--database".into(), db.url.clone()]);

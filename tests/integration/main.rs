@@ -18,6 +18,7 @@ mod reliability;
 mod ssrf;
 mod store_contract;
 mod tls;
+mod user_code;
 mod web;
 mod webdriver;
 mod webhooks;

@@ -151,6 +151,8 @@ async fn api_and_worker_processes_split_the_work() {
         "test-registry-token",
         "--delivery-allow-networks",
         "127.0.0.1/32",
+        "--template-sandbox-exe",
+        env!("CARGO_BIN_EXE_herald"),
     ])
     .unwrap();
     let worker = Application::build(config).await.unwrap();
@@ -482,6 +484,8 @@ async fn a_worker_that_waited_past_its_lease_does_not_send_what_another_took() {
         "--worker",
         "--delivery-allow-networks",
         "127.0.0.1/32",
+        "--template-sandbox-exe",
+        env!("CARGO_BIN_EXE_herald"),
     ];
     args.extend(flags);
     let b = Application::build(Config::from_args(args).unwrap())
