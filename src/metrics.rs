@@ -125,7 +125,13 @@ impl Default for Metrics {
 impl Metrics {
     pub fn record_events(&self, events: &[IncomingEvent]) {
         for e in events {
-            let action = e.action.clone().unwrap_or_else(|| "none".into());
+            // The registry's free text would make a series per random action: keep the
+            // known ones and count the rest together.
+            let action = match e.action.as_deref() {
+                None => "none".to_string(),
+                Some(a) if crate::registry::envelope::Action::parse(a).is_some() => a.to_string(),
+                Some(_) => "other".to_string(),
+            };
             self.events_received
                 .get_or_create(&ActionLabel { action })
                 .inc();
@@ -152,6 +158,7 @@ impl Metrics {
         self.attempt_duration.observe(duration.as_secs_f64());
     }
 
+    /// OpenMetrics text, what Prometheus asks for first.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
@@ -159,6 +166,61 @@ impl Metrics {
         }
         out
     }
+
+    /// The classic Prometheus text format (0.0.4), for scrapers that do not ask for
+    /// OpenMetrics: there a counter's family is named with its `_total`, and there is no
+    /// `# EOF`, `# UNIT`, `info` type or `_created` sample.
+    pub fn encode_classic(&self) -> String {
+        to_classic_text(&self.encode())
+    }
+}
+
+fn to_classic_text(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    let mut infos = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            match rest.rsplit_once(' ') {
+                Some((name, "counter")) => {
+                    counters.insert(name.to_string());
+                }
+                Some((name, "info")) => {
+                    infos.insert(name.to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# TYPE ", "# HELP "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                Some(format!("{prefix}{name}_total {tail}"))
+            } else if infos.contains(name) {
+                let tail = if *prefix == "# TYPE " { "gauge" } else { tail };
+                Some(format!("{prefix}{name}_info {tail}"))
+            } else {
+                None
+            }
+        });
+        match renamed {
+            Some(l) => out.push_str(l.trim_end()),
+            None => {
+                let sample = line.split(['{', ' ']).next().unwrap_or("");
+                if !line.starts_with('#') && sample.ends_with("_created") {
+                    continue;
+                }
+                out.push_str(line);
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Reasons are sentences built from a fixed set of templates; the label drops the quoted

@@ -13,7 +13,7 @@ use crate::auth::ApiUser;
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
 use crate::hooks::input::{
-    audit_for_patch, check_new_template, check_patch_template, WebhookInput,
+    audit_for_patch, check_new_template, check_patch, WebhookInput,
 };
 use crate::hooks::types::{
     ContentType, HeaderName, HeaderValue, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
@@ -199,9 +199,9 @@ pub async fn update(
 ) -> ApiResult<Json<WebhookView>> {
     let access = namespace_access(&state, &user, &ns, NamespaceAction::UpdateWebhook).await?;
     let id = parse_id(&id, "webhook")?;
-    let patch = body.into_patch(&state.cipher).map_err(first)?;
+    let mut patch = body.into_patch(&state.cipher).map_err(first)?;
     let current = state.store.get_webhook(&access.namespace.name, id).await?;
-    check_patch_template(&patch, &current, &state.templates).await?;
+    check_patch(&mut patch, &current, &state.templates).await?;
     let audit = audit_for_patch(&user.username, &patch);
     let hook = state
         .store
@@ -294,10 +294,12 @@ fn current_secret(hook: &Webhook, state: &AppState) -> ApiResult<Option<String>>
 /// How long the previous secret keeps signing after a rotation, so receivers can switch.
 const ROTATION_OVERLAP_HOURS: i64 = 24;
 
-/// A new signing secret, shown once; the old one also signs for 24 hours.
+/// A new signing secret, shown once; the old one also signs for 24 hours. A second rotation
+/// inside that overlap is refused (409): it would drop the original secret at once, while
+/// receivers may still verify with it.
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/rotate-secret", tag = "webhooks", security(("bearer" = [])),
     params(("ns" = String, Path, description = "Namespace"), ("id" = i64, Path, description = "Webhook id")),
-    responses((status = 200, body = WebhookView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = WebhookView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "The previous rotation's overlap has not ended", body = ErrorBody)))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
@@ -305,8 +307,18 @@ pub async fn rotate_secret(
 ) -> ApiResult<Json<WebhookView>> {
     let access = namespace_access(&state, &user, &ns, NamespaceAction::UpdateWebhook).await?;
     let id = parse_id(&id, "webhook")?;
+    let current = state.store.get_webhook(&access.namespace.name, id).await?;
+    let now = Utc::now();
+    if let Some(until) = current.previous_secret_until.filter(|u| *u > now) {
+        return Err(AppError::conflict(format!(
+            "the secret was rotated less than {ROTATION_OVERLAP_HOURS} hours ago and the one \
+             before it still signs until {}; rotate again after that (a leaked secret: \
+             delete the webhook and create it again)",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )));
+    }
     let secret = crate::hooks::signing::SigningSecret::generate().to_whsec();
-    let until = Utc::now() + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
+    let until = now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
     let audit = Audit::new(&user.username, "webhook.secret.rotate");
     let hook = state
         .store
@@ -405,9 +417,14 @@ pub async fn ping(
         "source": { "addr": "herald" }
     })
     .to_string();
+    let audit = Audit::new(&user.username, "webhook.ping").detail(&event_id);
+    state
+        .store
+        .record_activity(&access.namespace.name, Some(hook.id), &audit)
+        .await?;
     let delivery = state
         .store
-        .create_ping(hook.id, &event_id, &body, now)
+        .create_ping(hook.id, &event_id, &repository, &body, now)
         .await?;
     state.dispatcher.retrigger(delivery).await?;
     Ok(Json(state.store.get_delivery(hook.id, delivery).await?))

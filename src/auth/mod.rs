@@ -2,6 +2,7 @@
 //! turns a bearer token into a user.
 
 pub mod policy;
+pub mod scheme;
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,

@@ -15,8 +15,10 @@ pub enum Format {
     RegistryEvent,
     /// `{"events":[event]}`: the registry's own envelope, for receivers written for it.
     RegistryEnvelope,
-    /// A CloudEvents 1.0 structured-mode JSON event.
+    /// A CloudEvents 1.0 event in structured mode (`application/cloudevents+json`).
     Cloudevents,
+    /// A CloudEvents 1.0 event in binary mode: `ce-*` headers, the registry event as body.
+    CloudeventsBinary,
     /// A chat message for Slack, Mattermost and Rocket.Chat incoming webhooks.
     Slack,
     /// A user's minijinja template.
@@ -29,6 +31,7 @@ impl Format {
             Self::RegistryEvent => "registry-event",
             Self::RegistryEnvelope => "registry-envelope",
             Self::Cloudevents => "cloudevents",
+            Self::CloudeventsBinary => "cloudevents-binary",
             Self::Slack => "slack",
             Self::Template => "template",
         }
@@ -38,9 +41,32 @@ impl Format {
         serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
             Invalid::new(
                 "format",
-                format!("format must be registry-event, registry-envelope, cloudevents, slack or template, not '{s}'"),
+                format!("format must be registry-event, registry-envelope, cloudevents, cloudevents-binary, slack or template, not '{s}'"),
             )
         })
+    }
+
+    /// Why this format must be sent with POST, if it must: the CloudEvents HTTP webhook
+    /// spec says so, and Slack's incoming webhooks take nothing else.
+    pub fn needs_post(self) -> Option<&'static str> {
+        match self {
+            Self::Cloudevents | Self::CloudeventsBinary => {
+                Some("CloudEvents over HTTP webhooks must be delivered with POST")
+            }
+            Self::Slack => Some("Slack incoming webhooks accept only POST"),
+            _ => None,
+        }
+    }
+
+    /// Why this format cannot be form-encoded, if it cannot: no CloudEvents SDK reads a
+    /// CloudEvent from `payload=...` form data.
+    pub fn refuses_form(self) -> Option<&'static str> {
+        match self {
+            Self::Cloudevents | Self::CloudeventsBinary => Some(
+                "CloudEvents are sent as JSON; application/x-www-form-urlencoded is not a CloudEvents mode",
+            ),
+            _ => None,
+        }
     }
 }
 
@@ -50,8 +76,21 @@ pub struct Rendered {
     pub body: String,
     /// A content type the format requires (CloudEvents), over the webhook's JSON default.
     pub content_type: Option<&'static str>,
+    /// Headers the format adds (CloudEvents binary mode's `ce-*`).
+    pub headers: Vec<(String, String)>,
     /// True when the body is the event exactly as received.
     pub body_is_event: bool,
+}
+
+impl Rendered {
+    fn plain(body: String) -> Self {
+        Self {
+            body,
+            content_type: None,
+            headers: Vec::new(),
+            body_is_event: false,
+        }
+    }
 }
 
 /// Renders `event` (the raw JSON object) in `format`; templates run in the sandbox. Never
@@ -63,10 +102,13 @@ pub async fn render(
     sandbox: &TemplateSandbox,
 ) -> Result<Rendered, String> {
     match (format, template) {
-        (Format::Template, Some(src)) => sandbox.render(src, event).await.map(|body| Rendered {
-            body,
-            content_type: None,
-            body_is_event: false,
+        (Format::Template, Some(src)) => sandbox.render(src, event).await.map(|body| {
+            // A body that is not JSON is not sent as JSON.
+            let is_json = serde_json::from_str::<serde::de::IgnoredAny>(&body).is_ok();
+            Rendered {
+                content_type: (!is_json).then_some("text/plain; charset=utf-8"),
+                ..Rendered::plain(body)
+            }
         }),
         (Format::Template, None) => {
             Err("the webhook's format is template but it has no template".into())
@@ -77,24 +119,18 @@ pub async fn render(
 
 /// The formats Herald writes itself, rendered in this process.
 pub fn render_builtin(format: Format, event: &str) -> Result<Rendered, String> {
-    let plain = |body: String| Rendered {
-        body,
-        content_type: None,
-        body_is_event: false,
-    };
     match format {
         Format::RegistryEvent => Ok(Rendered {
-            body: event.to_string(),
-            content_type: None,
             body_is_event: true,
+            ..Rendered::plain(event.to_string())
         }),
-        Format::RegistryEnvelope => Ok(plain(format!("{{\"events\":[{event}]}}"))),
+        Format::RegistryEnvelope => Ok(Rendered::plain(format!("{{\"events\":[{event}]}}"))),
         Format::Cloudevents => cloudevent(event).map(|body| Rendered {
-            body,
             content_type: Some("application/cloudevents+json"),
-            body_is_event: false,
+            ..Rendered::plain(body)
         }),
-        Format::Slack => slack(event).map(plain),
+        Format::CloudeventsBinary => cloudevent_binary(event),
+        Format::Slack => slack(event).map(Rendered::plain),
         Format::Template => Err("a template is rendered in the sandbox".into()),
     }
 }
@@ -119,53 +155,172 @@ fn subject(v: &Value) -> String {
     }
 }
 
+/// The CloudEvents context attributes Herald sets, in both modes.
+struct Context {
+    id: String,
+    source: String,
+    kind: String,
+    subject: String,
+    time: String,
+}
+
+/// The registry's address as the last segment of `source`: RFC 3986 unreserved characters
+/// and `:` as they are, anything else `_`. Percent-encoding would make it a valid
+/// URI-reference too, but binary mode must percent-encode `%` again in the `ce-source`
+/// header, and SDKs that do not decode headers would then disagree with structured mode.
+fn source_segment(origin: &str) -> String {
+    origin
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' | ':' => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+fn context(v: &Value) -> Context {
+    let origin = text(v, "/source/addr")
+        .or_else(|| text(v, "/request/host"))
+        .unwrap_or("unknown");
+    Context {
+        id: text(v, "/id").unwrap_or("").to_string(),
+        // Always a valid URI-reference, whatever the registry wrote in its address.
+        source: format!("/herald/registry/{}", source_segment(origin)),
+        kind: format!(
+            "io.herald.registry.{}",
+            text(v, "/action").unwrap_or("unknown")
+        ),
+        subject: subject(v),
+        time: event_time(text(v, "/timestamp")),
+    }
+}
+
+/// The event's time as RFC 3339 with a zone, which CloudEvents requires: the registry's
+/// timestamp when it can be read (with or without a zone), else the time of sending.
+fn event_time(timestamp: Option<&str>) -> String {
+    use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+    let parsed = timestamp.and_then(|t| {
+        DateTime::parse_from_rfc3339(t)
+            .map(|d| d.with_timezone(&Utc))
+            .ok()
+            .or_else(|| {
+                ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                    .iter()
+                    .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+                    .map(|n| n.and_utc())
+            })
+    });
+    parsed
+        .unwrap_or_else(Utc::now)
+        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
 fn cloudevent(event: &str) -> Result<String, String> {
     let v = parsed(event)?;
     #[derive(Serialize)]
     struct CloudEvent<'a> {
         specversion: &'static str,
         id: &'a str,
-        source: String,
+        source: &'a str,
         #[serde(rename = "type")]
-        kind: String,
-        subject: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        time: Option<&'a str>,
+        kind: &'a str,
+        subject: &'a str,
+        time: &'a str,
         datacontenttype: &'static str,
         data: &'a RawValue,
     }
     let data: &RawValue = serde_json::from_str(event).map_err(|e| e.to_string())?;
-    let origin = text(&v, "/source/addr")
-        .or_else(|| text(&v, "/request/host"))
-        .unwrap_or("unknown");
+    let c = context(&v);
     let ce = CloudEvent {
         specversion: "1.0",
-        id: text(&v, "/id").unwrap_or(""),
-        source: format!("/herald/registry/{origin}"),
-        kind: format!(
-            "io.herald.registry.{}",
-            text(&v, "/action").unwrap_or("unknown")
-        ),
-        subject: subject(&v),
-        time: text(&v, "/timestamp"),
+        id: &c.id,
+        source: &c.source,
+        kind: &c.kind,
+        subject: &c.subject,
+        time: &c.time,
         datacontenttype: "application/json",
         data,
     };
     serde_json::to_string(&ce).map_err(|e| e.to_string())
 }
 
+/// Header values in the CloudEvents HTTP binding: printable ASCII as is, but `"`, `%` and
+/// everything else percent-encoded as UTF-8.
+const HEADER_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'%');
+
+fn cloudevent_binary(event: &str) -> Result<Rendered, String> {
+    let c = context(&parsed(event)?);
+    let header = |name: &str, value: &str| {
+        (
+            name.to_string(),
+            percent_encoding::utf8_percent_encode(value, HEADER_ESCAPE).to_string(),
+        )
+    };
+    Ok(Rendered {
+        body: event.to_string(),
+        content_type: Some("application/json"),
+        headers: vec![
+            header("ce-specversion", "1.0"),
+            header("ce-id", &c.id),
+            header("ce-source", &c.source),
+            header("ce-type", &c.kind),
+            header("ce-subject", &c.subject),
+            header("ce-time", &c.time),
+        ],
+        body_is_event: true,
+    })
+}
+
 /// `sha256:7a6c8d182783…`: enough to recognise, short enough to read.
 fn short_digest(digest: &str) -> String {
     match digest.split_once(':') {
-        Some((algo, hex)) if hex.len() > 12 => format!("{algo}:{}…", &hex[..12]),
+        Some((algo, hex)) if hex.chars().count() > 12 => {
+            format!("{algo}:{}…", hex.chars().take(12).collect::<String>())
+        }
         _ => digest.to_string(),
+    }
+}
+
+/// Registry text inside Slack mrkdwn: `&`, `<` and `>` are control characters there (`<!channel>`
+/// pings everyone, `<url|text>` is a link), so they are escaped as Slack documents.
+fn mrkdwn(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// At most `max` characters, the last an ellipsis when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Block Kit's limit on a text object in a section or a context element.
+const SLACK_TEXT_MAX: usize = 3000;
+/// What one registry-supplied field may take of a message, so that even fully escaped
+/// (`&` is five characters) the section stays within [`SLACK_TEXT_MAX`] and no escape is
+/// cut. Repository names can be 255 characters long, tags 128.
+fn slack_field_max(pointer: &str) -> usize {
+    match pointer {
+        "/target/repository" => 250,
+        "/target/tag" => 128,
+        _ => 150,
     }
 }
 
 fn slack(event: &str) -> Result<String, String> {
     let v = parsed(event)?;
-    let actor = text(&v, "/actor/name").unwrap_or("someone");
-    let verb = match text(&v, "/action").unwrap_or("") {
+    let field = |pointer: &str| text(&v, pointer).map(|t| clip(t, slack_field_max(pointer)));
+    let actor = field("/actor/name").unwrap_or_else(|| "someone".into());
+    let action = field("/action").unwrap_or_default();
+    let verb = match action.as_str() {
         "push" => "pushed",
         "delete" => "deleted",
         "pull" => "pulled",
@@ -173,29 +328,30 @@ fn slack(event: &str) -> Result<String, String> {
         "ping" => "pinged",
         other => other,
     };
-    let repo = text(&v, "/target/repository").unwrap_or("");
-    let what = match text(&v, "/target/tag") {
+    let repo = field("/target/repository").unwrap_or_default();
+    let what = match field("/target/tag") {
         Some(tag) => format!("{repo}:{tag}"),
-        None => repo.to_string(),
+        None => repo,
     };
-    let digest = text(&v, "/target/digest").map(short_digest);
+    let digest = field("/target/digest").map(|d| short_digest(&d));
     let line = match &digest {
         Some(d) => format!("{actor} {verb} {what} ({d})"),
         None => format!("{actor} {verb} {what}"),
     };
     let mut context = Vec::new();
     if let Some(d) = &digest {
-        context.push(format!("digest `{d}`"));
+        context.push(format!("digest `{}`", mrkdwn(d)));
     }
-    if let Some(addr) = text(&v, "/source/addr") {
-        context.push(format!("registry {addr}"));
+    if let Some(addr) = field("/source/addr") {
+        context.push(format!("registry {}", mrkdwn(&addr)));
     }
     context.push("via Herald".to_string());
+    let section = format!("*{}* {} `{}`", mrkdwn(&actor), mrkdwn(verb), mrkdwn(&what));
     let message = serde_json::json!({
-        "text": line,
+        "text": clip(&mrkdwn(&line), SLACK_TEXT_MAX),
         "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{actor}* {verb} `{what}`")}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": context.join(" · ")}]}
+            {"type": "section", "text": {"type": "mrkdwn", "text": clip(&section, SLACK_TEXT_MAX)}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(&context.join(" · "), SLACK_TEXT_MAX)}]}
         ]
     });
     Ok(message.to_string())

@@ -76,28 +76,35 @@ impl WebhookInput {
         }
         let name = p.take(WebhookName::parse(self.name.as_deref().unwrap_or("")));
         let url = p.take(WebhookUrl::parse(self.url.as_deref().unwrap_or("")));
-        let method = p.take(
-            self.request_method
-                .as_deref()
-                .map_or(Ok(RequestMethod::default()), RequestMethod::parse),
-        );
-        let content_type = p.take(
-            self.content_type
-                .as_deref()
-                .map_or(Ok(ContentType::default()), ContentType::parse),
-        );
-        let username = p.take(parse_username(flat(&self.username)));
-        let password = p.take(parse_password(flat(&self.password), cipher));
-        let headers = p.take(parse_headers(&self.headers.unwrap_or_default(), cipher));
-        let filters = p
-            .take(self.filters.unwrap_or_default().validate())
-            .unwrap_or_default();
         let format = p
             .take(
                 self.format
                     .as_deref()
                     .map_or(Ok(Format::default()), Format::parse),
             )
+            .unwrap_or_default();
+        // A format that must be POSTed defaults to POST, and refuses an explicit GET.
+        let default_method = match format.needs_post() {
+            Some(_) => RequestMethod::Post,
+            None => RequestMethod::default(),
+        };
+        let method = p.take(
+            self.request_method
+                .as_deref()
+                .map_or(Ok(default_method), RequestMethod::parse)
+                .and_then(|m| check_method(format, m)),
+        );
+        let content_type = p.take(
+            self.content_type
+                .as_deref()
+                .map_or(Ok(ContentType::default()), ContentType::parse)
+                .and_then(|c| check_content_type(format, c)),
+        );
+        let username = p.take(parse_username(flat(&self.username)));
+        let password = p.take(parse_password(flat(&self.password), cipher));
+        let headers = p.take(parse_headers(&self.headers.unwrap_or_default(), cipher));
+        let filters = p
+            .take(self.filters.unwrap_or_default().validate())
             .unwrap_or_default();
         let template = self.template.flatten().filter(|t| !t.trim().is_empty());
         if let Some(t) = &template {
@@ -204,14 +211,41 @@ pub async fn check_new_template(
     }
 }
 
-/// The same for an update, against the webhook as it is: the format and template that will
-/// be in force after the update must go together.
-pub async fn check_patch_template(
-    patch: &WebhookPatch,
+fn check_method(format: Format, method: RequestMethod) -> Result<RequestMethod, Invalid> {
+    match format.needs_post() {
+        Some(why) if method == RequestMethod::Get => Err(Invalid::new(
+            "request_method",
+            format!("{why}; the {} format cannot use GET", format.as_str()),
+        )),
+        _ => Ok(method),
+    }
+}
+
+fn check_content_type(format: Format, content_type: ContentType) -> Result<ContentType, Invalid> {
+    match format.refuses_form() {
+        Some(why) if content_type == ContentType::Form => Err(Invalid::new("content_type", why)),
+        _ => Ok(content_type),
+    }
+}
+
+/// The checks of an update against the webhook as it is: the format, method, content type
+/// and template in force afterwards must go together. A change to a format that must be
+/// POSTed moves a GET webhook to POST unless the update names a method.
+pub async fn check_patch(
+    patch: &mut WebhookPatch,
     current: &Webhook,
     sandbox: &TemplateSandbox,
 ) -> Result<(), Invalid> {
     let format = patch.format.unwrap_or(current.format);
+    if format.needs_post().is_some()
+        && patch.format.is_some()
+        && patch.request_method.is_none()
+        && current.request_method == RequestMethod::Get
+    {
+        patch.request_method = Some(RequestMethod::Post);
+    }
+    check_method(format, patch.request_method.unwrap_or(current.request_method))?;
+    check_content_type(format, patch.content_type.unwrap_or(current.content_type))?;
     let template = match &patch.template {
         Some(t) => t.as_deref(),
         None => current.template.as_deref(),

@@ -61,6 +61,7 @@ pub fn render(
     action: &str,
     rendered: formats::Rendered,
 ) -> Result<OutgoingRequest, String> {
+    let format_headers = rendered.headers;
     let (body, body_is_event) = match webhook.content_type {
         ContentType::Json => (rendered.body, rendered.body_is_event),
         ContentType::Form => {
@@ -87,6 +88,11 @@ pub fn render(
             secret: true,
         });
     }
+    headers.extend(format_headers.into_iter().map(|(name, value)| OutgoingHeader {
+        name,
+        value,
+        secret: false,
+    }));
     headers.push(OutgoingHeader {
         name: "User-Agent".into(),
         value: format!("Herald/{}", env!("CARGO_PKG_VERSION")),

@@ -42,7 +42,7 @@ impl RegistryToken {
     /// Constant-time check of an `Authorization` header value. Both sides are hashed first
     /// so that not even the length of the token leaks through timing.
     pub fn verify_header(&self, header: Option<&str>) -> bool {
-        let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        let Some(given) = header.and_then(|h| crate::auth::scheme::credentials(h, "Bearer")) else {
             return false;
         };
         let a = Sha256::digest(given.trim().as_bytes());
@@ -59,6 +59,7 @@ mod tests {
     fn verifies_only_the_exact_bearer_token() {
         let t = RegistryToken("sekrit".into());
         assert!(t.verify_header(Some("Bearer sekrit")));
+        assert!(t.verify_header(Some("bearer sekrit")), "the scheme is case-insensitive");
         assert!(!t.verify_header(Some("Bearer sekrit2")));
         assert!(!t.verify_header(Some("Basic sekrit")));
         assert!(!t.verify_header(None));

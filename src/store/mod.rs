@@ -689,6 +689,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         webhook_id: i64,
         registry_id: &str,
+        repository: &str,
         body: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<i64>;

@@ -1498,6 +1498,7 @@ impl Store for PgStore {
         &self,
         webhook_id: i64,
         registry_id: &str,
+        repository: &str,
         body: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<i64> {
@@ -1512,9 +1513,10 @@ impl Store for PgStore {
             namespace.ok_or_else(|| StoreError::NotFound(format!("webhook {webhook_id}")))?;
         let event_id: i64 = sqlx::query_scalar(
             "INSERT INTO events (registry_id, action, repository, namespace, status, reason, body, received_at) \
-             VALUES ($1, 'ping', NULL, $2, 'accepted', 'ping from Herald', $3, $4) RETURNING id",
+             VALUES ($1, 'ping', $2, $3, 'accepted', 'ping from Herald', $4, $5) RETURNING id",
         )
         .bind(registry_id)
+        .bind(repository)
         .bind(&namespace)
         .bind(body)
         .bind(to_ms(now))

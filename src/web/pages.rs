@@ -16,7 +16,7 @@ use crate::auth;
 use crate::auth::policy::{self, GlobalAction, NamespaceAction, TeamAction};
 use crate::error::AppError;
 use crate::hooks::input::{
-    audit_for_patch, check_new_template, check_patch_template, WebhookInput,
+    audit_for_patch, check_new_template, check_patch, WebhookInput,
 };
 use crate::hooks::types::{HeaderName, HeaderValue, Invalid, NamespaceName};
 use crate::store::{Audit, Role, StoredHeader, Visibility, Webhook, WebhookPatch};
@@ -547,7 +547,7 @@ pub async fn edit_webhook(
             .map(|_| form.skip_tls_verify.is_none()),
     };
     let checked = match input.into_patch(&state.cipher) {
-        Ok(p) => check_patch_template(&p, &hook, &state.templates)
+        Ok(mut p) => check_patch(&mut p, &hook, &state.templates)
             .await
             .map(|_| p)
             .map_err(|e| vec![e]),

@@ -31,7 +31,13 @@ async fn metrics_count_events_deliveries_and_requests() {
         .await;
     app.wait_deliveries("acme", hook, |d| d[0]["state"] == "succeeded")
         .await;
-    let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.headers()["content-type"]
         .to_str()

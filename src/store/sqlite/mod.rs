@@ -1279,6 +1279,7 @@ impl Store for SqliteStore {
         &self,
         webhook_id: i64,
         registry_id: &str,
+        repository: &str,
         body: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<i64> {
@@ -1293,9 +1294,10 @@ impl Store for SqliteStore {
             namespace.ok_or_else(|| StoreError::NotFound(format!("webhook {webhook_id}")))?;
         let event_id: i64 = sqlx::query_scalar(
             "INSERT INTO events (registry_id, action, repository, namespace, status, reason, body, received_at) \
-             VALUES (?, 'ping', NULL, ?, 'accepted', 'ping from Herald', ?, ?) RETURNING id",
+             VALUES (?, 'ping', ?, ?, 'accepted', 'ping from Herald', ?, ?) RETURNING id",
         )
         .bind(registry_id)
+        .bind(repository)
         .bind(&namespace)
         .bind(body)
         .bind(to_ms(now))
