@@ -42,6 +42,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub dispatcher: Arc<Dispatcher>,
     pub login_throttle: Arc<web::LoginThrottle>,
+    /// The bound on password hashes running at once (sign-ins and user creation alike).
+    pub password_gate: Arc<auth::PasswordGate>,
     pub metrics: Arc<metrics::Metrics>,
 }
 
@@ -162,6 +164,7 @@ impl Application {
                 config: Arc::new(config),
                 dispatcher,
                 login_throttle: Arc::default(),
+                password_gate: Arc::default(),
                 metrics,
             },
         })

@@ -43,12 +43,16 @@ async fn basic_user(state: &AppState, headers: &HeaderMap) -> ApiResult<User> {
     let decoded = String::from_utf8(decoded).map_err(|_| unauthorized())?;
     let (username, password) = decoded.split_once(':').ok_or_else(unauthorized)?;
     let credentials = state.store.user_credentials(username).await?;
-    // Verify against a fixed hash when the user does not exist, so timing does not tell.
+    // Verify against a dummy hash when the user does not exist, so timing does not tell;
+    // through the gate, so a burst of guesses cannot run unboundedly many hashes.
     let (user, hash) = match credentials {
-        Some((user, hash)) => (Some(user), hash),
-        None => (None, auth::dummy_hash().to_string()),
+        Some((user, hash)) => (Some(user), Some(hash)),
+        None => (None, None),
     };
-    let valid = auth::verify_password_async(password.to_string(), hash).await;
+    let valid = state
+        .password_gate
+        .verify(password.to_string(), hash)
+        .await?;
     match user {
         Some(user) if valid && !user.disabled => Ok(user),
         Some(user) if valid && user.disabled => {
@@ -60,7 +64,8 @@ async fn basic_user(state: &AppState, headers: &HeaderMap) -> ApiResult<User> {
 
 /// `POST /api/v1/tokens`: with Basic auth, or with an existing token.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", security(("basic" = []), ("bearer" = [])), request_body(content = CreateToken, description = "Optional"),
-    responses((status = 201, body = NewToken), (status = 401, description = "No or bad token", body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = NewToken), (status = 401, description = "No or bad token", body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, description = "Too many password checks at once; try again after Retry-After", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,

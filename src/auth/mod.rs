@@ -1,7 +1,12 @@
 //! Who is calling: users, password hashes, API tokens, and the request extractor that
 //! turns a bearer token into a user.
+//!
+//! Passwords are hashed and verified only through [`gate::PasswordGate`].
 
+pub mod gate;
 pub mod policy;
+
+pub use gate::PasswordGate;
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -48,6 +53,7 @@ pub fn validate_password(password: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Hashes on the calling thread, ungated: request paths use [`PasswordGate::hash`].
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
@@ -56,6 +62,7 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("hashing the password failed: {e}"))
 }
 
+/// Verifies on the calling thread, ungated: request paths use [`PasswordGate::verify`].
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
         .map(|parsed| {
@@ -80,6 +87,7 @@ pub fn new_api_token() -> String {
 /// personal namespace: the one way the API, the UI and the CLI's checks agree.
 pub async fn register_user(
     store: &dyn crate::store::Store,
+    gate: &PasswordGate,
     username: &str,
     password: String,
     email: Option<&str>,
@@ -97,27 +105,14 @@ pub async fn register_user(
             ));
         }
     }
-    let hash = hash_password_async(password).await?;
+    let hash = gate.hash(password).await?;
     Ok(store.create_user(username, &hash, email, admin).await?)
 }
 
-/// Argon2 is deliberately slow: it runs off the async workers.
-pub async fn hash_password_async(password: String) -> Result<String, AppError> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| AppError::internal(e.to_string()))?
-        .map_err(|e| AppError::internal(e.to_string()))
-}
-
-pub async fn verify_password_async(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .unwrap_or(false)
-}
-
 /// A valid hash of nothing anyone knows, verified when a username does not exist so that
-/// sign-in takes as long either way.
-pub fn dummy_hash() -> &'static str {
+/// sign-in takes as long either way. Made with the same parameters as every real hash, on
+/// first use inside the gate.
+fn dummy_hash() -> &'static str {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HASH.get_or_init(|| hash_password(&new_api_token()).unwrap_or_default())
 }

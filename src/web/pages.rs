@@ -1075,6 +1075,7 @@ pub async fn create_user(
     let email = Some(form.email.as_str());
     match auth::register_user(
         state.store.as_ref(),
+        &state.password_gate,
         &form.username,
         form.password,
         email,

@@ -260,10 +260,31 @@ pub async fn login(
         Err(e) => return WebError::from(e).into_response(),
     };
     let (user, hash) = match credentials {
-        Some((user, hash)) => (Some(user), hash),
-        None => (None, auth::dummy_hash().to_string()),
+        Some((user, hash)) => (Some(user), Some(hash)),
+        None => (None, None),
     };
-    let valid = auth::verify_password_async(form.password, hash).await;
+    let valid = match state.password_gate.verify(form.password, hash).await {
+        Ok(valid) => valid,
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+            let mut response = login_form(
+                &state,
+                &headers,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &username,
+                &next,
+                Some(
+                    "Herald is busy checking other sign-ins; please try again in a moment.".into(),
+                ),
+            );
+            if let Some(secs) = e.retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return response;
+        }
+        Err(e) => return WebError(e).into_response(),
+    };
     let user = match user {
         Some(user) if valid && !user.disabled => user,
         _ => {

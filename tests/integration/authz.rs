@@ -775,3 +775,70 @@ async fn every_change_adds_one_audit_entry_visible_to_members_only() {
         outsider_all.body
     );
 }
+
+/// `POST /api/v1/tokens` with Basic auth: status, `Retry-After` and the exact body bytes.
+async fn basic_token_at(
+    client: reqwest::Client,
+    url: String,
+    user: &str,
+    password: &str,
+) -> (u16, Option<String>, Vec<u8>) {
+    let res = client
+        .post(url)
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, retry_after, res.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn parallel_password_guesses_run_a_bounded_number_of_hashes() {
+    let app = spawn_app().await;
+    let hash = herald::auth::hash_password("password-1").unwrap();
+    app.store
+        .create_user("tess", &hash, None, false)
+        .await
+        .unwrap();
+    let gate = app.state.password_gate.clone();
+    // Unknown users too: they verify a dummy hash, through the same gate.
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let user = if i % 4 == 0 {
+            "tess".to_string()
+        } else {
+            format!("ghost{i}")
+        };
+        let (client, url) = (app.client.clone(), app.url("/api/v1/tokens"));
+        guesses.spawn(async move { basic_token_at(client, url, &user, "wrong-password").await });
+    }
+    let answers = guesses.join_all().await;
+    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
+    for (status, retry_after, body) in &answers {
+        *by_status.entry(*status).or_default() += 1;
+        assert!(
+            matches!(status, 401 | 429 | 503),
+            "{status}: {}",
+            String::from_utf8_lossy(body)
+        );
+        if *status != 401 {
+            assert!(retry_after.is_some(), "a {status} says when to come back");
+        }
+    }
+    assert!(
+        gate.high_water() <= gate.limit(),
+        "{} hashes ran at once, the bound is {} ({by_status:?})",
+        gate.high_water(),
+        gate.limit()
+    );
+    assert!(
+        gate.high_water() >= 1,
+        "the guesses were checked: {by_status:?}"
+    );
+    assert_eq!(gate.running(), 0);
+}
