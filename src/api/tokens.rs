@@ -53,12 +53,11 @@ async fn basic_user(state: &AppState, headers: &HeaderMap) -> ApiResult<User> {
         .password_gate
         .verify(password.to_string(), hash)
         .await?;
+    // A disabled user's password is verified too and the result ignored: "disabled" only
+    // for the right password would confirm it.
     match user {
         Some(user) if valid && !user.disabled => Ok(user),
-        Some(user) if valid && user.disabled => {
-            Err(AppError::unauthorized("this user is disabled"))
-        }
-        _ => Err(AppError::unauthorized("wrong username or password")),
+        _ => Err(AppError::unauthorized(auth::SIGN_IN_REJECTED)),
     }
 }
 

@@ -117,6 +117,10 @@ fn dummy_hash() -> &'static str {
     HASH.get_or_init(|| hash_password(&new_api_token()).unwrap_or_default())
 }
 
+/// The one answer to a wrong password, an unknown username and a disabled user alike, so
+/// that no answer tells which (or that a disabled user's password was right).
+pub const SIGN_IN_REJECTED: &str = "wrong username or password, or the user is disabled";
+
 /// The user behind `Authorization: Bearer <api token>`.
 pub async fn user_from_bearer(
     state: &AppState,

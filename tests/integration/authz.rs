@@ -777,6 +777,16 @@ async fn every_change_adds_one_audit_entry_visible_to_members_only() {
 }
 
 /// `POST /api/v1/tokens` with Basic auth: status, `Retry-After` and the exact body bytes.
+async fn basic_token(app: &TestApp, user: &str, password: &str) -> (u16, Option<String>, Vec<u8>) {
+    basic_token_at(
+        app.client.clone(),
+        app.url("/api/v1/tokens"),
+        user,
+        password,
+    )
+    .await
+}
+
 async fn basic_token_at(
     client: reqwest::Client,
     url: String,
@@ -841,4 +851,37 @@ async fn parallel_password_guesses_run_a_bounded_number_of_hashes() {
         "the guesses were checked: {by_status:?}"
     );
     assert_eq!(gate.running(), 0);
+}
+
+#[tokio::test]
+async fn a_disabled_user_gets_one_answer_whatever_the_password() {
+    let app = spawn_app().await;
+    let hash = herald::auth::hash_password("password-1").unwrap();
+    app.store
+        .create_user("dana", &hash, None, false)
+        .await
+        .unwrap();
+    let r = app
+        .api("PATCH", "/users/dana", Some(json!({"disabled": true})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let wrong = basic_token(&app, "dana", "wrong-password").await;
+    let right = basic_token(&app, "dana", "password-1").await;
+    let nobody = basic_token(&app, "nobody", "password-1").await;
+    let text = |answer: &(u16, Option<String>, Vec<u8>)| {
+        format!("{} {}", answer.0, String::from_utf8_lossy(&answer.2))
+    };
+    assert_eq!(wrong.0, 401, "{}", text(&wrong));
+    assert!(
+        right.0 == wrong.0 && right.2 == wrong.2,
+        "the right password must not be told apart: {} vs {}",
+        text(&right),
+        text(&wrong)
+    );
+    assert!(
+        nobody.0 == wrong.0 && nobody.2 == wrong.2,
+        "nor a disabled user from an unknown one: {} vs {}",
+        text(&nobody),
+        text(&wrong)
+    );
 }

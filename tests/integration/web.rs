@@ -315,6 +315,27 @@ async fn repeated_failed_sign_ins_are_slowed_down() {
 }
 
 #[tokio::test]
+async fn a_disabled_user_sees_the_same_sign_in_error_whatever_the_password() {
+    let app = spawn_app().await;
+    team_setup(&app).await;
+    let r = app
+        .api("PATCH", "/users/vera", Some(json!({"disabled": true})))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let mut answers = Vec::new();
+    for password in ["wrong-password", "password-1"] {
+        let res = try_sign_in(&app, "vera", password, &[]).await;
+        let status = res.status().as_u16();
+        // Each form carries a fresh CSRF token; everything else must be the same.
+        let html = res.text().await.unwrap();
+        let csrf = csrf_in(&html);
+        answers.push((status, html.replace(&csrf, "CSRF")));
+    }
+    assert_eq!(answers[0].0, 401);
+    assert_eq!(answers[0], answers[1]);
+}
+
+#[tokio::test]
 async fn a_token_made_in_the_browser_is_shown_once_and_works() {
     let app = spawn_app().await;
     team_setup(&app).await;
