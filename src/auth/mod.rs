@@ -1,12 +1,16 @@
 //! Who is calling: users, password hashes, API tokens, and the request extractor that
 //! turns a bearer token into a user.
 //!
-//! Passwords are hashed and verified only through [`gate::PasswordGate`].
+//! Passwords are hashed and verified only through [`gate::PasswordGate`], and password
+//! sign-ins (the UI's form, the API's Basic auth) all go through [`sign_in_with_password`]
+//! and its [`throttle::LoginThrottle`].
 
 pub mod gate;
 pub mod policy;
+pub mod throttle;
 
 pub use gate::PasswordGate;
+pub use throttle::{ClientAddr, LoginThrottle};
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -120,6 +124,90 @@ fn dummy_hash() -> &'static str {
 /// The one answer to a wrong password, an unknown username and a disabled user alike, so
 /// that no answer tells which (or that a disabled user's password was right).
 pub const SIGN_IN_REJECTED: &str = "wrong username or password, or the user is disabled";
+
+/// Why a password sign-in did not sign anyone in.
+#[derive(Debug)]
+pub enum SignInError {
+    /// Too many failures for this username or from this address: no password was checked.
+    Throttled(throttle::Throttled),
+    /// A wrong password, an unknown username or a disabled user: deliberately one case.
+    Rejected,
+    /// No password was checked: too many checks at once (503), or the database failed.
+    NotChecked(AppError),
+}
+
+/// The API's answers.
+impl From<SignInError> for AppError {
+    fn from(e: SignInError) -> Self {
+        match e {
+            SignInError::Throttled(t) => {
+                let whose = match t.by {
+                    throttle::ThrottledBy::User => "for this user",
+                    throttle::ThrottledBy::Address => "from this address",
+                };
+                AppError::too_many_requests(
+                    format!(
+                        "too many failed sign-ins {whose}; try again in {} s",
+                        t.secs()
+                    ),
+                    t.wait,
+                )
+            }
+            SignInError::Rejected => AppError::unauthorized(SIGN_IN_REJECTED),
+            SignInError::NotChecked(e) => e,
+        }
+    }
+}
+
+/// Signs in with a username and password, for the UI's form and the API's Basic auth alike:
+/// the throttle first (a throttled attempt runs no hash), then one gated verification,
+/// against a dummy hash when there is no such user, so that timing does not tell.
+pub async fn sign_in_with_password(
+    state: &AppState,
+    username: &str,
+    password: String,
+    client: ClientAddr,
+) -> Result<User, SignInError> {
+    let attempt = state
+        .login_throttle
+        .begin(username, client.0)
+        .map_err(|t| {
+            // Debug only: a flood of throttled guesses must not flood the log too.
+            tracing::debug!(username = %username, client = ?client.0, wait_s = t.secs(), "sign-in throttled");
+            SignInError::Throttled(t)
+        })?;
+    let credentials = match state.store.user_credentials(username).await {
+        Ok(c) => c,
+        Err(e) => {
+            state.login_throttle.not_checked(attempt);
+            return Err(SignInError::NotChecked(e.into()));
+        }
+    };
+    let (user, hash) = match credentials {
+        Some((user, hash)) => (Some(user), Some(hash)),
+        None => (None, None),
+    };
+    // A disabled user's password is verified too, and its result ignored: the answer and
+    // its timing are the same as for a wrong password.
+    let valid = match state.password_gate.verify(password, hash).await {
+        Ok(valid) => valid,
+        Err(e) => {
+            state.login_throttle.not_checked(attempt);
+            return Err(SignInError::NotChecked(e));
+        }
+    };
+    match user {
+        Some(user) if valid && !user.disabled => {
+            state.login_throttle.succeeded(attempt);
+            Ok(user)
+        }
+        _ => {
+            state.login_throttle.failed(attempt);
+            tracing::warn!(username = %username, client = ?client.0, "failed sign-in");
+            Err(SignInError::Rejected)
+        }
+    }
+}
 
 /// The user behind `Authorization: Bearer <api token>`.
 pub async fn user_from_bearer(

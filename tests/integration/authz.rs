@@ -850,7 +850,54 @@ async fn parallel_password_guesses_run_a_bounded_number_of_hashes() {
         gate.high_water() >= 1,
         "the guesses were checked: {by_status:?}"
     );
+    assert!(
+        by_status.get(&401).copied().unwrap_or(0)
+            <= herald::auth::throttle::ADDRESS_FREE_FAILURES as usize,
+        "one address gets only so many checks before it must wait: {by_status:?}"
+    );
     assert_eq!(gate.running(), 0);
+}
+
+#[tokio::test]
+async fn basic_auth_guessing_is_throttled_per_user() {
+    let app = spawn_app().await;
+    let hash = herald::auth::hash_password("password-1").unwrap();
+    for name in ["tess", "una"] {
+        app.store
+            .create_user(name, &hash, None, false)
+            .await
+            .unwrap();
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(basic_token(&app, "tess", "wrong-password").await.0);
+    }
+    assert_eq!(&statuses[..3], [401, 401, 401], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    let checks = app.state.password_gate.completed();
+    let (status, retry_after, body) = basic_token(&app, "tess", "password-1").await;
+    assert_eq!(status, 429, "even the right password waits after failures");
+    let retry_after: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "too_many_requests");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("try again in"),
+        "{body}"
+    );
+    assert_eq!(
+        app.state.password_gate.completed(),
+        checks,
+        "a throttled attempt checks no password"
+    );
+    assert_eq!(
+        basic_token(&app, "una", "password-1").await.0,
+        201,
+        "another user from the same address is not locked out"
+    );
 }
 
 #[tokio::test]
