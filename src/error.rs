@@ -13,6 +13,8 @@ pub struct AppError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds for a `Retry-After` header (429 and 503 answers).
+    pub retry_after: Option<u64>,
 }
 
 impl AppError {
@@ -22,7 +24,14 @@ impl AppError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
+    }
+
+    /// Adds `Retry-After: <seconds>` to the answer.
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(retry_after_secs(wait));
+        self
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -62,6 +71,17 @@ impl AppError {
         )
     }
 
+    /// Too many attempts; `wait` goes into `Retry-After`.
+    pub fn too_many_requests(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+            .with_retry_after(wait)
+    }
+
+    /// Herald is at a limit it sets itself (a 503); `wait` goes into `Retry-After`.
+    pub fn overloaded(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message).with_retry_after(wait)
+    }
+
     /// A well-formed request whose content breaks a rule; `field` names the culprit.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message).with_field(field)
@@ -70,6 +90,11 @@ impl AppError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
+}
+
+/// A wait as `Retry-After` says it: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// Validation errors of domain types become 422s naming their field.
@@ -107,7 +132,8 @@ pub struct ErrorBody {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
-    /// `payload_too_large`, `unsupported_media_type`, `invalid`, `internal`.
+    /// `payload_too_large`, `unsupported_media_type`, `invalid`, `too_many_requests`,
+    /// `overloaded`, `internal`.
     pub code: String,
     pub message: String,
     /// The offending field of a 422.
@@ -125,6 +151,12 @@ impl IntoResponse for AppError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

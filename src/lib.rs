@@ -44,7 +44,10 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     /// Renders `template` webhooks' bodies outside this process.
     pub templates: Arc<TemplateSandbox>,
-    pub login_throttle: Arc<web::LoginThrottle>,
+    /// Failed password sign-ins per username and per client address (UI and API alike).
+    pub login_throttle: Arc<auth::LoginThrottle>,
+    /// The bound on password hashes running at once (UI, API and user creation alike).
+    pub password_gate: Arc<auth::PasswordGate>,
     pub metrics: Arc<metrics::Metrics>,
 }
 
@@ -168,6 +171,7 @@ impl Application {
                 dispatcher,
                 templates,
                 login_throttle: Arc::default(),
+                password_gate: Arc::default(),
                 metrics,
             },
         })
@@ -223,9 +227,13 @@ impl Application {
             _ => "worker",
         };
         tracing::info!(%addr, roles, events_url = %config.events_url(addr), "Herald is listening");
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // The peer address feeds the sign-in throttle's per-address count.
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         tracing::info!("no longer accepting requests; finishing deliveries in flight");
         if config.runs_workers() {
             state.dispatcher.drain(config.shutdown_grace).await;

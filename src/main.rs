@@ -176,9 +176,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             auth::validate_username(&name)?;
             let password = read_password()?;
             let store = herald::open_store(&config).await?;
-            let user =
-                auth::register_user(store.as_ref(), &name, password, email.as_deref(), admin)
-                    .await?;
+            let gate = auth::PasswordGate::default();
+            let user = auth::register_user(
+                store.as_ref(),
+                &gate,
+                &name,
+                password,
+                email.as_deref(),
+                admin,
+            )
+            .await?;
             eprintln!(
                 "created {} '{}'",
                 if user.admin { "admin" } else { "user" },

@@ -65,7 +65,10 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("application/openmetrics-text"));
+        .any(|v| {
+            v.to_ascii_lowercase()
+                .contains("application/openmetrics-text")
+        });
     if wants_openmetrics {
         (
             [(
@@ -77,7 +80,10 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
             .into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             state.metrics.encode_classic(),
         )
             .into_response()

@@ -6,7 +6,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::{parse_id, Items};
-use crate::auth::{self, ApiUser};
+use crate::auth::{self, ApiUser, ClientAddr};
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
 use crate::store::{ApiToken, User};
@@ -30,7 +30,8 @@ pub struct NewToken {
 }
 
 /// Signs in with Basic auth (username and password): how a user gets their first token.
-async fn basic_user(state: &AppState, headers: &HeaderMap) -> ApiResult<User> {
+/// Throttled and gated like the UI's sign-in form, through the same code.
+async fn basic_user(state: &AppState, headers: &HeaderMap, client: ClientAddr) -> ApiResult<User> {
     let unauthorized = || {
         AppError::unauthorized("sign in with Basic auth (username and password) or an API token")
     };
@@ -38,42 +39,32 @@ async fn basic_user(state: &AppState, headers: &HeaderMap) -> ApiResult<User> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(unauthorized)?;
-    let encoded = value.strip_prefix("Basic ").ok_or_else(unauthorized)?;
-    let decoded = B64.decode(encoded.trim()).map_err(|_| unauthorized())?;
+    let encoded = auth::scheme::credentials(value, "Basic").ok_or_else(unauthorized)?;
+    let decoded = B64.decode(encoded).map_err(|_| unauthorized())?;
     let decoded = String::from_utf8(decoded).map_err(|_| unauthorized())?;
     let (username, password) = decoded.split_once(':').ok_or_else(unauthorized)?;
-    let credentials = state.store.user_credentials(username).await?;
-    // Verify against a fixed hash when the user does not exist, so timing does not tell.
-    let (user, hash) = match credentials {
-        Some((user, hash)) => (Some(user), hash),
-        None => (None, auth::dummy_hash().to_string()),
-    };
-    let valid = auth::verify_password_async(password.to_string(), hash).await;
-    match user {
-        Some(user) if valid && !user.disabled => Ok(user),
-        Some(user) if valid && user.disabled => {
-            Err(AppError::unauthorized("this user is disabled"))
-        }
-        _ => Err(AppError::unauthorized("wrong username or password")),
-    }
+    Ok(auth::sign_in_with_password(state, username, password.to_string(), client).await?)
 }
 
 /// `POST /api/v1/tokens`: with Basic auth, or with an existing token.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", security(("basic" = []), ("bearer" = [])), request_body(content = CreateToken, description = "Optional"),
-    responses((status = 201, body = NewToken), (status = 401, description = "No or bad token", body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = NewToken), (status = 401, description = "No or bad token, or wrong username or password", body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, description = "Too many failed sign-ins for this user or from this address; try again after Retry-After", body = ErrorBody),
+        (status = 503, description = "Too many password checks at once; try again after Retry-After", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    client: ClientAddr,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<NewToken>)> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("Bearer "));
+        .is_some_and(|v| auth::scheme::credentials(v, "Bearer").is_some());
     let user = if bearer {
         auth::user_from_bearer(&state, &headers).await?
     } else {
-        basic_user(&state, &headers).await?
+        basic_user(&state, &headers, client).await?
     };
     // The body is optional: a bare `curl -u user -X POST` gets an unlabelled token.
     let label = if body.iter().all(u8::is_ascii_whitespace) {

@@ -95,6 +95,7 @@ pub async fn create(
     }
     let user = auth::register_user(
         state.store.as_ref(),
+        &state.password_gate,
         &body.username.unwrap_or_default(),
         body.password.unwrap_or_default(),
         body.email.as_deref(),

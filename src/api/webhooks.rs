@@ -12,9 +12,7 @@ use crate::auth::policy::NamespaceAction;
 use crate::auth::ApiUser;
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
-use crate::hooks::input::{
-    audit_for_patch, check_new_template, check_patch, WebhookInput,
-};
+use crate::hooks::input::{audit_for_patch, check_new_template, check_patch, WebhookInput};
 use crate::hooks::types::{
     ContentType, HeaderName, HeaderValue, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };

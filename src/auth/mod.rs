@@ -1,8 +1,17 @@
 //! Who is calling: users, password hashes, API tokens, and the request extractor that
 //! turns a bearer token into a user.
+//!
+//! Passwords are hashed and verified only through [`gate::PasswordGate`], and password
+//! sign-ins (the UI's form, the API's Basic auth) all go through [`sign_in_with_password`]
+//! and its [`throttle::LoginThrottle`].
 
+pub mod gate;
 pub mod policy;
 pub mod scheme;
+pub mod throttle;
+
+pub use gate::PasswordGate;
+pub use throttle::{ClientAddr, LoginThrottle};
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -49,6 +58,7 @@ pub fn validate_password(password: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Hashes on the calling thread, ungated: request paths use [`PasswordGate::hash`].
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
@@ -57,6 +67,7 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("hashing the password failed: {e}"))
 }
 
+/// Verifies on the calling thread, ungated: request paths use [`PasswordGate::verify`].
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
         .map(|parsed| {
@@ -81,6 +92,7 @@ pub fn new_api_token() -> String {
 /// personal namespace: the one way the API, the UI and the CLI's checks agree.
 pub async fn register_user(
     store: &dyn crate::store::Store,
+    gate: &PasswordGate,
     username: &str,
     password: String,
     email: Option<&str>,
@@ -98,29 +110,104 @@ pub async fn register_user(
             ));
         }
     }
-    let hash = hash_password_async(password).await?;
+    let hash = gate.hash(password).await?;
     Ok(store.create_user(username, &hash, email, admin).await?)
 }
 
-/// Argon2 is deliberately slow: it runs off the async workers.
-pub async fn hash_password_async(password: String) -> Result<String, AppError> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| AppError::internal(e.to_string()))?
-        .map_err(|e| AppError::internal(e.to_string()))
-}
-
-pub async fn verify_password_async(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .unwrap_or(false)
-}
-
 /// A valid hash of nothing anyone knows, verified when a username does not exist so that
-/// sign-in takes as long either way.
-pub fn dummy_hash() -> &'static str {
+/// sign-in takes as long either way. Made with the same parameters as every real hash, on
+/// first use inside the gate.
+fn dummy_hash() -> &'static str {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HASH.get_or_init(|| hash_password(&new_api_token()).unwrap_or_default())
+}
+
+/// The one answer to a wrong password, an unknown username and a disabled user alike, so
+/// that no answer tells which (or that a disabled user's password was right).
+pub const SIGN_IN_REJECTED: &str = "wrong username or password, or the user is disabled";
+
+/// Why a password sign-in did not sign anyone in.
+#[derive(Debug)]
+pub enum SignInError {
+    /// Too many failures for this username or from this address: no password was checked.
+    Throttled(throttle::Throttled),
+    /// A wrong password, an unknown username or a disabled user: deliberately one case.
+    Rejected,
+    /// No password was checked: too many checks at once (503), or the database failed.
+    NotChecked(AppError),
+}
+
+/// The API's answers.
+impl From<SignInError> for AppError {
+    fn from(e: SignInError) -> Self {
+        match e {
+            SignInError::Throttled(t) => {
+                let whose = match t.by {
+                    throttle::ThrottledBy::User => "for this user",
+                    throttle::ThrottledBy::Address => "from this address",
+                };
+                AppError::too_many_requests(
+                    format!(
+                        "too many failed sign-ins {whose}; try again in {} s",
+                        t.secs()
+                    ),
+                    t.wait,
+                )
+            }
+            SignInError::Rejected => AppError::unauthorized(SIGN_IN_REJECTED),
+            SignInError::NotChecked(e) => e,
+        }
+    }
+}
+
+/// Signs in with a username and password, for the UI's form and the API's Basic auth alike:
+/// the throttle first (a throttled attempt runs no hash), then one gated verification,
+/// against a dummy hash when there is no such user, so that timing does not tell.
+pub async fn sign_in_with_password(
+    state: &AppState,
+    username: &str,
+    password: String,
+    client: ClientAddr,
+) -> Result<User, SignInError> {
+    let attempt = state
+        .login_throttle
+        .begin(username, client.0)
+        .map_err(|t| {
+            // Debug only: a flood of throttled guesses must not flood the log too.
+            tracing::debug!(username = %username, client = ?client.0, wait_s = t.secs(), "sign-in throttled");
+            SignInError::Throttled(t)
+        })?;
+    let credentials = match state.store.user_credentials(username).await {
+        Ok(c) => c,
+        Err(e) => {
+            state.login_throttle.not_checked(attempt);
+            return Err(SignInError::NotChecked(e.into()));
+        }
+    };
+    let (user, hash) = match credentials {
+        Some((user, hash)) => (Some(user), Some(hash)),
+        None => (None, None),
+    };
+    // A disabled user's password is verified too, and its result ignored: the answer and
+    // its timing are the same as for a wrong password.
+    let valid = match state.password_gate.verify(password, hash).await {
+        Ok(valid) => valid,
+        Err(e) => {
+            state.login_throttle.not_checked(attempt);
+            return Err(SignInError::NotChecked(e));
+        }
+    };
+    match user {
+        Some(user) if valid && !user.disabled => {
+            state.login_throttle.succeeded(attempt);
+            Ok(user)
+        }
+        _ => {
+            state.login_throttle.failed(attempt);
+            tracing::warn!(username = %username, client = ?client.0, "failed sign-in");
+            Err(SignInError::Rejected)
+        }
+    }
 }
 
 /// The user behind `Authorization: Bearer <api token>`.
@@ -134,13 +221,9 @@ pub async fn user_from_bearer(
         .ok_or_else(|| {
             AppError::unauthorized("an API token is required: Authorization: Bearer <token>")
         })?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            AppError::unauthorized("the Authorization header must be 'Bearer <token>'")
-        })?;
+    let token = scheme::credentials(header, "Bearer").ok_or_else(|| {
+        AppError::unauthorized("the Authorization header must be 'Bearer <token>'")
+    })?;
     let user = state
         .store
         .authenticate_token(&token_hash(token), chrono::Utc::now())

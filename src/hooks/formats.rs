@@ -246,10 +246,8 @@ fn cloudevent(event: &str) -> Result<String, String> {
 
 /// Header values in the CloudEvents HTTP binding: printable ASCII as is, but `"`, `%` and
 /// everything else percent-encoded as UTF-8.
-const HEADER_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'%');
+const HEADER_ESCAPE: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%');
 
 fn cloudevent_binary(event: &str) -> Result<Rendered, String> {
     let c = context(&parsed(event)?);

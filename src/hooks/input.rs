@@ -244,7 +244,10 @@ pub async fn check_patch(
     {
         patch.request_method = Some(RequestMethod::Post);
     }
-    check_method(format, patch.request_method.unwrap_or(current.request_method))?;
+    check_method(
+        format,
+        patch.request_method.unwrap_or(current.request_method),
+    )?;
     check_content_type(format, patch.content_type.unwrap_or(current.content_type))?;
     let template = match &patch.template {
         Some(t) => t.as_deref(),

@@ -88,11 +88,15 @@ pub fn render(
             secret: true,
         });
     }
-    headers.extend(format_headers.into_iter().map(|(name, value)| OutgoingHeader {
-        name,
-        value,
-        secret: false,
-    }));
+    headers.extend(
+        format_headers
+            .into_iter()
+            .map(|(name, value)| OutgoingHeader {
+                name,
+                value,
+                secret: false,
+            }),
+    );
     headers.push(OutgoingHeader {
         name: "User-Agent".into(),
         value: format!("Herald/{}", env!("CARGO_PKG_VERSION")),

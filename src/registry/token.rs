@@ -59,7 +59,10 @@ mod tests {
     fn verifies_only_the_exact_bearer_token() {
         let t = RegistryToken("sekrit".into());
         assert!(t.verify_header(Some("Bearer sekrit")));
-        assert!(t.verify_header(Some("bearer sekrit")), "the scheme is case-insensitive");
+        assert!(
+            t.verify_header(Some("bearer sekrit")),
+            "the scheme is case-insensitive"
+        );
         assert!(!t.verify_header(Some("Bearer sekrit2")));
         assert!(!t.verify_header(Some("Basic sekrit")));
         assert!(!t.verify_header(None));

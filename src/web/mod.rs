@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::error::AppError;
 use crate::AppState;
 
-pub use session::{LoginThrottle, WebUser};
+pub use session::WebUser;
 
 pub fn router() -> Router<AppState> {
     Router::new()

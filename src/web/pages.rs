@@ -15,9 +15,7 @@ use crate::api::access::{namespace_access, team_access, team_for_new_namespace, 
 use crate::auth;
 use crate::auth::policy::{self, GlobalAction, NamespaceAction, TeamAction};
 use crate::error::AppError;
-use crate::hooks::input::{
-    audit_for_patch, check_new_template, check_patch, WebhookInput,
-};
+use crate::hooks::input::{audit_for_patch, check_new_template, check_patch, WebhookInput};
 use crate::hooks::types::{HeaderName, HeaderValue, Invalid, NamespaceName};
 use crate::store::{Audit, Role, StoredHeader, Visibility, Webhook, WebhookPatch};
 use crate::AppState;
@@ -1091,6 +1089,7 @@ pub async fn create_user(
     let email = Some(form.email.as_str());
     match auth::register_user(
         state.store.as_ref(),
+        &state.password_gate,
         &form.username,
         form.password,
         email,

@@ -1,8 +1,5 @@
-//! Signing in and out: session cookies, CSRF tokens, and slowing down password guessing.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! Signing in and out: session cookies and CSRF tokens. Passwords are checked, and guessing
+//! slowed down, by `auth::sign_in_with_password`, shared with the API's Basic auth.
 
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
@@ -13,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::{redirect_with, render, WebError};
-use crate::auth;
+use crate::auth::{self, throttle::ThrottledBy, SignInError};
 use crate::error::AppError;
 use crate::store::User;
 use crate::AppState;
@@ -116,45 +113,6 @@ impl FromRequestParts<AppState> for WebUser {
     }
 }
 
-/// Failed sign-ins per username: after three, each further try must wait longer (1 s, 2 s,
-/// 4 s ... up to a minute), which makes guessing slow without locking anyone out for long.
-#[derive(Default)]
-pub struct LoginThrottle {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-impl LoginThrottle {
-    fn wait_needed(&self, username: &str) -> Option<Duration> {
-        let map = self.failures.lock().ok()?;
-        let (count, last) = map.get(username)?;
-        if *count < 3 {
-            return None;
-        }
-        let delay = Duration::from_secs(1u64 << (count - 3).min(6));
-        let elapsed = last.elapsed();
-        (elapsed < delay).then(|| delay - elapsed)
-    }
-
-    fn failed(&self, username: &str) {
-        if let Ok(mut map) = self.failures.lock() {
-            if map.len() > 10_000 {
-                map.retain(|_, (_, last)| last.elapsed() < Duration::from_secs(3600));
-            }
-            let entry = map
-                .entry(username.to_string())
-                .or_insert((0, Instant::now()));
-            entry.0 += 1;
-            entry.1 = Instant::now();
-        }
-    }
-
-    fn succeeded(&self, username: &str) {
-        if let Ok(mut map) = self.failures.lock() {
-            map.remove(username);
-        }
-    }
-}
-
 #[derive(Deserialize)]
 pub struct NextQuery {
     next: Option<String>,
@@ -225,6 +183,7 @@ pub async fn login_page(
 
 pub async fn login(
     State(state): State<AppState>,
+    client: auth::ClientAddr,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -241,45 +200,48 @@ pub async fn login(
         );
     }
     let username = form.username.trim().to_string();
-    if let Some(wait) = state.login_throttle.wait_needed(&username) {
-        let message = format!(
-            "Too many failed sign-ins for this user; try again in {} s.",
-            wait.as_secs() + 1
-        );
-        return login_form(
-            &state,
-            &headers,
-            StatusCode::TOO_MANY_REQUESTS,
-            &username,
-            &next,
-            Some(message),
-        );
-    }
-    let credentials = match state.store.user_credentials(&username).await {
-        Ok(c) => c,
-        Err(e) => return WebError::from(e).into_response(),
+    // The same throttle, gate and single rejection as the API's Basic auth.
+    let refused = |status: StatusCode, message: String, retry_after: Option<u64>| {
+        let mut response = login_form(&state, &headers, status, &username, &next, Some(message));
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     };
-    let (user, hash) = match credentials {
-        Some((user, hash)) => (Some(user), hash),
-        None => (None, auth::dummy_hash().to_string()),
-    };
-    let valid = auth::verify_password_async(form.password, hash).await;
-    let user = match user {
-        Some(user) if valid && !user.disabled => user,
-        _ => {
-            state.login_throttle.failed(&username);
-            tracing::warn!(username = %username, "failed sign-in");
-            return login_form(
-                &state,
-                &headers,
-                StatusCode::UNAUTHORIZED,
-                &username,
-                &next,
-                Some("Wrong username or password, or the user is disabled.".into()),
+    let user = match auth::sign_in_with_password(&state, &username, form.password, client).await {
+        Ok(user) => user,
+        Err(SignInError::Throttled(t)) => {
+            let whose = match t.by {
+                ThrottledBy::User => "for this user",
+                ThrottledBy::Address => "from this address",
+            };
+            return refused(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Too many failed sign-ins {whose}; try again in {} s.",
+                    t.secs()
+                ),
+                Some(t.secs()),
             );
         }
+        Err(SignInError::Rejected) => {
+            return refused(
+                StatusCode::UNAUTHORIZED,
+                "Wrong username or password, or the user is disabled.".into(),
+                None,
+            );
+        }
+        Err(SignInError::NotChecked(e)) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+            return refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Herald is busy checking other sign-ins; please try again in a moment.".into(),
+                e.retry_after,
+            );
+        }
+        Err(SignInError::NotChecked(e)) => return WebError(e).into_response(),
     };
-    state.login_throttle.succeeded(&username);
     let token = crate::secrets::random_token("");
     let csrf = crate::secrets::random_token("");
     let expires = chrono::Utc::now() + chrono::Duration::days(SESSION_DAYS);
@@ -341,19 +303,6 @@ pub async fn logout(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn throttle_slows_down_after_three_failures() {
-        let t = LoginThrottle::default();
-        for _ in 0..3 {
-            assert!(t.wait_needed("eve").is_none());
-            t.failed("eve");
-        }
-        assert!(t.wait_needed("eve").is_some());
-        assert!(t.wait_needed("bob").is_none(), "per user");
-        t.succeeded("eve");
-        assert!(t.wait_needed("eve").is_none());
-    }
 
     #[test]
     fn next_stays_local() {

@@ -775,3 +775,160 @@ async fn every_change_adds_one_audit_entry_visible_to_members_only() {
         outsider_all.body
     );
 }
+
+/// `POST /api/v1/tokens` with Basic auth: status, `Retry-After` and the exact body bytes.
+async fn basic_token(app: &TestApp, user: &str, password: &str) -> (u16, Option<String>, Vec<u8>) {
+    basic_token_at(
+        app.client.clone(),
+        app.url("/api/v1/tokens"),
+        user,
+        password,
+    )
+    .await
+}
+
+async fn basic_token_at(
+    client: reqwest::Client,
+    url: String,
+    user: &str,
+    password: &str,
+) -> (u16, Option<String>, Vec<u8>) {
+    let res = client
+        .post(url)
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, retry_after, res.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn parallel_password_guesses_run_a_bounded_number_of_hashes() {
+    let app = spawn_app().await;
+    let hash = herald::auth::hash_password("password-1").unwrap();
+    app.store
+        .create_user("tess", &hash, None, false)
+        .await
+        .unwrap();
+    let gate = app.state.password_gate.clone();
+    // Unknown users too: they verify a dummy hash, through the same gate.
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let user = if i % 4 == 0 {
+            "tess".to_string()
+        } else {
+            format!("ghost{i}")
+        };
+        let (client, url) = (app.client.clone(), app.url("/api/v1/tokens"));
+        guesses.spawn(async move { basic_token_at(client, url, &user, "wrong-password").await });
+    }
+    let answers = guesses.join_all().await;
+    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
+    for (status, retry_after, body) in &answers {
+        *by_status.entry(*status).or_default() += 1;
+        assert!(
+            matches!(status, 401 | 429 | 503),
+            "{status}: {}",
+            String::from_utf8_lossy(body)
+        );
+        if *status != 401 {
+            assert!(retry_after.is_some(), "a {status} says when to come back");
+        }
+    }
+    assert!(
+        gate.high_water() <= gate.limit(),
+        "{} hashes ran at once, the bound is {} ({by_status:?})",
+        gate.high_water(),
+        gate.limit()
+    );
+    assert!(
+        gate.high_water() >= 1,
+        "the guesses were checked: {by_status:?}"
+    );
+    assert!(
+        by_status.get(&401).copied().unwrap_or(0)
+            <= herald::auth::throttle::ADDRESS_FREE_FAILURES as usize,
+        "one address gets only so many checks before it must wait: {by_status:?}"
+    );
+    assert_eq!(gate.running(), 0);
+}
+
+#[tokio::test]
+async fn basic_auth_guessing_is_throttled_per_user() {
+    let app = spawn_app().await;
+    let hash = herald::auth::hash_password("password-1").unwrap();
+    for name in ["tess", "una"] {
+        app.store
+            .create_user(name, &hash, None, false)
+            .await
+            .unwrap();
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(basic_token(&app, "tess", "wrong-password").await.0);
+    }
+    assert_eq!(&statuses[..3], [401, 401, 401], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    let checks = app.state.password_gate.completed();
+    let (status, retry_after, body) = basic_token(&app, "tess", "password-1").await;
+    assert_eq!(status, 429, "even the right password waits after failures");
+    let retry_after: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "too_many_requests");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("try again in"),
+        "{body}"
+    );
+    assert_eq!(
+        app.state.password_gate.completed(),
+        checks,
+        "a throttled attempt checks no password"
+    );
+    assert_eq!(
+        basic_token(&app, "una", "password-1").await.0,
+        201,
+        "another user from the same address is not locked out"
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_user_gets_one_answer_whatever_the_password() {
+    let app = spawn_app().await;
+    let hash = herald::auth::hash_password("password-1").unwrap();
+    app.store
+        .create_user("dana", &hash, None, false)
+        .await
+        .unwrap();
+    let r = app
+        .api("PATCH", "/users/dana", Some(json!({"disabled": true})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let wrong = basic_token(&app, "dana", "wrong-password").await;
+    let right = basic_token(&app, "dana", "password-1").await;
+    let nobody = basic_token(&app, "nobody", "password-1").await;
+    let text = |answer: &(u16, Option<String>, Vec<u8>)| {
+        format!("{} {}", answer.0, String::from_utf8_lossy(&answer.2))
+    };
+    assert_eq!(wrong.0, 401, "{}", text(&wrong));
+    assert!(
+        right.0 == wrong.0 && right.2 == wrong.2,
+        "the right password must not be told apart: {} vs {}",
+        text(&right),
+        text(&wrong)
+    );
+    assert!(
+        nobody.0 == wrong.0 && nobody.2 == wrong.2,
+        "nor a disabled user from an unknown one: {} vs {}",
+        text(&nobody),
+        text(&wrong)
+    );
+}

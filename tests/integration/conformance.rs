@@ -261,7 +261,10 @@ async fn formats_that_need_post_refuse_get_and_form() {
         .api("PATCH", &path, Some(json!({"format": "slack"})))
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.body["request_method"], "POST", "moved to POST with the format");
+    assert_eq!(
+        r.body["request_method"], "POST",
+        "moved to POST with the format"
+    );
     let r = app
         .api("PATCH", &path, Some(json!({"request_method": "GET"})))
         .await;
@@ -303,15 +306,15 @@ async fn slack_messages_escape_registry_text_and_keep_block_kit_limits() {
         }
         for t in &texts {
             assert!(!t.contains('<') && !t.contains('>'), "unescaped: {t}");
-            assert!(
-                !t.contains("& "),
-                "a bare ampersand in mrkdwn: {t}"
-            );
+            assert!(!t.contains("& "), "a bare ampersand in mrkdwn: {t}");
         }
         if texts[1].contains("channel") {
             assert!(texts[1].contains("&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;"));
         } else {
-            assert!(texts[1].contains('…'), "a long name is cut with an ellipsis");
+            assert!(
+                texts[1].contains('…'),
+                "a long name is cut with an ellipsis"
+            );
         }
     }
 }
@@ -327,14 +330,21 @@ async fn delivery_ids_never_repeat_after_deletes() {
     app.post_envelope(push("id-1", |_| {})).await;
     let seen = rx.next().await.header("webhook-id").unwrap().to_string();
     let r = app
-        .api("DELETE", &format!("/namespaces/acme/webhooks/{first}"), None)
+        .api(
+            "DELETE",
+            &format!("/namespaces/acme/webhooks/{first}"),
+            None,
+        )
         .await;
     assert_eq!(r.status, 204);
     webhook(&app, json!({"name": "b", "url": rx.url("/a")})).await;
     app.post_envelope(push("id-2", |_| {})).await;
     let got = rx.next().await;
     assert_ne!(got.header("webhook-id").unwrap(), seen);
-    assert_ne!(got.header("x-herald-delivery").unwrap(), seen.trim_start_matches("msg_"));
+    assert_ne!(
+        got.header("x-herald-delivery").unwrap(),
+        seen.trim_start_matches("msg_")
+    );
 }
 
 #[tokio::test]
@@ -417,12 +427,18 @@ async fn the_bearer_scheme_is_case_insensitive() {
 #[tokio::test]
 async fn the_openapi_document_validates() {
     let app = spawn_app().await;
-    let doc = app.call("GET", "/api/v1/openapi.json", None, None).await.body;
+    let doc = app
+        .call("GET", "/api/v1/openapi.json", None, None)
+        .await
+        .body;
     let mut ids = std::collections::HashSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let id = op["operationId"].as_str().unwrap_or_default();
-            assert!(ids.insert(id.to_string()), "{method} {path}: operationId {id:?} again");
+            assert!(
+                ids.insert(id.to_string()),
+                "{method} {path}: operationId {id:?} again"
+            );
         }
     }
     let ingest = &doc["paths"]["/v2/webhooks/events"]["post"]["requestBody"]["content"];
@@ -466,9 +482,15 @@ async fn metrics_parse_in_both_formats() {
         }
     };
     let (classic_type, classic) = scrape("text/plain;version=0.0.4").await;
-    assert!(classic_type.starts_with("text/plain; version=0.0.4"), "{classic_type}");
+    assert!(
+        classic_type.starts_with("text/plain; version=0.0.4"),
+        "{classic_type}"
+    );
     let (om_type, openmetrics) = scrape("application/openmetrics-text;version=1.0.0").await;
-    assert!(om_type.starts_with("application/openmetrics-text"), "{om_type}");
+    assert!(
+        om_type.starts_with("application/openmetrics-text"),
+        "{om_type}"
+    );
     assert!(openmetrics.contains("herald_events_received_total{action=\"other\"} 5"));
     assert!(!openmetrics.contains("random-"));
     python_check(

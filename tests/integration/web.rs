@@ -315,6 +315,92 @@ async fn repeated_failed_sign_ins_are_slowed_down() {
 }
 
 #[tokio::test]
+async fn parallel_failed_sign_ins_cannot_all_pass_the_throttle() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    team_setup(&app).await;
+    let checks = app.state.password_gate.completed();
+    let mut tries = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let app = app.clone();
+        tries.spawn(async move {
+            try_sign_in(&app, "olga", "wrong-password", &[])
+                .await
+                .status()
+                .as_u16()
+        });
+    }
+    let statuses = tries.join_all().await;
+    let count = |s: u16| statuses.iter().filter(|x| **x == s).count();
+    assert!(
+        statuses.iter().all(|s| matches!(s, 401 | 429 | 503)),
+        "{statuses:?}"
+    );
+    assert!(
+        count(401) <= herald::auth::throttle::USER_FREE_FAILURES as usize,
+        "only the first three tries may check the password: {statuses:?}"
+    );
+    assert!(count(429) >= 1, "{statuses:?}");
+    assert!(
+        app.state.password_gate.completed() - checks <= 3,
+        "throttled tries check no password"
+    );
+    assert_eq!(
+        try_sign_in(&app, "vera", "password-1", &[]).await.status(),
+        303,
+        "another user from the same address may still sign in"
+    );
+}
+
+#[tokio::test]
+async fn the_api_and_the_ui_share_one_sign_in_throttle() {
+    let app = spawn_app().await;
+    team_setup(&app).await;
+    for _ in 0..3 {
+        let res = app
+            .client
+            .post(app.url("/api/v1/tokens"))
+            .basic_auth("olga", Some("wrong-password"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    let res = try_sign_in(&app, "olga", "password-1", &[]).await;
+    assert_eq!(
+        res.status(),
+        429,
+        "failures through the API count in the UI"
+    );
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("Too many failed sign-ins for this user; try again in"));
+}
+
+#[tokio::test]
+async fn a_disabled_user_sees_the_same_sign_in_error_whatever_the_password() {
+    let app = spawn_app().await;
+    team_setup(&app).await;
+    let r = app
+        .api("PATCH", "/users/vera", Some(json!({"disabled": true})))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let mut answers = Vec::new();
+    for password in ["wrong-password", "password-1"] {
+        let res = try_sign_in(&app, "vera", password, &[]).await;
+        let status = res.status().as_u16();
+        // Each form carries a fresh CSRF token; everything else must be the same.
+        let html = res.text().await.unwrap();
+        let csrf = csrf_in(&html);
+        answers.push((status, html.replace(&csrf, "CSRF")));
+    }
+    assert_eq!(answers[0].0, 401);
+    assert_eq!(answers[0], answers[1]);
+}
+
+#[tokio::test]
 async fn a_token_made_in_the_browser_is_shown_once_and_works() {
     let app = spawn_app().await;
     team_setup(&app).await;
