@@ -12,7 +12,7 @@ use crate::store::{Activity, Page};
 use crate::AppState;
 
 /// The audit trail, newest first, limited to what the caller may see; `?namespace=` narrows it.
-#[utoipa::path(get, path = "/api/v1/activities", tag = "audit", security(("bearer" = [])), params(("namespace" = Option<String>, Query, description = "Only this namespace"), ("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<i64>, Query, description = "`next` of the previous page")),
+#[utoipa::path(get, path = "/api/v1/activities", operation_id = "listActivities", tag = "audit", security(("bearer" = [])), params(("namespace" = Option<String>, Query, description = "Only this namespace"), ("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<i64>, Query, description = "`next` of the previous page")),
     responses((status = 200, body = Page<Activity>), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,

@@ -26,7 +26,7 @@ async fn webhook_id(
     Ok((access.namespace.name, hook.id))
 }
 
-#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks/{id}/deliveries", tag = "deliveries", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<i64>, Query, description = "`next` of the previous page")),
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks/{id}/deliveries", operation_id = "listDeliveries", tag = "deliveries", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<i64>, Query, description = "`next` of the previous page")),
     responses((status = 200, body = Page<DeliverySummary>), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -44,7 +44,7 @@ pub async fn list(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks/{id}/deliveries/{delivery}", tag = "deliveries", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("delivery" = i64, Path, description = "Delivery id")),
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks/{id}/deliveries/{delivery}", operation_id = "getDelivery", tag = "deliveries", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("delivery" = i64, Path, description = "Delivery id")),
     responses((status = 200, body = DeliveryDetail), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
@@ -58,7 +58,7 @@ pub async fn show(
 
 /// Sends the delivery again now, with the webhook's current settings (even if it is
 /// disabled), and answers with the delivery including the new attempt.
-#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/deliveries/{delivery}/retrigger", tag = "deliveries", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("delivery" = i64, Path, description = "Delivery id")),
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/deliveries/{delivery}/retrigger", operation_id = "retriggerDelivery", tag = "deliveries", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("delivery" = i64, Path, description = "Delivery id")),
     responses((status = 200, body = DeliveryDetail), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn retrigger(
     State(state): State<AppState>,

@@ -11,7 +11,7 @@ use crate::AppState;
 
 /// Every event the registry sent, newest first, with what Herald did with it and why:
 /// the first place to look when a webhook did not fire.
-#[utoipa::path(get, path = "/api/v1/events", tag = "registry", security(("bearer" = [])), params(("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<i64>, Query, description = "`next` of the previous page")),
+#[utoipa::path(get, path = "/api/v1/events", operation_id = "listEvents", tag = "registry", security(("bearer" = [])), params(("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<i64>, Query, description = "`next` of the previous page")),
     responses((status = 200, body = Page<StoredEvent>), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,

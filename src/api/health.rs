@@ -12,13 +12,13 @@ use crate::metrics::{HttpLabels, StateLabel};
 use crate::AppState;
 
 /// Alive: the process answers. Nothing else is checked, so a supervisor restarts only a hung process.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
+#[utoipa::path(get, path = "/healthz", operation_id = "getHealth", tag = "operations", responses((status = 200, description = "Alive")))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
 /// Ready: the database answers, every migration is applied, and the delivery workers run.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
+#[utoipa::path(get, path = "/readyz", operation_id = "getReadiness", tag = "operations", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database = state.store.ping().await.is_ok();
     let migrations = database && state.store.migrations_current().await.unwrap_or(false);
@@ -37,7 +37,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics: OpenMetrics text when the Accept header asks for it, else the classic text format 0.0.4", content_type = "application/openmetrics-text")))]
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations", responses((status = 200, description = "Prometheus metrics: OpenMetrics text when the Accept header asks for it, else the classic text format 0.0.4", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     // The queue is shared by every process: read it from the database at scrape time.
     match state.store.queue_stats().await {

@@ -28,7 +28,7 @@ pub fn path_namespace(raw: &str) -> ApiResult<NamespaceName> {
         .map_err(|_| AppError::not_found(format!("namespace '{raw}' not found")))
 }
 
-#[utoipa::path(get, path = "/api/v1/namespaces", tag = "namespaces", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/namespaces", operation_id = "listNamespaces", tag = "namespaces", security(("bearer" = [])),
     responses((status = 200, body = Items<Namespace>), (status = 401, description = "No or bad token", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -41,7 +41,7 @@ pub async fn list(
     Ok(Json(Items { items }))
 }
 
-#[utoipa::path(post, path = "/api/v1/namespaces", tag = "namespaces", security(("bearer" = [])), request_body = CreateNamespace,
+#[utoipa::path(post, path = "/api/v1/namespaces", operation_id = "createNamespace", tag = "namespaces", security(("bearer" = [])), request_body = CreateNamespace,
     responses((status = 201, body = Namespace), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -68,7 +68,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(ns)))
 }
 
-#[utoipa::path(get, path = "/api/v1/namespaces/{ns}", tag = "namespaces", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")),
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}", operation_id = "getNamespace", tag = "namespaces", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")),
     responses((status = 200, body = Namespace), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
@@ -79,7 +79,7 @@ pub async fn show(
     Ok(Json(access.namespace))
 }
 
-#[utoipa::path(delete, path = "/api/v1/namespaces/{ns}", tag = "namespaces", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")),
+#[utoipa::path(delete, path = "/api/v1/namespaces/{ns}", operation_id = "deleteNamespace", tag = "namespaces", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")),
     responses((status = 204), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,

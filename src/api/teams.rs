@@ -27,7 +27,7 @@ pub struct MemberBody {
     role: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/teams", tag = "teams", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/teams", operation_id = "listTeams", tag = "teams", security(("bearer" = [])),
     responses((status = 200, body = Items<Team>), (status = 401, description = "No or bad token", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -37,7 +37,7 @@ pub async fn list(
     Ok(Json(Items { items }))
 }
 
-#[utoipa::path(post, path = "/api/v1/teams", tag = "teams", security(("bearer" = [])), request_body = CreateTeam,
+#[utoipa::path(post, path = "/api/v1/teams", operation_id = "createTeam", tag = "teams", security(("bearer" = [])), request_body = CreateTeam,
     responses((status = 201, body = Team), (status = 401, description = "No or bad token", body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -67,7 +67,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(team)))
 }
 
-#[utoipa::path(get, path = "/api/v1/teams/{team}", tag = "teams", security(("bearer" = [])), params(("team" = String, Path, description = "Team name")),
+#[utoipa::path(get, path = "/api/v1/teams/{team}", operation_id = "getTeam", tag = "teams", security(("bearer" = [])), params(("team" = String, Path, description = "Team name")),
     responses((status = 200, body = Team), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
@@ -79,7 +79,7 @@ pub async fn show(
     ))
 }
 
-#[utoipa::path(put, path = "/api/v1/teams/{team}/members/{user}", tag = "teams", security(("bearer" = [])), params(("team" = String, Path, description = "Team name"), ("user" = String, Path, description = "Username")), request_body = MemberBody,
+#[utoipa::path(put, path = "/api/v1/teams/{team}/members/{user}", operation_id = "setTeamMember", tag = "teams", security(("bearer" = [])), params(("team" = String, Path, description = "Team name"), ("user" = String, Path, description = "Username")), request_body = MemberBody,
     responses((status = 201, body = Team), (status = 200, body = Team), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn set_member(
     State(state): State<AppState>,
@@ -121,7 +121,7 @@ pub async fn set_member(
     Ok((status, Json(state.store.get_team(&name).await?)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/teams/{team}/members/{user}", tag = "teams", security(("bearer" = [])), params(("team" = String, Path, description = "Team name"), ("user" = String, Path, description = "Username")),
+#[utoipa::path(delete, path = "/api/v1/teams/{team}/members/{user}", operation_id = "removeTeamMember", tag = "teams", security(("bearer" = [])), params(("team" = String, Path, description = "Team name"), ("user" = String, Path, description = "Username")),
     responses((status = 204), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn remove_member(
     State(state): State<AppState>,

@@ -47,7 +47,7 @@ async fn basic_user(state: &AppState, headers: &HeaderMap, client: ClientAddr) -
 }
 
 /// `POST /api/v1/tokens`: with Basic auth, or with an existing token.
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", security(("basic" = []), ("bearer" = [])), request_body(content = CreateToken, description = "Optional"),
+#[utoipa::path(post, path = "/api/v1/tokens", operation_id = "createToken", tag = "tokens", security(("basic" = []), ("bearer" = [])), request_body(content = CreateToken, description = "Optional"),
     responses((status = 201, body = NewToken), (status = 401, description = "No or bad token, or wrong username or password", body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 429, description = "Too many failed sign-ins for this user or from this address; try again after Retry-After", body = ErrorBody),
         (status = 503, description = "Too many password checks at once; try again after Retry-After", body = ErrorBody)))]
@@ -97,7 +97,7 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/tokens", operation_id = "listTokens", tag = "tokens", security(("bearer" = [])),
     responses((status = 200, body = Items<ApiToken>), (status = 401, description = "No or bad token", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -108,7 +108,7 @@ pub async fn list(
 }
 
 /// Revokes one of the caller's own tokens.
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", security(("bearer" = [])), params(("id" = i64, Path, description = "Token id")),
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", operation_id = "revokeToken", tag = "tokens", security(("bearer" = [])), params(("id" = i64, Path, description = "Token id")),
     responses((status = 204), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn revoke(
     State(state): State<AppState>,

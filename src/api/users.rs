@@ -41,7 +41,7 @@ pub struct Me {
     teams: Vec<Membership>,
 }
 
-#[utoipa::path(get, path = "/api/v1/users/me", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/users/me", operation_id = "getCurrentUser", tag = "users", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, description = "No or bad token", body = ErrorBody)))]
 pub async fn me(State(state): State<AppState>, ApiUser(user): ApiUser) -> ApiResult<Json<Me>> {
     let teams = state
@@ -57,7 +57,7 @@ pub async fn me(State(state): State<AppState>, ApiUser(user): ApiUser) -> ApiRes
     Ok(Json(Me { user, teams }))
 }
 
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/users", operation_id = "listUsers", tag = "users", security(("bearer" = [])),
     responses((status = 200, body = Items<User>), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -69,7 +69,7 @@ pub async fn list(
 }
 
 /// Admins create users; with sign-up switched on, anyone may create a non-admin account.
-#[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = [])), request_body = CreateUser,
+#[utoipa::path(post, path = "/api/v1/users", operation_id = "createUser", tag = "users", security(("bearer" = [])), request_body = CreateUser,
     responses((status = 201, body = User), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -106,7 +106,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
-#[utoipa::path(patch, path = "/api/v1/users/{name}", tag = "users", security(("bearer" = [])), params(("name" = String, Path, description = "Username")), request_body = UpdateUser,
+#[utoipa::path(patch, path = "/api/v1/users/{name}", operation_id = "updateUser", tag = "users", security(("bearer" = [])), params(("name" = String, Path, description = "Username")), request_body = UpdateUser,
     responses((status = 200, body = User), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,

@@ -134,7 +134,7 @@ fn first(problems: Vec<crate::hooks::types::Invalid>) -> AppError {
         .unwrap_or_else(|| AppError::bad_request("invalid webhook"))
 }
 
-#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")),
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks", operation_id = "listWebhooks", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")),
     responses((status = 200, body = Items<WebhookView>), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -150,7 +150,7 @@ pub async fn list(
     Ok(Json(Items { items }))
 }
 
-#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks/{id}", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id")),
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks/{id}", operation_id = "getWebhook", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id")),
     responses((status = 200, body = WebhookView), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
@@ -165,7 +165,7 @@ pub async fn show(
     Ok(Json(WebhookView::new(hook, &state, &user, &access)?))
 }
 
-#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")), request_body = WebhookInput,
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks", operation_id = "createWebhook", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")), request_body = WebhookInput,
     responses((status = 201, body = WebhookView), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -187,7 +187,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-#[utoipa::path(patch, path = "/api/v1/namespaces/{ns}/webhooks/{id}", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id")), request_body = WebhookInput,
+#[utoipa::path(patch, path = "/api/v1/namespaces/{ns}/webhooks/{id}", operation_id = "updateWebhook", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id")), request_body = WebhookInput,
     responses((status = 200, body = WebhookView), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -209,7 +209,7 @@ pub async fn update(
     Ok(Json(WebhookView::new(hook, &state, &user, &access)?))
 }
 
-#[utoipa::path(delete, path = "/api/v1/namespaces/{ns}/webhooks/{id}", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id")),
+#[utoipa::path(delete, path = "/api/v1/namespaces/{ns}/webhooks/{id}", operation_id = "deleteWebhook", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id")),
     responses((status = 204), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -227,7 +227,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(put, path = "/api/v1/namespaces/{ns}/webhooks/{id}/headers/{name}", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("name" = String, Path, description = "Header name (case-insensitive)")), request_body = HeaderBody,
+#[utoipa::path(put, path = "/api/v1/namespaces/{ns}/webhooks/{id}/headers/{name}", operation_id = "setWebhookHeader", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("name" = String, Path, description = "Header name (case-insensitive)")), request_body = HeaderBody,
     responses((status = 201, description = "Added"), (status = 200, description = "Replaced"), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn set_header(
     State(state): State<AppState>,
@@ -259,7 +259,7 @@ pub async fn set_header(
     ))
 }
 
-#[utoipa::path(delete, path = "/api/v1/namespaces/{ns}/webhooks/{id}/headers/{name}", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("name" = String, Path, description = "Header name (case-insensitive)")),
+#[utoipa::path(delete, path = "/api/v1/namespaces/{ns}/webhooks/{id}/headers/{name}", operation_id = "deleteWebhookHeader", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("name" = String, Path, description = "Header name (case-insensitive)")),
     responses((status = 204), (status = 401, description = "No or bad token", body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_header(
     State(state): State<AppState>,
@@ -295,7 +295,7 @@ const ROTATION_OVERLAP_HOURS: i64 = 24;
 /// A new signing secret, shown once; the old one also signs for 24 hours. A second rotation
 /// inside that overlap is refused (409): it would drop the original secret at once, while
 /// receivers may still verify with it.
-#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/rotate-secret", tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/rotate-secret", operation_id = "rotateWebhookSecret", tag = "webhooks", security(("bearer" = [])),
     params(("ns" = String, Path, description = "Namespace"), ("id" = i64, Path, description = "Webhook id")),
     responses((status = 200, body = WebhookView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "The previous rotation's overlap has not ended", body = ErrorBody)))]
 pub async fn rotate_secret(
@@ -348,7 +348,7 @@ pub struct Recovered {
 }
 
 /// Bulk recovery after an outage: re-queues the failed deliveries of a time window.
-#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/recover", tag = "deliveries", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/recover", operation_id = "recoverWebhookDeliveries", tag = "deliveries", security(("bearer" = [])),
     params(("ns" = String, Path, description = "Namespace"), ("id" = i64, Path, description = "Webhook id")), request_body = RecoverBody,
     responses((status = 200, body = Recovered), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn recover(
@@ -386,7 +386,7 @@ pub async fn recover(
 }
 
 /// Sends a synthetic `ping` event now, recorded as a delivery like any other.
-#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/ping", tag = "deliveries", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/ping", operation_id = "pingWebhook", tag = "deliveries", security(("bearer" = [])),
     params(("ns" = String, Path, description = "Namespace"), ("id" = i64, Path, description = "Webhook id")),
     responses((status = 200, body = crate::store::DeliveryDetail), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn ping(

@@ -45,8 +45,11 @@ pub async fn limit(State(slots): State<Arc<Semaphore>>, request: Request, next: 
     next.run(request).await
 }
 
-#[utoipa::path(post, path = "/v2/webhooks/events", tag = "registry", security(("registry" = [])),
-    request_body(content = String, description = "A registry notification envelope", content_type = "application/vnd.docker.distribution.events.v1+json"),
+#[utoipa::path(post, path = "/v2/webhooks/events", operation_id = "receiveRegistryEvents", tag = "registry", security(("registry" = [])),
+    request_body(description = "A registry notification envelope (distribution 2.x sends v1, 3.x v2)", content(
+        (String = "application/vnd.docker.distribution.events.v1+json"),
+        (String = "application/vnd.docker.distribution.events.v2+json"),
+        (String = "application/json"))),
     responses((status = 200, body = IngestSummary), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody, description = "Too many envelopes at once; send again after Retry-After")))]
 pub async fn receive(
     State(state): State<AppState>,
