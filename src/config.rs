@@ -96,6 +96,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_INGEST_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub ingest_max_in_flight: u32,
 
+    /// The longest the body of a registry envelope may take to arrive once Herald has
+    /// admitted it; a slower sender gets 408, so it cannot hold an in-flight place for long.
+    #[arg(long, env = "HERALD_INGEST_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub ingest_read_timeout: Duration,
+
     /// Connect timeout of a delivery.
     #[arg(long, env = "HERALD_DELIVERY_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub delivery_connect_timeout: Duration,
@@ -327,6 +332,10 @@ impl Config {
                 self.ingest_max_in_flight.to_string(),
             ),
             (
+                "ingest_read_timeout",
+                humantime::format_duration(self.ingest_read_timeout).to_string(),
+            ),
+            (
                 "delivery_connect_timeout",
                 humantime::format_duration(self.delivery_connect_timeout).to_string(),
             ),
@@ -447,6 +456,7 @@ mod tests {
         assert_eq!(c.database_url(), "sqlite:///tmp/x/herald.db");
         assert_eq!(c.delivery_timeout, Duration::from_secs(30));
         assert_eq!(c.retry_schedule.0.len(), 8);
+        assert_eq!(c.ingest_read_timeout, Duration::from_secs(10));
         let c = Config::from_args(["--public-url", "https://herald.example.org/"]).unwrap();
         assert_eq!(
             c.events_url("127.0.0.1:1".parse().unwrap()),

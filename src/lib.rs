@@ -117,6 +117,10 @@ impl Application {
             humantime::format_duration(lease),
             humantime::format_duration(config.delivery_timeout)
         );
+        anyhow::ensure!(
+            !config.ingest_read_timeout.is_zero(),
+            "--ingest-read-timeout must be longer than 0s, or no envelope could be read"
+        );
         let store = open_store(&config).await?;
         if config.secret_key.is_none() && !config.database_url().starts_with("sqlite:") {
             tracing::warn!(
