@@ -65,6 +65,74 @@ async fn readiness_checks_the_database_migrations_and_workers() {
     assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200);
 }
 
+/// The mode bits of every entry of `dir`, by name.
+#[cfg(unix)]
+fn modes_in(dir: &std::path::Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut modes: Vec<(String, u32)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            (e.file_name().to_string_lossy().into_owned(), mode)
+        })
+        .collect();
+    modes.sort();
+    modes
+}
+
+/// The database, its WAL and SHM, the token and the key are Herald's user's alone.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_and_every_file_in_it_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let data_arg = data.display().to_string();
+    // An empty --registry-token: Herald generates its file too.
+    let app = spawn_app_with(&["--data-dir", &data_arg, "--registry-token", ""]).await;
+    let token = app.state.registry_token.expose().to_string();
+    let v1 = "application/vnd.docker.distribution.events.v1+json";
+    let r = app.post_envelope_as(fixture(PUSH), v1, Some(&token)).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the data directory is {mode:o}");
+    let modes = modes_in(&data);
+    let names: Vec<&str> = modes.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"secret.key"), "{names:?}");
+    assert!(names.contains(&"registry-token"), "{names:?}");
+    if app.db.is_none() {
+        for name in ["herald.db", "herald.db-wal", "herald.db-shm"] {
+            assert!(names.contains(&name), "{name} exists: {names:?}");
+        }
+    }
+    for (name, mode) in &modes {
+        assert_eq!(*mode, 0o600, "{name} is {mode:o}");
+    }
+}
+
+/// An existing data directory (and database) that others could read is tightened.
+#[cfg(unix)]
+#[tokio::test]
+async fn an_existing_open_data_directory_is_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = data.join("herald.db");
+    std::fs::write(&db, b"").unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let data_arg = data.display().to_string();
+    let app = spawn_app_with(&["--data-dir", &data_arg]).await;
+    assert_eq!(app.post_envelope(fixture(PUSH)).await.status, 200);
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the data directory is {mode:o}");
+    for (name, mode) in modes_in(&data) {
+        assert_eq!(mode, 0o600, "{name} is {mode:o}");
+    }
+}
+
 #[tokio::test]
 async fn every_answer_carries_a_request_id() {
     let app = spawn_app().await;
