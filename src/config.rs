@@ -157,6 +157,12 @@ pub struct Config {
     #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"], global = true)]
     pub log_format: String,
 
+    /// `/readyz` fails (503) once the SQLite writer has been on one batch, or the delivery
+    /// dispatcher on one round of its claim loop, for longer than this: a stuck process is
+    /// taken out of service. Waiting for work is not being stuck.
+    #[arg(long, env = "HERALD_READY_STALL_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub ready_stall_timeout: Duration,
+
     /// How long a shutdown waits for deliveries in flight before handing them back.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration, global = true)]
     pub shutdown_grace: Duration,
@@ -362,6 +368,10 @@ impl Config {
             ("allow_signup", self.allow_signup.to_string()),
             ("log_format", self.log_format.clone()),
             (
+                "ready_stall_timeout",
+                humantime::format_duration(self.ready_stall_timeout).to_string(),
+            ),
+            (
                 "shutdown_grace",
                 humantime::format_duration(self.shutdown_grace).to_string(),
             ),
@@ -457,6 +467,7 @@ mod tests {
         assert_eq!(c.delivery_timeout, Duration::from_secs(30));
         assert_eq!(c.retry_schedule.0.len(), 8);
         assert_eq!(c.ingest_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.ready_stall_timeout, Duration::from_secs(30));
         let c = Config::from_args(["--public-url", "https://herald.example.org/"]).unwrap();
         assert_eq!(
             c.events_url("127.0.0.1:1".parse().unwrap()),

@@ -147,6 +147,10 @@ impl Application {
             !config.ingest_read_timeout.is_zero(),
             "--ingest-read-timeout must be longer than 0s, or no envelope could be read"
         );
+        anyhow::ensure!(
+            config.ready_stall_timeout >= std::time::Duration::from_secs(1),
+            "--ready-stall-timeout must be at least 1s: an idle dispatcher goes round every 500ms"
+        );
         let store = open_store(&config).await?;
         if config.secret_key.is_none() && !config.database_url().starts_with("sqlite:") {
             tracing::warn!(

@@ -294,6 +294,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn writer_busy_for(&self) -> Option<Duration> {
+        self.writer.busy_for()
+    }
+
     async fn ingest(
         &self,
         events: &[IncomingEvent],
