@@ -206,9 +206,17 @@ async fn an_existing_open_data_directory_is_tightened() {
     let data = parent.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let db = data.join("herald.db");
-    std::fs::write(&db, b"").unwrap();
-    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open_file = |name: &str, contents: &str| {
+        let path = data.join(name);
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    open_file("secret.key", &format!("{key}\n"));
+    if std::env::var("HERALD_TEST_DATABASE").as_deref() != Ok("postgres") {
+        open_file("herald.db", "");
+    }
     let data_arg = data.display().to_string();
     let app = spawn_app_with(&["--data-dir", &data_arg]).await;
     assert_eq!(app.post_envelope(fixture(PUSH)).await.status, 200);
