@@ -439,3 +439,30 @@ async fn a_body_that_stalls_gets_408_after_the_read_timeout() {
     let r = app.post_envelope(body).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
 }
+
+/// A chunked body declares no length: it is refused as soon as it outgrows the limit.
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(&["--ingest-max-bytes", "2000"]).await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v2/webhooks/events HTTP/1.1\r\nhost: herald\r\nauthorization: Bearer {}\r\n\
+         content-type: {V1}\r\ntransfer-encoding: chunked\r\n\r\n",
+        app.registry_token
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("5dc\r\n{}\r\n", "x".repeat(1500));
+    stream.write_all(chunk.as_bytes()).await.unwrap();
+    stream.write_all(chunk.as_bytes()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (status, body) = answer_by(&mut stream, deadline)
+        .await
+        .expect("answered before the body ends");
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("2000 bytes"), "{body}");
+    assert_eq!(
+        app.api("GET", "/events", None).await.body["items"],
+        json!([])
+    );
+}
