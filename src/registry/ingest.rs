@@ -89,6 +89,7 @@ pub async fn admit(State(gate): State<Gate>, request: Request, next: Next) -> Re
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => return e.into_response(),
         Err(_) => {
+            tracing::warn!(timeout = %humantime::format_duration(gate.read_timeout), "an envelope's body did not arrive in time; answered 408");
             return AppError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",
@@ -98,7 +99,7 @@ pub async fn admit(State(gate): State<Gate>, request: Request, next: Next) -> Re
                     humantime::format_duration(gate.read_timeout)
                 ),
             )
-            .into_response()
+            .into_response();
         }
     };
     // The place is held until the envelope is stored and answered.
