@@ -101,6 +101,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_INGEST_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub ingest_max_in_flight: u32,
 
+    /// The longest the body of a registry envelope may take to arrive once Herald has
+    /// admitted it; a slower sender gets 408, so it cannot hold an in-flight place for long.
+    #[arg(long, env = "HERALD_INGEST_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub ingest_read_timeout: Duration,
+
     /// Connect timeout of a delivery.
     #[arg(long, env = "HERALD_DELIVERY_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub delivery_connect_timeout: Duration,
@@ -156,6 +161,12 @@ pub struct Config {
     /// Log format: `pretty` for people, `json` for log collectors.
     #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"], global = true)]
     pub log_format: String,
+
+    /// `/readyz` fails (503) once the SQLite writer has been on one batch, or the delivery
+    /// dispatcher on one round of its claim loop, for longer than this: a stuck process is
+    /// taken out of service. Waiting for work is not being stuck.
+    #[arg(long, env = "HERALD_READY_STALL_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub ready_stall_timeout: Duration,
 
     /// How long a shutdown waits for deliveries in flight before handing them back.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration, global = true)]
@@ -342,6 +353,10 @@ impl Config {
                 self.ingest_max_in_flight.to_string(),
             ),
             (
+                "ingest_read_timeout",
+                humantime::format_duration(self.ingest_read_timeout).to_string(),
+            ),
+            (
                 "delivery_connect_timeout",
                 humantime::format_duration(self.delivery_connect_timeout).to_string(),
             ),
@@ -367,6 +382,10 @@ impl Config {
             ),
             ("allow_signup", self.allow_signup.to_string()),
             ("log_format", self.log_format.clone()),
+            (
+                "ready_stall_timeout",
+                humantime::format_duration(self.ready_stall_timeout).to_string(),
+            ),
             (
                 "shutdown_grace",
                 humantime::format_duration(self.shutdown_grace).to_string(),
@@ -462,6 +481,8 @@ mod tests {
         assert_eq!(c.database_url(), "sqlite:///tmp/x/herald.db");
         assert_eq!(c.delivery_timeout, Duration::from_secs(30));
         assert_eq!(c.retry_schedule.0.len(), 8);
+        assert_eq!(c.ingest_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.ready_stall_timeout, Duration::from_secs(30));
         let c = Config::from_args(["--public-url", "https://herald.example.org/"]).unwrap();
         assert_eq!(
             c.events_url("127.0.0.1:1".parse().unwrap()),

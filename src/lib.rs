@@ -18,6 +18,7 @@ pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -51,14 +52,39 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
 }
 
+/// The data directory holds the database, the registry token and the secret key, so only
+/// Herald's user may enter it: it is created 0700, and an existing one of that user's that
+/// others may enter is tightened to 0700, as are the token and key files in it.
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        secrets::create_private_dir(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        return Ok(());
+    }
+    anyhow::ensure!(
+        dir.is_dir(),
+        "the data directory {} is not a directory",
+        dir.display()
+    );
+    let tightened = secrets::tighten(dir, 0o700)
+        .with_context(|| format!("cannot restrict the data directory {}", dir.display()))?;
+    if let Some(had) = tightened {
+        tracing::warn!(path = %dir.display(), was = format!("{had:o}"), "others could enter the data directory; it is now 0700");
+    }
+    for name in ["registry-token", "secret.key"] {
+        let path = dir.join(name);
+        let tightened = secrets::tighten(&path, 0o600)
+            .with_context(|| format!("cannot restrict {}", path.display()))?;
+        if let Some(had) = tightened {
+            tracing::warn!(path = %path.display(), was = format!("{had:o}"), "others could read this file; it is now 0600");
+        }
+    }
+    Ok(())
+}
+
 /// Creates the data directory when needed and opens (and migrates) the database.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
+    prepare_data_dir(&config.data_dir)?;
     let url = config.database_url();
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
         Arc::new(
@@ -104,7 +130,7 @@ fn ca_bundle(config: &Config) -> anyhow::Result<Vec<reqwest::Certificate>> {
 }
 
 pub fn registry_token(config: &Config) -> anyhow::Result<RegistryToken> {
-    std::fs::create_dir_all(&config.data_dir)?;
+    prepare_data_dir(&config.data_dir)?;
     RegistryToken::load_or_create(&config.data_dir, config.registry_token.as_deref())
 }
 
@@ -122,6 +148,14 @@ impl Application {
              process could send a delivery that is still being sent",
             humantime::format_duration(lease),
             humantime::format_duration(config.delivery_timeout)
+        );
+        anyhow::ensure!(
+            !config.ingest_read_timeout.is_zero(),
+            "--ingest-read-timeout must be longer than 0s, or no envelope could be read"
+        );
+        anyhow::ensure!(
+            config.ready_stall_timeout >= std::time::Duration::from_secs(1),
+            "--ready-stall-timeout must be at least 1s: an idle dispatcher goes round every 500ms"
         );
         let store = open_store(&config).await?;
         if config.secret_key.is_none() && !config.database_url().starts_with("sqlite:") {

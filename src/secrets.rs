@@ -110,6 +110,52 @@ pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Creates a directory only its owner may enter (0700); its parents get the usual mode.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    match builder.create(path) {
+        // Another process may have created it meanwhile; `tighten` sees to its mode.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
+/// Takes group and other permissions away from `path` (to `mode`, 0700 or 0600) when it
+/// belongs to this process's user and grants more. Returns the mode it had when it
+/// changed it; a missing file or someone else's is left alone (`None`).
+pub fn tighten(path: &Path, mode: u32) -> std::io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let had = meta.permissions().mode() & 0o777;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if had & 0o077 == 0 || meta.uid() != me {
+            return Ok(None);
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        Ok(Some(had))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(None)
+    }
+}
+
 /// A random token: `prefix` followed by 32 random bytes in URL-safe base64.
 pub fn random_token(prefix: &str) -> String {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -17,14 +17,25 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
-/// Ready: the database answers, every migration is applied, and the delivery workers run.
+/// Ready: the database answers, every migration is applied, the store's writer is not
+/// stuck on one batch and the delivery dispatcher's claim loop goes round, each within
+/// `--ready-stall-timeout`.
 #[utoipa::path(get, path = "/readyz", operation_id = "getReadiness", tag = "operations", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    let stall = state.config.ready_stall_timeout;
     let database = state.store.ping().await.is_ok();
     let migrations = database && state.store.migrations_current().await.unwrap_or(false);
+    let busy = state.store.writer_busy_for();
+    let writer = busy.is_none_or(|busy| busy < stall);
+    if !writer {
+        tracing::warn!(busy = %humantime::format_duration(busy.unwrap_or_default()), "the database writer is stuck on one batch; not ready");
+    }
     // An API-only process runs no workers; that is not a reason to take it out of service.
-    let workers = !state.config.runs_workers() || state.dispatcher.is_alive();
-    let ready = database && migrations && workers;
+    let dispatcher = !state.config.runs_workers() || state.dispatcher.is_alive(stall);
+    if !dispatcher {
+        tracing::warn!("the delivery dispatcher's claim loop has not gone round; not ready");
+    }
+    let ready = database && migrations && writer && dispatcher;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -32,7 +43,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     };
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not ready" },
-        "checks": { "database": database, "migrations": migrations, "workers": workers },
+        "checks": {
+            "database": database,
+            "migrations": migrations,
+            "writer": writer,
+            "dispatcher": dispatcher,
+        },
     });
     (status, Json(body)).into_response()
 }

@@ -60,8 +60,7 @@ impl utoipa::Modify for SecuritySchemes {
 
 /// Every documented route, registered from its handler's annotation: a route cannot exist
 /// without being in the OpenAPI document.
-fn documented_routes(ingest_limit: usize, ingest_slots: u32) -> OpenApiRouter<AppState> {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(ingest_slots as usize));
+fn documented_routes(gate: ingest::Gate) -> OpenApiRouter<AppState> {
     let (schemas, paths, ingest_route) = routes!(ingest::receive);
     OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(health::healthz))
@@ -71,8 +70,8 @@ fn documented_routes(ingest_limit: usize, ingest_slots: u32) -> OpenApiRouter<Ap
             schemas,
             paths,
             ingest_route
-                .layer(DefaultBodyLimit::max(ingest_limit))
-                .layer(axum::middleware::from_fn_with_state(slots, ingest::limit)),
+                .layer(DefaultBodyLimit::max(gate.max_bytes()))
+                .layer(axum::middleware::from_fn_with_state(gate, ingest::admit)),
         ))
         .routes(routes!(namespaces::list, namespaces::create))
         .routes(routes!(namespaces::show, namespaces::delete))
@@ -98,11 +97,7 @@ fn documented_routes(ingest_limit: usize, ingest_slots: u32) -> OpenApiRouter<Ap
 }
 
 pub fn router(state: AppState) -> Router {
-    let (documented, doc) = documented_routes(
-        state.config.ingest_max_bytes,
-        state.config.ingest_max_in_flight,
-    )
-    .split_for_parts();
+    let (documented, doc) = documented_routes(ingest::Gate::new(&state)).split_for_parts();
     let doc = std::sync::Arc::new(doc);
     Router::new()
         .merge(documented)

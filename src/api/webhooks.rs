@@ -12,10 +12,10 @@ use crate::auth::policy::NamespaceAction;
 use crate::auth::ApiUser;
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
-use crate::hooks::input::{audit_for_patch, check_new_template, check_patch, WebhookInput};
-use crate::hooks::types::{
-    ContentType, HeaderName, HeaderValue, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
+use crate::hooks::input::{
+    audit_for_patch, check_new_template, check_patch, parse_added_header, WebhookInput,
 };
+use crate::hooks::types::{ContentType, NamespaceName, RequestMethod, WebhookName, WebhookUrl};
 use crate::secrets::Cipher;
 use crate::store::{Audit, StoredHeader, User, Webhook};
 use crate::AppState;
@@ -237,8 +237,8 @@ pub async fn set_header(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let access = namespace_access(&state, &user, &ns, NamespaceAction::ManageHeaders).await?;
     let id = parse_id(&id, "webhook")?;
-    let header_name = HeaderName::parse(&name)?;
-    let value = HeaderValue::parse(header_name.as_str(), &body.value)?;
+    let hook = state.store.get_webhook(&access.namespace.name, id).await?;
+    let (header_name, value) = parse_added_header(&hook.headers, &name, &body.value)?;
     let audit = Audit::new(&user.username, "webhook.header.set").detail(header_name.as_str());
     let header = StoredHeader {
         name: header_name.clone(),

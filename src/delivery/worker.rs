@@ -186,10 +186,13 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// Whether the claim loop went round recently.
-    pub fn is_alive(&self) -> bool {
+    /// Whether the claim loop went round within `stall`. An idle loop goes round at least
+    /// every `POLL_INTERVAL`, so only a loop stuck in one round (a claim that does not
+    /// return) or one that has stopped falls behind.
+    pub fn is_alive(&self, stall: Duration) -> bool {
         let last = self.heartbeat.load(Ordering::Relaxed);
-        Utc::now().timestamp_millis() - last < (POLL_INTERVAL.as_millis() as i64) * 10
+        let stall = stall.max(POLL_INTERVAL * 2);
+        Utc::now().timestamp_millis() - last < stall.as_millis() as i64
     }
 
     /// Graceful shutdown: stop claiming, let in-flight deliveries finish for up to `grace`,

@@ -296,14 +296,66 @@ fn parse_password(s: &str, cipher: &Cipher) -> Result<Option<Sealed>, Invalid> {
     Ok(Some(cipher.seal(s)))
 }
 
+/// Most custom headers a webhook may have: each is sent with every delivery and stored
+/// with every request, so they cannot be allowed to grow without bound.
+pub const MAX_HEADERS: usize = 50;
+
+/// Longest custom header name, in bytes. (A value has at most 8192: `HeaderValue`.)
+pub const MAX_HEADER_NAME_BYTES: usize = 256;
+
+fn too_many_headers(count: usize) -> Invalid {
+    Invalid::new(
+        "headers",
+        format!("a webhook has at most {MAX_HEADERS} custom headers; this would make {count}"),
+    )
+}
+
+/// One custom header, checked as every path that sets headers checks it: the `headers`
+/// of a create or PATCH, `PUT .../headers/{name}` and the UI's header form.
+pub fn parse_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), Invalid> {
+    let length = name.trim().len();
+    if length > MAX_HEADER_NAME_BYTES {
+        // Not echoed: the name itself may be huge.
+        return Err(Invalid::new(
+            "headers",
+            format!(
+                "a header name has at most {MAX_HEADER_NAME_BYTES} bytes; this one has {length}"
+            ),
+        ));
+    }
+    let name = HeaderName::parse(name)?;
+    let value = HeaderValue::parse(name.as_str(), value)?;
+    Ok((name, value))
+}
+
+/// A header set on a webhook that has `existing` ones: a new name counts against
+/// `MAX_HEADERS`, a name it already has (in any case) replaces that header.
+pub fn parse_added_header(
+    existing: &[StoredHeader],
+    name: &str,
+    value: &str,
+) -> Result<(HeaderName, HeaderValue), Invalid> {
+    let (name, value) = parse_header(name, value)?;
+    let replaces = existing
+        .iter()
+        .any(|h| h.name.eq_ignore_case(name.as_str()));
+    if !replaces && existing.len() >= MAX_HEADERS {
+        return Err(too_many_headers(existing.len() + 1));
+    }
+    Ok((name, value))
+}
+
+/// A webhook's whole set of headers (a create, or a PATCH, which replaces them all).
 pub fn parse_headers(
     map: &BTreeMap<String, String>,
     cipher: &Cipher,
 ) -> Result<Vec<StoredHeader>, Invalid> {
+    if map.len() > MAX_HEADERS {
+        return Err(too_many_headers(map.len()));
+    }
     let mut out: Vec<StoredHeader> = Vec::with_capacity(map.len());
     for (name, value) in map {
-        let name = HeaderName::parse(name)?;
-        let value = HeaderValue::parse(name.as_str(), value)?;
+        let (name, value) = parse_header(name, value)?;
         if out.iter().any(|h| h.name.eq_ignore_case(name.as_str())) {
             return Err(Invalid::new(
                 "headers",

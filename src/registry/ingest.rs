@@ -3,9 +3,11 @@
 //! The answer is 2xx only after the events and their deliveries are committed; the
 //! registry keeps retrying anything else, so nothing accepted can be lost.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -16,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::{ApiResult, AppError, ErrorBody};
 use crate::registry::envelope::parse_envelope;
+use crate::registry::token::RegistryToken;
 use crate::store::IngestSummary;
 use crate::AppState;
 
@@ -26,10 +29,50 @@ pub const ACCEPTED_MEDIA_TYPES: &[&str] = &[
     "application/json",
 ];
 
-/// Admits at most `--ingest-max-in-flight` envelopes at once, before their bodies are read;
-/// the rest get 503 with `Retry-After`, which the registry answers by sending again later.
-pub async fn limit(State(slots): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
-    let Ok(_slot) = slots.try_acquire() else {
+/// What decides whether an envelope is let in: the registry token, the size limit, the
+/// in-flight places and how long a body may take.
+#[derive(Clone)]
+pub struct Gate {
+    slots: Arc<Semaphore>,
+    token: RegistryToken,
+    max_bytes: usize,
+    read_timeout: Duration,
+}
+
+impl Gate {
+    pub fn new(state: &AppState) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(state.config.ingest_max_in_flight as usize)),
+            token: state.registry_token.clone(),
+            max_bytes: state.config.ingest_max_bytes,
+            read_timeout: state.config.ingest_read_timeout,
+        }
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    fn too_large(&self) -> AppError {
+        AppError::payload_too_large(format!(
+            "the envelope is larger than the limit of {} bytes (--ingest-max-bytes)",
+            self.max_bytes
+        ))
+    }
+}
+
+/// Admits an envelope in the order that keeps strangers from tying anything up: the token
+/// (401) and the content type (415) are checked and a declared `Content-Length` over the
+/// limit refused (413) before a single body byte is read; only then is one of the
+/// `--ingest-max-in-flight` places taken (503 with `Retry-After` when none is free, which
+/// the registry answers by sending again later), and the body must arrive within
+/// `--ingest-read-timeout` (408). The handler gets the body already read.
+pub async fn admit(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    if let Err(e) = check_headers(&gate, &parts.headers) {
+        return e.into_response();
+    }
+    let Ok(_slot) = gate.slots.try_acquire() else {
         let mut response = AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
@@ -42,24 +85,34 @@ pub async fn limit(State(slots): State<Arc<Semaphore>>, request: Request, next: 
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    next.run(request).await
+    let bytes = match tokio::time::timeout(gate.read_timeout, read_body(body, &gate)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => return e.into_response(),
+        Err(_) => {
+            tracing::warn!(timeout = %humantime::format_duration(gate.read_timeout), "an envelope's body did not arrive in time; answered 408");
+            return AppError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the envelope's body did not arrive within {} (--ingest-read-timeout); \
+                     send it again",
+                    humantime::format_duration(gate.read_timeout)
+                ),
+            )
+            .into_response();
+        }
+    };
+    // The place is held until the envelope is stored and answered.
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
-#[utoipa::path(post, path = "/v2/webhooks/events", operation_id = "receiveRegistryEvents", tag = "registry", security(("registry" = [])),
-    request_body(description = "A registry notification envelope (distribution 2.x sends v1, 3.x v2)", content(
-        (String = "application/vnd.docker.distribution.events.v1+json"),
-        (String = "application/vnd.docker.distribution.events.v2+json"),
-        (String = "application/json"))),
-    responses((status = 200, body = IngestSummary), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody, description = "Too many envelopes at once; send again after Retry-After")))]
-pub async fn receive(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<IngestSummary>> {
+/// Everything that can be refused from the headers alone.
+fn check_headers(gate: &Gate, headers: &HeaderMap) -> Result<(), AppError> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if !state.registry_token.verify_header(auth) {
+    if !gate.token.verify_header(auth) {
         return Err(AppError::unauthorized(
             "the registry must send 'Authorization: Bearer <registry token>' \
              (see `herald registry-config`)",
@@ -81,16 +134,48 @@ pub async fn receive(
             ACCEPTED_MEDIA_TYPES.join(", ")
         )));
     }
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::payload_too_large(format!(
-                "the envelope is larger than the limit of {} bytes",
-                state.config.ingest_max_bytes
-            ))
-        } else {
-            AppError::bad_request(format!("the body could not be read: {e}"))
+    // HTTP itself has already refused a malformed or ambiguous Content-Length.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > gate.max_bytes as u64) {
+        return Err(gate.too_large());
+    }
+    Ok(())
+}
+
+/// The whole body, refused as soon as it outgrows the limit (a chunked body declares no
+/// length up front).
+async fn read_body(mut body: Body, gate: &Gate) -> Result<Bytes, AppError> {
+    let mut buffer = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame =
+            frame.map_err(|e| AppError::bad_request(format!("the body could not be read: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > gate.max_bytes {
+                return Err(gate.too_large());
+            }
+            buffer.extend_from_slice(&data);
         }
-    })?;
+    }
+    Ok(Bytes::from(buffer))
+}
+
+#[utoipa::path(post, path = "/v2/webhooks/events", operation_id = "receiveRegistryEvents", tag = "registry", security(("registry" = [])),
+    request_body(description = "A registry notification envelope (distribution 2.x sends v1, 3.x v2)", content(
+        (String = "application/vnd.docker.distribution.events.v1+json"),
+        (String = "application/vnd.docker.distribution.events.v2+json"),
+        (String = "application/json"))),
+    responses((status = 200, body = IngestSummary), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 408, body = ErrorBody, description = "The body did not arrive within --ingest-read-timeout"), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody, description = "Too many envelopes at once; send again after Retry-After")))]
+pub async fn receive(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<IngestSummary>> {
+    // Only reachable through `admit`, which has checked the token, the content type and
+    // the size, and read the body.
+    let body =
+        body.map_err(|e| AppError::bad_request(format!("the body could not be read: {e}")))?;
     let events = parse_envelope(&body).map_err(|e| AppError::bad_request(e.0))?;
     let summary = state.store.ingest(&events, chrono::Utc::now()).await?;
     if summary.deliveries > 0 {

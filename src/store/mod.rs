@@ -439,6 +439,12 @@ pub trait Store: Send + Sync + 'static {
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
 
+    /// How long the store's own writer (SQLite's group committer) has been on the batch it
+    /// is writing; `None` while it waits for work, or where there is no such writer.
+    fn writer_busy_for(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Stores an envelope's events and one pending delivery per matching enabled webhook,
     /// all in one transaction: when this returns Ok, nothing can be lost.
     async fn ingest(

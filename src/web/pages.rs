@@ -15,8 +15,10 @@ use crate::api::access::{namespace_access, team_access, team_for_new_namespace, 
 use crate::auth;
 use crate::auth::policy::{self, GlobalAction, NamespaceAction, TeamAction};
 use crate::error::AppError;
-use crate::hooks::input::{audit_for_patch, check_new_template, check_patch, WebhookInput};
-use crate::hooks::types::{HeaderName, HeaderValue, Invalid, NamespaceName};
+use crate::hooks::input::{
+    audit_for_patch, check_new_template, check_patch, parse_added_header, WebhookInput,
+};
+use crate::hooks::types::{Invalid, NamespaceName};
 use crate::store::{Audit, Role, StoredHeader, Visibility, Webhook, WebhookPatch};
 use crate::AppState;
 
@@ -683,8 +685,7 @@ pub async fn set_header(
     web.check_csrf(&form.csrf)?;
     let (access, hook) =
         load_webhook(&state, &web, &ns, &id, NamespaceAction::ManageHeaders).await?;
-    let parsed = HeaderName::parse(&form.header_name)
-        .and_then(|n| HeaderValue::parse(n.as_str(), &form.header_value).map(|v| (n, v)));
+    let parsed = parse_added_header(&hook.headers, &form.header_name, &form.header_value);
     let (name, value) = match parsed {
         Ok(pair) => pair,
         Err(e) => {

@@ -311,3 +311,158 @@ async fn ingest_beyond_the_in_flight_bound_is_refused_with_retry_after() {
     let events = app.api("GET", "/events", None).await;
     assert_eq!(events.body["items"].as_array().unwrap().len(), 2);
 }
+
+const V1: &str = "application/vnd.docker.distribution.events.v1+json";
+
+/// Opens a connection and sends an envelope's request head and the first `body` bytes of
+/// `length`, as a registry (or a stranger) would, without waiting for an answer.
+async fn send_head(
+    app: &TestApp,
+    token: &str,
+    content_type: &str,
+    length: usize,
+    body: &[u8],
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v2/webhooks/events HTTP/1.1\r\nhost: herald\r\nauthorization: Bearer {token}\r\n\
+         content-type: {content_type}\r\ncontent-length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream
+}
+
+/// The status and body of the answer on `stream`, or `None` if none came by `deadline`.
+async fn answer_by(
+    stream: &mut tokio::net::TcpStream,
+    deadline: tokio::time::Instant,
+) -> Option<(u16, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = &text[..end];
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if text.len() >= end + 4 + length {
+                let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                return Some((status, text[end + 4..end + 4 + length].to_string()));
+            }
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Strangers cannot block the registry: 300 connections with a wrong token that send
+/// their headers and one byte of a 1000-byte body, and stay open, take none of the 256
+/// in-flight places, so a real envelope is still taken at once.
+#[tokio::test]
+async fn idle_clients_with_a_wrong_token_cannot_block_ingest() {
+    let app = spawn_app().await;
+    let mut strangers = Vec::new();
+    for _ in 0..300 {
+        strangers.push(send_head(&app, "not-the-registry-token", V1, 1000, b"{").await);
+    }
+    // A round trip on a later connection: Herald has taken in the earlier ones.
+    assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200);
+    let r = tokio::time::timeout(Duration::from_secs(5), app.post_envelope(fixture(PUSH)))
+        .await
+        .expect("the real envelope is answered promptly");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["skipped"], 1);
+    // Each stranger was answered 401 without Herald waiting for its body.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for stream in &mut strangers {
+        let (status, body) = answer_by(stream, deadline).await.expect("an answer");
+        assert_eq!(status, 401, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn an_over_limit_content_length_is_refused_before_the_body_is_sent() {
+    let app = spawn_app_with(&["--ingest-max-bytes", "2000"]).await;
+    let token = app.registry_token.clone();
+    let mut stream = send_head(&app, &token, V1, 5000, b"").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (status, body) = answer_by(&mut stream, deadline)
+        .await
+        .expect("answered without the body");
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("2000 bytes"), "{body}");
+}
+
+#[tokio::test]
+async fn a_wrong_content_type_is_refused_before_the_body_is_sent() {
+    let app = spawn_app().await;
+    let token = app.registry_token.clone();
+    let mut stream = send_head(&app, &token, "text/plain", 1000, b"").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (status, body) = answer_by(&mut stream, deadline)
+        .await
+        .expect("answered without the body");
+    assert_eq!(status, 415, "{body}");
+    assert!(body.contains("events.v1+json"), "{body}");
+}
+
+/// A registry (with the right token) whose body stalls holds its place only for
+/// `--ingest-read-timeout`, then gets 408, and the place is free again.
+#[tokio::test]
+async fn a_body_that_stalls_gets_408_after_the_read_timeout() {
+    let app = spawn_app_with(&["--ingest-read-timeout", "1s", "--ingest-max-in-flight", "1"]).await;
+    let token = app.registry_token.clone();
+    let body = fixture(PUSH);
+    let started = tokio::time::Instant::now();
+    let mut slow = send_head(&app, &token, V1, body.len(), &body[..body.len() / 2]).await;
+    let (status, answer) = answer_by(&mut slow, started + Duration::from_secs(10))
+        .await
+        .expect("an answer once the read timeout is up");
+    assert_eq!(status, 408, "{answer}");
+    assert!(
+        answer.contains("--ingest-read-timeout") && answer.contains("1s"),
+        "{answer}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // The one place was given back.
+    let r = app.post_envelope(body).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+/// A chunked body declares no length: it is refused as soon as it outgrows the limit.
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(&["--ingest-max-bytes", "2000"]).await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v2/webhooks/events HTTP/1.1\r\nhost: herald\r\nauthorization: Bearer {}\r\n\
+         content-type: {V1}\r\ntransfer-encoding: chunked\r\n\r\n",
+        app.registry_token
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("5dc\r\n{}\r\n", "x".repeat(1500));
+    stream.write_all(chunk.as_bytes()).await.unwrap();
+    stream.write_all(chunk.as_bytes()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (status, body) = answer_by(&mut stream, deadline)
+        .await
+        .expect("answered before the body ends");
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("2000 bytes"), "{body}");
+    assert_eq!(
+        app.api("GET", "/events", None).await.body["items"],
+        json!([])
+    );
+}

@@ -60,15 +60,177 @@ async fn metrics_count_events_deliveries_and_requests() {
 }
 
 #[tokio::test]
-async fn readiness_checks_the_database_migrations_and_workers() {
+async fn readiness_checks_the_database_migrations_writer_and_dispatcher() {
     let app = spawn_app().await;
     let r = app.call("GET", "/readyz", None, None).await;
     assert_eq!(r.status, 200);
     assert_eq!(
         r.body["checks"],
-        json!({"database": true, "migrations": true, "workers": true})
+        json!({"database": true, "migrations": true, "writer": true, "dispatcher": true})
     );
     assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200);
+}
+
+/// Polls `/readyz` until `check` accepts the answer, or fails after 8 s.
+async fn wait_readyz(app: &TestApp, check: impl Fn(&Resp) -> bool) -> Resp {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let r = app.call("GET", "/readyz", None, None).await;
+        if check(&r) {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never matched: {} {:#}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Holds SQLite's write lock from another connection, as a stuck writer would meet it: the
+/// group committer's BEGIN IMMEDIATE waits (up to its 10 s busy timeout) until it is let go.
+async fn hold_write_lock(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Sqlite> {
+    let url = format!("sqlite://{}", app.dir.path().join("herald.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    pool.begin_with("BEGIN IMMEDIATE").await.unwrap()
+}
+
+/// A writer stuck on one batch longer than --ready-stall-timeout takes the process out of
+/// service, and it is ready again once the batch is through.
+#[tokio::test]
+async fn readiness_fails_while_the_writer_is_stuck_and_recovers() {
+    let app = spawn_app_with(&["--ready-stall-timeout", "1s"]).await;
+    if app.db.is_some() {
+        eprintln!("SKIPPED: the group-commit writer is SQLite's");
+        return;
+    }
+    wait_readyz(&app, |r| r.status == 200).await;
+    let lock = hold_write_lock(&app).await;
+    // An envelope now waits for the writer, and the writer for the lock.
+    let request = app
+        .client
+        .post(app.url("/v2/webhooks/events"))
+        .bearer_auth(&app.registry_token)
+        .header("content-type", "application/json")
+        .body(fixture(PUSH))
+        .send();
+    let envelope = tokio::spawn(request);
+    let r = wait_readyz(&app, |r| r.status == 503).await;
+    assert_eq!(r.body["checks"]["writer"], false, "{:#}", r.body);
+    assert_eq!(r.body["checks"]["database"], true, "readers still answer");
+    lock.rollback().await.unwrap();
+    assert_eq!(envelope.await.unwrap().unwrap().status(), 200);
+    let r = wait_readyz(&app, |r| r.status == 200).await;
+    assert_eq!(r.body["checks"]["writer"], true);
+}
+
+/// A claim loop stuck in one round (here: a claim waiting for the writer) takes the
+/// process out of service too, and it is ready again once the loop goes round.
+#[tokio::test]
+async fn readiness_fails_while_the_dispatcher_is_stuck_and_recovers() {
+    let app = spawn_app_with(&["--ready-stall-timeout", "1s", "--retry-schedule", "0s,3s"]).await;
+    if app.db.is_some() {
+        eprintln!("SKIPPED: the claim waits for SQLite's group-commit writer here");
+        return;
+    }
+    let rx = Receiver::start().await;
+    rx.answer(500);
+    app.create_namespace("acme").await;
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "d", "url": rx.url("/")}))
+        .await;
+    assert_eq!(app.post_envelope(fixture(PUSH)).await.status, 200);
+    rx.next().await;
+    app.wait_deliveries("acme", hook, |d| d[0]["state"] == "retrying")
+        .await;
+    rx.answer(200);
+    // The retry falls due about 3 s after the first attempt; its claim then waits.
+    let lock = hold_write_lock(&app).await;
+    let r = wait_readyz(&app, |r| r.body["checks"]["dispatcher"] == false).await;
+    assert_eq!(r.status, 503, "{:#}", r.body);
+    lock.rollback().await.unwrap();
+    let retry = rx.next().await;
+    assert_eq!(retry.header("x-herald-event"), Some("push"));
+    let r = wait_readyz(&app, |r| r.status == 200).await;
+    assert_eq!(r.body["checks"]["dispatcher"], true);
+}
+
+/// The mode bits of every entry of `dir`, by name.
+#[cfg(unix)]
+fn modes_in(dir: &std::path::Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut modes: Vec<(String, u32)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            (e.file_name().to_string_lossy().into_owned(), mode)
+        })
+        .collect();
+    modes.sort();
+    modes
+}
+
+/// The database, its WAL and SHM, the token and the key are Herald's user's alone.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_and_every_file_in_it_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let data_arg = data.display().to_string();
+    // An empty --registry-token: Herald generates its file too.
+    let app = spawn_app_with(&["--data-dir", &data_arg, "--registry-token", ""]).await;
+    let token = app.state.registry_token.expose().to_string();
+    let v1 = "application/vnd.docker.distribution.events.v1+json";
+    let r = app.post_envelope_as(fixture(PUSH), v1, Some(&token)).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the data directory is {mode:o}");
+    let modes = modes_in(&data);
+    let names: Vec<&str> = modes.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"secret.key"), "{names:?}");
+    assert!(names.contains(&"registry-token"), "{names:?}");
+    if app.db.is_none() {
+        for name in ["herald.db", "herald.db-wal", "herald.db-shm"] {
+            assert!(names.contains(&name), "{name} exists: {names:?}");
+        }
+    }
+    for (name, mode) in &modes {
+        assert_eq!(*mode, 0o600, "{name} is {mode:o}");
+    }
+}
+
+/// An existing data directory (and database) that others could read is tightened.
+#[cfg(unix)]
+#[tokio::test]
+async fn an_existing_open_data_directory_is_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let open_file = |name: &str, contents: &str| {
+        let path = data.join(name);
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    open_file("secret.key", &format!("{key}\n"));
+    if std::env::var("HERALD_TEST_DATABASE").as_deref() != Ok("postgres") {
+        open_file("herald.db", "");
+    }
+    let data_arg = data.display().to_string();
+    let app = spawn_app_with(&["--data-dir", &data_arg]).await;
+    assert_eq!(app.post_envelope(fixture(PUSH)).await.status, 200);
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the data directory is {mode:o}");
+    for (name, mode) in modes_in(&data) {
+        assert_eq!(mode, 0o600, "{name} is {mode:o}");
+    }
 }
 
 #[tokio::test]

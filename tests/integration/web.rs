@@ -467,3 +467,71 @@ async fn the_users_page_checks_new_accounts_like_the_api() {
     assert_eq!(taken.status(), 409);
     assert!(taken.text().await.unwrap().contains("already exists"));
 }
+
+/// The UI's header form keeps to the same limits as the API.
+#[tokio::test]
+async fn the_header_form_refuses_a_51st_header_like_the_api() {
+    let app = spawn_app().await;
+    let hook = team_setup(&app).await;
+    let headers: serde_json::Map<String, serde_json::Value> =
+        (0..50).map(|i| (format!("X-H{i}"), json!("v"))).collect();
+    let r = app
+        .api(
+            "PATCH",
+            &format!("/namespaces/acme/webhooks/{hook}"),
+            Some(json!({ "headers": headers })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let olga = sign_in(&app, "olga").await;
+    let form = format!("/namespaces/acme/webhooks/{hook}/headers");
+    let csrf = olga.csrf(&app).await;
+    let refused = olga
+        .post(
+            &app,
+            &form,
+            &[
+                ("header_name", "X-New"),
+                ("header_value", "1"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status(), 422);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("at most 50 custom headers"));
+    let long_name = format!("X-{}", "n".repeat(255));
+    let refused = olga
+        .post(
+            &app,
+            &form,
+            &[
+                ("header_name", &long_name),
+                ("header_value", "1"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status(), 422);
+    assert!(refused.text().await.unwrap().contains("at most 256 bytes"));
+    let replaced = olga
+        .post(
+            &app,
+            &form,
+            &[
+                ("header_name", "X-H3"),
+                ("header_value", "2"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(replaced.status(), 303, "replacing one is not adding one");
+    let now = app
+        .api("GET", &format!("/namespaces/acme/webhooks/{hook}"), None)
+        .await;
+    assert_eq!(now.body["headers"].as_object().unwrap().len(), 50);
+    assert_eq!(now.body["headers"]["X-H3"], "2");
+}

@@ -273,3 +273,133 @@ async fn secrets_are_not_stored_in_plain_text() {
         }
     }
 }
+
+/// `n` distinct custom headers.
+fn custom_headers(n: usize) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> =
+        (0..n).map(|i| (format!("X-H{i}"), json!("v"))).collect();
+    serde_json::Value::Object(map)
+}
+
+/// One custom header.
+fn header(name: &str, value: &str) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    map.insert(name.to_string(), json!(value));
+    serde_json::Value::Object(map)
+}
+
+async fn put_header(app: &TestApp, base: &str, name: &str, value: &str) -> Resp {
+    app.api(
+        "PUT",
+        &format!("{base}/headers/{name}"),
+        Some(json!({ "value": value })),
+    )
+    .await
+}
+
+fn assert_refused(r: &Resp, expect: &str) {
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(r.body["error"]["field"], "headers", "{:?}", r.body);
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(expect), "{message}");
+    assert!(message.len() < 500, "the message does not echo a huge name");
+}
+
+#[tokio::test]
+async fn custom_headers_are_limited_in_number_and_size_on_create_and_patch() {
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let create = |headers: serde_json::Value| {
+        app.api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "h", "url": "example.org", "headers": headers})),
+        )
+    };
+    assert_refused(
+        &create(custom_headers(51)).await,
+        "at most 50 custom headers",
+    );
+    assert_refused(
+        &create(custom_headers(1000)).await,
+        "at most 50 custom headers",
+    );
+    let long_name = format!("X-{}", "n".repeat(255));
+    assert_refused(&create(header(&long_name, "v")).await, "at most 256 bytes");
+    assert_refused(
+        &create(header("X-Big", &"v".repeat(8193))).await,
+        "8192 bytes",
+    );
+    assert_refused(
+        &create(header(&"X-Huge-Name".repeat(1000), "v")).await,
+        "at most 256 bytes",
+    );
+    // At the limits, everything is taken.
+    let mut at_limits = custom_headers(49);
+    at_limits[format!("X-{}", "n".repeat(254))] = json!("v".repeat(8192));
+    let r = create(at_limits).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["headers"].as_object().unwrap().len(), 50);
+
+    let hook = format!("/namespaces/acme/webhooks/{}", r.body["id"]);
+    let patch =
+        |headers: serde_json::Value| app.api("PATCH", &hook, Some(json!({ "headers": headers })));
+    assert_refused(
+        &patch(custom_headers(51)).await,
+        "at most 50 custom headers",
+    );
+    assert_refused(&patch(header(&long_name, "v")).await, "at most 256 bytes");
+    assert_refused(
+        &patch(header("X-Big", &"v".repeat(8193))).await,
+        "8192 bytes",
+    );
+    let r = patch(custom_headers(50)).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body["headers"],
+        custom_headers(50),
+        "headers replaces all"
+    );
+}
+
+#[tokio::test]
+async fn the_51st_header_cannot_be_put() {
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "h", "url": "example.org", "headers": custom_headers(50)})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let base = format!("/namespaces/acme/webhooks/{}", r.body["id"]);
+    assert_refused(
+        &put_header(&app, &base, "X-New", "v").await,
+        "at most 50 custom headers",
+    );
+    // Replacing one of the fifty is not adding one.
+    assert_eq!(put_header(&app, &base, "x-h7", "w").await.status, 200);
+    assert_refused(
+        &put_header(&app, &base, "X-H8", &"v".repeat(8193)).await,
+        "8192 bytes",
+    );
+    assert_refused(
+        &put_header(&app, &base, &format!("X-{}", "n".repeat(255)), "v").await,
+        "at most 256 bytes",
+    );
+    let headers = app.api("GET", &base, None).await.body["headers"].clone();
+    assert_eq!(headers.as_object().unwrap().len(), 50);
+    assert_eq!(headers["x-h7"], "w");
+
+    let gone = app
+        .api("DELETE", &format!("{base}/headers/X-H0"), None)
+        .await;
+    assert_eq!(gone.status, 204);
+    assert_eq!(put_header(&app, &base, "X-New", "v").await.status, 201);
+    assert_refused(
+        &put_header(&app, &base, "X-Newer", "v").await,
+        "at most 50 custom headers",
+    );
+}

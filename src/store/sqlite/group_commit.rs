@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -71,6 +71,36 @@ struct Queued {
 pub(super) struct GroupCommit {
     queue: mpsc::UnboundedSender<Queued>,
     commits: Arc<AtomicU64>,
+    busy: Arc<Busy>,
+}
+
+/// The writer thread's heartbeat, for the readiness check: when it began the batch it is
+/// writing, or that it is waiting for work (which is progress, however long it lasts).
+struct Busy {
+    epoch: Instant,
+    /// Milliseconds from `epoch` to the start of the current batch, plus one; 0 while idle.
+    since: AtomicU64,
+}
+
+impl Busy {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn start(&self) {
+        self.since.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn idle(&self) {
+        self.since.store(0, Ordering::Relaxed);
+    }
+
+    fn busy_for(&self) -> Option<Duration> {
+        match self.since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(self.now().saturating_sub(since))),
+        }
+    }
 }
 
 impl GroupCommit {
@@ -94,11 +124,20 @@ impl GroupCommit {
         let (queue, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
+        let busy = Arc::new(Busy {
+            epoch: Instant::now(),
+            since: AtomicU64::new(0),
+        });
+        let heartbeat = busy.clone();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || run(conn, rx, counter))
+            .spawn(move || run(conn, rx, counter, &heartbeat))
             .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
-        Ok(Self { queue, commits })
+        Ok(Self {
+            queue,
+            commits,
+            busy,
+        })
     }
 
     /// Writes the job; returns once its transaction has committed (or failed).
@@ -114,6 +153,13 @@ impl GroupCommit {
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
+
+    /// How long the thread has been writing its current batch; `None` while it waits for
+    /// work. A batch normally takes milliseconds: one that lasts is a stuck writer (a lock
+    /// held elsewhere, a disk that does not answer), or a thread that died mid-batch.
+    pub fn busy_for(&self) -> Option<Duration> {
+        self.busy.busy_for()
+    }
 }
 
 fn stopped() -> StoreError {
@@ -122,9 +168,19 @@ fn stopped() -> StoreError {
     ))
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Queued>, commits: Arc<AtomicU64>) {
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    commits: Arc<AtomicU64>,
+    busy: &Busy,
+) {
     conn.set_prepared_statement_cache_capacity(32);
-    while let Some(first) = rx.blocking_recv() {
+    loop {
+        busy.idle();
+        let Some(first) = rx.blocking_recv() else {
+            return;
+        };
+        busy.start();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {

@@ -45,6 +45,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        if !url.contains(":memory:") && !url.contains("mode=memory") {
+            private_database_files(options.get_filename())?;
+        }
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -67,6 +70,36 @@ impl SqliteStore {
     pub fn group_commits(&self) -> u64 {
         self.writer.commits()
     }
+}
+
+/// The database holds every event and the sealed secrets: only Herald's user may read it.
+/// SQLite would create the file 0644 (less the umask) and gives its `-wal` and `-shm` files
+/// the database file's mode, so the file is created 0600 first (empty, which SQLite takes
+/// as a new database) and all three are private, without touching the process's umask. An
+/// existing database that others may read is tightened, with its `-wal` and `-shm`.
+fn private_database_files(path: &std::path::Path) -> StoreResult<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let io = |e: std::io::Error| StoreError::Database(sqlx::Error::Io(e));
+    match options.open(path) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::PathBuf::from(name);
+        if let Some(had) = crate::secrets::tighten(&file, 0o600).map_err(io)? {
+            tracing::warn!(path = %file.display(), was = format!("{had:o}"), "others could read the database; it is now 0600");
+        }
+    }
+    Ok(())
 }
 
 fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
@@ -259,6 +292,10 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
+    }
+
+    fn writer_busy_for(&self) -> Option<Duration> {
+        self.writer.busy_for()
     }
 
     async fn ingest(
