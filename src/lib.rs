@@ -134,9 +134,35 @@ pub fn registry_token(config: &Config) -> anyhow::Result<RegistryToken> {
     RegistryToken::load_or_create(&config.data_dir, config.registry_token.as_deref())
 }
 
+/// Refuses a secret key other than the one the database's secrets were sealed with: such a
+/// process could not open them and would fail every delivery it claimed.
+async fn check_secret_key(store: &dyn Store, cipher: &Cipher) -> anyhow::Result<()> {
+    let mismatch = || {
+        anyhow::anyhow!(
+            "this process's secret key is not the one this database's secrets were sealed \
+             with: set HERALD_SECRET_KEY (or --secret-key) to the key the other Herald \
+             processes use, or use the data directory whose secret.key first opened this \
+             database"
+        )
+    };
+    if !store.has_key_check().await? {
+        // A database from before key checks: its secrets show which key it had.
+        if let Some(sealed) = store.any_sealed_secret().await? {
+            cipher.open(&sealed).map_err(|_| mismatch())?;
+        }
+    }
+    let recorded = store.record_key_check(cipher.check_value()).await?;
+    if recorded != cipher.check_value() {
+        return Err(mismatch());
+    }
+    Ok(())
+}
+
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// SQLite: this process owns the data directory while it runs.
+    _owner: Option<crate::store::sqlite::DataDirLock>,
 }
 
 impl Application {
@@ -165,6 +191,20 @@ impl Application {
             );
         }
         let cipher = Cipher::load_or_create(&config.data_dir, config.secret_key.as_deref())?;
+        check_secret_key(store.as_ref(), &cipher).await?;
+        let owner = if config.database_url().starts_with("sqlite:") {
+            let lock = crate::store::sqlite::DataDirLock::acquire(&config.data_dir)?;
+            let released = store.release_all_claims().await?;
+            if released > 0 {
+                tracing::info!(
+                    released,
+                    "gave back the claims of the previous run; those deliveries go out now"
+                );
+            }
+            Some(lock)
+        } else {
+            None
+        };
         let registry_token = registry_token(&config)?;
         let allow = config.delivery_allow_networks.clone().unwrap_or_default();
         if !allow.is_empty() {
@@ -208,6 +248,7 @@ impl Application {
                 password_gate: Arc::default(),
                 metrics,
             },
+            _owner: owner,
         })
     }
 
@@ -229,6 +270,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
+        let _owner = self._owner;
         let state = self.state.clone();
         let config = state.config.clone();
         let mut background = Vec::new();

@@ -26,6 +26,8 @@ impl std::fmt::Debug for Sealed {
 #[derive(Clone)]
 pub struct Cipher {
     aead: XChaCha20Poly1305,
+    /// A value derived from the key that shows which key it is without revealing it.
+    check: String,
 }
 
 impl std::fmt::Debug for Cipher {
@@ -36,9 +38,20 @@ impl std::fmt::Debug for Cipher {
 
 impl Cipher {
     pub fn from_key(key: &[u8; 32]) -> Self {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+            .expect("HMAC takes a key of any length");
+        mac.update(b"herald secret key check v1");
         Self {
             aead: XChaCha20Poly1305::new(key.into()),
+            check: B64.encode(mac.finalize().into_bytes()),
         }
+    }
+
+    /// Stored in the database on first start, so that a process with another key (one that
+    /// could not open the sealed secrets) refuses to start instead of failing deliveries.
+    pub fn check_value(&self) -> &str {
+        &self.check
     }
 
     /// The key comes from `configured` (base64, from `HERALD_SECRET_KEY`) or from

@@ -648,6 +648,17 @@ pub trait Store: Send + Sync + 'static {
     // Operations.
     /// Whether every migration this binary knows is applied.
     async fn migrations_current(&self) -> StoreResult<bool>;
+    /// The check value of the secret key recorded for this database; records `candidate`
+    /// first if there is none. Returns the recorded one.
+    async fn record_key_check(&self, candidate: &str) -> StoreResult<String>;
+    /// Whether a key check is recorded yet (databases from before check values had none).
+    async fn has_key_check(&self) -> StoreResult<bool>;
+    /// One sealed secret from the database, if any: a database from before key checks is
+    /// checked by opening it.
+    async fn any_sealed_secret(&self) -> StoreResult<Option<Sealed>>;
+    /// Gives up every lease at once: for a process that alone owns its database (SQLite),
+    /// at start, since no other process can hold them.
+    async fn release_all_claims(&self) -> StoreResult<u64>;
     async fn queue_stats(&self) -> StoreResult<QueueStats>;
     /// Gives up the leases of deliveries this process will not finish (graceful shutdown),
     /// so another process or the next start sends them without waiting for the lease.

@@ -1662,6 +1662,50 @@ impl Store for PgStore {
         })
     }
 
+    async fn record_key_check(&self, candidate: &str) -> StoreResult<String> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ('secret_key_check', $1) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(candidate)
+        .execute(&mut *tx)
+        .await?;
+        let recorded: String =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'secret_key_check'")
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn has_key_check(&self) -> StoreResult<bool> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'secret_key_check'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    async fn any_sealed_secret(&self) -> StoreResult<Option<Sealed>> {
+        let sealed: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT signing_secret FROM webhooks WHERE signing_secret IS NOT NULL LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(sealed.map(Sealed))
+    }
+
+    async fn release_all_claims(&self) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET locked_until = NULL \
+             WHERE locked_until IS NOT NULL AND state IN ('pending', 'retrying')",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn release(&self, delivery_ids: &[i64]) -> StoreResult<()> {
         sqlx::query(
             "UPDATE deliveries SET locked_until = NULL \

@@ -16,6 +16,9 @@ use super::*;
 use group_commit::{Done, GroupCommit, Job};
 
 mod group_commit;
+mod owner;
+
+pub use owner::DataDirLock;
 
 /// Bytes of the database file readers map into memory (address space, not RSS: pages are
 /// the kernel's page cache, shared and reclaimable).
@@ -1478,6 +1481,50 @@ impl Store for SqliteStore {
             retrying: row.try_get("retrying")?,
             oldest_due_at: opt_ms(row.try_get("oldest")?),
         })
+    }
+
+    async fn record_key_check(&self, candidate: &str) -> StoreResult<String> {
+        let mut tx = self.write.begin_with(IMMEDIATE).await?;
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ('secret_key_check', ?) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(candidate)
+        .execute(&mut *tx)
+        .await?;
+        let recorded: String =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'secret_key_check'")
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn has_key_check(&self) -> StoreResult<bool> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'secret_key_check'")
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    async fn any_sealed_secret(&self) -> StoreResult<Option<Sealed>> {
+        let sealed: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT signing_secret FROM webhooks WHERE signing_secret IS NOT NULL LIMIT 1",
+        )
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(sealed.map(Sealed))
+    }
+
+    async fn release_all_claims(&self) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET locked_until = NULL \
+             WHERE locked_until IS NOT NULL AND state IN ('pending', 'retrying')",
+        )
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn release(&self, delivery_ids: &[i64]) -> StoreResult<()> {

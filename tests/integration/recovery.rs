@@ -1,0 +1,206 @@
+//! Starting again after a crash, and refusing to start wrongly: one process owns a SQLite data
+//! directory and gives back the dead run's claims at once; a process with another secret key
+//! than the database's refuses to start instead of failing deliveries.
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use herald::config::Config;
+use herald::Application;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const KEY_B: &str = "HxwdHhscGRoXGBUWExQREg8QDQ4LDAkKBwgFBgMEAQI=";
+
+fn push_with_id(i: usize) -> Vec<u8> {
+    String::from_utf8(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+        .unwrap()
+        .replace("2045f19c", &format!("{i:08}"))
+        .into_bytes()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `herald serve` on SQLite with the default lease (2 x 30 s + 30 s), so a delivery that
+/// waited for its lease would take 90 s.
+fn serve(dir: &std::path::Path, port: u16) -> Child {
+    herald_cmd(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--registry-token", "tok"])
+        .args(["--delivery-allow-networks", "127.0.0.1/32"])
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(base: &str) {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn after_sigkill_a_restarted_sqlite_herald_sends_what_the_dead_one_held_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = cli_admin_token(dir.path());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let rx = Receiver::start().await;
+    // The receiver hangs, so the first run holds its deliveries' claims when it dies.
+    rx.delay(120_000);
+    let mut herald = serve(dir.path(), port);
+    wait_ready(&base).await;
+    let http = reqwest::Client::new();
+    let api = |method: reqwest::Method, path: &str, body: Value| {
+        http.request(method, format!("{base}/api/v1{path}"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    api(
+        reqwest::Method::POST,
+        "/namespaces",
+        json!({"name": "acme"}),
+    )
+    .await
+    .unwrap();
+    let hook: Value = api(
+        reqwest::Method::POST,
+        "/namespaces/acme/webhooks",
+        json!({"name": "d", "url": rx.url("/")}),
+    )
+    .await
+    .unwrap()
+    .bytes()
+    .await
+    .map(|b| serde_json::from_slice(&b).unwrap())
+    .unwrap();
+    api(
+        reqwest::Method::PATCH,
+        &format!("/namespaces/acme/webhooks/{}", hook["id"]),
+        json!({"enabled": true}),
+    )
+    .await
+    .unwrap();
+    const N: usize = 5;
+    for i in 0..N {
+        let r = http
+            .post(format!("{base}/v2/webhooks/events"))
+            .bearer_auth("tok")
+            .header("content-type", "application/json")
+            .body(push_with_id(i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Every delivery is out (claimed, its request hanging) before the kill.
+    for _ in 0..N {
+        rx.next().await;
+    }
+    herald.kill().unwrap();
+    herald.wait().unwrap();
+
+    rx.delay(0);
+    let restarted = tokio::time::Instant::now();
+    let mut herald = serve(dir.path(), port);
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < N {
+        let c = rx
+            .next_within(Duration::from_secs(15))
+            .await
+            .expect("the dead run's deliveries are sent again without waiting for their lease");
+        seen.insert(c.json()["id"].as_str().unwrap().to_string());
+    }
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "took {took:?}, the lease is 90 s"
+    );
+    let _ = herald.kill();
+    let _ = herald.wait();
+}
+
+#[tokio::test]
+async fn a_second_herald_on_the_same_sqlite_data_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut first = serve(dir.path(), port);
+    wait_ready(&format!("http://127.0.0.1:{port}")).await;
+    let second = serve(dir.path(), free_port());
+    let out = second.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another `herald serve`") && stderr.contains(&first.id().to_string()),
+        "{stderr}"
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+}
+
+fn config(dir: &std::path::Path, key: &str, db: Option<&str>) -> Config {
+    let mut args = vec![
+        "--listen".to_string(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--secret-key".into(),
+        key.into(),
+        "--template-sandbox-exe".into(),
+        env!("CARGO_BIN_EXE_herald").into(),
+    ];
+    if let Some(db) = db {
+        args.extend(["--database".into(), db.to_string()]);
+    }
+    Config::from_args(&args).unwrap()
+}
+
+async fn refuses_another_key(db: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Application::build(config(dir.path(), KEY_A, db))
+        .await
+        .expect("the first start records its key");
+    let store = first.state().store.clone();
+    drop(first);
+    let refused = Application::build(config(dir.path(), KEY_B, db)).await;
+    let message = format!("{:#}", refused.err().expect("another key is refused"));
+    assert!(message.contains("HERALD_SECRET_KEY"), "{message}");
+    Application::build(config(dir.path(), KEY_A, db))
+        .await
+        .expect("the right key still starts");
+    drop(store);
+}
+
+#[tokio::test]
+async fn a_process_with_another_secret_key_refuses_to_start_on_sqlite() {
+    refuses_another_key(None).await;
+}
+
+#[tokio::test]
+async fn a_process_with_another_secret_key_refuses_to_start_on_postgres() {
+    let Some(db) = crate::pg::PgTestDb::create().await else {
+        return;
+    };
+    refuses_another_key(Some(&db.url)).await;
+}
