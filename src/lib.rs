@@ -276,6 +276,15 @@ impl Application {
         let mut background = Vec::new();
         if config.runs_workers() {
             let dispatcher = state.dispatcher.clone();
+            let wake = dispatcher.clone();
+            if let Some(task) = state
+                .store
+                .liveness(Arc::new(move || wake.wake()))
+                .await
+                .context("cannot register this process in the database")?
+            {
+                background.push(tokio::spawn(task));
+            }
             background.push(tokio::spawn(dispatcher.clone().run()));
             if let Some(task) = state.store.wakeups(Arc::new(move || dispatcher.wake())) {
                 background.push(tokio::spawn(task));

@@ -567,6 +567,16 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// For a database that several processes share: registers this process and returns a
+    /// task that heartbeats for it and gives back the claims of processes whose heartbeat
+    /// stopped, calling `released` when it did. `None` where one process owns the database.
+    async fn liveness(
+        &self,
+        _released: Arc<dyn Fn() + Send + Sync>,
+    ) -> StoreResult<Option<WakeupTask>> {
+        Ok(None)
+    }
+
     // Users and tokens.
     /// Creates the user with their personal team and namespace, all or nothing.
     async fn create_user(

@@ -45,7 +45,14 @@ pub struct PgStore {
     pool: PgPool,
     /// The listener gets a pool of its own, so it never takes a connection from queries.
     listen_options: PgConnectOptions,
+    /// This process's row in `workers` once it runs workers; its claims carry it.
+    worker_id: Arc<std::sync::OnceLock<i64>>,
 }
+
+/// How often a process heartbeats, and after how many missed beats the others give back
+/// its claims: a dead process's deliveries go out again within seconds, not after a lease.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+const HEARTBEATS_MISSED: u32 = 4;
 
 impl PgStore {
     pub async fn connect(url: &str, settings: PgSettings) -> StoreResult<Self> {
@@ -65,6 +72,7 @@ impl PgStore {
         Ok(Self {
             pool,
             listen_options: options,
+            worker_id: Arc::default(),
         })
     }
 }
@@ -1758,6 +1766,78 @@ impl Store for PgStore {
     fn wakeups(&self, wake: Arc<dyn Fn() + Send + Sync>) -> Option<WakeupTask> {
         Some(Box::pin(Self::listen(self.listen_options.clone(), wake)))
     }
+
+    async fn liveness(
+        &self,
+        released: Arc<dyn Fn() + Send + Sync>,
+    ) -> StoreResult<Option<WakeupTask>> {
+        let now = to_ms(Utc::now());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO workers (host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $3) \
+             RETURNING id",
+        )
+        .bind(host)
+        .bind(i64::from(std::process::id()))
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let _ = self.worker_id.set(id);
+        let pool = self.pool.clone();
+        Ok(Some(Box::pin(async move {
+            let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
+            loop {
+                ticks.tick().await;
+                match heartbeat(&pool, id).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::warn!(
+                            deliveries = n,
+                            "gave back the claims of a Herald process that stopped heartbeating"
+                        );
+                        released();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+                }
+            }
+        })))
+    }
+}
+
+/// Beats for `id`, then gives back the claims of processes that missed their beats and
+/// forgets them; returns how many deliveries were given back.
+async fn heartbeat(pool: &PgPool, id: i64) -> StoreResult<u64> {
+    let now = Utc::now();
+    let dead_before =
+        to_ms(now) - (HEARTBEAT_INTERVAL * HEARTBEATS_MISSED).as_millis() as i64;
+    let mut tx = pool.begin().await?;
+    // A process declared dead that beats again simply registers anew under its old id.
+    sqlx::query(
+        "INSERT INTO workers (id, host, pid, started_at, heartbeat_at) \
+         OVERRIDING SYSTEM VALUE VALUES ($1, '', 0, $2, $2) \
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at",
+    )
+    .bind(id)
+    .bind(to_ms(now))
+    .execute(&mut *tx)
+    .await?;
+    let released = sqlx::query(
+        "UPDATE deliveries SET locked_until = NULL, claimed_by = NULL \
+         WHERE claimed_by IN (SELECT id FROM workers WHERE heartbeat_at < $1) \
+         AND state IN ('pending', 'retrying')",
+    )
+    .bind(dead_before)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query("DELETE FROM workers WHERE heartbeat_at < $1")
+        .bind(dead_before)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(released)
 }
 
 /// A namespace's id and team, as an activity records them.
