@@ -16,6 +16,7 @@ mod pg;
 mod postgres;
 mod registry_e2e;
 mod reliability;
+mod sources;
 mod ssrf;
 mod store_contract;
 mod tls;
