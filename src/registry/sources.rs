@@ -360,3 +360,70 @@ fn harbor(name: &str, value: &Value, body: &str) -> Vec<IncomingEvent> {
         })
         .collect()
 }
+
+/// What to paste into the configuration of `source`'s registry so that it sends to `url`.
+/// Herald keeps only the credential's hash, so the snippet names it as a placeholder.
+pub fn config_snippet(source: &crate::store::Source, url: &str) -> String {
+    let name = &source.name;
+    let (bearer, basic) = match &source.username {
+        None => (true, String::new()),
+        Some(u) => (false, u.clone()),
+    };
+    let authorization = if bearer {
+        "Bearer <the source's token>".to_string()
+    } else {
+        format!("Basic <base64 of {basic}:password>")
+    };
+    match source.kind {
+        SourceKind::Distribution | SourceKind::Gitlab => format!(
+            "# Paste into the registry's config.yml ({}).\n\
+             notifications:\n\
+             \x20 endpoints:\n\
+             \x20   - name: herald-{name}\n\
+             \x20     url: {url}\n\
+             \x20     headers:\n\
+             \x20       Authorization: [{authorization}]\n\
+             \x20     timeout: 5s\n\
+             \x20     threshold: 5\n\
+             \x20     backoff: 2s\n",
+            if source.kind == SourceKind::Gitlab {
+                "GitLab: the registry section of gitlab.rb or the chart's registry.notifications"
+            } else {
+                "distribution 2.x and 3.x"
+            }
+        ),
+        SourceKind::Zot => {
+            let credentials = if bearer {
+                "{\"token\": \"<the source's token>\"}".to_string()
+            } else {
+                format!("{{\"username\": \"{basic}\", \"password\": \"<the source's password>\"}}")
+            };
+            format!(
+                "// Merge into zot's config.json (zot built with the events extension).\n\
+                 {{\n\
+                 \x20 \"extensions\": {{\n\
+                 \x20   \"events\": {{\n\
+                 \x20     \"enable\": true,\n\
+                 \x20     \"sinks\": [{{\n\
+                 \x20       \"type\": \"http\",\n\
+                 \x20       \"address\": \"{url}\",\n\
+                 \x20       \"timeout\": \"10s\",\n\
+                 \x20       \"credentials\": {credentials}\n\
+                 \x20     }}]\n\
+                 \x20   }}\n\
+                 \x20 }}\n\
+                 }}\n"
+            )
+        }
+        SourceKind::Harbor => format!(
+            "# Harbor: Projects > (project) > Webhooks > New webhook, or POST\n\
+             # /api/v2.0/projects/{{project}}/webhook/policies with these fields.\n\
+             notify type:          http\n\
+             event types:          all that Herald's webhooks should see\n\
+             endpoint URL:         {url}\n\
+             auth header:          {authorization}\n\
+             verify remote cert:   on (off only for a self-signed Herald)\n\
+             payload format:       Default (not CloudEvents)\n"
+        ),
+    }
+}

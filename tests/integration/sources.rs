@@ -436,3 +436,52 @@ async fn filters_choose_sources_and_new_actions_are_opt_in() {
     plain.assert_quiet(Duration::from_millis(200)).await;
     zot_only.assert_quiet(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn registry_config_prints_each_sources_snippet() {
+    let app = spawn_app().await;
+    sources(&app).await;
+    for (name, expect) in [
+        ("zot1", "\"type\": \"http\""),
+        (
+            "harbor1",
+            "auth header:          Basic <base64 of harbor:password>",
+        ),
+        ("gitlab1", "Authorization: [Bearer <the source's token>]"),
+    ] {
+        let mut cmd = herald_cmd(app.dir.path());
+        if let Some(db) = &app.db {
+            cmd.args(["--database", &db.url]);
+        }
+        let out = cmd
+            .args([
+                "--public-url",
+                "https://herald.internal",
+                "registry-config",
+                "--source",
+                name,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("https://herald.internal/v2/sources/{name}/events")),
+            "{text}"
+        );
+        assert!(text.contains(expect), "{name}: {text}");
+        assert!(!text.contains(ZOT_TOKEN) && !text.contains(HARBOR_PASSWORD));
+    }
+    let out = herald_cmd(app.dir.path())
+        .args(["registry-config", "--source", "nosuch"])
+        .output()
+        .unwrap();
+    if app.db.is_none() {
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no source 'nosuch'"));
+    }
+}
