@@ -37,8 +37,13 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Print the registry's `notifications` configuration (YAML) for this Herald.
-    RegistryConfig,
+    /// Print the registry's `notifications` configuration (YAML) for this Herald, or with
+    /// `--source NAME` the configuration for that source's registry (zot, Harbor, GitLab,
+    /// distribution).
+    RegistryConfig {
+        #[arg(long)]
+        source: Option<String>,
+    },
     /// Print the effective configuration (flags > environment > file > defaults), secrets masked.
     Config,
     /// Print a shell completion script: `herald completions bash > /etc/bash_completion.d/herald`.
@@ -217,7 +222,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
             Ok(())
         }
-        Command::RegistryConfig => {
+        Command::RegistryConfig { source: Some(name) } => {
+            let store = herald::open_store(&config).await?;
+            let Some((source, _)) = store.source_credential(&name).await? else {
+                anyhow::bail!("there is no source '{name}'; create it with POST /api/v1/sources");
+            };
+            let url = config
+                .events_url(config.listen)
+                .replace("/v2/webhooks/events", &format!("/v2/sources/{name}/events"));
+            print!(
+                "{}",
+                herald::registry::sources::config_snippet(&source, &url)
+            );
+            Ok(())
+        }
+        Command::RegistryConfig { source: None } => {
             let token = herald::registry_token(&config)?;
             print!(
                 "{}",

@@ -6,6 +6,7 @@ mod deliveries;
 mod events;
 pub(crate) mod health;
 pub(crate) mod namespaces;
+mod sources;
 mod teams;
 mod tokens;
 mod users;
@@ -60,8 +61,15 @@ impl utoipa::Modify for SecuritySchemes {
 
 /// Every documented route, registered from its handler's annotation: a route cannot exist
 /// without being in the OpenAPI document.
-fn documented_routes(gate: ingest::Gate) -> OpenApiRouter<AppState> {
+fn documented_routes(gate: ingest::Gate, state: &AppState) -> OpenApiRouter<AppState> {
     let (schemas, paths, ingest_route) = routes!(ingest::receive);
+    let (source_schemas, source_paths, source_route) = routes!(ingest::receive_source);
+    let source_route = source_route
+        .layer(DefaultBodyLimit::max(gate.max_bytes()))
+        .layer(axum::middleware::from_fn_with_state(
+            (gate.clone(), state.clone()),
+            ingest::admit_source,
+        ));
     OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -73,6 +81,9 @@ fn documented_routes(gate: ingest::Gate) -> OpenApiRouter<AppState> {
                 .layer(DefaultBodyLimit::max(gate.max_bytes()))
                 .layer(axum::middleware::from_fn_with_state(gate, ingest::admit)),
         ))
+        .routes((source_schemas, source_paths, source_route))
+        .routes(routes!(sources::list, sources::create))
+        .routes(routes!(sources::delete))
         .routes(routes!(namespaces::list, namespaces::create))
         .routes(routes!(namespaces::show, namespaces::delete))
         .routes(routes!(webhooks::list, webhooks::create))
@@ -97,7 +108,7 @@ fn documented_routes(gate: ingest::Gate) -> OpenApiRouter<AppState> {
 }
 
 pub fn router(state: AppState) -> Router {
-    let (documented, doc) = documented_routes(ingest::Gate::new(&state)).split_for_parts();
+    let (documented, doc) = documented_routes(ingest::Gate::new(&state), &state).split_for_parts();
     let doc = std::sync::Arc::new(doc);
     Router::new()
         .merge(documented)

@@ -49,6 +49,8 @@ pub enum GlobalAction {
     CreateTeam,
     ManageUsers,
     ReadEvents,
+    /// Create, list and delete sources (other registries and their credentials).
+    ManageSources,
     /// A namespace owned by the admins rather than by a team.
     CreateAdminNamespace,
 }
@@ -140,6 +142,7 @@ pub fn check_global(user: &User, action: GlobalAction) -> Result<(), AppError> {
         GlobalAction::ReadEvents => Err(AppError::forbidden(
             "only admins may see raw registry events",
         )),
+        GlobalAction::ManageSources => Err(AppError::forbidden("only admins may manage sources")),
         GlobalAction::CreateAdminNamespace => Err(AppError::invalid(
             "team",
             "name the team that will own the namespace (you must be one of its owners)",

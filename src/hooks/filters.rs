@@ -28,9 +28,13 @@ pub enum Media {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Filters {
-    /// Any of `push`, `delete`, `pull`, `mount`.
+    /// Any of `push`, `delete`, `pull`, `mount`, and what other registries report:
+    /// `scan_completed`, `scan_failed`, `quota_exceeded`, `lint_failed`,
+    /// `repository_created`, `replication`, `tag_retention`.
     #[schema(value_type = Vec<String>)]
     pub actions: Vec<Action>,
+    /// Names of the sources whose events it wants (`default` is `/v2/webhooks/events`).
+    pub sources: Vec<String>,
     /// Globs on the repository path inside the namespace: `web`, `api/*`, `**`.
     pub repositories: Vec<String>,
     /// Globs on the tag: `v*`, `release-*`.
@@ -46,6 +50,7 @@ impl Default for Filters {
     fn default() -> Self {
         Self {
             actions: vec![Action::Push, Action::Delete],
+            sources: Vec::new(),
             repositories: Vec::new(),
             tags: Vec::new(),
             media: Media::Manifests,
@@ -66,11 +71,23 @@ pub struct EventFacts {
     pub is_manifest: bool,
     /// The registry's request method (`HEAD` for existence checks reported as pulls).
     pub request_method: Option<String>,
+    /// The source's name; `None` for the default source.
+    pub source: Option<String>,
 }
 
 impl Filters {
     /// Checks patterns and sizes; `field` names the offending part.
     pub fn validate(self) -> Result<Self, Invalid> {
+        if self.sources.len() > MAX_PATTERNS {
+            return Err(Invalid::new(
+                "filters.sources",
+                format!("at most {MAX_PATTERNS} sources"),
+            ));
+        }
+        for s in &self.sources {
+            crate::registry::sources::validate_name(s)
+                .map_err(|m| Invalid::new("filters.sources", m))?;
+        }
         for (field, patterns) in [
             ("filters.repositories", &self.repositories),
             ("filters.tags", &self.tags),
@@ -176,6 +193,15 @@ impl CompiledFilters {
         }
         if !f.actions.is_empty() && !f.actions.contains(&e.action) {
             return false;
+        }
+        if !f.sources.is_empty() {
+            let name = e
+                .source
+                .as_deref()
+                .unwrap_or(crate::registry::sources::DEFAULT_SOURCE);
+            if !f.sources.iter().any(|s| s == name) {
+                return false;
+            }
         }
         if e.action == Action::Pull
             && !f.include_head_requests

@@ -21,6 +21,14 @@ pub enum Format {
     CloudeventsBinary,
     /// A chat message for Slack, Mattermost and Rocket.Chat incoming webhooks.
     Slack,
+    /// A Microsoft Teams message carrying an Adaptive Card (workflows and incoming webhooks).
+    Teams,
+    /// A Discord webhook execute body: `content` and an embed, pinging no one.
+    Discord,
+    /// A Mattermost incoming-webhook post in Mattermost's markdown.
+    Mattermost,
+    /// A Google Chat incoming-webhook message.
+    GoogleChat,
     /// A user's minijinja template.
     Template,
 }
@@ -33,6 +41,10 @@ impl Format {
             Self::Cloudevents => "cloudevents",
             Self::CloudeventsBinary => "cloudevents-binary",
             Self::Slack => "slack",
+            Self::Teams => "teams",
+            Self::Discord => "discord",
+            Self::Mattermost => "mattermost",
+            Self::GoogleChat => "google-chat",
             Self::Template => "template",
         }
     }
@@ -41,30 +53,38 @@ impl Format {
         serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
             Invalid::new(
                 "format",
-                format!("format must be registry-event, registry-envelope, cloudevents, cloudevents-binary, slack or template, not '{s}'"),
+                format!("format must be registry-event, registry-envelope, cloudevents, cloudevents-binary, slack, teams, discord, mattermost, google-chat or template, not '{s}'"),
             )
         })
     }
 
     /// Why this format must be sent with POST, if it must: the CloudEvents HTTP webhook
-    /// spec says so, and Slack's incoming webhooks take nothing else.
+    /// spec says so, and the chat services' incoming webhooks take nothing else.
     pub fn needs_post(self) -> Option<&'static str> {
         match self {
             Self::Cloudevents | Self::CloudeventsBinary => {
                 Some("CloudEvents over HTTP webhooks must be delivered with POST")
             }
             Self::Slack => Some("Slack incoming webhooks accept only POST"),
+            Self::Teams => Some("Microsoft Teams webhooks accept only POST"),
+            Self::Discord => Some("Discord webhooks are executed only with POST"),
+            Self::Mattermost => Some("Mattermost incoming webhooks accept only POST"),
+            Self::GoogleChat => Some("Google Chat incoming webhooks accept only POST"),
             _ => None,
         }
     }
 
     /// Why this format cannot be form-encoded, if it cannot: no CloudEvents SDK reads a
-    /// CloudEvent from `payload=...` form data.
+    /// CloudEvent from `payload=...` form data, and Teams, Discord and Google Chat read only
+    /// JSON (Slack and Mattermost also read `payload=`).
     pub fn refuses_form(self) -> Option<&'static str> {
         match self {
             Self::Cloudevents | Self::CloudeventsBinary => Some(
                 "CloudEvents are sent as JSON; application/x-www-form-urlencoded is not a CloudEvents mode",
             ),
+            Self::Teams => Some("Microsoft Teams webhooks read only JSON bodies"),
+            Self::Discord => Some("Discord webhooks read JSON (or multipart), not payload= forms"),
+            Self::GoogleChat => Some("Google Chat incoming webhooks read only JSON bodies"),
             _ => None,
         }
     }
@@ -131,6 +151,10 @@ pub fn render_builtin(format: Format, event: &str) -> Result<Rendered, String> {
         }),
         Format::CloudeventsBinary => cloudevent_binary(event),
         Format::Slack => slack(event).map(Rendered::plain),
+        Format::Teams => teams(event).map(Rendered::plain),
+        Format::Discord => discord(event).map(Rendered::plain),
+        Format::Mattermost => mattermost(event).map(Rendered::plain),
+        Format::GoogleChat => google_chat(event).map(Rendered::plain),
         Format::Template => Err("a template is rendered in the sandbox".into()),
     }
 }
@@ -282,12 +306,34 @@ fn short_digest(digest: &str) -> String {
     }
 }
 
-/// Registry text inside Slack mrkdwn: `&`, `<` and `>` are control characters there (`<!channel>`
-/// pings everyone, `<url|text>` is a link), so they are escaped as Slack documents.
-fn mrkdwn(text: &str) -> String {
+/// Registry text where `&`, `<` and `>` are control characters: Slack's mrkdwn (`<!channel>`
+/// pings everyone, `<url|text>` is a link) and Google Chat's text (`<users/all>` mentions
+/// everyone). Both document escaping them as HTML entities.
+fn entities(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// Registry text inside the CommonMark-like markdown of Teams (Adaptive Cards), Discord and
+/// Mattermost: every character that can start emphasis, a link, code, a quote, a spoiler,
+/// an autolink, an entity or a channel link is backslash-escaped (CommonMark allows that
+/// for any ASCII punctuation), and a zero-width space after each `@` keeps `@channel`,
+/// `@all`, `@here` and `@everyone` from being mentions.
+fn markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '~' | '|' | '[' | ']' | '(' | ')' | '<' | '>' | '#' | '&'
+            | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '@' => out.push_str("@\u{200B}"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// At most `max` characters, the last an ellipsis when cut.
@@ -300,12 +346,31 @@ fn clip(text: &str, max: usize) -> String {
     out
 }
 
-/// Block Kit's limit on a text object in a section or a context element.
-const SLACK_TEXT_MAX: usize = 3000;
+/// Escaped text in at most `max` characters, the last an ellipsis when cut; an escape the
+/// cut would split (`&am`, a lone backslash) goes too, so the cut never shows as junk or escapes
+/// the ellipsis.
+fn clip_markup(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut kept: String = text.chars().take(max.saturating_sub(1)).collect();
+    if let Some(amp) = kept.rfind('&') {
+        if kept.len() - amp < "&amp;".len() && !kept[amp..].contains(';') {
+            kept.truncate(amp);
+        }
+    }
+    if kept.chars().rev().take_while(|&c| c == '\\').count() % 2 == 1 {
+        kept.pop();
+    }
+    kept.push('…');
+    kept
+}
+
 /// What one registry-supplied field may take of a message, so that even fully escaped
-/// (`&` is five characters) the section stays within [`SLACK_TEXT_MAX`] and no escape is
-/// cut. Repository names can be 255 characters long, tags 128.
-fn slack_field_max(pointer: &str) -> usize {
+/// (`&` becomes five characters) every text stays within the tightest limit it is put in,
+/// and a final cut never splits an escape. Repository names can be 255 characters long,
+/// tags 128.
+fn field_max(pointer: &str) -> usize {
     match pointer {
         "/target/repository" => 250,
         "/target/tag" => 128,
@@ -313,46 +378,228 @@ fn slack_field_max(pointer: &str) -> usize {
     }
 }
 
+/// What happened, as every chat format tells it: the registry's fields clipped to
+/// [`field_max`], control characters (line breaks that could start a markdown list or
+/// quote) made spaces, and nothing escaped yet: each format escapes for its service.
+struct Summary {
+    actor: String,
+    verb: String,
+    repository: String,
+    tag: Option<String>,
+    digest: Option<String>,
+    registry: Option<String>,
+    time: String,
+}
+
+impl Summary {
+    fn of(v: &Value) -> Self {
+        let field = |pointer: &str| {
+            text(v, pointer).map(|t| {
+                let flat: String = t
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                clip(&flat, field_max(pointer))
+            })
+        };
+        let action = field("/action").unwrap_or_default();
+        let verb = match action.as_str() {
+            "push" => "pushed",
+            "delete" => "deleted",
+            "pull" => "pulled",
+            "mount" => "mounted",
+            "ping" => "pinged",
+            other => other,
+        }
+        .to_string();
+        Summary {
+            actor: field("/actor/name").unwrap_or_else(|| "someone".into()),
+            verb,
+            repository: field("/target/repository").unwrap_or_default(),
+            tag: field("/target/tag"),
+            digest: field("/target/digest"),
+            registry: field("/source/addr"),
+            time: event_time(text(v, "/timestamp")),
+        }
+    }
+
+    /// `repository:tag`, else the repository.
+    fn what(&self) -> String {
+        match &self.tag {
+            Some(tag) => format!("{}:{tag}", self.repository),
+            None => self.repository.clone(),
+        }
+    }
+
+    fn short_digest(&self) -> Option<String> {
+        self.digest.as_deref().map(short_digest)
+    }
+
+    /// `alice pushed alice/tool:v2 (sha256:7a6c8d182783…)`, unescaped.
+    fn line(&self) -> String {
+        let head = format!("{} {} {}", self.actor, self.verb, self.what());
+        match self.short_digest() {
+            Some(d) => format!("{head} ({d})"),
+            None => head,
+        }
+    }
+
+    /// `digest …`, `registry …` and `via Herald`, each escaped with `escape`.
+    fn context(&self, escape: fn(&str) -> String, digest: impl Fn(String) -> String) -> String {
+        let mut parts = Vec::new();
+        if let Some(d) = self.short_digest() {
+            parts.push(format!("digest {}", digest(escape(&d))));
+        }
+        if let Some(addr) = &self.registry {
+            parts.push(format!("registry {}", escape(addr)));
+        }
+        parts.push("via Herald".to_string());
+        parts.join(" · ")
+    }
+}
+
+/// Block Kit's limit on a text object in a section or a context element.
+const SLACK_TEXT_MAX: usize = 3000;
+
 fn slack(event: &str) -> Result<String, String> {
-    let v = parsed(event)?;
-    let field = |pointer: &str| text(&v, pointer).map(|t| clip(t, slack_field_max(pointer)));
-    let actor = field("/actor/name").unwrap_or_else(|| "someone".into());
-    let action = field("/action").unwrap_or_default();
-    let verb = match action.as_str() {
-        "push" => "pushed",
-        "delete" => "deleted",
-        "pull" => "pulled",
-        "mount" => "mounted",
-        "ping" => "pinged",
-        other => other,
-    };
-    let repo = field("/target/repository").unwrap_or_default();
-    let what = match field("/target/tag") {
-        Some(tag) => format!("{repo}:{tag}"),
-        None => repo,
-    };
-    let digest = field("/target/digest").map(|d| short_digest(&d));
-    let line = match &digest {
-        Some(d) => format!("{actor} {verb} {what} ({d})"),
-        None => format!("{actor} {verb} {what}"),
-    };
-    let mut context = Vec::new();
-    if let Some(d) = &digest {
-        context.push(format!("digest `{}`", mrkdwn(d)));
-    }
-    if let Some(addr) = field("/source/addr") {
-        context.push(format!("registry {}", mrkdwn(&addr)));
-    }
-    context.push("via Herald".to_string());
-    let section = format!("*{}* {} `{}`", mrkdwn(&actor), mrkdwn(verb), mrkdwn(&what));
+    let s = Summary::of(&parsed(event)?);
+    let section = format!(
+        "*{}* {} `{}`",
+        entities(&s.actor),
+        entities(&s.verb),
+        entities(&s.what())
+    );
+    let context = s.context(entities, |d| format!("`{d}`"));
     let message = serde_json::json!({
-        "text": clip(&mrkdwn(&line), SLACK_TEXT_MAX),
+        "text": clip_markup(&entities(&s.line()), SLACK_TEXT_MAX),
         "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": clip(&section, SLACK_TEXT_MAX)}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(&context.join(" · "), SLACK_TEXT_MAX)}]}
+            {"type": "section", "text": {"type": "mrkdwn", "text": clip_markup(&section, SLACK_TEXT_MAX)}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": clip_markup(&context, SLACK_TEXT_MAX)}]}
         ]
     });
     Ok(message.to_string())
+}
+
+/// Teams has no limit on one text block, only on the whole message (28 KB); this keeps
+/// each text far below it.
+const TEAMS_TEXT_MAX: usize = 4000;
+
+fn teams(event: &str) -> Result<String, String> {
+    let s = Summary::of(&parsed(event)?);
+    let headline = format!(
+        "**{}** {} {}",
+        markdown(&s.actor),
+        markdown(&s.verb),
+        markdown(&s.what())
+    );
+    let mut facts =
+        vec![serde_json::json!({"title": "Repository", "value": markdown(&s.repository)})];
+    if let Some(tag) = &s.tag {
+        facts.push(serde_json::json!({"title": "Tag", "value": markdown(tag)}));
+    }
+    if let Some(d) = &s.digest {
+        facts.push(serde_json::json!({"title": "Digest", "value": markdown(d)}));
+    }
+    facts.push(serde_json::json!({"title": "Actor", "value": markdown(&s.actor)}));
+    if let Some(addr) = &s.registry {
+        facts.push(serde_json::json!({"title": "Registry", "value": markdown(addr)}));
+    }
+    let message = serde_json::json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": [
+                    {"type": "TextBlock", "text": clip_markup(&headline, TEAMS_TEXT_MAX), "wrap": true, "size": "Medium"},
+                    {"type": "FactSet", "facts": facts},
+                    {"type": "TextBlock", "text": "via Herald", "isSubtle": true, "size": "Small", "wrap": true}
+                ]
+            }
+        }]
+    });
+    Ok(message.to_string())
+}
+
+/// Discord's documented limits on a webhook message and its embeds.
+const DISCORD_CONTENT_MAX: usize = 2000;
+const DISCORD_TITLE_MAX: usize = 256;
+const DISCORD_FIELD_VALUE_MAX: usize = 1024;
+const DISCORD_FOOTER_MAX: usize = 2048;
+
+fn discord(event: &str) -> Result<String, String> {
+    let s = Summary::of(&parsed(event)?);
+    let content = format!(
+        "**{}** {} {}",
+        markdown(&s.actor),
+        markdown(&s.verb),
+        markdown(&s.what())
+    );
+    let field = |name: &str, value: &str, inline: bool| {
+        serde_json::json!({
+            "name": name,
+            "value": clip_markup(&markdown(value), DISCORD_FIELD_VALUE_MAX),
+            "inline": inline,
+        })
+    };
+    let mut fields = vec![field("Repository", &s.repository, true)];
+    if let Some(tag) = &s.tag {
+        fields.push(field("Tag", tag, true));
+    }
+    if let Some(d) = &s.digest {
+        fields.push(field("Digest", d, false));
+    }
+    // Footers are plain text: the registry's address needs no escape there.
+    let footer = match &s.registry {
+        Some(addr) => format!("{addr} · via Herald"),
+        None => "via Herald".to_string(),
+    };
+    // Field names are Herald's own; three fields of at most 1024 characters, a title of 256
+    // and a short footer stay within the 6,000 characters an embed may hold in all.
+    let message = serde_json::json!({
+        "content": clip_markup(&content, DISCORD_CONTENT_MAX),
+        "allowed_mentions": {"parse": []},
+        "embeds": [{
+            "title": clip_markup(&markdown(&s.what()), DISCORD_TITLE_MAX),
+            "fields": fields,
+            "footer": {"text": clip_markup(&footer, DISCORD_FOOTER_MAX)},
+            "timestamp": s.time,
+        }]
+    });
+    Ok(message.to_string())
+}
+
+/// Mattermost's limit on a post's text (16,383 characters since Mattermost 5.0).
+const MATTERMOST_TEXT_MAX: usize = 16383;
+
+fn mattermost(event: &str) -> Result<String, String> {
+    let s = Summary::of(&parsed(event)?);
+    let text = format!(
+        "**{}** {} {}\n{}",
+        markdown(&s.actor),
+        markdown(&s.verb),
+        markdown(&s.what()),
+        s.context(markdown, |d| d)
+    );
+    Ok(serde_json::json!({ "text": clip_markup(&text, MATTERMOST_TEXT_MAX) }).to_string())
+}
+
+/// Google Chat's limit on a message's text.
+const GOOGLE_CHAT_TEXT_MAX: usize = 4096;
+
+fn google_chat(event: &str) -> Result<String, String> {
+    let s = Summary::of(&parsed(event)?);
+    let text = format!(
+        "*{}* {} {}\n{}",
+        entities(&s.actor),
+        entities(&s.verb),
+        entities(&s.what()),
+        s.context(entities, |d| d)
+    );
+    Ok(serde_json::json!({ "text": clip_markup(&text, GOOGLE_CHAT_TEXT_MAX) }).to_string())
 }
 
 #[cfg(test)]
@@ -441,6 +688,174 @@ mod tests {
         assert_eq!(m["text"], "someone deleted acme/web:1.0");
     }
 
+    const WITH_ACTOR: &str = "distribution-2.8.2/push-manifest-with-actor-and-references.json";
+    const DELETE_DIGEST: &str = "distribution-2.8.2/delete-manifest-digest.json";
+    const DELETE_TAG: &str = "distribution-2.8.2/delete-tag.json";
+
+    fn rendered(format: Format, fixture: &str) -> Value {
+        let r = render_builtin(format, &event(fixture)).unwrap();
+        assert_eq!(
+            r.content_type, None,
+            "{format:?} is sent as the webhook's JSON"
+        );
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    #[test]
+    fn teams_adaptive_card() {
+        let m = rendered(Format::Teams, WITH_ACTOR);
+        assert_eq!(m["type"], "message");
+        let a = &m["attachments"][0];
+        assert_eq!(a["contentType"], "application/vnd.microsoft.card.adaptive");
+        assert_eq!(a["contentUrl"], Value::Null);
+        let card = &a["content"];
+        assert_eq!(card["type"], "AdaptiveCard");
+        assert_eq!(card["version"], "1.4");
+        assert_eq!(
+            card["$schema"],
+            "http://adaptivecards.io/schemas/adaptive-card.json"
+        );
+        assert_eq!(card["body"][0]["text"], "**alice** pushed alice/tool:v2");
+        let facts: Vec<(String, String)> = card["body"][1]["facts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["title"].as_str().unwrap().into(),
+                    f["value"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            facts,
+            [
+                ("Repository", "alice/tool"),
+                ("Tag", "v2"),
+                (
+                    "Digest",
+                    "sha256:7a6c8d1827831df4d97af55fb131c0c0f3146961996ce75cb482291fd1c81a31"
+                ),
+                ("Actor", "alice"),
+                ("Registry", "vm:5001"),
+            ]
+            .map(|(t, v)| (t.to_string(), v.to_string()))
+        );
+        let d = rendered(Format::Teams, DELETE_DIGEST);
+        let body = &d["attachments"][0]["content"]["body"];
+        assert_eq!(body[0]["text"], "**someone** deleted acme/web");
+        assert!(body[1]["facts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["title"] != "Tag"));
+        let t = rendered(Format::Teams, DELETE_TAG);
+        assert_eq!(
+            t["attachments"][0]["content"]["body"][0]["text"],
+            "**someone** deleted acme/web:1.0"
+        );
+    }
+
+    #[test]
+    fn discord_message_pings_no_one() {
+        let m = rendered(Format::Discord, WITH_ACTOR);
+        assert_eq!(m["content"], "**alice** pushed alice/tool:v2");
+        assert_eq!(m["allowed_mentions"], serde_json::json!({"parse": []}));
+        let embed = &m["embeds"][0];
+        assert_eq!(embed["title"], "alice/tool:v2");
+        assert_eq!(embed["timestamp"], "2026-11-26T21:38:19.918574769Z");
+        assert_eq!(embed["footer"]["text"], "vm:5001 · via Herald");
+        let names: Vec<&str> = embed["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["Repository", "Tag", "Digest"]);
+        assert_eq!(
+            embed["fields"][2]["value"],
+            "sha256:7a6c8d1827831df4d97af55fb131c0c0f3146961996ce75cb482291fd1c81a31"
+        );
+        let d = rendered(Format::Discord, DELETE_DIGEST);
+        assert_eq!(d["content"], "**someone** deleted acme/web");
+        assert_eq!(d["embeds"][0]["fields"].as_array().unwrap().len(), 2);
+        let t = rendered(Format::Discord, DELETE_TAG);
+        assert_eq!(t["embeds"][0]["title"], "acme/web:1.0");
+    }
+
+    #[test]
+    fn mattermost_post() {
+        let m = rendered(Format::Mattermost, WITH_ACTOR);
+        assert_eq!(
+            m["text"],
+            "**alice** pushed alice/tool:v2\ndigest sha256:7a6c8d182783… · registry vm:5001 · via Herald"
+        );
+        let d = rendered(Format::Mattermost, DELETE_DIGEST);
+        assert!(d["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("**someone** deleted acme/web\ndigest sha256:7a6c8d182783…"));
+        let t = rendered(Format::Mattermost, DELETE_TAG);
+        assert_eq!(
+            t["text"],
+            "**someone** deleted acme/web:1.0\nregistry vm:5001 · via Herald"
+        );
+    }
+
+    #[test]
+    fn google_chat_message() {
+        let m = rendered(Format::GoogleChat, WITH_ACTOR);
+        assert_eq!(
+            m["text"],
+            "*alice* pushed alice/tool:v2\ndigest sha256:7a6c8d182783… · registry vm:5001 · via Herald"
+        );
+        let d = rendered(Format::GoogleChat, DELETE_DIGEST);
+        assert!(d["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("*someone* deleted acme/web\n"));
+        let t = rendered(Format::GoogleChat, DELETE_TAG);
+        assert!(t["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("*someone* deleted acme/web:1.0\n"));
+    }
+
+    #[test]
+    fn registry_text_is_escaped_for_each_service() {
+        let evil = "<!channel> @everyone @channel & <https://evil.example|x>\n- list";
+        let mut v: Value = serde_json::from_str(&event(WITH_ACTOR)).unwrap();
+        v["actor"]["name"] = Value::String(evil.into());
+        let e = v.to_string();
+        let body = |f| render_builtin(f, &e).unwrap().body;
+        let md = "\\<\\!channel\\> @\u{200B}everyone @\u{200B}channel \\& \\<https://evil.example\\|x\\> - list";
+        let teams: Value = serde_json::from_str(&body(Format::Teams)).unwrap();
+        assert_eq!(
+            teams["attachments"][0]["content"]["body"][0]["text"],
+            format!("**{md}** pushed alice/tool:v2")
+        );
+        let discord: Value = serde_json::from_str(&body(Format::Discord)).unwrap();
+        assert_eq!(discord["content"], format!("**{md}** pushed alice/tool:v2"));
+        let mm: Value = serde_json::from_str(&body(Format::Mattermost)).unwrap();
+        assert!(mm["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("**{md}** pushed")));
+        let gc: Value = serde_json::from_str(&body(Format::GoogleChat)).unwrap();
+        assert!(gc["text"].as_str().unwrap().starts_with(
+            "*&lt;!channel&gt; @everyone @channel &amp; &lt;https://evil.example|x&gt; - list* pushed"
+        ));
+    }
+
+    #[test]
+    fn cuts_never_split_an_escape() {
+        assert_eq!(clip_markup("ab&amp;cd", 5), "ab…");
+        assert_eq!(clip_markup("ab&amp;cd", 8), "ab&amp;…");
+        assert_eq!(clip_markup(r"ab\*cd", 4), "ab…");
+        assert_eq!(clip_markup(r"ab\\cd", 5), r"ab\\…");
+        assert_eq!(clip_markup("short", 5), "short");
+    }
+
     #[test]
     fn formats_parse_by_name() {
         assert_eq!(Format::parse("cloudevents").unwrap(), Format::Cloudevents);
@@ -448,6 +863,20 @@ mod tests {
             Format::parse("registry-envelope").unwrap(),
             Format::RegistryEnvelope
         );
-        assert_eq!(Format::parse("xml").unwrap_err().field, "format");
+        assert_eq!(Format::parse("google-chat").unwrap(), Format::GoogleChat);
+        for f in [
+            Format::Teams,
+            Format::Discord,
+            Format::Mattermost,
+            Format::GoogleChat,
+        ] {
+            assert_eq!(Format::parse(f.as_str()).unwrap(), f);
+            assert!(f.needs_post().is_some());
+        }
+        let err = Format::parse("xml").unwrap_err();
+        assert_eq!(err.field, "format");
+        assert!(err
+            .message
+            .contains("teams, discord, mattermost, google-chat"));
     }
 }

@@ -31,7 +31,8 @@ pub struct WebhookInput {
     pub enabled: Option<bool>,
     /// Which events the webhook wants; fields left out take their defaults.
     pub filters: Option<Filters>,
-    /// `registry-event` (default), `registry-envelope`, `cloudevents`, `slack` or `template`.
+    /// `registry-event` (default), `registry-envelope`, `cloudevents`, `cloudevents-binary`,
+    /// `slack`, `teams`, `discord`, `mattermost`, `google-chat` or `template`.
     pub format: Option<String>,
     /// A minijinja template for the `template` format.
     #[serde(default, deserialize_with = "double_option")]

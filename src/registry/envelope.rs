@@ -48,25 +48,46 @@ pub fn split_envelope(body: &[u8]) -> Result<Vec<&RawValue>, EnvelopeError> {
         .map_err(|_| EnvelopeError("the envelope's `events` must be an array".into()))
 }
 
-/// The registry's actions.
+/// What happened. The first four are distribution's own words; the others come from
+/// registries that report more (zot, Harbor) and are never in the default filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     Push,
     Pull,
     Mount,
     Delete,
+    ScanCompleted,
+    ScanFailed,
+    QuotaExceeded,
+    LintFailed,
+    RepositoryCreated,
+    Replication,
+    TagRetention,
 }
 
 impl Action {
+    pub const ALL: [Action; 11] = [
+        Self::Push,
+        Self::Pull,
+        Self::Mount,
+        Self::Delete,
+        Self::ScanCompleted,
+        Self::ScanFailed,
+        Self::QuotaExceeded,
+        Self::LintFailed,
+        Self::RepositoryCreated,
+        Self::Replication,
+        Self::TagRetention,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "push" => Some(Self::Push),
-            "pull" => Some(Self::Pull),
-            "mount" => Some(Self::Mount),
-            "delete" => Some(Self::Delete),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// The actions distribution's notifications use.
+    pub fn is_distributions(self) -> bool {
+        matches!(self, Self::Push | Self::Pull | Self::Mount | Self::Delete)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +96,13 @@ impl Action {
             Self::Pull => "pull",
             Self::Mount => "mount",
             Self::Delete => "delete",
+            Self::ScanCompleted => "scan_completed",
+            Self::ScanFailed => "scan_failed",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::LintFailed => "lint_failed",
+            Self::RepositoryCreated => "repository_created",
+            Self::Replication => "replication",
+            Self::TagRetention => "tag_retention",
         }
     }
 }
@@ -106,6 +134,11 @@ pub struct IncomingEvent {
     pub disposition: Disposition,
     /// What per-webhook filters look at; `None` for ignored events.
     pub facts: Option<EventFacts>,
+    /// The source it came from (`None`: the default distribution source at
+    /// `/v2/webhooks/events`).
+    pub source: Option<String>,
+    /// Set by a source's translation when it knows better than the media type.
+    pub manifest_hint: Option<bool>,
 }
 
 /// The fields Herald reads; everything else in the event is kept in `body` untouched.
@@ -143,6 +176,11 @@ struct ActorFields {
 
 impl IncomingEvent {
     pub fn classify(raw: &RawValue) -> Self {
+        Self::classify_from(raw, None)
+    }
+
+    /// An event of a distribution-shaped envelope from `source` (`None`: the default).
+    pub fn classify_from(raw: &RawValue, source: Option<&str>) -> Self {
         let body = raw.get().to_string();
         let mut event = IncomingEvent {
             registry_id: None,
@@ -156,6 +194,8 @@ impl IncomingEvent {
             body,
             disposition: Disposition::Deliver,
             facts: None,
+            source: source.map(str::to_string),
+            manifest_hint: None,
         };
         if !event.body.trim_start().starts_with('{') {
             event.disposition = Disposition::Ignore("the event is not a JSON object".into());
@@ -206,21 +246,25 @@ impl IncomingEvent {
         event.media_type = non_empty(target.media_type);
         event.actor = fields.actor.and_then(|a| non_empty(a.name));
         let request_method = fields.request.and_then(|r| r.method);
-        event.disposition = event.decide(target.url.as_deref());
+        event.disposition = event.decide(target.url.as_deref(), false);
         if !matches!(event.disposition, Disposition::Ignore(_)) {
             event.facts = event.facts(target.url.as_deref(), request_method);
         }
         event
     }
 
-    fn decide(&mut self, url: Option<&str>) -> Disposition {
+    fn decide(&mut self, url: Option<&str>, translated: bool) -> Disposition {
         if self.registry_id.is_none() {
             return Disposition::Ignore("the event has no id".into());
         }
         let Some(action_text) = self.action.as_deref() else {
             return Disposition::Ignore("the event has no action".into());
         };
-        let Some(action) = Action::parse(action_text) else {
+        let Some(action) = Action::parse(action_text).filter(|a| {
+            // Distribution's envelope has its own four words; the others are Herald's
+            // names for what other registries report, set only by a translation.
+            a.is_distributions() || translated
+        }) else {
             return Disposition::Ignore(format!("unknown action '{action_text}'"));
         };
         let Some(repository) = self.repository.as_deref() else {
@@ -236,6 +280,8 @@ impl IncomingEvent {
             Action::Push => Disposition::Skip("blob push".into()),
             Action::Pull => Disposition::Skip("pull".into()),
             Action::Mount => Disposition::Skip("blob mount".into()),
+            // Reported by other registries; only webhooks that ask for them get them.
+            _ => Disposition::Deliver,
         }
     }
 
@@ -258,11 +304,15 @@ impl IncomingEvent {
             tag: self.tag.clone(),
             is_manifest: self.is_manifest(url),
             request_method,
+            source: self.source.clone(),
         })
     }
 
     /// A manifest by its media type; without one, by its URL or tag (only manifests have tags).
     fn is_manifest(&self, url: Option<&str>) -> bool {
+        if let Some(hint) = self.manifest_hint {
+            return hint;
+        }
         match self.media_type.as_deref() {
             Some(mt) => {
                 let essence = mt
@@ -275,6 +325,48 @@ impl IncomingEvent {
             }
             None => self.tag.is_some() || url.is_some_and(|u| u.contains("/manifests/")),
         }
+    }
+}
+
+/// What a source's translation found in a payload, before Herald decides about it.
+#[derive(Debug, Clone, Default)]
+pub struct Translated {
+    pub registry_id: Option<String>,
+    pub action: Option<String>,
+    pub repository: Option<String>,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    pub media_type: Option<String>,
+    pub actor: Option<String>,
+    pub request_method: Option<String>,
+    pub is_manifest: Option<bool>,
+}
+
+impl IncomingEvent {
+    /// An event of source `source` translated from another registry's payload; `body` is
+    /// that payload unchanged. Decided exactly as distribution's events are.
+    pub fn translated(t: Translated, body: String, source: &str) -> Self {
+        let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let mut event = IncomingEvent {
+            registry_id: non_empty(t.registry_id),
+            action: non_empty(t.action),
+            repository: non_empty(t.repository),
+            namespace: None,
+            tag: non_empty(t.tag),
+            digest: non_empty(t.digest),
+            media_type: non_empty(t.media_type),
+            actor: non_empty(t.actor),
+            body,
+            disposition: Disposition::Deliver,
+            facts: None,
+            source: Some(source.to_string()),
+            manifest_hint: t.is_manifest,
+        };
+        event.disposition = event.decide(None, true);
+        if !matches!(event.disposition, Disposition::Ignore(_)) {
+            event.facts = event.facts(None, t.request_method);
+        }
+        event
     }
 }
 

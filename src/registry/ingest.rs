@@ -17,9 +17,9 @@ use axum::Json;
 use tokio::sync::Semaphore;
 
 use crate::error::{ApiResult, AppError, ErrorBody};
-use crate::registry::envelope::parse_envelope;
+use crate::registry::envelope::{parse_envelope, IncomingEvent};
 use crate::registry::token::RegistryToken;
-use crate::store::IngestSummary;
+use crate::store::{IngestSummary, Source};
 use crate::AppState;
 
 /// Media types the registry sends (2.x and 3.x), plus plain JSON for hand-made requests.
@@ -69,9 +69,31 @@ impl Gate {
 /// `--ingest-read-timeout` (408). The handler gets the body already read.
 pub async fn admit(State(gate): State<Gate>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    if let Err(e) = check_headers(&gate, &parts.headers) {
+    let auth = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !gate.token.verify_header(auth) {
+        return AppError::unauthorized(
+            "the registry must send 'Authorization: Bearer <registry token>' \
+             (see `herald registry-config`)",
+        )
+        .into_response();
+    }
+    if let Err(e) = check_headers(&gate, &parts.headers, ACCEPTED_MEDIA_TYPES) {
         return e.into_response();
     }
+    admit_body(&gate, parts, body, next).await
+}
+
+/// After the credential and the headers: one of the in-flight places, then the body
+/// within the read timeout, then the handler.
+async fn admit_body(
+    gate: &Gate,
+    parts: axum::http::request::Parts,
+    body: Body,
+    next: Next,
+) -> Response {
     let Ok(_slot) = gate.slots.try_acquire() else {
         let mut response = AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -85,7 +107,7 @@ pub async fn admit(State(gate): State<Gate>, request: Request, next: Next) -> Re
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    let bytes = match tokio::time::timeout(gate.read_timeout, read_body(body, &gate)).await {
+    let bytes = match tokio::time::timeout(gate.read_timeout, read_body(body, gate)).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => return e.into_response(),
         Err(_) => {
@@ -107,17 +129,9 @@ pub async fn admit(State(gate): State<Gate>, request: Request, next: Next) -> Re
         .await
 }
 
-/// Everything that can be refused from the headers alone.
-fn check_headers(gate: &Gate, headers: &HeaderMap) -> Result<(), AppError> {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if !gate.token.verify_header(auth) {
-        return Err(AppError::unauthorized(
-            "the registry must send 'Authorization: Bearer <registry token>' \
-             (see `herald registry-config`)",
-        ));
-    }
+/// What can be refused from the headers alone once the credential is good: the content
+/// type and a declared length over the limit.
+fn check_headers(gate: &Gate, headers: &HeaderMap, accepted: &[&str]) -> Result<(), AppError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -128,10 +142,10 @@ fn check_headers(gate: &Gate, headers: &HeaderMap) -> Result<(), AppError> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if !ACCEPTED_MEDIA_TYPES.contains(&essence.as_str()) {
+    if !accepted.contains(&essence.as_str()) {
         return Err(AppError::unsupported_media_type(format!(
             "content type '{content_type}' is not a registry notification; expected one of {}",
-            ACCEPTED_MEDIA_TYPES.join(", ")
+            accepted.join(", ")
         )));
     }
     // HTTP itself has already refused a malformed or ambiguous Content-Length.
@@ -177,12 +191,22 @@ pub async fn receive(
     let body =
         body.map_err(|e| AppError::bad_request(format!("the body could not be read: {e}")))?;
     let events = parse_envelope(&body).map_err(|e| AppError::bad_request(e.0))?;
-    let summary = state.store.ingest(&events, chrono::Utc::now()).await?;
+    store_events(&state, &events, "default").await.map(Json)
+}
+
+/// Stores the events of one envelope or payload, wakes the dispatcher and logs.
+async fn store_events(
+    state: &AppState,
+    events: &[IncomingEvent],
+    source: &str,
+) -> ApiResult<IngestSummary> {
+    let summary = state.store.ingest(events, chrono::Utc::now()).await?;
     if summary.deliveries > 0 {
         state.dispatcher.wake();
     }
-    state.metrics.record_events(&events);
+    state.metrics.record_events(events);
     tracing::info!(
+        source,
         events = events.len(),
         accepted = summary.accepted,
         skipped = summary.skipped,
@@ -191,5 +215,123 @@ pub async fn receive(
         deliveries = summary.deliveries,
         "registry envelope stored"
     );
-    Ok(Json(summary))
+    Ok(summary)
+}
+
+/// Media types a source may send: distribution's, plain JSON (Harbor, zot's binary mode)
+/// and structured CloudEvents.
+pub const SOURCE_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.docker.distribution.events.v1+json",
+    "application/vnd.docker.distribution.events.v2+json",
+    "application/json",
+    "application/cloudevents+json",
+];
+
+/// The source a request was admitted for, passed from [`admit_source`] to the handler.
+#[derive(Clone)]
+pub struct AdmittedSource(pub Source);
+
+/// [`admit`] for `/v2/sources/{name}/events`: the source's own credential first (401 for an
+/// unknown source or a wrong credential, alike), then the same content type, length,
+/// in-flight and read-timeout rules.
+pub async fn admit_source(
+    State((gate, state)): State<(Gate, AppState)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let name = parts
+        .uri
+        .path()
+        .strip_prefix("/v2/sources/")
+        .and_then(|p| p.strip_suffix("/events"))
+        .unwrap_or("")
+        .to_string();
+    match verify_source(&state, &name, &parts.headers).await {
+        Ok(source) => {
+            parts.extensions.insert(AdmittedSource(source));
+        }
+        Err(e) => return e.into_response(),
+    }
+    if let Err(e) = check_headers(&gate, &parts.headers, SOURCE_MEDIA_TYPES) {
+        return e.into_response();
+    }
+    admit_body(&gate, parts, body, next).await
+}
+
+async fn verify_source(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<Source, AppError> {
+    let refused = || {
+        AppError::unauthorized(format!(
+            "source '{}' does not exist or its credential is wrong: send the token as \
+             'Authorization: Bearer <token>', or the username and password as Basic auth \
+             (see `herald registry-config --source NAME`)",
+            name.chars().take(64).collect::<String>()
+        ))
+    };
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let found = match crate::registry::sources::validate_name(name) {
+        Ok(()) => state.store.source_credential(name).await?,
+        Err(_) => None,
+    };
+    let Some((source, hash)) = found else {
+        return Err(refused());
+    };
+    let good = match &source.username {
+        None => auth
+            .and_then(|h| crate::auth::scheme::credentials(h, "Bearer"))
+            .is_some_and(|token| {
+                let given = crate::auth::token_hash(token.trim());
+                subtle::ConstantTimeEq::ct_eq(given.as_bytes(), hash.as_bytes()).into()
+            }),
+        Some(username) => match auth.and_then(basic_credentials) {
+            Some((user, password)) if &user == username => {
+                state.password_gate.verify(password, Some(hash)).await?
+            }
+            _ => false,
+        },
+    };
+    if good {
+        Ok(source)
+    } else {
+        Err(refused())
+    }
+}
+
+/// `Authorization: Basic base64(user:password)`.
+fn basic_credentials(header: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let encoded = crate::auth::scheme::credentials(header, "Basic")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+#[utoipa::path(post, path = "/v2/sources/{name}/events", operation_id = "receiveSourceEvents", tag = "registry", security(("registry" = []), ("basic" = [])),
+    params(("name" = String, Path, description = "The source's name")),
+    request_body(description = "A payload of the source's kind: a distribution (or GitLab) envelope, a zot CloudEvent in binary or structured mode, or a Harbor webhook payload", content(
+        (String = "application/vnd.docker.distribution.events.v1+json"),
+        (String = "application/vnd.docker.distribution.events.v2+json"),
+        (String = "application/json"),
+        (String = "application/cloudevents+json"))),
+    responses((status = 200, body = IngestSummary), (status = 400, body = ErrorBody, description = "Not a payload, or not of the source's kind"), (status = 401, body = ErrorBody), (status = 408, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn receive_source(
+    State(state): State<AppState>,
+    axum::Extension(AdmittedSource(source)): axum::Extension<AdmittedSource>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<IngestSummary>> {
+    let body =
+        body.map_err(|e| AppError::bad_request(format!("the body could not be read: {e}")))?;
+    let events = crate::registry::sources::translate(source.kind, &source.name, &headers, &body)
+        .map_err(|e| AppError::bad_request(e.0))?;
+    store_events(&state, &events, &source.name).await.map(Json)
 }

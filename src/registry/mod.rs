@@ -3,4 +3,5 @@
 
 pub mod envelope;
 pub mod ingest;
+pub mod sources;
 pub mod token;

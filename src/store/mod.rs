@@ -386,6 +386,27 @@ pub struct StoredEvent {
     pub received_at: DateTime<Utc>,
 }
 
+/// A registry feeding Herald at `/v2/sources/{name}/events`; its credential is never shown.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Source {
+    pub name: String,
+    pub kind: crate::registry::sources::SourceKind,
+    /// `bearer` (a token) or `basic` (username and password).
+    pub auth: &'static str,
+    pub username: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A source to create: `username` is set for Basic auth, and `secret_hash` is the token's
+/// SHA-256 (bearer) or the password's argon2 hash (Basic).
+#[derive(Debug, Clone)]
+pub struct NewSource {
+    pub name: String,
+    pub kind: crate::registry::sources::SourceKind,
+    pub username: Option<String>,
+    pub secret_hash: String,
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     #[serde(skip)]
@@ -453,6 +474,13 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<IngestSummary>;
     async fn list_events(&self, limit: i64, before: Option<i64>) -> StoreResult<Page<StoredEvent>>;
+
+    // Sources: other registries and their credentials (hashed).
+    async fn create_source(&self, new: &NewSource, audit: &Audit) -> StoreResult<Source>;
+    async fn list_sources(&self) -> StoreResult<Vec<Source>>;
+    /// A source and its stored credential hash, for ingest; `None` when there is none.
+    async fn source_credential(&self, name: &str) -> StoreResult<Option<(Source, String)>>;
+    async fn delete_source(&self, name: &str, audit: &Audit) -> StoreResult<()>;
 
     // Namespaces, webhooks and headers. Every change writes its audit entry in the same
     // transaction, so the trail can neither miss a change nor record one that did not happen.
@@ -794,6 +822,28 @@ pub(crate) fn decide(
             Vec::new(),
         ),
         (true, None) => ("accepted", None, Vec::new()),
+    }
+}
+
+/// A `sources` row (id, name, kind, username, secret_hash, created_at) as a source and
+/// its credential hash.
+pub(crate) fn source_from_parts(
+    name: String,
+    kind: &str,
+    username: Option<String>,
+    created_at: i64,
+) -> Source {
+    Source {
+        name,
+        kind: crate::registry::sources::SourceKind::parse(kind)
+            .unwrap_or(crate::registry::sources::SourceKind::Distribution),
+        auth: if username.is_some() {
+            "basic"
+        } else {
+            "bearer"
+        },
+        username,
+        created_at: from_ms(created_at),
     }
 }
 

@@ -1148,6 +1148,84 @@ impl Store for PgStore {
         }
     }
 
+    async fn create_source(&self, new: &NewSource, audit: &Audit) -> StoreResult<Source> {
+        let mut tx = self.pool.begin().await?;
+        let created_at: i64 = sqlx::query_scalar(
+            "INSERT INTO sources (name, kind, username, secret_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
+        )
+        .bind(&new.name)
+        .bind(new.kind.as_str())
+        .bind(&new.username)
+        .bind(&new.secret_hash)
+        .bind(to_ms(Utc::now()))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            conflict_on_unique(e, || format!("the source '{}' already exists", new.name))
+        })?;
+        write_activity(&mut tx, audit, None, None, None, None).await?;
+        tx.commit().await?;
+        Ok(source_from_parts(
+            new.name.clone(),
+            new.kind.as_str(),
+            new.username.clone(),
+            created_at,
+        ))
+    }
+
+    async fn list_sources(&self) -> StoreResult<Vec<Source>> {
+        let rows =
+            sqlx::query("SELECT name, kind, username, created_at FROM sources ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(source_from_parts(
+                    r.try_get("name")?,
+                    r.try_get::<String, _>("kind")?.as_str(),
+                    r.try_get("username")?,
+                    r.try_get("created_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn source_credential(&self, name: &str) -> StoreResult<Option<(Source, String)>> {
+        let row = sqlx::query(
+            "SELECT name, kind, username, secret_hash, created_at FROM sources WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                source_from_parts(
+                    r.try_get("name")?,
+                    r.try_get::<String, _>("kind")?.as_str(),
+                    r.try_get("username")?,
+                    r.try_get("created_at")?,
+                ),
+                r.try_get("secret_hash")?,
+            ))
+        })
+        .transpose()
+    }
+
+    async fn delete_source(&self, name: &str, audit: &Audit) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM sources WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("source '{name}'")));
+        }
+        write_activity(&mut tx, audit, None, None, None, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn list_users(&self) -> StoreResult<Vec<User>> {
         let rows = sqlx::query(
             "SELECT id, username, email, admin, disabled, created_at FROM users ORDER BY username",

@@ -337,6 +337,8 @@ impl WebhookForm {
         }
         Some(Filters {
             actions,
+            // The form has no field for sources yet (see the API's `filters.sources`).
+            sources: Vec::new(),
             repositories: list(&self.repositories),
             tags: list(&self.tags),
             media: if self.media == "all" {

@@ -248,6 +248,27 @@ async fn formats_that_need_post_refuse_get_and_form() {
         assert_eq!(r.status, 422, "{body}: {:?}", r.body);
         assert_eq!(r.body["error"]["field"], field, "{body}");
     }
+    for format in ["teams", "discord", "mattermost", "google-chat"] {
+        let get =
+            json!({"name": "a", "url": "example.org", "format": format, "request_method": "GET"});
+        let r = app
+            .api("POST", "/namespaces/acme/webhooks", Some(get))
+            .await;
+        assert_eq!(r.status, 422, "{format}: {:?}", r.body);
+        assert_eq!(r.body["error"]["field"], "request_method");
+        let form = json!({"name": format, "url": "example.org", "format": format,
+            "content_type": "application/x-www-form-urlencoded"});
+        let r = app
+            .api("POST", "/namespaces/acme/webhooks", Some(form))
+            .await;
+        // Mattermost reads `payload=` forms as Slack does; the others only JSON.
+        if format == "mattermost" {
+            assert_eq!(r.status, 201, "{format}: {:?}", r.body);
+        } else {
+            assert_eq!(r.status, 422, "{format}: {:?}", r.body);
+            assert_eq!(r.body["error"]["field"], "content_type");
+        }
+    }
     let r = app
         .api(
             "POST",
@@ -317,6 +338,211 @@ async fn slack_messages_escape_registry_text_and_keep_block_kit_limits() {
             );
         }
     }
+}
+
+/// True when every `c` of `chars` in `text` is backslash-escaped (CommonMark's escape, which
+/// Adaptive Cards, Discord and Mattermost read).
+fn all_escaped(text: &str, chars: &str) -> bool {
+    let mut backslashes = 0;
+    for c in text.chars() {
+        if chars.contains(c) && backslashes % 2 == 0 {
+            return false;
+        }
+        backslashes = if c == '\\' { backslashes + 1 } else { 0 };
+    }
+    true
+}
+
+/// No mention a service knows in `text`, written out: `@everyone`, `@here`, `@channel`,
+/// `@all` (Discord, Mattermost), in any case.
+fn no_mentions(text: &str) -> bool {
+    let lower = text.to_lowercase();
+    ["@everyone", "@here", "@channel", "@all"]
+        .iter()
+        .all(|m| !lower.contains(m))
+}
+
+fn chars(v: &Value) -> usize {
+    v.as_str().map_or(0, |s| s.chars().count())
+}
+
+/// Microsoft Teams: a `message` whose one attachment is an Adaptive Card (version 1.4 or
+/// lower for Teams), with TextBlocks and FactSets; a message is at most 28 KB.
+fn check_teams(body: &str, m: &Value) -> Vec<String> {
+    assert!(
+        body.len() <= 28 * 1024,
+        "a Teams message holds 28 KB, this {}",
+        body.len()
+    );
+    assert_eq!(m["type"], "message");
+    let attachments = m["attachments"].as_array().unwrap();
+    assert_eq!(attachments.len(), 1);
+    let a = &attachments[0];
+    assert_eq!(a["contentType"], "application/vnd.microsoft.card.adaptive");
+    assert!(a.get("contentUrl").is_some_and(Value::is_null));
+    let card = &a["content"];
+    assert_eq!(card["type"], "AdaptiveCard");
+    assert_eq!(
+        card["$schema"],
+        "http://adaptivecards.io/schemas/adaptive-card.json"
+    );
+    assert_eq!(card["version"], "1.4");
+    let mut texts = Vec::new();
+    for element in card["body"].as_array().unwrap() {
+        match element["type"].as_str().unwrap() {
+            "TextBlock" => texts.push(element["text"].as_str().unwrap().to_string()),
+            "FactSet" => {
+                for fact in element["facts"].as_array().unwrap() {
+                    assert!(fact["title"].is_string());
+                    texts.push(fact["value"].as_str().unwrap().to_string());
+                }
+            }
+            other => panic!("unexpected card element {other}"),
+        }
+    }
+    texts
+}
+
+/// Discord's execute-webhook body: `content` at most 2,000 characters, at most 10 embeds,
+/// each with a title of 256, a description of 4,096, at most 25 fields (name 256, value
+/// 1,024), a footer of 2,048, an ISO 8601 timestamp and 6,000 characters of text in all;
+/// `allowed_mentions.parse` empty so nothing pings.
+fn check_discord(m: &Value) -> Vec<String> {
+    for key in m.as_object().unwrap().keys() {
+        assert!(
+            [
+                "content",
+                "username",
+                "avatar_url",
+                "tts",
+                "embeds",
+                "allowed_mentions"
+            ]
+            .contains(&key.as_str()),
+            "Discord does not know {key}"
+        );
+    }
+    assert_eq!(m["allowed_mentions"], json!({"parse": []}));
+    assert!(chars(&m["content"]) <= 2000);
+    let mut texts = vec![m["content"].as_str().unwrap().to_string()];
+    let embeds = m["embeds"].as_array().unwrap();
+    assert!(embeds.len() <= 10);
+    let mut total = 0;
+    for e in embeds {
+        assert!(chars(&e["title"]) <= 256);
+        assert!(chars(&e["description"]) <= 4096);
+        assert!(chars(&e["footer"]["text"]) <= 2048);
+        assert!(chars(&e["author"]["name"]) <= 256);
+        total += chars(&e["title"]) + chars(&e["description"]) + chars(&e["footer"]["text"]);
+        total += chars(&e["author"]["name"]);
+        if let Some(t) = e["timestamp"].as_str() {
+            chrono::DateTime::parse_from_rfc3339(t).unwrap();
+        }
+        let fields = e["fields"].as_array().unwrap();
+        assert!(fields.len() <= 25);
+        for f in fields {
+            assert!((1..=256).contains(&chars(&f["name"])));
+            assert!((1..=1024).contains(&chars(&f["value"])));
+            total += chars(&f["name"]) + chars(&f["value"]);
+            texts.push(f["value"].as_str().unwrap().to_string());
+        }
+        texts.push(e["title"].as_str().unwrap().to_string());
+    }
+    assert!(
+        total <= 6000,
+        "an embed holds 6,000 characters, these {total}"
+    );
+    texts
+}
+
+/// Mattermost's incoming webhook: `text` in markdown, at most 16,383 characters.
+fn check_mattermost(m: &Value) -> Vec<String> {
+    assert!(chars(&m["text"]) <= 16383);
+    vec![m["text"].as_str().unwrap().to_string()]
+}
+
+/// Google Chat's incoming webhook: `text` of at most 4,096 characters, where `<users/all>`
+/// is a mention, so `<`, `>` and `&` must come as entities.
+fn check_google_chat(m: &Value) -> Vec<String> {
+    assert!(chars(&m["text"]) <= 4096);
+    let text = m["text"].as_str().unwrap();
+    assert!(!text.contains('<') && !text.contains('>'), "{text}");
+    for (i, _) in text.match_indices('&') {
+        let rest = &text[i..];
+        assert!(
+            ["&amp;", "&lt;", "&gt;"]
+                .iter()
+                .any(|e| rest.starts_with(e)),
+            "a bare ampersand: {text}"
+        );
+    }
+    vec![text.to_string()]
+}
+
+/// Each chat format reaches a receiver as its service documents it, with a hostile actor
+/// defused and a huge one cut to every limit.
+#[tokio::test]
+async fn chat_formats_keep_each_services_schema_and_limits() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    let formats = ["teams", "discord", "mattermost", "google-chat"];
+    for format in formats {
+        let (id, _) = webhook(
+            &app,
+            json!({"name": format, "url": rx.url(&format!("/{format}")), "format": format}),
+        )
+        .await;
+        let shown = app
+            .api("GET", &format!("/namespaces/acme/webhooks/{id}"), None)
+            .await;
+        assert_eq!(shown.body["request_method"], "POST", "{format}");
+    }
+    let evil = "<!channel> @everyone @channel & <https://evil.example|x>";
+    let long = "x".repeat(5000);
+    for (id, name) in [("chat-evil", evil), ("chat-long", long.as_str())] {
+        let r = app
+            .post_envelope(push(id, |e| e["actor"] = json!({ "name": name })))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..formats.len() * 2 {
+        let got = rx.next().await;
+        assert_eq!(got.method, "POST");
+        assert_eq!(got.header("content-type"), Some("application/json"));
+        let m = got.json();
+        let texts = match got.path.as_str() {
+            "/teams" => check_teams(&got.body, &m),
+            "/discord" => check_discord(&m),
+            "/mattermost" => check_mattermost(&m),
+            "/google-chat" => check_google_chat(&m),
+            other => panic!("unexpected path {other}"),
+        };
+        *seen.entry(got.path.clone()).or_default() += 1;
+        let all = texts.join("\n");
+        if all.contains("channel") {
+            if got.path != "/google-chat" {
+                for t in &texts {
+                    assert!(
+                        all_escaped(t, "<>&[]|!"),
+                        "{}: unescaped markdown: {t}",
+                        got.path
+                    );
+                }
+            }
+            if got.path != "/google-chat" {
+                assert!(no_mentions(&all), "{}: a live mention: {all}", got.path);
+            }
+        } else {
+            assert!(
+                all.contains("xxx…"),
+                "{}: a long name is cut with an ellipsis",
+                got.path
+            );
+        }
+    }
+    assert!(seen.values().all(|&n| n == 2), "{seen:?}");
 }
 
 /// Receivers deduplicate on `webhook-id`: a new message must never reuse one, even after the

@@ -17,6 +17,7 @@ mod postgres;
 mod recovery;
 mod registry_e2e;
 mod reliability;
+mod sources;
 mod ssrf;
 mod store_contract;
 mod tls;
