@@ -618,6 +618,10 @@ async fn the_openapi_document_lists_every_route() {
     assert_eq!(doc["openapi"], "3.1.0");
     let expected = [
         ("post", "/v2/webhooks/events"),
+        ("post", "/v2/sources/{name}/events"),
+        ("get", "/api/v1/sources"),
+        ("post", "/api/v1/sources"),
+        ("delete", "/api/v1/sources/{name}"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
