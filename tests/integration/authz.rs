@@ -932,3 +932,39 @@ async fn a_disabled_user_gets_one_answer_whatever_the_password() {
         text(&wrong)
     );
 }
+
+/// Only a team that is not there is a 404: a database that fails to read teams is a 500, so
+/// an outage is not mistaken for a missing team (and a namespace's team for a bad field).
+#[tokio::test]
+async fn a_failing_team_lookup_is_a_server_error_not_a_missing_team() {
+    let app = spawn_app().await;
+    let r = app
+        .api("POST", "/teams", Some(json!({"name": "web"})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(app.api("GET", "/teams/nope", None).await.status, 404);
+    // The teams table goes away behind Herald's back; tokens and users still work.
+    app.raw_sql(
+        "ALTER TABLE teams RENAME TO teams_gone",
+        "ALTER TABLE teams RENAME TO teams_gone",
+    )
+    .await;
+    for (method, path, body) in [
+        ("GET", "/teams/web", None),
+        (
+            "PUT",
+            "/teams/web/members/admin",
+            Some(json!({"role": "owner"})),
+        ),
+        (
+            "POST",
+            "/namespaces",
+            Some(json!({"name": "ns1", "team": "web"})),
+        ),
+    ] {
+        let r = app.api(method, path, body).await;
+        assert_eq!(r.status, 500, "{method} {path}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], "internal", "{}", r.body);
+    }
+    assert_eq!(app.api("GET", "/tokens", None).await.status, 200);
+}

@@ -235,6 +235,33 @@ impl TestApp {
         id
     }
 
+    /// Runs SQL on the app's database behind Herald's back: the given statements for
+    /// SQLite (a connection of its own to `herald.db`) or for PostgreSQL.
+    pub async fn raw_sql(&self, sqlite: &str, postgres: &str) {
+        use sqlx::{Connection, Executor};
+        match &self.db {
+            Some(db) => {
+                let mut conn = db.connect().await;
+                conn.execute(postgres)
+                    .await
+                    .unwrap_or_else(|e| panic!("{postgres}: {e}"));
+                let _ = conn.close().await;
+            }
+            None => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.dir.path().join("herald.db"))
+                    .busy_timeout(Duration::from_secs(10));
+                let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .unwrap();
+                conn.execute(sqlite)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sqlite}: {e}"));
+                let _ = conn.close().await;
+            }
+        }
+    }
+
     /// Polls until `check` accepts the delivery list of a webhook, or fails after 10 s.
     pub async fn wait_deliveries(
         &self,
