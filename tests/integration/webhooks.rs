@@ -403,3 +403,79 @@ async fn the_51st_header_cannot_be_put() {
         "at most 50 custom headers",
     );
 }
+
+#[tokio::test]
+async fn every_problem_of_a_webhook_is_reported_at_once() {
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "", "url": "ftp://example.org", "request_method": "PUT", "enabled": true})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let error = &r.body["error"];
+    let problems = error["problems"].as_array().expect("problems is a list");
+    let fields: Vec<&str> = problems
+        .iter()
+        .map(|p| p["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["enabled", "name", "url", "request_method"],
+        "{error}"
+    );
+    assert!(problems
+        .iter()
+        .all(|p| !p["message"].as_str().unwrap().is_empty()));
+    // The first problem stays where clients read it before `problems` existed.
+    assert_eq!(error["code"], "invalid");
+    assert_eq!(error["field"], problems[0]["field"]);
+    assert_eq!(error["message"], problems[0]["message"]);
+
+    // A patch reports all of its problems too.
+    let id = app
+        .enabled_webhook("acme", json!({"name": "ok", "url": "example.org"}))
+        .await;
+    let r = app
+        .api(
+            "PATCH",
+            &format!("/namespaces/acme/webhooks/{id}"),
+            Some(json!({"url": "ftp://example.org", "content_type": "text/nope"})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let fields: Vec<&str> = r.body["error"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["url", "content_type"], "{:?}", r.body);
+
+    // One problem is a list of one; other errors have no list.
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "x", "url": "ftp://example.org"})),
+        )
+        .await;
+    assert_eq!(
+        r.body["error"]["problems"],
+        json!([{"field": "url", "message": r.body["error"]["message"]}])
+    );
+    let missing = app.api("GET", "/namespaces/nope/webhooks", None).await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.body["error"].get("problems").is_none());
+
+    let doc = app.call("GET", "/api/v1/openapi.json", None, None).await;
+    let detail = &doc.body["components"]["schemas"]["ErrorDetail"]["properties"];
+    assert!(detail["problems"].is_object(), "{detail}");
+    assert!(
+        doc.body["components"]["schemas"]["Problem"].is_object(),
+        "the problem schema is in the document"
+    );
+}
