@@ -1,5 +1,6 @@
 //! The one error type of the HTTP surface. Every handler returns `Result<_, AppError>`,
-//! and every error leaves as `{"error":{"code","message","field"}}` with a fitting status.
+//! and every error leaves as `{"error":{"code","message","field"}}` with a fitting status; a
+//! 422 also lists every problem of the request in `problems`.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,8 @@ pub struct AppError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Every problem of a 422, the one in `message` and `field` first.
+    pub problems: Vec<Problem>,
     /// Seconds for a `Retry-After` header (429 and 503 answers).
     pub retry_after: Option<u64>,
 }
@@ -24,6 +27,7 @@ impl AppError {
             code,
             message: message.into(),
             field: None,
+            problems: Vec::new(),
             retry_after: None,
         }
     }
@@ -35,7 +39,11 @@ impl AppError {
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        let field = field.into();
+        if let Some(first) = self.problems.first_mut() {
+            first.field = field.clone();
+        }
+        self.field = Some(field);
         self
     }
 
@@ -84,7 +92,26 @@ impl AppError {
 
     /// A well-formed request whose content breaks a rule; `field` names the culprit.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message).with_field(field)
+        let (field, message) = (field.into(), message.into());
+        let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message.clone());
+        e.problems = vec![Problem {
+            field: field.clone(),
+            message,
+        }];
+        e.with_field(field)
+    }
+
+    /// Every problem of a request at once: `message` and `field` are the first one's (as a
+    /// single problem's are), `problems` lists them all. `None` when there are none.
+    pub fn invalid_all(problems: Vec<crate::hooks::types::Invalid>) -> Option<Self> {
+        let mut problems = problems.into_iter().map(|p| Problem {
+            field: p.field,
+            message: p.message,
+        });
+        let first = problems.next()?;
+        let mut e = Self::invalid(first.field, first.message);
+        e.problems.extend(problems);
+        Some(e)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -123,7 +150,7 @@ impl From<crate::store::StoreError> for AppError {
     }
 }
 
-/// Every error's JSON: `{"error": {"code", "message", "field"}}`.
+/// Every error's JSON: `{"error": {"code", "message", "field", "problems"}}`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
@@ -136,9 +163,20 @@ pub struct ErrorDetail {
     /// `overloaded`, `internal`.
     pub code: String,
     pub message: String,
-    /// The offending field of a 422.
+    /// The offending field of a 422 (the first, when there are several).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every problem of a 422, in the order found; the first is `field` and `message`.
+    /// Absent from other errors.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+/// One problem of a request: the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
 }
 
 impl IntoResponse for AppError {
@@ -148,6 +186,7 @@ impl IntoResponse for AppError {
                 code: self.code.to_string(),
                 message: self.message,
                 field: self.field,
+                problems: self.problems,
             },
         };
         let mut response = (self.status, Json(body)).into_response();

@@ -4,7 +4,7 @@
 use super::namespaces::path_namespace;
 use crate::auth::policy::{self, NamespaceAction};
 use crate::error::ApiResult;
-use crate::store::{Namespace, Role, User};
+use crate::store::{Namespace, Role, StoreError, User};
 use crate::AppState;
 
 pub struct NamespaceAccess {
@@ -42,19 +42,24 @@ pub async fn namespace_access(
     Ok(NamespaceAccess { namespace, role })
 }
 
-/// Loads a team and checks `action`: 404 when the caller cannot see it, 403 when they may
-/// not do this. Returns the caller's role too.
+/// Loads a team and checks `action`: 404 when it does not exist or the caller cannot see
+/// it, 403 when they may not do this. Returns the caller's role too. Only a missing team is
+/// a 404: a database that fails is a 500, not a team that vanished.
 pub async fn team_access(
     state: &AppState,
     user: &User,
     name: &str,
     action: crate::auth::policy::TeamAction,
 ) -> ApiResult<(crate::store::Team, Option<Role>)> {
-    let team = state
-        .store
-        .get_team(name)
-        .await
-        .map_err(|_| crate::error::AppError::not_found(format!("team '{name}' not found")))?;
+    let team = match state.store.get_team(name).await {
+        Ok(team) => team,
+        Err(StoreError::NotFound(_)) => {
+            return Err(crate::error::AppError::not_found(format!(
+                "team '{name}' not found"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
     let role = state.store.role_in_team(team.id, user.id).await?;
     policy::check_team(user, name, role, action)?;
     Ok((team, role))

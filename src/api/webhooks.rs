@@ -125,13 +125,10 @@ pub struct HeaderBody {
     value: String,
 }
 
-/// The API reports the first problem; the UI shows them all.
-fn first(problems: Vec<crate::hooks::types::Invalid>) -> AppError {
-    problems
-        .into_iter()
-        .next()
-        .map(AppError::from)
-        .unwrap_or_else(|| AppError::bad_request("invalid webhook"))
+/// Every problem of the body in one 422: `field` and `message` are the first one's,
+/// `problems` lists them all.
+fn all_problems(problems: Vec<crate::hooks::types::Invalid>) -> AppError {
+    AppError::invalid_all(problems).unwrap_or_else(|| AppError::bad_request("invalid webhook"))
 }
 
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks", operation_id = "listWebhooks", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")),
@@ -174,7 +171,7 @@ pub async fn create(
     ApiJson(body): ApiJson<WebhookInput>,
 ) -> ApiResult<(StatusCode, Json<WebhookView>)> {
     let access = namespace_access(&state, &user, &ns, NamespaceAction::CreateWebhook).await?;
-    let new = body.into_new(&state.cipher).map_err(first)?;
+    let new = body.into_new(&state.cipher).map_err(all_problems)?;
     check_new_template(&new, &state.templates).await?;
     let audit = Audit::new(&user.username, "webhook.create");
     let hook = state
@@ -197,7 +194,7 @@ pub async fn update(
 ) -> ApiResult<Json<WebhookView>> {
     let access = namespace_access(&state, &user, &ns, NamespaceAction::UpdateWebhook).await?;
     let id = parse_id(&id, "webhook")?;
-    let mut patch = body.into_patch(&state.cipher).map_err(first)?;
+    let mut patch = body.into_patch(&state.cipher).map_err(all_problems)?;
     let current = state.store.get_webhook(&access.namespace.name, id).await?;
     check_patch(&mut patch, &current, &state.templates).await?;
     let audit = audit_for_patch(&user.username, &patch);

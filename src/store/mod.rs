@@ -238,14 +238,33 @@ impl DeliveryState {
         }
     }
 
-    pub fn parse(s: &str) -> Self {
+    /// The state a `state` column names; anything else is an error, never a default: a
+    /// corrupt row read as `pending` would be sent again.
+    pub fn parse(s: &str) -> Result<Self, UnknownState> {
         match s {
-            "retrying" => Self::Retrying,
-            "succeeded" => Self::Succeeded,
-            "failed" => Self::Failed,
-            _ => Self::Pending,
+            "pending" => Ok(Self::Pending),
+            "retrying" => Ok(Self::Retrying),
+            "succeeded" => Ok(Self::Succeeded),
+            "failed" => Ok(Self::Failed),
+            other => Err(UnknownState(other.to_string())),
         }
     }
+}
+
+/// A delivery `state` that is none of the four: the row is corrupt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown delivery state '{0}'")]
+pub struct UnknownState(pub String);
+
+/// A delivery's stored state, or a database error naming the delivery and the value, so a
+/// corrupt row fails loudly (500, and the value in the log) instead of passing as pending.
+pub(crate) fn stored_state(delivery_id: i64, text: &str) -> StoreResult<DeliveryState> {
+    DeliveryState::parse(text).map_err(|e| {
+        StoreError::Database(sqlx::Error::ColumnDecode {
+            index: "state".into(),
+            source: format!("delivery {delivery_id}: {e}").into(),
+        })
+    })
 }
 
 /// The event a delivery carries, as listed with it.

@@ -161,11 +161,12 @@ const NAMESPACE_SELECT: &str = "SELECT n.id, n.name, n.description, n.created_at
      FROM namespaces n LEFT JOIN teams t ON t.id = n.team_id";
 
 fn delivery_from_row(row: &PgRow) -> StoreResult<DeliverySummary> {
+    let id: i64 = row.try_get("id")?;
     let state: String = row.try_get("state")?;
     Ok(DeliverySummary {
-        id: row.try_get("id")?,
+        id,
         webhook_id: row.try_get("webhook_id")?,
-        state: DeliveryState::parse(&state),
+        state: super::stored_state(id, &state)?,
         attempt_count: row.try_get("attempts")?,
         last_status: row.try_get("last_status")?,
         last_error: row.try_get("last_error")?,
@@ -987,7 +988,7 @@ impl Store for PgStore {
         Ok(DeliveryJob {
             delivery_id,
             attempts_so_far: row.try_get("attempts")?,
-            state: DeliveryState::parse(&state),
+            state: super::stored_state(delivery_id, &state)?,
             webhook,
             event_action: row
                 .try_get::<Option<String>, _>("action")?

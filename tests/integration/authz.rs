@@ -103,6 +103,8 @@ async fn setup(app: &TestApp, hash: &str) -> Callers {
 struct Fixture {
     hook: i64,
     delivery: i64,
+    /// A spare token of the admin's, which only the admin may revoke.
+    admin_token: i64,
     spare_namespace: String,
     spare_member: String,
     newcomer: String,
@@ -157,9 +159,18 @@ async fn fresh(app: &TestApp, rx: &Receiver, hash: &str, n: usize) -> Fixture {
         .create_user(&newcomer, hash, None, false)
         .await
         .unwrap();
+    let (admin, _) = app.store.user_credentials("admin").await.unwrap().unwrap();
+    let spare = herald::auth::new_api_token();
+    let admin_token = app
+        .store
+        .create_token(admin.id, "spare", &herald::auth::token_hash(&spare))
+        .await
+        .unwrap()
+        .id;
     Fixture {
         hook,
         delivery,
+        admin_token,
         spare_namespace,
         spare_member,
         newcomer,
@@ -175,21 +186,22 @@ fn fill(template: &str, f: &Fixture) -> String {
     template
         .replace("{hook}", &f.hook.to_string())
         .replace("{delivery}", &f.delivery.to_string())
+        .replace("{admin_token}", &f.admin_token.to_string())
         .replace("{spare_ns}", &f.spare_namespace)
         .replace("{spare_member}", &f.spare_member)
         .replace("{newcomer}", &f.newcomer)
         .replace("{uniq}", &f.uniq)
 }
 
-#[tokio::test]
-async fn every_route_answers_every_caller_as_the_policy_says() {
-    let app = spawn_app().await;
-    let rx = Receiver::start().await;
-    let hash = herald::auth::hash_password("password-1").unwrap();
-    let callers = setup(&app, &hash).await;
+/// One row per API route (and a few per route where the body decides): method, path under
+/// `/api/v1` with `{placeholders}` that `fill` replaces, body, and the status expected for
+/// each of `ROLES`. `every_api_route_has_a_row_in_the_matrix` keeps it complete.
+type Row = (&'static str, &'static str, Option<Value>, [u16; 8]);
+
+fn matrix() -> Vec<Row> {
     const A: u16 = 401;
     // (method, path, body, expected for admin, owner, contributor, viewer, outsider, anonymous, disabled, revoked)
-    let table: Vec<(&str, &str, Option<Value>, [u16; 8])> = vec![
+    vec![
         (
             "GET",
             "/namespaces/acme/webhooks",
@@ -333,7 +345,40 @@ async fn every_route_answers_every_caller_as_the_policy_says() {
             [200, 200, 200, 200, 404, A, A, A],
         ),
         ("GET", "/events", None, [200, 403, 403, 403, 403, A, A, A]),
-    ];
+        (
+            "POST",
+            "/namespaces/acme/webhooks/{hook}/rotate-secret",
+            None,
+            [200, 200, 403, 403, 404, A, A, A],
+        ),
+        (
+            "POST",
+            "/namespaces/acme/webhooks/{hook}/recover",
+            Some(json!({"since": "2000-01-01T00:00:00Z"})),
+            [200, 200, 403, 403, 404, A, A, A],
+        ),
+        (
+            "POST",
+            "/namespaces/acme/webhooks/{hook}/ping",
+            None,
+            [200, 200, 403, 403, 404, A, A, A],
+        ),
+        (
+            "DELETE",
+            "/tokens/{admin_token}",
+            None,
+            [204, 404, 404, 404, 404, A, A, A],
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_route_answers_every_caller_as_the_policy_says() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    let hash = herald::auth::hash_password("password-1").unwrap();
+    let callers = setup(&app, &hash).await;
+    let table = matrix();
     let mut n = 0;
     let mut failures = Vec::new();
     // Reads share one set of objects; every write gets its own.
@@ -380,6 +425,88 @@ async fn every_route_answers_every_caller_as_the_policy_says() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Routes of the OpenAPI document that are not the token API, so not in the matrix: the
+/// registry's ingest (its own token) and the operations endpoints (no token).
+const NOT_IN_THE_MATRIX: [(&str, &str); 4] = [
+    ("POST", "/v2/webhooks/events"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+];
+
+/// Whether a concrete path (`/api/v1/teams/web`) is an instance of an OpenAPI path template
+/// (`/api/v1/teams/{team}`).
+fn instance_of(path: &str, template: &str) -> bool {
+    let (p, t): (Vec<&str>, Vec<&str>) = (path.split('/').collect(), template.split('/').collect());
+    p.len() == t.len()
+        && p.iter()
+            .zip(&t)
+            .all(|(p, t)| p == t || (t.starts_with('{') && t.ends_with('}')))
+}
+
+/// The router is built from the OpenAPI annotations, so the document lists every route: each
+/// must have a row in the authorization matrix (or be excluded above, by name), and each row
+/// must be a route.
+#[tokio::test]
+async fn every_api_route_has_a_row_in_the_matrix() {
+    let app = spawn_app().await;
+    let doc = app.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(doc.status, 200);
+    let mut routes = Vec::new();
+    for (template, item) in doc.body["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                routes.push((method.to_uppercase(), template.clone()));
+            }
+        }
+    }
+    let dummy = Fixture {
+        hook: 1,
+        delivery: 1,
+        admin_token: 1,
+        spare_namespace: "spare".into(),
+        spare_member: "member".into(),
+        newcomer: "newcomer".into(),
+        uniq: "n".into(),
+    };
+    let rows: Vec<(String, String)> = matrix()
+        .iter()
+        .map(|(method, path, _, _)| {
+            let path = fill(path, &dummy);
+            let path = path.split('?').next().unwrap_or_default();
+            (method.to_string(), format!("/api/v1{path}"))
+        })
+        .collect();
+    let mut missing = Vec::new();
+    for (method, template) in &routes {
+        let excluded = NOT_IN_THE_MATRIX.contains(&(method.as_str(), template.as_str()));
+        let covered = rows
+            .iter()
+            .any(|(m, p)| m == method && instance_of(p, template));
+        if !excluded && !covered {
+            missing.push(format!("{method} {template}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "routes without a row in the authorization matrix: {missing:#?}"
+    );
+    for (method, path) in &rows {
+        assert!(
+            routes
+                .iter()
+                .any(|(m, t)| m == method && instance_of(path, t)),
+            "the matrix row {method} {path} is no route of the OpenAPI document"
+        );
+    }
+    for (method, path) in NOT_IN_THE_MATRIX {
+        assert!(
+            routes.iter().any(|(m, t)| m == method && t == path),
+            "{method} {path} is excluded from the matrix but is no route any more"
+        );
+    }
 }
 
 #[tokio::test]
@@ -931,4 +1058,40 @@ async fn a_disabled_user_gets_one_answer_whatever_the_password() {
         text(&nobody),
         text(&wrong)
     );
+}
+
+/// Only a team that is not there is a 404: a database that fails to read teams is a 500, so
+/// an outage is not mistaken for a missing team (and a namespace's team for a bad field).
+#[tokio::test]
+async fn a_failing_team_lookup_is_a_server_error_not_a_missing_team() {
+    let app = spawn_app().await;
+    let r = app
+        .api("POST", "/teams", Some(json!({"name": "web"})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(app.api("GET", "/teams/nope", None).await.status, 404);
+    // The teams table goes away behind Herald's back; tokens and users still work.
+    app.raw_sql(
+        "ALTER TABLE teams RENAME TO teams_gone",
+        "ALTER TABLE teams RENAME TO teams_gone",
+    )
+    .await;
+    for (method, path, body) in [
+        ("GET", "/teams/web", None),
+        (
+            "PUT",
+            "/teams/web/members/admin",
+            Some(json!({"role": "owner"})),
+        ),
+        (
+            "POST",
+            "/namespaces",
+            Some(json!({"name": "ns1", "team": "web"})),
+        ),
+    ] {
+        let r = app.api(method, path, body).await;
+        assert_eq!(r.status, 500, "{method} {path}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], "internal", "{}", r.body);
+    }
+    assert_eq!(app.api("GET", "/tokens", None).await.status, 200);
 }

@@ -245,3 +245,57 @@ async fn a_receiver_that_never_answers_does_not_hold_up_other_webhooks() {
         );
     }
 }
+
+/// A delivery row whose state is none of the four (a corrupt row, or a newer Herald's state)
+/// is an error that names it, never read as `pending` and sent again.
+#[tokio::test]
+async fn a_delivery_in_an_unknown_state_fails_loudly() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "d", "url": rx.url("/")}))
+        .await;
+    app.post_envelope(fixture(PUSH)).await;
+    rx.next().await;
+    let items = app
+        .wait_deliveries("acme", hook, |d| d[0]["state"] == "succeeded")
+        .await;
+    let id = items[0]["id"].as_i64().unwrap();
+    // The schema refuses such a state, so the test steps around its CHECK.
+    app.raw_sql(
+        &format!(
+            "PRAGMA ignore_check_constraints = ON; \
+             UPDATE deliveries SET state = 'sent' WHERE id = {id}"
+        ),
+        &format!(
+            "ALTER TABLE deliveries DROP CONSTRAINT deliveries_state_check; \
+             UPDATE deliveries SET state = 'sent' WHERE id = {id}"
+        ),
+    )
+    .await;
+
+    let base = format!("/namespaces/acme/webhooks/{hook}/deliveries");
+    for (method, path) in [
+        ("GET", base.clone()),
+        ("GET", format!("{base}/{id}")),
+        ("POST", format!("{base}/{id}/retrigger")),
+    ] {
+        let r = app.api(method, &path, None).await;
+        assert_eq!(r.status, 500, "{method} {path}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], "internal", "{}", r.body);
+    }
+    for err in [
+        app.store.list_deliveries(hook, 10, None).await.unwrap_err(),
+        app.store.get_delivery(hook, id).await.err().unwrap(),
+        app.store.load_job(id).await.unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(
+            text.contains("unknown delivery state 'sent'")
+                && text.contains(&format!("delivery {id}")),
+            "the error names the delivery and the value: {text}"
+        );
+    }
+    rx.assert_quiet(Duration::from_millis(300)).await;
+}

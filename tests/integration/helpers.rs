@@ -69,7 +69,26 @@ pub async fn spawn_app_pg(extra: &[&str]) -> Option<TestApp> {
     Some(spawn(extra, Some(db)).await)
 }
 
+/// With `TEST_LOG=1` (or any value but `0`), the servers' log, as `RUST_LOG` filters it
+/// (default `herald=debug`), goes to the test's output: libtest shows it for the tests that
+/// fail. Installed once for the test binary; without `TEST_LOG` the tests are silent.
+fn init_test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let wanted = std::env::var("TEST_LOG").is_ok_and(|v| !v.is_empty() && v != "0");
+        if wanted {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("herald=debug"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 async fn spawn(extra: &[&str], db: Option<PgTestDb>) -> TestApp {
+    init_test_log();
     let dir = tempfile::tempdir().unwrap();
     let mut args: Vec<String> = vec![
         "--listen".into(),
@@ -233,6 +252,33 @@ impl TestApp {
             .await;
         assert_eq!(r.status, 200, "{:?}", r.body);
         id
+    }
+
+    /// Runs SQL on the app's database behind Herald's back: the given statements for
+    /// SQLite (a connection of its own to `herald.db`) or for PostgreSQL.
+    pub async fn raw_sql(&self, sqlite: &str, postgres: &str) {
+        use sqlx::{Connection, Executor};
+        match &self.db {
+            Some(db) => {
+                let mut conn = db.connect().await;
+                conn.execute(postgres)
+                    .await
+                    .unwrap_or_else(|e| panic!("{postgres}: {e}"));
+                let _ = conn.close().await;
+            }
+            None => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.dir.path().join("herald.db"))
+                    .busy_timeout(Duration::from_secs(10));
+                let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .unwrap();
+                conn.execute(sqlite)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sqlite}: {e}"));
+                let _ = conn.close().await;
+            }
+        }
     }
 
     /// Polls until `check` accepts the delivery list of a webhook, or fails after 10 s.
@@ -444,4 +490,67 @@ pub fn cli_admin_token(dir: &std::path::Path) -> String {
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// What a check passed to [`eventually`] answers: `true`, or `Some(value)`, once it holds.
+pub trait Settled {
+    type Value;
+    fn settled(self) -> Option<Self::Value>;
+}
+
+impl Settled for bool {
+    type Value = ();
+    fn settled(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Settled for Option<T> {
+    type Value = T;
+    fn settled(self) -> Option<T> {
+        self
+    }
+}
+
+/// Polls `check` every 20 ms until it holds (`true` or `Some(value)`) and returns its value;
+/// panics naming `what` once `within` has passed. Tests wait for conditions like this, never
+/// for a fixed time.
+pub async fn eventually<F, Fut>(
+    within: Duration,
+    what: &str,
+    mut check: F,
+) -> <Fut::Output as Settled>::Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future,
+    Fut::Output: Settled,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await.settled() {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts that `check` holds throughout `window` (polled every 20 ms), failing as soon as it
+/// does not: for "nothing happens within X", the one kind of wait that no condition can end.
+pub async fn assert_stays<F, Fut>(window: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + window;
+    loop {
+        assert!(check().await, "no longer true within {window:?}: {what}");
+        if tokio::time::Instant::now() >= end {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -280,17 +280,47 @@ async fn ingest_beyond_the_in_flight_bound_is_refused_with_retry_after() {
     let app = spawn_app_with(&["--ingest-max-in-flight", "1"]).await;
     let body = fixture(PUSH);
     // A registry that has sent its headers and half its body holds the one place.
-    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let head = format!(
         "POST /v2/webhooks/events HTTP/1.1\r\nhost: herald\r\nconnection: close\r\n\
          authorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         app.registry_token,
         body.len()
     );
-    slow.write_all(head.as_bytes()).await.unwrap();
     let half = body.len() / 2;
-    slow.write_all(&body[..half]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let hold_the_place = || async {
+        let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        slow.write_all(head.as_bytes()).await.unwrap();
+        slow.write_all(&body[..half]).await.unwrap();
+        slow
+    };
+    let slow = tokio::sync::Mutex::new(hold_the_place().await);
+    // Held once an envelope without events (which stores nothing) is refused. A probe holds
+    // the place for a moment itself: should the slow envelope have been refused meanwhile
+    // (an answer before its body was sent), it starts again.
+    eventually(
+        Duration::from_secs(10),
+        "the slow envelope holds the one place",
+        || async {
+            if app
+                .post_envelope(br#"{"events": []}"#.to_vec())
+                .await
+                .status
+                == 503
+            {
+                return true;
+            }
+            let mut slow = slow.lock().await;
+            let mut peek = [0u8; 1];
+            let answered = !matches!(slow.try_read(&mut peek),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            if answered {
+                *slow = hold_the_place().await;
+            }
+            false
+        },
+    )
+    .await;
+    let mut slow = slow.into_inner();
 
     let other = fixture(PUSH);
     let other = String::from_utf8(other)

@@ -250,19 +250,12 @@ async fn a_database_outage_answers_5xx_and_herald_recovers() {
     .await;
 
     // The registry retries until it gets a 2xx; the pool reconnects, the workers go on.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    let stored = eventually(Duration::from_secs(20), "ingest recovers", || async {
         let r = app.post_envelope(body.clone()).await;
-        if r.status == 200 {
-            assert_eq!(r.body["deliveries"], 1, "{:?}", r.body);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ingest never recovered"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (r.status == 200).then_some(r.body)
+    })
+    .await;
+    assert_eq!(stored["deliveries"], 1, "{stored:?}");
     let got = rx.next().await;
     assert!(got.body.contains("bbbb0001"));
     app.wait_deliveries("acme", hook, |d| d[0]["state"] == "succeeded")
@@ -271,9 +264,11 @@ async fn a_database_outage_answers_5xx_and_herald_recovers() {
 
 /// The backend pid listening for wakeups in `db`, once there is one other than `not`.
 async fn listener_pid(db: &crate::pg::PgTestDb, not: Option<i32>) -> i32 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&db.url).await {
+    eventually(
+        Duration::from_secs(15),
+        "somebody listens for wakeups",
+        || async {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.ok()?;
             let pids: Vec<i32> = sqlx::query(
                 "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'LISTEN%'",
             )
@@ -285,27 +280,19 @@ async fn listener_pid(db: &crate::pg::PgTestDb, not: Option<i32>) -> i32 {
             .map(|r| r.get::<i32, _>("pid"))
             .collect();
             let _ = conn.close().await;
-            if let Some(pid) = pids.into_iter().find(|p| Some(*p) != not) {
-                return pid;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nobody listens for wakeups"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            pids.into_iter().find(|p| Some(*p) != not)
+        },
+    )
+    .await
 }
 
 async fn wait_for_more(count: &AtomicUsize, than: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while count.load(Ordering::SeqCst) <= than {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no wakeup came (still {than})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        &format!("a wakeup comes (still {than})"),
+        || async { count.load(Ordering::SeqCst) > than },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -337,7 +324,8 @@ async fn wakeups_come_from_other_processes_and_survive_a_lost_connection() {
     };
     acme_with_hook(&other).await;
     let first = listener_pid(db, None).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A listener wakes the workers once when it (re)connects, for what it missed.
+    wait_for_more(&count, 0).await;
     let before = count.load(Ordering::SeqCst);
     // Nothing to deliver: no wakeup.
     other
@@ -357,15 +345,20 @@ async fn wakeups_come_from_other_processes_and_survive_a_lost_connection() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(count.load(Ordering::SeqCst), before);
+    assert_stays(
+        Duration::from_millis(300),
+        "an ingest without deliveries wakes nobody",
+        || async { count.load(Ordering::SeqCst) == before },
+    )
+    .await;
     other.ingest(&pushes(1, "ffff"), Utc::now()).await.unwrap();
     wait_for_more(&count, before).await;
 
     // The connection is cut: the listener comes back by itself and hears the next one.
+    let cut = count.load(Ordering::SeqCst);
     db.terminate_connections().await;
     listener_pid(db, Some(first)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_more(&count, cut).await;
     let before = count.load(Ordering::SeqCst);
     other.ingest(&pushes(1, "eeee"), Utc::now()).await.unwrap();
     wait_for_more(&count, before).await;
@@ -493,29 +486,34 @@ async fn a_worker_that_waited_past_its_lease_does_not_send_what_another_took() {
         .unwrap();
     tokio::spawn(b.run(std::future::pending()));
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let items = a
-            .api(
-                "GET",
-                &format!("/namespaces/acme/webhooks/{hook}/deliveries"),
-                None,
-            )
-            .await
-            .body["items"]
-            .clone();
-        let items = items.as_array().unwrap();
-        if items.len() == 6 && items.iter().all(|d| d["state"] == "succeeded") {
-            assert!(items.iter().all(|d| d["attempt_count"] == 1), "{items:?}");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "deliveries never finished: {items:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let items = eventually(
+        Duration::from_secs(30),
+        "all 6 deliveries succeed",
+        || async {
+            let body = a
+                .api(
+                    "GET",
+                    &format!("/namespaces/acme/webhooks/{hook}/deliveries"),
+                    None,
+                )
+                .await
+                .body;
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            (items.len() == 6 && items.iter().all(|d| d["state"] == "succeeded")).then_some(items)
+        },
+    )
+    .await;
+    assert!(items.iter().all(|d| d["attempt_count"] == 1), "{items:?}");
+    // Past one more lease (1.5 s), no delivery is sent again.
+    assert_stays(
+        Duration::from_millis(1500),
+        "no delivery is sent again once all succeeded",
+        || async {
+            let t = tally.lock().unwrap();
+            t.sends.len() == 6 && t.sends.values().all(|n| *n == 1)
+        },
+    )
+    .await;
     let t = tally.lock().unwrap();
     assert!(
         t.overlaps.is_empty(),

@@ -158,14 +158,10 @@ async fn a_webhook_failing_for_too_long_is_disabled_and_reenabling_starts_afresh
         .await;
     let path = format!("/namespaces/acme/webhooks/{hook}");
     app.post_envelope(push_with_id(1)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while app.api("GET", &path, None).await.body["enabled"] == true {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never auto-disabled"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(10), "auto-disabled", || async {
+        app.api("GET", &path, None).await.body["enabled"] == false
+    })
+    .await;
     let metrics = app
         .client
         .get(app.url("/metrics"))
@@ -180,8 +176,14 @@ async fn a_webhook_failing_for_too_long_is_disabled_and_reenabling_starts_afresh
     app.api("PATCH", &path, Some(json!({"enabled": true})))
         .await;
     app.post_envelope(push_with_id(2)).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(app.api("GET", &path, None).await.body["enabled"], true);
+    app.wait_deliveries("acme", hook, |d| d[0]["attempt_count"].as_i64() >= Some(1))
+        .await;
+    assert_stays(
+        Duration::from_millis(400),
+        "one failure after re-enabling does not disable the webhook again",
+        || async { app.api("GET", &path, None).await.body["enabled"] == true },
+    )
+    .await;
 }
 
 #[tokio::test]

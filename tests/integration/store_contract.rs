@@ -14,11 +14,11 @@ use herald::hooks::types::{
 use herald::registry::envelope::{parse_envelope, IncomingEvent};
 use herald::secrets::Sealed;
 use herald::store::{
-    AttemptRecord, Audit, Claim, DeliveryState, NewWebhook, Outcome, Role, Store, StoreError,
-    StoreResult, StoredHeader, StoredRequest, Visibility, WebhookPatch,
+    AttemptRecord, Audit, Claim, DeliveryState, Health, HourStats, NewWebhook, Outcome, QueueStats,
+    Role, Store, StoreError, StoreResult, StoredHeader, StoredRequest, Visibility, WebhookPatch,
 };
 
-use crate::helpers::fixture;
+use crate::helpers::{eventually, fixture};
 use crate::pg::PgTestDb;
 
 /// A store on a fresh database, and what must live as long as it.
@@ -87,7 +87,43 @@ contract!(
     claims_pass_over_skipped_webhooks,
     users_and_tokens,
     teams_and_activities,
+    operations_and_wakeups,
+    queue_stats_and_release,
+    sessions,
+    signing_secrets_and_health,
+    requeue_and_ping,
+    stats_and_retention,
 );
+
+/// Every method of the `Store` trait (as `src/store/mod.rs` declares it) is called somewhere
+/// in this contract, so a new method cannot go untested on either backend.
+#[test]
+fn the_contract_calls_every_store_method() {
+    let store_rs = include_str!("../../src/store/mod.rs");
+    let start = store_rs
+        .find("pub trait Store")
+        .expect("src/store/mod.rs declares the Store trait");
+    let end = start + store_rs[start..].find("\n}\n").expect("the trait ends");
+    let methods: Vec<&str> = store_rs[start..end]
+        .split("fn ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['(', '<']).next())
+        .map(str::trim)
+        .collect();
+    assert!(
+        methods.len() >= 40 && methods.contains(&"ingest") && methods.contains(&"prune"),
+        "the trait was not read: {methods:?}"
+    );
+    let contract = include_str!("store_contract.rs");
+    let missing: Vec<&&str> = methods
+        .iter()
+        .filter(|m| !contract.contains(&format!(".{m}(")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "Store methods the contract never calls: {missing:?}"
+    );
+}
 
 const PUSH: &str = "distribution-2.8.2/push-manifest-tagged.json";
 
@@ -1157,5 +1193,491 @@ async fn claims_pass_over_skipped_webhooks(store: Arc<dyn Store>) {
     assert_eq!(
         hooks, [first; 3],
         "the skipped webhook's deliveries stayed due"
+    );
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// Migrations run again are a no-op; the store answers; its writer settles when idle; and
+/// a store shared by processes wakes a listener when new deliveries are committed.
+async fn operations_and_wakeups(store: Arc<dyn Store>) {
+    store.migrate().await.unwrap();
+    assert!(store.migrations_current().await.unwrap());
+    store.ping().await.unwrap();
+    acme_with_hook(&store).await;
+    store.ingest(&pushes(2, "oooo"), Utc::now()).await.unwrap();
+    // SQLite's group committer is busy only while it writes a batch; none is left.
+    eventually(Duration::from_secs(5), "the writer is idle", || async {
+        store.writer_busy_for().is_none()
+    })
+    .await;
+
+    let wakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = wakes.clone();
+    let count = || wakes.load(std::sync::atomic::Ordering::SeqCst);
+    let wake = Arc::new(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    // None where the in-process wake after ingest is all there is (SQLite).
+    if let Some(task) = store.wakeups(wake) {
+        let listening = tokio::spawn(task);
+        // A listener wakes once when it connects, for whatever it missed.
+        eventually(Duration::from_secs(10), "the listener connects", || async {
+            count() > 0
+        })
+        .await;
+        let before = count();
+        store.ingest(&pushes(1, "wwww"), Utc::now()).await.unwrap();
+        eventually(
+            Duration::from_secs(10),
+            "new deliveries wake the listener",
+            || async { count() > before },
+        )
+        .await;
+        listening.abort();
+    }
+}
+
+async fn queue_stats_and_release(store: Arc<dyn Store>) {
+    let hook = acme_with_hook(&store).await;
+    assert_eq!(store.queue_stats().await.unwrap(), QueueStats::default());
+    let now = Utc::now();
+    let due = now - secs(60);
+    store.ingest(&pushes(3, "qqqq"), due).await.unwrap();
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.retrying), (3, 0));
+    assert_eq!(stats.oldest_due_at.map(ms), Some(ms(due)));
+
+    // One retries in an hour: counted, but not due.
+    let claims = store.claim_due(now, now + secs(60), 10).await.unwrap();
+    assert_eq!(claims.len(), 3);
+    store
+        .record_attempt(attempt(
+            claims[0].delivery_id,
+            Some(claims[0].token),
+            Outcome::RetryAt(now + secs(3600)),
+            500,
+        ))
+        .await
+        .unwrap();
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.retrying), (2, 1));
+    assert_eq!(stats.oldest_due_at.map(ms), Some(ms(due)));
+
+    // Released leases are claimable at once; a released finished delivery stays finished.
+    store
+        .record_attempt(attempt(
+            claims[1].delivery_id,
+            Some(claims[1].token),
+            Outcome::Succeeded,
+            200,
+        ))
+        .await
+        .unwrap();
+    assert!(store
+        .claim_due(now, now + secs(60), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let held: Vec<i64> = claims.iter().map(|c| c.delivery_id).collect();
+    store.release(&held).await.unwrap();
+    let again: Vec<i64> = store
+        .claim_due(now, now + secs(60), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.delivery_id)
+        .collect();
+    assert_eq!(again, [claims[2].delivery_id], "the one due and unfinished");
+    let finished = store
+        .get_delivery(hook, claims[1].delivery_id)
+        .await
+        .unwrap();
+    assert_eq!(finished.summary.state, DeliveryState::Succeeded);
+    store.release(&[]).await.unwrap();
+    store.release(&[999_999]).await.unwrap();
+}
+
+async fn sessions(store: Arc<dyn Store>) {
+    let alice = store.create_user("alice", "h", None, false).await.unwrap();
+    let now = Utc::now();
+    store
+        .create_session("sess-1", alice.id, "csrf-1", now + secs(3600))
+        .await
+        .unwrap();
+    let (user, csrf) = store.session("sess-1", now).await.unwrap().unwrap();
+    assert_eq!((user.id, csrf.as_str()), (alice.id, "csrf-1"));
+    assert!(store.session("sess-x", now).await.unwrap().is_none());
+    assert!(
+        store
+            .session("sess-1", now + secs(3601))
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    // A disabled user's sessions do not count, and count again once enabled.
+    store.update_user("alice", None, Some(true)).await.unwrap();
+    assert!(store.session("sess-1", now).await.unwrap().is_none());
+    store.update_user("alice", None, Some(false)).await.unwrap();
+    assert!(store.session("sess-1", now).await.unwrap().is_some());
+    store.delete_session("sess-1").await.unwrap();
+    assert!(store.session("sess-1", now).await.unwrap().is_none());
+    store.delete_session("sess-1").await.unwrap();
+
+    // Expired sessions are swept when a new one starts.
+    store
+        .create_session("sess-old", alice.id, "c", now - secs(1))
+        .await
+        .unwrap();
+    assert!(store
+        .session("sess-old", now - secs(10))
+        .await
+        .unwrap()
+        .is_some());
+    store
+        .create_session("sess-new", alice.id, "c", now + secs(60))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .session("sess-old", now - secs(10))
+            .await
+            .unwrap()
+            .is_none(),
+        "swept"
+    );
+}
+
+async fn signing_secrets_and_health(store: Arc<dyn Store>) {
+    let hook = acme_with_hook(&store).await;
+    let acme = ns("acme");
+    let first = Sealed(vec![7, 0, 7]);
+    assert_eq!(
+        store
+            .get_webhook(&acme, hook)
+            .await
+            .unwrap()
+            .signing_secrets,
+        [Sealed(vec![7, 0, 7])]
+    );
+    // The previous secret signs beside the new one until its time is up.
+    let until = Utc::now() + secs(3600);
+    let rotated = store
+        .rotate_signing_secret(
+            &acme,
+            hook,
+            Sealed(vec![8, 8]),
+            until,
+            &audit("webhook.secret.rotate"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rotated.signing_secrets, [Sealed(vec![8, 8]), first]);
+    assert_eq!(rotated.previous_secret_until.map(ms), Some(ms(until)));
+    let expired = store
+        .rotate_signing_secret(
+            &acme,
+            hook,
+            Sealed(vec![9]),
+            Utc::now() - secs(1),
+            &audit("webhook.secret.rotate"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(expired.signing_secrets, [Sealed(vec![9])]);
+    not_found(
+        store
+            .rotate_signing_secret(
+                &acme,
+                999_999,
+                Sealed(vec![1]),
+                until,
+                &audit("webhook.secret.rotate"),
+            )
+            .await,
+    );
+    let trail = store
+        .list_activities(&Visibility::All, Some("acme"), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(trail.items[0].action, "webhook.secret.rotate");
+    assert_eq!(trail.items[1].action, "webhook.secret.rotate");
+
+    // Failing since the first failure; a success clears it; failing for `disable_after`
+    // disables the webhook, once, with an entry by "herald".
+    let day = Duration::from_secs(86_400);
+    let t0 = Utc::now();
+    let failing = |store: Arc<dyn Store>| async move {
+        store
+            .get_webhook(&ns("acme"), hook)
+            .await
+            .unwrap()
+            .failing_since
+            .map(ms)
+    };
+    assert!(!store
+        .webhook_health(hook, Health::Failed, t0, day)
+        .await
+        .unwrap());
+    assert_eq!(failing(store.clone()).await, Some(ms(t0)));
+    assert!(!store
+        .webhook_health(hook, Health::Failed, t0 + secs(3600), day)
+        .await
+        .unwrap());
+    assert_eq!(
+        failing(store.clone()).await,
+        Some(ms(t0)),
+        "the first failure counts"
+    );
+    assert!(!store
+        .webhook_health(hook, Health::Succeeded, t0 + secs(7200), day)
+        .await
+        .unwrap());
+    assert_eq!(failing(store.clone()).await, None);
+    let t1 = t0 + secs(10_800);
+    store
+        .webhook_health(hook, Health::Failed, t1, day)
+        .await
+        .unwrap();
+    assert!(store
+        .webhook_health(hook, Health::Failed, t1 + secs(86_400), day)
+        .await
+        .unwrap());
+    let disabled = store.get_webhook(&acme, hook).await.unwrap();
+    assert!(!disabled.enabled);
+    assert_eq!(disabled.failing_since, None);
+    let trail = store
+        .list_activities(&Visibility::All, Some("acme"), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(trail.items[0].action, "webhook.auto_disabled");
+    assert_eq!(trail.items[0].actor, "herald");
+    assert!(!store
+        .webhook_health(hook, Health::Gone, t1, day)
+        .await
+        .unwrap());
+    // 410 Gone disables an enabled webhook at once.
+    let enable = WebhookPatch {
+        enabled: Some(true),
+        ..Default::default()
+    };
+    store
+        .update_webhook(&acme, hook, enable, &audit("webhook.enabled"))
+        .await
+        .unwrap();
+    assert!(store
+        .webhook_health(hook, Health::Gone, t1, day)
+        .await
+        .unwrap());
+    assert!(!store.get_webhook(&acme, hook).await.unwrap().enabled);
+    assert!(!store
+        .webhook_health(999_999, Health::Gone, t1, day)
+        .await
+        .unwrap());
+}
+
+async fn requeue_and_ping(store: Arc<dyn Store>) {
+    let hook = acme_with_hook(&store).await;
+    let now = Utc::now();
+    store.ingest(&pushes(3, "rrrr"), now).await.unwrap();
+    for c in store.claim_due(now, now + secs(60), 10).await.unwrap() {
+        store
+            .record_attempt(attempt(c.delivery_id, Some(c.token), Outcome::Failed, 500))
+            .await
+            .unwrap();
+    }
+    // Only failed deliveries created inside [since, until) of that webhook come back.
+    assert_eq!(
+        store
+            .requeue_failed(hook, now + secs(1), now + secs(2), now)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .requeue_failed(hook + 1, now - secs(1), now + secs(1), now)
+            .await
+            .unwrap(),
+        0
+    );
+    let later = now + secs(5);
+    assert_eq!(
+        store
+            .requeue_failed(hook, now - secs(1), now + secs(1), later)
+            .await
+            .unwrap(),
+        3
+    );
+    let page = store.list_deliveries(hook, 10, None).await.unwrap();
+    assert!(
+        page.items
+            .iter()
+            .all(|d| d.state == DeliveryState::Pending
+                && d.next_attempt_at.map(ms) == Some(ms(later)))
+    );
+    assert!(store
+        .claim_due(later - secs(1), later + secs(60), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .claim_due(later, later + secs(60), 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        store
+            .requeue_failed(hook, now - secs(1), now + secs(1), later)
+            .await
+            .unwrap(),
+        0,
+        "none is failed any more"
+    );
+
+    // A ping: its own event and one delivery, which no worker claims (it is sent at once).
+    let body = r#"{"id":"ping-abc","action":"ping"}"#;
+    let ping = store
+        .create_ping(hook, "ping-abc", "acme/herald-ping", body, now)
+        .await
+        .unwrap();
+    let d = store.get_delivery(hook, ping).await.unwrap();
+    assert_eq!(d.summary.state, DeliveryState::Pending);
+    assert_eq!(d.summary.event.id.as_deref(), Some("ping-abc"));
+    assert_eq!(d.summary.event.action.as_deref(), Some("ping"));
+    assert_eq!(
+        d.summary.event.repository.as_deref(),
+        Some("acme/herald-ping")
+    );
+    let claimed = store
+        .claim_due(now + secs(3600), now + secs(3660), 10)
+        .await
+        .unwrap();
+    assert!(claimed.iter().all(|c| c.delivery_id != ping));
+    let job = store.load_job(ping).await.unwrap();
+    assert_eq!(
+        (job.event_action.as_str(), job.event_body.as_str()),
+        ("ping", body)
+    );
+    not_found(
+        store
+            .create_ping(999_999, "ping-x", "acme/herald-ping", body, now)
+            .await,
+    );
+}
+
+/// Hourly figures for the chart, then retention: finished deliveries older than the cutoff
+/// or beyond a webhook's newest go, in batches, with the events nothing needs any more;
+/// pending ones never.
+async fn stats_and_retention(store: Arc<dyn Store>) {
+    let hook = acme_with_hook(&store).await;
+    let now = Utc::now();
+    let old = now - secs(90 * 60);
+    store.ingest(&pushes(2, "ssss"), old).await.unwrap();
+    store.ingest(&pushes(1, "tttt"), now).await.unwrap();
+    let claims = store.claim_due(old, now + secs(60), 10).await.unwrap();
+    assert_eq!(claims.len(), 2, "only the old ones are due then");
+    let outcomes = [(Outcome::Succeeded, 200), (Outcome::Failed, 500)];
+    for (c, (outcome, status)) in claims.iter().zip(outcomes) {
+        store
+            .record_attempt(attempt(c.delivery_id, Some(c.token), outcome, status))
+            .await
+            .unwrap();
+    }
+    // Hours count from `since`: the old deliveries are in hour 0, the new one and both
+    // attempts (made just now) in hour 1.
+    let since = now - secs(119 * 60);
+    assert_eq!(
+        store.delivery_stats(hook, since).await.unwrap(),
+        [
+            HourStats {
+                hour: 0,
+                succeeded: 1,
+                failed: 1,
+                waiting: 0,
+                mean_ms: None
+            },
+            HourStats {
+                hour: 1,
+                succeeded: 0,
+                failed: 0,
+                waiting: 1,
+                mean_ms: Some(12.0)
+            },
+        ]
+    );
+    assert!(store
+        .delivery_stats(hook, now + secs(3600))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // By age, at most `batch` at a time.
+    let cutoff = now - secs(3600);
+    assert_eq!(store.prune(cutoff, 1000, 1).await.unwrap(), 1);
+    assert_eq!(store.prune(cutoff, 1000, 500).await.unwrap(), 1);
+    assert_eq!(store.prune(cutoff, 1000, 500).await.unwrap(), 0);
+    let left = store.list_deliveries(hook, 10, None).await.unwrap();
+    assert_eq!(left.items.len(), 1);
+    assert_eq!(left.items[0].state, DeliveryState::Pending);
+    let events = store.list_events(10, None).await.unwrap();
+    let ids: Vec<&str> = events
+        .items
+        .iter()
+        .filter_map(|e| e.registry_id.as_deref())
+        .collect();
+    assert_eq!(
+        ids,
+        ["tttt0000-7a89-451b-8ea6-bfb7cac6a943"],
+        "the pruned deliveries' events went with them"
+    );
+
+    // By count: beyond the newest 2 of the webhook, finished ones go, pending ones stay.
+    store.ingest(&pushes(3, "uuuu"), now).await.unwrap();
+    let pending = left.items[0].id;
+    for c in store.claim_due(now, now + secs(60), 10).await.unwrap() {
+        if c.delivery_id != pending {
+            store
+                .record_attempt(attempt(
+                    c.delivery_id,
+                    Some(c.token),
+                    Outcome::Succeeded,
+                    200,
+                ))
+                .await
+                .unwrap();
+        }
+    }
+    let long_ago = now - secs(86_400);
+    assert_eq!(store.prune(long_ago, 2, 500).await.unwrap(), 1);
+    let kept: Vec<(i64, DeliveryState)> = store
+        .list_deliveries(hook, 10, None)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|d| (d.id, d.state))
+        .collect();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert!(
+        kept.contains(&(pending, DeliveryState::Pending)),
+        "{kept:?}"
+    );
+    assert_eq!(store.prune(long_ago, 0, 500).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .list_deliveries(hook, 10, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1,
+        "only the pending one is left"
     );
 }

@@ -249,29 +249,70 @@ async fn secrets_are_not_stored_in_plain_text() {
         .api(
             "POST",
             "/namespaces/acme/webhooks",
-            Some(json!({"name": "s", "url": "example.org", "username": "u", "password": "pw-needle-4711", "headers": {"X-Key": "hdr-needle-0815"}})),
+            Some(json!({"name": "s", "url": "example.org", "username": "user-in-clear-42", "password": "pw-needle-4711", "headers": {"X-Key": "hdr-needle-0815"}})),
         )
         .await;
     assert_eq!(r.status, 201);
-    // Every file of the database (main file and write-ahead log) is searched.
-    for entry in std::fs::read_dir(app.dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("herald.db")
-        {
-            let bytes = std::fs::read(&path).unwrap();
-            for needle in ["pw-needle-4711", "hdr-needle-0815"] {
-                assert!(
-                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
-                    "{needle} in {}",
-                    path.display()
-                );
+    let (what, stored) = stored_bytes(&app).await;
+    // The username is not a secret: finding it shows the search sees the webhook's row.
+    assert!(
+        contains(&stored, b"user-in-clear-42"),
+        "the search of {what} ({} bytes) does not see the webhook",
+        stored.len()
+    );
+    for needle in ["pw-needle-4711", "hdr-needle-0815"] {
+        let hex: String = needle.bytes().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            !contains(&stored, needle.as_bytes()) && !contains(&stored, hex.as_bytes()),
+            "{needle} is stored in plain text in {what}"
+        );
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Everything the app's database holds, and what that was: on SQLite every file of the
+/// database (main file and write-ahead log), on PostgreSQL every row of every table as text
+/// (binary columns as hex).
+async fn stored_bytes(app: &TestApp) -> (String, Vec<u8>) {
+    let mut stored = Vec::new();
+    let Some(db) = &app.db else {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(app.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("herald.db") {
+                stored.extend(std::fs::read(&path).unwrap());
+                files.push(name);
             }
         }
+        assert!(files.contains(&"herald.db".to_string()), "{files:?}");
+        return (files.join(", "), stored);
+    };
+    let mut conn = db.connect().await;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(tables.iter().any(|t| t == "webhooks"), "{tables:?}");
+    let mut rows = 0;
+    for table in &tables {
+        let texts: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        rows += texts.len();
+        for text in texts {
+            stored.extend(text.into_bytes());
+        }
     }
+    assert!(rows > 0, "no rows in {tables:?}");
+    (format!("{rows} rows of {} tables", tables.len()), stored)
 }
 
 /// `n` distinct custom headers.
@@ -401,5 +442,81 @@ async fn the_51st_header_cannot_be_put() {
     assert_refused(
         &put_header(&app, &base, "X-Newer", "v").await,
         "at most 50 custom headers",
+    );
+}
+
+#[tokio::test]
+async fn every_problem_of_a_webhook_is_reported_at_once() {
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "", "url": "ftp://example.org", "request_method": "PUT", "enabled": true})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let error = &r.body["error"];
+    let problems = error["problems"].as_array().expect("problems is a list");
+    let fields: Vec<&str> = problems
+        .iter()
+        .map(|p| p["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["enabled", "name", "url", "request_method"],
+        "{error}"
+    );
+    assert!(problems
+        .iter()
+        .all(|p| !p["message"].as_str().unwrap().is_empty()));
+    // The first problem stays where clients read it before `problems` existed.
+    assert_eq!(error["code"], "invalid");
+    assert_eq!(error["field"], problems[0]["field"]);
+    assert_eq!(error["message"], problems[0]["message"]);
+
+    // A patch reports all of its problems too.
+    let id = app
+        .enabled_webhook("acme", json!({"name": "ok", "url": "example.org"}))
+        .await;
+    let r = app
+        .api(
+            "PATCH",
+            &format!("/namespaces/acme/webhooks/{id}"),
+            Some(json!({"url": "ftp://example.org", "content_type": "text/nope"})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let fields: Vec<&str> = r.body["error"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["url", "content_type"], "{:?}", r.body);
+
+    // One problem is a list of one; other errors have no list.
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "x", "url": "ftp://example.org"})),
+        )
+        .await;
+    assert_eq!(
+        r.body["error"]["problems"],
+        json!([{"field": "url", "message": r.body["error"]["message"]}])
+    );
+    let missing = app.api("GET", "/namespaces/nope/webhooks", None).await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.body["error"].get("problems").is_none());
+
+    let doc = app.call("GET", "/api/v1/openapi.json", None, None).await;
+    let detail = &doc.body["components"]["schemas"]["ErrorDetail"]["properties"];
+    assert!(detail["problems"].is_object(), "{detail}");
+    assert!(
+        doc.body["components"]["schemas"]["Problem"].is_object(),
+        "the problem schema is in the document"
     );
 }

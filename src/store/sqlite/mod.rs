@@ -193,11 +193,12 @@ const DELIVERY_SELECT: &str = "SELECT d.id, d.webhook_id, d.state, d.attempts, d
      FROM deliveries d JOIN events e ON e.id = d.event_id";
 
 fn delivery_from_row(row: &SqliteRow) -> StoreResult<DeliverySummary> {
+    let id: i64 = row.try_get("id")?;
     let state: String = row.try_get("state")?;
     Ok(DeliverySummary {
-        id: row.try_get("id")?,
+        id,
         webhook_id: row.try_get("webhook_id")?,
-        state: DeliveryState::parse(&state),
+        state: super::stored_state(id, &state)?,
         attempt_count: row.try_get("attempts")?,
         last_status: row.try_get("last_status")?,
         last_error: row.try_get("last_error")?,
@@ -793,7 +794,7 @@ impl Store for SqliteStore {
         Ok(DeliveryJob {
             delivery_id,
             attempts_so_far: row.try_get("delivery_attempts")?,
-            state: DeliveryState::parse(&state),
+            state: super::stored_state(delivery_id, &state)?,
             webhook: webhook_from_row(&row, headers)?,
             event_action: row
                 .try_get::<Option<String>, _>("event_action")?

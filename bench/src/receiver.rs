@@ -1,0 +1,70 @@
+//! The receiving end: a fast webhook receiver that counts (and, when asked, times) what
+//! arrives, and the trivial server that gives the machine's baseline.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+
+/// The receiver: counts arrivals and, when asked, remembers when each event arrived.
+#[derive(Clone, Default)]
+pub(crate) struct Arrivals {
+    pub(crate) count: Arc<AtomicU64>,
+    pub(crate) times: Arc<Mutex<Vec<(String, Instant)>>>,
+    pub(crate) record_times: Arc<AtomicBool>,
+}
+
+pub(crate) async fn receive(State(a): State<Arrivals>, body: Bytes) -> &'static str {
+    let now = Instant::now();
+    a.count.fetch_add(1, Ordering::Relaxed);
+    if a.record_times.load(Ordering::Relaxed) {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+            if let Some(id) = v["id"].as_str() {
+                if let Ok(mut t) = a.times.lock() {
+                    t.push((id.to_string(), now));
+                }
+            }
+        }
+    }
+    "ok"
+}
+
+pub(crate) async fn start_receiver() -> anyhow::Result<(SocketAddr, Arrivals)> {
+    let arrivals = Arrivals::default();
+    let app = axum::Router::new()
+        .fallback(receive)
+        .with_state(arrivals.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((addr, arrivals))
+}
+
+/// Waits until `target` deliveries arrived; how long that took, or None after `limit`.
+pub(crate) async fn wait_count(
+    arrivals: &Arrivals,
+    target: u64,
+    limit: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while arrivals.count.load(Ordering::Relaxed) < target {
+        if started.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Some(started.elapsed())
+}
+
+pub(crate) async fn trivial_server(port: u16) -> anyhow::Result<()> {
+    async fn ok(_body: Bytes) -> &'static str {
+        "{}"
+    }
+    let app = axum::Router::new().fallback(ok);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}

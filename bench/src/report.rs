@@ -1,0 +1,211 @@
+//! The figures as a table on stdout and as BENCHMARKS.md.
+
+use std::path::Path;
+
+use crate::load::Latency;
+use crate::scenarios::Results;
+use crate::{Cli, Sizes};
+
+pub(crate) struct Report {
+    pub(crate) rows: Vec<[String; 4]>,
+}
+
+impl Report {
+    pub(crate) fn add(&mut self, figure: &str, sqlite: String, pg: String, target: &str) {
+        println!("{figure:<48} {sqlite:>14} {pg:>14}   {target}");
+        self.rows.push([figure.into(), sqlite, pg, target.into()]);
+    }
+}
+
+pub(crate) fn fmt(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "-".into(),
+    }
+}
+
+pub(crate) fn build_report(
+    sizes: &Sizes,
+    trivial: f64,
+    s: &Results,
+    p: Option<&Results>,
+) -> Report {
+    let mut report = Report { rows: Vec::new() };
+    println!(
+        "\n{:<48} {:>14} {:>14}   target",
+        "figure", "SQLite", "PostgreSQL"
+    );
+    let both = |f: &dyn Fn(&Results) -> Option<f64>, d: usize| {
+        (fmt(f(s), d), p.map(|p| fmt(f(p), d)).unwrap_or("-".into()))
+    };
+    let (a, b) = both(&|_| Some(trivial), 0);
+    report.add("1. trivial HTTP server, same client (req/s)", a, b, "");
+    let (a, b) = both(&|r| Some(r.ingest), 0);
+    report.add("1. Herald ingest (envelopes/s)", a, b, "");
+    let (a, b) = both(&|r| Some(r.ingest / trivial), 2);
+    report.add("1. ingest share of trivial", a, b, ">= 0.5");
+    let (a, b) = both(&|r| r.e2e, 0);
+    report.add(
+        &format!("2. end-to-end deliveries/s ({} events)", sizes.e2e_events),
+        a,
+        b,
+        ">= 10,000",
+    );
+    let lat = |r: &Results, f: fn(&Latency) -> f64| r.latency.as_ref().map(f);
+    let (a, b) = both(&|r| lat(r, |l| l.p50), 1);
+    report.add(
+        &format!("3. latency p50 at {}/s (ms)", sizes.latency_rate),
+        a,
+        b,
+        "",
+    );
+    let (a, b) = both(&|r| lat(r, |l| l.p99), 1);
+    report.add(
+        &format!("3. latency p99 at {}/s (ms)", sizes.latency_rate),
+        a,
+        b,
+        "<= 20",
+    );
+    let (a, b) = both(&|r| lat(r, |l| l.max), 1);
+    report.add(
+        &format!("3. latency max at {}/s (ms)", sizes.latency_rate),
+        a,
+        b,
+        "",
+    );
+    let (a, b) = both(&|r| lat(r, |l| l.samples as f64), 0);
+    report.add("3. latency samples", a, b, "");
+    let (a, b) = both(&|r| lat(r, |l| l.refused as f64), 0);
+    report.add(
+        &format!("3. envelopes refused (503) at {}/s", sizes.latency_rate),
+        a,
+        b,
+        "",
+    );
+    let (a, b) = both(&|r| r.fanout_ms, 0);
+    report.add(
+        &format!("4. fan-out to {} webhooks (ms)", sizes.fanout_webhooks),
+        a,
+        b,
+        "<= 1000",
+    );
+    let stored = sizes.growth_deliveries;
+    let (a, b) = both(&|r| r.growth_ingest, 0);
+    report.add(
+        &format!("5. ingest with {stored} stored (envelopes/s)"),
+        a,
+        b,
+        "",
+    );
+    let (a, b) = both(
+        &|r| r.growth_ingest.map(|g| (r.ingest / g - 1.0) * 100.0),
+        1,
+    );
+    report.add("5. ingest slowdown from history (%)", a, b, "<= 10");
+    let (a, b) = both(&|r| r.growth_latency.as_ref().map(|l| l.p99), 1);
+    report.add(
+        &format!("5. latency p99 with {stored} stored (ms)"),
+        a,
+        b,
+        "",
+    );
+    let (a, b) = both(
+        &|r| {
+            let base = r.latency.as_ref()?.p99;
+            r.growth_latency
+                .as_ref()
+                .map(|l| (l.p99 / base - 1.0) * 100.0)
+        },
+        1,
+    );
+    report.add("5. latency p99 slowdown from history (%)", a, b, "<= 10");
+    let (a, b) = both(&|r| Some(r.rss_idle), 1);
+    report.add("6. Herald RSS at idle (MiB)", a, b, "");
+    let (a, b) = both(&|r| Some(r.rss_peak), 1);
+    report.add("6. Herald peak RSS during 1-3 (MiB)", a, b, "<= 100");
+    let (a, b) = both(&|r| Some(r.rss_anon_peak), 1);
+    report.add(
+        "6. of which anonymous (heap, stacks) at its peak (MiB)",
+        a,
+        b,
+        "",
+    );
+    report
+}
+
+pub(crate) fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cores} cores ({cpu}), {mem:.0} GiB memory, Linux {} {}; data directory on the \
+         filesystem of {} (real fsync)",
+        kernel.trim(),
+        std::env::consts::ARCH,
+        std::env::temp_dir().display()
+    )
+}
+
+/// Marks where the hand-written analysis starts; a new run keeps it.
+pub(crate) const ANALYSIS_MARK: &str = "## What is in the way";
+
+pub(crate) fn write_report(
+    path: &Path,
+    cli: &Cli,
+    report: &Report,
+    notes: &[String],
+) -> anyhow::Result<()> {
+    let kept = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|old| old.find(ANALYSIS_MARK).map(|i| old[i..].to_string()));
+    let mut md = String::from("# Herald benchmarks\n\n");
+    md.push_str(&format!(
+        "Written by `herald-bench all{}` on {} UTC.\n\nMachine: {}.\n\nHerald runs as its own \
+         process (`herald serve`, release build, default settings: SQLite in WAL mode with \
+         synchronous=FULL, i.e. an fsync per commit); the load client ({} keep-alive \
+         connections) and the receiver share the benchmark process; all traffic is on loopback. \
+         Each event is a one-event envelope (a tagged manifest push) with a unique id.\n\n",
+        if cli.smoke { " --smoke" } else { "" },
+        chrono::Utc::now().format("%Y-%m-%d %H:%M"),
+        machine(),
+        cli.connections,
+    ));
+    if cli.smoke {
+        md.push_str("**Smoke run: sizes are tiny, the figures mean nothing.**\n\n");
+    }
+    md.push_str("| figure | SQLite | PostgreSQL | target (SQLite) |\n|---|---:|---:|---|\n");
+    for [figure, s, p, target] in &report.rows {
+        md.push_str(&format!("| {figure} | {s} | {p} | {target} |\n"));
+    }
+    if !notes.is_empty() {
+        md.push('\n');
+        for n in notes {
+            md.push_str(&format!("- {n}\n"));
+        }
+    }
+    md.push('\n');
+    if let Some(kept) = kept {
+        md.push_str(&kept);
+    }
+    std::fs::write(path, md)?;
+    Ok(())
+}
