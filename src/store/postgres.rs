@@ -1889,8 +1889,7 @@ impl Store for PgStore {
 /// forgets them; returns how many deliveries were given back.
 async fn heartbeat(pool: &PgPool, id: i64) -> StoreResult<u64> {
     let now = Utc::now();
-    let dead_before =
-        to_ms(now) - (HEARTBEAT_INTERVAL * HEARTBEATS_MISSED).as_millis() as i64;
+    let dead_before = to_ms(now) - (HEARTBEAT_INTERVAL * HEARTBEATS_MISSED).as_millis() as i64;
     let mut tx = pool.begin().await?;
     // A process declared dead that beats again simply registers anew under its old id.
     sqlx::query(

@@ -369,6 +369,21 @@ fn matrix() -> Vec<Row> {
             None,
             [204, 404, 404, 404, 404, A, A, A],
         ),
+        ("GET", "/sources", None, [200, 403, 403, 403, 403, A, A, A]),
+        (
+            "POST",
+            "/sources",
+            Some(
+                json!({"name": "src-{uniq}", "kind": "zot", "token": "a-source-token-of-some-length"}),
+            ),
+            [201, 403, 403, 403, 403, A, A, A],
+        ),
+        (
+            "DELETE",
+            "/sources/nosuch",
+            None,
+            [404, 403, 403, 403, 403, A, A, A],
+        ),
     ]
 }
 
@@ -429,8 +444,9 @@ async fn every_route_answers_every_caller_as_the_policy_says() {
 
 /// Routes of the OpenAPI document that are not the token API, so not in the matrix: the
 /// registry's ingest (its own token) and the operations endpoints (no token).
-const NOT_IN_THE_MATRIX: [(&str, &str); 4] = [
+const NOT_IN_THE_MATRIX: [(&str, &str); 5] = [
     ("POST", "/v2/webhooks/events"),
+    ("POST", "/v2/sources/{name}/events"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

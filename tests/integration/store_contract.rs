@@ -14,8 +14,9 @@ use herald::hooks::types::{
 use herald::registry::envelope::{parse_envelope, IncomingEvent};
 use herald::secrets::Sealed;
 use herald::store::{
-    AttemptRecord, Audit, Claim, DeliveryState, Health, HourStats, NewWebhook, Outcome, QueueStats,
-    Role, Store, StoreError, StoreResult, StoredHeader, StoredRequest, Visibility, WebhookPatch,
+    AttemptRecord, Audit, Claim, DeliveryState, Health, HourStats, NewSource, NewWebhook, Outcome,
+    QueueStats, Role, Store, StoreError, StoreResult, StoredHeader, StoredRequest, Visibility,
+    WebhookPatch,
 };
 
 use crate::helpers::{eventually, fixture};
@@ -93,6 +94,8 @@ contract!(
     signing_secrets_and_health,
     requeue_and_ping,
     stats_and_retention,
+    sources,
+    settings_claims_and_liveness,
 );
 
 /// Every method of the `Store` trait (as `src/store/mod.rs` declares it) is called somewhere
@@ -1680,4 +1683,80 @@ async fn stats_and_retention(store: Arc<dyn Store>) {
         1,
         "only the pending one is left"
     );
+}
+
+/// Sources: created, listed without their secret, looked up with it for ingest, deleted.
+async fn sources(store: Arc<dyn Store>) {
+    use herald::registry::sources::SourceKind;
+    assert!(store.list_sources().await.unwrap().is_empty());
+    let audit = Audit::new("admin", "source.create");
+    let new = NewSource {
+        name: "zot-a".into(),
+        kind: SourceKind::parse("zot").unwrap(),
+        username: None,
+        secret_hash: "hash-of-the-token".into(),
+    };
+    let made = store.create_source(&new, &audit).await.unwrap();
+    assert_eq!((made.name.as_str(), made.auth), ("zot-a", "bearer"));
+    assert!(conflict(store.create_source(&new, &audit).await).contains("zot-a"));
+    let listed = store.list_sources().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let (found, secret) = store.source_credential("zot-a").await.unwrap().unwrap();
+    assert_eq!(
+        (found.name.as_str(), secret.as_str()),
+        ("zot-a", "hash-of-the-token")
+    );
+    assert!(store.source_credential("nosuch").await.unwrap().is_none());
+    store
+        .delete_source("zot-a", &Audit::new("admin", "source.destroy"))
+        .await
+        .unwrap();
+    assert!(store.list_sources().await.unwrap().is_empty());
+    assert!(not_found(
+        store
+            .delete_source("zot-a", &Audit::new("admin", "source.destroy"))
+            .await
+    )
+    .contains("zot-a"));
+}
+
+/// The secret key's check value is recorded once and then kept; every lease can be given
+/// back at once; a shared database registers the process for heartbeats.
+async fn settings_claims_and_liveness(store: Arc<dyn Store>) {
+    assert!(!store.has_key_check().await.unwrap());
+    assert!(store.any_sealed_secret().await.unwrap().is_none());
+    assert_eq!(store.record_key_check("first").await.unwrap(), "first");
+    assert_eq!(store.record_key_check("second").await.unwrap(), "first");
+    assert!(store.has_key_check().await.unwrap());
+    acme_with_hook(&store).await;
+    assert!(store.any_sealed_secret().await.unwrap().is_some());
+
+    let now = Utc::now();
+    store
+        .ingest(&pushes(2, "llll"), now - secs(1))
+        .await
+        .unwrap();
+    let claims = store.claim_due(now, now + secs(600), 10).await.unwrap();
+    assert_eq!(claims.len(), 2);
+    assert!(store
+        .claim_due(now, now + secs(600), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.release_all_claims().await.unwrap(), 2);
+    assert_eq!(
+        store
+            .claim_due(now, now + secs(600), 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let registered = store.liveness(Arc::new(|| {})).await.unwrap();
+    // SQLite: one process owns the database, so there is nothing to register.
+    if let Some(task) = registered {
+        let beating = tokio::spawn(task);
+        beating.abort();
+    }
 }
