@@ -21,54 +21,72 @@ pub use session::WebUser;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(pages::dashboard))
+        .route("/", get(pages::dashboard::dashboard))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
-        .route("/namespaces", post(pages::create_namespace))
-        .route("/namespaces/{ns}", get(pages::namespace))
-        .route("/namespaces/{ns}/delete", post(pages::delete_namespace))
-        .route("/namespaces/{ns}/webhooks", post(pages::create_webhook))
-        .route("/namespaces/{ns}/webhooks/{id}", get(pages::webhook))
+        .route("/namespaces", post(pages::namespaces::create_namespace))
+        .route("/namespaces/{ns}", get(pages::namespaces::namespace))
+        .route(
+            "/namespaces/{ns}/delete",
+            post(pages::namespaces::delete_namespace),
+        )
+        .route(
+            "/namespaces/{ns}/webhooks",
+            post(pages::webhooks::create_webhook),
+        )
+        .route(
+            "/namespaces/{ns}/webhooks/{id}",
+            get(pages::webhooks::webhook),
+        )
         .route(
             "/namespaces/{ns}/webhooks/{id}/edit",
-            post(pages::edit_webhook),
+            post(pages::webhooks::edit_webhook),
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/toggle",
-            post(pages::toggle_webhook),
+            post(pages::webhooks::toggle_webhook),
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/delete",
-            post(pages::delete_webhook),
+            post(pages::webhooks::delete_webhook),
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/headers",
-            post(pages::set_header),
+            post(pages::headers::set_header),
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/headers/{name}/delete",
-            post(pages::delete_header),
+            post(pages::headers::delete_header),
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/deliveries/{d}",
-            get(pages::delivery),
+            get(pages::deliveries::delivery),
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/deliveries/{d}/retrigger",
-            post(pages::retrigger),
+            post(pages::deliveries::retrigger),
         )
-        .route("/teams", get(pages::teams).post(pages::create_team))
-        .route("/teams/{team}", get(pages::team))
-        .route("/teams/{team}/members", post(pages::set_member))
+        .route(
+            "/teams",
+            get(pages::teams::teams).post(pages::teams::create_team),
+        )
+        .route("/teams/{team}", get(pages::teams::team))
+        .route("/teams/{team}/members", post(pages::teams::set_member))
         .route(
             "/teams/{team}/members/{user}/delete",
-            post(pages::remove_member),
+            post(pages::teams::remove_member),
         )
-        .route("/users", get(pages::users).post(pages::create_user))
-        .route("/users/{name}", post(pages::update_user))
-        .route("/tokens", get(pages::tokens).post(pages::create_token))
-        .route("/tokens/{id}/delete", post(pages::revoke_token))
-        .route("/activity", get(pages::activity))
+        .route(
+            "/users",
+            get(pages::users::users).post(pages::users::create_user),
+        )
+        .route("/users/{name}", post(pages::users::update_user))
+        .route(
+            "/tokens",
+            get(pages::tokens::tokens).post(pages::tokens::create_token),
+        )
+        .route("/tokens/{id}/delete", post(pages::tokens::revoke_token))
+        .route("/activity", get(pages::activity::activity))
         .route("/static/{file}", get(static_file))
 }
 
