@@ -67,6 +67,22 @@ pub fn router() -> Router<AppState> {
             post(pages::deliveries::retrigger),
         )
         .route(
+            "/namespaces/{ns}/webhooks/{id}/rotate-secret",
+            post(pages::webhook_actions::rotate_secret),
+        )
+        .route(
+            "/namespaces/{ns}/webhooks/{id}/ping",
+            post(pages::webhook_actions::ping),
+        )
+        .route(
+            "/namespaces/{ns}/webhooks/{id}/recover",
+            post(pages::webhook_actions::recover),
+        )
+        .route("/events", get(pages::events::events))
+        .route("/account", get(pages::account::account))
+        .route("/account/password", post(pages::account::change_password))
+        .route("/users/{name}/password", post(pages::users::reset_password))
+        .route(
             "/teams",
             get(pages::teams::teams).post(pages::teams::create_team),
         )
@@ -103,6 +119,13 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("tokens.html", include_str!("templates/tokens.html")),
     ("activity.html", include_str!("templates/activity.html")),
     ("error.html", include_str!("templates/error.html")),
+    ("events.html", include_str!("templates/events.html")),
+    ("account.html", include_str!("templates/account.html")),
+    ("health.html", include_str!("templates/health.html")),
+    (
+        "filters_fields.html",
+        include_str!("templates/filters_fields.html"),
+    ),
 ];
 
 fn env() -> &'static Environment<'static> {
@@ -116,6 +139,7 @@ fn env() -> &'static Environment<'static> {
             }
         }
         env.add_filter("ago", ago);
+        env.add_filter("utc", utc);
         env
     })
 }
@@ -133,6 +157,17 @@ fn ago(value: String) -> String {
         s if s < 86_400 => format!("{} h ago", s / 3600),
         s => format!("{} d ago", s / 86_400),
     }
+}
+
+/// "2026-11-26 21:23 UTC" for an RFC 3339 timestamp.
+fn utc(value: String) -> String {
+    chrono::DateTime::parse_from_rfc3339(&value)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string()
+        })
+        .unwrap_or(value)
 }
 
 /// Renders a template with `status`; clears the flash cookie once shown.

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use minijinja::context;
+use minijinja::{context, Value};
 
-use super::page;
+use super::{health_view, page};
 use crate::auth::policy::{self};
-use crate::store::Role;
+use crate::store::{HealthState, Role};
 use crate::web::{WebResult, WebUser};
 use crate::AppState;
 
@@ -50,10 +50,27 @@ pub(super) async fn dashboard_page(
         })
         .map(|t| t.name)
         .collect();
+    // Failing and auto-disabled webhooks, only in namespaces this user may read.
+    let since = chrono::Utc::now() - chrono::Duration::hours(24);
+    let attention: Vec<Value> = state
+        .store
+        .webhooks_needing_attention(&visibility, since)
+        .await?
+        .iter()
+        .filter(|s| matches!(s.state(), HealthState::Failing | HealthState::AutoDisabled))
+        .map(|s| {
+            context! {
+                namespace => s.namespace,
+                name => s.name,
+                id => s.webhook_id,
+                ..health_view(s)
+            }
+        })
+        .collect();
     Ok(page(
         web,
         "dashboard.html",
         status,
-        context! { namespaces, activities => activities.items, teams, errors, values },
+        context! { namespaces, attention, activities => activities.items, teams, errors, values },
     ))
 }

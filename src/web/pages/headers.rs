@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Form;
 use serde::Deserialize;
 
-use super::webhooks::webhook_page;
+use super::webhooks::{webhook_page, Extras};
 use super::{load_webhook, CsrfOnly};
 use crate::auth::policy::NamespaceAction;
 use crate::hooks::input::parse_added_header;
@@ -53,10 +53,8 @@ pub async fn set_header(
                 &web,
                 &ns,
                 &id,
-                None,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                errors,
-                values,
+                Extras::errors(errors, values),
             )
             .await;
         }

@@ -1,14 +1,18 @@
 //! The UI's pages and form actions. Each checks the same policy as the REST API before it
 //! shows a control or acts on a form.
 
+pub mod account;
 pub mod activity;
 pub mod dashboard;
 pub mod deliveries;
+pub mod events;
 pub mod headers;
 pub mod namespaces;
 pub mod teams;
 pub mod tokens;
 pub mod users;
+pub mod webhook_actions;
+pub mod webhook_form;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
@@ -19,11 +23,11 @@ use minijinja::{context, Value};
 use serde::Deserialize;
 
 use super::{render, WebUser};
-use crate::api::access::{namespace_access, NamespaceAccess};
+use crate::api::access::NamespaceAccess;
 use crate::auth::policy::NamespaceAction;
 use crate::error::AppError;
 use crate::hooks::types::Invalid;
-use crate::store::Webhook;
+use crate::store::{HealthState, Webhook, WebhookStatus};
 use crate::AppState;
 
 pub(super) fn page(web: &WebUser, template: &str, status: StatusCode, ctx: Value) -> Response {
@@ -69,12 +73,23 @@ pub(super) async fn load_webhook(
     id: &str,
     action: NamespaceAction,
 ) -> Result<(NamespaceAccess, Webhook), AppError> {
-    let access = namespace_access(state, &web.user, ns, action).await?;
-    let hook = state
-        .store
-        .get_webhook(&access.namespace.name, id_of(id, "webhook")?)
-        .await?;
-    Ok((access, hook))
+    crate::app::webhooks::load(state, &web.user, ns, id, action).await
+}
+
+/// A webhook's health as the templates show it.
+pub(super) fn health_view(s: &WebhookStatus) -> Value {
+    let state = s.state();
+    context! {
+        state => state.as_str(),
+        needs_attention => matches!(state, HealthState::Failing | HealthState::AutoDisabled),
+        failing_since => s.failing_since,
+        last_status => s.last_status,
+        last_error => s.last_error,
+        last_attempt_at => s.last_attempt_at,
+        success_rate => s.success_rate().map(|r| format!("{r:.0} %")),
+        finished => s.succeeded + s.failed,
+        retrying => s.retrying,
+    }
 }
 
 pub(super) fn webhook_row(w: &Webhook) -> Value {

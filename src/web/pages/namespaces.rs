@@ -9,11 +9,10 @@ use minijinja::{context, Value};
 use serde::Deserialize;
 
 use super::dashboard::dashboard_page;
-use super::{page, webhook_row, CsrfOnly};
-use crate::api::access::{namespace_access, team_for_new_namespace};
+use super::{health_view, page, webhook_row, CsrfOnly};
+use crate::api::access::namespace_access;
+use crate::app;
 use crate::auth::policy::NamespaceAction;
-use crate::error::AppError;
-use crate::hooks::types::NamespaceName;
 use crate::store::Audit;
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
@@ -41,37 +40,41 @@ pub async fn create_namespace(
         ("team".to_string(), form.team.clone()),
         ("description".to_string(), form.description.clone()),
     ]);
-    let fail = |field: &str, message: String| (field.to_string(), message);
-    let outcome: Result<NamespaceName, (String, String)> = async {
-        let team_id = team_for_new_namespace(&state, &web.user, Some(form.team.as_str()))
-            .await
-            .map_err(|e| fail("team", e.message))?;
-        let name = NamespaceName::parse(form.name.trim()).map_err(|e| fail("name", e.message))?;
-        let audit = Audit::new(&web.user.username, "namespace.create");
-        state
-            .store
-            .create_namespace(&name, form.description.trim(), team_id, &audit)
-            .await
-            .map_err(|e| fail("name", AppError::from(e).message))?;
-        Ok(name)
-    }
+    // The same use case as the API, so both refuse the same things with the same words.
+    let created = app::namespaces::create(
+        &state,
+        &web.user,
+        Some(form.name.trim()),
+        Some(form.team.as_str()),
+        &form.description,
+    )
     .await;
-    match outcome {
-        Ok(name) => Ok(redirect_with(
-            &format!("/namespaces/{name}"),
+    match created {
+        Ok(ns) => Ok(redirect_with(
+            &format!("/namespaces/{}", ns.name),
             "success",
-            &format!("Namespace '{name}' created"),
+            &format!("Namespace '{}' created", ns.name),
         )),
-        Err((field, message)) => {
+        Err(e) if e.status.is_client_error() => {
+            let field = e.field.clone().unwrap_or_else(|| {
+                if e.status == StatusCode::FORBIDDEN {
+                    "team"
+                } else {
+                    "name"
+                }
+                .to_string()
+            });
+            let status = e.status;
             dashboard_page(
                 &state,
                 &web,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                BTreeMap::from([(field, message)]),
+                status,
+                BTreeMap::from([(field, e.message)]),
                 values,
             )
             .await
         }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -102,7 +105,22 @@ pub(super) async fn namespace_page(
     let access = namespace_access(state, &web.user, ns, NamespaceAction::Read).await?;
     let webhooks = state.store.list_webhooks(&access.namespace.name).await?;
     let can = |a| access.allows(state, &web.user, a);
-    let webhooks: Vec<Value> = webhooks.iter().map(webhook_row).collect();
+    let since = chrono::Utc::now() - chrono::Duration::hours(24);
+    let statuses = state
+        .store
+        .webhook_statuses(&access.namespace.name, since)
+        .await?;
+    let webhooks: Vec<Value> = webhooks
+        .iter()
+        .map(|w| {
+            let health = statuses
+                .iter()
+                .find(|s| s.webhook_id == w.id)
+                .map(health_view)
+                .unwrap_or_default();
+            context! { health, ..webhook_row(w) }
+        })
+        .collect();
     Ok(page(
         web,
         "namespace.html",

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{page, CsrfOnly};
 use crate::api::access::team_access;
-use crate::auth::policy::{self, GlobalAction, TeamAction};
+use crate::auth::policy::{self, TeamAction};
 use crate::error::AppError;
 use crate::store::{Audit, Role, Visibility};
 use crate::web::{redirect_with, WebResult, WebUser};
@@ -62,41 +62,31 @@ pub async fn create_team(
     Form(form): Form<TeamForm>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    policy::check_global(&web.user, GlobalAction::CreateTeam)?;
     let name = form.name.trim().to_string();
     let values = BTreeMap::from([
         ("name".to_string(), name.clone()),
         ("description".to_string(), form.description.clone()),
     ]);
-    if name.len() > 100 || !crate::hooks::types::is_path_component(&name) {
-        let errors = BTreeMap::from([(
-            "name".to_string(),
-            format!("'{name}' is not a valid team name: use lowercase letters and digits, separated by '.', '_', '__' or '-'"),
-        )]);
-        return teams_page(
-            &state,
-            &web,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            errors,
-            values,
-        )
-        .await;
-    }
-    let audit = Audit::new(&web.user.username, "team.create");
-    match state
-        .store
-        .create_team(&name, form.description.trim(), web.user.id, &audit)
-        .await
-    {
+    // The same use case as the API: the same rules, the same messages.
+    match crate::app::teams::create(&state, &web.user, &name, &form.description).await {
         Ok(_) => Ok(redirect_with(
             &format!("/teams/{name}"),
             "success",
             &format!("Team '{name}' created; you are its owner"),
         )),
-        Err(e) => {
-            let errors = BTreeMap::from([("name".to_string(), AppError::from(e).message)]);
-            teams_page(&state, &web, StatusCode::CONFLICT, errors, values).await
+        Err(e) if e.status.is_client_error() => {
+            let field = e.field.clone().unwrap_or_else(|| "name".to_string());
+            let status = e.status;
+            teams_page(
+                &state,
+                &web,
+                status,
+                BTreeMap::from([(field, e.message)]),
+                values,
+            )
+            .await
         }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -131,3 +131,33 @@ pub async fn update_user(
         &format!("User '{}' {what}", user.username),
     ))
 }
+
+#[derive(Deserialize)]
+pub struct ResetForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    new_password: String,
+}
+
+/// An admin sets another user's password (their own they change on the account page).
+pub async fn reset_password(
+    State(state): State<AppState>,
+    web: WebUser,
+    Path(name): Path<String>,
+    Form(form): Form<ResetForm>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    match crate::app::users::reset_password(&state, &web.user, &name, form.new_password).await {
+        Ok(()) => Ok(redirect_with(
+            "/users",
+            "success",
+            &format!("The password of user '{name}' is reset"),
+        )),
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            let errors = BTreeMap::from([(format!("reset_{name}"), e.message)]);
+            users_page(&state, &web, e.status, errors, BTreeMap::new()).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}

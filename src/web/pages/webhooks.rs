@@ -5,119 +5,58 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Form;
-use minijinja::context;
+use minijinja::{context, Value};
 use serde::Deserialize;
 
 use super::namespaces::namespace_page;
-use super::{errors_map, load_webhook, page, webhook_row, CsrfOnly, CursorQuery};
+use super::webhook_form::WebhookForm;
+use super::{errors_map, health_view, load_webhook, page, webhook_row, CsrfOnly};
 use crate::api::access::namespace_access;
+use crate::app;
 use crate::auth::policy::NamespaceAction;
 use crate::error::AppError;
-use crate::hooks::input::{audit_for_patch, check_new_template, check_patch, WebhookInput};
-use crate::store::{Audit, WebhookPatch};
+use crate::hooks::input::{check_new_template, WebhookInput};
+use crate::store::{Audit, DeliveryState};
 use crate::web::{chart, redirect_with, WebResult, WebUser};
 use crate::AppState;
 
 const DELIVERIES_PER_PAGE: i64 = 20;
 
-#[derive(Deserialize, Default)]
-pub struct WebhookForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    url: String,
-    #[serde(default)]
-    request_method: String,
-    #[serde(default)]
-    content_type: String,
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-    #[serde(default)]
-    clear_password: Option<String>,
-    #[serde(default)]
-    format: String,
-    #[serde(default)]
-    template: String,
-    /// Present when the form carries the filter fields (the edit form does).
-    #[serde(default)]
-    filters_present: Option<String>,
-    #[serde(default)]
-    action_push: Option<String>,
-    #[serde(default)]
-    action_delete: Option<String>,
-    #[serde(default)]
-    action_pull: Option<String>,
-    #[serde(default)]
-    action_mount: Option<String>,
-    #[serde(default)]
-    repositories: String,
-    #[serde(default)]
-    tags: String,
-    #[serde(default)]
-    media: String,
-    #[serde(default)]
-    include_head_requests: Option<String>,
-    #[serde(default)]
-    match_untagged: Option<String>,
-    #[serde(default)]
-    skip_tls_verify: Option<String>,
+/// What a webhook page shows besides the webhook itself.
+#[derive(Default)]
+pub(super) struct Extras {
+    pub cursor: Option<i64>,
+    pub state: Option<DeliveryState>,
+    pub errors: BTreeMap<String, String>,
+    pub values: BTreeMap<String, String>,
+    /// A signing secret in clear: only on the answer that created or rotated it.
+    pub new_secret: Option<String>,
+    /// A message for this answer (pages rendered for a POST have no flash).
+    pub notice: Option<String>,
 }
 
-impl WebhookForm {
-    fn values(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            ("name".to_string(), self.name.clone()),
-            ("url".to_string(), self.url.clone()),
-            ("request_method".to_string(), self.request_method.clone()),
-            ("content_type".to_string(), self.content_type.clone()),
-            ("username".to_string(), self.username.clone()),
-            ("format".to_string(), self.format.clone()),
-            ("template".to_string(), self.template.clone()),
-            ("repositories".to_string(), self.repositories.clone()),
-            ("tags".to_string(), self.tags.clone()),
-        ])
-    }
-
-    /// The filters of the edit form; `None` when the form has no filter fields.
-    fn filters(&self) -> Option<crate::hooks::filters::Filters> {
-        use crate::hooks::filters::{Filters, Media};
-        use crate::registry::envelope::Action;
-        self.filters_present.as_ref()?;
-        let list = |s: &str| -> Vec<String> {
-            s.split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(str::to_string)
-                .collect()
-        };
-        let mut actions = Vec::new();
-        for (on, action) in [
-            (&self.action_push, Action::Push),
-            (&self.action_delete, Action::Delete),
-            (&self.action_pull, Action::Pull),
-            (&self.action_mount, Action::Mount),
-        ] {
-            if on.is_some() {
-                actions.push(action);
-            }
+impl Extras {
+    pub fn errors(errors: BTreeMap<String, String>, values: BTreeMap<String, String>) -> Self {
+        Self {
+            errors,
+            values,
+            ..Self::default()
         }
-        Some(Filters {
-            actions,
-            repositories: list(&self.repositories),
-            tags: list(&self.tags),
-            media: if self.media == "all" {
-                Media::All
-            } else {
-                Media::Manifests
-            },
-            include_head_requests: self.include_head_requests.is_some(),
-            match_untagged: self.match_untagged.is_some(),
-        })
     }
+}
+
+#[derive(Deserialize)]
+pub struct WebhookQuery {
+    cursor: Option<i64>,
+    #[serde(default)]
+    state: String,
+}
+
+/// `?state=failed` and the like; anything else lists every delivery.
+fn state_filter(raw: &str) -> Option<DeliveryState> {
+    ["pending", "retrying", "succeeded", "failed"]
+        .contains(&raw)
+        .then(|| DeliveryState::parse(raw))
 }
 
 pub async fn create_webhook(
@@ -130,6 +69,10 @@ pub async fn create_webhook(
     let access = namespace_access(&state, &web.user, &ns, NamespaceAction::CreateWebhook).await?;
     let values = form.values();
     let filters = form.filters();
+    let tls_verify = form
+        .filters_present
+        .as_ref()
+        .map(|_| form.skip_tls_verify.is_none());
     let input = WebhookInput {
         name: Some(form.name),
         url: Some(form.url),
@@ -142,7 +85,7 @@ pub async fn create_webhook(
         filters,
         format: Some(form.format.clone()).filter(|f| !f.is_empty()),
         template: Some(Some(form.template.clone())),
-        tls_verify: None,
+        tls_verify,
     };
     let checked = match input.into_new(&state.cipher) {
         Ok(new) => check_new_template(&new, &state.templates)
@@ -172,11 +115,25 @@ pub async fn create_webhook(
         .create_webhook(&access.namespace.name, new, &audit)
         .await
     {
-        Ok(hook) => Ok(redirect_with(
-            &format!("/namespaces/{ns}/webhooks/{}", hook.id),
-            "success",
-            &format!("Webhook '{name}' created; it is disabled until you enable it"),
-        )),
+        // The signing secret is shown on this answer only, like a new API token.
+        Ok(hook) => {
+            let extras = Extras {
+                new_secret: app::webhooks::current_secret(&hook, &state)?,
+                notice: Some(format!(
+                    "Webhook '{name}' created; it is disabled until you enable it"
+                )),
+                ..Extras::default()
+            };
+            webhook_page(
+                &state,
+                &web,
+                &ns,
+                &hook.id.to_string(),
+                StatusCode::CREATED,
+                extras,
+            )
+            .await
+        }
         Err(e) => {
             let e = AppError::from(e);
             if e.status == StatusCode::CONFLICT {
@@ -193,31 +150,23 @@ pub async fn webhook(
     State(state): State<AppState>,
     web: WebUser,
     Path((ns, id)): Path<(String, String)>,
-    Query(q): Query<CursorQuery>,
+    Query(q): Query<WebhookQuery>,
 ) -> WebResult {
-    webhook_page(
-        &state,
-        &web,
-        &ns,
-        &id,
-        q.cursor,
-        StatusCode::OK,
-        BTreeMap::new(),
-        BTreeMap::new(),
-    )
-    .await
+    let extras = Extras {
+        cursor: q.cursor,
+        state: state_filter(&q.state),
+        ..Extras::default()
+    };
+    webhook_page(&state, &web, &ns, &id, StatusCode::OK, extras).await
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn webhook_page(
     state: &AppState,
     web: &WebUser,
     ns: &str,
     id: &str,
-    cursor: Option<i64>,
     status: StatusCode,
-    errors: BTreeMap<String, String>,
-    values: BTreeMap<String, String>,
+    extras: Extras,
 ) -> WebResult {
     let (access, hook) = load_webhook(state, web, ns, id, NamespaceAction::Read).await?;
     let can = |a| access.allows(state, &web.user, a);
@@ -239,11 +188,23 @@ pub(super) async fn webhook_page(
     }
     let deliveries = state
         .store
-        .list_deliveries(hook.id, DELIVERIES_PER_PAGE, cursor)
+        .list_deliveries_in(hook.id, extras.state, DELIVERIES_PER_PAGE, extras.cursor)
         .await?;
     let since = chrono::Utc::now() - chrono::Duration::hours(24);
     let stats = state.store.delivery_stats(hook.id, since).await?;
     let chart = chart::render_svg(&stats, since);
+    let health: Value = state
+        .store
+        .webhook_statuses(&access.namespace.name, since)
+        .await?
+        .iter()
+        .find(|s| s.webhook_id == hook.id)
+        .map(health_view)
+        .unwrap_or_default();
+    let previous_secret_until = hook
+        .previous_secret_until
+        .filter(|t| *t > chrono::Utc::now());
+    let path = format!("/namespaces/{}/webhooks/{}", access.namespace.name, hook.id);
     Ok(page(
         web,
         "webhook.html",
@@ -251,16 +212,24 @@ pub(super) async fn webhook_page(
         context! {
             namespace => access.namespace,
             webhook => webhook_row(&hook),
+            health,
             headers,
             deliveries => deliveries.items,
             next_cursor => deliveries.next,
+            state_filter => extras.state.map(DeliveryState::as_str),
             chart,
+            signed => !hook.signing_secrets.is_empty(),
+            previous_secret_until,
+            new_secret => extras.new_secret,
+            notice => extras.notice,
+            // Answers to a POST: the address bar should show the page's own address.
+            location => (status != StatusCode::OK).then_some(path),
             can_update,
             can_delete => can(NamespaceAction::DeleteWebhook),
             can_headers => can(NamespaceAction::ManageHeaders),
             can_retrigger => can(NamespaceAction::Retrigger),
-            errors,
-            values,
+            errors => extras.errors,
+            values => extras.values,
         },
     ))
 }
@@ -272,8 +241,6 @@ pub async fn edit_webhook(
     Form(form): Form<WebhookForm>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let (access, hook) =
-        load_webhook(&state, &web, &ns, &id, NamespaceAction::UpdateWebhook).await?;
     let values = form.values();
     let filters = form.filters();
     let password = if form.clear_password.is_some() {
@@ -300,59 +267,37 @@ pub async fn edit_webhook(
             .as_ref()
             .map(|_| form.skip_tls_verify.is_none()),
     };
-    let checked = match input.into_patch(&state.cipher) {
-        Ok(mut p) => check_patch(&mut p, &hook, &state.templates)
-            .await
-            .map(|_| p)
-            .map_err(|e| vec![e]),
-        Err(problems) => Err(problems),
-    };
-    let patch = match checked {
+    // The UI shows every problem of the form at once; the API reports the first.
+    let patch = match input.into_patch(&state.cipher) {
         Ok(p) => p,
         Err(problems) => {
+            load_webhook(&state, &web, &ns, &id, NamespaceAction::UpdateWebhook).await?;
+            let extras = Extras::errors(errors_map(&problems), values);
             return webhook_page(
                 &state,
                 &web,
                 &ns,
                 &id,
-                None,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                errors_map(&problems),
-                values,
+                extras,
             )
             .await;
         }
     };
-    let audit = audit_for_patch(&web.user.username, &patch);
-    match state
-        .store
-        .update_webhook(&access.namespace.name, hook.id, patch, &audit)
-        .await
-    {
-        Ok(updated) => Ok(redirect_with(
+    match app::webhooks::update(&state, &web.user, &ns, &id, Ok(patch)).await {
+        Ok((_, updated)) => Ok(redirect_with(
             &format!("/namespaces/{ns}/webhooks/{id}"),
             "success",
             &format!("Webhook '{}' saved", updated.name.as_str()),
         )),
-        Err(e) => {
-            let e = AppError::from(e);
-            let errors = BTreeMap::from([("name".to_string(), e.message.clone())]);
-            if e.status == StatusCode::CONFLICT {
-                webhook_page(
-                    &state,
-                    &web,
-                    &ns,
-                    &id,
-                    None,
-                    StatusCode::CONFLICT,
-                    errors,
-                    values,
-                )
-                .await
-            } else {
-                Err(e.into())
-            }
+        // A field problem (422) or a taken name (409) goes next to its field.
+        Err(e) if matches!(e.status.as_u16(), 409 | 422) => {
+            let field = e.field.clone().unwrap_or_else(|| "name".to_string());
+            let status = e.status;
+            let extras = Extras::errors(BTreeMap::from([(field, e.message)]), values);
+            webhook_page(&state, &web, &ns, &id, status, extras).await
         }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -374,18 +319,8 @@ pub async fn toggle_webhook(
     Form(form): Form<ToggleForm>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let (access, hook) =
-        load_webhook(&state, &web, &ns, &id, NamespaceAction::UpdateWebhook).await?;
     let enabled = form.enabled == "true";
-    let patch = WebhookPatch {
-        enabled: Some(enabled),
-        ..Default::default()
-    };
-    let audit = audit_for_patch(&web.user.username, &patch);
-    state
-        .store
-        .update_webhook(&access.namespace.name, hook.id, patch, &audit)
-        .await?;
+    let (_, hook) = app::webhooks::set_enabled(&state, &web.user, &ns, &id, enabled).await?;
     let back = if form.back == "namespace" {
         format!("/namespaces/{ns}")
     } else {
