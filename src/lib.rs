@@ -4,6 +4,7 @@
 //! command line, and the integration tests start the same application on port 0.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod delivery;

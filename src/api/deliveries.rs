@@ -3,12 +3,13 @@ use axum::Json;
 
 use super::access::namespace_access;
 use super::{parse_id, PageParams};
+use crate::app;
 use crate::auth::policy::NamespaceAction;
 use crate::auth::ApiUser;
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::hooks::types::NamespaceName;
-use crate::store::{Audit, DeliveryDetail, DeliverySummary, Page, User};
+use crate::store::{DeliveryDetail, DeliverySummary, Page, User};
 use crate::AppState;
 
 /// Resolves `{ns}/webhooks/{id}` through the policy and checks the webhook is in that
@@ -65,18 +66,7 @@ pub async fn retrigger(
     ApiUser(user): ApiUser,
     Path((ns, id, delivery)): Path<(String, String, String)>,
 ) -> ApiResult<Json<DeliveryDetail>> {
-    let (namespace, webhook) =
-        webhook_id(&state, &user, &ns, &id, NamespaceAction::Retrigger).await?;
-    let delivery = parse_id(&delivery, "delivery")?;
-    // Checks the delivery belongs to this webhook before sending anything.
-    state.store.get_delivery(webhook, delivery).await?;
-    let audit = Audit::new(&user.username, "webhook.delivery.retrigger")
-        .detail(format!("delivery {delivery}"));
-    state
-        .store
-        .record_activity(&namespace, Some(webhook), &audit)
-        .await?;
-    state.dispatcher.retrigger(delivery).await?;
-    tracing::info!(delivery, webhook, by = %user.username, "delivery retriggered");
-    Ok(Json(state.store.get_delivery(webhook, delivery).await?))
+    let (_, hook, detail) = app::deliveries::retrigger(&state, &user, &ns, &id, &delivery).await?;
+    tracing::info!(delivery = detail.summary.id, webhook = hook.id, by = %user.username, "delivery retriggered");
+    Ok(Json(detail))
 }

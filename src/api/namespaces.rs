@@ -3,7 +3,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::access::{namespace_access, team_for_new_namespace};
+use super::access::namespace_access;
 use super::{ApiJson, Items};
 use crate::auth::policy::{self, NamespaceAction};
 use crate::auth::ApiUser;
@@ -48,22 +48,14 @@ pub async fn create(
     ApiUser(user): ApiUser,
     ApiJson(body): ApiJson<CreateNamespace>,
 ) -> ApiResult<(StatusCode, Json<Namespace>)> {
-    let team_id = team_for_new_namespace(&state, &user, body.team.as_deref()).await?;
-    let name = body
-        .name
-        .ok_or_else(|| AppError::invalid("name", "a namespace needs a name"))?;
-    let name = NamespaceName::parse(&name)?;
-    if body.description.len() > 1000 {
-        return Err(AppError::invalid(
-            "description",
-            "a description has at most 1000 characters",
-        ));
-    }
-    let audit = Audit::new(&user.username, "namespace.create");
-    let ns = state
-        .store
-        .create_namespace(&name, body.description.trim(), team_id, &audit)
-        .await?;
+    let ns = crate::app::namespaces::create(
+        &state,
+        &user,
+        body.name.as_deref(),
+        body.team.as_deref(),
+        &body.description,
+    )
+    .await?;
     tracing::info!(namespace = %ns.name, by = %user.username, "namespace created");
     Ok((StatusCode::CREATED, Json(ns)))
 }

@@ -5,11 +5,10 @@ use serde::Deserialize;
 
 use super::access::team_access;
 use super::{ApiJson, Items};
-use crate::auth::policy::{self, GlobalAction, TeamAction};
+use crate::auth::policy::{self, TeamAction};
 use crate::auth::ApiUser;
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
-use crate::hooks::types::is_path_component;
 use crate::store::{Audit, Role, Team};
 use crate::AppState;
 
@@ -44,25 +43,8 @@ pub async fn create(
     ApiUser(user): ApiUser,
     ApiJson(body): ApiJson<CreateTeam>,
 ) -> ApiResult<(StatusCode, Json<Team>)> {
-    policy::check_global(&user, GlobalAction::CreateTeam)?;
     let name = body.name.unwrap_or_default();
-    if name.len() > 100 || !is_path_component(&name) {
-        return Err(AppError::invalid(
-            "name",
-            format!("'{name}' is not a valid team name: use lowercase letters and digits, separated by '.', '_', '__' or '-'"),
-        ));
-    }
-    if body.description.len() > 1000 {
-        return Err(AppError::invalid(
-            "description",
-            "a description has at most 1000 characters",
-        ));
-    }
-    let audit = Audit::new(&user.username, "team.create");
-    let team = state
-        .store
-        .create_team(&name, body.description.trim(), user.id, &audit)
-        .await?;
+    let team = crate::app::teams::create(&state, &user, &name, &body.description).await?;
     tracing::info!(team = %team.name, by = %user.username, "team created");
     Ok((StatusCode::CREATED, Json(team)))
 }

@@ -8,13 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use super::access::{namespace_access, NamespaceAccess};
 use super::{parse_id, ApiJson, Items};
+use crate::app;
 use crate::auth::policy::NamespaceAction;
 use crate::auth::ApiUser;
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
-use crate::hooks::input::{
-    audit_for_patch, check_new_template, check_patch, parse_added_header, WebhookInput,
-};
+use crate::hooks::input::{check_new_template, parse_added_header, WebhookInput};
 use crate::hooks::types::{ContentType, NamespaceName, RequestMethod, WebhookName, WebhookUrl};
 use crate::secrets::Cipher;
 use crate::store::{Audit, StoredHeader, User, Webhook};
@@ -180,7 +179,7 @@ pub async fn create(
         .await?;
     tracing::info!(namespace = %access.namespace.name, webhook = hook.id, by = %user.username, "webhook created");
     let mut view = WebhookView::new(hook.clone(), &state, &user, &access)?;
-    view.signing_secret = current_secret(&hook, &state)?;
+    view.signing_secret = app::webhooks::current_secret(&hook, &state)?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -192,16 +191,9 @@ pub async fn update(
     Path((ns, id)): Path<(String, String)>,
     ApiJson(body): ApiJson<WebhookInput>,
 ) -> ApiResult<Json<WebhookView>> {
-    let access = namespace_access(&state, &user, &ns, NamespaceAction::UpdateWebhook).await?;
-    let id = parse_id(&id, "webhook")?;
-    let mut patch = body.into_patch(&state.cipher).map_err(all_problems)?;
-    let current = state.store.get_webhook(&access.namespace.name, id).await?;
-    check_patch(&mut patch, &current, &state.templates).await?;
-    let audit = audit_for_patch(&user.username, &patch);
-    let hook = state
-        .store
-        .update_webhook(&access.namespace.name, id, patch, &audit)
-        .await?;
+    let patch = body.into_patch(&state.cipher).map_err(all_problems);
+    let (access, hook) = app::webhooks::update(&state, &user, &ns, &id, patch).await?;
+    let id = hook.id;
     tracing::info!(namespace = %access.namespace.name, webhook = id, enabled = hook.enabled, by = %user.username, "webhook updated");
     Ok(Json(WebhookView::new(hook, &state, &user, &access)?))
 }
@@ -273,22 +265,6 @@ pub async fn delete_header(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The current signing secret in clear, for the one answer that shows it.
-fn current_secret(hook: &Webhook, state: &AppState) -> ApiResult<Option<String>> {
-    hook.signing_secrets
-        .first()
-        .map(|sealed| {
-            state
-                .cipher
-                .open(sealed)
-                .map_err(|e| crate::store::StoreError::Crypto(e).into())
-        })
-        .transpose()
-}
-
-/// How long the previous secret keeps signing after a rotation, so receivers can switch.
-const ROTATION_OVERLAP_HOURS: i64 = 24;
-
 /// A new signing secret, shown once; the old one also signs for 24 hours. A second rotation
 /// inside that overlap is refused (409): it would drop the original secret at once, while
 /// receivers may still verify with it.
@@ -300,31 +276,7 @@ pub async fn rotate_secret(
     ApiUser(user): ApiUser,
     Path((ns, id)): Path<(String, String)>,
 ) -> ApiResult<Json<WebhookView>> {
-    let access = namespace_access(&state, &user, &ns, NamespaceAction::UpdateWebhook).await?;
-    let id = parse_id(&id, "webhook")?;
-    let current = state.store.get_webhook(&access.namespace.name, id).await?;
-    let now = Utc::now();
-    if let Some(until) = current.previous_secret_until.filter(|u| *u > now) {
-        return Err(AppError::conflict(format!(
-            "the secret was rotated less than {ROTATION_OVERLAP_HOURS} hours ago and the one \
-             before it still signs until {}; rotate again after that (a leaked secret: \
-             delete the webhook and create it again)",
-            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        )));
-    }
-    let secret = crate::hooks::signing::SigningSecret::generate().to_whsec();
-    let until = now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
-    let audit = Audit::new(&user.username, "webhook.secret.rotate");
-    let hook = state
-        .store
-        .rotate_signing_secret(
-            &access.namespace.name,
-            id,
-            state.cipher.seal(&secret),
-            until,
-            &audit,
-        )
-        .await?;
+    let (access, hook, secret) = app::webhooks::rotate_secret(&state, &user, &ns, &id).await?;
     let mut view = WebhookView::new(hook, &state, &user, &access)?;
     view.signing_secret = Some(secret);
     Ok(Json(view))
@@ -354,31 +306,8 @@ pub async fn recover(
     Path((ns, id)): Path<(String, String)>,
     ApiJson(body): ApiJson<RecoverBody>,
 ) -> ApiResult<Json<Recovered>> {
-    let access = namespace_access(&state, &user, &ns, NamespaceAction::Retrigger).await?;
-    let hook = state
-        .store
-        .get_webhook(&access.namespace.name, parse_id(&id, "webhook")?)
-        .await?;
-    let now = Utc::now();
-    let until = body.until.unwrap_or(now);
-    if until <= body.since {
-        return Err(AppError::invalid("until", "`until` must be after `since`"));
-    }
-    let requeued = state
-        .store
-        .requeue_failed(hook.id, body.since, until, now)
-        .await?;
-    let audit = Audit::new(&user.username, "webhook.delivery.recover").detail(format!(
-        "{requeued} failed deliveries from {} to {until}",
-        body.since
-    ));
-    state
-        .store
-        .record_activity(&access.namespace.name, Some(hook.id), &audit)
-        .await?;
-    if requeued > 0 {
-        state.dispatcher.wake();
-    }
+    let (_, _, requeued) =
+        app::webhooks::recover(&state, &user, &ns, &id, body.since, body.until).await?;
     Ok(Json(Recovered { requeued }))
 }
 
@@ -391,36 +320,6 @@ pub async fn ping(
     ApiUser(user): ApiUser,
     Path((ns, id)): Path<(String, String)>,
 ) -> ApiResult<Json<crate::store::DeliveryDetail>> {
-    let access = namespace_access(&state, &user, &ns, NamespaceAction::Retrigger).await?;
-    let hook = state
-        .store
-        .get_webhook(&access.namespace.name, parse_id(&id, "webhook")?)
-        .await?;
-    let now = Utc::now();
-    let event_id = format!("ping-{}", &crate::secrets::random_token("")[..22]);
-    let repository = if access.namespace.name.is_global() {
-        "herald-ping".to_string()
-    } else {
-        format!("{}/herald-ping", access.namespace.name)
-    };
-    let body = serde_json::json!({
-        "id": event_id,
-        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        "action": "ping",
-        "target": { "repository": repository },
-        "actor": { "name": user.username },
-        "source": { "addr": "herald" }
-    })
-    .to_string();
-    let audit = Audit::new(&user.username, "webhook.ping").detail(&event_id);
-    state
-        .store
-        .record_activity(&access.namespace.name, Some(hook.id), &audit)
-        .await?;
-    let delivery = state
-        .store
-        .create_ping(hook.id, &event_id, &repository, &body, now)
-        .await?;
-    state.dispatcher.retrigger(delivery).await?;
-    Ok(Json(state.store.get_delivery(hook.id, delivery).await?))
+    let (_, _, delivery) = app::webhooks::ping(&state, &user, &ns, &id).await?;
+    Ok(Json(delivery))
 }

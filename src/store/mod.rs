@@ -467,6 +467,153 @@ pub struct QueueStats {
     pub oldest_due_at: Option<DateTime<Utc>>,
 }
 
+/// A webhook's health at a glance, from its row, its deliveries and its audit trail.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WebhookStatus {
+    pub webhook_id: i64,
+    pub namespace: String,
+    pub name: String,
+    pub enabled: bool,
+    /// Since when every attempt has failed.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// The last answer of the most recently attempted delivery, and its error.
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// Deliveries created in the window that succeeded / failed for good.
+    pub succeeded: i64,
+    pub failed: i64,
+    /// Deliveries waiting for another attempt now.
+    pub retrying: i64,
+    /// Deliveries that failed for good since `failing_since`.
+    pub failed_while_failing: i64,
+    /// Disabled by Herald itself (410 Gone or failing for too long), not by a person.
+    pub auto_disabled: bool,
+}
+
+/// What a webhook's state says to an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthState {
+    Healthy,
+    Retrying,
+    Failing,
+    AutoDisabled,
+    Disabled,
+}
+
+impl HealthState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Retrying => "retrying",
+            Self::Failing => "failing",
+            Self::AutoDisabled => "auto-disabled",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+impl WebhookStatus {
+    pub fn state(&self) -> HealthState {
+        match (self.enabled, self.auto_disabled, self.failing_since) {
+            (false, true, _) => HealthState::AutoDisabled,
+            (false, false, _) => HealthState::Disabled,
+            (true, _, Some(_)) if self.failed_while_failing > 0 => HealthState::Failing,
+            (true, _, Some(_)) => HealthState::Retrying,
+            (true, _, None) if self.retrying > 0 => HealthState::Retrying,
+            (true, _, None) => HealthState::Healthy,
+        }
+    }
+
+    /// Succeeded out of finished deliveries in the window, in percent.
+    pub fn success_rate(&self) -> Option<f64> {
+        let finished = self.succeeded + self.failed;
+        (finished > 0).then(|| 100.0 * self.succeeded as f64 / finished as f64)
+    }
+}
+
+/// Which audit entries to list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ActivityFilter<'a> {
+    pub namespace: Option<&'a str>,
+    pub actor: Option<&'a str>,
+}
+
+/// The health figures of webhooks, in one statement for both databases: `$1` is the start
+/// of the window (ms), `where_clause` picks the webhooks. SQLite's `?NNN` placeholders
+/// number the same way, and it ignores nothing else here, so [`sqlite_dialect`] only
+/// rewrites placeholders and casts.
+pub(crate) fn webhook_status_sql(where_clause: &str) -> String {
+    format!(
+        "SELECT w.id, w.name, n.name AS namespace, w.enabled, w.failing_since, \
+         (SELECT CAST(d.last_status AS BIGINT) FROM deliveries d WHERE d.webhook_id = w.id \
+            AND d.attempts > 0 ORDER BY d.updated_at DESC, d.id DESC LIMIT 1) AS last_status, \
+         (SELECT d.last_error FROM deliveries d WHERE d.webhook_id = w.id \
+            AND d.attempts > 0 ORDER BY d.updated_at DESC, d.id DESC LIMIT 1) AS last_error, \
+         (SELECT MAX(d.updated_at) FROM deliveries d WHERE d.webhook_id = w.id \
+            AND d.attempts > 0) AS last_attempt_at, \
+         (SELECT COUNT(*) FROM deliveries d WHERE d.webhook_id = w.id AND d.created_at >= $1 \
+            AND d.state = 'succeeded') AS succeeded, \
+         (SELECT COUNT(*) FROM deliveries d WHERE d.webhook_id = w.id AND d.created_at >= $1 \
+            AND d.state = 'failed') AS failed, \
+         (SELECT COUNT(*) FROM deliveries d WHERE d.webhook_id = w.id \
+            AND d.state = 'retrying') AS retrying, \
+         (SELECT COUNT(*) FROM deliveries d WHERE d.webhook_id = w.id AND d.state = 'failed' \
+            AND d.updated_at >= w.failing_since) AS failed_while_failing, \
+         (SELECT a.action FROM activities a WHERE a.namespace = n.name AND a.webhook_id = w.id \
+            AND a.action IN ('webhook.enabled', 'webhook.disabled', 'webhook.auto_disabled', \
+                             'webhook.create') \
+            ORDER BY a.id DESC LIMIT 1) AS last_switch \
+         FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id WHERE {where_clause} \
+         ORDER BY n.name, w.name"
+    )
+}
+
+/// The webhooks a status query picks: one namespace's, or those needing attention in the
+/// namespaces a user may see (`$2` the namespace name, or the member's user id / NULL).
+pub(crate) const STATUS_OF_NAMESPACE: &str = "n.name = $2";
+pub(crate) const STATUS_NEEDING_ATTENTION: &str = "($2::BIGINT IS NULL OR n.team_id IN \
+     (SELECT team_id FROM team_members WHERE user_id = $2)) \
+     AND (w.failing_since IS NOT NULL OR NOT w.enabled)";
+
+/// PostgreSQL's `$n` and casts in SQLite's terms.
+pub(crate) fn sqlite_dialect(sql: &str) -> String {
+    sql.replace("::BIGINT", "")
+        .replace("::TEXT", "")
+        .replace('$', "?")
+}
+
+/// A status row of [`webhook_status_sql`], whichever database it came from.
+pub(crate) fn status_from_row<'r, R>(row: &'r R) -> StoreResult<WebhookStatus>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let enabled: bool = row.try_get("enabled")?;
+    let last_switch: Option<String> = row.try_get("last_switch")?;
+    let failing_since: Option<i64> = row.try_get("failing_since")?;
+    let last_attempt_at: Option<i64> = row.try_get("last_attempt_at")?;
+    Ok(WebhookStatus {
+        webhook_id: row.try_get("id")?,
+        namespace: row.try_get("namespace")?,
+        name: row.try_get("name")?,
+        enabled,
+        failing_since: failing_since.map(from_ms),
+        last_status: row.try_get("last_status")?,
+        last_error: row.try_get("last_error")?,
+        last_attempt_at: last_attempt_at.map(from_ms),
+        succeeded: row.try_get("succeeded")?,
+        failed: row.try_get("failed")?,
+        retrying: row.try_get("retrying")?,
+        failed_while_failing: row.try_get("failed_while_failing")?,
+        auto_disabled: !enabled && last_switch.as_deref() == Some("webhook.auto_disabled"),
+    })
+}
+
 /// A page of a newest-first list; `next` is the cursor of the following page.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
@@ -562,12 +709,38 @@ pub trait Store: Send + Sync + 'static {
         namespace: Option<&str>,
         limit: i64,
         before: Option<i64>,
+    ) -> StoreResult<Page<Activity>> {
+        let filter = ActivityFilter {
+            namespace,
+            actor: None,
+        };
+        self.list_activities_by(visibility, filter, limit, before)
+            .await
+    }
+    /// The audit trail `visibility` may read, narrowed by namespace and actor.
+    async fn list_activities_by(
+        &self,
+        visibility: &Visibility,
+        filter: ActivityFilter<'_>,
+        limit: i64,
+        before: Option<i64>,
     ) -> StoreResult<Page<Activity>>;
 
     // Deliveries.
     async fn list_deliveries(
         &self,
         webhook_id: i64,
+        limit: i64,
+        before: Option<i64>,
+    ) -> StoreResult<Page<DeliverySummary>> {
+        self.list_deliveries_in(webhook_id, None, limit, before)
+            .await
+    }
+    /// Deliveries newest first, only those in `state` when given.
+    async fn list_deliveries_in(
+        &self,
+        webhook_id: i64,
+        state: Option<DeliveryState>,
         limit: i64,
         before: Option<i64>,
     ) -> StoreResult<Page<DeliverySummary>>;
@@ -636,6 +809,8 @@ pub trait Store: Send + Sync + 'static {
     /// The user and their password hash, for sign-in.
     async fn user_credentials(&self, username: &str) -> StoreResult<Option<(User, String)>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// Replaces a user's password hash (made by the password gate).
+    async fn set_password(&self, username: &str, password_hash: &str) -> StoreResult<()>;
     async fn update_user(
         &self,
         username: &str,
@@ -701,6 +876,20 @@ pub trait Store: Send + Sync + 'static {
         webhook_id: i64,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<HourStats>>;
+
+    /// The health of each webhook of `namespace`, with figures since `since`.
+    async fn webhook_statuses(
+        &self,
+        namespace: &NamespaceName,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<WebhookStatus>>;
+    /// Webhooks failing or disabled, in the namespaces `visibility` may see; callers keep
+    /// those whose state needs attention.
+    async fn webhooks_needing_attention(
+        &self,
+        visibility: &Visibility,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<WebhookStatus>>;
 
     // Operations.
     /// Whether every migration this binary knows is applied.

@@ -786,10 +786,10 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn list_activities(
+    async fn list_activities_by(
         &self,
         visibility: &Visibility,
-        namespace: Option<&str>,
+        filter: ActivityFilter<'_>,
         limit: i64,
         before: Option<i64>,
     ) -> StoreResult<Page<Activity>> {
@@ -803,12 +803,14 @@ impl Store for PgStore {
              WHERE id < $1 AND ($2::TEXT IS NULL OR namespace = $2) \
                AND ($3::BIGINT IS NULL OR team_id IN \
                     (SELECT team_id FROM team_members WHERE user_id = $3)) \
+               AND ($5::TEXT IS NULL OR actor = $5) \
              ORDER BY id DESC LIMIT $4",
         )
         .bind(before.unwrap_or(i64::MAX))
-        .bind(namespace.map(text))
+        .bind(filter.namespace.map(text))
         .bind(member_of)
         .bind(limit + 1)
+        .bind(filter.actor.map(text))
         .fetch_all(&self.pool)
         .await?;
         let mut items = rows
@@ -831,18 +833,21 @@ impl Store for PgStore {
         Ok(paginate(&mut items, limit, |a| a.id))
     }
 
-    async fn list_deliveries(
+    async fn list_deliveries_in(
         &self,
         webhook_id: i64,
+        state: Option<DeliveryState>,
         limit: i64,
         before: Option<i64>,
     ) -> StoreResult<Page<DeliverySummary>> {
         let rows = sqlx::query(&format!(
-            "{DELIVERY_SELECT} WHERE d.webhook_id = $1 AND d.id < $2 ORDER BY d.id DESC LIMIT $3"
+            "{DELIVERY_SELECT} WHERE d.webhook_id = $1 AND d.id < $2 \
+             AND ($4::TEXT IS NULL OR d.state = $4) ORDER BY d.id DESC LIMIT $3"
         ))
         .bind(webhook_id)
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit + 1)
+        .bind(state.map(DeliveryState::as_str))
         .fetch_all(&self.pool)
         .await?;
         let mut items = rows
@@ -1234,6 +1239,48 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(user_from_row).collect()
+    }
+
+    async fn set_password(&self, username: &str, password_hash: &str) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
+            .bind(password_hash)
+            .bind(text(username))
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user '{username}'")));
+        }
+        Ok(())
+    }
+
+    async fn webhook_statuses(
+        &self,
+        namespace: &NamespaceName,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<WebhookStatus>> {
+        let rows = sqlx::query(&webhook_status_sql(STATUS_OF_NAMESPACE))
+            .bind(to_ms(since))
+            .bind(namespace.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(status_from_row).collect()
+    }
+
+    async fn webhooks_needing_attention(
+        &self,
+        visibility: &Visibility,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<WebhookStatus>> {
+        let member_of = match visibility {
+            Visibility::All => None,
+            Visibility::MemberOf(user) => Some(*user),
+        };
+        let rows = sqlx::query(&webhook_status_sql(STATUS_NEEDING_ATTENTION))
+            .bind(to_ms(since))
+            .bind(member_of)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(status_from_row).collect()
     }
 
     async fn update_user(

@@ -21,54 +21,88 @@ pub use session::WebUser;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(pages::dashboard))
+        .route("/", get(pages::dashboard::dashboard))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
-        .route("/namespaces", post(pages::create_namespace))
-        .route("/namespaces/{ns}", get(pages::namespace))
-        .route("/namespaces/{ns}/delete", post(pages::delete_namespace))
-        .route("/namespaces/{ns}/webhooks", post(pages::create_webhook))
-        .route("/namespaces/{ns}/webhooks/{id}", get(pages::webhook))
+        .route("/namespaces", post(pages::namespaces::create_namespace))
+        .route("/namespaces/{ns}", get(pages::namespaces::namespace))
+        .route(
+            "/namespaces/{ns}/delete",
+            post(pages::namespaces::delete_namespace),
+        )
+        .route(
+            "/namespaces/{ns}/webhooks",
+            post(pages::webhooks::create_webhook),
+        )
+        .route(
+            "/namespaces/{ns}/webhooks/{id}",
+            get(pages::webhooks::webhook),
+        )
         .route(
             "/namespaces/{ns}/webhooks/{id}/edit",
-            post(pages::edit_webhook),
+            post(pages::webhooks::edit_webhook),
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/toggle",
-            post(pages::toggle_webhook),
+            post(pages::webhooks::toggle_webhook),
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/delete",
-            post(pages::delete_webhook),
+            post(pages::webhooks::delete_webhook),
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/headers",
-            post(pages::set_header),
+            post(pages::headers::set_header),
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/headers/{name}/delete",
-            post(pages::delete_header),
+            post(pages::headers::delete_header),
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/deliveries/{d}",
-            get(pages::delivery),
+            get(pages::deliveries::delivery),
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/deliveries/{d}/retrigger",
-            post(pages::retrigger),
+            post(pages::deliveries::retrigger),
         )
-        .route("/teams", get(pages::teams).post(pages::create_team))
-        .route("/teams/{team}", get(pages::team))
-        .route("/teams/{team}/members", post(pages::set_member))
+        .route(
+            "/namespaces/{ns}/webhooks/{id}/rotate-secret",
+            post(pages::webhook_actions::rotate_secret),
+        )
+        .route(
+            "/namespaces/{ns}/webhooks/{id}/ping",
+            post(pages::webhook_actions::ping),
+        )
+        .route(
+            "/namespaces/{ns}/webhooks/{id}/recover",
+            post(pages::webhook_actions::recover),
+        )
+        .route("/events", get(pages::events::events))
+        .route("/account", get(pages::account::account))
+        .route("/account/password", post(pages::account::change_password))
+        .route("/users/{name}/password", post(pages::users::reset_password))
+        .route(
+            "/teams",
+            get(pages::teams::teams).post(pages::teams::create_team),
+        )
+        .route("/teams/{team}", get(pages::teams::team))
+        .route("/teams/{team}/members", post(pages::teams::set_member))
         .route(
             "/teams/{team}/members/{user}/delete",
-            post(pages::remove_member),
+            post(pages::teams::remove_member),
         )
-        .route("/users", get(pages::users).post(pages::create_user))
-        .route("/users/{name}", post(pages::update_user))
-        .route("/tokens", get(pages::tokens).post(pages::create_token))
-        .route("/tokens/{id}/delete", post(pages::revoke_token))
-        .route("/activity", get(pages::activity))
+        .route(
+            "/users",
+            get(pages::users::users).post(pages::users::create_user),
+        )
+        .route("/users/{name}", post(pages::users::update_user))
+        .route(
+            "/tokens",
+            get(pages::tokens::tokens).post(pages::tokens::create_token),
+        )
+        .route("/tokens/{id}/delete", post(pages::tokens::revoke_token))
+        .route("/activity", get(pages::activity::activity))
         .route("/static/{file}", get(static_file))
 }
 
@@ -85,6 +119,13 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("tokens.html", include_str!("templates/tokens.html")),
     ("activity.html", include_str!("templates/activity.html")),
     ("error.html", include_str!("templates/error.html")),
+    ("events.html", include_str!("templates/events.html")),
+    ("account.html", include_str!("templates/account.html")),
+    ("health.html", include_str!("templates/health.html")),
+    (
+        "filters_fields.html",
+        include_str!("templates/filters_fields.html"),
+    ),
 ];
 
 fn env() -> &'static Environment<'static> {
@@ -98,6 +139,7 @@ fn env() -> &'static Environment<'static> {
             }
         }
         env.add_filter("ago", ago);
+        env.add_filter("utc", utc);
         env
     })
 }
@@ -115,6 +157,17 @@ fn ago(value: String) -> String {
         s if s < 86_400 => format!("{} h ago", s / 3600),
         s => format!("{} d ago", s / 86_400),
     }
+}
+
+/// "2026-11-26 21:23 UTC" for an RFC 3339 timestamp.
+fn utc(value: String) -> String {
+    chrono::DateTime::parse_from_rfc3339(&value)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string()
+        })
+        .unwrap_or(value)
 }
 
 /// Renders a template with `status`; clears the flash cookie once shown.

@@ -14,9 +14,9 @@ use herald::hooks::types::{
 use herald::registry::envelope::{parse_envelope, IncomingEvent};
 use herald::secrets::Sealed;
 use herald::store::{
-    AttemptRecord, Audit, Claim, DeliveryState, Health, HourStats, NewSource, NewWebhook, Outcome,
-    QueueStats, Role, Store, StoreError, StoreResult, StoredHeader, StoredRequest, Visibility,
-    WebhookPatch,
+    ActivityFilter, AttemptRecord, Audit, Claim, DeliveryState, Health, HourStats, NewSource,
+    NewWebhook, Outcome, QueueStats, Role, Store, StoreError, StoreResult, StoredHeader,
+    StoredRequest, Visibility, WebhookPatch,
 };
 
 use crate::helpers::{eventually, fixture};
@@ -96,6 +96,7 @@ contract!(
     stats_and_retention,
     sources,
     settings_claims_and_liveness,
+    health_filters_and_passwords,
 );
 
 /// Every method of the `Store` trait (as `src/store/mod.rs` declares it) is called somewhere
@@ -1759,4 +1760,99 @@ async fn settings_claims_and_liveness(store: Arc<dyn Store>) {
         let beating = tokio::spawn(task);
         beating.abort();
     }
+}
+
+/// What the UI's health badges, attention panel and filters read; and password changes.
+async fn health_filters_and_passwords(store: Arc<dyn Store>) {
+    let hook = acme_with_hook(&store).await;
+    let now = Utc::now();
+    store
+        .ingest(&pushes(2, "hhhh"), now - secs(1))
+        .await
+        .unwrap();
+    let claims = store.claim_due(now, now + secs(60), 10).await.unwrap();
+    assert_eq!(claims.len(), 2);
+    store
+        .record_attempt(attempt(
+            claims[0].delivery_id,
+            Some(claims[0].token),
+            Outcome::Succeeded,
+            200,
+        ))
+        .await
+        .unwrap();
+    store
+        .record_attempt(attempt(
+            claims[1].delivery_id,
+            Some(claims[1].token),
+            Outcome::Failed,
+            500,
+        ))
+        .await
+        .unwrap();
+    store
+        .webhook_health(hook, Health::Failed, now, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let statuses = store
+        .webhook_statuses(&ns("acme"), now - secs(3600))
+        .await
+        .unwrap();
+    let status = statuses.iter().find(|s| s.webhook_id == hook).unwrap();
+    assert_eq!((status.succeeded, status.failed), (1, 1));
+    assert!(status.failing_since.is_some());
+    let attention = store
+        .webhooks_needing_attention(&Visibility::All, now - secs(3600))
+        .await
+        .unwrap();
+    assert!(attention.iter().any(|s| s.webhook_id == hook));
+
+    let failed = store
+        .list_deliveries_in(hook, Some(DeliveryState::Failed), 50, None)
+        .await
+        .unwrap();
+    assert_eq!(failed.items.len(), 1);
+    assert_eq!(failed.items[0].id, claims[1].delivery_id);
+    let all = store
+        .list_deliveries_in(hook, None, 50, None)
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 2);
+
+    let by_admin = store
+        .list_activities_by(
+            &Visibility::All,
+            ActivityFilter {
+                namespace: Some("acme"),
+                actor: Some("tester"),
+            },
+            50,
+            None,
+        )
+        .await
+        .unwrap();
+    let nobody = store
+        .list_activities_by(
+            &Visibility::All,
+            ActivityFilter {
+                namespace: Some("acme"),
+                actor: Some("nobody"),
+            },
+            50,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(nobody.items.is_empty());
+    assert!(!by_admin.items.is_empty());
+    assert!(by_admin.items.iter().all(|a| a.actor == "tester"));
+
+    store
+        .create_user("pat", "old-hash", None, false)
+        .await
+        .unwrap();
+    store.set_password("pat", "new-hash").await.unwrap();
+    let (_, hash) = store.user_credentials("pat").await.unwrap().unwrap();
+    assert_eq!(hash, "new-hash");
+    assert!(not_found(store.set_password("nosuch", "x").await).contains("nosuch"));
 }

@@ -535,3 +535,378 @@ async fn the_header_form_refuses_a_51st_header_like_the_api() {
     assert_eq!(now.body["headers"].as_object().unwrap().len(), 50);
     assert_eq!(now.body["headers"]["X-H3"], "2");
 }
+
+async fn sign_in_as(app: &TestApp, user: &str, password: &str) -> WebClient {
+    let res = try_sign_in(app, user, password, &[]).await;
+    assert_eq!(res.status(), 303, "sign-in of {user}");
+    let cookie = set_cookies(&res)
+        .into_iter()
+        .find(|c| c.starts_with("herald_session="))
+        .unwrap();
+    WebClient {
+        http: reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap(),
+        cookie: cookie.split(';').next().unwrap().to_string(),
+    }
+}
+
+/// The message a redirect carries for the next page, decoded.
+fn flash_of(res: &reqwest::Response) -> String {
+    let cookie = set_cookies(res)
+        .into_iter()
+        .find(|c| c.starts_with("herald_flash="))
+        .unwrap_or_default();
+    let value = cookie
+        .trim_start_matches("herald_flash=")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    url::form_urlencoded::parse(format!("v={value}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// The UI refuses what the API refuses, with the same words: both call the same use case.
+#[tokio::test]
+async fn the_ui_refuses_what_the_api_refuses_through_the_same_rules() {
+    let app = spawn_app().await;
+    team_setup(&app).await;
+    let olga = sign_in(&app, "olga").await;
+    let csrf = olga.csrf(&app).await;
+    let long = "d".repeat(1001);
+
+    let ui = olga
+        .post(
+            &app,
+            "/namespaces",
+            &[
+                ("name", "shop"),
+                ("team", "web"),
+                ("description", &long),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(ui.status(), 422);
+    let html = ui.text().await.unwrap();
+    let api = app
+        .api(
+            "POST",
+            "/namespaces",
+            Some(json!({"name": "shop", "team": "web", "description": long})),
+        )
+        .await;
+    assert_eq!(api.status, 422);
+    assert_eq!(api.body["error"]["field"], "description");
+    let message = api.body["error"]["message"].as_str().unwrap();
+    assert!(
+        html.contains("id=\"ns-description-error\">a description has at most 1000 characters"),
+        "the UI shows the API's message next to the field"
+    );
+    assert_eq!(message, "a description has at most 1000 characters");
+    assert!(html.contains(&long), "the input is kept");
+
+    let ui = olga
+        .post(&app, "/teams", &[("name", "Bad Name"), ("csrf", &csrf)])
+        .await;
+    assert_eq!(ui.status(), 422);
+    let html = ui.text().await.unwrap();
+    let api = app
+        .api("POST", "/teams", Some(json!({"name": "Bad Name"})))
+        .await;
+    assert_eq!(api.status, 422);
+    let message = api.body["error"]["message"].as_str().unwrap();
+    assert!(
+        html.contains(&message.replace('\'', "&#x27;")) || html.contains(message),
+        "{message} not in the page"
+    );
+    assert!(
+        app.store.get_team("bad-name").await.is_err(),
+        "nothing stored"
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_page_shows_the_secret_once_rotates_pings_and_recovers() {
+    let app = spawn_app().await;
+    team_setup(&app).await;
+    let rx = Receiver::start().await;
+    let olga = sign_in(&app, "olga").await;
+    let csrf = olga.csrf(&app).await;
+
+    // Create with filters and a format: the create form has them too.
+    let res = olga
+        .post(
+            &app,
+            "/namespaces/acme/webhooks",
+            &[
+                ("name", "ci"),
+                ("url", &rx.url("/ci")),
+                ("request_method", "POST"),
+                ("filters_present", "1"),
+                ("action_push", "1"),
+                ("tags", "1.*"),
+                ("format", "registry-envelope"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let html = res.text().await.unwrap();
+    let start = html.find("id=\"signing-secret\" class=\"token\">").unwrap() + 34;
+    let secret = html[start..].split('<').next().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let hooks = app.api("GET", "/namespaces/acme/webhooks", None).await;
+    let made = hooks.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "ci")
+        .unwrap()
+        .clone();
+    assert_eq!(made["filters"]["tags"], json!(["1.*"]));
+    assert_eq!(made["filters"]["actions"], json!(["push"]));
+    assert_eq!(made["format"], "registry-envelope");
+    let id = made["id"].as_i64().unwrap();
+    let base = format!("/namespaces/acme/webhooks/{id}");
+    let (_, again) = olga.get(&app, &base).await;
+    assert!(!again.contains(&secret) && !again.contains("id=\"signing-secret\""));
+
+    // Rotation: a new secret once, then the API's 409 in words.
+    let res = olga
+        .post(&app, &format!("{base}/rotate-secret"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(res.status(), 201);
+    let html = res.text().await.unwrap();
+    let start = html.find("id=\"signing-secret\" class=\"token\">").unwrap() + 34;
+    let rotated = html[start..].split('<').next().unwrap().to_string();
+    assert!(rotated.starts_with("whsec_") && rotated != secret);
+    assert!(html.contains("signed with both the new and the previous secret"));
+    let res = olga
+        .post(&app, &format!("{base}/rotate-secret"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(res.status(), 303);
+    let flash = flash_of(&res);
+    let api = app
+        .api("POST", &format!("{base}/rotate-secret"), None)
+        .await;
+    assert_eq!(api.status, 409);
+    let api_message = api.body["error"]["message"].as_str().unwrap();
+    assert_eq!(flash, format!("error:Not rotated: {api_message}"));
+
+    // Ping: the receiver gets it and the answer leads to its delivery.
+    let res = olga
+        .post(&app, &format!("{base}/ping"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(res.status(), 303);
+    let ping = rx.next().await;
+    assert_eq!(ping.header("x-herald-event"), Some("ping"));
+    assert!(res.headers()[LOCATION]
+        .to_str()
+        .unwrap()
+        .starts_with(&format!("{base}/deliveries/")));
+    assert!(
+        flash_of(&res).contains("answered 200"),
+        "{}",
+        flash_of(&res)
+    );
+
+    // Recover: a failed delivery is queued again from the datetime-local form.
+    rx.answer(500);
+    app.api("PATCH", &base, Some(json!({"enabled": true})))
+        .await;
+    app.post_envelope(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+        .await;
+    app.wait_deliveries("acme", id, |d| d[0]["state"] == "failed")
+        .await;
+    let (_, failed_only) = olga.get(&app, &format!("{base}?state=failed")).await;
+    assert!(failed_only.contains("data-state=\"failed\""));
+    assert!(
+        !failed_only.contains("data-state=\"succeeded\""),
+        "the ping's delivery is filtered out"
+    );
+    assert!(
+        failed_only.contains("the receiver answered 500"),
+        "the last error is shown"
+    );
+    while rx
+        .next_within(std::time::Duration::from_millis(300))
+        .await
+        .is_some()
+    {}
+    rx.answer(200);
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let res = olga
+        .post(
+            &app,
+            &format!("{base}/recover"),
+            &[("since", &since), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        flash_of(&res),
+        "success:1 failed deliveries of webhook 'ci' are queued again"
+    );
+    rx.next().await;
+    app.wait_deliveries("acme", id, |d| d[0]["state"] == "succeeded")
+        .await;
+
+    // A viewer may do none of it: the same policy refuses.
+    let vera = sign_in(&app, "vera").await;
+    let vcsrf = vera.csrf(&app).await;
+    for action in ["ping", "rotate-secret", "recover"] {
+        let res = vera
+            .post(
+                &app,
+                &format!("{base}/{action}"),
+                &[("since", &since), ("csrf", &vcsrf)],
+            )
+            .await;
+        assert_eq!(res.status(), 403, "{action}");
+    }
+}
+
+#[tokio::test]
+async fn passwords_change_with_the_current_one_and_admins_reset_them() {
+    let app = spawn_app().await;
+    team_setup(&app).await;
+    let olga = sign_in(&app, "olga").await;
+    let csrf = olga.csrf(&app).await;
+    let wrong = olga
+        .post(
+            &app,
+            "/account/password",
+            &[
+                ("current_password", "not-my-password"),
+                ("new_password", "a-new-password"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status(), 422);
+    assert!(wrong
+        .text()
+        .await
+        .unwrap()
+        .contains("the current password is not right"));
+    let short = olga
+        .post(
+            &app,
+            "/account/password",
+            &[
+                ("current_password", "password-1"),
+                ("new_password", "short"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(short.status(), 422);
+    let ok = olga
+        .post(
+            &app,
+            "/account/password",
+            &[
+                ("current_password", "password-1"),
+                ("new_password", "a-new-password"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status(), 303);
+    assert_eq!(
+        try_sign_in(&app, "olga", "password-1", &[]).await.status(),
+        401
+    );
+    sign_in_as(&app, "olga", "a-new-password").await;
+    let (hash, _) = (
+        app.store.user_credentials("olga").await.unwrap().unwrap().1,
+        (),
+    );
+    assert!(hash.starts_with("$argon2id$"), "hashed, never stored as is");
+
+    // Only admins reset other people's passwords.
+    let refused = olga
+        .post(
+            &app,
+            "/users/vera/password",
+            &[("new_password", "olgas-choice"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(refused.status(), 403);
+    let admin = sign_in_as(&app, "admin", "admin-password").await;
+    let acsrf = admin.csrf(&app).await;
+    let reset = admin
+        .post(
+            &app,
+            "/users/vera/password",
+            &[("new_password", "reset-by-admin"), ("csrf", &acsrf)],
+        )
+        .await;
+    assert_eq!(reset.status(), 303);
+    sign_in_as(&app, "vera", "reset-by-admin").await;
+    let forged = admin
+        .post(
+            &app,
+            "/users/vera/password",
+            &[("new_password", "x-x-x-x-x-x")],
+        )
+        .await;
+    assert_eq!(forged.status(), 403, "the CSRF token is checked");
+}
+
+/// The attention panel lists failing webhooks only from namespaces the user may read.
+#[tokio::test]
+async fn the_dashboard_lists_failing_webhooks_where_the_user_may_read() {
+    let app = spawn_app().await;
+    team_setup(&app).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dead_url = format!("http://127.0.0.1:{closed}/");
+    app.create_namespace("ops").await;
+    let ops = app
+        .enabled_webhook("ops", json!({"name": "ops-dead", "url": dead_url}))
+        .await;
+    let acme = app
+        .enabled_webhook("acme", json!({"name": "acme-dead", "url": dead_url}))
+        .await;
+    app.post_envelope(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+        .await;
+    let ops_push = String::from_utf8(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+        .unwrap()
+        .replace("acme/", "ops/")
+        .replace("2045f19c-7a89-451b-8ea6-bfb7cac6a943", "ops-event-1");
+    app.post_envelope(ops_push.into_bytes()).await;
+    app.wait_deliveries("acme", acme, |d| d[0]["state"] == "failed")
+        .await;
+    app.wait_deliveries("ops", ops, |d| d[0]["state"] == "failed")
+        .await;
+
+    let vera = sign_in(&app, "vera").await;
+    let (_, html) = vera.get(&app, "/").await;
+    assert!(html.contains("id=\"attention\""), "{html}");
+    assert!(html.contains("acme-dead"));
+    assert!(
+        !html.contains("ops-dead"),
+        "vera may not read namespace ops"
+    );
+    let admin = sign_in_as(&app, "admin", "admin-password").await;
+    let (_, html) = admin.get(&app, "/").await;
+    assert!(html.contains("acme-dead") && html.contains("ops-dead"));
+    let (_, list) = vera.get(&app, "/namespaces/acme").await;
+    assert!(list.contains("class=\"health failing\""), "{list}");
+
+    // Raw events are for admins, with their status and reason.
+    assert_eq!(vera.get(&app, "/events").await.0, 403);
+    let (status, events) = admin.get(&app, "/events").await;
+    assert_eq!(status, 200);
+    assert!(events.contains("accepted"), "{events}");
+}

@@ -268,3 +268,64 @@ impl Drop for Browser {
         let _ = self.driver.wait();
     }
 }
+
+impl Browser {
+    /// Sets the window's size (the layout viewport in headless Chromium).
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        self.cmd(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await;
+    }
+
+    /// Runs `script` (a function body) in the page and returns what it returns.
+    pub async fn execute(&self, script: &str) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
+    /// How wide the page is, and how wide the window shows it.
+    pub async fn scroll_width(&self) -> (i64, i64) {
+        let v = self
+            .execute(
+                "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]",
+            )
+            .await;
+        (v[0].as_i64().unwrap_or(-1), v[1].as_i64().unwrap_or(-1))
+    }
+
+    /// Waits (without reloading: the page updates itself) until `css`'s text satisfies
+    /// `check`, and returns it.
+    pub async fn wait_for_text(
+        &self,
+        css: &str,
+        what: &str,
+        check: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        // Read in the page in one step: the element may be replaced between two commands.
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.textContent : null",
+            Value::String(css.to_string())
+        );
+        loop {
+            if let Some(text) = self.execute(&script).await.as_str() {
+                if check(text) {
+                    return text.to_string();
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} never showed in {css}: {}",
+                self.page_text().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

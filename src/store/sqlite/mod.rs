@@ -625,18 +625,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn list_deliveries(
+    async fn list_deliveries_in(
         &self,
         webhook_id: i64,
+        state: Option<DeliveryState>,
         limit: i64,
         before: Option<i64>,
     ) -> StoreResult<Page<DeliverySummary>> {
         let rows = sqlx::query(&format!(
-            "{DELIVERY_SELECT} WHERE d.webhook_id = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?"
+            "{DELIVERY_SELECT} WHERE d.webhook_id = ?1 AND d.id < ?2 \
+             AND (?4 IS NULL OR d.state = ?4) ORDER BY d.id DESC LIMIT ?3"
         ))
         .bind(webhook_id)
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit + 1)
+        .bind(state.map(DeliveryState::as_str))
         .fetch_all(&self.read)
         .await?;
         let mut items = rows
@@ -964,10 +967,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn list_activities(
+    async fn list_activities_by(
         &self,
         visibility: &Visibility,
-        namespace: Option<&str>,
+        filter: ActivityFilter<'_>,
         limit: i64,
         before: Option<i64>,
     ) -> StoreResult<Page<Activity>> {
@@ -980,12 +983,14 @@ impl Store for SqliteStore {
              detail, created_at FROM activities \
              WHERE id < ?1 AND (?2 IS NULL OR namespace = ?2) \
                AND (?3 IS NULL OR team_id IN (SELECT team_id FROM team_members WHERE user_id = ?3)) \
+               AND (?5 IS NULL OR actor = ?5) \
              ORDER BY id DESC LIMIT ?4",
         )
         .bind(before.unwrap_or(i64::MAX))
-        .bind(namespace)
+        .bind(filter.namespace)
         .bind(member_of)
         .bind(limit + 1)
+        .bind(filter.actor)
         .fetch_all(&self.read)
         .await?;
         let mut items = rows
@@ -1084,6 +1089,50 @@ impl Store for SqliteStore {
         write_activity(&mut tx, audit, None, None, None, None).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn set_password(&self, username: &str, password_hash: &str) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
+            .bind(password_hash)
+            .bind(username)
+            .execute(&self.write)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user '{username}'")));
+        }
+        Ok(())
+    }
+
+    async fn webhook_statuses(
+        &self,
+        namespace: &NamespaceName,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<WebhookStatus>> {
+        let sql = sqlite_dialect(&webhook_status_sql(STATUS_OF_NAMESPACE));
+        let rows = sqlx::query(&sql)
+            .bind(to_ms(since))
+            .bind(namespace.as_str())
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(status_from_row).collect()
+    }
+
+    async fn webhooks_needing_attention(
+        &self,
+        visibility: &Visibility,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<WebhookStatus>> {
+        let member_of = match visibility {
+            Visibility::All => None,
+            Visibility::MemberOf(user) => Some(*user),
+        };
+        let sql = sqlite_dialect(&webhook_status_sql(STATUS_NEEDING_ATTENTION));
+        let rows = sqlx::query(&sql)
+            .bind(to_ms(since))
+            .bind(member_of)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(status_from_row).collect()
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {

@@ -1,0 +1,11 @@
+//! Use cases: one function per operation that both the REST API and the web UI offer.
+//!
+//! Each does the policy check (through `api::access`), the store call, the audit entry and
+//! the dispatcher wake-up exactly once, so the two front ends cannot drift apart: the API
+//! turns the result into JSON, the UI into a page.
+
+pub mod deliveries;
+pub mod namespaces;
+pub mod teams;
+pub mod users;
+pub mod webhooks;

@@ -1,0 +1,188 @@
+//! Webhook operations shared by the API and the UI.
+
+use chrono::{DateTime, Utc};
+
+use crate::api::access::{namespace_access, NamespaceAccess};
+use crate::api::parse_id;
+use crate::auth::policy::NamespaceAction;
+use crate::error::AppError;
+use crate::hooks::input::{audit_for_patch, check_patch};
+use crate::store::{Audit, DeliveryDetail, User, Webhook, WebhookPatch};
+use crate::AppState;
+
+/// How long the previous secret keeps signing after a rotation, so receivers can switch.
+pub const ROTATION_OVERLAP_HOURS: i64 = 24;
+
+/// A webhook of `ns` and the caller's standing, after the policy allowed `action`.
+pub async fn load(
+    state: &AppState,
+    user: &User,
+    ns: &str,
+    id: &str,
+    action: NamespaceAction,
+) -> Result<(NamespaceAccess, Webhook), AppError> {
+    let access = namespace_access(state, user, ns, action).await?;
+    let hook = state
+        .store
+        .get_webhook(&access.namespace.name, parse_id(id, "webhook")?)
+        .await?;
+    Ok((access, hook))
+}
+
+/// Applies a patch after the policy allowed it, with templates tried and formats
+/// reconciled, and its one audit entry. `patch` is the caller's parsed input: its error
+/// is reported after the policy's 404/403, never before.
+pub async fn update(
+    state: &AppState,
+    user: &User,
+    ns: &str,
+    id: &str,
+    patch: Result<WebhookPatch, AppError>,
+) -> Result<(NamespaceAccess, Webhook), AppError> {
+    let access = namespace_access(state, user, ns, NamespaceAction::UpdateWebhook).await?;
+    let id = parse_id(id, "webhook")?;
+    let mut patch = patch?;
+    let current = state.store.get_webhook(&access.namespace.name, id).await?;
+    check_patch(&mut patch, &current, &state.templates).await?;
+    let audit = audit_for_patch(&user.username, &patch);
+    let hook = state
+        .store
+        .update_webhook(&access.namespace.name, id, patch, &audit)
+        .await?;
+    Ok((access, hook))
+}
+
+/// Enables or disables a webhook. Enabling an auto-disabled one starts its health afresh.
+pub async fn set_enabled(
+    state: &AppState,
+    user: &User,
+    ns: &str,
+    id: &str,
+    enabled: bool,
+) -> Result<(NamespaceAccess, Webhook), AppError> {
+    let patch = WebhookPatch {
+        enabled: Some(enabled),
+        ..Default::default()
+    };
+    update(state, user, ns, id, Ok(patch)).await
+}
+
+/// A new signing secret (returned in clear, to be shown once); the old one also signs for
+/// 24 hours. A second rotation inside that overlap is refused (409): it would drop the
+/// original secret at once, while receivers may still verify with it.
+pub async fn rotate_secret(
+    state: &AppState,
+    user: &User,
+    ns: &str,
+    id: &str,
+) -> Result<(NamespaceAccess, Webhook, String), AppError> {
+    let (access, current) = load(state, user, ns, id, NamespaceAction::UpdateWebhook).await?;
+    let now = Utc::now();
+    if let Some(until) = current.previous_secret_until.filter(|u| *u > now) {
+        return Err(AppError::conflict(format!(
+            "the secret was rotated less than {ROTATION_OVERLAP_HOURS} hours ago and the one \
+             before it still signs until {}; rotate again after that (a leaked secret: \
+             delete the webhook and create it again)",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )));
+    }
+    let secret = crate::hooks::signing::SigningSecret::generate().to_whsec();
+    let until = now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
+    let audit = Audit::new(&user.username, "webhook.secret.rotate");
+    let hook = state
+        .store
+        .rotate_signing_secret(
+            &access.namespace.name,
+            current.id,
+            state.cipher.seal(&secret),
+            until,
+            &audit,
+        )
+        .await?;
+    Ok((access, hook, secret))
+}
+
+/// The current signing secret in clear, for the one answer that shows it.
+pub fn current_secret(hook: &Webhook, state: &AppState) -> Result<Option<String>, AppError> {
+    hook.signing_secrets
+        .first()
+        .map(|sealed| {
+            state
+                .cipher
+                .open(sealed)
+                .map_err(|e| crate::store::StoreError::Crypto(e).into())
+        })
+        .transpose()
+}
+
+/// Bulk recovery after an outage: re-queues the failed deliveries created in
+/// `[since, until)` (`until` defaults to now) and wakes the workers.
+pub async fn recover(
+    state: &AppState,
+    user: &User,
+    ns: &str,
+    id: &str,
+    since: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+) -> Result<(NamespaceAccess, Webhook, u64), AppError> {
+    let (access, hook) = load(state, user, ns, id, NamespaceAction::Retrigger).await?;
+    let now = Utc::now();
+    let until = until.unwrap_or(now);
+    if until <= since {
+        return Err(AppError::invalid("until", "`until` must be after `since`"));
+    }
+    let requeued = state
+        .store
+        .requeue_failed(hook.id, since, until, now)
+        .await?;
+    let audit = Audit::new(&user.username, "webhook.delivery.recover").detail(format!(
+        "{requeued} failed deliveries from {since} to {until}"
+    ));
+    state
+        .store
+        .record_activity(&access.namespace.name, Some(hook.id), &audit)
+        .await?;
+    if requeued > 0 {
+        state.dispatcher.wake();
+    }
+    Ok((access, hook, requeued))
+}
+
+/// Sends a synthetic `ping` event now (even to a disabled webhook), recorded as a
+/// delivery like any other; returns that delivery after the attempt.
+pub async fn ping(
+    state: &AppState,
+    user: &User,
+    ns: &str,
+    id: &str,
+) -> Result<(NamespaceAccess, Webhook, DeliveryDetail), AppError> {
+    let (access, hook) = load(state, user, ns, id, NamespaceAction::Retrigger).await?;
+    let now = Utc::now();
+    let event_id = format!("ping-{}", &crate::secrets::random_token("")[..22]);
+    let repository = if access.namespace.name.is_global() {
+        "herald-ping".to_string()
+    } else {
+        format!("{}/herald-ping", access.namespace.name)
+    };
+    let body = serde_json::json!({
+        "id": event_id,
+        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "action": "ping",
+        "target": { "repository": repository },
+        "actor": { "name": user.username },
+        "source": { "addr": "herald" }
+    })
+    .to_string();
+    let audit = Audit::new(&user.username, "webhook.ping").detail(&event_id);
+    state
+        .store
+        .record_activity(&access.namespace.name, Some(hook.id), &audit)
+        .await?;
+    let delivery = state
+        .store
+        .create_ping(hook.id, &event_id, &repository, &body, now)
+        .await?;
+    state.dispatcher.retrigger(delivery).await?;
+    let detail = state.store.get_delivery(hook.id, delivery).await?;
+    Ok((access, hook, detail))
+}

@@ -1,0 +1,70 @@
+//! The signed-in user's own account: changing their password.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Form;
+use minijinja::context;
+use serde::Deserialize;
+
+use super::page;
+use crate::app;
+use crate::web::{redirect_with, WebResult, WebUser};
+use crate::AppState;
+
+pub async fn account(State(_state): State<AppState>, web: WebUser) -> WebResult {
+    Ok(account_page(&web, StatusCode::OK, BTreeMap::new()))
+}
+
+fn account_page(
+    web: &WebUser,
+    status: StatusCode,
+    errors: BTreeMap<String, String>,
+) -> axum::response::Response {
+    page(web, "account.html", status, context! { errors })
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+}
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    web: WebUser,
+    Form(form): Form<PasswordForm>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    match app::users::change_own_password(
+        &state,
+        &web.user,
+        form.current_password,
+        form.new_password,
+    )
+    .await
+    {
+        Ok(()) => Ok(redirect_with(
+            "/account",
+            "success",
+            "Your password is changed",
+        )),
+        Err(e) if e.status.is_client_error() => {
+            let field = e
+                .field
+                .clone()
+                .unwrap_or_else(|| "new_password".to_string());
+            Ok(account_page(
+                &web,
+                e.status,
+                BTreeMap::from([(field, e.message)]),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,112 @@
+//! The UI's pages and form actions. Each checks the same policy as the REST API before it
+//! shows a control or acts on a form.
+
+pub mod account;
+pub mod activity;
+pub mod dashboard;
+pub mod deliveries;
+pub mod events;
+pub mod headers;
+pub mod namespaces;
+pub mod teams;
+pub mod tokens;
+pub mod users;
+pub mod webhook_actions;
+pub mod webhook_form;
+pub mod webhooks;
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use minijinja::{context, Value};
+use serde::Deserialize;
+
+use super::{render, WebUser};
+use crate::api::access::NamespaceAccess;
+use crate::auth::policy::NamespaceAction;
+use crate::error::AppError;
+use crate::hooks::types::Invalid;
+use crate::store::{HealthState, Webhook, WebhookStatus};
+use crate::AppState;
+
+pub(super) fn page(web: &WebUser, template: &str, status: StatusCode, ctx: Value) -> Response {
+    let full = context! {
+        me => web.user,
+        csrf => web.csrf,
+        flash => web.flash,
+        ..ctx
+    };
+    render(template, status, full, web.flash.is_some())
+}
+
+pub(super) fn id_of(raw: &str, what: &str) -> Result<i64, AppError> {
+    raw.parse()
+        .map_err(|_| AppError::not_found(format!("{what} '{raw}' not found")))
+}
+
+pub(super) fn errors_map(problems: &[Invalid]) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    for p in problems {
+        map.entry(p.field.clone())
+            .or_insert_with(|| p.message.clone());
+    }
+    map
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+#[derive(Deserialize)]
+pub struct CursorQuery {
+    pub cursor: Option<i64>,
+}
+
+/// A webhook and the caller's standing, or the policy's 404/403.
+pub(super) async fn load_webhook(
+    state: &AppState,
+    web: &WebUser,
+    ns: &str,
+    id: &str,
+    action: NamespaceAction,
+) -> Result<(NamespaceAccess, Webhook), AppError> {
+    crate::app::webhooks::load(state, &web.user, ns, id, action).await
+}
+
+/// A webhook's health as the templates show it.
+pub(super) fn health_view(s: &WebhookStatus) -> Value {
+    let state = s.state();
+    context! {
+        state => state.as_str(),
+        needs_attention => matches!(state, HealthState::Failing | HealthState::AutoDisabled),
+        failing_since => s.failing_since,
+        last_status => s.last_status,
+        last_error => s.last_error,
+        last_attempt_at => s.last_attempt_at,
+        success_rate => s.success_rate().map(|r| format!("{r:.0} %")),
+        finished => s.succeeded + s.failed,
+        retrying => s.retrying,
+    }
+}
+
+pub(super) fn webhook_row(w: &Webhook) -> Value {
+    context! {
+        id => w.id,
+        name => w.name,
+        url => w.url,
+        filters => w.filters,
+        format => w.format,
+        template => w.template,
+        tls_verify => w.tls_verify,
+        request_method => w.request_method,
+        content_type => w.content_type,
+        username => w.username,
+        has_password => w.password.is_some(),
+        enabled => w.enabled,
+        created_at => w.created_at,
+        updated_at => w.updated_at,
+    }
+}

@@ -1,0 +1,163 @@
+//! Users (admins).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Form;
+use minijinja::context;
+use serde::Deserialize;
+
+use super::page;
+use crate::auth;
+use crate::auth::policy::{self, GlobalAction};
+use crate::web::{redirect_with, WebResult, WebUser};
+use crate::AppState;
+
+pub async fn users(State(state): State<AppState>, web: WebUser) -> WebResult {
+    users_page(
+        &state,
+        &web,
+        StatusCode::OK,
+        BTreeMap::new(),
+        BTreeMap::new(),
+    )
+    .await
+}
+
+async fn users_page(
+    state: &AppState,
+    web: &WebUser,
+    status: StatusCode,
+    errors: BTreeMap<String, String>,
+    values: BTreeMap<String, String>,
+) -> WebResult {
+    policy::check_global(&web.user, GlobalAction::ManageUsers)?;
+    let users = state.store.list_users().await?;
+    Ok(page(
+        web,
+        "users.html",
+        status,
+        context! { users, errors, values },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct UserForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    admin: Option<String>,
+}
+
+pub async fn create_user(
+    State(state): State<AppState>,
+    web: WebUser,
+    Form(form): Form<UserForm>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    policy::check_global(&web.user, GlobalAction::ManageUsers)?;
+    let values = BTreeMap::from([
+        ("username".to_string(), form.username.clone()),
+        ("email".to_string(), form.email.clone()),
+    ]);
+    let email = Some(form.email.as_str());
+    match auth::register_user(
+        state.store.as_ref(),
+        &state.password_gate,
+        &form.username,
+        form.password,
+        email,
+        form.admin.is_some(),
+    )
+    .await
+    {
+        Ok(user) => Ok(redirect_with(
+            "/users",
+            "success",
+            &format!("User '{}' created", user.username),
+        )),
+        // A field problem (422) or a taken name (409) goes next to its field.
+        Err(e) if e.status.is_client_error() => {
+            let field = e.field.clone().unwrap_or_else(|| "username".to_string());
+            let errors = BTreeMap::from([(field, e.message)]);
+            users_page(&state, &web, e.status, errors, values).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct UserFlagsForm {
+    #[serde(default)]
+    csrf: String,
+    admin: Option<String>,
+    disabled: Option<String>,
+}
+
+pub async fn update_user(
+    State(state): State<AppState>,
+    web: WebUser,
+    Path(name): Path<String>,
+    Form(form): Form<UserFlagsForm>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    policy::check_global(&web.user, GlobalAction::ManageUsers)?;
+    let admin = form.admin.map(|v| v == "true");
+    let disabled = form.disabled.map(|v| v == "true");
+    if name == web.user.username && (admin == Some(false) || disabled == Some(true)) {
+        return Ok(redirect_with(
+            "/users",
+            "error",
+            "Admins cannot demote or disable themselves; ask another admin",
+        ));
+    }
+    let user = state.store.update_user(&name, admin, disabled).await?;
+    let what = match (admin, disabled) {
+        (Some(true), _) => "is now an admin",
+        (Some(false), _) => "is no longer an admin",
+        (_, Some(true)) => "is now disabled",
+        _ => "is enabled again",
+    };
+    Ok(redirect_with(
+        "/users",
+        "success",
+        &format!("User '{}' {what}", user.username),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ResetForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    new_password: String,
+}
+
+/// An admin sets another user's password (their own they change on the account page).
+pub async fn reset_password(
+    State(state): State<AppState>,
+    web: WebUser,
+    Path(name): Path<String>,
+    Form(form): Form<ResetForm>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    match crate::app::users::reset_password(&state, &web.user, &name, form.new_password).await {
+        Ok(()) => Ok(redirect_with(
+            "/users",
+            "success",
+            &format!("The password of user '{name}' is reset"),
+        )),
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            let errors = BTreeMap::from([(format!("reset_{name}"), e.message)]);
+            users_page(&state, &web, e.status, errors, BTreeMap::new()).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,130 @@
+//! What the API does to a webhook beyond editing it: rotate its secret, ping it, recover
+//! failed deliveries. Each calls the same use case as the API (`crate::app`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Form;
+use chrono::{NaiveDateTime, TimeZone, Utc};
+use serde::Deserialize;
+
+use super::webhooks::{webhook_page, Extras};
+use super::CsrfOnly;
+use crate::app;
+use crate::store::DeliveryState;
+use crate::web::{redirect_with, WebResult, WebUser};
+use crate::AppState;
+
+/// A new signing secret, shown on this answer only; a second rotation within the
+/// 24-hour overlap is refused with the API's message.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    web: WebUser,
+    Path((ns, id)): Path<(String, String)>,
+    Form(form): Form<CsrfOnly>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    match app::webhooks::rotate_secret(&state, &web.user, &ns, &id).await {
+        Ok((_, hook, secret)) => {
+            let extras = Extras {
+                new_secret: Some(secret),
+                notice: Some(format!(
+                    "Webhook '{}' has a new signing secret; the previous one also signs for {} hours",
+                    hook.name.as_str(),
+                    app::webhooks::ROTATION_OVERLAP_HOURS
+                )),
+                ..Extras::default()
+            };
+            webhook_page(&state, &web, &ns, &id, StatusCode::CREATED, extras).await
+        }
+        Err(e) if e.status == StatusCode::CONFLICT => Ok(redirect_with(
+            &format!("/namespaces/{ns}/webhooks/{id}"),
+            "error",
+            &format!("Not rotated: {}", e.message),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sends a test event now and shows its delivery.
+pub async fn ping(
+    State(state): State<AppState>,
+    web: WebUser,
+    Path((ns, id)): Path<(String, String)>,
+    Form(form): Form<CsrfOnly>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    let (_, hook, delivery) = app::webhooks::ping(&state, &web.user, &ns, &id).await?;
+    let d = &delivery.summary;
+    let (kind, outcome) = match (d.state, d.last_status, &d.last_error) {
+        (DeliveryState::Succeeded, Some(status), _) => ("success", format!("answered {status}")),
+        (_, Some(status), _) => ("error", format!("answered {status}")),
+        (_, None, Some(e)) => ("error", format!("failed: {e}")),
+        _ => ("success", "queued".to_string()),
+    };
+    Ok(redirect_with(
+        &format!("/namespaces/{ns}/webhooks/{id}/deliveries/{}", d.id),
+        kind,
+        &format!(
+            "Test event sent to webhook '{}': {outcome}",
+            hook.name.as_str()
+        ),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct RecoverForm {
+    #[serde(default)]
+    csrf: String,
+    /// A `datetime-local` value, read as UTC: `2026-11-26T08:30`.
+    #[serde(default)]
+    since: String,
+    #[serde(default)]
+    until: String,
+}
+
+/// `datetime-local` sends minutes, or seconds when the input has a step; both are UTC here.
+fn parse_local(raw: &str) -> Option<chrono::DateTime<Utc>> {
+    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(raw.trim(), f).ok())
+        .map(|t| Utc.from_utc_datetime(&t))
+}
+
+/// Puts the failed deliveries created since a time back in the queue.
+pub async fn recover(
+    State(state): State<AppState>,
+    web: WebUser,
+    Path((ns, id)): Path<(String, String)>,
+    Form(form): Form<RecoverForm>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    let back = format!("/namespaces/{ns}/webhooks/{id}");
+    let Some(since) = parse_local(&form.since) else {
+        return Ok(redirect_with(
+            &back,
+            "error",
+            "Choose the time (UTC) from which to recover failed deliveries",
+        ));
+    };
+    let until = match form.until.trim() {
+        "" => None,
+        raw => match parse_local(raw) {
+            Some(t) => Some(t),
+            None => return Ok(redirect_with(&back, "error", "The end time is not a time")),
+        },
+    };
+    match app::webhooks::recover(&state, &web.user, &ns, &id, since, until).await {
+        Ok((_, hook, requeued)) => Ok(redirect_with(
+            &back,
+            "success",
+            &format!(
+                "{requeued} failed deliveries of webhook '{}' are queued again",
+                hook.name.as_str()
+            ),
+        )),
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            Ok(redirect_with(&back, "error", &e.message))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

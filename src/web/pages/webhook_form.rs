@@ -1,0 +1,132 @@
+//! The webhook form, shared by the create form (namespace page) and the edit form.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+pub struct WebhookForm {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub request_method: String,
+    #[serde(default)]
+    pub content_type: String,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub clear_password: Option<String>,
+    #[serde(default)]
+    pub format: String,
+    #[serde(default)]
+    pub template: String,
+    /// Present when the form carries the filter fields (both forms do; a client posting
+    /// without them keeps the defaults).
+    #[serde(default)]
+    pub filters_present: Option<String>,
+    #[serde(default)]
+    pub action_push: Option<String>,
+    #[serde(default)]
+    pub action_delete: Option<String>,
+    #[serde(default)]
+    pub action_pull: Option<String>,
+    #[serde(default)]
+    pub action_mount: Option<String>,
+    #[serde(default)]
+    pub action_scan_completed: Option<String>,
+    #[serde(default)]
+    pub action_scan_failed: Option<String>,
+    #[serde(default)]
+    pub action_quota_exceeded: Option<String>,
+    #[serde(default)]
+    pub action_lint_failed: Option<String>,
+    #[serde(default)]
+    pub action_repository_created: Option<String>,
+    #[serde(default)]
+    pub action_replication: Option<String>,
+    #[serde(default)]
+    pub action_tag_retention: Option<String>,
+    /// Source names, comma-separated; empty: every source.
+    #[serde(default)]
+    pub sources: String,
+    #[serde(default)]
+    pub repositories: String,
+    #[serde(default)]
+    pub tags: String,
+    #[serde(default)]
+    pub media: String,
+    #[serde(default)]
+    pub include_head_requests: Option<String>,
+    #[serde(default)]
+    pub match_untagged: Option<String>,
+    #[serde(default)]
+    pub skip_tls_verify: Option<String>,
+}
+
+impl WebhookForm {
+    pub fn values(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("name".to_string(), self.name.clone()),
+            ("url".to_string(), self.url.clone()),
+            ("request_method".to_string(), self.request_method.clone()),
+            ("content_type".to_string(), self.content_type.clone()),
+            ("username".to_string(), self.username.clone()),
+            ("format".to_string(), self.format.clone()),
+            ("template".to_string(), self.template.clone()),
+            ("sources".to_string(), self.sources.clone()),
+            ("repositories".to_string(), self.repositories.clone()),
+            ("tags".to_string(), self.tags.clone()),
+        ])
+    }
+
+    /// The filters of the edit form; `None` when the form has no filter fields.
+    pub fn filters(&self) -> Option<crate::hooks::filters::Filters> {
+        use crate::hooks::filters::{Filters, Media};
+        use crate::registry::envelope::Action;
+        self.filters_present.as_ref()?;
+        let list = |s: &str| -> Vec<String> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let mut actions = Vec::new();
+        for (on, action) in [
+            (&self.action_push, Action::Push),
+            (&self.action_delete, Action::Delete),
+            (&self.action_pull, Action::Pull),
+            (&self.action_mount, Action::Mount),
+            (&self.action_scan_completed, Action::ScanCompleted),
+            (&self.action_scan_failed, Action::ScanFailed),
+            (&self.action_quota_exceeded, Action::QuotaExceeded),
+            (&self.action_lint_failed, Action::LintFailed),
+            (&self.action_repository_created, Action::RepositoryCreated),
+            (&self.action_replication, Action::Replication),
+            (&self.action_tag_retention, Action::TagRetention),
+        ] {
+            if on.is_some() {
+                actions.push(action);
+            }
+        }
+        Some(Filters {
+            actions,
+            sources: list(&self.sources),
+            repositories: list(&self.repositories),
+            tags: list(&self.tags),
+            media: if self.media == "all" {
+                Media::All
+            } else {
+                Media::Manifests
+            },
+            include_head_requests: self.include_head_requests.is_some(),
+            match_untagged: self.match_untagged.is_some(),
+        })
+    }
+}

@@ -1,0 +1,357 @@
+//! A webhook's page and its forms: create, edit, enable/disable, delete.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Form;
+use minijinja::{context, Value};
+use serde::Deserialize;
+
+use super::namespaces::namespace_page;
+use super::webhook_form::WebhookForm;
+use super::{errors_map, health_view, load_webhook, page, webhook_row, CsrfOnly};
+use crate::api::access::namespace_access;
+use crate::app;
+use crate::auth::policy::NamespaceAction;
+use crate::error::AppError;
+use crate::hooks::input::{check_new_template, WebhookInput};
+use crate::store::{Audit, DeliveryState};
+use crate::web::{chart, redirect_with, WebResult, WebUser};
+use crate::AppState;
+
+const DELIVERIES_PER_PAGE: i64 = 20;
+
+/// What a webhook page shows besides the webhook itself.
+#[derive(Default)]
+pub(super) struct Extras {
+    pub cursor: Option<i64>,
+    pub state: Option<DeliveryState>,
+    pub errors: BTreeMap<String, String>,
+    pub values: BTreeMap<String, String>,
+    /// A signing secret in clear: only on the answer that created or rotated it.
+    pub new_secret: Option<String>,
+    /// A message for this answer (pages rendered for a POST have no flash).
+    pub notice: Option<String>,
+}
+
+impl Extras {
+    pub fn errors(errors: BTreeMap<String, String>, values: BTreeMap<String, String>) -> Self {
+        Self {
+            errors,
+            values,
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct WebhookQuery {
+    cursor: Option<i64>,
+    #[serde(default)]
+    state: String,
+}
+
+/// `?state=failed` and the like; anything else lists every delivery.
+fn state_filter(raw: &str) -> Option<DeliveryState> {
+    ["pending", "retrying", "succeeded", "failed"]
+        .contains(&raw)
+        .then(|| DeliveryState::parse(raw).ok())
+        .flatten()
+}
+
+pub async fn create_webhook(
+    State(state): State<AppState>,
+    web: WebUser,
+    Path(ns): Path<String>,
+    Form(form): Form<WebhookForm>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    let access = namespace_access(&state, &web.user, &ns, NamespaceAction::CreateWebhook).await?;
+    let values = form.values();
+    let filters = form.filters();
+    let tls_verify = form
+        .filters_present
+        .as_ref()
+        .map(|_| form.skip_tls_verify.is_none());
+    let input = WebhookInput {
+        name: Some(form.name),
+        url: Some(form.url),
+        request_method: Some(form.request_method).filter(|m| !m.is_empty()),
+        content_type: Some(form.content_type).filter(|c| !c.is_empty()),
+        username: Some(Some(form.username)),
+        password: Some(Some(form.password)),
+        headers: None,
+        enabled: None,
+        filters,
+        format: Some(form.format.clone()).filter(|f| !f.is_empty()),
+        template: Some(Some(form.template.clone())),
+        tls_verify,
+    };
+    let checked = match input.into_new(&state.cipher) {
+        Ok(new) => check_new_template(&new, &state.templates)
+            .await
+            .map(|_| new)
+            .map_err(|e| vec![e]),
+        Err(problems) => Err(problems),
+    };
+    let new = match checked {
+        Ok(new) => new,
+        Err(problems) => {
+            return namespace_page(
+                &state,
+                &web,
+                &ns,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                errors_map(&problems),
+                values,
+            )
+            .await;
+        }
+    };
+    let name = new.name.as_str().to_string();
+    let audit = Audit::new(&web.user.username, "webhook.create");
+    match state
+        .store
+        .create_webhook(&access.namespace.name, new, &audit)
+        .await
+    {
+        // The signing secret is shown on this answer only, like a new API token.
+        Ok(hook) => {
+            let extras = Extras {
+                new_secret: app::webhooks::current_secret(&hook, &state)?,
+                notice: Some(format!(
+                    "Webhook '{name}' created; it is disabled until you enable it"
+                )),
+                ..Extras::default()
+            };
+            webhook_page(
+                &state,
+                &web,
+                &ns,
+                &hook.id.to_string(),
+                StatusCode::CREATED,
+                extras,
+            )
+            .await
+        }
+        Err(e) => {
+            let e = AppError::from(e);
+            if e.status == StatusCode::CONFLICT {
+                let errors = BTreeMap::from([("name".to_string(), e.message)]);
+                namespace_page(&state, &web, &ns, StatusCode::CONFLICT, errors, values).await
+            } else {
+                Err(e.into())
+            }
+        }
+    }
+}
+
+pub async fn webhook(
+    State(state): State<AppState>,
+    web: WebUser,
+    Path((ns, id)): Path<(String, String)>,
+    Query(q): Query<WebhookQuery>,
+) -> WebResult {
+    let extras = Extras {
+        cursor: q.cursor,
+        state: state_filter(&q.state),
+        ..Extras::default()
+    };
+    webhook_page(&state, &web, &ns, &id, StatusCode::OK, extras).await
+}
+
+pub(super) async fn webhook_page(
+    state: &AppState,
+    web: &WebUser,
+    ns: &str,
+    id: &str,
+    status: StatusCode,
+    extras: Extras,
+) -> WebResult {
+    let (access, hook) = load_webhook(state, web, ns, id, NamespaceAction::Read).await?;
+    let can = |a| access.allows(state, &web.user, a);
+    let can_update = can(NamespaceAction::UpdateWebhook);
+    let mut headers = Vec::new();
+    for h in &hook.headers {
+        // Values only for those who may change the webhook.
+        let value = if can_update {
+            Some(
+                state
+                    .cipher
+                    .open(&h.value)
+                    .map_err(crate::store::StoreError::Crypto)?,
+            )
+        } else {
+            None
+        };
+        headers.push(context! { name => h.name, value });
+    }
+    let deliveries = state
+        .store
+        .list_deliveries_in(hook.id, extras.state, DELIVERIES_PER_PAGE, extras.cursor)
+        .await?;
+    let since = chrono::Utc::now() - chrono::Duration::hours(24);
+    let stats = state.store.delivery_stats(hook.id, since).await?;
+    let chart = chart::render_svg(&stats, since);
+    let health: Value = state
+        .store
+        .webhook_statuses(&access.namespace.name, since)
+        .await?
+        .iter()
+        .find(|s| s.webhook_id == hook.id)
+        .map(health_view)
+        .unwrap_or_default();
+    let previous_secret_until = hook
+        .previous_secret_until
+        .filter(|t| *t > chrono::Utc::now());
+    let path = format!("/namespaces/{}/webhooks/{}", access.namespace.name, hook.id);
+    Ok(page(
+        web,
+        "webhook.html",
+        status,
+        context! {
+            namespace => access.namespace,
+            webhook => webhook_row(&hook),
+            health,
+            headers,
+            deliveries => deliveries.items,
+            next_cursor => deliveries.next,
+            state_filter => extras.state.map(DeliveryState::as_str),
+            chart,
+            signed => !hook.signing_secrets.is_empty(),
+            previous_secret_until,
+            new_secret => extras.new_secret,
+            notice => extras.notice,
+            // Answers to a POST: the address bar should show the page's own address.
+            location => (status != StatusCode::OK).then_some(path),
+            can_update,
+            can_delete => can(NamespaceAction::DeleteWebhook),
+            can_headers => can(NamespaceAction::ManageHeaders),
+            can_retrigger => can(NamespaceAction::Retrigger),
+            errors => extras.errors,
+            values => extras.values,
+        },
+    ))
+}
+
+pub async fn edit_webhook(
+    State(state): State<AppState>,
+    web: WebUser,
+    Path((ns, id)): Path<(String, String)>,
+    Form(form): Form<WebhookForm>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    let values = form.values();
+    let filters = form.filters();
+    let password = if form.clear_password.is_some() {
+        Some(None)
+    } else if form.password.is_empty() {
+        None // blank keeps the current password
+    } else {
+        Some(Some(form.password))
+    };
+    let input = WebhookInput {
+        name: Some(form.name),
+        url: Some(form.url),
+        request_method: Some(form.request_method),
+        content_type: Some(form.content_type),
+        username: Some(Some(form.username)),
+        password,
+        headers: None,
+        enabled: None,
+        filters,
+        format: Some(form.format).filter(|f| !f.is_empty()),
+        template: Some(Some(form.template)),
+        tls_verify: form
+            .filters_present
+            .as_ref()
+            .map(|_| form.skip_tls_verify.is_none()),
+    };
+    // The UI shows every problem of the form at once; the API reports the first.
+    let patch = match input.into_patch(&state.cipher) {
+        Ok(p) => p,
+        Err(problems) => {
+            load_webhook(&state, &web, &ns, &id, NamespaceAction::UpdateWebhook).await?;
+            let extras = Extras::errors(errors_map(&problems), values);
+            return webhook_page(
+                &state,
+                &web,
+                &ns,
+                &id,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                extras,
+            )
+            .await;
+        }
+    };
+    match app::webhooks::update(&state, &web.user, &ns, &id, Ok(patch)).await {
+        Ok((_, updated)) => Ok(redirect_with(
+            &format!("/namespaces/{ns}/webhooks/{id}"),
+            "success",
+            &format!("Webhook '{}' saved", updated.name.as_str()),
+        )),
+        // A field problem (422) or a taken name (409) goes next to its field.
+        Err(e) if matches!(e.status.as_u16(), 409 | 422) => {
+            let field = e.field.clone().unwrap_or_else(|| "name".to_string());
+            let status = e.status;
+            let extras = Extras::errors(BTreeMap::from([(field, e.message)]), values);
+            webhook_page(&state, &web, &ns, &id, status, extras).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ToggleForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    enabled: String,
+    /// Where to go back to: the namespace list or the webhook page.
+    #[serde(default)]
+    back: String,
+}
+
+pub async fn toggle_webhook(
+    State(state): State<AppState>,
+    web: WebUser,
+    Path((ns, id)): Path<(String, String)>,
+    Form(form): Form<ToggleForm>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    let enabled = form.enabled == "true";
+    let (_, hook) = app::webhooks::set_enabled(&state, &web.user, &ns, &id, enabled).await?;
+    let back = if form.back == "namespace" {
+        format!("/namespaces/{ns}")
+    } else {
+        format!("/namespaces/{ns}/webhooks/{id}")
+    };
+    let word = if enabled { "enabled" } else { "disabled" };
+    Ok(redirect_with(
+        &back,
+        "success",
+        &format!("Webhook '{}' is now {word}", hook.name.as_str()),
+    ))
+}
+
+pub async fn delete_webhook(
+    State(state): State<AppState>,
+    web: WebUser,
+    Path((ns, id)): Path<(String, String)>,
+    Form(form): Form<CsrfOnly>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    let (access, hook) =
+        load_webhook(&state, &web, &ns, &id, NamespaceAction::DeleteWebhook).await?;
+    let audit = Audit::new(&web.user.username, "webhook.destroy");
+    state
+        .store
+        .delete_webhook(&access.namespace.name, hook.id, &audit)
+        .await?;
+    Ok(redirect_with(
+        &format!("/namespaces/{ns}"),
+        "success",
+        &format!("Webhook '{}' deleted", hook.name.as_str()),
+    ))
+}
