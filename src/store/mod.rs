@@ -585,6 +585,8 @@ pub trait Store: Send + Sync + 'static {
         admin: Option<bool>,
         disabled: Option<bool>,
     ) -> StoreResult<User>;
+    /// Replaces a user's password hash (`herald user passwd`).
+    async fn set_password_hash(&self, username: &str, password_hash: &str) -> StoreResult<User>;
     async fn create_token(
         &self,
         user_id: i64,

@@ -1149,6 +1149,19 @@ impl Store for PgStore {
         rows.iter().map(user_from_row).collect()
     }
 
+    async fn set_password_hash(&self, username: &str, password_hash: &str) -> StoreResult<User> {
+        let row = sqlx::query(
+            "UPDATE users SET password_hash = $1 WHERE username = $2 \
+             RETURNING id, username, email, admin, disabled, created_at",
+        )
+        .bind(password_hash)
+        .bind(text(username))
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("user '{username}'")))?;
+        user_from_row(&row)
+    }
+
     async fn update_user(
         &self,
         username: &str,

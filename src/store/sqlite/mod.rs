@@ -1013,6 +1013,19 @@ impl Store for SqliteStore {
         rows.iter().map(user_from_row).collect()
     }
 
+    async fn set_password_hash(&self, username: &str, password_hash: &str) -> StoreResult<User> {
+        let row = sqlx::query(
+            "UPDATE users SET password_hash = ? WHERE username = ? \
+             RETURNING id, username, email, admin, disabled, created_at",
+        )
+        .bind(password_hash)
+        .bind(username)
+        .fetch_optional(&self.write)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("user '{username}'")))?;
+        user_from_row(&row)
+    }
+
     async fn update_user(
         &self,
         username: &str,
