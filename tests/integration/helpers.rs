@@ -427,6 +427,13 @@ pub fn herald_cmd(dir: &std::path::Path) -> std::process::Command {
 /// Creates an admin through the CLI, as a new user would, and returns an API token for it.
 pub fn cli_admin_token(dir: &std::path::Path) -> String {
     use std::io::Write;
+    // The user commands need an existing Herald: `migrate` makes one, as `serve` would.
+    let migrate = herald_cmd(dir).arg("migrate").output().unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
     let mut create = herald_cmd(dir)
         .args(["user", "create", "admin", "--admin"])
         .stdin(std::process::Stdio::piped())
