@@ -142,6 +142,7 @@ pub async fn create_namespace(
             .create_namespace(&name, form.description.trim(), team_id, &audit)
             .await
             .map_err(|e| fail("name", AppError::from(e).message))?;
+        tracing::info!(namespace = %name, by = %web.user.username, "namespace created");
         Ok(name)
     }
     .await;
@@ -241,6 +242,7 @@ pub async fn delete_namespace(
         .store
         .delete_namespace(&access.namespace.name, &audit)
         .await?;
+    tracing::info!(namespace = %access.namespace.name, by = %web.user.username, "namespace deleted");
     Ok(redirect_with(
         "/",
         "success",
@@ -402,11 +404,14 @@ pub async fn create_webhook(
         .create_webhook(&access.namespace.name, new, &audit)
         .await
     {
-        Ok(hook) => Ok(redirect_with(
-            &format!("/namespaces/{ns}/webhooks/{}", hook.id),
-            "success",
-            &format!("Webhook '{name}' created; it is disabled until you enable it"),
-        )),
+        Ok(hook) => {
+            tracing::info!(namespace = %access.namespace.name, webhook = hook.id, by = %web.user.username, "webhook created");
+            Ok(redirect_with(
+                &format!("/namespaces/{ns}/webhooks/{}", hook.id),
+                "success",
+                &format!("Webhook '{name}' created; it is disabled until you enable it"),
+            ))
+        }
         Err(e) => {
             let e = AppError::from(e);
             if e.status == StatusCode::CONFLICT {
@@ -575,11 +580,14 @@ pub async fn edit_webhook(
         .update_webhook(&access.namespace.name, hook.id, patch, &audit)
         .await
     {
-        Ok(updated) => Ok(redirect_with(
-            &format!("/namespaces/{ns}/webhooks/{id}"),
-            "success",
-            &format!("Webhook '{}' saved", updated.name.as_str()),
-        )),
+        Ok(updated) => {
+            tracing::info!(namespace = %access.namespace.name, webhook = updated.id, enabled = updated.enabled, by = %web.user.username, "webhook updated");
+            Ok(redirect_with(
+                &format!("/namespaces/{ns}/webhooks/{id}"),
+                "success",
+                &format!("Webhook '{}' saved", updated.name.as_str()),
+            ))
+        }
         Err(e) => {
             let e = AppError::from(e);
             let errors = BTreeMap::from([("name".to_string(), e.message.clone())]);
@@ -632,6 +640,7 @@ pub async fn toggle_webhook(
         .store
         .update_webhook(&access.namespace.name, hook.id, patch, &audit)
         .await?;
+    tracing::info!(namespace = %access.namespace.name, webhook = hook.id, enabled, by = %web.user.username, "webhook updated");
     let back = if form.back == "namespace" {
         format!("/namespaces/{ns}")
     } else {
@@ -659,6 +668,7 @@ pub async fn delete_webhook(
         .store
         .delete_webhook(&access.namespace.name, hook.id, &audit)
         .await?;
+    tracing::info!(namespace = %access.namespace.name, webhook = hook.id, by = %web.user.username, "webhook deleted");
     Ok(redirect_with(
         &format!("/namespaces/{ns}"),
         "success",
@@ -721,6 +731,7 @@ pub async fn set_header(
         .store
         .set_header(&access.namespace.name, hook.id, header, &audit)
         .await?;
+    tracing::info!(namespace = %access.namespace.name, webhook = hook.id, header = %name.as_str(), by = %web.user.username, "webhook header set");
     Ok(redirect_with(
         &format!("/namespaces/{ns}/webhooks/{id}"),
         "success",
@@ -746,6 +757,7 @@ pub async fn delete_header(
         .store
         .delete_header(&access.namespace.name, hook.id, &name, &audit)
         .await?;
+    tracing::info!(namespace = %access.namespace.name, webhook = hook.id, header = %name.as_str(), by = %web.user.username, "webhook header deleted");
     Ok(redirect_with(
         &format!("/namespaces/{ns}/webhooks/{id}"),
         "success",
@@ -816,6 +828,7 @@ pub async fn retrigger(
         .record_activity(&access.namespace.name, Some(hook.id), &audit)
         .await?;
     state.dispatcher.retrigger(delivery).await?;
+    tracing::info!(delivery, webhook = hook.id, by = %web.user.username, "delivery retriggered");
     let after = state.store.get_delivery(hook.id, delivery).await?;
     let outcome = match (after.summary.last_status, &after.summary.last_error) {
         (Some(status), _) => format!("answered {status}"),
@@ -911,11 +924,14 @@ pub async fn create_team(
         .create_team(&name, form.description.trim(), web.user.id, &audit)
         .await
     {
-        Ok(_) => Ok(redirect_with(
-            &format!("/teams/{name}"),
-            "success",
-            &format!("Team '{name}' created; you are its owner"),
-        )),
+        Ok(_) => {
+            tracing::info!(team = %name, by = %web.user.username, "team created");
+            Ok(redirect_with(
+                &format!("/teams/{name}"),
+                "success",
+                &format!("Team '{name}' created; you are its owner"),
+            ))
+        }
         Err(e) => {
             let errors = BTreeMap::from([("name".to_string(), AppError::from(e).message)]);
             teams_page(&state, &web, StatusCode::CONFLICT, errors, values).await
@@ -989,11 +1005,14 @@ pub async fn set_member(
     let audit = Audit::new(&web.user.username, "team.member.set")
         .detail(format!("{username}: {}", role.as_str()));
     match state.store.set_member(&name, user.id, role, &audit).await {
-        Ok(_) => Ok(redirect_with(
-            &back,
-            "success",
-            &format!("{username} is now {} of team '{name}'", role.as_str()),
-        )),
+        Ok(_) => {
+            tracing::info!(team = %name, member = %username, role = role.as_str(), by = %web.user.username, "team member set");
+            Ok(redirect_with(
+                &back,
+                "success",
+                &format!("{username} is now {} of team '{name}'", role.as_str()),
+            ))
+        }
         Err(e) => Ok(redirect_with(&back, "error", &AppError::from(e).message)),
     }
 }
@@ -1023,11 +1042,14 @@ pub async fn remove_member(
     };
     let audit = Audit::new(&web.user.username, "team.member.remove").detail(user.clone());
     match state.store.remove_member(&name, target.id, &audit).await {
-        Ok(()) => Ok(redirect_with(
-            &back,
-            "success",
-            &format!("{user} removed from team '{name}'"),
-        )),
+        Ok(()) => {
+            tracing::info!(team = %name, member = %user, by = %web.user.username, "team member removed");
+            Ok(redirect_with(
+                &back,
+                "success",
+                &format!("{user} removed from team '{name}'"),
+            ))
+        }
         Err(e) => Ok(redirect_with(&back, "error", &AppError::from(e).message)),
     }
 }
