@@ -544,3 +544,160 @@ fn config_shows_every_setting_and_its_source() {
         line(key);
     }
 }
+
+/// `herald serve` with its stderr read line by line on a thread, so it never blocks.
+struct LoggedServe {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl LoggedServe {
+    /// The first line (so far or within 20 s) that `pick` accepts.
+    fn wait_for(&mut self, pick: impl Fn(&str) -> bool) -> String {
+        if let Some(l) = self.seen.iter().find(|l| pick(l)) {
+            return l.clone();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pick(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no such log line; the log was:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+}
+
+impl Drop for LoggedServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_is_logged_as_a_warning_with_its_reason_and_next_attempt() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let token = crate::helpers::cli_admin_token(dir.path());
+    let mut child = crate::helpers::herald_cmd(dir.path())
+        .env("RUST_LOG", "herald=info")
+        .args(["--listen", "127.0.0.1:0", "--registry-token", "tok"])
+        .args(["--delivery-allow-networks", "127.0.0.1/32"])
+        .args(["--retry-schedule", "0s,1h", "serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut serve = LoggedServe {
+        child,
+        lines: rx,
+        seen: Vec::new(),
+    };
+    let data_dir = dir.path().to_str().unwrap().to_string();
+    serve.wait_for(|l| l.contains("using this data directory") && l.contains(&data_dir));
+    let listening = serve.wait_for(|l| l.contains("Herald is listening"));
+    let addr = listening
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let base = format!("http://{addr}");
+    // A port nobody listens on: the attempt fails with "connection refused".
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{base}/api/v1{path}"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let r = post("/namespaces", serde_json::json!({"name": "acme"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let hook = post(
+        "/namespaces/acme/webhooks",
+        serde_json::json!({"name": "deploy", "url": format!("http://{closed}/")}),
+    )
+    .await
+    .unwrap()
+    .bytes()
+    .await
+    .unwrap();
+    let hook: serde_json::Value = serde_json::from_slice(&hook).unwrap();
+    let id = hook["id"].as_i64().unwrap();
+    let r = http
+        .patch(format!("{base}/api/v1/namespaces/acme/webhooks/{id}"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(r#"{"enabled": true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!("{base}/v2/webhooks/events"))
+        .bearer_auth("tok")
+        .header(
+            "content-type",
+            "application/vnd.docker.distribution.events.v1+json",
+        )
+        .body(crate::helpers::fixture(
+            "distribution-2.8.2/push-manifest-tagged.json",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    let line = serve.wait_for(|l| l.contains("delivery attempt failed"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("error="), "{line}");
+    assert!(
+        line.to_lowercase().contains("connect"),
+        "the reason: {line}"
+    );
+    assert!(
+        line.contains("namespace=acme") && line.contains("webhook=deploy"),
+        "{line}"
+    );
+    assert!(!line.contains("status="), "no placeholder status: {line}");
+    assert!(!line.contains("RetryAt"), "no debug formatting: {line}");
+    let next = line
+        .split("next_attempt=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no next attempt: {line}"))
+        .trim_matches('"');
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(next).is_ok(),
+        "RFC 3339: {next} in {line}"
+    );
+    for l in &serve.seen {
+        assert!(!l.contains("\u{1b}["), "a colour code in {l:?}");
+    }
+}
