@@ -165,6 +165,12 @@ pub struct Config {
     #[arg(long, env = "HERALD_RETRY_SCHEDULE", default_value = "0s,5s,5m,30m,2h,5h,10h,10h", value_parser = RetrySchedule::parse)]
     pub retry_schedule: RetrySchedule,
 
+    /// How long creating or changing a webhook through the API waits for its host to
+    /// resolve, to warn when the SSRF guard would block it; 0s: names are not resolved
+    /// (IP-literal URLs are still checked).
+    #[arg(long, env = "HERALD_WEBHOOK_RESOLVE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub webhook_resolve_timeout: Duration,
+
     /// Networks deliveries may reach although the SSRF guard forbids them (loopback, private,
     /// link-local, ...), comma-separated CIDRs such as 127.0.0.1/32,10.1.0.0/16 [default: none].
     #[arg(long, env = "HERALD_DELIVERY_ALLOW_NETWORKS", value_parser = AllowList::parse)]
@@ -388,6 +394,7 @@ impl Config {
             ),
             ("retention_interval", dur(self.retention_interval)),
             ("retry_schedule", self.retry_schedule.to_string()),
+            ("webhook_resolve_timeout", dur(self.webhook_resolve_timeout)),
             (
                 "delivery_allow_networks",
                 match &self.delivery_allow_networks {
