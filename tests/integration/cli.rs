@@ -701,3 +701,26 @@ async fn a_failed_delivery_is_logged_as_a_warning_with_its_reason_and_next_attem
         assert!(!l.contains("\u{1b}["), "a colour code in {l:?}");
     }
 }
+
+#[tokio::test]
+async fn on_postgres_the_commands_need_the_schema_first() {
+    let Some(db) = crate::pg::PgTestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = herald(&data, &["--database", &db.url, "user", "list"], "");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(
+            "the database has no Herald schema; run `herald migrate` or `herald serve` first"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = herald(&data, &["--database", &db.url, "migrate"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = herald(&data, &["--database", &db.url, "user", "list"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("USERNAME"));
+}
