@@ -15,65 +15,45 @@ use crate::delivery::ssrf::AllowList;
 pub struct Config {
     /// A TOML file with any of these settings (`listen = "0.0.0.0:8080"`, `[delivery]
     /// timeout = "10s"` ...); flags and environment variables win over it.
-    #[arg(long, env = "HERALD_CONFIG", global = true)]
+    #[arg(long, env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
 
     /// Address the HTTP server listens on.
-    #[arg(
-        long,
-        env = "HERALD_LISTEN",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
     /// Directory for the SQLite database, the registry token and the secret key.
-    #[arg(
-        long,
-        env = "HERALD_DATA_DIR",
-        default_value = "herald-data",
-        global = true
-    )]
+    #[arg(long, env = "HERALD_DATA_DIR", default_value = "herald-data")]
     pub data_dir: PathBuf,
 
     /// Database URL [default: sqlite://<data-dir>/herald.db].
-    #[arg(long = "database", env = "HERALD_DATABASE_URL", global = true)]
+    #[arg(long = "database", env = "HERALD_DATABASE_URL")]
     pub database_url: Option<String>,
 
     /// PostgreSQL: the most connections this process opens (one more listens for wakeups).
-    #[arg(
-        long,
-        env = "HERALD_DATABASE_MAX_CONNECTIONS",
-        default_value_t = 10,
-        global = true
-    )]
+    #[arg(long, env = "HERALD_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
 
     /// PostgreSQL: the longest a single statement may run before it is cancelled (0s: no limit).
-    #[arg(long, env = "HERALD_DATABASE_STATEMENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "HERALD_DATABASE_STATEMENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub database_statement_timeout: Duration,
 
     /// Serve the REST API and the registry's ingest endpoint. With neither --api nor
     /// --worker, a process does both.
-    #[arg(long, env = "HERALD_ROLE_API", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue, global = true)]
+    #[arg(long, env = "HERALD_ROLE_API", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub api: bool,
 
     /// Run the delivery workers. With neither --api nor --worker, a process does both.
-    #[arg(long, env = "HERALD_ROLE_WORKER", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue, global = true)]
+    #[arg(long, env = "HERALD_ROLE_WORKER", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub worker: bool,
 
     /// Token the registry must send as 'Authorization: Bearer <token>' [default: generated
     /// on first start and kept in <data-dir>/registry-token].
-    #[arg(
-        long,
-        env = "HERALD_REGISTRY_TOKEN",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "HERALD_REGISTRY_TOKEN", hide_env_values = true)]
     pub registry_token: Option<String>,
 
     /// URL at which the registry reaches Herald, for `registry-config` [default: http://<listen>].
-    #[arg(long, env = "HERALD_PUBLIC_URL", global = true)]
+    #[arg(long, env = "HERALD_PUBLIC_URL")]
     pub public_url: Option<String>,
 
     /// Key for secrets at rest, 32 bytes in base64 [default: <data-dir>/secret.key, created
@@ -82,125 +62,118 @@ pub struct Config {
         long = "secret-key",
         env = "HERALD_SECRET_KEY",
         hide = true,
-        hide_env_values = true,
-        global = true
+        hide_env_values = true
     )]
     pub secret_key: Option<String>,
 
     /// The `herald` binary that renders templates in sandbox processes [default: this one].
     /// Only tests, which run Herald inside another binary, need to set it.
-    #[arg(long, env = "HERALD_TEMPLATE_SANDBOX_EXE", hide = true, global = true)]
+    #[arg(long, env = "HERALD_TEMPLATE_SANDBOX_EXE", hide = true)]
     pub template_sandbox_exe: Option<PathBuf>,
 
     /// Largest registry envelope accepted, in bytes.
-    #[arg(long, env = "HERALD_INGEST_MAX_BYTES", default_value_t = 1024 * 1024, global = true)]
+    #[arg(long, env = "HERALD_INGEST_MAX_BYTES", default_value_t = 1024 * 1024)]
     pub ingest_max_bytes: usize,
 
     /// Registry envelopes being received at once; beyond it Herald answers 503 with
     /// Retry-After (the registry retries), so an overload cannot grow memory without bound.
-    #[arg(long, env = "HERALD_INGEST_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    #[arg(long, env = "HERALD_INGEST_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub ingest_max_in_flight: u32,
 
     /// The longest the body of a registry envelope may take to arrive once Herald has
     /// admitted it; a slower sender gets 408, so it cannot hold an in-flight place for long.
-    #[arg(long, env = "HERALD_INGEST_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "HERALD_INGEST_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub ingest_read_timeout: Duration,
 
     /// Connect timeout of a delivery.
-    #[arg(long, env = "HERALD_DELIVERY_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "HERALD_DELIVERY_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub delivery_connect_timeout: Duration,
 
     /// Total timeout of a delivery, response body included.
-    #[arg(long, env = "HERALD_DELIVERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "HERALD_DELIVERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub delivery_timeout: Duration,
 
     /// How long a worker's claim on a delivery holds; a dead process's deliveries are sent
     /// again after it. Must exceed --delivery-timeout [default: 2 x delivery timeout + 30s].
-    #[arg(long, env = "HERALD_DELIVERY_LEASE", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "HERALD_DELIVERY_LEASE", value_parser = humantime::parse_duration)]
     pub delivery_lease: Option<Duration>,
 
     /// Deliveries in flight at once, over all webhooks.
-    #[arg(
-        long,
-        env = "HERALD_DELIVERY_CONCURRENCY",
-        default_value_t = 256,
-        global = true
-    )]
+    #[arg(long, env = "HERALD_DELIVERY_CONCURRENCY", default_value_t = 256)]
     pub delivery_concurrency: usize,
 
     /// Deliveries in flight at once to one webhook.
     #[arg(
         long,
         env = "HERALD_DELIVERY_CONCURRENCY_PER_WEBHOOK",
-        default_value_t = 8,
-        global = true
+        default_value_t = 8
     )]
     pub delivery_concurrency_per_webhook: usize,
 
     /// Whether team owners may create and delete webhooks and their headers (else only admins).
-    #[arg(long, env = "HERALD_PERMISSIONS_CREATE_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "HERALD_PERMISSIONS_CREATE_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
     pub permissions_create_webhook: bool,
 
     /// Whether team owners may change, enable and disable webhooks and retrigger deliveries.
-    #[arg(long, env = "HERALD_PERMISSIONS_MANAGE_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "HERALD_PERMISSIONS_MANAGE_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
     pub permissions_manage_webhook: bool,
 
     /// Let anyone create a (non-admin) account with POST /api/v1/users.
-    #[arg(long, env = "HERALD_ALLOW_SIGNUP", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "HERALD_ALLOW_SIGNUP", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_signup: bool,
 
     /// A PEM file of CA certificates trusted for deliveries, beside the built-in roots.
-    #[arg(long, env = "HERALD_DELIVERY_CA_BUNDLE", global = true)]
+    #[arg(long, env = "HERALD_DELIVERY_CA_BUNDLE")]
     pub delivery_ca_bundle: Option<PathBuf>,
 
     /// A webhook whose deliveries have all failed for this long is disabled (and the audit
     /// trail says so); enabling it again starts afresh.
-    #[arg(long, env = "HERALD_AUTO_DISABLE_AFTER", default_value = "5d", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "HERALD_AUTO_DISABLE_AFTER", default_value = "5d", value_parser = humantime::parse_duration)]
     pub auto_disable_after: Duration,
 
     /// Log format: `pretty` for people, `json` for log collectors.
-    #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"], global = true)]
+    #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
     pub log_format: String,
 
     /// `/readyz` fails (503) once the SQLite writer has been on one batch, or the delivery
     /// dispatcher on one round of its claim loop, for longer than this: a stuck process is
     /// taken out of service. Waiting for work is not being stuck.
-    #[arg(long, env = "HERALD_READY_STALL_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "HERALD_READY_STALL_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub ready_stall_timeout: Duration,
 
     /// How long a shutdown waits for deliveries in flight before handing them back.
-    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
     /// Finished deliveries (and their attempts) older than this many days are deleted.
-    #[arg(
-        long,
-        env = "HERALD_RETENTION_DAYS",
-        default_value_t = 30,
-        global = true
-    )]
+    #[arg(long, env = "HERALD_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u32,
 
     /// At most this many finished deliveries are kept per webhook; older ones are deleted.
     #[arg(
         long,
         env = "HERALD_RETENTION_MAX_PER_WEBHOOK",
-        default_value_t = 10_000,
-        global = true
+        default_value_t = 10_000
     )]
     pub retention_max_per_webhook: u32,
 
     /// How often the retention sweep runs.
-    #[arg(long, env = "HERALD_RETENTION_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "HERALD_RETENTION_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub retention_interval: Duration,
 
     /// Delays before each attempt of a delivery, comma-separated; after the last, it fails.
-    #[arg(long, env = "HERALD_RETRY_SCHEDULE", default_value = "0s,5s,5m,30m,2h,5h,10h,10h", value_parser = RetrySchedule::parse, global = true)]
+    #[arg(long, env = "HERALD_RETRY_SCHEDULE", default_value = "0s,5s,5m,30m,2h,5h,10h,10h", value_parser = RetrySchedule::parse)]
     pub retry_schedule: RetrySchedule,
+
+    /// How long creating or changing a webhook through the API waits for its host to
+    /// resolve, to warn when the SSRF guard would block it; 0s: names are not resolved
+    /// (IP-literal URLs are still checked).
+    #[arg(long, env = "HERALD_WEBHOOK_RESOLVE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub webhook_resolve_timeout: Duration,
 
     /// Networks deliveries may reach although the SSRF guard forbids them (loopback, private,
     /// link-local, ...), comma-separated CIDRs such as 127.0.0.1/32,10.1.0.0/16 [default: none].
-    #[arg(long, env = "HERALD_DELIVERY_ALLOW_NETWORKS", value_parser = AllowList::parse, global = true)]
+    #[arg(long, env = "HERALD_DELIVERY_ALLOW_NETWORKS", value_parser = AllowList::parse)]
     pub delivery_allow_networks: Option<AllowList>,
 }
 
@@ -315,55 +288,80 @@ impl Config {
         }
     }
 
-    /// The effective configuration as `key = value` lines, secrets masked.
+    /// Every effective setting as `(key, value)`, keyed by the flag's clap id (its field
+    /// name), secrets masked. Settings left unset show what Herald uses instead.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
-        let masked = |v: &Option<String>| {
-            v.as_ref()
-                .map_or("(not set)".to_string(), |_| "********".to_string())
+        let dur = |d: Duration| humantime::format_duration(d).to_string();
+        let path_or = |p: &Option<PathBuf>, none: &str| {
+            p.as_ref()
+                .map_or_else(|| none.to_string(), |p| p.display().to_string())
         };
-        let db = self.database_url();
-        let db = match url::Url::parse(&db) {
-            Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some("********"));
-                u.to_string()
+        // A secret shows only where it comes from, never its value.
+        let secret = |configured: &Option<String>, file: &str| match configured {
+            Some(_) => "********".to_string(),
+            None => {
+                let path = absolute(&self.data_dir.join(file));
+                if path.exists() {
+                    format!("******** (in {})", path.display())
+                } else {
+                    format!("(not set: `herald serve` generates {})", path.display())
+                }
             }
-            _ => db,
+        };
+        let roles = match (self.serves_api(), self.runs_workers()) {
+            (true, true) => "both roles",
+            (true, false) => "api only",
+            _ => "worker only",
         };
         vec![
-            (
-                "config",
-                self.config
-                    .as_ref()
-                    .map_or("(none)".into(), |p| p.display().to_string()),
-            ),
+            ("config", path_or(&self.config, "(none)")),
             ("listen", self.listen.to_string()),
-            ("data_dir", self.data_dir.display().to_string()),
-            ("database_url", db),
-            ("registry_token", masked(&self.registry_token)),
+            (
+                "data_dir",
+                format!(
+                    "{} ({})",
+                    self.data_dir.display(),
+                    absolute(&self.data_dir).display()
+                ),
+            ),
+            ("database_url", self.database_url_redacted()),
+            (
+                "database_max_connections",
+                self.database_max_connections.to_string(),
+            ),
+            (
+                "database_statement_timeout",
+                dur(self.database_statement_timeout),
+            ),
+            ("api", format!("{} ({roles})", self.serves_api())),
+            ("worker", format!("{} ({roles})", self.runs_workers())),
+            (
+                "registry_token",
+                secret(&self.registry_token, "registry-token"),
+            ),
             (
                 "public_url",
                 self.public_url
                     .clone()
-                    .unwrap_or_else(|| "(not set)".into()),
+                    .unwrap_or_else(|| format!("http://{}", self.listen)),
             ),
-            ("secret_key", masked(&self.secret_key)),
+            ("secret_key", secret(&self.secret_key, "secret.key")),
+            (
+                "template_sandbox_exe",
+                path_or(&self.template_sandbox_exe, "(this herald binary)"),
+            ),
             ("ingest_max_bytes", self.ingest_max_bytes.to_string()),
             (
                 "ingest_max_in_flight",
                 self.ingest_max_in_flight.to_string(),
             ),
-            (
-                "ingest_read_timeout",
-                humantime::format_duration(self.ingest_read_timeout).to_string(),
-            ),
+            ("ingest_read_timeout", dur(self.ingest_read_timeout)),
             (
                 "delivery_connect_timeout",
-                humantime::format_duration(self.delivery_connect_timeout).to_string(),
+                dur(self.delivery_connect_timeout),
             ),
-            (
-                "delivery_timeout",
-                humantime::format_duration(self.delivery_timeout).to_string(),
-            ),
+            ("delivery_timeout", dur(self.delivery_timeout)),
+            ("delivery_lease", dur(self.delivery_lease())),
             (
                 "delivery_concurrency",
                 self.delivery_concurrency.to_string(),
@@ -381,28 +379,28 @@ impl Config {
                 self.permissions_manage_webhook.to_string(),
             ),
             ("allow_signup", self.allow_signup.to_string()),
+            (
+                "delivery_ca_bundle",
+                path_or(&self.delivery_ca_bundle, "(none: built-in roots only)"),
+            ),
+            ("auto_disable_after", dur(self.auto_disable_after)),
             ("log_format", self.log_format.clone()),
-            (
-                "ready_stall_timeout",
-                humantime::format_duration(self.ready_stall_timeout).to_string(),
-            ),
-            (
-                "shutdown_grace",
-                humantime::format_duration(self.shutdown_grace).to_string(),
-            ),
+            ("ready_stall_timeout", dur(self.ready_stall_timeout)),
+            ("shutdown_grace", dur(self.shutdown_grace)),
             ("retention_days", self.retention_days.to_string()),
             (
                 "retention_max_per_webhook",
                 self.retention_max_per_webhook.to_string(),
             ),
-            (
-                "retention_interval",
-                humantime::format_duration(self.retention_interval).to_string(),
-            ),
+            ("retention_interval", dur(self.retention_interval)),
             ("retry_schedule", self.retry_schedule.to_string()),
+            ("webhook_resolve_timeout", dur(self.webhook_resolve_timeout)),
             (
-                "auto_disable_after",
-                humantime::format_duration(self.auto_disable_after).to_string(),
+                "delivery_allow_networks",
+                match &self.delivery_allow_networks {
+                    Some(a) if !a.is_empty() => a.to_string(),
+                    _ => "(none: the SSRF guard refuses loopback, private, link-local, ...)".into(),
+                },
             ),
         ]
     }
@@ -416,6 +414,15 @@ impl Config {
         let argv = std::iter::once(std::ffi::OsString::from("herald"))
             .chain(args.into_iter().map(Into::into));
         ConfigOnly::try_parse_from(argv).map(|c| c.config)
+    }
+
+    /// Every setting at its default, whatever the environment says: the base for commands
+    /// that take only a few settings.
+    pub fn defaults() -> Result<Self, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let cmd = ConfigOnly::command().mut_args(|a| a.env(None));
+        let matches = cmd.try_get_matches_from(["herald"])?;
+        ConfigOnly::from_arg_matches(&matches).map(|c| c.config)
     }
 
     pub fn permissions(&self) -> crate::auth::policy::Permissions {
@@ -471,6 +478,11 @@ impl Config {
     }
 }
 
+/// `path` made absolute against the current directory, for messages; as given if that fails.
+pub fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +516,26 @@ mod tests {
             err.contains("retry-schedule") && err.contains("soon"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn describe_shows_every_setting_by_its_id_and_defaults_ignore_the_environment() {
+        use clap::CommandFactory;
+        let c = Config::from_args(["--data-dir", "/tmp/x"]).unwrap();
+        let keys: Vec<&str> = c.describe().iter().map(|(k, _)| *k).collect();
+        let cmd = ConfigOnly::command();
+        let ids: Vec<&str> = cmd
+            .get_arguments()
+            .map(|a| a.get_id().as_str())
+            .filter(|id| *id != "help")
+            .collect();
+        assert_eq!(keys.len(), ids.len(), "{keys:?} vs {ids:?}");
+        for id in ids {
+            assert!(keys.contains(&id), "`herald config` leaves out {id}");
+        }
+        let d = Config::defaults().unwrap();
+        assert_eq!(d.data_dir, PathBuf::from("herald-data"));
+        assert_eq!(d.listen.to_string(), "127.0.0.1:8080");
     }
 
     #[test]

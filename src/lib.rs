@@ -83,9 +83,69 @@ pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the data directory when needed and opens (and migrates) the database.
+/// Creates the data directory when needed and opens (and migrates) the database: what
+/// `serve` and `migrate` do.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     prepare_data_dir(&config.data_dir)?;
+    let store = connect_store(config).await?;
+    store.migrate().await.context("database migration failed")?;
+    Ok(store)
+}
+
+/// A path as given and absolute, for messages: `./herald-data (/srv/herald-data)`.
+pub fn show_path(path: &Path) -> String {
+    let given = if path.is_relative() && !path.starts_with(".") {
+        format!("./{}", path.display())
+    } else {
+        path.display().to_string()
+    };
+    format!("{given} ({})", config::absolute(path).display())
+}
+
+/// The database file of a SQLite URL; `None` for other databases and in-memory ones.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    use std::str::FromStr;
+    if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        .ok()
+        .map(|o| o.get_filename().to_path_buf())
+}
+
+/// Opens the database of an existing Herald, for the commands that manage one (users,
+/// tokens, webhooks, deliveries): it creates nothing and migrates nothing, so a command run
+/// in the wrong directory fails instead of quietly starting an empty Herald there.
+pub async fn open_existing_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let url = config.database_url();
+    if let Some(file) = sqlite_file(&url) {
+        if !file.is_file() {
+            if config.database_url.is_none() {
+                anyhow::bail!(
+                    "no Herald database in {} (use --data-dir or HERALD_DATA_DIR)",
+                    show_path(&config.data_dir)
+                );
+            }
+            anyhow::bail!(
+                "no Herald database at {} (use --database or HERALD_DATABASE_URL)",
+                show_path(&file)
+            );
+        }
+    }
+    let store = connect_store(config).await?;
+    match store.migrations_current().await {
+        Ok(true) => Ok(store),
+        Ok(false) => anyhow::bail!(
+            "the database's Herald schema is older than this herald; run `herald migrate` \
+             (or start `herald serve`) first"
+        ),
+        Err(_) => anyhow::bail!(
+            "the database has no Herald schema; run `herald migrate` or `herald serve` first"
+        ),
+    }
+}
+
+async fn connect_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.database_url();
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
         Arc::new(
@@ -109,8 +169,68 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             "unsupported database URL: Herald supports sqlite://, postgres:// and postgresql:// URLs"
         );
     };
-    store.migrate().await.context("database migration failed")?;
     Ok(store)
+}
+
+/// The registry token of an existing Herald: the configured one, or the one its first start
+/// wrote into the data directory. Creates nothing.
+pub fn existing_registry_token(config: &Config) -> anyhow::Result<RegistryToken> {
+    let configured = config.registry_token.as_deref().map(str::trim);
+    if configured.is_none_or(str::is_empty) {
+        let file = config.data_dir.join("registry-token");
+        anyhow::ensure!(
+            file.is_file(),
+            "no registry token in {} (use --data-dir or HERALD_DATA_DIR, or --registry-token; \
+             `herald serve` or `herald migrate` creates it)",
+            show_path(&config.data_dir)
+        );
+    }
+    RegistryToken::load_or_create(&config.data_dir, config.registry_token.as_deref())
+}
+
+/// The key for secrets at rest of an existing Herald. Creates nothing.
+pub fn existing_cipher(config: &Config) -> anyhow::Result<Cipher> {
+    if config.secret_key.is_none() {
+        anyhow::ensure!(
+            config.data_dir.join("secret.key").is_file(),
+            "no secret key in {} (use --data-dir or HERALD_DATA_DIR, or HERALD_SECRET_KEY)",
+            show_path(&config.data_dir)
+        );
+    }
+    Cipher::load_or_create(&config.data_dir, config.secret_key.as_deref())
+}
+
+/// The dispatcher as `serve` builds it: the HTTP sender behind the SSRF guard, the
+/// template sandbox and the retry settings of `config`. The CLI's retrigger builds one too.
+pub async fn build_dispatcher(
+    config: &Config,
+    store: Arc<dyn Store>,
+    cipher: Cipher,
+    metrics: Arc<metrics::Metrics>,
+) -> anyhow::Result<(Arc<Dispatcher>, Arc<TemplateSandbox>)> {
+    let allow = config.delivery_allow_networks.clone().unwrap_or_default();
+    let sender = HttpSender::new(
+        config.delivery_connect_timeout,
+        config.delivery_timeout,
+        SsrfGuard::new(allow),
+        &ca_bundle(config)?,
+    )?;
+    let templates = Arc::new(TemplateSandbox::start(config.template_sandbox_exe()?).await?);
+    let dispatcher = Dispatcher::new(
+        store,
+        sender,
+        cipher,
+        templates.clone(),
+        DispatcherConfig {
+            concurrency: config.delivery_concurrency,
+            per_webhook: config.delivery_concurrency_per_webhook,
+            schedule: config.retry_schedule.clone(),
+            lease: config.delivery_lease(),
+            disable_after: config.auto_disable_after,
+        },
+        metrics,
+    );
+    Ok((dispatcher, templates))
 }
 
 /// The operator's extra CA certificates for deliveries, if any.
@@ -184,6 +304,15 @@ impl Application {
             config.ready_stall_timeout >= std::time::Duration::from_secs(1),
             "--ready-stall-timeout must be at least 1s: an idle dispatcher goes round every 500ms"
         );
+        // The port first: a start that cannot listen must leave nothing behind on disk.
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        tracing::info!(
+            data_dir = %config::absolute(&config.data_dir).display(),
+            database = %config.database_url_redacted(),
+            "using this data directory"
+        );
         let store = open_store(&config).await?;
         if config.secret_key.is_none() && !config.database_url().starts_with("sqlite:") {
             tracing::warn!(
@@ -207,35 +336,16 @@ impl Application {
             None
         };
         let registry_token = registry_token(&config)?;
-        let allow = config.delivery_allow_networks.clone().unwrap_or_default();
-        if !allow.is_empty() {
+        if let Some(allow) = config
+            .delivery_allow_networks
+            .as_ref()
+            .filter(|a| !a.is_empty())
+        {
             tracing::info!(%allow, "the SSRF guard lets deliveries reach these networks");
         }
-        let sender = HttpSender::new(
-            config.delivery_connect_timeout,
-            config.delivery_timeout,
-            SsrfGuard::new(allow),
-            &ca_bundle(&config)?,
-        )?;
         let metrics = Arc::new(metrics::Metrics::default());
-        let templates = Arc::new(TemplateSandbox::start(config.template_sandbox_exe()?).await?);
-        let dispatcher = Dispatcher::new(
-            store.clone(),
-            sender,
-            cipher.clone(),
-            templates.clone(),
-            DispatcherConfig {
-                concurrency: config.delivery_concurrency,
-                per_webhook: config.delivery_concurrency_per_webhook,
-                schedule: config.retry_schedule.clone(),
-                lease,
-                disable_after: config.auto_disable_after,
-            },
-            metrics.clone(),
-        );
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let (dispatcher, templates) =
+            build_dispatcher(&config, store.clone(), cipher.clone(), metrics.clone()).await?;
         Ok(Self {
             listener,
             state: AppState {

@@ -64,6 +64,8 @@ impl Herald {
             database,
             dir,
         };
+        // The user commands work on an existing database only: `migrate` creates it.
+        herald.cli(&["migrate"], "")?;
         herald.cli(&["user", "create", "bench", "--admin"], "bench-password\n")?;
         herald.api_token = herald.cli(&["token", "create", "bench"], "")?;
         herald.spawn().await?;
@@ -114,7 +116,9 @@ impl Herald {
             .args(["--retention-days", "36500"])
             .args(["--retention-max-per-webhook", "100000000"]);
         // A later Herald refuses loopback receivers unless told; main has no such flag.
-        let help = Command::new(&self.binary).arg("--help").output()?;
+        let help = Command::new(&self.binary)
+            .args(["serve", "--help"])
+            .output()?;
         if String::from_utf8_lossy(&help.stdout).contains("--delivery-allow-networks") {
             cmd.args(["--delivery-allow-networks", "127.0.0.1/32"]);
         }

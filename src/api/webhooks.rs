@@ -118,6 +118,19 @@ impl WebhookView {
     }
 }
 
+/// Warns when the SSRF guard would refuse the webhook's destination as it resolves now
+/// (loopback, private, ... outside `--delivery-allow-networks`), or when it does not resolve.
+async fn ssrf_warnings(state: &AppState, hook: &Webhook) -> Vec<String> {
+    let allow = state
+        .config
+        .delivery_allow_networks
+        .clone()
+        .unwrap_or_default();
+    crate::delivery::ssrf::SsrfGuard::new(allow)
+        .warnings_for(hook.url.as_str(), state.config.webhook_resolve_timeout)
+        .await
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderBody {
@@ -180,6 +193,7 @@ pub async fn create(
     tracing::info!(namespace = %access.namespace.name, webhook = hook.id, by = %user.username, "webhook created");
     let mut view = WebhookView::new(hook.clone(), &state, &user, &access)?;
     view.signing_secret = app::webhooks::current_secret(&hook, &state)?;
+    view.warnings.extend(ssrf_warnings(&state, &hook).await);
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -195,7 +209,10 @@ pub async fn update(
     let (access, hook) = app::webhooks::update(&state, &user, &ns, &id, patch).await?;
     let id = hook.id;
     tracing::info!(namespace = %access.namespace.name, webhook = id, enabled = hook.enabled, by = %user.username, "webhook updated");
-    Ok(Json(WebhookView::new(hook, &state, &user, &access)?))
+    let warnings = ssrf_warnings(&state, &hook).await;
+    let mut view = WebhookView::new(hook, &state, &user, &access)?;
+    view.warnings.extend(warnings);
+    Ok(Json(view))
 }
 
 #[utoipa::path(delete, path = "/api/v1/namespaces/{ns}/webhooks/{id}", operation_id = "deleteWebhook", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id")),

@@ -333,6 +333,57 @@ impl SsrfGuard {
         })
     }
 
+    /// What to tell whoever saves a webhook with this URL: the addresses its host is (or
+    /// resolves to now) that the guard would refuse, or that it does not resolve. Only a
+    /// hint: deliveries resolve again and are checked each time. Waits at most `wait`; with
+    /// no time at all, names are not resolved.
+    pub async fn warnings_for(&self, url: &str, wait: std::time::Duration) -> Vec<String> {
+        let Ok(parsed) = url::Url::parse(url) else {
+            return Vec::new();
+        };
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let addrs: Vec<IpAddr> = match parsed.host() {
+            Some(url::Host::Ipv4(v4)) => vec![IpAddr::V4(v4)],
+            Some(url::Host::Ipv6(v6)) => vec![IpAddr::V6(v6)],
+            Some(url::Host::Domain(_)) if wait.is_zero() => return Vec::new(),
+            Some(url::Host::Domain(name)) => {
+                match tokio::time::timeout(wait, tokio::net::lookup_host((name, port))).await {
+                    Ok(Ok(found)) => {
+                        let mut ips: Vec<IpAddr> = Vec::new();
+                        for a in found {
+                            if !ips.contains(&a.ip()) {
+                                ips.push(a.ip());
+                            }
+                        }
+                        ips
+                    }
+                    Ok(Err(e)) => {
+                        return vec![format!(
+                            "the URL's host {name} does not resolve now ({e}); deliveries fail until it does"
+                        )]
+                    }
+                    Err(_) => {
+                        return vec![format!(
+                            "the URL's host {name} does not resolve now (no answer within {} s); deliveries fail until it does",
+                            wait.as_secs()
+                        )]
+                    }
+                }
+            }
+            None => return Vec::new(),
+        };
+        addrs
+            .into_iter()
+            .filter_map(|ip| self.check(ip).err().map(|why| (ip, why)))
+            .map(|(ip, why)| {
+                format!(
+                    "the URL resolves to {ip}, {why} the SSRF guard blocks; deliveries to it \
+                     fail unless it is allowed with --delivery-allow-networks ({ALLOW_SETTING})"
+                )
+            })
+            .collect()
+    }
+
     /// Keeps the permitted addresses a name resolved to; fails when none is left.
     pub fn vet_resolved(
         &self,

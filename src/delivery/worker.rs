@@ -530,14 +530,40 @@ impl Dispatcher {
             outcome_label,
             Duration::from_millis(duration_ms.max(0) as u64),
         );
-        tracing::info!(
-            delivery_id,
-            webhook_id = job.webhook.id,
-            status = status.map(i64::from).unwrap_or(-1),
-            duration_ms,
-            outcome = ?outcome,
-            "delivery attempt"
-        );
+        // A failure says why, where and when next; a success is routine (DEBUG). A status
+        // is logged only when there was an answer.
+        let (webhook, namespace) = (job.webhook.name.as_str(), job.webhook.namespace.as_str());
+        match outcome {
+            Outcome::Succeeded => {
+                tracing::debug!(
+                    delivery_id,
+                    webhook_id = job.webhook.id,
+                    %namespace,
+                    %webhook,
+                    status,
+                    duration_ms,
+                    "delivery attempt succeeded"
+                )
+            }
+            Outcome::RetryAt(_) | Outcome::Failed => {
+                let next_attempt = match outcome {
+                    Outcome::RetryAt(at) => at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    _ => "none, the delivery failed".to_string(),
+                };
+                let error = error.as_deref().unwrap_or("failed");
+                tracing::warn!(
+                    delivery_id,
+                    webhook_id = job.webhook.id,
+                    %namespace,
+                    %webhook,
+                    status,
+                    duration_ms,
+                    error,
+                    %next_attempt,
+                    "delivery attempt failed"
+                )
+            }
+        }
         self.store
             .record_attempt(AttemptRecord {
                 delivery_id,

@@ -104,6 +104,39 @@ pub fn router() -> Router<AppState> {
         .route("/tokens/{id}/delete", post(pages::tokens::revoke_token))
         .route("/activity", get(pages::activity::activity))
         .route("/static/{file}", get(static_file))
+        .layer(axum::middleware::from_fn(log_actions))
+}
+
+/// Who signed in for this request, filled in by the [`WebUser`] extractor, so that
+/// [`log_actions`] can name them.
+#[derive(Clone, Default)]
+pub struct Actor(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl Actor {
+    pub fn set(&self, username: &str) {
+        if let Ok(mut a) = self.0.lock() {
+            *a = Some(username.to_string());
+        }
+    }
+}
+
+/// Every state-changing UI request is logged with who made it and how it ended, as the
+/// API's handlers log theirs: one place, so no form can be left out.
+async fn log_actions(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    let actor = Actor::default();
+    let path = request.uri().path().to_string();
+    request.extensions_mut().insert(actor.clone());
+    let response = next.run(request).await;
+    if let Some(by) = actor.0.lock().ok().and_then(|a| a.clone()) {
+        tracing::info!(by = %by, path = %path, status = response.status().as_u16(), "web action");
+    }
+    response
 }
 
 const TEMPLATES: &[(&str, &str)] = &[

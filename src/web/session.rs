@@ -99,6 +99,9 @@ impl FromRequestParts<AppState> for WebUser {
         let Some((user, csrf)) = found else {
             return Err(to_login());
         };
+        if let Some(actor) = parts.extensions.get::<super::Actor>() {
+            actor.set(&user.username);
+        }
         let flash = cookie(&parts.headers, "herald_flash").and_then(|raw| {
             let decoded: String = url::form_urlencoded::parse(format!("f={raw}").as_bytes())
                 .next()

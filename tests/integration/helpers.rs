@@ -50,7 +50,8 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts Herald on 127.0.0.1:0 with its own temporary data directory and fast retries,
 /// on SQLite, or on a fresh PostgreSQL database when `HERALD_TEST_DATABASE=postgres`.
-/// The SSRF guard lets deliveries reach 127.0.0.1 only, where the test receivers listen;
+/// The SSRF guard lets deliveries reach 127.0.0.1 only, where the test receivers listen
+/// (and webhook hosts that are names are not resolved for warnings);
 /// `extra` can pass `--delivery-allow-networks` again to change that.
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     if std::env::var("HERALD_TEST_DATABASE").as_deref() == Ok("postgres") {
@@ -105,6 +106,10 @@ async fn spawn(extra: &[&str], db: Option<PgTestDb>) -> TestApp {
         "127.0.0.1/32".into(),
         "--template-sandbox-exe".into(),
         env!("CARGO_BIN_EXE_herald").into(),
+        // Tests never resolve public names (example.org): the SSRF warnings on webhook
+        // creation check IP literals only, unless a test asks for more.
+        "--webhook-resolve-timeout".into(),
+        "0s".into(),
     ];
     if let Some(db) = &db {
         args.extend(["--database".into(), db.url.clone()]);
@@ -473,6 +478,13 @@ pub fn herald_cmd(dir: &std::path::Path) -> std::process::Command {
 /// Creates an admin through the CLI, as a new user would, and returns an API token for it.
 pub fn cli_admin_token(dir: &std::path::Path) -> String {
     use std::io::Write;
+    // The user commands need an existing Herald: `migrate` makes one, as `serve` would.
+    let migrate = herald_cmd(dir).arg("migrate").output().unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
     let mut create = herald_cmd(dir)
         .args(["user", "create", "admin", "--admin"])
         .stdin(std::process::Stdio::piped())

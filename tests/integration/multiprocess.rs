@@ -293,6 +293,8 @@ async fn three_processes_share_the_work_and_survive_a_kill() {
     let dirs: Vec<tempfile::TempDir> = (0..PROCESSES)
         .map(|_| tempfile::tempdir().unwrap())
         .collect();
+    // The user commands need the schema: `migrate` makes it, as `serve` would.
+    cli(&db.url, dirs[0].path(), &["migrate"], "");
     cli(
         &db.url,
         dirs[0].path(),

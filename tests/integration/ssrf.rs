@@ -160,3 +160,61 @@ async fn a_name_is_delivered_to_its_allowed_addresses_only() {
         );
     }
 }
+
+#[tokio::test]
+async fn saving_a_webhook_the_guard_would_block_answers_with_a_warning() {
+    // The allow-list is 127.0.0.1/32 only (the test default).
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "blocked", "url": "http://127.0.0.2:9/"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let warnings = r.body["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| {
+            let w = w.as_str().unwrap();
+            w.contains("127.0.0.2")
+                && w.contains("loopback")
+                && w.contains("--delivery-allow-networks")
+        }),
+        "{warnings:?}"
+    );
+    let id = r.body["id"].as_i64().unwrap();
+
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "allowed", "url": "http://127.0.0.1:9/"})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.body["warnings"], json!([]), "an allowed address");
+
+    // A change answers with the warning as well, and an allowed URL clears it.
+    let r = app
+        .api(
+            "PATCH",
+            &format!("/namespaces/acme/webhooks/{id}"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("127.0.0.2"));
+    let r = app
+        .api(
+            "PATCH",
+            &format!("/namespaces/acme/webhooks/{id}"),
+            Some(json!({"url": "http://127.0.0.1:9/"})),
+        )
+        .await;
+    assert_eq!(r.body["warnings"], json!([]));
+}
