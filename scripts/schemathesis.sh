@@ -10,6 +10,7 @@ herald=target/debug/herald
 data=$(mktemp -d)
 trap 'kill "${pid:-0}" 2>/dev/null || true; rm -rf "$data"' EXIT
 export HERALD_DATA_DIR=$data RUST_LOG=herald=warn
+$herald migrate >/dev/null
 echo 'schemathesis-password' | $herald user create admin --admin
 token=$($herald token create admin --label schemathesis)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
