@@ -432,6 +432,7 @@ impl Dispatcher {
             job.webhook.format,
             job.webhook.template.as_deref(),
             &job.event_body,
+            &job.event,
             &self.templates,
         )
         .await;

@@ -4,8 +4,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use chrono::{DateTime, Utc};
+
 use crate::hooks::templates::TemplateSandbox;
 use crate::hooks::types::Invalid;
+use crate::store::EventRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -119,42 +122,84 @@ pub async fn render(
     format: Format,
     template: Option<&str>,
     event: &str,
+    record: &EventRecord,
     sandbox: &TemplateSandbox,
 ) -> Result<Rendered, String> {
     match (format, template) {
-        (Format::Template, Some(src)) => sandbox.render(src, event).await.map(|body| {
-            // A body that is not JSON is not sent as JSON.
-            let is_json = serde_json::from_str::<serde::de::IgnoredAny>(&body).is_ok();
-            Rendered {
-                content_type: (!is_json).then_some("text/plain; charset=utf-8"),
-                ..Rendered::plain(body)
-            }
-        }),
+        (Format::Template, Some(src)) => {
+            sandbox.render(src, &view(event, record)).await.map(|body| {
+                // A body that is not JSON is not sent as JSON.
+                let is_json = serde_json::from_str::<serde::de::IgnoredAny>(&body).is_ok();
+                Rendered {
+                    content_type: (!is_json).then_some("text/plain; charset=utf-8"),
+                    ..Rendered::plain(body)
+                }
+            })
+        }
         (Format::Template, None) => {
             Err("the webhook's format is template but it has no template".into())
         }
-        (format, _) => render_builtin(format, event),
+        (format, _) => render_builtin(format, event, record),
     }
 }
 
+/// The event as the formats that speak of it read it: a distribution event as received;
+/// another registry's payload (zot, Harbor) in distribution's shape, made from what ingest
+/// read from it. The verbatim formats always send the payload itself.
+fn view<'a>(event: &'a str, record: &EventRecord) -> std::borrow::Cow<'a, str> {
+    let distribution = serde_json::from_str::<Value>(event)
+        .ok()
+        .is_some_and(|v| v.get("target").is_some_and(Value::is_object));
+    if distribution {
+        return std::borrow::Cow::Borrowed(event);
+    }
+    let mut target = serde_json::Map::new();
+    for (key, value) in [
+        ("repository", &record.repository),
+        ("tag", &record.tag),
+        ("digest", &record.digest),
+        ("mediaType", &record.media_type),
+    ] {
+        if let Some(v) = value {
+            target.insert(key.into(), Value::String(v.clone()));
+        }
+    }
+    let mut v = serde_json::json!({
+        "id": record.registry_id,
+        "timestamp": record.received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "action": record.action,
+        "target": target,
+    });
+    if let Some(actor) = &record.actor {
+        v["actor"] = serde_json::json!({ "name": actor });
+    }
+    std::borrow::Cow::Owned(v.to_string())
+}
+
 /// The formats Herald writes itself, rendered in this process.
-pub fn render_builtin(format: Format, event: &str) -> Result<Rendered, String> {
+pub fn render_builtin(
+    format: Format,
+    event: &str,
+    record: &EventRecord,
+) -> Result<Rendered, String> {
+    let view = view(event, record);
+    let view = view.as_ref();
     match format {
         Format::RegistryEvent => Ok(Rendered {
             body_is_event: true,
             ..Rendered::plain(event.to_string())
         }),
         Format::RegistryEnvelope => Ok(Rendered::plain(format!("{{\"events\":[{event}]}}"))),
-        Format::Cloudevents => cloudevent(event).map(|body| Rendered {
+        Format::Cloudevents => cloudevent(event, view, record).map(|body| Rendered {
             content_type: Some("application/cloudevents+json"),
             ..Rendered::plain(body)
         }),
-        Format::CloudeventsBinary => cloudevent_binary(event),
-        Format::Slack => slack(event).map(Rendered::plain),
-        Format::Teams => teams(event).map(Rendered::plain),
-        Format::Discord => discord(event).map(Rendered::plain),
-        Format::Mattermost => mattermost(event).map(Rendered::plain),
-        Format::GoogleChat => google_chat(event).map(Rendered::plain),
+        Format::CloudeventsBinary => cloudevent_binary(event, view, record),
+        Format::Slack => slack(view).map(Rendered::plain),
+        Format::Teams => teams(view).map(Rendered::plain),
+        Format::Discord => discord(view).map(Rendered::plain),
+        Format::Mattermost => mattermost(view).map(Rendered::plain),
+        Format::GoogleChat => google_chat(view).map(Rendered::plain),
         Format::Template => Err("a template is rendered in the sandbox".into()),
     }
 }
@@ -202,7 +247,7 @@ fn source_segment(origin: &str) -> String {
         .collect()
 }
 
-fn context(v: &Value) -> Context {
+fn context(v: &Value, received_at: DateTime<Utc>) -> Context {
     let origin = text(v, "/source/addr")
         .or_else(|| text(v, "/request/host"))
         .unwrap_or("unknown");
@@ -215,14 +260,14 @@ fn context(v: &Value) -> Context {
             text(v, "/action").unwrap_or("unknown")
         ),
         subject: subject(v),
-        time: event_time(text(v, "/timestamp")),
+        time: event_time(text(v, "/timestamp"), received_at),
     }
 }
 
 /// The event's time as RFC 3339 with a zone, which CloudEvents requires: the registry's
-/// timestamp when it can be read (with or without a zone), else the time of sending.
-fn event_time(timestamp: Option<&str>) -> String {
-    use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+/// timestamp when it can be read (with or without a zone), else when Herald received it.
+fn event_time(timestamp: Option<&str>, received_at: DateTime<Utc>) -> String {
+    use chrono::{NaiveDateTime, SecondsFormat};
     let parsed = timestamp.and_then(|t| {
         DateTime::parse_from_rfc3339(t)
             .map(|d| d.with_timezone(&Utc))
@@ -235,12 +280,12 @@ fn event_time(timestamp: Option<&str>) -> String {
             })
     });
     parsed
-        .unwrap_or_else(Utc::now)
+        .unwrap_or(received_at)
         .to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn cloudevent(event: &str) -> Result<String, String> {
-    let v = parsed(event)?;
+fn cloudevent(event: &str, view: &str, record: &EventRecord) -> Result<String, String> {
+    let v = parsed(view)?;
     #[derive(Serialize)]
     struct CloudEvent<'a> {
         specversion: &'static str,
@@ -254,7 +299,7 @@ fn cloudevent(event: &str) -> Result<String, String> {
         data: &'a RawValue,
     }
     let data: &RawValue = serde_json::from_str(event).map_err(|e| e.to_string())?;
-    let c = context(&v);
+    let c = context(&v, record.received_at);
     let ce = CloudEvent {
         specversion: "1.0",
         id: &c.id,
@@ -273,8 +318,8 @@ fn cloudevent(event: &str) -> Result<String, String> {
 const HEADER_ESCAPE: &percent_encoding::AsciiSet =
     &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%');
 
-fn cloudevent_binary(event: &str) -> Result<Rendered, String> {
-    let c = context(&parsed(event)?);
+fn cloudevent_binary(event: &str, view: &str, record: &EventRecord) -> Result<Rendered, String> {
+    let c = context(&parsed(view)?, record.received_at);
     let header = |name: &str, value: &str| {
         (
             name.to_string(),
@@ -419,7 +464,7 @@ impl Summary {
             tag: field("/target/tag"),
             digest: field("/target/digest"),
             registry: field("/source/addr"),
-            time: event_time(text(v, "/timestamp")),
+            time: event_time(text(v, "/timestamp"), Utc::now()),
         }
     }
 
@@ -620,10 +665,10 @@ mod tests {
     #[test]
     fn registry_event_and_envelope_keep_the_bytes() {
         let e = event("distribution-2.8.2/push-manifest-tagged.json");
-        let r = render_builtin(Format::RegistryEvent, &e).unwrap();
+        let r = render_builtin(Format::RegistryEvent, &e, &EventRecord::default()).unwrap();
         assert_eq!(r.body, e);
         assert!(r.body_is_event);
-        let r = render_builtin(Format::RegistryEnvelope, &e).unwrap();
+        let r = render_builtin(Format::RegistryEnvelope, &e, &EventRecord::default()).unwrap();
         assert_eq!(r.body, format!("{{\"events\":[{e}]}}"));
         let parsed: Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(
@@ -635,7 +680,7 @@ mod tests {
     #[test]
     fn cloudevents_structured_json() {
         let e = event("distribution-2.8.2/push-manifest-tagged.json");
-        let r = render_builtin(Format::Cloudevents, &e).unwrap();
+        let r = render_builtin(Format::Cloudevents, &e, &EventRecord::default()).unwrap();
         assert_eq!(r.content_type, Some("application/cloudevents+json"));
         let ce: Value = serde_json::from_str(&r.body).unwrap();
         let expected: Value = serde_json::json!({
@@ -652,6 +697,7 @@ mod tests {
         let d = render_builtin(
             Format::Cloudevents,
             &event("distribution-2.8.2/delete-manifest-digest.json"),
+            &EventRecord::default(),
         )
         .unwrap();
         let ce: Value = serde_json::from_str(&d.body).unwrap();
@@ -667,6 +713,7 @@ mod tests {
         let r = render_builtin(
             Format::Slack,
             &event("distribution-2.8.2/push-manifest-with-actor-and-references.json"),
+            &EventRecord::default(),
         )
         .unwrap();
         let m: Value = serde_json::from_str(&r.body).unwrap();
@@ -682,8 +729,12 @@ mod tests {
             m["blocks"][1]["elements"][0]["text"],
             "digest `sha256:7a6c8d182783…` · registry vm:5001 · via Herald"
         );
-        let anon =
-            render_builtin(Format::Slack, &event("distribution-2.8.2/delete-tag.json")).unwrap();
+        let anon = render_builtin(
+            Format::Slack,
+            &event("distribution-2.8.2/delete-tag.json"),
+            &EventRecord::default(),
+        )
+        .unwrap();
         let m: Value = serde_json::from_str(&anon.body).unwrap();
         assert_eq!(m["text"], "someone deleted acme/web:1.0");
     }
@@ -693,7 +744,7 @@ mod tests {
     const DELETE_TAG: &str = "distribution-2.8.2/delete-tag.json";
 
     fn rendered(format: Format, fixture: &str) -> Value {
-        let r = render_builtin(format, &event(fixture)).unwrap();
+        let r = render_builtin(format, &event(fixture), &EventRecord::default()).unwrap();
         assert_eq!(
             r.content_type, None,
             "{format:?} is sent as the webhook's JSON"
@@ -827,7 +878,7 @@ mod tests {
         let mut v: Value = serde_json::from_str(&event(WITH_ACTOR)).unwrap();
         v["actor"]["name"] = Value::String(evil.into());
         let e = v.to_string();
-        let body = |f| render_builtin(f, &e).unwrap().body;
+        let body = |f| render_builtin(f, &e, &EventRecord::default()).unwrap().body;
         let md = "\\<\\!channel\\> @\u{200B}everyone @\u{200B}channel \\& \\<https://evil.example\\|x\\> - list";
         let teams: Value = serde_json::from_str(&body(Format::Teams)).unwrap();
         assert_eq!(

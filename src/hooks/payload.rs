@@ -190,7 +190,7 @@ mod tests {
     }
 
     fn event(body: &str) -> formats::Rendered {
-        formats::render_builtin(formats::Format::RegistryEvent, body).unwrap()
+        formats::render_builtin(formats::Format::RegistryEvent, body, &Default::default()).unwrap()
     }
 
     fn header<'a>(r: &'a OutgoingRequest, name: &str) -> Option<&'a str> {

@@ -334,6 +334,23 @@ pub struct DeliveryJob {
     pub webhook: Webhook,
     pub event_action: String,
     pub event_body: String,
+    /// What ingest read from the event, whichever registry sent it.
+    pub event: EventRecord,
+}
+
+/// The facts ingest read from an event and stored beside its body: formats that speak of
+/// the event (chat messages, CloudEvents attributes, templates) use them for events from
+/// registries whose payloads are not distribution's (zot, Harbor).
+#[derive(Debug, Clone, Default)]
+pub struct EventRecord {
+    pub registry_id: Option<String>,
+    pub action: String,
+    pub repository: Option<String>,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    pub media_type: Option<String>,
+    pub actor: Option<String>,
+    pub received_at: DateTime<Utc>,
 }
 
 /// A due delivery leased by `claim_due`. Every claim of a delivery gets a new `token`, and

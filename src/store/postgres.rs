@@ -976,7 +976,8 @@ impl Store for PgStore {
 
     async fn load_job(&self, delivery_id: i64) -> StoreResult<DeliveryJob> {
         let row = sqlx::query(
-            "SELECT d.webhook_id, d.attempts, d.state, e.action, e.body, n.name AS namespace \
+            "SELECT d.webhook_id, d.attempts, d.state, e.action, e.body, n.name AS namespace, \
+             e.registry_id, e.repository, e.tag, e.digest, e.media_type, e.actor, e.received_at \
              FROM deliveries d JOIN events e ON e.id = d.event_id \
              JOIN webhooks w ON w.id = d.webhook_id JOIN namespaces n ON n.id = w.namespace_id \
              WHERE d.id = $1",
@@ -999,6 +1000,18 @@ impl Store for PgStore {
                 .try_get::<Option<String>, _>("action")?
                 .unwrap_or_default(),
             event_body: row.try_get("body")?,
+            event: EventRecord {
+                action: row
+                    .try_get::<Option<String>, _>("action")?
+                    .unwrap_or_default(),
+                registry_id: row.try_get("registry_id")?,
+                repository: row.try_get("repository")?,
+                tag: row.try_get("tag")?,
+                digest: row.try_get("digest")?,
+                media_type: row.try_get("media_type")?,
+                actor: row.try_get("actor")?,
+                received_at: from_ms(row.try_get("received_at")?),
+            },
         })
     }
 

@@ -485,3 +485,53 @@ async fn registry_config_prints_each_sources_snippet() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("no source 'nosuch'"));
     }
 }
+
+/// Formats that speak of the event (chat messages, CloudEvents attributes) read what ingest
+/// understood of another registry's payload, not distribution's fields it does not have.
+#[tokio::test]
+async fn chat_and_cloudevents_speak_of_zot_and_harbor_events() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    sources(&app).await;
+    app.enabled_webhook(
+        "acme",
+        json!({"name": "chat", "url": rx.url("/slack"), "format": "slack"}),
+    )
+    .await;
+    app.enabled_webhook(
+        "acme",
+        json!({"name": "ce", "url": rx.url("/ce"), "format": "cloudevents"}),
+    )
+    .await;
+    let zot: Value = serde_json::from_slice(&fixture("zot/image-updated.json")).unwrap();
+    let repository = zot["data"]["name"].as_str().unwrap().to_string();
+    let (headers, body) = zot_binary("zot/image-updated.json");
+    let r = send(
+        &app,
+        "zot1",
+        Auth::Bearer(ZOT_TOKEN),
+        "application/json",
+        &headers,
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.body["deliveries"], 2, "{:?}", r.body);
+    for _ in 0..2 {
+        let got = rx.next().await;
+        let m = got.json();
+        if got.path == "/slack" {
+            let text = m["text"].as_str().unwrap();
+            assert!(text.contains(&repository), "{text}");
+            assert!(text.contains("pushed"), "{text}");
+        } else {
+            assert_eq!(m["type"], "io.herald.registry.push", "{m}");
+            assert!(
+                m["subject"].as_str().unwrap().starts_with(&repository),
+                "{m}"
+            );
+            let data: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(m["data"], data, "the data is zot's payload itself");
+        }
+    }
+}

@@ -767,7 +767,10 @@ impl Store for SqliteStore {
         // runs for every delivery, and each query is a hop to a reader thread and back.
         let row = sqlx::query(&format!(
             "{WEBHOOK_COLUMNS}, d.attempts AS delivery_attempts, d.state AS delivery_state, \
-             e.action AS event_action, e.body AS event_body, \
+             e.action AS event_action, e.body AS event_body, e.registry_id AS event_registry_id, \
+             e.repository AS event_repository, e.tag AS event_tag, e.digest AS event_digest, \
+             e.media_type AS event_media_type, e.actor AS event_actor, \
+             e.received_at AS event_received_at, \
              (SELECT json_group_array(json_array(h.name, hex(h.value))) FROM \
                (SELECT name, value FROM webhook_headers WHERE webhook_id = w.id ORDER BY name) h) \
                AS headers_json \
@@ -803,6 +806,18 @@ impl Store for SqliteStore {
                 .try_get::<Option<String>, _>("event_action")?
                 .unwrap_or_default(),
             event_body: row.try_get("event_body")?,
+            event: EventRecord {
+                action: row
+                    .try_get::<Option<String>, _>("event_action")?
+                    .unwrap_or_default(),
+                registry_id: row.try_get("event_registry_id")?,
+                repository: row.try_get("event_repository")?,
+                tag: row.try_get("event_tag")?,
+                digest: row.try_get("event_digest")?,
+                media_type: row.try_get("event_media_type")?,
+                actor: row.try_get("event_actor")?,
+                received_at: from_ms(row.try_get("event_received_at")?),
+            },
         })
     }
 
