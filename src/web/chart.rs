@@ -7,12 +7,14 @@ use chrono::{DateTime, Timelike, Utc};
 
 use crate::store::HourStats;
 
+// In viewBox units: the chart scales with the page, so labels are sized to stay readable
+// when 720 units shrink to a phone's 350 pixels.
 const W: f64 = 720.0;
-const H: f64 = 180.0;
-const LEFT: f64 = 36.0;
-const RIGHT: f64 = 44.0;
-const TOP: f64 = 12.0;
-const BOTTOM: f64 = 24.0;
+const H: f64 = 240.0;
+const LEFT: f64 = 52.0;
+const RIGHT: f64 = 84.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 34.0;
 
 /// Deliveries per hour by outcome (stacked bars) and mean attempt latency (line).
 pub fn render_svg(stats: &[HourStats], since: DateTime<Utc>) -> String {
@@ -51,6 +53,26 @@ pub fn render_svg(stats: &[HourStats], since: DateTime<Utc>) -> String {
         svg,
         "<title>Deliveries per hour by outcome, and mean latency, over the last 24 hours</title>"
     );
+    // A legend, so the colours need no explanation elsewhere.
+    let mut x = LEFT;
+    for (class, name) in [
+        ("ok", "succeeded"),
+        ("failed", "failed"),
+        ("waiting", "waiting"),
+    ] {
+        let _ = write!(
+            svg,
+            r#"<rect x="{x}" y="8" width="16" height="16" class="{class}"/><text x="{tx}" y="22" class="label">{name}</text>"#,
+            tx = x + 22.0
+        );
+        x += 22.0 + name.len() as f64 * 11.0 + 24.0;
+    }
+    let _ = write!(
+        svg,
+        r#"<line x1="{x}" y1="16" x2="{x2}" y2="16" class="latency"/><text x="{tx}" y="22" class="label">mean latency</text>"#,
+        x2 = x + 20.0,
+        tx = x + 26.0
+    );
     // Axes and scale labels.
     let _ = write!(
         svg,
@@ -60,16 +82,16 @@ pub fn render_svg(stats: &[HourStats], since: DateTime<Utc>) -> String {
     );
     let _ = write!(
         svg,
-        r#"<text x="{x}" y="{y}" class="label" text-anchor="end">{max}</text>"#,
-        x = LEFT - 4.0,
-        y = TOP + 8.0,
+        r#"<text x="{x}" y="{y}" class="label" text-anchor="end">{max}/h</text>"#,
+        x = LEFT - 6.0,
+        y = TOP + 16.0,
         max = max_count as i64
     );
     let _ = write!(
         svg,
         r#"<text x="{x}" y="{y}" class="label latency-label">{ms:.0} ms</text>"#,
-        x = W - RIGHT + 4.0,
-        y = TOP + 8.0,
+        x = W - RIGHT + 6.0,
+        y = TOP + 16.0,
         ms = max_ms
     );
     for (i, h) in hours.iter().enumerate() {
@@ -93,10 +115,11 @@ pub fn render_svg(stats: &[HourStats], since: DateTime<Utc>) -> String {
         }
         if i % 6 == 0 {
             let hour = (since + chrono::Duration::hours(i as i64)).hour();
+            let zone = if i == 0 { " UTC" } else { "" };
             let _ = write!(
                 svg,
-                r#"<text x="{x:.1}" y="{y}" class="label">{hour:02}:00</text>"#,
-                y = H - 6.0
+                r#"<text x="{x:.1}" y="{y}" class="label">{hour:02}:00{zone}</text>"#,
+                y = H - 8.0
             );
         }
     }
@@ -127,6 +150,12 @@ pub fn render_svg(stats: &[HourStats], since: DateTime<Utc>) -> String {
             }
         }
     }
+    let _ = write!(
+        svg,
+        r#"<text x="{x}" y="{y}" class="label" text-anchor="end">now</text>"#,
+        x = W - RIGHT,
+        y = H - 8.0
+    );
     svg.push_str("</svg>");
     svg
 }
@@ -160,9 +189,13 @@ mod tests {
         ];
         let svg = render_svg(&stats, Utc::now());
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
-        assert_eq!(svg.matches(r#"class="ok""#).count(), 1);
-        assert_eq!(svg.matches(r#"class="failed""#).count(), 2);
-        assert_eq!(svg.matches(r#"class="waiting""#).count(), 1);
+        // One bar each, plus the legend's swatch.
+        assert_eq!(svg.matches(r#"class="ok""#).count(), 2);
+        assert_eq!(svg.matches(r#"class="failed""#).count(), 3);
+        assert_eq!(svg.matches(r#"class="waiting""#).count(), 2);
+        for label in ["succeeded", "mean latency", " UTC", ">now<", "4/h"] {
+            assert!(svg.contains(label), "no {label}");
+        }
         assert!(
             svg.contains("7 deliveries, 3 failed"),
             "out-of-window hours are ignored"
