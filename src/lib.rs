@@ -144,6 +144,7 @@ impl Application {
             DispatcherConfig {
                 concurrency: config.delivery_concurrency,
                 per_webhook: config.delivery_concurrency_per_webhook,
+                slow_lane: config.delivery_slow_lane as usize,
                 schedule: config.retry_schedule.clone(),
                 lease,
                 disable_after: config.auto_disable_after,
