@@ -393,6 +393,11 @@ pub struct Dispatcher {
     /// lanes.
     in_flight: Mutex<InFlight>,
     metrics: Arc<Metrics>,
+    /// Whether the slow lane may have new work: set by whatever can bring some (an ingest,
+    /// a slow-lane delivery finishing, a hand-back, a poll), cleared by its claim. The
+    /// fast lane's comings and goings bring none, and that claim reads past every fast
+    /// webhook's backlog.
+    slow_work: AtomicBool,
     /// Set on shutdown: the claim loop stops taking new work.
     stopping: AtomicBool,
     /// When the claim loop last went round (Unix ms), for the readiness check.
@@ -417,6 +422,7 @@ impl Dispatcher {
             wake: Notify::new(),
             in_flight: Mutex::new(InFlight::default()),
             metrics,
+            slow_work: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             heartbeat: AtomicI64::new(0),
         })
@@ -424,6 +430,7 @@ impl Dispatcher {
 
     /// Called after ingest commits: new deliveries go out without waiting for a poll.
     pub fn wake(&self) {
+        self.slow_work.store(true, Ordering::SeqCst);
         self.wake.notify_one();
     }
 
@@ -518,16 +525,18 @@ impl Dispatcher {
                 }
             }
 
-            // The slow-lane claim looks at everything but the fast webhooks; one that found
-            // nothing is not repeated at once, so it does not double every fast round.
+            // The slow-lane claim looks at everything but the fast webhooks. It runs only when
+            // there may be something new for it, and one that found nothing is not repeated
+            // at once, so it does not double every fast round.
             let slow_pause = slow_found_nothing
                 .map(|at| SHORT_CLAIM_PAUSE.saturating_sub(at.elapsed()))
-                .filter(|left| !left.is_zero());
-            if slow_pause.is_none() {
+                .filter(|left| !left.is_zero() && self.slow_work.load(Ordering::SeqCst));
+            if slow_pause.is_none() && self.slow_work.load(Ordering::SeqCst) {
                 let places: Vec<OwnedSemaphorePermit> = (0..CLAIM_CHUNK)
                     .map_while(|_| self.slow.clone().try_acquire_owned().ok())
                     .collect();
                 if !places.is_empty() {
+                    self.slow_work.store(false, Ordering::SeqCst);
                     let scope = ClaimScope::OnePerWebhookSkipping(&plan.slow_skip);
                     match self
                         .store
@@ -536,13 +545,17 @@ impl Dispatcher {
                     {
                         Ok(claims) => {
                             slow_found_nothing = claims.is_empty().then(Instant::now);
-                            // Each claim takes at most one of a webhook: more may be due.
-                            more |= !claims.is_empty();
+                            if !claims.is_empty() {
+                                // It takes at most one of a webhook: more may be due.
+                                self.slow_work.store(true, Ordering::SeqCst);
+                                more = true;
+                            }
                             for (claim, place) in claims.into_iter().zip(places) {
                                 self.spawn(claim, expires, Lane::Slow, Some(place));
                             }
                         }
                         Err(e) => {
+                            self.slow_work.store(true, Ordering::SeqCst);
                             tracing::error!(error = %e, "claiming deliveries failed");
                             tokio::time::sleep(POLL_INTERVAL).await;
                             continue;
@@ -555,7 +568,10 @@ impl Dispatcher {
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(slow_pause.unwrap_or(POLL_INTERVAL)) => {}
+                _ = tokio::time::sleep(slow_pause.unwrap_or(POLL_INTERVAL)) => {
+                    // Retries fall due with time.
+                    self.slow_work.store(true, Ordering::SeqCst);
+                }
             }
             if plan.passing_over {
                 tokio::time::sleep(SHORT_CLAIM_PAUSE).await;
@@ -596,9 +612,9 @@ impl Dispatcher {
     fn in_flight_remove(&self, id: i64, task: u64) {
         let removed = self.books().remove(id, task);
         if let Some((held, webhook_left, fast_left)) = removed {
-            if held.lane == Lane::Slow
-                || webhook_left + 1 == self.webhook_cap()
-                || fast_left == self.hold_cap() * 3 / 4
+            if held.lane == Lane::Slow {
+                self.wake();
+            } else if webhook_left + 1 == self.webhook_cap() || fast_left == self.hold_cap() * 3 / 4
             {
                 self.wake.notify_one();
             }
@@ -622,7 +638,7 @@ impl Dispatcher {
         if let Err(e) = self.store.release(&ids).await {
             tracing::warn!(count = ids.len(), error = %e, "could not release leases; they expire on their own");
         }
-        self.wake.notify_one();
+        self.wake();
     }
 
     async fn deliver_claimed(&self, claim: Claim, task: u64, place: Option<OwnedSemaphorePermit>) {
