@@ -110,6 +110,18 @@ pub struct Config {
     )]
     pub delivery_concurrency_per_webhook: usize,
 
+    /// Requests to slow receivers (out for over a second of late) and to webhooks not heard
+    /// from yet, out at once, two per webhook at most; they never take one of
+    /// --delivery-concurrency's slots, so hanging receivers cannot hold up fast ones.
+    #[arg(
+        long,
+        env = "HERALD_DELIVERY_SLOW_LANE",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub delivery_slow_lane: u32,
+
     /// Whether team owners may create and delete webhooks and their headers (else only admins).
     #[arg(long, env = "HERALD_PERMISSIONS_CREATE_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
     pub permissions_create_webhook: bool,
@@ -370,6 +382,7 @@ impl Config {
                 "delivery_concurrency_per_webhook",
                 self.delivery_concurrency_per_webhook.to_string(),
             ),
+            ("delivery_slow_lane", self.delivery_slow_lane.to_string()),
             (
                 "permissions_create_webhook",
                 self.permissions_create_webhook.to_string(),

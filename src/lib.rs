@@ -224,6 +224,7 @@ pub async fn build_dispatcher(
         DispatcherConfig {
             concurrency: config.delivery_concurrency,
             per_webhook: config.delivery_concurrency_per_webhook,
+            slow_lane: config.delivery_slow_lane as usize,
             schedule: config.retry_schedule.clone(),
             lease: config.delivery_lease(),
             disable_after: config.auto_disable_after,

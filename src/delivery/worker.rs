@@ -1,9 +1,34 @@
-//! The dispatcher: claims due deliveries and sends each in its own task, bounded overall
-//! and per webhook, so a slow or dead receiver only ever slows down its own deliveries.
+//! The dispatcher: claims due deliveries and sends each in its own task, in one of two
+//! lanes, so a slow or dead receiver only ever slows down its own deliveries.
+//!
+//! **Fast lane**: webhooks whose receivers answer quickly (a moving average of their answer
+//! times under [`SLOW_AFTER`], 1 s, and no request out for longer). Only their deliveries
+//! are claimed into it (`ClaimScope::Only`): at most twice `--delivery-concurrency` held in
+//! the process, and a webhook holding twice `--delivery-concurrency-per-webhook` is passed
+//! over. A send holds its webhook's slot and one of the `--delivery-concurrency` global
+//! slots while its request is out.
+//!
+//! **Slow lane**: every other webhook, slow ones and those not heard from yet (new, or since
+//! this process started). Their deliveries are claimed one per webhook per claim
+//! (`ClaimScope::OnePerWebhookSkipping`), [`SLOW_PER_WEBHOOK`] (2) per webhook at most, and
+//! each holds one of the `--delivery-slow-lane` places (1,024) from its claim until its
+//! receiver answers, never a fast slot nor fast claim room. A hanging receiver so costs an
+//! idle socket or two, and nothing a fast webhook needs.
+//!
+//! **Moving**: a fast-lane request out for `SLOW_AFTER` moves its webhook to the slow lane.
+//! Its deliveries still waiting here are handed back to the database (to be claimed again,
+//! in the slow lane), and the request gives back its fast slot as soon as it has a
+//! slow-lane place: a webhook that turns slow holds fast slots for about a second, once.
+//! A webhook whose answers come quickly again moves back.
+//!
+//! So fast webhooks wait only for each other, as long as fewer than `--delivery-slow-lane`
+//! slow requests are out at once. A process holds at most twice `--delivery-concurrency`
+//! fast-lane deliveries plus the slow lane's places, and has at most
+//! `--delivery-concurrency` plus `--delivery-slow-lane` requests out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -12,13 +37,14 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use crate::delivery::client::HttpSender;
 use crate::delivery::client::ReceiverResponse;
 use crate::delivery::retry::RetrySchedule;
+use crate::hooks::formats;
+use crate::hooks::payload::{self, OutgoingRequest};
 use crate::hooks::templates::TemplateSandbox;
-use crate::hooks::{formats, payload};
 use crate::metrics::Metrics;
 use crate::secrets::Cipher;
 use crate::store::{
-    AttemptRecord, Claim, DeliveryJob, DeliveryState, Health, Outcome, Store, StoreError,
-    StoreResult,
+    AttemptRecord, Claim, ClaimScope, DeliveryJob, DeliveryState, Health, Outcome, Store,
+    StoreError, StoreResult,
 };
 
 /// The longest `Retry-After` Herald honours; a receiver cannot park a delivery for longer.
@@ -62,74 +88,291 @@ const CLAIM_CHUNK: usize = 256;
 /// After a claim that passed over saturated webhooks and came up short, the next one waits
 /// this long: with a large backlog of a saturated webhook such a claim reads many rows,
 /// and new envelopes (each waking the loop) would otherwise repeat it every millisecond.
+/// A slow-lane claim that found nothing is not repeated sooner either.
 const SHORT_CLAIM_PAUSE: Duration = Duration::from_millis(10);
 
+/// A request out longer than this marks its receiver as slow, and a webhook is fast again
+/// once the moving average of its answer times is below it.
+pub const SLOW_AFTER: Duration = Duration::from_secs(1);
+
+/// Deliveries of one slow-lane webhook held, and so sent, at once.
+pub const SLOW_PER_WEBHOOK: usize = 2;
+
+/// How long the dispatcher remembers the pace of a webhook it holds nothing of.
+const PACE_MEMORY: Duration = Duration::from_secs(600);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    Fast,
+    Slow,
+}
+
 /// A delivery this process holds: its latest claim token, when that claim ends at the
-/// latest, and its webhook.
-#[derive(Clone, Copy)]
+/// latest, its webhook and lane.
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Held {
     token: i64,
     expires: Instant,
     webhook_id: i64,
+    lane: Lane,
+    /// The task that sends it: one whose delivery was handed back (and perhaps claimed
+    /// again, by a new task) must not forget the newer claim.
+    task: u64,
+    /// Past waiting for slots: it is being sent and can no longer be handed back.
+    sending: bool,
 }
 
-/// The deliveries this process has claimed and not finished, counted per webhook so the
-/// claim loop can pass over webhooks that already have enough waiting here.
+/// What the dispatcher knows of one webhook.
+struct Hook {
+    /// Its deliveries held here.
+    held: usize,
+    /// In the fast lane.
+    fast: bool,
+    /// A moving average of its answer times, each answer weighing half; `None` before the
+    /// first.
+    pace: Option<Duration>,
+    /// Its requests out for longer than `SLOW_AFTER`.
+    stale: usize,
+    /// Its fast-lane limit. Closed when the webhook turns slow, so that deliveries waiting
+    /// for it stop waiting (and are handed back).
+    permits: Option<Arc<Semaphore>>,
+    /// When it was last claimed or answered, to forget webhooks idle for long.
+    touched: Instant,
+}
+
+impl Hook {
+    fn new(now: Instant) -> Self {
+        Self {
+            held: 0,
+            fast: false,
+            pace: None,
+            stale: 0,
+            permits: None,
+            touched: now,
+        }
+    }
+}
+
+/// The deliveries this process has claimed and not finished, and the webhooks they are
+/// for, so the claim loop knows which lane each webhook is in and which hold enough.
 #[derive(Default)]
 struct InFlight {
     held: HashMap<i64, Held>,
-    per_webhook: HashMap<i64, usize>,
+    hooks: HashMap<i64, Hook>,
+    /// Held deliveries in the fast lane.
+    fast_held: usize,
+    /// The last task number given out.
+    tasks: u64,
+}
+
+/// What one round of claims may take, as the books stood.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    fast_room: usize,
+    /// Fast webhooks below their cap: the fast-lane claim takes only theirs.
+    fast: Vec<i64>,
+    /// What the slow-lane claim passes over: fast webhooks, and slow ones holding enough.
+    slow_skip: Vec<i64>,
+    /// Some webhook holds all it may, so claims pass over its due deliveries.
+    passing_over: bool,
+}
+
+/// Whether a delivery that got its slots goes out.
+#[derive(Debug, PartialEq)]
+enum Start {
+    Send,
+    /// It was handed back meanwhile (its webhook turned slow).
+    Gone,
+    /// It waited for fast slots, but its webhook has turned slow: forgotten here, and to be
+    /// handed back (its claim ends then).
+    HandBack(Instant),
 }
 
 impl InFlight {
-    /// True when the delivery was not held; otherwise its task goes on under the new token.
-    fn insert(&mut self, claim: Claim, expires: Instant) -> bool {
-        let held = Held {
-            token: claim.token,
-            expires,
-            webhook_id: claim.webhook_id,
+    /// The new task's number; `None` when the delivery was already held, and then its task
+    /// goes on under the new token.
+    fn insert(&mut self, claim: Claim, expires: Instant, lane: Lane, now: Instant) -> Option<u64> {
+        if let Some(held) = self.held.get_mut(&claim.delivery_id) {
+            held.token = claim.token;
+            held.expires = expires;
+            return None;
+        }
+        self.tasks += 1;
+        self.held.insert(
+            claim.delivery_id,
+            Held {
+                token: claim.token,
+                expires,
+                webhook_id: claim.webhook_id,
+                lane,
+                task: self.tasks,
+                sending: false,
+            },
+        );
+        let hook = self
+            .hooks
+            .entry(claim.webhook_id)
+            .or_insert_with(|| Hook::new(now));
+        hook.held += 1;
+        hook.touched = now;
+        if lane == Lane::Fast {
+            self.fast_held += 1;
+        }
+        Some(self.tasks)
+    }
+
+    /// Forgets the delivery of `task`; returns it, how many its webhook still holds and how
+    /// many the fast lane still holds.
+    fn remove(&mut self, delivery_id: i64, task: u64) -> Option<(Held, usize, usize)> {
+        if self.held.get(&delivery_id)?.task != task {
+            return None;
+        }
+        let held = self.held.remove(&delivery_id)?;
+        if held.lane == Lane::Fast {
+            self.fast_held = self.fast_held.saturating_sub(1);
+        }
+        let left = match self.hooks.get_mut(&held.webhook_id) {
+            Some(hook) => {
+                hook.held = hook.held.saturating_sub(1);
+                hook.held
+            }
+            None => 0,
         };
-        if self.held.insert(claim.delivery_id, held).is_some() {
+        Some((held, left, self.fast_held))
+    }
+
+    /// What to claim next; forgets webhooks idle for `PACE_MEMORY`.
+    fn plan(&mut self, hold_cap: usize, webhook_cap: usize, now: Instant) -> Plan {
+        self.hooks.retain(|_, hook| {
+            hook.held > 0 || hook.stale > 0 || now.duration_since(hook.touched) < PACE_MEMORY
+        });
+        let mut plan = Plan {
+            fast_room: hold_cap.saturating_sub(self.fast_held),
+            ..Plan::default()
+        };
+        for (&id, hook) in &self.hooks {
+            if hook.fast {
+                plan.slow_skip.push(id);
+                if hook.held < webhook_cap {
+                    plan.fast.push(id);
+                } else {
+                    plan.passing_over = true;
+                }
+            } else if hook.held >= SLOW_PER_WEBHOOK {
+                plan.slow_skip.push(id);
+                plan.passing_over = true;
+            }
+        }
+        plan
+    }
+
+    /// The fast-lane limit of a webhook in the fast lane.
+    fn fast_limit(&mut self, webhook_id: i64, per_webhook: usize) -> Option<Arc<Semaphore>> {
+        let hook = self.hooks.get_mut(&webhook_id).filter(|h| h.fast)?;
+        Some(
+            hook.permits
+                .get_or_insert_with(|| Arc::new(Semaphore::new(per_webhook)))
+                .clone(),
+        )
+    }
+
+    fn start_sending(&mut self, delivery_id: i64, task: u64) -> Start {
+        let Some(held) = self
+            .held
+            .get_mut(&delivery_id)
+            .filter(|held| held.task == task)
+        else {
+            return Start::Gone;
+        };
+        let fast = self.hooks.get(&held.webhook_id).is_some_and(|h| h.fast);
+        if held.lane == Lane::Fast && !fast {
+            let expires = held.expires;
+            self.remove(delivery_id, task);
+            return Start::HandBack(expires);
+        }
+        held.sending = true;
+        Start::Send
+    }
+
+    /// A request of this webhook has been out for `SLOW_AFTER`. If the webhook was in the
+    /// fast lane, it is not any more, and its deliveries there still waiting for slots are
+    /// forgotten: returned with the ends of their claims, to be handed back.
+    fn went_stale(&mut self, webhook_id: i64) -> Option<Vec<(i64, Instant)>> {
+        let hook = self.hooks.get_mut(&webhook_id)?;
+        hook.stale += 1;
+        hook.pace = Some(hook.pace.map_or(SLOW_AFTER, |p| p.max(SLOW_AFTER)));
+        if !hook.fast {
+            return None;
+        }
+        hook.fast = false;
+        if let Some(permits) = hook.permits.take() {
+            permits.close();
+        }
+        let waiting: Vec<(i64, Instant)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.webhook_id == webhook_id && h.lane == Lane::Fast && !h.sending)
+            .map(|(id, h)| (*id, h.expires))
+            .collect();
+        for (id, _) in &waiting {
+            self.held.remove(id);
+        }
+        hook.held = hook.held.saturating_sub(waiting.len());
+        self.fast_held = self.fast_held.saturating_sub(waiting.len());
+        Some(waiting)
+    }
+
+    /// A stale fast-lane request now holds a slow-lane place instead of fast slots.
+    fn moved_to_slow_lane(&mut self, delivery_id: i64, task: u64) {
+        if let Some(held) = self
+            .held
+            .get_mut(&delivery_id)
+            .filter(|h| h.task == task && h.lane == Lane::Fast)
+        {
+            held.lane = Lane::Slow;
+            self.fast_held = self.fast_held.saturating_sub(1);
+        }
+    }
+
+    /// A request of this webhook ended after `took` (answered or failed); `stale` when it
+    /// had been out for `SLOW_AFTER`. True when this moved the webhook to the fast lane.
+    fn answered(&mut self, webhook_id: i64, took: Duration, stale: bool, now: Instant) -> bool {
+        let Some(hook) = self.hooks.get_mut(&webhook_id) else {
+            return false;
+        };
+        if stale {
+            hook.stale = hook.stale.saturating_sub(1);
+        }
+        let pace = hook.pace.map_or(took, |p| (p + took) / 2);
+        hook.pace = Some(pace);
+        hook.touched = now;
+        if hook.fast || hook.stale > 0 || pace >= SLOW_AFTER {
             return false;
         }
-        *self.per_webhook.entry(claim.webhook_id).or_default() += 1;
+        hook.fast = true;
         true
-    }
-
-    /// Forgets a finished delivery; returns how many its webhook and the whole process
-    /// still hold.
-    fn remove(&mut self, delivery_id: i64) -> Option<(usize, usize)> {
-        let held = self.held.remove(&delivery_id)?;
-        let left = match self.per_webhook.get_mut(&held.webhook_id) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                *n
-            }
-            _ => {
-                self.per_webhook.remove(&held.webhook_id);
-                0
-            }
-        };
-        Some((left, self.held.len()))
-    }
-
-    /// Webhooks holding at least `cap` deliveries here.
-    fn saturated(&self, cap: usize) -> Vec<i64> {
-        self.per_webhook
-            .iter()
-            .filter(|(_, n)| **n >= cap)
-            .map(|(id, _)| *id)
-            .collect()
     }
 }
 
-/// The two slots a send holds (its webhook's and the global one); dropped as soon as the
-/// receiver has answered, so writing the result does not keep the next send waiting.
-type Slots = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+/// What a claimed delivery holds while its request is out: in the fast lane its
+/// webhook's slot and a global one, in the slow lane a slow-lane place.
+enum Slots {
+    Fast(OwnedSemaphorePermit, OwnedSemaphorePermit),
+    Slow(OwnedSemaphorePermit),
+}
+
+/// A claimed send: its slots, dropped as soon as the receiver has answered so writing the
+/// result does not keep the next send waiting, and its task.
+struct Sending {
+    slots: Slots,
+    task: u64,
+}
 
 pub struct DispatcherConfig {
     pub concurrency: usize,
     pub per_webhook: usize,
+    /// Places in the slow lane.
+    pub slow_lane: usize,
     pub schedule: RetrySchedule,
     /// How long a claim holds; a claim of a crashed process is retaken after it.
     pub lease: Duration,
@@ -144,12 +387,20 @@ pub struct Dispatcher {
     templates: Arc<TemplateSandbox>,
     config: DispatcherConfig,
     wake: Notify,
+    /// The fast lane's send slots.
     global: Arc<Semaphore>,
-    per_webhook: Mutex<HashMap<i64, Arc<Semaphore>>>,
+    /// The slow lane's places.
+    slow: Arc<Semaphore>,
     /// Deliveries this process holds, so a renewed claim never sends one twice here but its
-    /// task goes on under the newer token, and so claims stay bounded.
+    /// task goes on under the newer token, and so claims stay bounded; and the webhooks'
+    /// lanes.
     in_flight: Mutex<InFlight>,
     metrics: Arc<Metrics>,
+    /// Whether the slow lane may have new work: set by whatever can bring some (an ingest,
+    /// a slow-lane delivery finishing, a hand-back, a poll), cleared by its claim. The
+    /// fast lane's comings and goings bring none, and that claim reads past every fast
+    /// webhook's backlog.
+    slow_work: AtomicBool,
     /// Set on shutdown: the claim loop stops taking new work.
     stopping: AtomicBool,
     /// When the claim loop last went round (Unix ms), for the readiness check.
@@ -171,11 +422,12 @@ impl Dispatcher {
             cipher,
             templates,
             global: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            slow: Arc::new(Semaphore::new(config.slow_lane.max(1))),
             config,
             wake: Notify::new(),
-            per_webhook: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(InFlight::default()),
             metrics,
+            slow_work: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             heartbeat: AtomicI64::new(0),
         })
@@ -183,6 +435,7 @@ impl Dispatcher {
 
     /// Called after ingest commits: new deliveries go out without waiting for a poll.
     pub fn wake(&self) {
+        self.slow_work.store(true, Ordering::SeqCst);
         self.wake.notify_one();
     }
 
@@ -195,6 +448,13 @@ impl Dispatcher {
         Utc::now().timestamp_millis() - last < stall.as_millis() as i64
     }
 
+    /// The books. Their updates cannot panic half-way, so a poisoned lock is still sound.
+    fn books(&self) -> MutexGuard<'_, InFlight> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Graceful shutdown: stop claiming, let in-flight deliveries finish for up to `grace`,
     /// then release the leases of those still running so they are sent again elsewhere.
     pub async fn drain(&self, grace: Duration) {
@@ -202,10 +462,7 @@ impl Dispatcher {
         self.wake.notify_one();
         let deadline = Instant::now() + grace;
         loop {
-            let left: Vec<i64> = match self.in_flight.lock() {
-                Ok(f) => f.held.keys().copied().collect(),
-                Err(_) => Vec::new(),
-            };
+            let left: Vec<i64> = self.books().held.keys().copied().collect();
             if left.is_empty() {
                 tracing::info!("all in-flight deliveries finished");
                 return;
@@ -221,86 +478,132 @@ impl Dispatcher {
         }
     }
 
-    /// Most deliveries this process holds at once (sending, waiting for a slot, or having
-    /// their result written): twice what may be sent at once, so slots never sit idle
-    /// while claims are written, yet a backlog stays in the database and not in memory.
+    /// Most fast-lane deliveries this process holds at once (sending, waiting for a slot,
+    /// or having their result written): twice what may be sent at once, so slots never sit
+    /// idle while claims are written, yet a backlog stays in the database and not in memory.
     fn hold_cap(&self) -> usize {
         self.config.concurrency.max(1) * 2
     }
 
-    /// Deliveries of one webhook held before the claim loop passes over that webhook, so a
-    /// slow receiver's backlog cannot take every place and starve the others.
+    /// Deliveries of one fast webhook held before the claim loop passes over that webhook,
+    /// so one webhook's backlog cannot take every place and starve the others.
     fn webhook_cap(&self) -> usize {
         self.config.per_webhook.max(1) * 2
     }
 
     /// The claim loop; runs until shutdown.
     pub async fn run(self: Arc<Self>) {
+        // When a slow-lane claim last found nothing.
+        let mut slow_found_nothing: Option<Instant> = None;
         loop {
             self.heartbeat
                 .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            let (room, skip) = match self.in_flight.lock() {
-                Ok(f) => (
-                    self.hold_cap().saturating_sub(f.held.len()),
-                    f.saturated(self.webhook_cap()),
-                ),
-                Err(_) => (0, Vec::new()),
-            };
-            let limit = room.min(CLAIM_CHUNK);
-            let mut got = 0;
-            if limit > 0 {
-                let now = Utc::now();
-                // Taken before claiming, so it is never later than the stored lease's end.
-                let expires = Instant::now() + self.config.lease;
-                let lease_until =
-                    now + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
-                let claimed = match self
+            let plan = self
+                .books()
+                .plan(self.hold_cap(), self.webhook_cap(), Instant::now());
+            let now = Utc::now();
+            // Taken before claiming, so it is never later than the stored lease's end.
+            let expires = Instant::now() + self.config.lease;
+            let lease_until =
+                now + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+            let mut more = false;
+
+            if plan.fast_room > 0 && !plan.fast.is_empty() {
+                let limit = plan.fast_room.min(CLAIM_CHUNK);
+                let scope = ClaimScope::Only(&plan.fast);
+                match self
                     .store
-                    .claim_due_skipping(now, lease_until, limit as i64, &skip)
+                    .claim_due_in(now, lease_until, limit as i64, scope)
                     .await
                 {
-                    Ok(claims) => claims,
+                    Ok(claims) => {
+                        more |= claims.len() == limit;
+                        for claim in claims {
+                            self.spawn(claim, expires, Lane::Fast, None);
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "claiming deliveries failed");
                         tokio::time::sleep(POLL_INTERVAL).await;
                         continue;
                     }
-                };
-                got = claimed.len();
-                for claim in claimed {
-                    if !self.in_flight_insert(claim, expires) {
-                        continue;
-                    }
-                    let this = self.clone();
-                    tokio::spawn(async move {
-                        this.deliver_claimed(claim.delivery_id, claim.webhook_id)
-                            .await;
-                        this.in_flight_remove(claim.delivery_id);
-                    });
                 }
             }
-            if limit > 0 && got == limit {
+
+            // The slow-lane claim looks at everything but the fast webhooks. It runs only when
+            // there may be something new for it, and one that found nothing is not repeated
+            // at once, so it does not double every fast round.
+            let slow_pause = slow_found_nothing
+                .map(|at| SHORT_CLAIM_PAUSE.saturating_sub(at.elapsed()))
+                .filter(|left| !left.is_zero() && self.slow_work.load(Ordering::SeqCst));
+            if slow_pause.is_none() && self.slow_work.load(Ordering::SeqCst) {
+                let places: Vec<OwnedSemaphorePermit> = (0..CLAIM_CHUNK)
+                    .map_while(|_| self.slow.clone().try_acquire_owned().ok())
+                    .collect();
+                if !places.is_empty() {
+                    self.slow_work.store(false, Ordering::SeqCst);
+                    let scope = ClaimScope::OnePerWebhookSkipping(&plan.slow_skip);
+                    match self
+                        .store
+                        .claim_due_in(now, lease_until, places.len() as i64, scope)
+                        .await
+                    {
+                        Ok(claims) => {
+                            slow_found_nothing = claims.is_empty().then(Instant::now);
+                            if !claims.is_empty() {
+                                // It takes at most one of a webhook: more may be due.
+                                self.slow_work.store(true, Ordering::SeqCst);
+                                more = true;
+                            }
+                            for (claim, place) in claims.into_iter().zip(places) {
+                                self.spawn(claim, expires, Lane::Slow, Some(place));
+                            }
+                        }
+                        Err(e) => {
+                            self.slow_work.store(true, Ordering::SeqCst);
+                            tracing::error!(error = %e, "claiming deliveries failed");
+                            tokio::time::sleep(POLL_INTERVAL).await;
+                            continue;
+                        }
+                    }
+                }
+            }
+            if more {
                 continue;
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = tokio::time::sleep(slow_pause.unwrap_or(POLL_INTERVAL)) => {
+                    // Retries fall due with time.
+                    self.slow_work.store(true, Ordering::SeqCst);
+                }
             }
-            if limit > 0 && !skip.is_empty() {
+            if plan.passing_over {
                 tokio::time::sleep(SHORT_CLAIM_PAUSE).await;
             }
         }
     }
 
-    /// True when the delivery was not in flight here; otherwise its task takes the new token.
-    fn in_flight_insert(&self, claim: Claim, expires: Instant) -> bool {
-        self.in_flight
-            .lock()
-            .map(|mut f| f.insert(claim, expires))
-            .unwrap_or(false)
+    /// Starts the task of a new claim; a delivery already held goes on in its own task,
+    /// under the new token.
+    fn spawn(
+        self: &Arc<Self>,
+        claim: Claim,
+        expires: Instant,
+        lane: Lane,
+        place: Option<OwnedSemaphorePermit>,
+    ) {
+        let Some(task) = self.books().insert(claim, expires, lane, Instant::now()) else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.deliver_claimed(claim, task, place).await;
+            this.in_flight_remove(claim.delivery_id, task);
+        });
     }
 
     fn in_flight_token(&self, id: i64) -> Option<i64> {
@@ -308,42 +611,77 @@ impl Dispatcher {
     }
 
     fn in_flight_entry(&self, id: i64) -> Option<Held> {
-        self.in_flight
-            .lock()
-            .ok()
-            .and_then(|f| f.held.get(&id).copied())
+        self.books().held.get(&id).copied()
     }
 
-    /// Wakes the claim loop when this frees a place it was waiting for: the webhook drops
-    /// below its cap, or the process falls to three quarters of its own.
-    fn in_flight_remove(&self, id: i64) {
-        let left = self.in_flight.lock().ok().and_then(|mut f| f.remove(id));
-        if let Some((webhook_left, total_left)) = left {
-            if webhook_left + 1 == self.webhook_cap() || total_left == self.hold_cap() * 3 / 4 {
+    /// Wakes the claim loop when this frees a place it was waiting for: a slow-lane one,
+    /// a fast webhook dropping below its cap, or the fast lane falling to three quarters
+    /// of its own.
+    fn in_flight_remove(&self, id: i64, task: u64) {
+        let removed = self.books().remove(id, task);
+        if let Some((held, webhook_left, fast_left)) = removed {
+            if held.lane == Lane::Slow {
+                self.wake();
+            } else if webhook_left + 1 == self.webhook_cap() || fast_left == self.hold_cap() * 3 / 4
+            {
                 self.wake.notify_one();
             }
         }
     }
 
-    fn webhook_limit(&self, webhook_id: i64) -> Arc<Semaphore> {
-        let mut map = match self.per_webhook.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.entry(webhook_id)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_webhook.max(1))))
-            .clone()
+    /// Gives claimed deliveries, forgotten here, back to the database to be claimed again
+    /// (in their webhook's lane by then), each with the end of its claim. One whose claim
+    /// ends soon is left to expire: a release clears any lease, and once ours is over
+    /// another process's could be the one it clears.
+    async fn hand_back(&self, claims: &[(i64, Instant)]) {
+        let soon = Instant::now() + RENEW_MARGIN;
+        let ids: Vec<i64> = claims
+            .iter()
+            .filter(|(_, expires)| *expires > soon)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.release(&ids).await {
+            tracing::warn!(count = ids.len(), error = %e, "could not release leases; they expire on their own");
+        }
+        self.wake();
     }
 
-    async fn deliver_claimed(&self, delivery_id: i64, webhook_id: i64) {
-        // The webhook's own limit first: waiting for it holds no global slot.
-        let per_webhook = self.webhook_limit(webhook_id);
-        let Ok(hook_permit) = per_webhook.acquire_owned().await else {
-            return;
+    async fn deliver_claimed(&self, claim: Claim, task: u64, place: Option<OwnedSemaphorePermit>) {
+        let delivery_id = claim.delivery_id;
+        let slots = match place {
+            Some(place) => Slots::Slow(place),
+            None => {
+                // The webhook's own limit first: waiting for it holds no global slot. It is
+                // gone, or closed while waiting, when the webhook turns slow.
+                let limit = self
+                    .books()
+                    .fast_limit(claim.webhook_id, self.config.per_webhook.max(1));
+                let hook_permit = match limit {
+                    Some(limit) => limit.acquire_owned().await.ok(),
+                    None => None,
+                };
+                let Some(hook_permit) = hook_permit else {
+                    let forgotten = self.books().remove(delivery_id, task);
+                    if let Some((held, _, _)) = forgotten {
+                        self.hand_back(&[(delivery_id, held.expires)]).await;
+                    }
+                    return;
+                };
+                let Ok(permit) = self.global.clone().acquire_owned().await else {
+                    return;
+                };
+                Slots::Fast(hook_permit, permit)
+            }
         };
-        let Ok(permit) = self.global.clone().acquire_owned().await else {
-            return;
-        };
+        let start = self.books().start_sending(delivery_id, task);
+        match start {
+            Start::Send => {}
+            Start::Gone => return,
+            Start::HandBack(expires) => return self.hand_back(&[(delivery_id, expires)]).await,
+        }
         if self.stopping.load(Ordering::SeqCst) {
             // Shutting down: hand it back rather than start a send we may not finish.
             if let Err(e) = self.store.release(&[delivery_id]).await {
@@ -367,7 +705,7 @@ impl Dispatcher {
                     )
                     .await;
             }
-            self.attempt(job, Some(token), Some((hook_permit, permit)))
+            self.attempt(job, Some(token), Some(Sending { slots, task }))
                 .await
         }
         .await;
@@ -378,6 +716,73 @@ impl Dispatcher {
                 tracing::warn!(delivery_id, error = %e, "delivery result not recorded")
             }
             Err(e) => tracing::error!(delivery_id, error = %e, "delivery could not be processed"),
+        }
+    }
+
+    /// Sends a claimed delivery, watching its receiver's pace. Out for `SLOW_AFTER`, the
+    /// request marks its webhook slow (handing back what it has waiting in the fast lane)
+    /// and, in the fast lane, moves to the slow lane as soon as there is a place, giving
+    /// back its fast slots. Whatever it holds is dropped when the receiver answers.
+    async fn send_paced(
+        &self,
+        request: &OutgoingRequest,
+        webhook_id: i64,
+        delivery_id: i64,
+        sending: Sending,
+    ) -> Result<ReceiverResponse, String> {
+        let clock = Instant::now();
+        let send = self.sender.send(request);
+        tokio::pin!(send);
+        let slots = sending.slots;
+        if let Ok(result) = tokio::time::timeout(SLOW_AFTER, &mut send).await {
+            drop(slots);
+            self.answered(webhook_id, clock.elapsed(), false);
+            return result;
+        }
+        let waiting = self.books().went_stale(webhook_id);
+        if let Some(waiting) = waiting {
+            tracing::info!(
+                webhook_id,
+                handed_back = waiting.len(),
+                "webhook moved to the slow lane: a request has been out for {}",
+                humantime::format_duration(SLOW_AFTER)
+            );
+            self.hand_back(&waiting).await;
+        }
+        let result = match slots {
+            Slots::Slow(place) => {
+                let result = send.await;
+                drop(place);
+                result
+            }
+            Slots::Fast(hook_permit, permit) => {
+                let fast = (hook_permit, permit);
+                tokio::select! {
+                    result = &mut send => {
+                        drop(fast);
+                        result
+                    }
+                    place = self.slow.clone().acquire_owned() => {
+                        drop(fast);
+                        self.books().moved_to_slow_lane(delivery_id, sending.task);
+                        let result = send.await;
+                        drop(place);
+                        result
+                    }
+                }
+            }
+        };
+        self.answered(webhook_id, clock.elapsed(), true);
+        result
+    }
+
+    fn answered(&self, webhook_id: i64, took: Duration, stale: bool) {
+        let promoted = self
+            .books()
+            .answered(webhook_id, took, stale, Instant::now());
+        if promoted {
+            tracing::debug!(webhook_id, "webhook in the fast lane: it answers quickly");
+            self.wake.notify_one();
         }
     }
 
@@ -418,13 +823,13 @@ impl Dispatcher {
         self.attempt(job, None, None).await
     }
 
-    /// One attempt under the claim `lease`, or a manual one (`None`), holding `slots` (if
-    /// any) only while the request is out.
+    /// One attempt under the claim `lease`, or a manual one (`None`), holding the slots
+    /// of `sending` (if any) only while the request is out.
     async fn attempt(
         &self,
         job: DeliveryJob,
         lease: Option<i64>,
-        slots: Option<Slots>,
+        sending: Option<Sending>,
     ) -> StoreResult<()> {
         let delivery_id = job.delivery_id;
         let manual = lease.is_none();
@@ -459,8 +864,13 @@ impl Dispatcher {
         };
         let started_at = Utc::now();
         let clock = Instant::now();
-        let result = self.sender.send(&request).await;
-        drop(slots);
+        let result = match sending {
+            Some(sending) => {
+                self.send_paced(&request, job.webhook.id, delivery_id, sending)
+                    .await
+            }
+            None => self.sender.send(&request).await,
+        };
         let duration_ms = clock.elapsed().as_millis() as i64;
         let attempts_done = job.attempts_so_far + 1;
         let success = matches!(&result, Ok(r) if (200..300).contains(&r.status));
@@ -597,21 +1007,111 @@ mod tests {
         }
     }
 
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Books in which webhook 10 has answered quickly and holds nothing.
+    fn with_fast_hook(now: Instant) -> InFlight {
+        let mut f = InFlight::default();
+        let task = f.insert(claim(100, 10, 1), now, Lane::Slow, now).unwrap();
+        assert!(f.answered(10, 5 * MS, false, now));
+        assert!(f.remove(100, task).is_some());
+        f
+    }
+
     #[test]
-    fn in_flight_counts_per_webhook_and_ignores_reclaims() {
+    fn in_flight_ignores_reclaims_and_other_tasks() {
         let mut f = InFlight::default();
         let now = Instant::now();
-        assert!(f.insert(claim(1, 10, 1), now));
-        assert!(f.insert(claim(2, 10, 1), now));
-        assert!(f.insert(claim(3, 20, 1), now));
+        let first = f.insert(claim(1, 10, 1), now, Lane::Fast, now).unwrap();
+        let second = f.insert(claim(2, 10, 1), now, Lane::Fast, now).unwrap();
+        assert_ne!(first, second);
         // Claimed again here: the running task takes the new token, nothing is counted twice.
-        assert!(!f.insert(claim(2, 10, 2), now));
+        assert_eq!(f.insert(claim(2, 10, 2), now, Lane::Fast, now), None);
         assert_eq!(f.held[&2].token, 2);
-        assert_eq!(f.saturated(2), [10]);
-        assert_eq!(f.remove(1), Some((1, 2)));
-        assert!(f.saturated(2).is_empty());
-        assert_eq!(f.remove(1), None, "removing twice changes nothing");
-        assert_eq!(f.remove(3), Some((0, 1)));
-        assert!(!f.per_webhook.contains_key(&20), "empty counts are dropped");
+        assert_eq!((f.fast_held, f.hooks[&10].held), (2, 2));
+        assert_eq!(f.remove(1, second), None, "only its own task forgets it");
+        let (held, webhook_left, fast_left) = f.remove(1, first).unwrap();
+        assert_eq!((held.lane, webhook_left, fast_left), (Lane::Fast, 1, 1));
+        assert_eq!(f.remove(1, first), None, "removing twice changes nothing");
+    }
+
+    #[test]
+    fn new_webhooks_start_slow_and_move_up_when_they_answer_quickly() {
+        let mut f = InFlight::default();
+        let now = Instant::now();
+        let first = f.insert(claim(1, 10, 1), now, Lane::Slow, now).unwrap();
+        assert_eq!(
+            f.plan(4, 2, now),
+            Plan {
+                fast_room: 4,
+                ..Plan::default()
+            },
+            "unknown, it is neither fast nor passed over"
+        );
+        f.insert(claim(2, 10, 1), now, Lane::Slow, now).unwrap();
+        let plan = f.plan(4, 2, now);
+        assert_eq!((plan.slow_skip, plan.passing_over), (vec![10], true));
+        assert!(f.answered(10, 5 * MS, false, now), "a quick answer");
+        assert!(!f.answered(10, 5 * MS, false, now), "already fast");
+        f.remove(1, first).unwrap();
+        let plan = f.plan(4, 2, now);
+        assert_eq!((plan.fast, plan.slow_skip), (vec![10], vec![10]));
+        assert_eq!(plan.fast_room, 4, "slow-lane deliveries take no fast room");
+    }
+
+    #[test]
+    fn a_stale_request_moves_its_webhook_to_the_slow_lane() {
+        let now = Instant::now();
+        let mut f = with_fast_hook(now);
+        let out = f.insert(claim(5, 10, 1), now, Lane::Fast, now).unwrap();
+        let waiting = f.insert(claim(6, 10, 1), now, Lane::Fast, now).unwrap();
+        f.insert(claim(7, 10, 1), now, Lane::Fast, now).unwrap();
+        assert_eq!(f.start_sending(5, out), Start::Send);
+        let limit = f.fast_limit(10, 8).unwrap();
+        assert_eq!(f.fast_held, 3);
+
+        let mut handed_back: Vec<i64> = f.went_stale(10).unwrap().iter().map(|c| c.0).collect();
+        handed_back.sort();
+        assert_eq!(handed_back, [6, 7], "what waits is handed back");
+        assert!(limit.is_closed(), "and stops waiting");
+        assert!(f.fast_limit(10, 8).is_none());
+        assert_eq!((f.fast_held, f.hooks[&10].held), (1, 1));
+        assert_eq!(f.start_sending(6, waiting), Start::Gone);
+        assert_eq!(
+            f.went_stale(10),
+            None,
+            "a second stale request: already slow"
+        );
+        // A claim made in the fast lane just before goes back too.
+        let late = f.insert(claim(8, 10, 1), now, Lane::Fast, now).unwrap();
+        assert_eq!(f.start_sending(8, late), Start::HandBack(now));
+        assert!(!f.held.contains_key(&8));
+
+        f.moved_to_slow_lane(5, out);
+        assert_eq!((f.fast_held, f.held[&5].lane), (0, Lane::Slow));
+        let plan = f.plan(4, 2, now);
+        assert!(plan.fast.is_empty() && plan.fast_room == 4);
+        // Quick answers while a stale request is out do not bring it back.
+        assert!(!f.answered(10, MS, false, now));
+        assert!(!f.answered(10, MS, false, now));
+        assert!(!f.answered(10, 30_000 * MS, true, now), "a stale one, late");
+        assert!(!f.answered(10, MS, false, now), "the other is still out");
+        assert!(!f.answered(10, 2_000 * MS, true, now));
+        let mut quick = 1;
+        while !f.answered(10, MS, false, now) {
+            quick += 1;
+            assert!(quick < 10);
+        }
+        assert!(quick > 1, "the late answer weighs in the average");
+    }
+
+    #[test]
+    fn idle_webhooks_are_forgotten() {
+        let now = Instant::now();
+        let mut f = with_fast_hook(now);
+        assert_eq!(f.plan(4, 2, now).fast, [10]);
+        let later = now + PACE_MEMORY + Duration::from_secs(1);
+        assert!(f.plan(4, 2, later).fast.is_empty());
+        assert!(f.hooks.is_empty());
     }
 }

@@ -363,6 +363,35 @@ pub struct Claim {
     pub token: i64,
 }
 
+/// Which due deliveries a claim may take, besides being due and not leased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimScope<'a> {
+    /// Those of any webhook but these.
+    Skipping(&'a [i64]),
+    /// Only those of these webhooks.
+    Only(&'a [i64]),
+    /// The earliest due one of each webhook but these: at most one per webhook. The claim
+    /// looks at the first `one_per_webhook_window(limit)` due rows only, so when a few
+    /// webhooks' backlogs fill that window it comes up short; those webhooks then hold a
+    /// delivery, and the caller can pass over them in its next claim.
+    OnePerWebhookSkipping(&'a [i64]),
+}
+
+impl ClaimScope<'_> {
+    /// The webhooks this scope names, and whether it takes only theirs.
+    pub(crate) fn webhooks(&self) -> (&[i64], bool) {
+        match *self {
+            Self::Skipping(ids) | Self::OnePerWebhookSkipping(ids) => (ids, false),
+            Self::Only(ids) => (ids, true),
+        }
+    }
+}
+
+/// How many due rows a one-per-webhook claim of `limit` looks at.
+pub(crate) fn one_per_webhook_window(limit: i64) -> i64 {
+    limit.saturating_mul(4).max(64)
+}
+
 /// What `Store::wakeups` returns: a task that runs for the life of the process.
 pub type WakeupTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
@@ -780,6 +809,17 @@ pub trait Store: Send + Sync + 'static {
         lease_until: DateTime<Utc>,
         limit: i64,
         skip_webhooks: &[i64],
+    ) -> StoreResult<Vec<Claim>> {
+        self.claim_due_in(now, lease_until, limit, ClaimScope::Skipping(skip_webhooks))
+            .await
+    }
+    /// `claim_due` within `scope`, earliest due first.
+    async fn claim_due_in(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+        scope: ClaimScope<'_>,
     ) -> StoreResult<Vec<Claim>>;
     /// Extends a claim right before its delivery is sent, since waiting for a free slot may
     /// outlast the lease. False when the claim is lost (the delivery was claimed again or

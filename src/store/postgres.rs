@@ -916,18 +916,19 @@ impl Store for PgStore {
         })
     }
 
-    async fn claim_due_skipping(
+    async fn claim_due_in(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
-        skip_webhooks: &[i64],
+        scope: ClaimScope<'_>,
     ) -> StoreResult<Vec<Claim>> {
         // SKIP LOCKED: claimers in other processes pass over the rows this one is taking
         // instead of waiting for them. MATERIALIZED: the LIMITed, locking subquery runs
         // exactly once; inlined into a join, the planner may run it again and claim more.
-        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-            "WITH due AS MATERIALIZED ( \
+        // `webhook_id + 0`: the due index finds due rows in order, where one on webhook_id
+        // would read the webhooks' whole history.
+        const SKIPPING: &str = "WITH due AS MATERIALIZED ( \
                SELECT id FROM deliveries \
                WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $2 \
                  AND (locked_until IS NULL OR locked_until <= $2) \
@@ -936,14 +937,50 @@ impl Store for PgStore {
                FOR UPDATE SKIP LOCKED) \
              UPDATE deliveries d SET locked_until = $1, lease_token = d.lease_token + 1 \
              FROM due WHERE d.id = due.id \
-             RETURNING d.id, d.webhook_id, d.lease_token",
-        )
-        .bind(to_ms(lease_until))
-        .bind(to_ms(now))
-        .bind(limit)
-        .bind(skip_webhooks)
-        .fetch_all(&self.pool)
-        .await?;
+             RETURNING d.id, d.webhook_id, d.lease_token";
+        const ONLY: &str = "WITH due AS MATERIALIZED ( \
+               SELECT id FROM deliveries \
+               WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $2 \
+                 AND (locked_until IS NULL OR locked_until <= $2) \
+                 AND webhook_id + 0 = ANY($4) \
+               ORDER BY next_attempt_at, id LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE deliveries d SET locked_until = $1, lease_token = d.lease_token + 1 \
+             FROM due WHERE d.id = due.id \
+             RETURNING d.id, d.webhook_id, d.lease_token";
+        // The rows of the window that are not taken stay locked only until this statement
+        // commits; other claimers pass over them meanwhile.
+        const ONE_PER_WEBHOOK: &str = "WITH window_ AS MATERIALIZED ( \
+               SELECT id, webhook_id, next_attempt_at FROM deliveries \
+               WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $2 \
+                 AND (locked_until IS NULL OR locked_until <= $2) \
+                 AND webhook_id <> ALL($4) \
+               ORDER BY next_attempt_at, id LIMIT $5 \
+               FOR UPDATE SKIP LOCKED), \
+             due AS MATERIALIZED ( \
+               SELECT id FROM ( \
+                 SELECT DISTINCT ON (webhook_id) id, next_attempt_at FROM window_ \
+                 ORDER BY webhook_id, next_attempt_at, id) firsts \
+               ORDER BY next_attempt_at, id LIMIT $3) \
+             UPDATE deliveries d SET locked_until = $1, lease_token = d.lease_token + 1 \
+             FROM due WHERE d.id = due.id \
+             RETURNING d.id, d.webhook_id, d.lease_token";
+        let (webhooks, _) = scope.webhooks();
+        let query = match scope {
+            ClaimScope::Skipping(_) => sqlx::query_as(SKIPPING),
+            ClaimScope::Only(_) => sqlx::query_as(ONLY),
+            ClaimScope::OnePerWebhookSkipping(_) => sqlx::query_as(ONE_PER_WEBHOOK),
+        };
+        let query = query
+            .bind(to_ms(lease_until))
+            .bind(to_ms(now))
+            .bind(limit)
+            .bind(webhooks);
+        let query = match scope {
+            ClaimScope::OnePerWebhookSkipping(_) => query.bind(one_per_webhook_window(limit)),
+            _ => query,
+        };
+        let rows: Vec<(i64, i64, i64)> = query.fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .map(|(delivery_id, webhook_id, token)| Claim {

@@ -114,10 +114,10 @@ async fn after_sigkill_a_restarted_sqlite_herald_sends_what_the_dead_one_held_at
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    // Every delivery is out (claimed, its request hanging) before the kill.
-    for _ in 0..N {
-        rx.next().await;
-    }
+    // Deliveries are out (claimed, their requests hanging) before the kill: a receiver
+    // not heard from yet is in the slow lane, which sends two of a webhook at once.
+    rx.next().await;
+    rx.next().await;
     herald.kill().unwrap();
     herald.wait().unwrap();
 

@@ -1,8 +1,10 @@
 //! Delivery that never loses an event: signatures, Retry-After, 410, auto-disable, bulk
-//! recovery, ping, the response cap, and a SIGKILL in the middle of a burst.
+//! recovery, ping, the response cap, a SIGKILL in the middle of a burst, and receivers
+//! that hang without holding up anyone else's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald::hooks::signing::{verify, SigningSecret};
@@ -460,4 +462,149 @@ async fn redirects_are_not_followed_and_count_as_failures() {
     );
     assert_eq!(items[0]["last_status"], 302);
     elsewhere.assert_quiet(Duration::from_millis(200)).await;
+}
+
+/// A hundred receivers that do not answer within the test, each behind its own webhook with
+/// six events queued: more than the 256 send slots and the 512 claims a process holds with
+/// the default `--delivery-concurrency`. A webhook in another namespace whose receiver
+/// answers at once must still get each of its deliveries within a second of the ingest.
+#[tokio::test]
+async fn hanging_receivers_do_not_delay_a_fast_one() {
+    const HANGING: usize = 100;
+    const EVENTS_EACH: usize = 6;
+    const FAST_EVENTS: usize = 10;
+    let app = spawn_app_with(&["--delivery-timeout", "30s"]).await;
+    // One loopback server, a path per webhook, that answers only after 30 s.
+    let called: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let seen = called.clone();
+    let hanging = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().insert(uri.path().to_string());
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, hanging).await.unwrap() });
+    app.create_namespace("acme").await;
+    for i in 0..HANGING {
+        app.enabled_webhook(
+            "acme",
+            json!({"name": format!("hung-{i}"), "url": format!("http://{addr}/hook/{i}")}),
+        )
+        .await;
+    }
+    let rx = Receiver::start().await;
+    app.create_namespace("fast").await;
+    app.enabled_webhook("fast", json!({"name": "fast", "url": rx.url("/")}))
+        .await;
+
+    for i in 0..EVENTS_EACH {
+        assert_eq!(app.post_envelope(push_with_id(i)).await.status, 200);
+    }
+    // Every hanging receiver holds a request open before the fast events come.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = called.lock().unwrap().len();
+        if n == HANGING {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {n} of the hanging receivers were called"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut slowest = Duration::ZERO;
+    for i in 0..FAST_EVENTS {
+        let envelope = String::from_utf8(push_with_id(1000 + i))
+            .unwrap()
+            .replace("acme/web", "fast/web");
+        let ingested = tokio::time::Instant::now();
+        assert_eq!(app.post_envelope(envelope.into_bytes()).await.status, 200);
+        let deadline = ingested + Duration::from_secs(1);
+        let got = rx
+            .next_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+            .unwrap_or_else(|| panic!("fast delivery {i} did not arrive within 1 s of its ingest"));
+        assert_eq!(got.json()["target"]["repository"], "fast/web");
+        slowest = slowest.max(ingested.elapsed());
+    }
+    println!(
+        "{HANGING} hanging receivers with {EVENTS_EACH} events each: {FAST_EVENTS} fast \
+         deliveries, the slowest {} ms after its ingest",
+        slowest.as_millis()
+    );
+}
+
+/// A webhook that has been answering quickly holds every fast-lane slot and claim place when
+/// its receiver starts to hang; within about a second its requests move to the slow lane
+/// and what it had waiting is handed back, so another fast webhook's delivery goes out.
+#[tokio::test]
+async fn a_receiver_that_starts_hanging_gives_back_its_fast_slots() {
+    let app = spawn_app_with(&[
+        "--delivery-timeout",
+        "30s",
+        "--delivery-concurrency",
+        "4",
+        "--delivery-concurrency-per-webhook",
+        "4",
+    ])
+    .await;
+    let turning = Receiver::start().await;
+    let steady = Receiver::start().await;
+    app.create_namespace("acme").await;
+    app.create_namespace("fast").await;
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "turning", "url": turning.url("/")}))
+        .await;
+    let other = app
+        .enabled_webhook("fast", json!({"name": "steady", "url": steady.url("/")}))
+        .await;
+    let in_fast = |i: usize| {
+        String::from_utf8(push_with_id(i))
+            .unwrap()
+            .replace("acme/web", "fast/web")
+            .into_bytes()
+    };
+    // Both answer quickly at first.
+    app.post_envelope(push_with_id(0)).await;
+    app.post_envelope(in_fast(1)).await;
+    turning.next().await;
+    steady.next().await;
+    app.wait_deliveries("acme", hook, |d| d[0]["state"] == "succeeded")
+        .await;
+    app.wait_deliveries("fast", other, |d| d[0]["state"] == "succeeded")
+        .await;
+
+    turning.delay(30_000);
+    for i in 10..30 {
+        assert_eq!(app.post_envelope(push_with_id(i)).await.status, 200);
+    }
+    for _ in 0..4 {
+        turning.next().await;
+    }
+    let ingested = tokio::time::Instant::now();
+    assert_eq!(app.post_envelope(in_fast(2)).await.status, 200);
+    let got = steady
+        .next_within(Duration::from_secs(3))
+        .await
+        .expect("the steady receiver's delivery went out once the other moved to the slow lane");
+    assert_eq!(got.json()["target"]["repository"], "fast/web");
+    let waited = ingested.elapsed();
+    let mut sent = 4;
+    while turning.next_within(Duration::ZERO).await.is_some() {
+        sent += 1;
+    }
+    assert_eq!(
+        sent, 4,
+        "the hanging receiver's waiting deliveries were handed back, not sent"
+    );
+    println!(
+        "a receiver that started hanging held the fast lane for {} ms",
+        waited.as_millis()
+    );
 }

@@ -14,8 +14,8 @@ use herald::hooks::types::{
 use herald::registry::envelope::{parse_envelope, IncomingEvent};
 use herald::secrets::Sealed;
 use herald::store::{
-    ActivityFilter, AttemptRecord, Audit, Claim, DeliveryState, Health, HourStats, NewSource,
-    NewWebhook, Outcome, QueueStats, Role, Store, StoreError, StoreResult, StoredHeader,
+    ActivityFilter, AttemptRecord, Audit, Claim, ClaimScope, DeliveryState, Health, HourStats,
+    NewSource, NewWebhook, Outcome, QueueStats, Role, Store, StoreError, StoreResult, StoredHeader,
     StoredRequest, Visibility, WebhookPatch,
 };
 
@@ -86,6 +86,7 @@ contract!(
     concurrent_claims_are_exclusive,
     concurrent_writes_stand_alone,
     claims_pass_over_skipped_webhooks,
+    claims_of_some_webhooks_or_one_of_each,
     users_and_tokens,
     teams_and_activities,
     operations_and_wakeups,
@@ -1160,8 +1161,9 @@ async fn concurrent_writes_stand_alone(store: Arc<dyn Store>) {
     assert_eq!(events.items.len(), 49, "the repeated event is stored once");
 }
 
-async fn claims_pass_over_skipped_webhooks(store: Arc<dyn Store>) {
-    let first = acme_with_hook(&store).await;
+/// `acme` with two enabled webhooks (the first from `acme_with_hook`).
+async fn acme_with_two_hooks(store: &Arc<dyn Store>) -> (i64, i64) {
+    let first = acme_with_hook(store).await;
     let second = store
         .create_webhook(
             &ns("acme"),
@@ -1179,6 +1181,11 @@ async fn claims_pass_over_skipped_webhooks(store: Arc<dyn Store>) {
         .update_webhook(&ns("acme"), second, patch, &audit("webhook.enabled"))
         .await
         .unwrap();
+    (first, second)
+}
+
+async fn claims_pass_over_skipped_webhooks(store: Arc<dyn Store>) {
+    let (first, second) = acme_with_two_hooks(&store).await;
     let now = Utc::now();
     store.ingest(&pushes(3, "kkkk"), now).await.unwrap();
     let lease = now + secs(30);
@@ -1855,4 +1862,73 @@ async fn health_filters_and_passwords(store: Arc<dyn Store>) {
     let (_, hash) = store.user_credentials("pat").await.unwrap().unwrap();
     assert_eq!(hash, "new-hash");
     assert!(not_found(store.set_password("nosuch", "x").await).contains("nosuch"));
+}
+
+async fn claims_of_some_webhooks_or_one_of_each(store: Arc<dyn Store>) {
+    let (first, second) = acme_with_two_hooks(&store).await;
+    let now = Utc::now();
+    store.ingest(&pushes(3, "llll"), now).await.unwrap();
+    let lease = now + secs(30);
+    let sorted = |claims: &[Claim]| {
+        let mut claims = claims.to_vec();
+        claims.sort_by_key(|c| c.delivery_id);
+        claims
+    };
+    let earliest = store
+        .claim_due_in(now, lease, 1, ClaimScope::OnePerWebhookSkipping(&[]))
+        .await
+        .unwrap();
+    assert_eq!(earliest.len(), 1, "no more than the limit");
+    let each = sorted(
+        &store
+            .claim_due_in(now, lease, 10, ClaimScope::OnePerWebhookSkipping(&[]))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(each.len(), 2, "one of each webhook: {each:?}");
+    assert_ne!(each[0].webhook_id, each[1].webhook_id);
+    let none = store
+        .claim_due_in(
+            now,
+            lease,
+            10,
+            ClaimScope::OnePerWebhookSkipping(&[first, second]),
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "both passed over: {none:?}");
+    let theirs = store
+        .claim_due_in(now, lease, 10, ClaimScope::Only(&[second]))
+        .await
+        .unwrap();
+    assert!(
+        !theirs.is_empty() && theirs.iter().all(|c| c.webhook_id == second),
+        "only the listed webhook's: {theirs:?}"
+    );
+    assert!(store
+        .claim_due_in(now, lease, 10, ClaimScope::Only(&[]))
+        .await
+        .unwrap()
+        .is_empty());
+    let rest = store.claim_due(now, lease, 10).await.unwrap();
+    assert!(
+        !rest.is_empty() && rest.iter().all(|c| c.webhook_id == first),
+        "the other webhook's stayed due: {rest:?}"
+    );
+    for c in &each {
+        assert!(
+            [&theirs, &rest]
+                .into_iter()
+                .flatten()
+                .filter(|later| later.webhook_id == c.webhook_id)
+                .all(|later| later.delivery_id > c.delivery_id),
+            "the earliest due of each webhook"
+        );
+    }
+    let all: HashSet<i64> = [earliest, each, theirs, rest]
+        .concat()
+        .iter()
+        .map(|c| c.delivery_id)
+        .collect();
+    assert_eq!(all.len(), 6, "each delivery claimed once");
 }

@@ -708,28 +708,50 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn claim_due_skipping(
+    async fn claim_due_in(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
-        skip_webhooks: &[i64],
+        scope: ClaimScope<'_>,
     ) -> StoreResult<Vec<Claim>> {
         // Finding the due deliveries may read many rows (past a large backlog of a skipped
         // webhook), so it runs on a reader; the writer only takes those still due and free.
-        let skip = serde_json::to_string(skip_webhooks).unwrap_or_else(|_| "[]".into());
-        let due: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM deliveries \
+        // `+webhook_id`: the due index finds due rows in order, where one on webhook_id
+        // would read the webhooks' whole history.
+        const SKIPPING: &str = "SELECT id, webhook_id FROM deliveries \
              WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?1 \
                AND (locked_until IS NULL OR locked_until <= ?1) \
                AND webhook_id NOT IN (SELECT value FROM json_each(?3)) \
-             ORDER BY next_attempt_at, id LIMIT ?2",
-        )
-        .bind(to_ms(now))
-        .bind(limit)
-        .bind(&skip)
-        .fetch_all(&self.read)
-        .await?;
+             ORDER BY next_attempt_at, id LIMIT ?2";
+        const ONLY: &str = "SELECT id, webhook_id FROM deliveries \
+             WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?1 \
+               AND (locked_until IS NULL OR locked_until <= ?1) \
+               AND +webhook_id IN (SELECT value FROM json_each(?3)) \
+             ORDER BY next_attempt_at, id LIMIT ?2";
+        let (webhooks, only) = scope.webhooks();
+        let one_each = matches!(scope, ClaimScope::OnePerWebhookSkipping(_));
+        let list = serde_json::to_string(webhooks).unwrap_or_else(|_| "[]".into());
+        let rows: Vec<(i64, i64)> = sqlx::query_as(if only { ONLY } else { SKIPPING })
+            .bind(to_ms(now))
+            .bind(if one_each {
+                one_per_webhook_window(limit)
+            } else {
+                limit
+            })
+            .bind(&list)
+            .fetch_all(&self.read)
+            .await?;
+        let due: Vec<i64> = if one_each {
+            let mut seen = std::collections::HashSet::new();
+            rows.into_iter()
+                .filter(|(_, webhook)| seen.insert(*webhook))
+                .map(|(id, _)| id)
+                .take(usize::try_from(limit).unwrap_or_default())
+                .collect()
+        } else {
+            rows.into_iter().map(|(id, _)| id).collect()
+        };
         if due.is_empty() {
             return Ok(Vec::new());
         }
