@@ -841,16 +841,10 @@ impl Dispatcher {
             &self.templates,
         )
         .await;
-        let request = match rendered.and_then(|body| {
-            payload::render(
-                &job.webhook,
-                &self.cipher,
-                delivery_id,
-                &job.event_action,
-                body,
-            )
-        }) {
-            Ok(r) => r,
+        let body = match rendered {
+            Ok(body) => body,
+            // The body cannot be made from this event with these settings (a template's
+            // error, a limit hit): no retry would do better.
             Err(e) => {
                 return self
                     .store
@@ -860,6 +854,27 @@ impl Dispatcher {
                         &format!("the request could not be built: {e}"),
                     )
                     .await
+            }
+        };
+        let request = match payload::render(
+            &job.webhook,
+            &self.cipher,
+            delivery_id,
+            &job.event_action,
+            body,
+        ) {
+            Ok(r) => r,
+            // Only opening a sealed secret fails here: this process's key is not the one
+            // they were sealed with. Another process may have it, so the delivery is handed
+            // back (after a pause, not to spin on it), never failed.
+            Err(e) => {
+                tracing::error!(delivery_id, webhook_id = job.webhook.id, error = %e,
+                    "cannot open the webhook's secrets with this process's key; handing the delivery back");
+                if lease.is_none() {
+                    return Err(StoreError::Crypto(e));
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                return self.store.release(&[delivery_id]).await;
             }
         };
         let started_at = Utc::now();
@@ -872,7 +887,7 @@ impl Dispatcher {
             None => self.sender.send(&request).await,
         };
         let duration_ms = clock.elapsed().as_millis() as i64;
-        let attempts_done = job.attempts_so_far + 1;
+        let automatic_done = job.automatic_attempts + i64::from(!manual);
         let success = matches!(&result, Ok(r) if (200..300).contains(&r.status));
         let status_code = result.as_ref().ok().map(|r| r.status);
         let gone = status_code == Some(410);
@@ -885,7 +900,16 @@ impl Dispatcher {
             // delivery does not restart the schedule.
             Outcome::Failed
         } else {
-            match self.config.schedule.next_attempt(attempts_done, Utc::now()) {
+            // A manual attempt is recorded, but it is not a step of the automatic schedule:
+            // a waiting delivery keeps its next automatic attempt.
+            let scheduled = match (manual, job.next_attempt_at) {
+                (true, Some(at)) => Some(at),
+                _ => self
+                    .config
+                    .schedule
+                    .next_attempt(automatic_done, Utc::now()),
+            };
+            match scheduled {
                 Some(at) => {
                     Outcome::RetryAt(retry_after(&result).map_or(at, |wait| Utc::now() + wait))
                 }

@@ -330,6 +330,10 @@ pub struct DeliveryDetail {
 pub struct DeliveryJob {
     pub delivery_id: i64,
     pub attempts_so_far: i64,
+    /// Attempts the schedule made (manual ones are not steps of the retry schedule).
+    pub automatic_attempts: i64,
+    /// When the schedule would try next, for a delivery still waiting.
+    pub next_attempt_at: Option<DateTime<Utc>>,
     pub state: DeliveryState,
     pub webhook: Webhook,
     pub event_action: String,

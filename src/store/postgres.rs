@@ -935,7 +935,8 @@ impl Store for PgStore {
                  AND webhook_id <> ALL($4) \
                ORDER BY next_attempt_at, id LIMIT $3 \
                FOR UPDATE SKIP LOCKED) \
-             UPDATE deliveries d SET locked_until = $1, lease_token = d.lease_token + 1 \
+             UPDATE deliveries d SET locked_until = $1, lease_token = d.lease_token + 1, \
+               claimed_by = $5 \
              FROM due WHERE d.id = due.id \
              RETURNING d.id, d.webhook_id, d.lease_token";
         const ONLY: &str = "WITH due AS MATERIALIZED ( \
@@ -945,7 +946,8 @@ impl Store for PgStore {
                  AND webhook_id + 0 = ANY($4) \
                ORDER BY next_attempt_at, id LIMIT $3 \
                FOR UPDATE SKIP LOCKED) \
-             UPDATE deliveries d SET locked_until = $1, lease_token = d.lease_token + 1 \
+             UPDATE deliveries d SET locked_until = $1, lease_token = d.lease_token + 1, \
+               claimed_by = $5 \
              FROM due WHERE d.id = due.id \
              RETURNING d.id, d.webhook_id, d.lease_token";
         // The rows of the window that are not taken stay locked only until this statement
@@ -962,7 +964,8 @@ impl Store for PgStore {
                  SELECT DISTINCT ON (webhook_id) id, next_attempt_at FROM window_ \
                  ORDER BY webhook_id, next_attempt_at, id) firsts \
                ORDER BY next_attempt_at, id LIMIT $3) \
-             UPDATE deliveries d SET locked_until = $1, lease_token = d.lease_token + 1 \
+             UPDATE deliveries d SET locked_until = $1, lease_token = d.lease_token + 1, \
+               claimed_by = $6 \
              FROM due WHERE d.id = due.id \
              RETURNING d.id, d.webhook_id, d.lease_token";
         let (webhooks, _) = scope.webhooks();
@@ -976,9 +979,14 @@ impl Store for PgStore {
             .bind(to_ms(now))
             .bind(limit)
             .bind(webhooks);
+        // The claims name this process, so that the others give them back within seconds
+        // if its heartbeat stops (`liveness`); `NULL` before it registered.
+        let worker = self.worker_id.get().copied();
         let query = match scope {
-            ClaimScope::OnePerWebhookSkipping(_) => query.bind(one_per_webhook_window(limit)),
-            _ => query,
+            ClaimScope::OnePerWebhookSkipping(_) => {
+                query.bind(one_per_webhook_window(limit)).bind(worker)
+            }
+            _ => query.bind(worker),
         };
         let rows: Vec<(i64, i64, i64)> = query.fetch_all(&self.pool).await?;
         Ok(rows
@@ -1013,7 +1021,10 @@ impl Store for PgStore {
 
     async fn load_job(&self, delivery_id: i64) -> StoreResult<DeliveryJob> {
         let row = sqlx::query(
-            "SELECT d.webhook_id, d.attempts, d.state, e.action, e.body, n.name AS namespace, \
+            "SELECT d.webhook_id, d.attempts, d.state, d.next_attempt_at, e.action, e.body, \
+             n.name AS namespace, \
+             (SELECT COUNT(*) FROM attempts a WHERE a.delivery_id = d.id AND NOT a.manual) \
+               AS automatic_attempts, \
              e.registry_id, e.repository, e.tag, e.digest, e.media_type, e.actor, e.received_at \
              FROM deliveries d JOIN events e ON e.id = d.event_id \
              JOIN webhooks w ON w.id = d.webhook_id JOIN namespaces n ON n.id = w.namespace_id \
@@ -1031,6 +1042,10 @@ impl Store for PgStore {
         Ok(DeliveryJob {
             delivery_id,
             attempts_so_far: row.try_get("attempts")?,
+            automatic_attempts: row.try_get("automatic_attempts")?,
+            next_attempt_at: row
+                .try_get::<Option<i64>, _>("next_attempt_at")?
+                .map(from_ms),
             state: super::stored_state(delivery_id, &state)?,
             webhook,
             event_action: row

@@ -739,3 +739,40 @@ async fn metrics_parse_in_both_formats() {
         &openmetrics,
     );
 }
+
+/// A retrigger by hand is recorded as an attempt, but it is not a step of the automatic
+/// schedule: the next automatic attempt stays when it was, and the step after it is still
+/// the next entry of the schedule.
+#[tokio::test]
+async fn a_manual_retrigger_does_not_advance_the_retry_schedule() {
+    let app = spawn_app_with(&["--retry-schedule", "0s,1h,2h,3h"]).await;
+    let rx = Receiver::start().await;
+    rx.answer(500);
+    app.create_namespace("acme").await;
+    let (id, _) = webhook(&app, json!({"name": "r", "url": rx.url("/r")})).await;
+    app.post_envelope(push("man-1", |_| {})).await;
+    rx.next().await;
+    let items = app
+        .wait_deliveries("acme", id, |d| d[0]["state"] == "retrying")
+        .await;
+    let delivery = items[0]["id"].as_i64().unwrap();
+    let scheduled = items[0]["next_attempt_at"].as_str().unwrap().to_string();
+    for round in 2..4 {
+        let r = app
+            .api(
+                "POST",
+                &format!("/namespaces/acme/webhooks/{id}/deliveries/{delivery}/retrigger"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["attempt_count"], round);
+        assert_eq!(r.body["state"], "retrying");
+        assert_eq!(
+            r.body["next_attempt_at"].as_str().unwrap(),
+            scheduled,
+            "the automatic schedule did not move"
+        );
+        assert_eq!(r.body["attempts"].as_array().unwrap().len() as i64, round);
+    }
+}

@@ -789,6 +789,9 @@ impl Store for SqliteStore {
         // runs for every delivery, and each query is a hop to a reader thread and back.
         let row = sqlx::query(&format!(
             "{WEBHOOK_COLUMNS}, d.attempts AS delivery_attempts, d.state AS delivery_state, \
+             d.next_attempt_at AS delivery_next_attempt_at, \
+             (SELECT COUNT(*) FROM attempts a WHERE a.delivery_id = d.id AND a.manual = 0) \
+               AS automatic_attempts, \
              e.action AS event_action, e.body AS event_body, e.registry_id AS event_registry_id, \
              e.repository AS event_repository, e.tag AS event_tag, e.digest AS event_digest, \
              e.media_type AS event_media_type, e.actor AS event_actor, \
@@ -822,6 +825,10 @@ impl Store for SqliteStore {
         Ok(DeliveryJob {
             delivery_id,
             attempts_so_far: row.try_get("delivery_attempts")?,
+            automatic_attempts: row.try_get("automatic_attempts")?,
+            next_attempt_at: row
+                .try_get::<Option<i64>, _>("delivery_next_attempt_at")?
+                .map(from_ms),
             state: super::stored_state(delivery_id, &state)?,
             webhook: webhook_from_row(&row, headers)?,
             event_action: row
