@@ -697,6 +697,67 @@ async fn a_failed_delivery_is_logged_as_a_warning_with_its_reason_and_next_attem
         chrono::DateTime::parse_from_rfc3339(next).is_ok(),
         "RFC 3339: {next} in {line}"
     );
+
+    // A UI action is logged like an API one: who, what, and how it ended.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie_of = |res: &reqwest::Response, name: &str| {
+        res.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .and_then(|c| c.split(';').next())
+            .map(str::to_string)
+            .unwrap()
+    };
+    let csrf_in = |html: &str| {
+        let start = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+        html[start..].split('"').next().unwrap().to_string()
+    };
+    let page = browser.get(format!("{base}/login")).send().await.unwrap();
+    let login_cookie = cookie_of(&page, "herald_login_csrf");
+    let csrf = csrf_in(&page.text().await.unwrap());
+    let signed_in = browser
+        .post(format!("{base}/login"))
+        .header("cookie", login_cookie)
+        .form(&[
+            ("username", "admin"),
+            ("password", "admin-password"),
+            ("csrf", csrf.as_str()),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let session = cookie_of(&signed_in, "herald_session");
+    let page = browser
+        .get(format!("{base}/namespaces/acme/webhooks/{id}"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let toggled = browser
+        .post(format!("{base}/namespaces/acme/webhooks/{id}/toggle"))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf_in(&page).as_str()), ("enabled", "false")])
+        .send()
+        .await
+        .unwrap();
+    assert!(toggled.status().is_redirection(), "{}", toggled.status());
+    let line = serve.wait_for(|l| l.contains("web action") && l.contains("/toggle"));
+    assert!(line.contains("INFO") && line.contains("by=admin"), "{line}");
+    assert!(
+        line.contains(&format!("path=/namespaces/acme/webhooks/{id}/toggle")),
+        "{line}"
+    );
+    assert!(line.contains("status=303"), "{line}");
     for l in &serve.seen {
         assert!(!l.contains("\u{1b}["), "a colour code in {l:?}");
     }
