@@ -10,6 +10,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod hooks;
+pub mod http;
 pub mod maintenance;
 pub mod metrics;
 pub mod registry;
@@ -404,19 +405,9 @@ impl Application {
         }
         background.push(tokio::spawn(maintenance::retention_loop(state.clone())));
         let app = if config.serves_api() {
-            api::router(state.clone())
+            http::app(state.clone())
         } else {
-            // A worker still answers health checks and metrics, and says why the rest is missing.
-            axum::Router::new()
-                .route("/healthz", axum::routing::get(api::health::healthz))
-                .route("/readyz", axum::routing::get(api::health::readyz))
-                .route("/metrics", axum::routing::get(api::health::metrics))
-                .fallback(|| async {
-                    error::AppError::not_found(
-                        "this Herald process runs only delivery workers (--worker)",
-                    )
-                })
-                .with_state(state.clone())
+            http::worker_only(state.clone())
         };
         let roles = match (config.serves_api(), config.runs_workers()) {
             (true, true) => "api,worker",

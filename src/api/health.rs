@@ -1,14 +1,11 @@
-//! What operators poll: liveness, readiness, Prometheus metrics, and the per-request
-//! counting and ids behind them.
+//! What operators poll: liveness, readiness and Prometheus metrics.
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use tower_http::request_id::{MakeRequestId, RequestId};
 
-use crate::metrics::{HttpLabels, StateLabel};
+use crate::metrics::StateLabel;
 use crate::AppState;
 
 /// Alive: the process answers. Nothing else is checked, so a supervisor restarts only a hung process.
@@ -103,39 +100,5 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
             state.metrics.encode_classic(),
         )
             .into_response()
-    }
-}
-
-/// Counts requests by route template (not raw path, so ids do not explode the label set).
-pub async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
-    let response = next.run(req).await;
-    state
-        .metrics
-        .http_requests
-        .get_or_create(&HttpLabels {
-            route,
-            method,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    response
-}
-
-/// Request ids: 16 random hex digits.
-#[derive(Clone, Copy)]
-pub struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        let id: u64 = rand::random();
-        HeaderValue::from_str(&format!("{id:016x}"))
-            .ok()
-            .map(RequestId::new)
     }
 }

@@ -1,4 +1,5 @@
-//! The REST API under `/api/v1`: JSON in and out, one file per resource.
+//! The REST API under `/api/v1`: JSON in and out, one file per resource. `crate::http`
+//! composes it with the UI and the operations routes.
 
 pub(crate) mod access;
 mod activities;
@@ -15,7 +16,6 @@ mod webhooks;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::header;
-use axum::routing::get;
 use axum::Router;
 use serde::de::DeserializeOwned;
 use utoipa_axum::router::OpenApiRouter;
@@ -107,35 +107,9 @@ fn documented_routes(gate: ingest::Gate, state: &AppState) -> OpenApiRouter<AppS
         .routes(routes!(teams::set_member, teams::remove_member))
 }
 
-pub fn router(state: AppState) -> Router {
-    let (documented, doc) = documented_routes(ingest::Gate::new(&state), &state).split_for_parts();
-    let doc = std::sync::Arc::new(doc);
-    Router::new()
-        .merge(documented)
-        .route(
-            "/api/v1/openapi.json",
-            get(move || {
-                let doc = doc.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
-            }),
-        )
-        .merge(crate::web::router())
-        .fallback(|| async { AppError::not_found("no such route") })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), health::count_requests))
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                let id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-            }),
-        )
-        // Every request gets an id (or keeps the caller's), on every log line and in the answer.
-        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(health::RandomRequestId))
-        .with_state(state)
+/// The documented routes and their OpenAPI document; `crate::http` serves both.
+pub(crate) fn documented(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    documented_routes(ingest::Gate::new(state), state).split_for_parts()
 }
 
 /// A JSON body whose problems come back as Herald's JSON errors: malformed JSON is a 400,
