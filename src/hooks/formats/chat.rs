@@ -1,0 +1,314 @@
+//! Chat messages: Slack, Microsoft Teams, Discord, Mattermost and Google Chat, each with
+//! registry text escaped for its service and within its documented limits.
+
+use chrono::Utc;
+use serde_json::Value;
+
+use super::cloudevents::event_time;
+use super::{parsed, text};
+
+/// `sha256:7a6c8d182783…`: enough to recognise, short enough to read.
+pub(super) fn short_digest(digest: &str) -> String {
+    match digest.split_once(':') {
+        Some((algo, hex)) if hex.chars().count() > 12 => {
+            format!("{algo}:{}…", hex.chars().take(12).collect::<String>())
+        }
+        _ => digest.to_string(),
+    }
+}
+
+/// Registry text where `&`, `<` and `>` are control characters: Slack's mrkdwn (`<!channel>`
+/// pings everyone, `<url|text>` is a link) and Google Chat's text (`<users/all>` mentions
+/// everyone). Both document escaping them as HTML entities.
+pub(super) fn entities(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Registry text inside the CommonMark-like markdown of Teams (Adaptive Cards), Discord and
+/// Mattermost: every character that can start emphasis, a link, code, a quote, a spoiler,
+/// an autolink, an entity or a channel link is backslash-escaped (CommonMark allows that
+/// for any ASCII punctuation), and a zero-width space after each `@` keeps `@channel`,
+/// `@all`, `@here` and `@everyone` from being mentions.
+pub(super) fn markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '~' | '|' | '[' | ']' | '(' | ')' | '<' | '>' | '#' | '&'
+            | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '@' => out.push_str("@\u{200B}"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// At most `max` characters, the last an ellipsis when cut.
+pub(super) fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Escaped text in at most `max` characters, the last an ellipsis when cut; an escape the
+/// cut would split (`&am`, a lone backslash) goes too, so the cut never shows as junk or escapes
+/// the ellipsis.
+pub(super) fn clip_markup(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut kept: String = text.chars().take(max.saturating_sub(1)).collect();
+    if let Some(amp) = kept.rfind('&') {
+        if kept.len() - amp < "&amp;".len() && !kept[amp..].contains(';') {
+            kept.truncate(amp);
+        }
+    }
+    if kept.chars().rev().take_while(|&c| c == '\\').count() % 2 == 1 {
+        kept.pop();
+    }
+    kept.push('…');
+    kept
+}
+
+/// What one registry-supplied field may take of a message, so that even fully escaped
+/// (`&` becomes five characters) every text stays within the tightest limit it is put in,
+/// and a final cut never splits an escape. Repository names can be 255 characters long,
+/// tags 128.
+pub(super) fn field_max(pointer: &str) -> usize {
+    match pointer {
+        "/target/repository" => 250,
+        "/target/tag" => 128,
+        _ => 150,
+    }
+}
+
+/// What happened, as every chat format tells it: the registry's fields clipped to
+/// [`field_max`], control characters (line breaks that could start a markdown list or
+/// quote) made spaces, and nothing escaped yet: each format escapes for its service.
+pub(super) struct Summary {
+    actor: String,
+    verb: String,
+    repository: String,
+    tag: Option<String>,
+    digest: Option<String>,
+    registry: Option<String>,
+    time: String,
+}
+
+impl Summary {
+    fn of(v: &Value) -> Self {
+        let field = |pointer: &str| {
+            text(v, pointer).map(|t| {
+                let flat: String = t
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                clip(&flat, field_max(pointer))
+            })
+        };
+        let action = field("/action").unwrap_or_default();
+        let verb = match action.as_str() {
+            "push" => "pushed",
+            "delete" => "deleted",
+            "pull" => "pulled",
+            "mount" => "mounted",
+            "ping" => "pinged",
+            other => other,
+        }
+        .to_string();
+        Summary {
+            actor: field("/actor/name").unwrap_or_else(|| "someone".into()),
+            verb,
+            repository: field("/target/repository").unwrap_or_default(),
+            tag: field("/target/tag"),
+            digest: field("/target/digest"),
+            registry: field("/source/addr"),
+            time: event_time(text(v, "/timestamp"), Utc::now()),
+        }
+    }
+
+    /// `repository:tag`, else the repository.
+    fn what(&self) -> String {
+        match &self.tag {
+            Some(tag) => format!("{}:{tag}", self.repository),
+            None => self.repository.clone(),
+        }
+    }
+
+    fn short_digest(&self) -> Option<String> {
+        self.digest.as_deref().map(short_digest)
+    }
+
+    /// `alice pushed alice/tool:v2 (sha256:7a6c8d182783…)`, unescaped.
+    fn line(&self) -> String {
+        let head = format!("{} {} {}", self.actor, self.verb, self.what());
+        match self.short_digest() {
+            Some(d) => format!("{head} ({d})"),
+            None => head,
+        }
+    }
+
+    /// `digest …`, `registry …` and `via Herald`, each escaped with `escape`.
+    fn context(&self, escape: fn(&str) -> String, digest: impl Fn(String) -> String) -> String {
+        let mut parts = Vec::new();
+        if let Some(d) = self.short_digest() {
+            parts.push(format!("digest {}", digest(escape(&d))));
+        }
+        if let Some(addr) = &self.registry {
+            parts.push(format!("registry {}", escape(addr)));
+        }
+        parts.push("via Herald".to_string());
+        parts.join(" · ")
+    }
+}
+
+/// Block Kit's limit on a text object in a section or a context element.
+pub(super) const SLACK_TEXT_MAX: usize = 3000;
+
+pub(super) fn slack(event: &str) -> Result<String, String> {
+    let s = Summary::of(&parsed(event)?);
+    let section = format!(
+        "*{}* {} `{}`",
+        entities(&s.actor),
+        entities(&s.verb),
+        entities(&s.what())
+    );
+    let context = s.context(entities, |d| format!("`{d}`"));
+    let message = serde_json::json!({
+        "text": clip_markup(&entities(&s.line()), SLACK_TEXT_MAX),
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": clip_markup(&section, SLACK_TEXT_MAX)}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": clip_markup(&context, SLACK_TEXT_MAX)}]}
+        ]
+    });
+    Ok(message.to_string())
+}
+
+/// Teams has no limit on one text block, only on the whole message (28 KB); this keeps
+/// each text far below it.
+pub(super) const TEAMS_TEXT_MAX: usize = 4000;
+
+pub(super) fn teams(event: &str) -> Result<String, String> {
+    let s = Summary::of(&parsed(event)?);
+    let headline = format!(
+        "**{}** {} {}",
+        markdown(&s.actor),
+        markdown(&s.verb),
+        markdown(&s.what())
+    );
+    let mut facts =
+        vec![serde_json::json!({"title": "Repository", "value": markdown(&s.repository)})];
+    if let Some(tag) = &s.tag {
+        facts.push(serde_json::json!({"title": "Tag", "value": markdown(tag)}));
+    }
+    if let Some(d) = &s.digest {
+        facts.push(serde_json::json!({"title": "Digest", "value": markdown(d)}));
+    }
+    facts.push(serde_json::json!({"title": "Actor", "value": markdown(&s.actor)}));
+    if let Some(addr) = &s.registry {
+        facts.push(serde_json::json!({"title": "Registry", "value": markdown(addr)}));
+    }
+    let message = serde_json::json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": [
+                    {"type": "TextBlock", "text": clip_markup(&headline, TEAMS_TEXT_MAX), "wrap": true, "size": "Medium"},
+                    {"type": "FactSet", "facts": facts},
+                    {"type": "TextBlock", "text": "via Herald", "isSubtle": true, "size": "Small", "wrap": true}
+                ]
+            }
+        }]
+    });
+    Ok(message.to_string())
+}
+
+/// Discord's documented limits on a webhook message and its embeds.
+pub(super) const DISCORD_CONTENT_MAX: usize = 2000;
+pub(super) const DISCORD_TITLE_MAX: usize = 256;
+pub(super) const DISCORD_FIELD_VALUE_MAX: usize = 1024;
+pub(super) const DISCORD_FOOTER_MAX: usize = 2048;
+
+pub(super) fn discord(event: &str) -> Result<String, String> {
+    let s = Summary::of(&parsed(event)?);
+    let content = format!(
+        "**{}** {} {}",
+        markdown(&s.actor),
+        markdown(&s.verb),
+        markdown(&s.what())
+    );
+    let field = |name: &str, value: &str, inline: bool| {
+        serde_json::json!({
+            "name": name,
+            "value": clip_markup(&markdown(value), DISCORD_FIELD_VALUE_MAX),
+            "inline": inline,
+        })
+    };
+    let mut fields = vec![field("Repository", &s.repository, true)];
+    if let Some(tag) = &s.tag {
+        fields.push(field("Tag", tag, true));
+    }
+    if let Some(d) = &s.digest {
+        fields.push(field("Digest", d, false));
+    }
+    // Footers are plain text: the registry's address needs no escape there.
+    let footer = match &s.registry {
+        Some(addr) => format!("{addr} · via Herald"),
+        None => "via Herald".to_string(),
+    };
+    // Field names are Herald's own; three fields of at most 1024 characters, a title of 256
+    // and a short footer stay within the 6,000 characters an embed may hold in all.
+    let message = serde_json::json!({
+        "content": clip_markup(&content, DISCORD_CONTENT_MAX),
+        "allowed_mentions": {"parse": []},
+        "embeds": [{
+            "title": clip_markup(&markdown(&s.what()), DISCORD_TITLE_MAX),
+            "fields": fields,
+            "footer": {"text": clip_markup(&footer, DISCORD_FOOTER_MAX)},
+            "timestamp": s.time,
+        }]
+    });
+    Ok(message.to_string())
+}
+
+/// Mattermost's limit on a post's text (16,383 characters since Mattermost 5.0).
+pub(super) const MATTERMOST_TEXT_MAX: usize = 16383;
+
+pub(super) fn mattermost(event: &str) -> Result<String, String> {
+    let s = Summary::of(&parsed(event)?);
+    let text = format!(
+        "**{}** {} {}\n{}",
+        markdown(&s.actor),
+        markdown(&s.verb),
+        markdown(&s.what()),
+        s.context(markdown, |d| d)
+    );
+    Ok(serde_json::json!({ "text": clip_markup(&text, MATTERMOST_TEXT_MAX) }).to_string())
+}
+
+/// Google Chat's limit on a message's text.
+pub(super) const GOOGLE_CHAT_TEXT_MAX: usize = 4096;
+
+pub(super) fn google_chat(event: &str) -> Result<String, String> {
+    let s = Summary::of(&parsed(event)?);
+    let text = format!(
+        "*{}* {} {}\n{}",
+        entities(&s.actor),
+        entities(&s.verb),
+        entities(&s.what()),
+        s.context(entities, |d| d)
+    );
+    Ok(serde_json::json!({ "text": clip_markup(&text, GOOGLE_CHAT_TEXT_MAX) }).to_string())
+}

@@ -1,0 +1,131 @@
+//! CloudEvents 1.0, in structured mode (`application/cloudevents+json`) and binary mode
+//! (`ce-*` headers, the event as body).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::{parsed, subject, text, Rendered};
+use crate::store::EventRecord;
+
+/// The CloudEvents context attributes Herald sets, in both modes.
+pub(super) struct Context {
+    id: String,
+    source: String,
+    kind: String,
+    subject: String,
+    time: String,
+}
+
+/// The registry's address as the last segment of `source`: RFC 3986 unreserved characters
+/// and `:` as they are, anything else `_`. Percent-encoding would make it a valid
+/// URI-reference too, but binary mode must percent-encode `%` again in the `ce-source`
+/// header, and SDKs that do not decode headers would then disagree with structured mode.
+pub(super) fn source_segment(origin: &str) -> String {
+    origin
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' | ':' => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+pub(super) fn context(v: &Value, received_at: DateTime<Utc>) -> Context {
+    let origin = text(v, "/source/addr")
+        .or_else(|| text(v, "/request/host"))
+        .unwrap_or("unknown");
+    Context {
+        id: text(v, "/id").unwrap_or("").to_string(),
+        // Always a valid URI-reference, whatever the registry wrote in its address.
+        source: format!("/herald/registry/{}", source_segment(origin)),
+        kind: format!(
+            "io.herald.registry.{}",
+            text(v, "/action").unwrap_or("unknown")
+        ),
+        subject: subject(v),
+        time: event_time(text(v, "/timestamp"), received_at),
+    }
+}
+
+/// The event's time as RFC 3339 with a zone, which CloudEvents requires: the registry's
+/// timestamp when it can be read (with or without a zone), else when Herald received it.
+pub(super) fn event_time(timestamp: Option<&str>, received_at: DateTime<Utc>) -> String {
+    use chrono::{NaiveDateTime, SecondsFormat};
+    let parsed = timestamp.and_then(|t| {
+        DateTime::parse_from_rfc3339(t)
+            .map(|d| d.with_timezone(&Utc))
+            .ok()
+            .or_else(|| {
+                ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                    .iter()
+                    .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+                    .map(|n| n.and_utc())
+            })
+    });
+    parsed
+        .unwrap_or(received_at)
+        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+pub(super) fn cloudevent(event: &str, view: &str, record: &EventRecord) -> Result<String, String> {
+    let v = parsed(view)?;
+    #[derive(Serialize)]
+    struct CloudEvent<'a> {
+        specversion: &'static str,
+        id: &'a str,
+        source: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+        subject: &'a str,
+        time: &'a str,
+        datacontenttype: &'static str,
+        data: &'a RawValue,
+    }
+    let data: &RawValue = serde_json::from_str(event).map_err(|e| e.to_string())?;
+    let c = context(&v, record.received_at);
+    let ce = CloudEvent {
+        specversion: "1.0",
+        id: &c.id,
+        source: &c.source,
+        kind: &c.kind,
+        subject: &c.subject,
+        time: &c.time,
+        datacontenttype: "application/json",
+        data,
+    };
+    serde_json::to_string(&ce).map_err(|e| e.to_string())
+}
+
+/// Header values in the CloudEvents HTTP binding: printable ASCII as is, but `"`, `%` and
+/// everything else percent-encoded as UTF-8.
+pub(super) const HEADER_ESCAPE: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%');
+
+pub(super) fn cloudevent_binary(
+    event: &str,
+    view: &str,
+    record: &EventRecord,
+) -> Result<Rendered, String> {
+    let c = context(&parsed(view)?, record.received_at);
+    let header = |name: &str, value: &str| {
+        (
+            name.to_string(),
+            percent_encoding::utf8_percent_encode(value, HEADER_ESCAPE).to_string(),
+        )
+    };
+    Ok(Rendered {
+        body: event.to_string(),
+        content_type: Some("application/json"),
+        headers: vec![
+            header("ce-specversion", "1.0"),
+            header("ce-id", &c.id),
+            header("ce-source", &c.source),
+            header("ce-type", &c.kind),
+            header("ce-subject", &c.subject),
+            header("ce-time", &c.time),
+        ],
+        body_is_event: true,
+    })
+}
