@@ -1,4 +1,5 @@
-//! Use cases: one function per operation that both the REST API and the web UI offer.
+//! Use cases: one function per operation that the REST API and the web UI (and for some,
+//! the CLI) offer.
 //!
 //! Each does the policy check (through `api::access`), the store call, the audit entry and
 //! the dispatcher wake-up exactly once, so the two front ends cannot drift apart: the API
@@ -6,6 +7,7 @@
 
 pub mod deliveries;
 pub mod namespaces;
+pub mod sources;
 pub mod teams;
 pub mod users;
 pub mod webhooks;

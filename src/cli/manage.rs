@@ -13,7 +13,8 @@ use herald::{auth, Application};
 
 use super::output::{cell, emit, emit_json, opt_time, table, time};
 use super::{
-    Command, DeliveriesCommand, RegistryArgs, StoreArgs, TokenCommand, UserCommand, WebhookCommand,
+    Command, DeliveriesCommand, RegistryArgs, SourceCommand, StoreArgs, TokenCommand, UserCommand,
+    WebhookCommand,
 };
 
 /// Who the activity log says made a change from the command line.
@@ -65,6 +66,7 @@ pub async fn run(
         }
         Command::User(cmd) => user(cmd).await,
         Command::Token(cmd) => token(cmd).await,
+        Command::Source(cmd) => source(cmd).await,
         Command::Webhook(cmd) => webhook(cmd).await,
         Command::Deliveries(cmd) => deliveries(cmd).await,
         Command::Config(config) => print_config(&config, config_matches, from_file),
@@ -79,12 +81,87 @@ pub async fn run(
 }
 
 fn read_password() -> anyhow::Result<String> {
+    read_line("the password")
+}
+
+/// The first line of standard input, without its line ending.
+fn read_line(what: &str) -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .context("reading the password from standard input")?;
+        .with_context(|| format!("reading {what} from standard input"))?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+async fn source(cmd: SourceCommand) -> anyhow::Result<()> {
+    use herald::app::sources::{self, SourceInput};
+    match cmd {
+        SourceCommand::Create {
+            name,
+            kind,
+            username,
+            store,
+        } => {
+            // The name and kind are checked before the secret is asked for.
+            sources::check_name_and_kind(&name, &kind)?;
+            let store = store_of(&store).await?;
+            let (token, password) = match username {
+                Some(_) => (None, Some(read_password()?)),
+                None => (Some(read_line("the token")?), None),
+            };
+            let input = SourceInput {
+                name,
+                kind,
+                token,
+                username,
+                password,
+            };
+            let by = actor();
+            let gate = auth::PasswordGate::default();
+            let source = sources::create_as(store.as_ref(), &gate, &by, input).await?;
+            tracing::info!(source = %source.name, kind = source.kind.as_str(), by = %by, "source created");
+            eprintln!(
+                "created source '{}' ({}): its registry posts to /v2/sources/{}/events \
+                 (see `herald registry-config --source {}`)",
+                source.name,
+                source.kind.as_str(),
+                source.name,
+                source.name
+            );
+            Ok(())
+        }
+        SourceCommand::List { format, store } => {
+            let list = store_of(&store).await?.list_sources().await?;
+            if format.json {
+                return emit_json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.name.clone(),
+                        s.kind.as_str().into(),
+                        s.auth.into(),
+                        time(s.created_at),
+                        s.username.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            emit(table(
+                &["NAME", "KIND", "AUTH", "CREATED", "USERNAME"],
+                &rows,
+            ))
+        }
+        SourceCommand::Delete { name, store } => {
+            let store = store_of(&store).await?;
+            let by = actor();
+            sources::delete_as(store.as_ref(), &by, &name).await?;
+            tracing::info!(source = %name, by = %by, "source deleted");
+            eprintln!("deleted source '{name}'");
+            Ok(())
+        }
+    }
 }
 
 async fn user(cmd: UserCommand) -> anyhow::Result<()> {

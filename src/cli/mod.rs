@@ -46,6 +46,9 @@ pub enum Command {
     /// Manage API tokens: create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage sources (other registries feeding Herald): create, list, delete.
+    #[command(subcommand)]
+    Source(SourceCommand),
     /// List webhooks and enable or disable them.
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -217,6 +220,39 @@ pub enum TokenCommand {
     Revoke {
         /// The token's id.
         id: i64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SourceCommand {
+    /// Create a source, whose registry posts to /v2/sources/NAME/events. Its token (or, with
+    /// --username, its password) is read from the first line of standard input.
+    Create {
+        /// The source's name (lowercase letters, digits, '-', '_'; not 'default').
+        name: String,
+        /// What the registry is: distribution, zot, harbor or gitlab.
+        #[arg(long)]
+        kind: String,
+        /// Use Basic auth with this username (the password on standard input) instead of a
+        /// bearer token.
+        #[arg(long)]
+        username: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the sources (never their credentials).
+    List {
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete a source: its registry's events are refused from then on.
+    Delete {
+        /// The source's name.
+        name: String,
         #[command(flatten)]
         store: StoreArgs,
     },

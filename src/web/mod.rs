@@ -98,6 +98,14 @@ pub fn router() -> Router<AppState> {
         )
         .route("/users/{name}", post(pages::users::update_user))
         .route(
+            "/sources",
+            get(pages::sources::sources).post(pages::sources::create_source),
+        )
+        .route(
+            "/sources/{name}/delete",
+            post(pages::sources::delete_source),
+        )
+        .route(
             "/tokens",
             get(pages::tokens::tokens).post(pages::tokens::create_token),
         )
@@ -149,6 +157,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("teams.html", include_str!("templates/teams.html")),
     ("team.html", include_str!("templates/team.html")),
     ("users.html", include_str!("templates/users.html")),
+    ("sources.html", include_str!("templates/sources.html")),
     ("tokens.html", include_str!("templates/tokens.html")),
     ("activity.html", include_str!("templates/activity.html")),
     ("error.html", include_str!("templates/error.html")),

@@ -365,6 +365,7 @@ async fn no_page_scrolls_sideways_at_390_px() {
         "/tokens".to_string(),
         "/activity".to_string(),
         "/users".to_string(),
+        "/sources".to_string(),
         "/events".to_string(),
         "/account".to_string(),
     ];

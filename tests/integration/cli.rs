@@ -785,3 +785,112 @@ async fn on_postgres_the_commands_need_the_schema_first() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("USERNAME"));
 }
+
+#[tokio::test]
+async fn sources_from_the_cli_take_their_registrys_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        let out = herald(dir.path(), args, stdin);
+        assert!(
+            out.status.success(),
+            "herald {args:?}: {}",
+            text(&out.stderr)
+        );
+        out
+    };
+    run(&["migrate"], "");
+    let token = "zot-token-0123456789abcdefghij";
+    let out = run(
+        &["source", "create", "zot1", "--kind", "zot"],
+        &format!("{token}\n"),
+    );
+    assert!(text(&out.stderr).contains("created source 'zot1' (zot)"));
+    run(
+        &[
+            "source",
+            "create",
+            "harbor1",
+            "--kind",
+            "harbor",
+            "--username",
+            "harbor",
+        ],
+        "harbor-password-1\n",
+    );
+    // The API's checks: a bad name, kind or a short token is refused, with the reason.
+    for (args, stdin, reason) in [
+        (
+            &["source", "create", "Bad", "--kind", "zot"][..],
+            "",
+            "is not one",
+        ),
+        (
+            &["source", "create", "q1", "--kind", "quay"][..],
+            "",
+            "kind must be",
+        ),
+        (
+            &["source", "create", "z2", "--kind", "zot"][..],
+            "short\n",
+            "a token has 24",
+        ),
+        (
+            &["source", "create", "zot1", "--kind", "zot"][..],
+            "zot-token-0123456789abcdefghij\n",
+            "already exists",
+        ),
+    ] {
+        let out = herald(dir.path(), args, stdin);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(reason),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let list = text(&run(&["source", "list"], "").stdout);
+    assert!(list.starts_with("NAME     KIND    AUTH"), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("zot1 ") && l.contains("bearer")),
+        "{list}"
+    );
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("harbor1 ") && l.contains("basic") && l.ends_with("harbor")),
+        "{list}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&run(&["source", "list", "--json"], "").stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2, "{json}");
+    run(&["source", "delete", "harbor1"], "");
+    let out = herald(dir.path(), &["source", "delete", "harbor1"], "");
+    assert!(!out.status.success() && text(&out.stderr).contains("not found"));
+
+    // A server on that data directory takes zot1's events with the token given on stdin.
+    let config = Config::from_args([
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--template-sandbox-exe",
+        env!("CARGO_BIN_EXE_herald"),
+    ])
+    .unwrap();
+    let app = Application::build(config).await.unwrap();
+    let addr = app.local_addr();
+    tokio::spawn(app.run(std::future::pending()));
+    let send = |name: &'static str, token: &'static str| {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/v2/sources/{name}/events"))
+            .header("content-type", "application/cloudevents+json")
+            .bearer_auth(token)
+            .body(crate::helpers::fixture("zot/image-updated.json"))
+            .send()
+    };
+    let res = send("zot1", token).await.unwrap();
+    let status = res.status();
+    assert_eq!(status, 200, "{}", res.text().await.unwrap());
+    let res = send("harbor1", token).await.unwrap();
+    assert_eq!(res.status(), 401, "a deleted source takes nothing");
+}

@@ -910,3 +910,135 @@ async fn the_dashboard_lists_failing_webhooks_where_the_user_may_read() {
     assert_eq!(status, 200);
     assert!(events.contains("accepted"), "{events}");
 }
+
+/// The sources page: admins create and delete sources with the API's checks; others are
+/// refused, and the link is only in an admin's navigation.
+#[tokio::test]
+async fn admins_manage_sources_on_the_sources_page_with_the_apis_checks() {
+    let app = spawn_app().await;
+    let hash = herald::auth::hash_password("password-1").unwrap();
+    app.store
+        .create_user("olga", &hash, None, false)
+        .await
+        .unwrap();
+    let olga = sign_in(&app, "olga").await;
+    assert_eq!(olga.get(&app, "/sources").await.0, 403, "admins only");
+    assert!(!olga.get(&app, "/").await.1.contains("href=\"/sources\""));
+    let olga_csrf = olga.csrf(&app).await;
+    let token = "zot-token-0123456789abcdefghij";
+    let form = [
+        ("csrf", olga_csrf.as_str()),
+        ("name", "zot1"),
+        ("kind", "zot"),
+        ("token", token),
+    ];
+    assert_eq!(olga.post(&app, "/sources", &form).await.status(), 403);
+
+    let admin = sign_in_as(&app, "admin", "admin-password").await;
+    let (status, html) = admin.get(&app, "/sources").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("href=\"/sources\""),
+        "in an admin's navigation"
+    );
+    let csrf = admin.csrf(&app).await;
+
+    // What the API refuses, the form refuses too, next to the field and storing nothing.
+    for (name, kind, token, field_text) in [
+        ("Bad Name", "zot", token, "is not one"),
+        ("default", "zot", token, "choose another name"),
+        ("zot1", "quay", token, "kind must be"),
+        ("zot1", "zot", "short-token", "a token has 24 to 1024"),
+        ("zot1", "zot", "", "give either a token"),
+    ] {
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("name", name),
+            ("kind", kind),
+            ("token", token),
+            ("username", ""),
+            ("password", ""),
+        ];
+        let res = admin.post(&app, "/sources", &form).await;
+        assert_eq!(res.status(), 422, "{name} {kind} {token}");
+        let page = res.text().await.unwrap();
+        assert!(page.contains(field_text), "{field_text}: {page}");
+        let api = app
+            .api(
+                "POST",
+                "/sources",
+                Some(json!({"name": name, "kind": kind, "token": token})),
+            )
+            .await;
+        assert_eq!(
+            api.status, 422,
+            "the API refuses it as well: {:?}",
+            api.body
+        );
+    }
+    assert!(app.store.list_sources().await.unwrap().is_empty());
+
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("name", "zot1"),
+        ("kind", "zot"),
+        ("token", token),
+        ("username", ""),
+        ("password", ""),
+    ];
+    let res = admin.post(&app, "/sources", &form).await;
+    assert_eq!(res.status(), 303);
+    assert!(flash_of(&res).contains("Source 'zot1' created"));
+    assert_eq!(admin.post(&app, "/sources", &form).await.status(), 409);
+    let basic = [
+        ("csrf", csrf.as_str()),
+        ("name", "harbor1"),
+        ("kind", "harbor"),
+        ("token", ""),
+        ("username", "harbor"),
+        ("password", "harbor-password-1"),
+    ];
+    assert_eq!(admin.post(&app, "/sources", &basic).await.status(), 303);
+    let listed = app.api("GET", "/sources", None).await;
+    let names: Vec<&str> = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"zot1") && names.contains(&"harbor1"));
+    let (_, html) = admin.get(&app, "/sources").await;
+    assert!(html.contains("data-source=\"zot1\"") && html.contains("basic (harbor)"));
+    assert!(!html.contains(token), "the token is never shown");
+
+    // Delete: the CSRF token is required, and others cannot.
+    let no_csrf = admin
+        .post(&app, "/sources/zot1/delete", &[("csrf", "wrong")])
+        .await;
+    assert_ne!(no_csrf.status(), 303);
+    assert_eq!(
+        olga.post(
+            &app,
+            "/sources/zot1/delete",
+            &[("csrf", olga_csrf.as_str())]
+        )
+        .await
+        .status(),
+        403
+    );
+    let res = admin
+        .post(&app, "/sources/zot1/delete", &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(res.status(), 303);
+    let left = app.store.list_sources().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].name, "harbor1");
+    assert_eq!(
+        admin
+            .post(&app, "/sources/zot1/delete", &[("csrf", csrf.as_str())])
+            .await
+            .status(),
+        404
+    );
+}

@@ -8,6 +8,7 @@ pub mod deliveries;
 pub mod events;
 pub mod headers;
 pub mod namespaces;
+pub mod sources;
 pub mod teams;
 pub mod tokens;
 pub mod users;
