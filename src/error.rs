@@ -137,7 +137,7 @@ impl From<crate::store::StoreError> for AppError {
         match e {
             StoreError::NotFound(what) => AppError::not_found(format!("{what} not found")),
             StoreError::Conflict(what) => AppError::conflict(what),
-            StoreError::Database(_) | StoreError::Sqlite(_) => {
+            StoreError::Database(_) | StoreError::Sqlite(_) | StoreError::Writer(_) => {
                 // The detail goes to the log, not to the caller: it may name tables or values.
                 tracing::error!(error = %e, "database error");
                 AppError::internal("the database failed; see the server log")

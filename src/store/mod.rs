@@ -31,6 +31,10 @@ pub enum StoreError {
     /// From the SQLite writer's own connection (`sqlite/group_commit.rs`).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The SQLite writer thread itself: stopped, or a batch it ran failed (the text of that
+    /// failure, for every job of the batch but the one that caused it).
+    #[error("the SQLite writer: {0}")]
+    Writer(String),
     #[error("{0}")]
     Crypto(String),
 }

@@ -163,9 +163,7 @@ impl GroupCommit {
 }
 
 fn stopped() -> StoreError {
-    StoreError::Database(sqlx::Error::Protocol(
-        "the SQLite writer has stopped".into(),
-    ))
+    StoreError::Writer("it has stopped".into())
 }
 
 fn run(
@@ -201,9 +199,9 @@ fn run(
                 let mut first = Some(e);
                 for queued in batch {
                     // The original error for one, its description for the rest.
-                    let err = first.take().unwrap_or_else(|| {
-                        StoreError::Database(sqlx::Error::Protocol(text.clone()))
-                    });
+                    let err = first
+                        .take()
+                        .unwrap_or_else(|| StoreError::Writer(format!("the batch failed: {text}")));
                     let _ = queued.reply.send(Err(err));
                 }
             }

@@ -279,9 +279,7 @@ impl SqliteStore {
 }
 
 fn mismatched() -> StoreError {
-    StoreError::Database(sqlx::Error::Protocol(
-        "the SQLite writer answered a different kind of job".into(),
-    ))
+    StoreError::Writer("it answered a different kind of job".into())
 }
 
 #[async_trait]
