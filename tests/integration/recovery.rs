@@ -29,9 +29,33 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A `herald serve` child, killed when dropped, so a failing test leaves no process behind.
+struct Serve(Child);
+
+impl Serve {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// `herald serve` on SQLite with the default lease (2 x 30 s + 30 s), so a delivery that
 /// waited for its lease would take 90 s.
-fn serve(dir: &std::path::Path, port: u16) -> Child {
+fn serve(dir: &std::path::Path, port: u16) -> Serve {
+    Serve(serve_child(dir, port))
+}
+
+fn serve_child(dir: &std::path::Path, port: u16) -> Child {
     herald_cmd(dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--registry-token", "tok"])
@@ -118,8 +142,7 @@ async fn after_sigkill_a_restarted_sqlite_herald_sends_what_the_dead_one_held_at
     // not heard from yet is in the slow lane, which sends two of a webhook at once.
     rx.next().await;
     rx.next().await;
-    herald.kill().unwrap();
-    herald.wait().unwrap();
+    herald.kill();
 
     rx.delay(0);
     let restarted = tokio::time::Instant::now();
@@ -137,8 +160,7 @@ async fn after_sigkill_a_restarted_sqlite_herald_sends_what_the_dead_one_held_at
         took < Duration::from_secs(15),
         "took {took:?}, the lease is 90 s"
     );
-    let _ = herald.kill();
-    let _ = herald.wait();
+    herald.kill();
 }
 
 #[tokio::test]
@@ -147,7 +169,7 @@ async fn a_second_herald_on_the_same_sqlite_data_directory_refuses_to_start() {
     let port = free_port();
     let mut first = serve(dir.path(), port);
     wait_ready(&format!("http://127.0.0.1:{port}")).await;
-    let second = serve(dir.path(), free_port());
+    let second = serve_child(dir.path(), free_port());
     let out = second.wait_with_output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -155,8 +177,7 @@ async fn a_second_herald_on_the_same_sqlite_data_directory_refuses_to_start() {
         stderr.contains("another `herald serve`") && stderr.contains(&first.id().to_string()),
         "{stderr}"
     );
-    let _ = first.kill();
-    let _ = first.wait();
+    first.kill();
 }
 
 fn config(dir: &std::path::Path, key: &str, db: Option<&str>) -> Config {
