@@ -186,24 +186,25 @@ pub fn render_builtin(
     event: &str,
     record: &EventRecord,
 ) -> Result<Rendered, String> {
-    let view = view(event, record);
-    let view = view.as_ref();
+    // The verbatim formats (the default among them) send the payload as it is: only the
+    // others read it, so only they pay for parsing it into a view.
+    let view = || view(event, record);
     match format {
         Format::RegistryEvent => Ok(Rendered {
             body_is_event: true,
             ..Rendered::plain(event.to_string())
         }),
         Format::RegistryEnvelope => Ok(Rendered::plain(format!("{{\"events\":[{event}]}}"))),
-        Format::Cloudevents => cloudevent(event, view, record).map(|body| Rendered {
+        Format::Cloudevents => cloudevent(event, &view(), record).map(|body| Rendered {
             content_type: Some("application/cloudevents+json"),
             ..Rendered::plain(body)
         }),
-        Format::CloudeventsBinary => cloudevent_binary(event, view, record),
-        Format::Slack => slack(view).map(Rendered::plain),
-        Format::Teams => teams(view).map(Rendered::plain),
-        Format::Discord => discord(view).map(Rendered::plain),
-        Format::Mattermost => mattermost(view).map(Rendered::plain),
-        Format::GoogleChat => google_chat(view).map(Rendered::plain),
+        Format::CloudeventsBinary => cloudevent_binary(event, &view(), record),
+        Format::Slack => slack(&view()).map(Rendered::plain),
+        Format::Teams => teams(&view()).map(Rendered::plain),
+        Format::Discord => discord(&view()).map(Rendered::plain),
+        Format::Mattermost => mattermost(&view()).map(Rendered::plain),
+        Format::GoogleChat => google_chat(&view()).map(Rendered::plain),
         Format::Template => Err("a template is rendered in the sandbox".into()),
     }
 }
