@@ -463,22 +463,6 @@ fn serve(dir: &std::path::Path, port: u16) -> Serve {
     ))
 }
 
-async fn wait_ready(base: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "herald did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn sigterm_finishes_or_hands_back_deliveries_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();

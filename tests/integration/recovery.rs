@@ -67,21 +67,6 @@ fn serve_child(dir: &std::path::Path, port: u16) -> Child {
         .unwrap()
 }
 
-async fn wait_ready(base: &str) {
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn after_sigkill_a_restarted_sqlite_herald_sends_what_the_dead_one_held_at_once() {
     let dir = tempfile::tempdir().unwrap();
