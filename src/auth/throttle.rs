@@ -144,6 +144,13 @@ impl LoginThrottle {
         self.begin_at(username, addr, Instant::now())
     }
 
+    /// The same, counted by the client address alone: for a credential whose owner a
+    /// stranger must not be able to lock out by failing in its name (a source's registry
+    /// signs in from its own address, the stranger from another).
+    pub fn begin_from(&self, addr: Option<IpAddr>) -> Result<Attempt, Throttled> {
+        self.begin_keys(addr.map(addr_key).into_iter().collect(), Instant::now())
+    }
+
     fn begin_at(
         &self,
         username: &str,
@@ -152,6 +159,10 @@ impl LoginThrottle {
     ) -> Result<Attempt, Throttled> {
         let mut keys = vec![user_key(username)];
         keys.extend(addr.map(addr_key));
+        self.begin_keys(keys, now)
+    }
+
+    fn begin_keys(&self, keys: Vec<Key>, now: Instant) -> Result<Attempt, Throttled> {
         // A poisoned lock only means another sign-in panicked; the counts are still sound.
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let mut refusal: Option<Throttled> = None;

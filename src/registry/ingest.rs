@@ -247,7 +247,11 @@ pub async fn admit_source(
         .and_then(|p| p.strip_suffix("/events"))
         .unwrap_or("")
         .to_string();
-    match verify_source(&state, &name, &parts.headers).await {
+    let client = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    match verify_source(&state, &name, &parts.headers, client).await {
         Ok(source) => {
             parts.extensions.insert(AdmittedSource(source));
         }
@@ -263,6 +267,7 @@ async fn verify_source(
     state: &AppState,
     name: &str,
     headers: &HeaderMap,
+    client: Option<std::net::IpAddr>,
 ) -> Result<Source, AppError> {
     let refused = || {
         AppError::unauthorized(format!(
@@ -290,8 +295,30 @@ async fn verify_source(
                 subtle::ConstantTimeEq::ct_eq(given.as_bytes(), hash.as_bytes()).into()
             }),
         Some(username) => match auth.and_then(basic_credentials) {
+            // A password check costs an Argon2 hash from the gate the sign-ins share, so a
+            // client that keeps failing is slowed down like a password guesser.
             Some((user, password)) if &user == username => {
-                state.password_gate.verify(password, Some(hash)).await?
+                let throttle = &state.login_throttle;
+                let attempt = throttle.begin_from(client).map_err(|t| {
+                    AppError::too_many_requests(
+                        "too many failed attempts from this address; send again later",
+                        t.wait,
+                    )
+                })?;
+                match state.password_gate.verify(password, Some(hash)).await {
+                    Ok(true) => {
+                        throttle.succeeded(attempt);
+                        true
+                    }
+                    Ok(false) => {
+                        throttle.failed(attempt);
+                        false
+                    }
+                    Err(e) => {
+                        throttle.not_checked(attempt);
+                        return Err(e);
+                    }
+                }
             }
             _ => false,
         },

@@ -535,3 +535,52 @@ async fn chat_and_cloudevents_speak_of_zot_and_harbor_events() {
         }
     }
 }
+
+/// A Basic-auth source's password costs an Argon2 hash from the gate sign-ins share, so a
+/// client that keeps guessing is slowed down by address (as a password guesser is), and a
+/// refused guess runs no hash. Only the address counts: a stranger failing in a source's
+/// name cannot lock its registry out.
+#[tokio::test]
+async fn guessing_a_sources_password_is_throttled_by_address() {
+    let app = spawn_app().await;
+    sources(&app).await;
+    let body = fixture("harbor/push-artifact.json");
+    let mut statuses = Vec::new();
+    for _ in 0..24 {
+        let r = send(
+            &app,
+            "harbor1",
+            Auth::Basic(HARBOR_USER, "a-wrong-password"),
+            "application/json",
+            &[],
+            body.clone(),
+        )
+        .await;
+        statuses.push(r.status);
+        if r.status == 429 {
+            assert!(r.headers.get("retry-after").is_some());
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(
+        statuses[..statuses.len() - 1].iter().all(|s| *s == 401),
+        "{statuses:?}"
+    );
+    let hashed = app.state.password_gate.completed();
+    let r = send(
+        &app,
+        "harbor1",
+        Auth::Basic(HARBOR_USER, HARBOR_PASSWORD),
+        "application/json",
+        &[],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 429, "still refused while the wait runs");
+    assert_eq!(
+        app.state.password_gate.completed(),
+        hashed,
+        "and no hash ran"
+    );
+}
