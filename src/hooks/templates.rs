@@ -192,7 +192,12 @@ struct Worker {
 pub struct TemplateSandbox {
     exe: PathBuf,
     idle: Mutex<Vec<Worker>>,
+    /// Renders for deliveries, one per core.
     permits: Semaphore,
+    /// Trial renders of templates being saved, apart from the deliveries' places: a user
+    /// saving slow templates over and over waits for their own trials, and cannot take the
+    /// places every team's templated deliveries need.
+    trials: Semaphore,
 }
 
 impl TemplateSandbox {
@@ -204,6 +209,7 @@ impl TemplateSandbox {
             exe,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size),
+            trials: Semaphore::new(1),
         };
         sandbox
             .render("{{ action }}", SAMPLE_EVENT)
@@ -239,8 +245,16 @@ impl TemplateSandbox {
     /// Renders `src` over `event`. A template that runs out of memory or time fails here
     /// with the reason; its sandbox is replaced.
     pub async fn render(&self, src: &str, event: &str) -> Result<String, String> {
-        let _permit = self
-            .permits
+        self.render_in(&self.permits, src, event).await
+    }
+
+    async fn render_in(
+        &self,
+        places: &Semaphore,
+        src: &str,
+        event: &str,
+    ) -> Result<String, String> {
+        let _permit = places
             .acquire()
             .await
             .map_err(|_| "the template sandbox is shut down".to_string())?;
@@ -293,7 +307,7 @@ impl TemplateSandbox {
     /// event within every limit (so unknown filters, includes and bombs are refused then).
     pub async fn validate(&self, src: &str) -> Result<(), Invalid> {
         compile(src)?;
-        self.render(src, SAMPLE_EVENT)
+        self.render_in(&self.trials, src, SAMPLE_EVENT)
             .await
             .map(|_| ())
             .map_err(|e| {
