@@ -2,6 +2,7 @@
 //! default and a server database can sit behind the same contract.
 
 pub mod postgres;
+pub(crate) mod sql;
 pub mod sqlite;
 
 use std::future::Future;
@@ -146,6 +147,16 @@ pub enum Visibility {
     MemberOf(i64),
 }
 
+impl Visibility {
+    /// The member whose teams bound what is visible; `None` when everything is.
+    pub fn member(&self) -> Option<i64> {
+        match self {
+            Visibility::All => None,
+            Visibility::MemberOf(user) => Some(*user),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StoredHeader {
     pub name: HeaderName,
@@ -188,6 +199,53 @@ pub enum Health {
     Failed,
     /// The receiver answered 410 Gone: it asks not to be called again.
     Gone,
+}
+
+/// A webhook's state after an attempt: the auto-disable rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthVerdict {
+    pub enabled: bool,
+    /// Since when (ms) nothing but failures came back; `None` while healthy.
+    pub failing_since: Option<i64>,
+    /// Set when this attempt disables the webhook: why, for the audit trail.
+    pub disabled_because: Option<String>,
+}
+
+impl HealthVerdict {
+    /// An enabled webhook is disabled on 410 Gone, or on a failure after `disable_after`
+    /// of nothing but failures; a success clears the failing streak.
+    pub fn weigh(
+        health: Health,
+        enabled: bool,
+        failing_since: Option<i64>,
+        now_ms: i64,
+        disable_after: std::time::Duration,
+    ) -> Self {
+        let cutoff = now_ms - disable_after.as_millis() as i64;
+        let disable = enabled
+            && match health {
+                Health::Succeeded => false,
+                Health::Gone => true,
+                Health::Failed => failing_since.is_some_and(|t| t <= cutoff),
+            };
+        let disabled_because = disable.then(|| match health {
+            Health::Gone => "the receiver answered 410 Gone".to_string(),
+            _ => format!(
+                "every attempt failed for {}",
+                humantime::format_duration(disable_after)
+            ),
+        });
+        let (enabled, failing_since) = match (health, disable) {
+            (Health::Succeeded, _) => (enabled, None),
+            (_, true) => (false, None),
+            (_, false) => (enabled, Some(failing_since.unwrap_or(now_ms))),
+        };
+        Self {
+            enabled,
+            failing_since,
+            disabled_because,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -445,6 +503,17 @@ pub struct IngestSummary {
     pub deliveries: usize,
 }
 
+impl IngestSummary {
+    /// Counts a newly stored event under the status [`decide`] gave it.
+    pub(crate) fn count(&mut self, status: &str) {
+        match status {
+            "ignored" => self.ignored += 1,
+            "skipped" => self.skipped += 1,
+            _ => self.accepted += 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StoredEvent {
     pub id: i64,
@@ -594,10 +663,8 @@ pub struct ActivityFilter<'a> {
     pub actor: Option<&'a str>,
 }
 
-/// The health figures of webhooks, in one statement for both databases: `$1` is the start
-/// of the window (ms), `where_clause` picks the webhooks. SQLite's `?NNN` placeholders
-/// number the same way, and it ignores nothing else here, so [`sqlite_dialect`] only
-/// rewrites placeholders and casts.
+/// The health figures of webhooks: `$1` is the start of the window (ms), `where_clause`
+/// picks the webhooks.
 pub(crate) fn webhook_status_sql(where_clause: &str) -> String {
     format!(
         "SELECT w.id, w.name, n.name AS namespace, w.enabled, w.failing_since, \
@@ -627,46 +694,9 @@ pub(crate) fn webhook_status_sql(where_clause: &str) -> String {
 /// The webhooks a status query picks: one namespace's, or those needing attention in the
 /// namespaces a user may see (`$2` the namespace name, or the member's user id / NULL).
 pub(crate) const STATUS_OF_NAMESPACE: &str = "n.name = $2";
-pub(crate) const STATUS_NEEDING_ATTENTION: &str = "($2::BIGINT IS NULL OR n.team_id IN \
+pub(crate) const STATUS_NEEDING_ATTENTION: &str = "(CAST($2 AS BIGINT) IS NULL OR n.team_id IN \
      (SELECT team_id FROM team_members WHERE user_id = $2)) \
      AND (w.failing_since IS NOT NULL OR NOT w.enabled)";
-
-/// PostgreSQL's `$n` and casts in SQLite's terms.
-pub(crate) fn sqlite_dialect(sql: &str) -> String {
-    sql.replace("::BIGINT", "")
-        .replace("::TEXT", "")
-        .replace('$', "?")
-}
-
-/// A status row of [`webhook_status_sql`], whichever database it came from.
-pub(crate) fn status_from_row<'r, R>(row: &'r R) -> StoreResult<WebhookStatus>
-where
-    R: sqlx::Row,
-    &'static str: sqlx::ColumnIndex<R>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let enabled: bool = row.try_get("enabled")?;
-    let last_switch: Option<String> = row.try_get("last_switch")?;
-    let failing_since: Option<i64> = row.try_get("failing_since")?;
-    let last_attempt_at: Option<i64> = row.try_get("last_attempt_at")?;
-    Ok(WebhookStatus {
-        webhook_id: row.try_get("id")?,
-        namespace: row.try_get("namespace")?,
-        name: row.try_get("name")?,
-        enabled,
-        failing_since: failing_since.map(from_ms),
-        last_status: row.try_get("last_status")?,
-        last_error: row.try_get("last_error")?,
-        last_attempt_at: last_attempt_at.map(from_ms),
-        succeeded: row.try_get("succeeded")?,
-        failed: row.try_get("failed")?,
-        retrying: row.try_get("retrying")?,
-        failed_while_failing: row.try_get("failed_while_failing")?,
-        auto_disabled: !enabled && last_switch.as_deref() == Some("webhook.auto_disabled"),
-    })
-}
 
 /// A page of a newest-first list; `next` is the cursor of the following page.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -675,8 +705,10 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+/// The database itself: schema, health, and how processes sharing it find each other.
+/// Each backend's own.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Engine: Send + Sync {
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
 
@@ -685,7 +717,33 @@ pub trait Store: Send + Sync + 'static {
     fn writer_busy_for(&self) -> Option<std::time::Duration> {
         None
     }
+    /// For a database that several processes share: a task calling `wake` whenever any
+    /// of them commits new deliveries, so idle workers start at once. `None` where the
+    /// in-process wake after ingest is all there is (SQLite).
+    fn wakeups(&self, _wake: Arc<dyn Fn() + Send + Sync>) -> Option<WakeupTask> {
+        None
+    }
 
+    /// For a database that several processes share: registers this process and returns a
+    /// task that heartbeats for it and gives back the claims of processes whose heartbeat
+    /// stopped, calling `released` when it did. `None` where one process owns the database.
+    async fn liveness(
+        &self,
+        _released: Arc<dyn Fn() + Send + Sync>,
+    ) -> StoreResult<Option<WakeupTask>> {
+        Ok(None)
+    }
+
+    // Operations.
+    /// Whether every migration this binary knows is applied.
+    async fn migrations_current(&self) -> StoreResult<bool>;
+}
+
+/// The delivery queue's hot path: ingest, claims, results and pruning. Each backend's
+/// own, since this is where the databases really differ (group commit on SQLite,
+/// `SKIP LOCKED` and `NOTIFY` on PostgreSQL).
+#[async_trait]
+pub trait DeliveryQueue: Send + Sync {
     /// Stores an envelope's events and one pending delivery per matching enabled webhook,
     /// all in one transaction: when this returns Ok, nothing can be lost.
     async fn ingest(
@@ -693,15 +751,91 @@ pub trait Store: Send + Sync + 'static {
         events: &[IncomingEvent],
         now: DateTime<Utc>,
     ) -> StoreResult<IngestSummary>;
-    async fn list_events(&self, limit: i64, before: Option<i64>) -> StoreResult<Page<StoredEvent>>;
+    /// Leases up to `limit` due deliveries until `lease_until`; a crashed worker's lease
+    /// expires. Several processes may claim at once: each delivery goes to one of them.
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<Claim>> {
+        self.claim_due_skipping(now, lease_until, limit, &[]).await
+    }
+    /// `claim_due`, passing over the deliveries of `skip_webhooks` (those that already have
+    /// enough waiting in this process), earliest due first.
+    async fn claim_due_skipping(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+        skip_webhooks: &[i64],
+    ) -> StoreResult<Vec<Claim>> {
+        self.claim_due_in(now, lease_until, limit, ClaimScope::Skipping(skip_webhooks))
+            .await
+    }
+    /// `claim_due` within `scope`, earliest due first.
+    async fn claim_due_in(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+        scope: ClaimScope<'_>,
+    ) -> StoreResult<Vec<Claim>>;
+    /// Writes the attempt and the delivery's next state; under a lost claim
+    /// (`record.lease` no longer current) nothing is written and the answer is `Conflict`.
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()>;
+    /// Deletes up to `batch` finished deliveries older than `before` or beyond the newest
+    /// `keep_per_webhook` of their webhook, then events nothing refers to; returns how many
+    /// deliveries went.
+    async fn prune(
+        &self,
+        before: DateTime<Utc>,
+        keep_per_webhook: i64,
+        batch: i64,
+    ) -> StoreResult<u64>;
+}
 
+/// What the dispatcher does with claims besides taking them; one implementation.
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Everything a send needs, in one query: delivery, event, webhook and headers.
+    async fn load_job(&self, delivery_id: i64) -> StoreResult<DeliveryJob>;
+    /// Extends a claim right before its delivery is sent, since waiting for a free slot may
+    /// outlast the lease. False when the claim is lost (the delivery was claimed again or
+    /// is finished): then it must not be sent.
+    async fn renew_lease(
+        &self,
+        delivery_id: i64,
+        token: i64,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Ends a delivery as failed without sending it, with the reason; under a lost claim,
+    /// `Conflict` as for `record_attempt`.
+    async fn abandon(&self, delivery_id: i64, lease: Option<i64>, reason: &str) -> StoreResult<()>;
+    /// Gives up the leases of deliveries this process will not finish (graceful shutdown),
+    /// so another process or the next start sends them without waiting for the lease.
+    async fn release(&self, delivery_ids: &[i64]) -> StoreResult<()>;
+    /// Gives up every lease at once: for a process that alone owns its database (SQLite),
+    /// at start, since no other process can hold them.
+    async fn release_all_claims(&self) -> StoreResult<u64>;
+    async fn queue_stats(&self) -> StoreResult<QueueStats>;
+}
+
+/// Other registries and their credentials (hashed).
+#[async_trait]
+pub trait Sources: Send + Sync {
     // Sources: other registries and their credentials (hashed).
     async fn create_source(&self, new: &NewSource, audit: &Audit) -> StoreResult<Source>;
     async fn list_sources(&self) -> StoreResult<Vec<Source>>;
     /// A source and its stored credential hash, for ingest; `None` when there is none.
     async fn source_credential(&self, name: &str) -> StoreResult<Option<(Source, String)>>;
     async fn delete_source(&self, name: &str, audit: &Audit) -> StoreResult<()>;
+}
 
+/// Namespaces, webhooks and headers. Every change writes its audit entry in the same
+/// transaction, so the trail can neither miss a change nor record one that did not happen.
+#[async_trait]
+pub trait Hooks: Send + Sync {
     // Namespaces, webhooks and headers. Every change writes its audit entry in the same
     // transaction, so the trail can neither miss a change nor record one that did not happen.
     async fn list_namespaces(&self, visibility: &Visibility) -> StoreResult<Vec<Namespace>>;
@@ -750,6 +884,42 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         audit: &Audit,
     ) -> StoreResult<()>;
+
+    // Delivery reliability.
+    /// A new signing secret; the current one keeps signing until `keep_previous_until`.
+    async fn rotate_signing_secret(
+        &self,
+        namespace: &NamespaceName,
+        id: i64,
+        secret: Sealed,
+        keep_previous_until: DateTime<Utc>,
+        audit: &Audit,
+    ) -> StoreResult<Webhook>;
+    /// Tracks whether a webhook keeps failing; disables it (with an audit entry by
+    /// "herald") on 410 Gone or after `disable_after` of nothing but failures. Returns
+    /// true when it disabled the webhook.
+    async fn webhook_health(
+        &self,
+        webhook_id: i64,
+        health: Health,
+        now: DateTime<Utc>,
+        disable_after: std::time::Duration,
+    ) -> StoreResult<bool>;
+    /// A synthetic `ping` event and its one delivery to this webhook; returns the delivery id.
+    async fn create_ping(
+        &self,
+        webhook_id: i64,
+        registry_id: &str,
+        repository: &str,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64>;
+}
+
+/// Events, the audit trail and deliveries as the API and UI read them.
+#[async_trait]
+pub trait History: Send + Sync {
+    async fn list_events(&self, limit: i64, before: Option<i64>) -> StoreResult<Page<StoredEvent>>;
     /// An activity that is not itself a stored change (a retrigger).
     async fn record_activity(
         &self,
@@ -799,69 +969,40 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
     ) -> StoreResult<Page<DeliverySummary>>;
     async fn get_delivery(&self, webhook_id: i64, delivery_id: i64) -> StoreResult<DeliveryDetail>;
-    /// Leases up to `limit` due deliveries until `lease_until`; a crashed worker's lease
-    /// expires. Several processes may claim at once: each delivery goes to one of them.
-    async fn claim_due(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
-    ) -> StoreResult<Vec<Claim>> {
-        self.claim_due_skipping(now, lease_until, limit, &[]).await
-    }
-    /// `claim_due`, passing over the deliveries of `skip_webhooks` (those that already have
-    /// enough waiting in this process), earliest due first.
-    async fn claim_due_skipping(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
-        skip_webhooks: &[i64],
-    ) -> StoreResult<Vec<Claim>> {
-        self.claim_due_in(now, lease_until, limit, ClaimScope::Skipping(skip_webhooks))
-            .await
-    }
-    /// `claim_due` within `scope`, earliest due first.
-    async fn claim_due_in(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
-        scope: ClaimScope<'_>,
-    ) -> StoreResult<Vec<Claim>>;
-    /// Extends a claim right before its delivery is sent, since waiting for a free slot may
-    /// outlast the lease. False when the claim is lost (the delivery was claimed again or
-    /// is finished): then it must not be sent.
-    async fn renew_lease(
-        &self,
-        delivery_id: i64,
-        token: i64,
-        lease_until: DateTime<Utc>,
-    ) -> StoreResult<bool>;
-    async fn load_job(&self, delivery_id: i64) -> StoreResult<DeliveryJob>;
-    /// Writes the attempt and the delivery's next state; under a lost claim
-    /// (`record.lease` no longer current) nothing is written and the answer is `Conflict`.
-    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()>;
-    /// Ends a delivery as failed without sending it, with the reason; under a lost claim,
-    /// `Conflict` as for `record_attempt`.
-    async fn abandon(&self, delivery_id: i64, lease: Option<i64>, reason: &str) -> StoreResult<()>;
-    /// For a database that several processes share: a task calling `wake` whenever any
-    /// of them commits new deliveries, so idle workers start at once. `None` where the
-    /// in-process wake after ingest is all there is (SQLite).
-    fn wakeups(&self, _wake: Arc<dyn Fn() + Send + Sync>) -> Option<WakeupTask> {
-        None
-    }
 
-    /// For a database that several processes share: registers this process and returns a
-    /// task that heartbeats for it and gives back the claims of processes whose heartbeat
-    /// stopped, calling `released` when it did. `None` where one process owns the database.
-    async fn liveness(
+    /// Per-hour figures of a webhook since `since`, for the UI's chart.
+    async fn delivery_stats(
         &self,
-        _released: Arc<dyn Fn() + Send + Sync>,
-    ) -> StoreResult<Option<WakeupTask>> {
-        Ok(None)
-    }
+        webhook_id: i64,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<HourStats>>;
 
+    /// The health of each webhook of `namespace`, with figures since `since`.
+    async fn webhook_statuses(
+        &self,
+        namespace: &NamespaceName,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<WebhookStatus>>;
+    /// Webhooks failing or disabled, in the namespaces `visibility` may see; callers keep
+    /// those whose state needs attention.
+    async fn webhooks_needing_attention(
+        &self,
+        visibility: &Visibility,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<WebhookStatus>>;
+    /// Puts the failed deliveries created in `[since, until)` back in the queue.
+    async fn requeue_failed(
+        &self,
+        webhook_id: i64,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+}
+
+/// Users, API tokens, UI sessions and teams.
+#[async_trait]
+pub trait Accounts: Send + Sync {
     // Users and tokens.
     /// Creates the user with their personal team and namespace, all or nothing.
     async fn create_user(
@@ -934,31 +1075,11 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<(User, String)>>;
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+}
 
-    /// Per-hour figures of a webhook since `since`, for the UI's chart.
-    async fn delivery_stats(
-        &self,
-        webhook_id: i64,
-        since: DateTime<Utc>,
-    ) -> StoreResult<Vec<HourStats>>;
-
-    /// The health of each webhook of `namespace`, with figures since `since`.
-    async fn webhook_statuses(
-        &self,
-        namespace: &NamespaceName,
-        since: DateTime<Utc>,
-    ) -> StoreResult<Vec<WebhookStatus>>;
-    /// Webhooks failing or disabled, in the namespaces `visibility` may see; callers keep
-    /// those whose state needs attention.
-    async fn webhooks_needing_attention(
-        &self,
-        visibility: &Visibility,
-        since: DateTime<Utc>,
-    ) -> StoreResult<Vec<WebhookStatus>>;
-
-    // Operations.
-    /// Whether every migration this binary knows is applied.
-    async fn migrations_current(&self) -> StoreResult<bool>;
+/// Settings Herald keeps in the database.
+#[async_trait]
+pub trait Settings: Send + Sync {
     /// The check value of the secret key recorded for this database; records `candidate`
     /// first if there is none. Returns the recorded one.
     async fn record_key_check(&self, candidate: &str) -> StoreResult<String>;
@@ -967,60 +1088,19 @@ pub trait Store: Send + Sync + 'static {
     /// One sealed secret from the database, if any: a database from before key checks is
     /// checked by opening it.
     async fn any_sealed_secret(&self) -> StoreResult<Option<Sealed>>;
-    /// Gives up every lease at once: for a process that alone owns its database (SQLite),
-    /// at start, since no other process can hold them.
-    async fn release_all_claims(&self) -> StoreResult<u64>;
-    async fn queue_stats(&self) -> StoreResult<QueueStats>;
-    /// Gives up the leases of deliveries this process will not finish (graceful shutdown),
-    /// so another process or the next start sends them without waiting for the lease.
-    async fn release(&self, delivery_ids: &[i64]) -> StoreResult<()>;
-    /// Deletes up to `batch` finished deliveries older than `before` or beyond the newest
-    /// `keep_per_webhook` of their webhook, then events nothing refers to; returns how many
-    /// deliveries went.
-    async fn prune(
-        &self,
-        before: DateTime<Utc>,
-        keep_per_webhook: i64,
-        batch: i64,
-    ) -> StoreResult<u64>;
+}
 
-    // Delivery reliability.
-    /// A new signing secret; the current one keeps signing until `keep_previous_until`.
-    async fn rotate_signing_secret(
-        &self,
-        namespace: &NamespaceName,
-        id: i64,
-        secret: Sealed,
-        keep_previous_until: DateTime<Utc>,
-        audit: &Audit,
-    ) -> StoreResult<Webhook>;
-    /// Tracks whether a webhook keeps failing; disables it (with an audit entry by
-    /// "herald") on 410 Gone or after `disable_after` of nothing but failures. Returns
-    /// true when it disabled the webhook.
-    async fn webhook_health(
-        &self,
-        webhook_id: i64,
-        health: Health,
-        now: DateTime<Utc>,
-        disable_after: std::time::Duration,
-    ) -> StoreResult<bool>;
-    /// Puts the failed deliveries created in `[since, until)` back in the queue.
-    async fn requeue_failed(
-        &self,
-        webhook_id: i64,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64>;
-    /// A synthetic `ping` event and its one delivery to this webhook; returns the delivery id.
-    async fn create_ping(
-        &self,
-        webhook_id: i64,
-        registry_id: &str,
-        repository: &str,
-        body: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<i64>;
+/// Everything Herald stores, as one object the rest of Herald holds (`Arc<dyn Store>`).
+/// The shared traits are implemented once for every [`sql::Backend`] (in `sql/`); `Engine`
+/// and `DeliveryQueue` by each backend.
+pub trait Store:
+    Engine + DeliveryQueue + Leases + Sources + Hooks + History + Accounts + Settings + 'static
+{
+}
+
+impl<T> Store for T where
+    T: Engine + DeliveryQueue + Leases + Sources + Hooks + History + Accounts + Settings + 'static
+{
 }
 
 /// The answer to a write under a claim that is no longer current.
@@ -1095,28 +1175,6 @@ pub(crate) fn decide(
             Vec::new(),
         ),
         (true, None) => ("accepted", None, Vec::new()),
-    }
-}
-
-/// A `sources` row (id, name, kind, username, secret_hash, created_at) as a source and
-/// its credential hash.
-pub(crate) fn source_from_parts(
-    name: String,
-    kind: &str,
-    username: Option<String>,
-    created_at: i64,
-) -> Source {
-    Source {
-        name,
-        kind: crate::registry::sources::SourceKind::parse(kind)
-            .unwrap_or(crate::registry::sources::SourceKind::Distribution),
-        auth: if username.is_some() {
-            "basic"
-        } else {
-            "bearer"
-        },
-        username,
-        created_at: from_ms(created_at),
     }
 }
 

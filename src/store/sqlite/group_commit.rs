@@ -357,11 +357,7 @@ fn ingest(
             summary.duplicates += 1;
             continue;
         };
-        match status {
-            "ignored" => summary.ignored += 1,
-            "skipped" => summary.skipped += 1,
-            _ => summary.accepted += 1,
-        }
+        summary.count(status);
         let mut insert = conn.prepare_cached(
             "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
              created_at, updated_at) VALUES (?1, ?2, 'pending', ?3, ?3, ?3)",
@@ -468,7 +464,7 @@ fn claim(
 mod tests {
     use crate::registry::envelope::{parse_envelope, IncomingEvent};
     use crate::store::sqlite::SqliteStore;
-    use crate::store::Store;
+    use crate::store::{DeliveryQueue, Engine, History};
     use std::sync::Arc;
 
     async fn store(dir: &tempfile::TempDir) -> (Arc<SqliteStore>, String) {

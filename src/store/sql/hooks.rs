@@ -1,0 +1,461 @@
+//! Namespaces and their webhooks: settings, headers, signing secrets, and the health that
+//! can disable a webhook.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::history::NsContext;
+use super::rows::{self, taken_webhook_name, NAMESPACE_SELECT};
+use super::{conflict_on_unique, locking, sql, Backend, Conn, SqlRow, Tx};
+use crate::hooks::types::{NamespaceName, WebhookUrl};
+use crate::secrets::Sealed;
+use crate::store::{
+    filters_json, to_ms, Audit, Health, HealthVerdict, Hooks, Namespace, NewWebhook, StoreError,
+    StoreResult, StoredHeader, Visibility, Webhook, WebhookPatch,
+};
+
+#[async_trait]
+impl<B: Backend> Hooks for B {
+    async fn list_namespaces(&self, visibility: &Visibility) -> StoreResult<Vec<Namespace>> {
+        sql(format!(
+            "{NAMESPACE_SELECT} WHERE (CAST($1 AS BIGINT) IS NULL OR n.team_id IN \
+             (SELECT team_id FROM team_members WHERE user_id = $1)) ORDER BY n.name"
+        ))
+        .bind(visibility.member())
+        .all(&mut self.reader())
+        .await?
+        .iter()
+        .map(rows::namespace)
+        .collect()
+    }
+
+    async fn get_namespace(&self, name: &NamespaceName) -> StoreResult<Namespace> {
+        let row = sql(format!("{NAMESPACE_SELECT} WHERE n.name = $1"))
+            .bind(name.as_str())
+            .opt(&mut self.reader())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("namespace '{name}'")))?;
+        rows::namespace(&row)
+    }
+
+    async fn create_namespace(
+        &self,
+        name: &NamespaceName,
+        description: &str,
+        team_id: Option<i64>,
+        audit: &Audit,
+    ) -> StoreResult<Namespace> {
+        let mut tx = self.begin().await?;
+        sql(
+            "INSERT INTO namespaces (name, description, team_id, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(name.as_str())
+        .bind(description)
+        .bind(team_id)
+        .bind(to_ms(Utc::now()))
+        .exec(&mut tx)
+        .await
+        .map_err(|e| conflict_on_unique(e, || format!("the namespace '{name}' already exists")))?;
+        let ns = NsContext::load(&mut tx, name).await?;
+        ns.record(&mut tx, audit, None).await?;
+        tx.commit().await?;
+        self.get_namespace(name).await
+    }
+
+    async fn delete_namespace(&self, name: &NamespaceName, audit: &Audit) -> StoreResult<()> {
+        if name.is_global() {
+            return Err(StoreError::Conflict(
+                "the global namespace always exists and cannot be deleted".into(),
+            ));
+        }
+        let mut tx = self.begin().await?;
+        let ns = NsContext::load(&mut tx, name).await?;
+        sql("DELETE FROM namespaces WHERE id = $1")
+            .bind(ns.id)
+            .exec(&mut tx)
+            .await?;
+        ns.record(&mut tx, audit, None).await?;
+        tx.commit().await
+    }
+
+    async fn list_webhooks(&self, namespace: &NamespaceName) -> StoreResult<Vec<Webhook>> {
+        self.get_namespace(namespace).await?;
+        let found = sql(format!(
+            "{} WHERE n.name = $1 ORDER BY w.id",
+            rows::webhook_select()
+        ))
+        .bind(namespace.as_str())
+        .all(&mut self.reader())
+        .await?;
+        let mut out = Vec::with_capacity(found.len());
+        for row in &found {
+            let headers = headers_of(&mut self.reader(), row.int("id")?).await?;
+            out.push(rows::webhook(row, headers)?);
+        }
+        Ok(out)
+    }
+
+    async fn get_webhook(&self, namespace: &NamespaceName, id: i64) -> StoreResult<Webhook> {
+        let row = sql(format!(
+            "{} WHERE n.name = $1 AND w.id = $2",
+            rows::webhook_select()
+        ))
+        .bind(namespace.as_str())
+        .bind(id)
+        .opt(&mut self.reader())
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("webhook {id} in namespace '{namespace}'")))?;
+        let headers = headers_of(&mut self.reader(), id).await?;
+        rows::webhook(&row, headers)
+    }
+
+    async fn create_webhook(
+        &self,
+        namespace: &NamespaceName,
+        new: NewWebhook,
+        audit: &Audit,
+    ) -> StoreResult<Webhook> {
+        let now = to_ms(Utc::now());
+        let mut tx = self.begin().await?;
+        let ns = NsContext::load(&mut tx, namespace).await?;
+        let id = sql(
+            "INSERT INTO webhooks (namespace_id, name, url, request_method, content_type, \
+             username, password, enabled, created_at, updated_at, signing_secret, filters, \
+             format, template, tls_verify) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9, $10, $11, $12, $13) \
+             RETURNING id",
+        )
+        .bind(ns.id)
+        .bind(new.name.as_str())
+        .bind(new.url.as_str())
+        .bind(new.request_method.as_str())
+        .bind(new.content_type.as_str())
+        .bind(&new.username)
+        .bind(new.password.as_ref().map(|s| s.0.as_slice()))
+        .bind(now)
+        .bind(&new.signing_secret.0)
+        .bind(filters_json(&new.filters))
+        .bind(new.format.as_str())
+        .bind(&new.template)
+        .bind(new.tls_verify)
+        .one(&mut tx)
+        .await
+        .map_err(|e| conflict_on_unique(e, || taken_webhook_name(new.name.as_str(), namespace)))?
+        .int("id")?;
+        replace_headers(&mut tx, id, &new.headers).await?;
+        let host = new.url.host();
+        ns.record(&mut tx, audit, Some((id, new.name.as_str(), &host)))
+            .await?;
+        tx.commit().await?;
+        self.get_webhook(namespace, id).await
+    }
+
+    async fn update_webhook(
+        &self,
+        namespace: &NamespaceName,
+        id: i64,
+        patch: WebhookPatch,
+        audit: &Audit,
+    ) -> StoreResult<Webhook> {
+        let current = self.get_webhook(namespace, id).await?;
+        let name = patch.name.unwrap_or(current.name);
+        let url = patch.url.unwrap_or(current.url);
+        let method = patch.request_method.unwrap_or(current.request_method);
+        let content_type = patch.content_type.unwrap_or(current.content_type);
+        let username = patch.username.unwrap_or(current.username);
+        let password = patch.password.unwrap_or(current.password);
+        let enabled = patch.enabled.unwrap_or(current.enabled);
+        let filters = patch.filters.unwrap_or(current.filters);
+        let format = patch.format.unwrap_or(current.format);
+        let template = patch.template.unwrap_or(current.template);
+        let tls_verify = patch.tls_verify.unwrap_or(current.tls_verify);
+        let mut tx = self.begin().await?;
+        // Updating the webhook first locks its row, so concurrent header changes queue.
+        sql(
+            "UPDATE webhooks SET name = $1, url = $2, request_method = $3, content_type = $4, \
+             username = $5, password = $6, enabled = $7, updated_at = $8, filters = $10, \
+             format = $11, template = $12, tls_verify = $13, \
+             failing_since = CASE WHEN NOT enabled THEN NULL ELSE failing_since END \
+             WHERE id = $9",
+        )
+        .bind(name.as_str())
+        .bind(url.as_str())
+        .bind(method.as_str())
+        .bind(content_type.as_str())
+        .bind(&username)
+        .bind(password.as_ref().map(|s| s.0.as_slice()))
+        .bind(enabled)
+        .bind(to_ms(Utc::now()))
+        .bind(id)
+        .bind(filters_json(&filters))
+        .bind(format.as_str())
+        .bind(&template)
+        .bind(tls_verify)
+        .exec(&mut tx)
+        .await
+        .map_err(|e| conflict_on_unique(e, || taken_webhook_name(name.as_str(), namespace)))?;
+        if let Some(headers) = &patch.headers {
+            replace_headers(&mut tx, id, headers).await?;
+        }
+        let ns = NsContext::load(&mut tx, namespace).await?;
+        ns.record(&mut tx, audit, Some((id, name.as_str(), &url.host())))
+            .await?;
+        tx.commit().await?;
+        self.get_webhook(namespace, id).await
+    }
+
+    async fn delete_webhook(
+        &self,
+        namespace: &NamespaceName,
+        id: i64,
+        audit: &Audit,
+    ) -> StoreResult<()> {
+        let hook = self.get_webhook(namespace, id).await?;
+        let mut tx = self.begin().await?;
+        sql("DELETE FROM webhooks WHERE id = $1")
+            .bind(id)
+            .exec(&mut tx)
+            .await?;
+        let ns = NsContext::load(&mut tx, namespace).await?;
+        ns.record(
+            &mut tx,
+            audit,
+            Some((id, hook.name.as_str(), &hook.url.host())),
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    async fn set_header(
+        &self,
+        namespace: &NamespaceName,
+        webhook_id: i64,
+        header: StoredHeader,
+        audit: &Audit,
+    ) -> StoreResult<bool> {
+        let hook = self.get_webhook(namespace, webhook_id).await?;
+        let mut tx = self.begin().await?;
+        // First, so the webhook's row lock serialises concurrent changes of its headers
+        // (SQLite's single writer does the same) and "was it new" stays exact.
+        sql("UPDATE webhooks SET updated_at = $1 WHERE id = $2")
+            .bind(to_ms(Utc::now()))
+            .bind(webhook_id)
+            .exec(&mut tx)
+            .await?;
+        let removed =
+            sql("DELETE FROM webhook_headers WHERE webhook_id = $1 AND lower(name) = lower($2)")
+                .bind(webhook_id)
+                .bind(header.name.as_str())
+                .exec(&mut tx)
+                .await?;
+        sql("INSERT INTO webhook_headers (webhook_id, name, value) VALUES ($1, $2, $3)")
+            .bind(webhook_id)
+            .bind(header.name.as_str())
+            .bind(&header.value.0)
+            .exec(&mut tx)
+            .await?;
+        let ns = NsContext::load(&mut tx, namespace).await?;
+        ns.record(
+            &mut tx,
+            audit,
+            Some((webhook_id, hook.name.as_str(), &hook.url.host())),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(removed == 0)
+    }
+
+    async fn delete_header(
+        &self,
+        namespace: &NamespaceName,
+        webhook_id: i64,
+        name: &str,
+        audit: &Audit,
+    ) -> StoreResult<()> {
+        let hook = self.get_webhook(namespace, webhook_id).await?;
+        let mut tx = self.begin().await?;
+        let removed =
+            sql("DELETE FROM webhook_headers WHERE webhook_id = $1 AND lower(name) = lower($2)")
+                .bind(webhook_id)
+                .bind(name)
+                .exec(&mut tx)
+                .await?;
+        if removed == 0 {
+            return Err(StoreError::NotFound(format!(
+                "header '{name}' of webhook {webhook_id}"
+            )));
+        }
+        let ns = NsContext::load(&mut tx, namespace).await?;
+        ns.record(
+            &mut tx,
+            audit,
+            Some((webhook_id, hook.name.as_str(), &hook.url.host())),
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        namespace: &NamespaceName,
+        id: i64,
+        secret: Sealed,
+        keep_previous_until: DateTime<Utc>,
+        audit: &Audit,
+    ) -> StoreResult<Webhook> {
+        let hook = self.get_webhook(namespace, id).await?;
+        let mut tx = self.begin().await?;
+        sql(
+            "UPDATE webhooks SET previous_signing_secret = signing_secret, \
+             previous_secret_until = $1, signing_secret = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(to_ms(keep_previous_until))
+        .bind(&secret.0)
+        .bind(to_ms(Utc::now()))
+        .bind(id)
+        .exec(&mut tx)
+        .await?;
+        let ns = NsContext::load(&mut tx, namespace).await?;
+        ns.record(
+            &mut tx,
+            audit,
+            Some((id, hook.name.as_str(), &hook.url.host())),
+        )
+        .await?;
+        tx.commit().await?;
+        self.get_webhook(namespace, id).await
+    }
+
+    async fn webhook_health(
+        &self,
+        webhook_id: i64,
+        health: Health,
+        now: DateTime<Utc>,
+        disable_after: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let row = sql(format!(
+            "SELECT w.enabled, w.failing_since, w.name, w.url, n.name AS namespace \
+             FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id WHERE w.id = $1{}",
+            locking::<B>(" FOR UPDATE OF w")
+        ))
+        .bind(webhook_id)
+        .opt(&mut tx)
+        .await?;
+        let Some(row) = row else { return Ok(false) };
+        let verdict = HealthVerdict::weigh(
+            health,
+            row.flag("enabled")?,
+            row.int_opt("failing_since")?,
+            to_ms(now),
+            disable_after,
+        );
+        sql("UPDATE webhooks SET enabled = $1, failing_since = $2 WHERE id = $3")
+            .bind(verdict.enabled)
+            .bind(verdict.failing_since)
+            .bind(webhook_id)
+            .exec(&mut tx)
+            .await?;
+        if let Some(detail) = &verdict.disabled_because {
+            let namespace = NamespaceName::trusted(row.text("namespace")?);
+            let name = row.text("name")?;
+            let url = WebhookUrl::trusted(row.text("url")?);
+            let audit = Audit::new("herald", "webhook.auto_disabled").detail(detail.clone());
+            let ns = NsContext::load(&mut tx, &namespace).await?;
+            ns.record(&mut tx, &audit, Some((webhook_id, &name, &url.host())))
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(verdict.disabled_because.is_some())
+    }
+
+    async fn create_ping(
+        &self,
+        webhook_id: i64,
+        registry_id: &str,
+        repository: &str,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        let now = to_ms(now);
+        let mut tx = self.begin().await?;
+        let namespace = sql(
+            "SELECT n.name FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id \
+             WHERE w.id = $1",
+        )
+        .bind(webhook_id)
+        .opt(&mut tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("webhook {webhook_id}")))?
+        .text("name")?;
+        let event_id = sql(
+            "INSERT INTO events (registry_id, action, repository, namespace, status, reason, \
+             body, received_at) \
+             VALUES ($1, 'ping', $2, $3, 'accepted', 'ping from Herald', $4, $5) RETURNING id",
+        )
+        .bind(registry_id)
+        .bind(repository)
+        .bind(namespace)
+        .bind(body)
+        .bind(now)
+        .one(&mut tx)
+        .await?
+        .int("id")?;
+        let delivery_id = sql(
+            "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, created_at, \
+             updated_at) VALUES ($1, $2, 'pending', NULL, $3, $3) RETURNING id",
+        )
+        .bind(webhook_id)
+        .bind(event_id)
+        .bind(now)
+        .one(&mut tx)
+        .await?
+        .int("id")?;
+        tx.commit().await?;
+        Ok(delivery_id)
+    }
+}
+
+pub(crate) async fn headers_of(
+    on: &mut impl Conn,
+    webhook_id: i64,
+) -> StoreResult<Vec<StoredHeader>> {
+    sql(
+        "SELECT name, value FROM webhook_headers WHERE webhook_id = $1 \
+         ORDER BY lower(name), name",
+    )
+    .bind(webhook_id)
+    .all(on)
+    .await?
+    .iter()
+    .map(rows::header)
+    .collect()
+}
+
+async fn replace_headers(
+    on: &mut impl Conn,
+    webhook_id: i64,
+    headers: &[StoredHeader],
+) -> StoreResult<()> {
+    sql("DELETE FROM webhook_headers WHERE webhook_id = $1")
+        .bind(webhook_id)
+        .exec(on)
+        .await?;
+    for h in headers {
+        // A name given twice (in any case) breaks the unique key; the transaction is
+        // then dropped, so nothing of the change stays.
+        sql("INSERT INTO webhook_headers (webhook_id, name, value) VALUES ($1, $2, $3)")
+            .bind(webhook_id)
+            .bind(h.name.as_str())
+            .bind(&h.value.0)
+            .exec(on)
+            .await
+            .map_err(|e| {
+                conflict_on_unique(e, || {
+                    format!("the header '{}' is given twice", h.name.as_str())
+                })
+            })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The parts of the delivery queue both databases do alike: keeping, giving back and
+//! ending claims, and the queue's figures. Claims themselves, ingest and results are each
+//! backend's own (`DeliveryQueue`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::rows::{self, opt_ms, WEBHOOK_COLUMNS};
+use super::{sql, Backend, SqlRow};
+use crate::hooks::types::HeaderName;
+use crate::secrets::Sealed;
+use crate::store::{
+    from_ms, lease_lost, stored_state, to_ms, DeliveryJob, EventRecord, Leases, QueueStats,
+    StoreError, StoreResult, StoredHeader,
+};
+
+#[async_trait]
+impl<B: Backend> Leases for B {
+    async fn load_job(&self, delivery_id: i64) -> StoreResult<DeliveryJob> {
+        // One query for the delivery, its event, its webhook and the webhook's headers: this
+        // runs for every delivery.
+        let row = sql(format!(
+            "{WEBHOOK_COLUMNS}, d.attempts AS delivery_attempts, d.state AS delivery_state, \
+             d.next_attempt_at AS delivery_next_attempt_at, \
+             (SELECT COUNT(*) FROM attempts a WHERE a.delivery_id = d.id AND NOT a.manual) \
+               AS automatic_attempts, \
+             e.action AS event_action, e.body AS event_body, e.registry_id AS event_registry_id, \
+             e.repository AS event_repository, e.tag AS event_tag, e.digest AS event_digest, \
+             e.media_type AS event_media_type, e.actor AS event_actor, \
+             e.received_at AS event_received_at, {} AS headers_json \
+             FROM deliveries d JOIN events e ON e.id = d.event_id \
+             JOIN webhooks w ON w.id = d.webhook_id JOIN namespaces n ON n.id = w.namespace_id \
+             WHERE d.id = $1",
+            B::HEADERS_JSON
+        ))
+        .bind(delivery_id)
+        .opt(&mut self.reader())
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("delivery {delivery_id}")))?;
+        let headers = headers_from_hex_json(&row.text("headers_json")?)?;
+        let action = row.text_opt("event_action")?.unwrap_or_default();
+        Ok(DeliveryJob {
+            delivery_id,
+            attempts_so_far: row.int("delivery_attempts")?,
+            automatic_attempts: row.int("automatic_attempts")?,
+            next_attempt_at: opt_ms(row.int_opt("delivery_next_attempt_at")?),
+            state: stored_state(delivery_id, &row.text("delivery_state")?)?,
+            webhook: rows::webhook(&row, headers)?,
+            event_action: action.clone(),
+            event_body: row.text("event_body")?,
+            event: EventRecord {
+                action,
+                registry_id: row.text_opt("event_registry_id")?,
+                repository: row.text_opt("event_repository")?,
+                tag: row.text_opt("event_tag")?,
+                digest: row.text_opt("event_digest")?,
+                media_type: row.text_opt("event_media_type")?,
+                actor: row.text_opt("event_actor")?,
+                received_at: from_ms(row.int("event_received_at")?),
+            },
+        })
+    }
+
+    async fn renew_lease(
+        &self,
+        delivery_id: i64,
+        token: i64,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        // A claim racing with this waits for the row and then sees the renewed lease, or
+        // got there first and changed the token: either way one of the two wins.
+        let renewed = sql(
+            "UPDATE deliveries SET locked_until = $1 WHERE id = $2 AND lease_token = $3 \
+             AND state IN ('pending', 'retrying')",
+        )
+        .bind(to_ms(lease_until))
+        .bind(delivery_id)
+        .bind(token)
+        .exec(&mut self.writer())
+        .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn abandon(&self, delivery_id: i64, lease: Option<i64>, reason: &str) -> StoreResult<()> {
+        let ended = sql(
+            "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, \
+             locked_until = CASE WHEN CAST($1 AS BIGINT) IS NULL THEN locked_until ELSE NULL END, \
+             last_error = $2, updated_at = $3 \
+             WHERE id = $4 AND (CAST($1 AS BIGINT) IS NULL OR lease_token = $1)",
+        )
+        .bind(lease)
+        .bind(reason)
+        .bind(to_ms(Utc::now()))
+        .bind(delivery_id)
+        .exec(&mut self.writer())
+        .await?;
+        if ended == 0 && lease.is_some() {
+            return Err(lease_lost(delivery_id));
+        }
+        Ok(())
+    }
+
+    async fn release(&self, delivery_ids: &[i64]) -> StoreResult<()> {
+        // Few at a time: at shutdown, what this process held.
+        for chunk in delivery_ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let statement = chunk.iter().fold(
+                sql(format!(
+                    "UPDATE deliveries SET locked_until = NULL WHERE id IN ({}) \
+                     AND state IN ('pending', 'retrying')",
+                    placeholders.join(", ")
+                )),
+                |q, id| q.bind(*id),
+            );
+            statement.exec(&mut self.writer()).await?;
+        }
+        Ok(())
+    }
+
+    async fn release_all_claims(&self) -> StoreResult<u64> {
+        sql("UPDATE deliveries SET locked_until = NULL \
+             WHERE locked_until IS NOT NULL AND state IN ('pending', 'retrying')")
+        .exec(&mut self.writer())
+        .await
+    }
+
+    async fn queue_stats(&self) -> StoreResult<QueueStats> {
+        let row = sql(
+            "SELECT COUNT(*) FILTER (WHERE state = 'pending') AS pending, \
+             COUNT(*) FILTER (WHERE state = 'retrying') AS retrying, \
+             MIN(next_attempt_at) FILTER (WHERE next_attempt_at <= $1) AS oldest \
+             FROM deliveries WHERE state IN ('pending', 'retrying')",
+        )
+        .bind(to_ms(Utc::now()))
+        .one(&mut self.reader())
+        .await?;
+        Ok(QueueStats {
+            pending: row.int("pending")?,
+            retrying: row.int("retrying")?,
+            oldest_due_at: opt_ms(row.int_opt("oldest")?),
+        })
+    }
+}
+
+/// Headers as [`Backend::HEADERS_JSON`] gives them.
+fn headers_from_hex_json(json: &str) -> StoreResult<Vec<StoredHeader>> {
+    let pairs: Vec<(String, String)> = serde_json::from_str(json)
+        .map_err(|e| StoreError::Crypto(format!("stored headers are unreadable: {e}")))?;
+    pairs
+        .into_iter()
+        .map(|(name, hex)| {
+            Ok(StoredHeader {
+                name: HeaderName::trusted(name),
+                value: Sealed(from_hex(&hex).ok_or_else(|| {
+                    StoreError::Crypto("a stored header value is unreadable".into())
+                })?),
+            })
+        })
+        .collect()
+}
+
+/// Bytes from hex digits, either case; `None` if the text is not hex.
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
