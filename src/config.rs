@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::delivery::proxy::{Egress, NoProxyList, ProxyUrl, ProxyUrlParser};
 use crate::delivery::retry::RetrySchedule;
 use crate::delivery::ssrf::AllowList;
 
@@ -187,6 +188,25 @@ pub struct Config {
     /// link-local, ...), comma-separated CIDRs such as 127.0.0.1/32,10.1.0.0/16 [default: none].
     #[arg(long, env = "HERALD_DELIVERY_ALLOW_NETWORKS", value_parser = AllowList::parse)]
     pub delivery_allow_networks: Option<AllowList>,
+
+    /// A proxy for deliveries, for networks that let nothing else out: http://host:port
+    /// (CONNECT for https receivers), socks5:// or socks5h://, with user:password@ if it
+    /// asks for them. The SSRF guard still vets every receiver (not the proxy) [default:
+    /// none, deliveries connect directly; HTTP_PROXY and HTTPS_PROXY are ignored].
+    #[arg(
+        long,
+        env = "HERALD_DELIVERY_PROXY",
+        value_name = "URL",
+        hide_env_values = true,
+        value_parser = ProxyUrlParser
+    )]
+    pub delivery_proxy: Option<ProxyUrl>,
+
+    /// Receivers that bypass --delivery-proxy, comma-separated: host names (each covers its
+    /// subdomains too), domains such as .internal, IP addresses or CIDRs (these match
+    /// IP-literal URLs only), or * for every receiver [default: none].
+    #[arg(long, env = "HERALD_DELIVERY_NO_PROXY", value_name = "LIST", value_parser = NoProxyList::parse)]
+    pub delivery_no_proxy: Option<NoProxyList>,
 }
 
 /// Later flags win over earlier ones, so tests can override the defaults they start from.
@@ -415,6 +435,21 @@ impl Config {
                     _ => "(none: the SSRF guard refuses loopback, private, link-local, ...)".into(),
                 },
             ),
+            (
+                "delivery_proxy",
+                match &self.delivery_proxy {
+                    Some(proxy) => proxy.to_string(),
+                    None => "(none: deliveries connect directly)".into(),
+                },
+            ),
+            (
+                "delivery_no_proxy",
+                match (&self.delivery_no_proxy, &self.delivery_proxy) {
+                    (Some(list), _) if !list.is_empty() => list.to_string(),
+                    (_, Some(_)) => "(none: every delivery goes through the proxy)".into(),
+                    _ => "(none)".into(),
+                },
+            ),
         ]
     }
 
@@ -461,6 +496,15 @@ impl Config {
     pub fn delivery_lease(&self) -> Duration {
         self.delivery_lease
             .unwrap_or(self.delivery_timeout * 2 + Duration::from_secs(30))
+    }
+
+    /// Where deliveries go out: through `--delivery-proxy` unless `--delivery-no-proxy`
+    /// lists the receiver.
+    pub fn egress(&self) -> Egress {
+        Egress {
+            proxy: self.delivery_proxy.clone(),
+            no_proxy: self.delivery_no_proxy.clone().unwrap_or_default(),
+        }
     }
 
     pub fn database_url(&self) -> String {
@@ -549,6 +593,60 @@ mod tests {
         let d = Config::defaults().unwrap();
         assert_eq!(d.data_dir, PathBuf::from("herald-data"));
         assert_eq!(d.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn the_delivery_proxy_is_parsed_shown_redacted_and_bad_values_named() {
+        let c = Config::from_args(["--data-dir", "/tmp/x"]).unwrap();
+        assert!(
+            c.egress().proxy.is_none(),
+            "deliveries connect directly by default"
+        );
+        let shown = |c: &Config, key: &str| {
+            c.describe()
+                .into_iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v)
+                .unwrap()
+        };
+        assert_eq!(
+            shown(&c, "delivery_proxy"),
+            "(none: deliveries connect directly)"
+        );
+        let c = Config::from_args([
+            "--delivery-proxy",
+            "http://herald:s3cret@proxy.internal:3128",
+            "--delivery-no-proxy",
+            ".internal,10.0.0.0/8",
+        ])
+        .unwrap();
+        assert_eq!(
+            shown(&c, "delivery_proxy"),
+            "http://***:***@proxy.internal:3128"
+        );
+        assert_eq!(shown(&c, "delivery_no_proxy"), ".internal,10.0.0.0/8");
+        assert!(!format!("{c:?}").contains("s3cret"), "nor in Debug");
+        let egress = c.egress();
+        assert!(egress.proxy.is_some() && !egress.no_proxy.is_empty());
+
+        for (args, flag) in [
+            (
+                ["--delivery-proxy", "ftp://herald:s3cret@proxy:21"],
+                "--delivery-proxy",
+            ),
+            (
+                ["--delivery-proxy", "herald:s3cret@proxy:3128"],
+                "--delivery-proxy",
+            ),
+            (
+                ["--delivery-no-proxy", ".internal,10.0.0.0/33"],
+                "--delivery-no-proxy",
+            ),
+        ] {
+            let err = Config::from_args(args).unwrap_err().to_string();
+            assert!(err.contains(flag), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
     }
 
     #[test]

@@ -215,6 +215,7 @@ pub async fn build_dispatcher(
         config.delivery_timeout,
         SsrfGuard::new(allow),
         &ca_bundle(config)?,
+        config.egress(),
     )?;
     let templates = Arc::new(TemplateSandbox::start(config.template_sandbox_exe()?).await?);
     let dispatcher = Dispatcher::new(
@@ -344,6 +345,19 @@ impl Application {
             .filter(|a| !a.is_empty())
         {
             tracing::info!(%allow, "the SSRF guard lets deliveries reach these networks");
+        }
+        // Shown redacted: the proxy's user and password never reach the log.
+        let egress = config.egress();
+        match &egress.proxy {
+            Some(proxy) => tracing::info!(
+                %proxy,
+                no_proxy = %egress.no_proxy,
+                "deliveries go through this proxy, except to the no-proxy receivers; the SSRF guard vets each receiver first"
+            ),
+            None if !egress.no_proxy.is_empty() => tracing::warn!(
+                "--delivery-no-proxy has no effect without --delivery-proxy: deliveries connect directly"
+            ),
+            None => {}
         }
         let metrics = Arc::new(metrics::Metrics::default());
         let (dispatcher, templates) =

@@ -1,10 +1,12 @@
 //! The outbound HTTP client: no redirects, bounded time, and a response body read as a
 //! stream and cut at a cap, so a huge or endless response never fills memory. Every address
-//! it connects to has passed the SSRF guard.
+//! it connects to has passed the SSRF guard; through a proxy, every address the receiver's
+//! name resolves to has (see `ssrf`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::delivery::proxy::{Egress, ProxyUrl};
 use crate::delivery::ssrf::{Blocked, GuardedResolver, SsrfGuard};
 use crate::hooks::payload::OutgoingRequest;
 use crate::hooks::types::RequestMethod;
@@ -20,28 +22,58 @@ pub struct ReceiverResponse {
     pub truncated: bool,
 }
 
+/// One way out, with and without certificate verification.
 #[derive(Clone)]
-pub struct HttpSender {
-    client: reqwest::Client,
+struct Clients {
+    verify: reqwest::Client,
     /// For webhooks that opted out of certificate verification.
     insecure: reqwest::Client,
+}
+
+impl Clients {
+    fn pick(&self, tls_verify: bool) -> &reqwest::Client {
+        if tls_verify {
+            &self.verify
+        } else {
+            &self.insecure
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct HttpSender {
+    direct: Clients,
+    /// Through `egress.proxy`, when there is one.
+    proxied: Option<Clients>,
+    egress: Egress,
+    connect_timeout: Duration,
     total_timeout: Duration,
     guard: SsrfGuard,
 }
 
 impl HttpSender {
-    /// `extra_roots` are trusted beside the built-in roots (an operator's CA bundle).
+    /// `extra_roots` are trusted beside the built-in roots (an operator's CA bundle);
+    /// `egress` says which deliveries go through a proxy.
     pub fn new(
         connect_timeout: Duration,
         total_timeout: Duration,
         guard: SsrfGuard,
         extra_roots: &[reqwest::Certificate],
+        egress: Egress,
     ) -> anyhow::Result<Self> {
-        let build = |verify: bool| {
-            let mut builder = reqwest::Client::builder()
-                .dns_resolver(Arc::new(GuardedResolver::new(guard.clone())))
-                // Through a proxy the guard would vet the proxy, not the receiver: connect directly.
-                .no_proxy()
+        let build = |verify: bool, proxy: Option<&ProxyUrl>| -> reqwest::Result<reqwest::Client> {
+            let builder = reqwest::Client::builder();
+            // Never HTTP_PROXY and friends: only the proxy the operator configured for
+            // deliveries, whose receivers Herald vets before sending (see `send`).
+            let builder = match proxy {
+                None => builder
+                    .no_proxy()
+                    .dns_resolver(Arc::new(GuardedResolver::new(guard.clone()))),
+                Some(proxy) => builder.proxy(proxy.to_reqwest()?).dns_resolver(Arc::new(
+                    GuardedResolver::for_proxy(guard.clone(), proxy.host_name()),
+                )),
+            };
+            let mut builder = builder
                 .connect_timeout(connect_timeout)
                 .timeout(total_timeout)
                 .redirect(reqwest::redirect::Policy::none())
@@ -53,9 +85,21 @@ impl HttpSender {
             }
             builder.build()
         };
+        let clients = |proxy: Option<&ProxyUrl>| -> reqwest::Result<Clients> {
+            Ok(Clients {
+                verify: build(true, proxy)?,
+                insecure: build(false, proxy)?,
+            })
+        };
         Ok(Self {
-            client: build(true)?,
-            insecure: build(false)?,
+            direct: clients(None)?,
+            proxied: egress
+                .proxy
+                .as_ref()
+                .map(|p| clients(Some(p)))
+                .transpose()?,
+            egress,
+            connect_timeout,
             total_timeout,
             guard,
         })
@@ -76,12 +120,24 @@ impl HttpSender {
             RequestMethod::Get => reqwest::Method::GET,
             RequestMethod::Post => reqwest::Method::POST,
         };
-        let client = if request.tls_verify {
-            &self.client
-        } else {
-            &self.insecure
+        let started = std::time::Instant::now();
+        // A URL that does not parse goes out directly, for reqwest to refuse it.
+        let parsed = url::Url::parse(&request.url).ok();
+        let proxied = match (&self.proxied, &parsed) {
+            (Some(clients), Some(url)) if self.egress.proxies(url) => {
+                // The proxy resolves the receiver's name where Herald cannot see it:
+                // vet that name's addresses first, as the direct client's resolver would.
+                self.guard.vet_target(url, self.connect_timeout).await?;
+                Some(clients)
+            }
+            _ => None,
         };
+        let client = proxied.unwrap_or(&self.direct).pick(request.tls_verify);
         let mut builder = client.request(method, &request.url);
+        if proxied.is_some() {
+            // Resolving the receiver counts against the total, which stays a bound.
+            builder = builder.timeout(self.total_timeout.saturating_sub(started.elapsed()));
+        }
         for h in &request.headers {
             builder = builder.header(&h.name, &h.value);
         }
@@ -89,7 +145,7 @@ impl HttpSender {
             .body(request.body.clone())
             .send()
             .await
-            .map_err(|e| self.describe(&e))?;
+            .map_err(|e| self.describe(&e, proxied.is_some()))?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -131,7 +187,8 @@ impl HttpSender {
         })
     }
 
-    fn describe(&self, e: &reqwest::Error) -> String {
+    /// `proxied`: the request went to the proxy, so a connection failure may be the proxy's.
+    fn describe(&self, e: &reqwest::Error, proxied: bool) -> String {
         // A refusal of the guard (raised in the resolver) is the whole story: say just that.
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
@@ -145,6 +202,8 @@ impl HttpSender {
                 "timed out (limit {})",
                 humantime::format_duration(self.total_timeout)
             )
+        } else if e.is_connect() && proxied {
+            "could not connect through the delivery proxy".to_string()
         } else if e.is_connect() {
             "could not connect".to_string()
         } else if e.is_builder() {

@@ -7,6 +7,11 @@
 //! public address when checked and to a private one when connecting (DNS rebinding) cannot slip
 //! through. IP-literal URLs never reach a resolver in reqwest; `SsrfGuard::check_url` covers
 //! those before the request is sent. Operators open ranges on purpose with an `AllowList`.
+//!
+//! Through an HTTP or `socks5h` proxy, the proxy resolves the receiver's name, so no resolver
+//! of Herald's sees where it connects: `SsrfGuard::vet_target` resolves the name beforehand
+//! and refuses the delivery when any of its addresses is forbidden. The proxy's own name is
+//! the operator's choice and resolves unvetted (`GuardedResolver::for_proxy`).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -235,6 +240,16 @@ impl AllowList {
         self.0.is_empty()
     }
 
+    /// Whether every address is allowed (`0.0.0.0/0,::/0`): the guard is off.
+    pub fn covers_everything(&self) -> bool {
+        let whole = |v4: bool| {
+            self.0
+                .iter()
+                .any(|net| net.prefix_len() == 0 && matches!(net, IpNet::V4(_)) == v4)
+        };
+        whole(true) && whole(false)
+    }
+
     /// An IPv4-mapped IPv6 address reaches the IPv4 address itself, so it matches IPv4 ranges.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let mapped = match ip {
@@ -260,6 +275,9 @@ pub struct Blocked {
     /// The name that was resolved; `None` for an IP-literal URL.
     host: Option<String>,
     refused: Vec<(IpAddr, Forbidden)>,
+    /// The name also resolved to permitted addresses (refused through a proxy, which may
+    /// use any of them).
+    mixed: bool,
 }
 
 impl fmt::Display for Blocked {
@@ -269,7 +287,8 @@ impl fmt::Display for Blocked {
             (None, [(ip, why), ..]) => write!(f, "{ip} is {why}")?,
             (Some(host), [(ip, why)]) => write!(f, "{host} resolves to {ip}, {why}")?,
             (Some(host), many) => {
-                write!(f, "{host} resolves only to forbidden addresses: ")?;
+                let only = if self.mixed { "" } else { "only " };
+                write!(f, "{host} resolves {only}to forbidden addresses: ")?;
                 for (i, (ip, why)) in many.iter().enumerate() {
                     if i > 0 {
                         f.write_str(", ")?;
@@ -330,6 +349,7 @@ impl SsrfGuard {
         self.check(ip).map_err(|why| Blocked {
             host: None,
             refused: vec![(ip, why)],
+            mixed: false,
         })
     }
 
@@ -406,6 +426,7 @@ impl SsrfGuard {
             return Err(Blocked {
                 host: Some(host.to_string()),
                 refused,
+                mixed: false,
             });
         }
         if !refused.is_empty() {
@@ -417,29 +438,119 @@ impl SsrfGuard {
         }
         Ok(permitted)
     }
+
+    /// Whether the guard lets everything through (`0.0.0.0/0,::/0`), so checking a
+    /// receiver's addresses would prove nothing.
+    pub fn is_off(&self) -> bool {
+        self.allow.covers_everything()
+    }
+
+    /// Refuses `host` unless every address it resolved to is permitted: for deliveries
+    /// through a proxy, which resolves the name again and may connect to any of them.
+    pub fn vet_every(
+        &self,
+        host: &str,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<(), Blocked> {
+        let mut refused: Vec<(IpAddr, Forbidden)> = Vec::new();
+        let mut permitted = false;
+        for addr in addrs {
+            match self.check(addr.ip()) {
+                Ok(()) => permitted = true,
+                Err(why) => {
+                    if !refused.iter().any(|(ip, _)| *ip == addr.ip()) {
+                        refused.push((addr.ip(), why));
+                    }
+                }
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(Blocked {
+            host: Some(host.to_string()),
+            refused,
+            mixed: permitted,
+        })
+    }
+
+    /// Resolves a delivery's host (within `wait`) and vets every address, before it is
+    /// sent through a proxy that would resolve it out of Herald's sight. IP literals are
+    /// left to `check_url`. `Err` is the text for the delivery log.
+    pub async fn vet_target(
+        &self,
+        url: &url::Url,
+        wait: std::time::Duration,
+    ) -> Result<(), String> {
+        if self.is_off() {
+            return Ok(()); // nothing to refuse, so no need to resolve names here
+        }
+        let Some(url::Host::Domain(name)) = url.host() else {
+            return Ok(());
+        };
+        let port = url.port_or_known_default().unwrap_or(80);
+        let found: Vec<SocketAddr> =
+            match tokio::time::timeout(wait, tokio::net::lookup_host((name, port))).await {
+                Ok(Ok(found)) => found.collect(),
+                Ok(Err(e)) => return Err(format!("could not resolve {name}: {e}")),
+                Err(_) => {
+                    return Err(format!(
+                        "could not resolve {name}: no answer within {}",
+                        humantime::format_duration(wait)
+                    ))
+                }
+            };
+        if found.is_empty() {
+            return Err(format!("could not resolve {name}: it has no addresses"));
+        }
+        self.vet_every(name, found)
+            .map_err(|blocked| blocked.to_string())
+    }
 }
 
 /// reqwest's resolver, replaced so that every address it connects to has been vetted.
 pub struct GuardedResolver {
     guard: SsrfGuard,
+    /// The proxy's host name, lower case: resolved unvetted, as the operator chose it.
+    proxy: Option<String>,
 }
 
 impl GuardedResolver {
     pub fn new(guard: SsrfGuard) -> Self {
-        Self { guard }
+        Self { guard, proxy: None }
     }
+
+    /// For a client that connects through the proxy named `proxy_host`: its name resolves
+    /// without the guard; any other name (a SOCKS5 receiver's, resolved here) is vetted.
+    pub fn for_proxy(guard: SsrfGuard, proxy_host: Option<&str>) -> Self {
+        Self {
+            guard,
+            proxy: proxy_host.map(normalise_name),
+        }
+    }
+}
+
+fn normalise_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let guard = self.guard.clone();
         let host = name.as_str().to_string();
+        let is_proxy = self
+            .proxy
+            .as_ref()
+            .is_some_and(|p| *p == normalise_name(&host));
         Box::pin(async move {
             // Port 0: reqwest puts the URL's port on the addresses it gets back.
             let found: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if found.is_empty() {
                 return Err(format!("{host} has no addresses").into());
+            }
+            if is_proxy {
+                return Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs);
             }
             let vetted = guard.vet_resolved(&host, found)?;
             Ok(Box::new(vetted.into_iter()) as reqwest::dns::Addrs)
@@ -663,6 +774,85 @@ mod tests {
              (::ffff:0:0/96) form of 169.254.169.254, the cloud metadata address \
              (allow it with HERALD_DELIVERY_ALLOW_NETWORKS)"
         );
+    }
+
+    #[test]
+    fn through_a_proxy_one_forbidden_address_refuses_the_name() {
+        let guard = SsrfGuard::new(AllowList::parse("127.0.0.1/32").unwrap());
+        let addr = |s: &str| SocketAddr::new(s.parse().unwrap(), 80);
+        assert!(guard
+            .vet_every("ok.example", [addr("127.0.0.1"), addr("93.184.216.34")])
+            .is_ok());
+        assert_eq!(
+            guard
+                .vet_every("mixed.example", [addr("93.184.216.34"), addr("10.0.0.1")])
+                .unwrap_err()
+                .to_string(),
+            "blocked by the SSRF guard: mixed.example resolves to 10.0.0.1, a private address \
+             (allow it with HERALD_DELIVERY_ALLOW_NETWORKS)"
+        );
+        assert_eq!(
+            guard
+                .vet_every(
+                    "two.example",
+                    [addr("93.184.216.34"), addr("10.0.0.1"), addr("::1")]
+                )
+                .unwrap_err()
+                .to_string(),
+            "blocked by the SSRF guard: two.example resolves to forbidden addresses: \
+             10.0.0.1 (a private address), ::1 (a loopback address) \
+             (allow them with HERALD_DELIVERY_ALLOW_NETWORKS)"
+        );
+        assert!(!guard.is_off());
+        assert!(!SsrfGuard::new(AllowList::parse("0.0.0.0/0").unwrap()).is_off());
+        assert!(SsrfGuard::new(AllowList::parse("0.0.0.0/0,::/0").unwrap()).is_off());
+    }
+
+    #[tokio::test]
+    async fn a_proxy_name_resolves_unvetted_and_other_names_are_vetted() {
+        use reqwest::dns::Resolve;
+        let name = || reqwest::dns::Name::from_str("localhost").unwrap();
+        let guard = SsrfGuard::default();
+        let plain = GuardedResolver::new(guard.clone());
+        let err = match plain.resolve(name()).await {
+            Ok(_) => panic!("localhost is loopback, which the guard refuses"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.starts_with("blocked by the SSRF guard: localhost"),
+            "{err}"
+        );
+        let for_proxy = GuardedResolver::for_proxy(guard.clone(), Some("LocalHost."));
+        assert!(
+            for_proxy.resolve(name()).await.is_ok(),
+            "the proxy's own name"
+        );
+        let other = GuardedResolver::for_proxy(guard, Some("proxy.internal"));
+        assert!(other.resolve(name()).await.is_err(), "a receiver's name");
+    }
+
+    #[tokio::test]
+    async fn vet_target_resolves_names_and_leaves_literals_to_check_url() {
+        let guard = SsrfGuard::default();
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        let wait = std::time::Duration::from_secs(5);
+        let err = guard
+            .vet_target(&url("http://localhost:9/"), wait)
+            .await
+            .unwrap_err();
+        assert!(
+            err.starts_with("blocked by the SSRF guard: localhost resolves"),
+            "{err}"
+        );
+        assert!(guard
+            .vet_target(&url("http://127.0.0.1:9/"), wait)
+            .await
+            .is_ok());
+        let off = SsrfGuard::new(AllowList::parse("0.0.0.0/0,::/0").unwrap());
+        assert!(off
+            .vet_target(&url("http://localhost:9/"), wait)
+            .await
+            .is_ok());
     }
 
     #[test]

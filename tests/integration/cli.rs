@@ -545,83 +545,19 @@ fn config_shows_every_setting_and_its_source() {
     }
 }
 
-/// `herald serve` with its stderr read line by line on a thread, so it never blocks.
-struct LoggedServe {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl LoggedServe {
-    /// The first line (so far or within 20 s) that `pick` accepts.
-    fn wait_for(&mut self, pick: impl Fn(&str) -> bool) -> String {
-        if let Some(l) = self.seen.iter().find(|l| pick(l)) {
-            return l.clone();
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if pick(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no such log line; the log was:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-}
-
-impl Drop for LoggedServe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_delivery_is_logged_as_a_warning_with_its_reason_and_next_attempt() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let token = crate::helpers::cli_admin_token(dir.path());
-    let mut child = crate::helpers::herald_cmd(dir.path())
-        .env("RUST_LOG", "herald=info")
+    let mut cmd = crate::helpers::herald_cmd(dir.path());
+    cmd.env("RUST_LOG", "herald=info")
         .args(["--listen", "127.0.0.1:0", "--registry-token", "tok"])
         .args(["--delivery-allow-networks", "127.0.0.1/32"])
-        .args(["--retry-schedule", "0s,1h", "serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut serve = LoggedServe {
-        child,
-        lines: rx,
-        seen: Vec::new(),
-    };
+        .args(["--retry-schedule", "0s,1h", "serve"]);
+    let mut serve = crate::helpers::LoggedServe::spawn(cmd);
     let data_dir = dir.path().to_str().unwrap().to_string();
     serve.wait_for(|l| l.contains("using this data directory") && l.contains(&data_dir));
-    let listening = serve.wait_for(|l| l.contains("Herald is listening"));
-    let addr = listening
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    let base = format!("http://{addr}");
+    let base = serve.base_url();
     // A port nobody listens on: the attempt fails with "connection refused".
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

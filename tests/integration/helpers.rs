@@ -358,6 +358,11 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// A receiver on another loopback address (`127.0.0.2:0`), for tests of the SSRF guard.
+    pub async fn start_on(bind: &str) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(AtomicU16::new(200));
         let delay_ms = Arc::new(AtomicU64::new(0));
@@ -369,7 +374,7 @@ impl Receiver {
             extra: extra.clone(),
         };
         let app = axum::Router::new().fallback(record).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
@@ -473,6 +478,184 @@ pub fn herald_cmd(dir: &std::path::Path) -> std::process::Command {
         .env_remove("HERALD_DELIVERY_TIMEOUT")
         .env_remove("HERALD_CONFIG");
     cmd
+}
+
+/// A bare TCP listener that records whether anything connected to it.
+pub struct Trap {
+    pub addr: SocketAddr,
+    connected: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Trap {
+    /// `None` when the address cannot be bound on this machine.
+    pub async fn bind(addr: &str) -> Option<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await.ok()?;
+        let addr = listener.local_addr().ok()?;
+        let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = connected.clone();
+        tokio::spawn(async move {
+            while listener.accept().await.is_ok() {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+        Some(Self { addr, connected })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    pub fn was_reached(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+}
+
+/// `herald serve` with its stderr read line by line on a thread, so it never blocks.
+pub struct LoggedServe {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl LoggedServe {
+    /// Starts `cmd` (a `herald ... serve`) with its stderr piped to a reader thread.
+    pub fn spawn(mut cmd: std::process::Command) -> Self {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line (so far or within 20 s) that `pick` accepts.
+    pub fn wait_for(&mut self, pick: impl Fn(&str) -> bool) -> String {
+        if let Some(l) = self.seen.iter().find(|l| pick(l)) {
+            return l.clone();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pick(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no such log line; the log was:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// `http://<addr>` from the "Herald is listening" line.
+    pub fn base_url(&mut self) -> String {
+        let listening = self.wait_for(|l| l.contains("Herald is listening"));
+        let addr = listening
+            .split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        format!("http://{addr}")
+    }
+
+    /// Stops the server and returns every line it logged (waiting at most 5 s for the rest).
+    pub fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => break, // the pipe closed, or the deadline passed
+            }
+        }
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for LoggedServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTPS receiver with a self-signed certificate for 127.0.0.1; counts the HTTP
+/// requests that got through the handshake.
+pub struct TlsReceiver {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub cert_pem: String,
+    pub requests: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub async fn tls_receiver() -> TlsReceiver {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let cert_der = certified.cert.der().clone();
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(certified.key_pair.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert_der], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counter) = (acceptor.clone(), counter.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 64 * 1024];
+                if tls.read(&mut buf).await.unwrap_or(0) > 0 {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let _ = tls
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    TlsReceiver {
+        url: format!("https://{addr}/hook"),
+        addr,
+        cert_pem: certified.cert.pem(),
+        requests,
+    }
 }
 
 /// Creates an admin through the CLI, as a new user would, and returns an API token for it.

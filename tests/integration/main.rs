@@ -14,6 +14,7 @@ mod namespaces;
 mod ops;
 mod pg;
 mod postgres;
+mod proxy;
 mod recovery;
 mod registry_e2e;
 mod reliability;

@@ -1,9 +1,6 @@
 //! The SSRF guard against real listeners: a refused delivery must never open a connection,
 //! and its attempt must say why. Only loopback addresses are used.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -11,36 +8,6 @@ use serde_json::json;
 use crate::helpers::*;
 
 const PUSH: &str = "distribution-2.8.2/push-manifest-tagged.json";
-
-/// A bare TCP listener that records whether anything connected to it.
-struct Trap {
-    addr: SocketAddr,
-    connected: Arc<AtomicBool>,
-}
-
-impl Trap {
-    /// `None` when the address cannot be bound on this machine.
-    async fn bind(addr: &str) -> Option<Self> {
-        let listener = tokio::net::TcpListener::bind(addr).await.ok()?;
-        let addr = listener.local_addr().ok()?;
-        let connected = Arc::new(AtomicBool::new(false));
-        let flag = connected.clone();
-        tokio::spawn(async move {
-            while listener.accept().await.is_ok() {
-                flag.store(true, Ordering::SeqCst);
-            }
-        });
-        Some(Self { addr, connected })
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-
-    fn was_reached(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
-    }
-}
 
 async fn last_error(app: &TestApp, hook: i64) -> String {
     let items = app

@@ -1,67 +1,11 @@
 //! TLS to receivers: certificates are verified by default; a webhook may opt out (with a
 //! warning), and an operator may trust an extra CA bundle.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::rustls;
 
 use crate::helpers::*;
-
-/// A minimal HTTPS receiver with a self-signed certificate for 127.0.0.1; counts the HTTP
-/// requests that got through the handshake.
-struct TlsReceiver {
-    url: String,
-    cert_pem: String,
-    requests: Arc<AtomicUsize>,
-}
-
-async fn tls_receiver() -> TlsReceiver {
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    let cert_der = certified.cert.der().clone();
-    let key =
-        rustls::pki_types::PrivateKeyDer::try_from(certified.key_pair.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert_der], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let counter = requests.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, counter) = (acceptor.clone(), counter.clone());
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut buf = vec![0u8; 64 * 1024];
-                if tls.read(&mut buf).await.unwrap_or(0) > 0 {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let _ = tls
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                        )
-                        .await;
-                    let _ = tls.shutdown().await;
-                }
-            });
-        }
-    });
-    TlsReceiver {
-        url: format!("https://{addr}/hook"),
-        cert_pem: certified.cert.pem(),
-        requests,
-    }
-}
 
 const PUSH: &str = "distribution-2.8.2/push-manifest-tagged.json";
 
