@@ -103,7 +103,7 @@ impl AppError {
 
     /// Every problem of a request at once: `message` and `field` are the first one's (as a
     /// single problem's are), `problems` lists them all. `None` when there are none.
-    pub fn invalid_all(problems: Vec<crate::hooks::types::Invalid>) -> Option<Self> {
+    pub fn invalid_all(problems: Vec<crate::domain::names::Invalid>) -> Option<Self> {
         let mut problems = problems.into_iter().map(|p| Problem {
             field: p.field,
             message: p.message,
@@ -125,8 +125,8 @@ pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
 }
 
 /// Validation errors of domain types become 422s naming their field.
-impl From<crate::hooks::types::Invalid> for AppError {
-    fn from(e: crate::hooks::types::Invalid) -> Self {
+impl From<crate::domain::names::Invalid> for AppError {
+    fn from(e: crate::domain::names::Invalid) -> Self {
         AppError::invalid(e.field, e.message)
     }
 }

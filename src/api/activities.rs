@@ -1,13 +1,13 @@
 use axum::extract::{RawQuery, State};
 use axum::Json;
 
-use super::access::namespace_access;
 use super::PageParams;
+use crate::app::access::namespace_access;
 use crate::auth::policy::{self, NamespaceAction};
 use crate::auth::ApiUser;
+use crate::domain::names::NamespaceName;
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::hooks::types::NamespaceName;
 use crate::store::{Activity, Page};
 use crate::AppState;
 

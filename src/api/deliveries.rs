@@ -1,14 +1,15 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 
-use super::access::namespace_access;
-use super::{parse_id, PageParams};
+use super::PageParams;
 use crate::app;
+use crate::app::access::namespace_access;
+use crate::app::access::parse_id;
 use crate::auth::policy::NamespaceAction;
 use crate::auth::ApiUser;
+use crate::domain::names::NamespaceName;
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::hooks::types::NamespaceName;
 use crate::store::{DeliveryDetail, DeliverySummary, Page, User};
 use crate::AppState;
 

@@ -1,7 +1,6 @@
 //! The REST API under `/api/v1`: JSON in and out, one file per resource. `crate::http`
 //! composes it with the UI and the operations routes.
 
-pub(crate) mod access;
 mod activities;
 mod deliveries;
 mod events;
@@ -210,10 +209,4 @@ impl PageParams {
         }
         Ok(params)
     }
-}
-
-/// Ids in paths: anything that is not one cannot exist, so it is a 404.
-pub fn parse_id(raw: &str, what: &str) -> Result<i64, AppError> {
-    raw.parse()
-        .map_err(|_| AppError::not_found(format!("{what} '{raw}' not found")))
 }

@@ -3,13 +3,12 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::access::namespace_access;
 use super::{ApiJson, Items};
+use crate::app::access::namespace_access;
 use crate::auth::policy::{self, NamespaceAction};
 use crate::auth::ApiUser;
+use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::error::{ApiResult, AppError};
-use crate::hooks::types::NamespaceName;
 use crate::store::{Audit, Namespace};
 use crate::AppState;
 
@@ -20,12 +19,6 @@ pub struct CreateNamespace {
     #[serde(default)]
     description: String,
     team: Option<String>,
-}
-
-/// A namespace in a path: a malformed name cannot exist, so it is a 404, not a 422.
-pub fn path_namespace(raw: &str) -> ApiResult<NamespaceName> {
-    NamespaceName::parse(raw)
-        .map_err(|_| AppError::not_found(format!("namespace '{raw}' not found")))
 }
 
 #[utoipa::path(get, path = "/api/v1/namespaces", operation_id = "listNamespaces", tag = "namespaces", security(("bearer" = [])),

@@ -3,8 +3,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::access::team_access;
 use super::{ApiJson, Items};
+use crate::app::access::team_access;
 use crate::auth::policy::{self, TeamAction};
 use crate::auth::ApiUser;
 use crate::error::ErrorBody;

@@ -5,7 +5,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::{parse_id, Items};
+use super::Items;
+use crate::app::access::parse_id;
 use crate::auth::{self, ApiUser, ClientAddr};
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};

@@ -6,15 +6,16 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::access::{namespace_access, NamespaceAccess};
-use super::{parse_id, ApiJson, Items};
+use super::{ApiJson, Items};
 use crate::app;
+use crate::app::access::parse_id;
+use crate::app::access::{namespace_access, NamespaceAccess};
 use crate::auth::policy::NamespaceAction;
 use crate::auth::ApiUser;
+use crate::domain::names::{ContentType, NamespaceName, RequestMethod, WebhookName, WebhookUrl};
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
 use crate::hooks::input::{check_new_template, parse_added_header, WebhookInput};
-use crate::hooks::types::{ContentType, NamespaceName, RequestMethod, WebhookName, WebhookUrl};
 use crate::secrets::Cipher;
 use crate::store::{Audit, StoredHeader, User, Webhook};
 use crate::AppState;
@@ -38,7 +39,7 @@ pub struct WebhookView {
     /// What the caller may do with this webhook, so clients can show only usable controls.
     pub permissions: WebhookPermissions,
     /// Which events the webhook gets.
-    pub filters: crate::hooks::filters::Filters,
+    pub filters: crate::domain::filters::Filters,
     pub format: crate::hooks::formats::Format,
     pub template: Option<String>,
     /// Whether the receiver's TLS certificate is verified.
@@ -139,7 +140,7 @@ pub struct HeaderBody {
 
 /// Every problem of the body in one 422: `field` and `message` are the first one's,
 /// `problems` lists them all.
-fn all_problems(problems: Vec<crate::hooks::types::Invalid>) -> AppError {
+fn all_problems(problems: Vec<crate::domain::names::Invalid>) -> AppError {
     AppError::invalid_all(problems).unwrap_or_else(|| AppError::bad_request("invalid webhook"))
 }
 

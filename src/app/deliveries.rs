@@ -1,7 +1,7 @@
 //! Delivery operations shared by the API and the UI.
 
-use crate::api::access::NamespaceAccess;
-use crate::api::parse_id;
+use crate::app::access::parse_id;
+use crate::app::access::NamespaceAccess;
 use crate::auth::policy::NamespaceAction;
 use crate::error::AppError;
 use crate::store::{Audit, DeliveryDetail, User, Webhook};

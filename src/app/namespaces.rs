@@ -1,8 +1,8 @@
 //! Namespace operations shared by the API and the UI.
 
-use crate::api::access::team_for_new_namespace;
+use crate::app::access::team_for_new_namespace;
+use crate::domain::names::NamespaceName;
 use crate::error::AppError;
-use crate::hooks::types::NamespaceName;
 use crate::store::{Audit, Namespace, User};
 use crate::AppState;
 

@@ -1,8 +1,8 @@
 //! Team operations shared by the API and the UI.
 
 use crate::auth::policy::{self, GlobalAction};
+use crate::domain::names::is_path_component;
 use crate::error::AppError;
-use crate::hooks::types::is_path_component;
 use crate::store::{Audit, Team, User};
 use crate::AppState;
 

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::api::access::{namespace_access, NamespaceAccess};
-use crate::api::parse_id;
+use crate::app::access::parse_id;
+use crate::app::access::{namespace_access, NamespaceAccess};
 use crate::auth::policy::NamespaceAction;
 use crate::error::AppError;
 use crate::hooks::input::{audit_for_patch, check_patch};

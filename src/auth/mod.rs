@@ -21,8 +21,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
+use crate::domain::names::{is_path_component, Invalid};
 use crate::error::AppError;
-use crate::hooks::types::{is_path_component, Invalid};
 use crate::store::User;
 use crate::AppState;
 

@@ -7,7 +7,7 @@ use std::io::BufRead;
 use anyhow::Context;
 use clap::parser::ValueSource;
 use herald::config::Config;
-use herald::hooks::types::NamespaceName;
+use herald::domain::names::NamespaceName;
 use herald::store::{Audit, DeliveryDetail, Store, WebhookPatch};
 use herald::{auth, Application};
 

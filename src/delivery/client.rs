@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::delivery::proxy::{Egress, ProxyUrl};
 use crate::delivery::ssrf::{Blocked, GuardedResolver, SsrfGuard};
+use crate::domain::names::RequestMethod;
 use crate::hooks::payload::OutgoingRequest;
-use crate::hooks::types::RequestMethod;
 
 /// How much of a response body is kept.
 pub const RESPONSE_BODY_CAP: usize = 64 * 1024;

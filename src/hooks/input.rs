@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::hooks::filters::Filters;
-use crate::hooks::formats::Format;
-use crate::hooks::templates::{compile as validate_template, TemplateSandbox};
-use crate::hooks::types::{
+use crate::domain::filters::Filters;
+use crate::domain::names::{
     ContentType, HeaderName, HeaderValue, Invalid, RequestMethod, WebhookName, WebhookUrl,
 };
+use crate::hooks::formats::Format;
+use crate::hooks::templates::{compile as validate_template, TemplateSandbox};
 use crate::secrets::{Cipher, Sealed};
 use crate::store::{Audit, NewWebhook, StoredHeader, Webhook, WebhookPatch};
 

@@ -1,6 +1,5 @@
-//! The webhook domain: validated types and how an event becomes a request.
+//! How an event becomes a request: webhook input, payload formats, templates, signatures.
 
-pub mod filters;
 pub mod formats;
 pub mod input;
 pub mod payload;
@@ -8,4 +7,3 @@ pub mod payload;
 mod proptests;
 pub mod signing;
 pub mod templates;
-pub mod types;

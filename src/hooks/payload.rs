@@ -3,7 +3,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
-use crate::hooks::types::{ContentType, RequestMethod};
+use crate::domain::names::{ContentType, RequestMethod};
 use crate::hooks::{formats, signing};
 use crate::secrets::Cipher;
 use crate::store::{StoredRequest, Webhook};
@@ -159,7 +159,7 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hooks::types::*;
+    use crate::domain::names::*;
     use crate::store::StoredHeader;
 
     fn webhook(cipher: &Cipher) -> Webhook {

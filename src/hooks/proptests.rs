@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use crate::hooks::types::*;
+use crate::domain::names::*;
 
 /// Strings shaped like webhook URLs, with the odd characters that trip up parsers.
 fn url_like() -> impl Strategy<Value = String> {

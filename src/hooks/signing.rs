@@ -14,7 +14,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::hooks::types::Invalid;
+use crate::domain::names::Invalid;
 
 /// The message id: the same on every attempt of one delivery, for receivers to deduplicate.
 pub const HEADER_ID: &str = "webhook-id";

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Semaphore;
 
-use crate::hooks::types::Invalid;
+use crate::domain::names::Invalid;
 
 /// Work a template may do per delivery (minijinja "fuel"): generous for real templates,
 /// a stop for endless loops.

@@ -7,8 +7,8 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::hooks::filters::EventFacts;
-use crate::hooks::types::NamespaceName;
+pub use crate::domain::events::{Action, Disposition, EventFacts, IncomingEvent};
+use crate::domain::names::NamespaceName;
 
 /// Media types of manifests: pushes of these trigger webhooks, blob pushes do not.
 const MANIFEST_MEDIA_TYPES: &[&str] = &[
@@ -46,99 +46,6 @@ pub fn split_envelope(body: &[u8]) -> Result<Vec<&RawValue>, EnvelopeError> {
         .ok_or_else(|| EnvelopeError("the envelope has no `events` array".into()))?;
     serde_json::from_str::<Vec<&RawValue>>(events.get())
         .map_err(|_| EnvelopeError("the envelope's `events` must be an array".into()))
-}
-
-/// What happened. The first four are distribution's own words; the others come from
-/// registries that report more (zot, Harbor) and are never in the default filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Push,
-    Pull,
-    Mount,
-    Delete,
-    ScanCompleted,
-    ScanFailed,
-    QuotaExceeded,
-    LintFailed,
-    RepositoryCreated,
-    Replication,
-    TagRetention,
-}
-
-impl Action {
-    pub const ALL: [Action; 11] = [
-        Self::Push,
-        Self::Pull,
-        Self::Mount,
-        Self::Delete,
-        Self::ScanCompleted,
-        Self::ScanFailed,
-        Self::QuotaExceeded,
-        Self::LintFailed,
-        Self::RepositoryCreated,
-        Self::Replication,
-        Self::TagRetention,
-    ];
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.as_str() == s)
-    }
-
-    /// The actions distribution's notifications use.
-    pub fn is_distributions(self) -> bool {
-        matches!(self, Self::Push | Self::Pull | Self::Mount | Self::Delete)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Push => "push",
-            Self::Pull => "pull",
-            Self::Mount => "mount",
-            Self::Delete => "delete",
-            Self::ScanCompleted => "scan_completed",
-            Self::ScanFailed => "scan_failed",
-            Self::QuotaExceeded => "quota_exceeded",
-            Self::LintFailed => "lint_failed",
-            Self::RepositoryCreated => "repository_created",
-            Self::Replication => "replication",
-            Self::TagRetention => "tag_retention",
-        }
-    }
-}
-
-/// What to do with an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Disposition {
-    /// Relevant: every enabled webhook of its namespace gets a delivery.
-    Deliver,
-    /// A valid event that triggers no webhook (a blob push, a pull).
-    Skip(String),
-    /// An event Herald cannot use; kept with the reason.
-    Ignore(String),
-}
-
-/// One event of an envelope, classified, with its original JSON.
-#[derive(Debug, Clone)]
-pub struct IncomingEvent {
-    pub registry_id: Option<String>,
-    pub action: Option<String>,
-    pub repository: Option<String>,
-    pub namespace: Option<NamespaceName>,
-    pub tag: Option<String>,
-    pub digest: Option<String>,
-    pub media_type: Option<String>,
-    pub actor: Option<String>,
-    /// The event object exactly as the registry sent it: this is the webhook body.
-    pub body: String,
-    pub disposition: Disposition,
-    /// What per-webhook filters look at; `None` for ignored events.
-    pub facts: Option<EventFacts>,
-    /// The source it came from (`None`: the default distribution source at
-    /// `/v2/webhooks/events`).
-    pub source: Option<String>,
-    /// Set by a source's translation when it knows better than the media type.
-    pub manifest_hint: Option<bool>,
 }
 
 /// The fields Herald reads; everything else in the event is kept in `body` untouched.

@@ -14,38 +14,18 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub use crate::domain::events::{validate_name, SourceKind, DEFAULT_SOURCE};
 use crate::registry::envelope::{split_envelope, IncomingEvent, Translated};
 
-/// The name filters use for `/v2/webhooks/events`, the registry token's source.
-pub const DEFAULT_SOURCE: &str = "default";
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    Distribution,
-    Zot,
+/// What a payload looks like, whoever sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Envelope,
+    CloudEvent,
     Harbor,
-    Gitlab,
 }
 
 impl SourceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Distribution => "distribution",
-            Self::Zot => "zot",
-            Self::Harbor => "harbor",
-            Self::Gitlab => "gitlab",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Distribution, Self::Zot, Self::Harbor, Self::Gitlab]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-    }
-
     /// Whether a payload of `shape` is this kind's.
     fn takes(self, shape: Shape) -> bool {
         matches!(
@@ -55,32 +35,6 @@ impl SourceKind {
                 | (Self::Harbor, Shape::Harbor)
         )
     }
-}
-
-/// A source name: what a URL path segment and a filter can hold plainly.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "a source name has 1 to 64 characters: lowercase letters, digits, '-' and '_', \
-             starting with a letter or digit; '{}' is not one",
-            name.chars().take(80).collect::<String>()
-        ))
-    }
-}
-
-/// What a payload looks like, whoever sent it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    Envelope,
-    CloudEvent,
-    Harbor,
 }
 
 impl Shape {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use herald::config::Config;
-use herald::hooks::types::{
+use herald::domain::names::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
 use herald::registry::envelope::{parse_envelope, IncomingEvent};

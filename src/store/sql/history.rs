@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::rows::{self, headers_from_json, paginate, DELIVERY_SELECT};
 use super::{sql, Backend, Conn, SqlRow, Tx};
-use crate::hooks::types::NamespaceName;
+use crate::domain::names::NamespaceName;
 use crate::store::{
     from_ms, to_ms, webhook_status_sql, Activity, ActivityFilter, Attempt, Audit, DeliveryDetail,
     DeliveryState, DeliverySummary, History, Hooks, HourStats, Page, StoreError, StoreResult,

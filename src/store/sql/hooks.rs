@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::history::NsContext;
 use super::rows::{self, taken_webhook_name, NAMESPACE_SELECT};
 use super::{conflict_on_unique, locking, sql, Backend, Conn, SqlRow, Tx};
-use crate::hooks::types::{NamespaceName, WebhookUrl};
+use crate::domain::names::{NamespaceName, WebhookUrl};
 use crate::secrets::Sealed;
 use crate::store::{
     filters_json, to_ms, Audit, Health, HealthVerdict, Hooks, Namespace, NewWebhook, StoreError,

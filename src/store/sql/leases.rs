@@ -5,13 +5,13 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::rows::{self, opt_ms, WEBHOOK_COLUMNS};
+use super::rows::{self, opt_ms, stored_state, WEBHOOK_COLUMNS};
 use super::{sql, Backend, SqlRow};
-use crate::hooks::types::HeaderName;
+use crate::domain::names::HeaderName;
 use crate::secrets::Sealed;
 use crate::store::{
-    from_ms, lease_lost, stored_state, to_ms, DeliveryJob, EventRecord, Leases, QueueStats,
-    StoreError, StoreResult, StoredHeader,
+    from_ms, lease_lost, to_ms, DeliveryJob, EventRecord, Leases, QueueStats, StoreError,
+    StoreResult, StoredHeader,
 };
 
 #[async_trait]

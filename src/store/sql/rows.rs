@@ -4,14 +4,14 @@
 use chrono::{DateTime, Utc};
 
 use super::SqlRow;
-use crate::hooks::formats::Format;
-use crate::hooks::types::{
+use crate::domain::names::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
+use crate::hooks::formats::Format;
 use crate::secrets::Sealed;
 use crate::store::{
-    from_ms, parse_filters, stored_state, ApiToken, DeliverySummary, EventRef, Namespace, Page,
-    Source, StoreResult, StoredHeader, User, Webhook, WebhookStatus,
+    from_ms, parse_filters, ApiToken, DeliveryState, DeliverySummary, EventRef, Namespace, Page,
+    Source, StoreError, StoreResult, StoredHeader, User, Webhook, WebhookStatus,
 };
 
 pub(crate) fn opt_ms(v: Option<i64>) -> Option<DateTime<Utc>> {
@@ -194,4 +194,15 @@ pub(crate) fn paginate<T>(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> i64)
 
 pub(crate) fn taken_webhook_name(name: &str, namespace: &NamespaceName) -> String {
     format!("a webhook named '{name}' already exists in namespace '{namespace}'")
+}
+
+/// A delivery's stored state, or a database error naming the delivery and the value, so a
+/// corrupt row fails loudly (500, and the value in the log) instead of passing as pending.
+pub(crate) fn stored_state(delivery_id: i64, text: &str) -> StoreResult<DeliveryState> {
+    DeliveryState::parse(text).map_err(|e| {
+        StoreError::Database(sqlx::Error::ColumnDecode {
+            index: "state".into(),
+            source: format!("delivery {delivery_id}: {e}").into(),
+        })
+    })
 }

@@ -24,10 +24,10 @@ use minijinja::{context, Value};
 use serde::Deserialize;
 
 use super::{render, WebUser};
-use crate::api::access::NamespaceAccess;
+use crate::app::access::NamespaceAccess;
 use crate::auth::policy::NamespaceAction;
+use crate::domain::names::Invalid;
 use crate::error::AppError;
-use crate::hooks::types::Invalid;
 use crate::store::{HealthState, Webhook, WebhookStatus};
 use crate::AppState;
 

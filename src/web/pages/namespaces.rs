@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::dashboard::dashboard_page;
 use super::{health_view, page, webhook_row, CsrfOnly};
-use crate::api::access::namespace_access;
 use crate::app;
+use crate::app::access::namespace_access;
 use crate::auth::policy::NamespaceAction;
 use crate::store::Audit;
 use crate::web::{redirect_with, WebResult, WebUser};

@@ -9,7 +9,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::{page, CsrfOnly};
-use crate::api::access::team_access;
+use crate::app::access::team_access;
 use crate::auth::policy::{self, TeamAction};
 use crate::error::AppError;
 use crate::store::{Audit, Role, Visibility};

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::hooks::types::Invalid;
-use crate::registry::envelope::Action;
+use crate::domain::events::{Action, EventFacts};
+use crate::domain::names::Invalid;
 
 const MAX_PATTERNS: usize = 50;
 const MAX_PATTERN_LEN: usize = 200;
@@ -60,21 +60,6 @@ impl Default for Filters {
     }
 }
 
-/// What filters look at, taken from an event once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventFacts {
-    pub action: Action,
-    /// The repository path inside its namespace (`acme/web/api` in `acme` is `web/api`; in
-    /// the global namespace, the whole repository).
-    pub path: String,
-    pub tag: Option<String>,
-    pub is_manifest: bool,
-    /// The registry's request method (`HEAD` for existence checks reported as pulls).
-    pub request_method: Option<String>,
-    /// The source's name; `None` for the default source.
-    pub source: Option<String>,
-}
-
 impl Filters {
     /// Checks patterns and sizes; `field` names the offending part.
     pub fn validate(self) -> Result<Self, Invalid> {
@@ -85,7 +70,7 @@ impl Filters {
             ));
         }
         for s in &self.sources {
-            crate::registry::sources::validate_name(s)
+            crate::domain::events::validate_name(s)
                 .map_err(|m| Invalid::new("filters.sources", m))?;
         }
         for (field, patterns) in [
@@ -198,7 +183,7 @@ impl CompiledFilters {
             let name = e
                 .source
                 .as_deref()
-                .unwrap_or(crate::registry::sources::DEFAULT_SOURCE);
+                .unwrap_or(crate::domain::events::DEFAULT_SOURCE);
             if !f.sources.iter().any(|s| s == name) {
                 return false;
             }

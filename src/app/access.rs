@@ -1,9 +1,9 @@
-//! Resolving a namespace from the path together with the caller's standing in it, through
-//! the policy. Every namespace-scoped handler starts here.
+//! Resolving a namespace or team named in a request together with the caller's standing
+//! in it, through the policy. Every namespace-scoped use case and handler starts here.
 
-use super::namespaces::path_namespace;
 use crate::auth::policy::{self, NamespaceAction};
-use crate::error::ApiResult;
+use crate::domain::names::NamespaceName;
+use crate::error::{ApiResult, AppError};
 use crate::store::{Namespace, Role, StoreError, User};
 use crate::AppState;
 
@@ -84,4 +84,16 @@ pub async fn team_for_new_namespace(
         Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => Err(missing()),
         Err(e) => Err(e),
     }
+}
+
+/// A namespace in a path: a malformed name cannot exist, so it is a 404, not a 422.
+pub fn path_namespace(raw: &str) -> ApiResult<NamespaceName> {
+    NamespaceName::parse(raw)
+        .map_err(|_| AppError::not_found(format!("namespace '{raw}' not found")))
+}
+
+/// Ids in paths: anything that is not one cannot exist, so it is a 404.
+pub fn parse_id(raw: &str, what: &str) -> Result<i64, AppError> {
+    raw.parse()
+        .map_err(|_| AppError::not_found(format!("{what} '{raw}' not found")))
 }

@@ -1,0 +1,287 @@
+//! Deliveries and the rules about them that need no I/O: states, claims, outcomes, the
+//! ingest decision and the auto-disable verdict.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::events::{Disposition, IncomingEvent};
+use crate::domain::filters::CompiledFilters;
+use crate::domain::model::Webhook;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Retrying,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The state a `state` column names; anything else is an error, never a default: a
+    /// corrupt row read as `pending` would be sent again.
+    pub fn parse(s: &str) -> Result<Self, UnknownState> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "retrying" => Ok(Self::Retrying),
+            "succeeded" => Ok(Self::Succeeded),
+            "failed" => Ok(Self::Failed),
+            other => Err(UnknownState(other.to_string())),
+        }
+    }
+}
+
+/// A delivery `state` that is none of the four: the row is corrupt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown delivery state '{0}'")]
+pub struct UnknownState(pub String);
+
+/// The event a delivery carries, as listed with it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EventRef {
+    pub id: Option<String>,
+    pub action: Option<String>,
+    pub repository: Option<String>,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeliverySummary {
+    pub id: i64,
+    pub webhook_id: i64,
+    pub state: DeliveryState,
+    pub attempt_count: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub event: EventRef,
+}
+
+/// A request as sent, with secrets redacted: safe to store and to show.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StoredRequest {
+    pub method: String,
+    pub url: String,
+    /// `[name, value]` pairs in the order sent.
+    #[schema(value_type = Vec<Vec<String>>)]
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Attempt {
+    pub id: i64,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    #[schema(value_type = Vec<Vec<String>>)]
+    pub response_headers: Vec<(String, String)>,
+    pub response_body: String,
+    pub response_truncated: bool,
+    pub manual: bool,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub summary: DeliverySummary,
+    /// The last request sent; `None` until the first attempt.
+    pub request: Option<StoredRequest>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Everything a worker needs to send one delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryJob {
+    pub delivery_id: i64,
+    pub attempts_so_far: i64,
+    /// Attempts the schedule made (manual ones are not steps of the retry schedule).
+    pub automatic_attempts: i64,
+    /// When the schedule would try next, for a delivery still waiting.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub state: DeliveryState,
+    pub webhook: Webhook,
+    pub event_action: String,
+    pub event_body: String,
+    /// What ingest read from the event, whichever registry sent it.
+    pub event: EventRecord,
+}
+
+/// The facts ingest read from an event and stored beside its body: formats that speak of
+/// the event (chat messages, CloudEvents attributes, templates) use them for events from
+/// registries whose payloads are not distribution's (zot, Harbor).
+#[derive(Debug, Clone, Default)]
+pub struct EventRecord {
+    pub registry_id: Option<String>,
+    pub action: String,
+    pub repository: Option<String>,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    pub media_type: Option<String>,
+    pub actor: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A due delivery leased by `claim_due`. Every claim of a delivery gets a new `token`, and
+/// writes under an older one are refused, so a worker that stalled past its lease can
+/// neither send during a newer claim nor overwrite its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub delivery_id: i64,
+    pub webhook_id: i64,
+    pub token: i64,
+}
+
+/// Which due deliveries a claim may take, besides being due and not leased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimScope<'a> {
+    /// Those of any webhook but these.
+    Skipping(&'a [i64]),
+    /// Only those of these webhooks.
+    Only(&'a [i64]),
+    /// The earliest due one of each webhook but these: at most one per webhook. The claim
+    /// looks at the first `one_per_webhook_window(limit)` due rows only, so when a few
+    /// webhooks' backlogs fill that window it comes up short; those webhooks then hold a
+    /// delivery, and the caller can pass over them in its next claim.
+    OnePerWebhookSkipping(&'a [i64]),
+}
+
+impl ClaimScope<'_> {
+    /// The webhooks this scope names, and whether it takes only theirs.
+    pub(crate) fn webhooks(&self) -> (&[i64], bool) {
+        match *self {
+            Self::Skipping(ids) | Self::OnePerWebhookSkipping(ids) => (ids, false),
+            Self::Only(ids) => (ids, true),
+        }
+    }
+}
+
+/// How many due rows a one-per-webhook claim of `limit` looks at.
+pub(crate) fn one_per_webhook_window(limit: i64) -> i64 {
+    limit.saturating_mul(4).max(64)
+}
+
+/// Where a delivery goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    RetryAt(DateTime<Utc>),
+    Failed,
+}
+
+/// One attempt's result, written together with the delivery's new state.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: i64,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub response_headers: Vec<(String, String)>,
+    pub response_body: String,
+    pub response_truncated: bool,
+    pub manual: bool,
+    pub request: StoredRequest,
+    /// The request body is stored only when it differs from the event body.
+    pub body_is_event: bool,
+    pub outcome: Outcome,
+    /// The claim token the attempt was made under; `None` for a manual retrigger, which
+    /// holds no lease and leaves a worker's lease alone.
+    pub lease: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct IngestSummary {
+    /// Events that were relevant and new.
+    pub accepted: usize,
+    /// Valid events that trigger no webhook (blob pushes, pulls, unknown namespaces).
+    pub skipped: usize,
+    /// Events Herald could not use, stored with the reason.
+    pub ignored: usize,
+    /// Events already received (the registry retried).
+    pub duplicates: usize,
+    pub deliveries: usize,
+}
+
+impl IngestSummary {
+    /// Counts a newly stored event under the status [`decide`] gave it.
+    pub(crate) fn count(&mut self, status: &str) {
+        match status {
+            "ignored" => self.ignored += 1,
+            "skipped" => self.skipped += 1,
+            _ => self.accepted += 1,
+        }
+    }
+}
+
+/// An enabled webhook as ingest weighs it.
+pub(crate) struct Candidate {
+    pub id: i64,
+    pub filters: std::sync::Arc<CompiledFilters>,
+}
+
+impl Candidate {
+    /// Filters are stored as JSON, NULL meaning the defaults.
+    pub(crate) fn new(id: i64, filters: Option<&str>) -> Self {
+        Self {
+            id,
+            filters: CompiledFilters::cached(filters),
+        }
+    }
+}
+
+/// An event's fate: its status, the reason, and the webhooks that get a delivery.
+/// `candidates` is `None` when the event's namespace does not exist.
+pub(crate) fn decide(
+    event: &IncomingEvent,
+    candidates: Option<&[Candidate]>,
+) -> (&'static str, Option<String>, Vec<i64>) {
+    let default_skip = match &event.disposition {
+        Disposition::Ignore(r) => return ("ignored", Some(r.clone()), Vec::new()),
+        Disposition::Skip(r) => Some(r.clone()),
+        Disposition::Deliver => None,
+    };
+    let Some(candidates) = candidates else {
+        let ns = event
+            .namespace
+            .as_ref()
+            .map(|n| n.as_str())
+            .unwrap_or_default();
+        return (
+            "skipped",
+            default_skip.or_else(|| Some(format!("namespace '{ns}' does not exist"))),
+            Vec::new(),
+        );
+    };
+    let matching: Vec<i64> = match &event.facts {
+        Some(facts) => candidates
+            .iter()
+            .filter(|c| c.filters.matches(facts))
+            .map(|c| c.id)
+            .collect(),
+        None => Vec::new(),
+    };
+    match (matching.is_empty(), default_skip) {
+        (false, _) => ("accepted", None, matching),
+        (true, Some(reason)) => ("skipped", Some(reason), Vec::new()),
+        (true, None) if !candidates.is_empty() => (
+            "skipped",
+            Some("no enabled webhook's filters match".into()),
+            Vec::new(),
+        ),
+        (true, None) => ("accepted", None, Vec::new()),
+    }
+}

@@ -1,0 +1,160 @@
+//! Registry events as Herald understands them, whichever registry sent them.
+
+use crate::domain::names::NamespaceName;
+
+/// What happened. The first four are distribution's own words; the others come from
+/// registries that report more (zot, Harbor) and are never in the default filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Push,
+    Pull,
+    Mount,
+    Delete,
+    ScanCompleted,
+    ScanFailed,
+    QuotaExceeded,
+    LintFailed,
+    RepositoryCreated,
+    Replication,
+    TagRetention,
+}
+
+impl Action {
+    pub const ALL: [Action; 11] = [
+        Self::Push,
+        Self::Pull,
+        Self::Mount,
+        Self::Delete,
+        Self::ScanCompleted,
+        Self::ScanFailed,
+        Self::QuotaExceeded,
+        Self::LintFailed,
+        Self::RepositoryCreated,
+        Self::Replication,
+        Self::TagRetention,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// The actions distribution's notifications use.
+    pub fn is_distributions(self) -> bool {
+        matches!(self, Self::Push | Self::Pull | Self::Mount | Self::Delete)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Push => "push",
+            Self::Pull => "pull",
+            Self::Mount => "mount",
+            Self::Delete => "delete",
+            Self::ScanCompleted => "scan_completed",
+            Self::ScanFailed => "scan_failed",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::LintFailed => "lint_failed",
+            Self::RepositoryCreated => "repository_created",
+            Self::Replication => "replication",
+            Self::TagRetention => "tag_retention",
+        }
+    }
+}
+
+/// What to do with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Relevant: every enabled webhook of its namespace gets a delivery.
+    Deliver,
+    /// A valid event that triggers no webhook (a blob push, a pull).
+    Skip(String),
+    /// An event Herald cannot use; kept with the reason.
+    Ignore(String),
+}
+
+/// One event of an envelope, classified, with its original JSON.
+#[derive(Debug, Clone)]
+pub struct IncomingEvent {
+    pub registry_id: Option<String>,
+    pub action: Option<String>,
+    pub repository: Option<String>,
+    pub namespace: Option<NamespaceName>,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    pub media_type: Option<String>,
+    pub actor: Option<String>,
+    /// The event object exactly as the registry sent it: this is the webhook body.
+    pub body: String,
+    pub disposition: Disposition,
+    /// What per-webhook filters look at; `None` for ignored events.
+    pub facts: Option<EventFacts>,
+    /// The source it came from (`None`: the default distribution source at
+    /// `/v2/webhooks/events`).
+    pub source: Option<String>,
+    /// Set by a source's translation when it knows better than the media type.
+    pub manifest_hint: Option<bool>,
+}
+
+/// The name filters use for `/v2/webhooks/events`, the registry token's source.
+pub const DEFAULT_SOURCE: &str = "default";
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Distribution,
+    Zot,
+    Harbor,
+    Gitlab,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Distribution => "distribution",
+            Self::Zot => "zot",
+            Self::Harbor => "harbor",
+            Self::Gitlab => "gitlab",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Distribution, Self::Zot, Self::Harbor, Self::Gitlab]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A source name: what a URL path segment and a filter can hold plainly.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "a source name has 1 to 64 characters: lowercase letters, digits, '-' and '_', \
+             starting with a letter or digit; '{}' is not one",
+            name.chars().take(80).collect::<String>()
+        ))
+    }
+}
+
+/// What filters look at, taken from an event once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFacts {
+    pub action: Action,
+    /// The repository path inside its namespace (`acme/web/api` in `acme` is `web/api`; in
+    /// the global namespace, the whole repository).
+    pub path: String,
+    pub tag: Option<String>,
+    pub is_manifest: bool,
+    /// The registry's request method (`HEAD` for existence checks reported as pulls).
+    pub request_method: Option<String>,
+    /// The source's name; `None` for the default source.
+    pub source: Option<String>,
+}
