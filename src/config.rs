@@ -144,6 +144,17 @@ pub struct Config {
     #[arg(long, env = "HERALD_AUTO_DISABLE_AFTER", default_value = "5d", value_parser = humantime::parse_duration)]
     pub auto_disable_after: Duration,
 
+    /// Failed attempts in a row after which a webhook's circuit opens: its due deliveries
+    /// wait (no attempt counted) instead of each failing against a dead receiver, until
+    /// one probe goes after --circuit-cooldown. 0 turns the circuit breaker off.
+    #[arg(long, env = "HERALD_CIRCUIT_FAILURES", default_value_t = 5)]
+    pub circuit_failures: u32,
+
+    /// How long an open circuit waits before its probe; each failed probe doubles it, up
+    /// to 10 minutes (or this, if longer). At least 100ms.
+    #[arg(long, env = "HERALD_CIRCUIT_COOLDOWN", default_value = "30s", value_parser = parse_cooldown)]
+    pub circuit_cooldown: Duration,
+
     /// Log format: `pretty` for people, `json` for log collectors.
     #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
     pub log_format: String,
@@ -417,6 +428,14 @@ impl Config {
                 path_or(&self.delivery_ca_bundle, "(none: built-in roots only)"),
             ),
             ("auto_disable_after", dur(self.auto_disable_after)),
+            (
+                "circuit_failures",
+                match self.circuit_failures {
+                    0 => "0 (the circuit breaker is off)".into(),
+                    n => n.to_string(),
+                },
+            ),
+            ("circuit_cooldown", dur(self.circuit_cooldown)),
             ("log_format", self.log_format.clone()),
             ("ready_stall_timeout", dur(self.ready_stall_timeout)),
             ("shutdown_grace", dur(self.shutdown_grace)),
@@ -498,6 +517,11 @@ impl Config {
             .unwrap_or(self.delivery_timeout * 2 + Duration::from_secs(30))
     }
 
+    /// The circuit breaker's rule, from `--circuit-failures` and `--circuit-cooldown`.
+    pub fn circuit(&self) -> crate::domain::control::CircuitRule {
+        crate::domain::control::CircuitRule::new(self.circuit_failures, self.circuit_cooldown)
+    }
+
     /// Where deliveries go out: through `--delivery-proxy` unless `--delivery-no-proxy`
     /// lists the receiver.
     pub fn egress(&self) -> Egress {
@@ -535,6 +559,15 @@ impl Config {
     }
 }
 
+/// A circuit's cool-down: a probe every few milliseconds would be no cool-down at all.
+fn parse_cooldown(text: &str) -> Result<Duration, String> {
+    let cooldown = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if cooldown < Duration::from_millis(100) {
+        return Err("the cool-down must be at least 100ms".into());
+    }
+    Ok(cooldown)
+}
+
 /// `path` made absolute against the current directory, for messages; as given if that fails.
 pub fn absolute(path: &std::path::Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
@@ -552,6 +585,18 @@ mod tests {
         assert_eq!(c.retry_schedule.0.len(), 8);
         assert_eq!(c.ingest_read_timeout, Duration::from_secs(10));
         assert_eq!(c.ready_stall_timeout, Duration::from_secs(30));
+        assert_eq!(
+            c.circuit(),
+            crate::domain::control::CircuitRule::new(5, Duration::from_secs(30)),
+            "the circuit breaker is on by default"
+        );
+        let err = Config::from_args(["--circuit-cooldown", "0s"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--circuit-cooldown") && err.contains("100ms"),
+            "{err}"
+        );
         let c = Config::from_args(["--public-url", "https://herald.example.org/"]).unwrap();
         assert_eq!(
             c.events_url("127.0.0.1:1".parse().unwrap()),

@@ -231,6 +231,7 @@ pub async fn build_dispatcher(
             schedule: config.retry_schedule.clone(),
             lease: config.delivery_lease(),
             disable_after: config.auto_disable_after,
+            circuit: config.circuit(),
         },
         metrics,
     );

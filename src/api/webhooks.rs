@@ -53,6 +53,16 @@ pub struct WebhookView {
     pub signing_secret: Option<String>,
     /// Until when the previous secret still signs, during a rotation.
     pub previous_secret_valid_until: Option<DateTime<Utc>>,
+    /// At most this many deliveries per second (per process); `null`: no limit.
+    pub rate_limit: Option<f64>,
+    /// `none`, or `fifo`: one delivery at a time, in the order events arrived.
+    pub ordering: crate::domain::control::DeliveryOrder,
+    /// The circuit breaker (read-only): `closed`; `open` after `--circuit-failures` failed
+    /// attempts in a row, while due deliveries wait; `half-open` once the cool-down is
+    /// over and one probe goes.
+    pub circuit: crate::domain::control::CircuitState,
+    /// While the circuit is open: when the probe may go.
+    pub circuit_probe_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -115,6 +125,14 @@ impl WebhookView {
             template: w.template,
             signing_secret: None,
             previous_secret_valid_until: w.previous_secret_until.filter(|t| *t > Utc::now()),
+            rate_limit: w.rate_limit.map(|r| r.as_f64()),
+            ordering: w.ordering,
+            circuit: w.circuit.state_at(Utc::now().timestamp_millis()),
+            circuit_probe_at: w
+                .circuit
+                .open_until
+                .filter(|_| w.circuit.state == crate::domain::control::CircuitState::Open)
+                .and_then(DateTime::from_timestamp_millis),
         })
     }
 }

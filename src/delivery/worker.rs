@@ -37,6 +37,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use crate::delivery::client::HttpSender;
 use crate::delivery::client::ReceiverResponse;
 use crate::delivery::retry::RetrySchedule;
+use crate::domain::control::{CircuitChange, CircuitRule, HealthChange, TokenBucket};
 use crate::hooks::formats;
 use crate::hooks::payload::{self, OutgoingRequest};
 use crate::hooks::templates::TemplateSandbox;
@@ -138,6 +139,10 @@ struct Hook {
     permits: Option<Arc<Semaphore>>,
     /// When it was last claimed or answered, to forget webhooks idle for long.
     touched: Instant,
+    /// Its rate limit's tokens in this process, learned from its claims; `None` without one.
+    bucket: Option<TokenBucket>,
+    /// Delivered in order: each finished delivery may free the next one at once.
+    fifo: bool,
 }
 
 impl Hook {
@@ -149,6 +154,8 @@ impl Hook {
             stale: 0,
             permits: None,
             touched: now,
+            bucket: None,
+            fifo: false,
         }
     }
 }
@@ -175,6 +182,11 @@ struct Plan {
     slow_skip: Vec<i64>,
     /// Some webhook holds all it may, so claims pass over its due deliveries.
     passing_over: bool,
+    /// Fast webhooks with a rate limit, each claimed on its own for no more than its
+    /// tokens admit (and its cap).
+    fast_limited: Vec<(i64, usize)>,
+    /// The earliest next token of a rate-limited webhook passed over for want of one.
+    next_token: Option<Instant>,
 }
 
 /// Whether a delivery that got its slots goes out.
@@ -241,20 +253,62 @@ impl InFlight {
         Some((held, left, self.fast_held))
     }
 
-    /// What to claim next; forgets webhooks idle for `PACE_MEMORY`.
+    /// Takes a rate-limit token for a new claim, learning the webhook's limit and ordering
+    /// from it; false when its bucket is empty: the claim is then given back unsent.
+    fn admit(&mut self, claim: &Claim, now: Instant) -> bool {
+        if self.held.contains_key(&claim.delivery_id) {
+            return true;
+        }
+        let hook = self
+            .hooks
+            .entry(claim.webhook_id)
+            .or_insert_with(|| Hook::new(now));
+        hook.fifo = claim.fifo;
+        match claim.rate_limit {
+            None => {
+                hook.bucket = None;
+                true
+            }
+            Some(limit) => {
+                let bucket = hook
+                    .bucket
+                    .get_or_insert_with(|| TokenBucket::new(limit, now));
+                bucket.set_limit(limit, now);
+                bucket.take(now)
+            }
+        }
+    }
+
+    /// What to claim next; forgets webhooks idle for `PACE_MEMORY` (a rate limit's bucket
+    /// only once it is full again). A webhook whose bucket is empty is passed over by every
+    /// claim until its next token; a fast one with tokens is claimed on its own.
     fn plan(&mut self, hold_cap: usize, webhook_cap: usize, now: Instant) -> Plan {
         self.hooks.retain(|_, hook| {
-            hook.held > 0 || hook.stale > 0 || now.duration_since(hook.touched) < PACE_MEMORY
+            hook.held > 0
+                || hook.stale > 0
+                || now.duration_since(hook.touched) < PACE_MEMORY
+                || hook.bucket.as_mut().is_some_and(|b| !b.is_full(now))
         });
         let mut plan = Plan {
             fast_room: hold_cap.saturating_sub(self.fast_held),
             ..Plan::default()
         };
-        for (&id, hook) in &self.hooks {
+        for (&id, hook) in &mut self.hooks {
+            let tokens = hook.bucket.as_mut().map(|b| b.available(now));
+            if tokens == Some(0) {
+                plan.slow_skip.push(id);
+                if let Some(next) = hook.bucket.as_mut().map(|b| b.next_token(now)) {
+                    plan.next_token = Some(plan.next_token.map_or(next, |t| t.min(next)));
+                }
+                continue;
+            }
             if hook.fast {
                 plan.slow_skip.push(id);
                 if hook.held < webhook_cap {
-                    plan.fast.push(id);
+                    match tokens {
+                        Some(n) => plan.fast_limited.push((id, n.min(webhook_cap - hook.held))),
+                        None => plan.fast.push(id),
+                    }
                 } else {
                     plan.passing_over = true;
                 }
@@ -378,6 +432,8 @@ pub struct DispatcherConfig {
     pub lease: Duration,
     /// A webhook whose attempts have all failed for this long is disabled.
     pub disable_after: Duration,
+    /// When a webhook's circuit opens, and for how long.
+    pub circuit: CircuitRule,
 }
 
 pub struct Dispatcher {
@@ -510,6 +566,9 @@ impl Dispatcher {
             let lease_until =
                 now + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
             let mut more = false;
+            // Claims a rate limit had no token for, to be given back unsent.
+            let mut refused = Vec::new();
+            let mut fast_room = plan.fast_room;
 
             if plan.fast_room > 0 && !plan.fast.is_empty() {
                 let limit = plan.fast_room.min(CLAIM_CHUNK);
@@ -521,14 +580,40 @@ impl Dispatcher {
                 {
                     Ok(claims) => {
                         more |= claims.len() == limit;
+                        fast_room = fast_room.saturating_sub(claims.len());
                         for claim in claims {
-                            self.spawn(claim, expires, Lane::Fast, None);
+                            self.spawn(claim, expires, Lane::Fast, None, &mut refused);
                         }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "claiming deliveries failed");
                         tokio::time::sleep(POLL_INTERVAL).await;
                         continue;
+                    }
+                }
+            }
+            // Rate-limited fast webhooks, each for what its tokens admit: never more claims
+            // than may be sent, so none waits holding a claim or comes back unsent.
+            for &(webhook_id, tokens) in &plan.fast_limited {
+                let limit = tokens.min(fast_room).min(CLAIM_CHUNK);
+                if limit == 0 {
+                    break;
+                }
+                let scope = ClaimScope::Only(std::slice::from_ref(&webhook_id));
+                match self
+                    .store
+                    .claim_due_in(now, lease_until, limit as i64, scope)
+                    .await
+                {
+                    Ok(claims) => {
+                        fast_room = fast_room.saturating_sub(claims.len());
+                        for claim in claims {
+                            self.spawn(claim, expires, Lane::Fast, None, &mut refused);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming deliveries failed");
+                        break;
                     }
                 }
             }
@@ -559,7 +644,7 @@ impl Dispatcher {
                                 more = true;
                             }
                             for (claim, place) in claims.into_iter().zip(places) {
-                                self.spawn(claim, expires, Lane::Slow, Some(place));
+                                self.spawn(claim, expires, Lane::Slow, Some(place), &mut refused);
                             }
                         }
                         Err(e) => {
@@ -571,12 +656,23 @@ impl Dispatcher {
                     }
                 }
             }
+            if !refused.is_empty() {
+                if let Err(e) = self.store.release(&refused).await {
+                    tracing::warn!(count = refused.len(), error = %e, "could not release leases; they expire on their own");
+                }
+            }
             if more {
                 continue;
             }
+            // A rate-limited webhook's next token ends the wait, so its limit is used in full.
+            let mut wait = slow_pause.unwrap_or(POLL_INTERVAL);
+            if let Some(at) = plan.next_token {
+                let until = at.saturating_duration_since(Instant::now());
+                wait = wait.min(until.max(Duration::from_millis(1)));
+            }
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(slow_pause.unwrap_or(POLL_INTERVAL)) => {
+                _ = tokio::time::sleep(wait) => {
                     // Retries fall due with time.
                     self.slow_work.store(true, Ordering::SeqCst);
                 }
@@ -588,15 +684,26 @@ impl Dispatcher {
     }
 
     /// Starts the task of a new claim; a delivery already held goes on in its own task,
-    /// under the new token.
+    /// under the new token. A claim its webhook's rate limit has no token for goes to
+    /// `refused`, to be given back unsent.
     fn spawn(
         self: &Arc<Self>,
         claim: Claim,
         expires: Instant,
         lane: Lane,
         place: Option<OwnedSemaphorePermit>,
+        refused: &mut Vec<i64>,
     ) {
-        let Some(task) = self.books().insert(claim, expires, lane, Instant::now()) else {
+        let task = {
+            let mut books = self.books();
+            let now = Instant::now();
+            if !books.admit(&claim, now) {
+                refused.push(claim.delivery_id);
+                return;
+            }
+            books.insert(claim, expires, lane, now)
+        };
+        let Some(task) = task else {
             return;
         };
         let this = self.clone();
@@ -618,9 +725,18 @@ impl Dispatcher {
     /// a fast webhook dropping below its cap, or the fast lane falling to three quarters
     /// of its own.
     fn in_flight_remove(&self, id: i64, task: u64) {
-        let removed = self.books().remove(id, task);
+        let (removed, fifo) = {
+            let mut books = self.books();
+            let removed = books.remove(id, task);
+            let fifo = removed
+                .as_ref()
+                .and_then(|(held, _, _)| books.hooks.get(&held.webhook_id))
+                .is_some_and(|hook| hook.fifo);
+            (removed, fifo)
+        };
         if let Some((held, webhook_left, fast_left)) = removed {
-            if held.lane == Lane::Slow {
+            // A finished fifo delivery frees the next one of its webhook.
+            if held.lane == Lane::Slow || fifo {
                 self.wake();
             } else if webhook_left + 1 == self.webhook_cap() || fast_left == self.hold_cap() * 3 / 4
             {
@@ -695,6 +811,16 @@ impl Dispatcher {
                 return Ok(());
             };
             let job = self.store.load_job(delivery_id).await?;
+            // Claimed before its webhook's circuit opened, or not the probe: it waits,
+            // unsent and with no attempt counted, until the circuit lets it through.
+            if !job.webhook.circuit.lets_through(delivery_id) {
+                tracing::debug!(
+                    delivery_id,
+                    webhook_id = job.webhook.id,
+                    "the circuit is open: the delivery waits"
+                );
+                return self.store.release(&[delivery_id]).await;
+            }
             if !job.webhook.enabled {
                 return self
                     .store
@@ -783,6 +909,33 @@ impl Dispatcher {
         if promoted {
             tracing::debug!(webhook_id, "webhook in the fast lane: it answers quickly");
             self.wake.notify_one();
+        }
+    }
+
+    /// What an attempt did to its webhook's circuit, said once, here. `Opened` and
+    /// `Reopened` are where "this attempt opened the circuit" is known (for an operational
+    /// event `webhook.circuit_opened`); a closed circuit's backlog is due again at once.
+    fn circuit_changed(&self, job: &DeliveryJob, change: &HealthChange) {
+        let (webhook_id, webhook) = (job.webhook.id, job.webhook.name.as_str());
+        let namespace = job.webhook.namespace.as_str();
+        let until = change
+            .circuit_open_until
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default();
+        match change.circuit {
+            CircuitChange::None => {}
+            CircuitChange::Opened => tracing::warn!(
+                webhook_id, %namespace, %webhook, failures = change.circuit_failures, probe_at = %until,
+                "circuit opened: the receiver kept failing; its deliveries wait for the probe"
+            ),
+            CircuitChange::Reopened => tracing::warn!(
+                webhook_id, %namespace, %webhook, probe_at = %until,
+                "circuit opened again: the probe failed"
+            ),
+            CircuitChange::Closed => {
+                tracing::info!(webhook_id, %namespace, %webhook, "circuit closed: the receiver answers again");
+                self.wake();
+            }
         }
     }
 
@@ -922,9 +1075,11 @@ impl Dispatcher {
             _ => Health::Failed,
         };
         // The common case, a healthy webhook staying healthy, needs no write.
-        let unchanged = health == Health::Succeeded && job.webhook.failing_since.is_none();
+        let unchanged = health == Health::Succeeded
+            && job.webhook.failing_since.is_none()
+            && job.webhook.circuit == Default::default();
         let verdict = if unchanged {
-            Ok(false)
+            Ok(HealthChange::default())
         } else {
             self.store
                 .webhook_health(
@@ -932,19 +1087,22 @@ impl Dispatcher {
                     health,
                     Utc::now(),
                     self.config.disable_after,
+                    self.config.circuit,
                 )
                 .await
         };
         match verdict {
-            Ok(true) => {
-                self.metrics.webhooks_auto_disabled.inc();
-                tracing::warn!(
-                    webhook_id = job.webhook.id,
-                    gone,
-                    "webhook disabled: it kept failing or is gone"
-                );
+            Ok(change) => {
+                if change.disabled {
+                    self.metrics.webhooks_auto_disabled.inc();
+                    tracing::warn!(
+                        webhook_id = job.webhook.id,
+                        gone,
+                        "webhook disabled: it kept failing or is gone"
+                    );
+                }
+                self.circuit_changed(&job, &change);
             }
-            Ok(false) => {}
             Err(e) => {
                 tracing::warn!(webhook_id = job.webhook.id, error = %e, "recording webhook health failed")
             }
@@ -1028,6 +1186,8 @@ mod tests {
             delivery_id,
             webhook_id,
             token,
+            rate_limit: None,
+            fifo: false,
         }
     }
 
@@ -1127,6 +1287,32 @@ mod tests {
             assert!(quick < 10);
         }
         assert!(quick > 1, "the late answer weighs in the average");
+    }
+
+    #[test]
+    fn a_rate_limited_webhook_is_claimed_for_its_tokens_and_passed_over_without() {
+        let now = Instant::now();
+        let mut f = with_fast_hook(now);
+        let limit = crate::domain::control::RateLimit::per_second(2.0).unwrap();
+        let limited = |delivery_id| Claim {
+            rate_limit: Some(limit),
+            ..claim(delivery_id, 10, 1)
+        };
+        assert!(f.admit(&limited(1), now), "a full bucket: two tokens");
+        f.insert(limited(1), now, Lane::Fast, now).unwrap();
+        let plan = f.plan(16, 16, now);
+        assert_eq!(plan.fast_limited, [(10, 1)], "claimed alone, for one");
+        assert!(plan.fast.is_empty());
+        assert!(f.admit(&limited(2), now));
+        assert!(!f.admit(&limited(3), now), "no token left");
+        let plan = f.plan(16, 16, now);
+        assert!(plan.fast_limited.is_empty() && plan.slow_skip.contains(&10));
+        assert_eq!(plan.next_token, Some(now + Duration::from_millis(500)));
+        let later = now + Duration::from_millis(500);
+        assert_eq!(f.plan(16, 16, later).fast_limited, [(10, 1)]);
+        // Claims without a limit: the webhook's was removed.
+        assert!(f.admit(&claim(4, 10, 1), later));
+        assert_eq!(f.plan(16, 16, later).fast, [10]);
     }
 
     #[test]

@@ -143,6 +143,11 @@ pub struct Claim {
     pub delivery_id: i64,
     pub webhook_id: i64,
     pub token: i64,
+    /// The webhook's rate limit as the claim found it, so the dispatcher learns it with
+    /// no query of its own.
+    pub rate_limit: Option<crate::domain::control::RateLimit>,
+    /// The webhook delivers in order (`ordering: fifo`).
+    pub fifo: bool,
 }
 
 /// Which due deliveries a claim may take, besides being due and not leased.

@@ -1,6 +1,7 @@
 //! The domain: Herald's model and its pure rules, with no I/O. Everything else (the
 //! registry side, the store, delivery, the API and UI) speaks these types.
 
+pub mod control;
 pub mod delivery;
 pub mod events;
 pub mod filters;

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::domain::control::{Circuit, DeliveryOrder, RateLimit};
 use crate::domain::filters::Filters;
 use crate::domain::format::Format;
 use crate::domain::names::{
@@ -159,6 +160,11 @@ pub struct Webhook {
     pub template: Option<String>,
     /// Whether the receiver's TLS certificate is verified.
     pub tls_verify: bool,
+    /// At most this many deliveries a second (per process), or none.
+    pub rate_limit: Option<RateLimit>,
+    pub ordering: DeliveryOrder,
+    /// The circuit breaker's state (read-only: attempts move it).
+    pub circuit: Circuit,
 }
 
 /// What an attempt says about a webhook's health.
@@ -231,6 +237,8 @@ pub struct NewWebhook {
     pub format: Format,
     pub template: Option<String>,
     pub tls_verify: bool,
+    pub rate_limit: Option<RateLimit>,
+    pub ordering: DeliveryOrder,
 }
 
 /// A partial update: `None` leaves a field as it is; `Some(None)` clears an optional one.
@@ -248,6 +256,8 @@ pub struct WebhookPatch {
     pub format: Option<Format>,
     pub template: Option<Option<String>>,
     pub tls_verify: Option<bool>,
+    pub rate_limit: Option<Option<RateLimit>>,
+    pub ordering: Option<DeliveryOrder>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::domain::control::{DeliveryOrder, RateLimit};
 use crate::domain::filters::Filters;
 use crate::domain::names::{
     ContentType, HeaderName, HeaderValue, Invalid, RequestMethod, WebhookName, WebhookUrl,
@@ -39,6 +40,13 @@ pub struct WebhookInput {
     pub template: Option<Option<String>>,
     /// `false` skips TLS certificate verification for this webhook (shown as a warning).
     pub tls_verify: Option<bool>,
+    /// At most this many deliveries per second (per process), from 0.01 to 10000, with a
+    /// burst of one second's worth; `null`: no limit (the default).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<f64>)]
+    pub rate_limit: Option<Option<f64>>,
+    /// `none` (default) or `fifo`: one delivery at a time, in the order events arrived.
+    pub ordering: Option<String>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -107,6 +115,21 @@ impl WebhookInput {
         let filters = p
             .take(self.filters.unwrap_or_default().validate())
             .unwrap_or_default();
+        let rate_limit = p
+            .take(
+                self.rate_limit
+                    .flatten()
+                    .map(RateLimit::per_second)
+                    .transpose(),
+            )
+            .flatten();
+        let ordering = p
+            .take(
+                self.ordering
+                    .as_deref()
+                    .map_or(Ok(DeliveryOrder::default()), DeliveryOrder::parse),
+            )
+            .unwrap_or_default();
         let template = self.template.flatten().filter(|t| !t.trim().is_empty());
         if let Some(t) = &template {
             p.take(validate_template(t));
@@ -140,6 +163,8 @@ impl WebhookInput {
                 format,
                 template,
                 tls_verify: self.tls_verify.unwrap_or(true),
+                rate_limit,
+                ordering,
             }),
             _ => Err(p.0),
         }
@@ -188,6 +213,13 @@ impl WebhookInput {
                 .clone()
                 .map(|t| t.filter(|t| !t.trim().is_empty())),
             tls_verify: self.tls_verify,
+            rate_limit: self
+                .rate_limit
+                .map(|r| r.and_then(|r| p.take(RateLimit::per_second(r)))),
+            ordering: self
+                .ordering
+                .as_deref()
+                .and_then(|o| p.take(DeliveryOrder::parse(o))),
         };
         if let Some(Some(t)) = &patch.template {
             p.take(validate_template(t));
@@ -390,6 +422,8 @@ pub fn audit_for_patch(actor: &str, patch: &WebhookPatch) -> Audit {
         ("format", patch.format.is_some()),
         ("template", patch.template.is_some()),
         ("tls_verify", patch.tls_verify.is_some()),
+        ("rate_limit", patch.rate_limit.is_some()),
+        ("ordering", patch.ordering.is_some()),
     ];
     let changed: Vec<&str> = fields
         .iter()

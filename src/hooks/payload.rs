@@ -186,6 +186,9 @@ mod tests {
             format: Default::default(),
             template: None,
             tls_verify: true,
+            rate_limit: None,
+            ordering: Default::default(),
+            circuit: Default::default(),
         }
     }
 

@@ -270,15 +270,17 @@ pub trait Hooks: Send + Sync {
         audit: &Audit,
     ) -> StoreResult<Webhook>;
     /// Tracks whether a webhook keeps failing; disables it (with an audit entry by
-    /// "herald") on 410 Gone or after `disable_after` of nothing but failures. Returns
-    /// true when it disabled the webhook.
+    /// "herald") on 410 Gone or after `disable_after` of nothing but failures, and moves
+    /// its circuit breaker by `circuit` (`Circuit::after_attempt`), in one write. Says
+    /// whether it disabled the webhook and whether this attempt opened the circuit.
     async fn webhook_health(
         &self,
         webhook_id: i64,
         health: Health,
         now: DateTime<Utc>,
         disable_after: std::time::Duration,
-    ) -> StoreResult<bool>;
+        circuit: crate::domain::control::CircuitRule,
+    ) -> StoreResult<crate::domain::control::HealthChange>;
     /// A synthetic `ping` event and its one delivery to this webhook; returns the delivery id.
     async fn create_ping(
         &self,

@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod conformance;
 mod deliveries;
+mod delivery_control;
 mod filters;
 mod helpers;
 mod ingest;

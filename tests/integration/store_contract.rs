@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use herald::config::Config;
+use herald::domain::control::CircuitRule;
 use herald::domain::names::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
@@ -159,6 +160,8 @@ fn new_webhook(name: &str, headers: Vec<StoredHeader>) -> NewWebhook {
         format: Default::default(),
         template: None,
         tls_verify: true,
+        rate_limit: None,
+        ordering: Default::default(),
     }
 }
 
@@ -1418,6 +1421,7 @@ async fn signing_secrets_and_health(store: Arc<dyn Store>) {
     // Failing since the first failure; a success clears it; failing for `disable_after`
     // disables the webhook, once, with an entry by "herald".
     let day = Duration::from_secs(86_400);
+    let no_breaker = CircuitRule::new(0, Duration::from_secs(1));
     let t0 = Utc::now();
     let failing = |store: Arc<dyn Store>| async move {
         store
@@ -1427,34 +1431,46 @@ async fn signing_secrets_and_health(store: Arc<dyn Store>) {
             .failing_since
             .map(ms)
     };
-    assert!(!store
-        .webhook_health(hook, Health::Failed, t0, day)
-        .await
-        .unwrap());
+    assert!(
+        !store
+            .webhook_health(hook, Health::Failed, t0, day, no_breaker)
+            .await
+            .unwrap()
+            .disabled
+    );
     assert_eq!(failing(store.clone()).await, Some(ms(t0)));
-    assert!(!store
-        .webhook_health(hook, Health::Failed, t0 + secs(3600), day)
-        .await
-        .unwrap());
+    assert!(
+        !store
+            .webhook_health(hook, Health::Failed, t0 + secs(3600), day, no_breaker)
+            .await
+            .unwrap()
+            .disabled
+    );
     assert_eq!(
         failing(store.clone()).await,
         Some(ms(t0)),
         "the first failure counts"
     );
-    assert!(!store
-        .webhook_health(hook, Health::Succeeded, t0 + secs(7200), day)
-        .await
-        .unwrap());
+    assert!(
+        !store
+            .webhook_health(hook, Health::Succeeded, t0 + secs(7200), day, no_breaker)
+            .await
+            .unwrap()
+            .disabled
+    );
     assert_eq!(failing(store.clone()).await, None);
     let t1 = t0 + secs(10_800);
     store
-        .webhook_health(hook, Health::Failed, t1, day)
+        .webhook_health(hook, Health::Failed, t1, day, no_breaker)
         .await
         .unwrap();
-    assert!(store
-        .webhook_health(hook, Health::Failed, t1 + secs(86_400), day)
-        .await
-        .unwrap());
+    assert!(
+        store
+            .webhook_health(hook, Health::Failed, t1 + secs(86_400), day, no_breaker)
+            .await
+            .unwrap()
+            .disabled
+    );
     let disabled = store.get_webhook(&acme, hook).await.unwrap();
     assert!(!disabled.enabled);
     assert_eq!(disabled.failing_since, None);
@@ -1464,10 +1480,13 @@ async fn signing_secrets_and_health(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(trail.items[0].action, "webhook.auto_disabled");
     assert_eq!(trail.items[0].actor, "herald");
-    assert!(!store
-        .webhook_health(hook, Health::Gone, t1, day)
-        .await
-        .unwrap());
+    assert!(
+        !store
+            .webhook_health(hook, Health::Gone, t1, day, no_breaker)
+            .await
+            .unwrap()
+            .disabled
+    );
     // 410 Gone disables an enabled webhook at once.
     let enable = WebhookPatch {
         enabled: Some(true),
@@ -1477,15 +1496,21 @@ async fn signing_secrets_and_health(store: Arc<dyn Store>) {
         .update_webhook(&acme, hook, enable, &audit("webhook.enabled"))
         .await
         .unwrap();
-    assert!(store
-        .webhook_health(hook, Health::Gone, t1, day)
-        .await
-        .unwrap());
+    assert!(
+        store
+            .webhook_health(hook, Health::Gone, t1, day, no_breaker)
+            .await
+            .unwrap()
+            .disabled
+    );
     assert!(!store.get_webhook(&acme, hook).await.unwrap().enabled);
-    assert!(!store
-        .webhook_health(999_999, Health::Gone, t1, day)
-        .await
-        .unwrap());
+    assert!(
+        !store
+            .webhook_health(999_999, Health::Gone, t1, day, no_breaker)
+            .await
+            .unwrap()
+            .disabled
+    );
 }
 
 async fn requeue_and_ping(store: Arc<dyn Store>) {
@@ -1796,7 +1821,13 @@ async fn health_filters_and_passwords(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store
-        .webhook_health(hook, Health::Failed, now, Duration::from_secs(3600))
+        .webhook_health(
+            hook,
+            Health::Failed,
+            now,
+            Duration::from_secs(3600),
+            CircuitRule::new(0, Duration::from_secs(1)),
+        )
         .await
         .unwrap();
     let statuses = store

@@ -7,11 +7,12 @@ use chrono::{DateTime, Utc};
 use super::history::NsContext;
 use super::rows::{self, taken_webhook_name, NAMESPACE_SELECT};
 use super::{conflict_on_unique, locking, sql, Backend, Conn, SqlRow, Tx};
+use crate::domain::control::{Circuit, CircuitRule, CircuitState, HealthChange, RateLimit};
 use crate::domain::names::{NamespaceName, WebhookUrl};
 use crate::secrets::Sealed;
 use crate::store::{
-    filters_json, to_ms, Audit, Health, HealthVerdict, Hooks, Namespace, NewWebhook, StoreError,
-    StoreResult, StoredHeader, Visibility, Webhook, WebhookPatch,
+    filters_json, from_ms, to_ms, Audit, Health, HealthVerdict, Hooks, Namespace, NewWebhook,
+    StoreError, StoreResult, StoredHeader, Visibility, Webhook, WebhookPatch,
 };
 
 #[async_trait]
@@ -122,9 +123,9 @@ impl<B: Backend> Hooks for B {
         let id = sql(
             "INSERT INTO webhooks (namespace_id, name, url, request_method, content_type, \
              username, password, enabled, created_at, updated_at, signing_secret, filters, \
-             format, template, tls_verify) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9, $10, $11, $12, $13) \
-             RETURNING id",
+             format, template, tls_verify, rate_limit_milli, ordering) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9, $10, $11, $12, $13, $14, \
+             $15) RETURNING id",
         )
         .bind(ns.id)
         .bind(new.name.as_str())
@@ -139,6 +140,8 @@ impl<B: Backend> Hooks for B {
         .bind(new.format.as_str())
         .bind(&new.template)
         .bind(new.tls_verify)
+        .bind(new.rate_limit.map(RateLimit::milli))
+        .bind(new.ordering.as_str())
         .one(&mut tx)
         .await
         .map_err(|e| conflict_on_unique(e, || taken_webhook_name(new.name.as_str(), namespace)))?
@@ -170,13 +173,21 @@ impl<B: Backend> Hooks for B {
         let format = patch.format.unwrap_or(current.format);
         let template = patch.template.unwrap_or(current.template);
         let tls_verify = patch.tls_verify.unwrap_or(current.tls_verify);
+        let rate_limit = patch.rate_limit.unwrap_or(current.rate_limit);
+        let ordering = patch.ordering.unwrap_or(current.ordering);
         let mut tx = self.begin().await?;
         // Updating the webhook first locks its row, so concurrent header changes queue.
         sql(
             "UPDATE webhooks SET name = $1, url = $2, request_method = $3, content_type = $4, \
              username = $5, password = $6, enabled = $7, updated_at = $8, filters = $10, \
              format = $11, template = $12, tls_verify = $13, \
-             failing_since = CASE WHEN NOT enabled THEN NULL ELSE failing_since END \
+             failing_since = CASE WHEN NOT enabled THEN NULL ELSE failing_since END, \
+             rate_limit_milli = $14, ordering = $15, \
+             circuit_state = CASE WHEN NOT enabled THEN 'closed' ELSE circuit_state END, \
+             circuit_failures = CASE WHEN NOT enabled THEN 0 ELSE circuit_failures END, \
+             circuit_open_until = CASE WHEN NOT enabled THEN NULL ELSE circuit_open_until END, \
+             circuit_cooldown_ms = CASE WHEN NOT enabled THEN NULL ELSE circuit_cooldown_ms END, \
+             circuit_probe = CASE WHEN NOT enabled THEN NULL ELSE circuit_probe END \
              WHERE id = $9",
         )
         .bind(name.as_str())
@@ -192,6 +203,8 @@ impl<B: Backend> Hooks for B {
         .bind(format.as_str())
         .bind(&template)
         .bind(tls_verify)
+        .bind(rate_limit.map(RateLimit::milli))
+        .bind(ordering.as_str())
         .exec(&mut tx)
         .await
         .map_err(|e| conflict_on_unique(e, || taken_webhook_name(name.as_str(), namespace)))?;
@@ -333,17 +346,22 @@ impl<B: Backend> Hooks for B {
         health: Health,
         now: DateTime<Utc>,
         disable_after: std::time::Duration,
-    ) -> StoreResult<bool> {
+        circuit: CircuitRule,
+    ) -> StoreResult<HealthChange> {
         let mut tx = self.begin().await?;
         let row = sql(format!(
-            "SELECT w.enabled, w.failing_since, w.name, w.url, n.name AS namespace \
+            "SELECT w.enabled, w.failing_since, w.name, w.url, n.name AS namespace, \
+             w.circuit_state, w.circuit_failures, w.circuit_open_until, w.circuit_cooldown_ms, \
+             w.circuit_probe \
              FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id WHERE w.id = $1{}",
             locking::<B>(" FOR UPDATE OF w")
         ))
         .bind(webhook_id)
         .opt(&mut tx)
         .await?;
-        let Some(row) = row else { return Ok(false) };
+        let Some(row) = row else {
+            return Ok(HealthChange::default());
+        };
         let verdict = HealthVerdict::weigh(
             health,
             row.flag("enabled")?,
@@ -351,12 +369,30 @@ impl<B: Backend> Hooks for B {
             to_ms(now),
             disable_after,
         );
-        sql("UPDATE webhooks SET enabled = $1, failing_since = $2 WHERE id = $3")
-            .bind(verdict.enabled)
-            .bind(verdict.failing_since)
-            .bind(webhook_id)
-            .exec(&mut tx)
-            .await?;
+        let before = Circuit {
+            state: CircuitState::parse(&row.text("circuit_state")?),
+            failures: row.int("circuit_failures")?,
+            open_until: row.int_opt("circuit_open_until")?,
+            cooldown_ms: row.int_opt("circuit_cooldown_ms")?,
+            probe: row.int_opt("circuit_probe")?,
+        };
+        let (after, circuit_change) =
+            before.after_attempt(health == Health::Succeeded, to_ms(now), &circuit);
+        sql(
+            "UPDATE webhooks SET enabled = $1, failing_since = $2, circuit_state = $4, \
+             circuit_failures = $5, circuit_open_until = $6, circuit_cooldown_ms = $7, \
+             circuit_probe = $8 WHERE id = $3",
+        )
+        .bind(verdict.enabled)
+        .bind(verdict.failing_since)
+        .bind(webhook_id)
+        .bind(after.state.as_str())
+        .bind(after.failures)
+        .bind(after.open_until)
+        .bind(after.cooldown_ms)
+        .bind(after.probe)
+        .exec(&mut tx)
+        .await?;
         if let Some(detail) = &verdict.disabled_because {
             let namespace = NamespaceName::trusted(row.text("namespace")?);
             let name = row.text("name")?;
@@ -367,7 +403,12 @@ impl<B: Backend> Hooks for B {
                 .await?;
         }
         tx.commit().await?;
-        Ok(verdict.disabled_because.is_some())
+        Ok(HealthChange {
+            disabled: verdict.disabled_because.is_some(),
+            circuit: circuit_change,
+            circuit_failures: after.failures,
+            circuit_open_until: after.open_until.map(from_ms),
+        })
     }
 
     async fn create_ping(

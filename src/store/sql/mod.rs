@@ -17,6 +17,7 @@ use sqlx::{Postgres, Sqlite, Transaction};
 use super::{StoreError, StoreResult};
 
 mod accounts;
+pub(crate) mod control;
 mod history;
 mod hooks;
 mod leases;

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::SqlRow;
+use crate::domain::control::{Circuit, CircuitState, DeliveryOrder, RateLimit};
 use crate::domain::names::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
@@ -28,7 +29,9 @@ pub(crate) fn headers_from_json(text: Option<String>) -> Vec<(String, String)> {
 pub(crate) const WEBHOOK_COLUMNS: &str = "SELECT w.id, n.name AS namespace, w.name, w.url, \
      w.request_method, w.content_type, w.username, w.password, w.enabled, w.created_at, \
      w.updated_at, w.signing_secret, w.previous_signing_secret, w.previous_secret_until, \
-     w.failing_since, w.filters, w.format, w.template, w.tls_verify";
+     w.failing_since, w.filters, w.format, w.template, w.tls_verify, \
+     w.rate_limit_milli, w.ordering, w.circuit_state, w.circuit_failures, \
+     w.circuit_open_until, w.circuit_cooldown_ms, w.circuit_probe";
 
 pub(crate) fn webhook_select() -> String {
     format!("{WEBHOOK_COLUMNS} FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id")
@@ -67,6 +70,17 @@ pub(crate) fn webhook(row: &impl SqlRow, headers: Vec<StoredHeader>) -> StoreRes
         format: Format::parse(&row.text("format")?).unwrap_or_default(),
         template: row.text_opt("template")?,
         tls_verify: row.flag("tls_verify")?,
+        rate_limit: row
+            .int_opt("rate_limit_milli")?
+            .and_then(RateLimit::from_milli),
+        ordering: DeliveryOrder::parse(&row.text("ordering")?).unwrap_or_default(),
+        circuit: Circuit {
+            state: CircuitState::parse(&row.text("circuit_state")?),
+            failures: row.int("circuit_failures")?,
+            open_until: row.int_opt("circuit_open_until")?,
+            cooldown_ms: row.int_opt("circuit_cooldown_ms")?,
+            probe: row.int_opt("circuit_probe")?,
+        },
     })
 }
 

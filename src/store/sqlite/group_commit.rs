@@ -20,14 +20,16 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::domain::control::RateLimit;
 use crate::registry::envelope::{Disposition, IncomingEvent};
+use crate::store::sql::control::{claim_gate, TAKE_PROBE};
 use crate::store::{
     decide, lease_lost, to_ms, AttemptRecord, Candidate, Claim, DeliveryState, IngestSummary,
     Outcome, StoreError, StoreResult,
@@ -428,34 +430,73 @@ fn record_attempt(conn: &Connection, r: &AttemptRecord) -> StoreResult<()> {
     Ok(())
 }
 
-/// The write half of `Store::claim_due_skipping`: leases those of `ids` still due and free.
+/// The write half of `Store::claim_due_skipping`: leases those of `ids` still due and free,
+/// and still let through by their webhook's circuit and ordering. A delivery of a webhook
+/// whose cool-down is over is its probe: the circuit turns half-open until the claim ends,
+/// so the gate passes over the webhook's others (in this batch too).
 fn claim(
     conn: &Connection,
     ids: &[i64],
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> StoreResult<Vec<Claim>> {
-    let mut statement = conn.prepare_cached(
-        "UPDATE deliveries SET locked_until = ?1, lease_token = lease_token + 1 \
-         WHERE id = ?2 AND state IN ('pending', 'retrying') AND next_attempt_at <= ?3 \
-           AND (locked_until IS NULL OR locked_until <= ?3) \
-         RETURNING webhook_id, lease_token",
+    static CLAIM: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE deliveries SET locked_until = ?1, lease_token = lease_token + 1 \
+             WHERE id = ?2 AND state IN ('pending', 'retrying') AND next_attempt_at <= ?3 \
+               AND (locked_until IS NULL OR locked_until <= ?3) AND {} \
+             RETURNING webhook_id, lease_token",
+            claim_gate("?3")
+        )
+    });
+    let mut statement = conn.prepare_cached(&CLAIM)?;
+    let mut controls = conn.prepare_cached(
+        "SELECT rate_limit_milli, ordering = 'fifo', circuit_open_until IS NOT NULL \
+         FROM webhooks WHERE id = ?1",
     )?;
+    // Per webhook: its rate limit, whether it is fifo and whether its circuit is not closed.
+    let mut known: HashMap<i64, (Option<RateLimit>, bool, bool)> = HashMap::new();
     let mut claims = Vec::with_capacity(ids.len());
     for &delivery_id in ids {
-        let taken = statement
+        let taken: Option<(i64, i64)> = statement
             .query_row(
                 params![to_ms(lease_until), delivery_id, to_ms(now)],
-                |row| {
-                    Ok(Claim {
-                        delivery_id,
-                        webhook_id: row.get(0)?,
-                        token: row.get(1)?,
-                    })
-                },
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()?;
-        claims.extend(taken);
+        let Some((webhook_id, token)) = taken else {
+            continue;
+        };
+        let (rate_limit, fifo, probe) = match known.get(&webhook_id) {
+            Some(found) => *found,
+            None => {
+                let found = controls.query_row([webhook_id], |row| {
+                    Ok((
+                        row.get::<_, Option<i64>>(0)?
+                            .and_then(RateLimit::from_milli),
+                        row.get::<_, bool>(1)?,
+                        row.get::<_, bool>(2)?,
+                    ))
+                })?;
+                known.insert(webhook_id, found);
+                found
+            }
+        };
+        if probe {
+            conn.prepare_cached(TAKE_PROBE)?.execute(params![
+                to_ms(lease_until),
+                delivery_id,
+                webhook_id,
+                to_ms(now)
+            ])?;
+        }
+        claims.push(Claim {
+            delivery_id,
+            webhook_id,
+            token,
+            rate_limit,
+            fifo,
+        });
     }
     Ok(claims)
 }

@@ -2,6 +2,7 @@
 //! registry always means the events are on disk.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
+use super::sql::control::claim_gate;
 use super::sql::Backend;
 use super::{
     one_per_webhook_window, to_ms, AttemptRecord, Claim, ClaimScope, DeliveryQueue, Engine,
@@ -190,30 +192,47 @@ impl DeliveryQueue for SqliteStore {
         // Finding the due deliveries may read many rows (past a large backlog of a skipped
         // webhook), so it runs on a reader; the writer only takes those still due and free.
         // `+webhook_id`: the due index finds due rows in order, where one on webhook_id
-        // would read the webhooks' whole history.
-        const SKIPPING: &str = "SELECT id, webhook_id FROM deliveries \
-             WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?1 \
-               AND (locked_until IS NULL OR locked_until <= ?1) \
-               AND webhook_id NOT IN (SELECT value FROM json_each(?3)) \
-             ORDER BY next_attempt_at, id LIMIT ?2";
-        const ONLY: &str = "SELECT id, webhook_id FROM deliveries \
-             WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?1 \
-               AND (locked_until IS NULL OR locked_until <= ?1) \
-               AND +webhook_id IN (SELECT value FROM json_each(?3)) \
-             ORDER BY next_attempt_at, id LIMIT ?2";
+        // would read the webhooks' whole history. The gate passes over open circuits and
+        // fifo deliveries that must wait, so their backlogs never fill the window.
+        static SKIPPING: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT id, webhook_id FROM deliveries \
+                 WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?1 \
+                   AND (locked_until IS NULL OR locked_until <= ?1) \
+                   AND webhook_id NOT IN (SELECT value FROM json_each(?3)) \
+                   AND {} \
+                 ORDER BY next_attempt_at, id LIMIT ?2",
+                claim_gate("?1")
+            )
+        });
+        static ONLY: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT id, webhook_id FROM deliveries \
+                 WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?1 \
+                   AND (locked_until IS NULL OR locked_until <= ?1) \
+                   AND +webhook_id IN (SELECT value FROM json_each(?3)) \
+                   AND {} \
+                 ORDER BY next_attempt_at, id LIMIT ?2",
+                claim_gate("?1")
+            )
+        });
         let (webhooks, only) = scope.webhooks();
         let one_each = matches!(scope, ClaimScope::OnePerWebhookSkipping(_));
         let list = serde_json::to_string(webhooks).unwrap_or_else(|_| "[]".into());
-        let rows: Vec<(i64, i64)> = sqlx::query_as(if only { ONLY } else { SKIPPING })
-            .bind(to_ms(now))
-            .bind(if one_each {
-                one_per_webhook_window(limit)
-            } else {
-                limit
-            })
-            .bind(&list)
-            .fetch_all(&self.read)
-            .await?;
+        let rows: Vec<(i64, i64)> = sqlx::query_as(if only {
+            ONLY.as_str()
+        } else {
+            SKIPPING.as_str()
+        })
+        .bind(to_ms(now))
+        .bind(if one_each {
+            one_per_webhook_window(limit)
+        } else {
+            limit
+        })
+        .bind(&list)
+        .fetch_all(&self.read)
+        .await?;
         let due: Vec<i64> = if one_each {
             let mut seen = std::collections::HashSet::new();
             rows.into_iter()

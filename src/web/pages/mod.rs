@@ -102,6 +102,14 @@ pub(super) fn webhook_row(w: &Webhook) -> Value {
         format => w.format,
         template => w.template,
         tls_verify => w.tls_verify,
+        rate_limit => w.rate_limit.map(|r| r.as_f64()),
+        ordering => w.ordering.as_str(),
+        circuit => w.circuit.state_at(chrono::Utc::now().timestamp_millis()).as_str(),
+        circuit_probe_at => w
+            .circuit
+            .open_until
+            .filter(|_| w.circuit.state == crate::domain::control::CircuitState::Open)
+            .and_then(chrono::DateTime::from_timestamp_millis),
         request_method => w.request_method,
         content_type => w.content_type,
         username => w.username,

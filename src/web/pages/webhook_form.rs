@@ -67,6 +67,11 @@ pub struct WebhookForm {
     pub match_untagged: Option<String>,
     #[serde(default)]
     pub skip_tls_verify: Option<String>,
+    /// Deliveries per second; empty: no limit.
+    #[serde(default)]
+    pub rate_limit: String,
+    #[serde(default)]
+    pub ordering: String,
 }
 
 impl WebhookForm {
@@ -82,7 +87,23 @@ impl WebhookForm {
             ("sources".to_string(), self.sources.clone()),
             ("repositories".to_string(), self.repositories.clone()),
             ("tags".to_string(), self.tags.clone()),
+            ("rate_limit".to_string(), self.rate_limit.clone()),
+            ("ordering".to_string(), self.ordering.clone()),
         ])
+    }
+
+    /// The rate limit field as the API takes it, when the form carries it: empty is none,
+    /// and what is not a number is refused by the same check as any bad limit.
+    pub fn rate_limit(&self) -> Option<Option<f64>> {
+        self.filters_present.as_ref()?;
+        let text = self.rate_limit.trim();
+        Some((!text.is_empty()).then(|| text.parse().unwrap_or(f64::NAN)))
+    }
+
+    /// The ordering field, when the form carries it.
+    pub fn ordering(&self) -> Option<String> {
+        self.filters_present.as_ref()?;
+        Some(self.ordering.clone())
     }
 
     /// The filters of the edit form; `None` when the form has no filter fields.

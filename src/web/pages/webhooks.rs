@@ -74,6 +74,7 @@ pub async fn create_webhook(
         .filters_present
         .as_ref()
         .map(|_| form.skip_tls_verify.is_none());
+    let (rate_limit, ordering) = (form.rate_limit(), form.ordering());
     let input = WebhookInput {
         name: Some(form.name),
         url: Some(form.url),
@@ -87,6 +88,8 @@ pub async fn create_webhook(
         format: Some(form.format.clone()).filter(|f| !f.is_empty()),
         template: Some(Some(form.template.clone())),
         tls_verify,
+        rate_limit,
+        ordering,
     };
     let checked = match input.into_new(&state.cipher) {
         Ok(new) => check_new_template(&new, &state.templates)
@@ -244,6 +247,7 @@ pub async fn edit_webhook(
     web.check_csrf(&form.csrf)?;
     let values = form.values();
     let filters = form.filters();
+    let (rate_limit, ordering) = (form.rate_limit(), form.ordering());
     let password = if form.clear_password.is_some() {
         Some(None)
     } else if form.password.is_empty() {
@@ -267,6 +271,8 @@ pub async fn edit_webhook(
             .filters_present
             .as_ref()
             .map(|_| form.skip_tls_verify.is_none()),
+        rate_limit,
+        ordering,
     };
     // The UI shows every problem of the form at once; the API reports the first.
     let patch = match input.into_patch(&state.cipher) {
