@@ -389,6 +389,15 @@ async fn the_breaker_stops_attempts_probes_once_per_cool_down_and_closes() {
         webhook(&app, id).await["circuit"] == "open"
     })
     .await;
+    let web = crate::web::sign_in_as(&app, "admin", "admin-password").await;
+    let page_path = format!("/namespaces/acme/webhooks/{id}");
+    let (status, page) = web.get(&app, &page_path).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(r#"id="circuit""#) && page.contains("circuit open")
+            || page.contains("circuit half-open"),
+        "the page shows the circuit: {page}"
+    );
     // Three failures opened it; only requests already out then (one in the fast lane,
     // two in the slow lane, while the webhook moves between them) came after.
     let mut before = Vec::new();
@@ -438,6 +447,8 @@ async fn the_breaker_stops_attempts_probes_once_per_cool_down_and_closes() {
         .await;
     assert_eq!(items.as_array().unwrap().len(), N);
     assert_eq!(webhook(&app, id).await["circuit"], "closed");
+    let (_, page) = web.get(&app, &page_path).await;
+    assert!(!page.contains(r#"id="circuit""#), "closed: no badge");
     let attempts: i64 = items
         .as_array()
         .unwrap()

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-struct WebClient {
+pub(crate) struct WebClient {
     http: reqwest::Client,
     cookie: String,
 }
@@ -71,7 +71,7 @@ async fn sign_in(app: &TestApp, user: &str) -> WebClient {
 }
 
 impl WebClient {
-    async fn get(&self, app: &TestApp, path: &str) -> (u16, String) {
+    pub(crate) async fn get(&self, app: &TestApp, path: &str) -> (u16, String) {
         let res = self
             .http
             .get(app.url(path))
@@ -82,7 +82,12 @@ impl WebClient {
         (res.status().as_u16(), res.text().await.unwrap())
     }
 
-    async fn post(&self, app: &TestApp, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn post(
+        &self,
+        app: &TestApp,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
         self.http
             .post(app.url(path))
             .header(COOKIE, &self.cookie)
@@ -92,7 +97,7 @@ impl WebClient {
             .unwrap()
     }
 
-    async fn csrf(&self, app: &TestApp) -> String {
+    pub(crate) async fn csrf(&self, app: &TestApp) -> String {
         csrf_in(&self.get(app, "/").await.1)
     }
 }
@@ -536,7 +541,7 @@ async fn the_header_form_refuses_a_51st_header_like_the_api() {
     assert_eq!(now.body["headers"]["X-H3"], "2");
 }
 
-async fn sign_in_as(app: &TestApp, user: &str, password: &str) -> WebClient {
+pub(crate) async fn sign_in_as(app: &TestApp, user: &str, password: &str) -> WebClient {
     let res = try_sign_in(app, user, password, &[]).await;
     assert_eq!(res.status(), 303, "sign-in of {user}");
     let cookie = set_cookies(&res)
