@@ -353,6 +353,22 @@ async fn rate_limit_and_ordering_are_checked_and_can_be_cleared() {
         "circuit is read-only: {:?}",
         r.body
     );
+    // The OpenAPI document describes the fields, `circuit` as output only.
+    let doc = app
+        .call("GET", "/api/v1/openapi.json", None, None)
+        .await
+        .body;
+    let schemas = &doc["components"]["schemas"];
+    for field in ["rate_limit", "ordering", "circuit", "circuit_probe_at"] {
+        assert!(
+            schemas["WebhookView"]["properties"].get(field).is_some(),
+            "WebhookView lacks {field}"
+        );
+    }
+    let input = &schemas["WebhookInput"]["properties"];
+    assert!(input.get("rate_limit").is_some() && input.get("ordering").is_some());
+    assert!(input.get("circuit").is_none(), "circuit is read-only");
+
     let r = app
         .api(
             "PATCH",
