@@ -134,8 +134,19 @@ async fn claims_pass_over_an_open_circuit_and_take_one_probe(store: Arc<dyn Stor
         .is_empty());
 
     // The cool-down is over: one probe, and the circuit is half-open while it is out.
+    // Claims racing for it (as several processes' would, each on its own connection)
+    // take one between them.
     let later = now + secs(31);
-    let probe = store.claim_due(later, later + secs(60), 10).await.unwrap();
+    let racing: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim_due(later, later + secs(60), 10).await })
+        })
+        .collect();
+    let mut probe = Vec::new();
+    for claim in racing {
+        probe.extend(claim.await.unwrap().unwrap());
+    }
     assert_eq!(probe.len(), 1, "{probe:?}");
     assert_eq!(
         probe[0].rate_limit,
@@ -210,7 +221,17 @@ async fn claims_take_a_fifo_webhooks_deliveries_one_at_a_time(store: Arc<dyn Sto
     let now = Utc::now();
     store.ingest(&pushes(3, "ffff"), now).await.unwrap();
     let lease = now + secs(60);
-    let first = store.claim_due(now, lease, 10).await.unwrap();
+    // However many claim at once (processes sharing the database), one gets the first.
+    let racing: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim_due(now, lease, 10).await })
+        })
+        .collect();
+    let mut first = Vec::new();
+    for claim in racing {
+        first.extend(claim.await.unwrap().unwrap());
+    }
     assert_eq!(first.len(), 1, "one at a time: {first:?}");
     assert!(first[0].fifo);
     assert!(
