@@ -638,7 +638,7 @@ async fn fifo_order_survives_a_sigkilled_process() {
     let dir = tempfile::tempdir().unwrap();
     let token = admin_token(dir.path(), database.as_deref());
     // Each answer takes a while, so the process is killed with a delivery out.
-    let rx = OrderedReceiver::start(0, String::new(), Duration::from_millis(400)).await;
+    let rx = OrderedReceiver::start(0, String::new(), Duration::from_secs(1)).await;
     let mut first = serve(dir.path(), database.as_deref());
     let base = first.base_url();
     wait_ready(&base).await;
@@ -689,9 +689,11 @@ async fn fifo_order_survives_a_sigkilled_process() {
         assert_eq!(r.status(), 200);
     }
     // Killed while the third delivery is out.
-    eventually(Duration::from_secs(10), "two deliveries arrive", || async {
-        rx.seen().len() >= 3
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the third delivery arrives",
+        || async { rx.seen().len() >= 3 },
+    )
     .await;
     first.stop();
     let second = serve(dir.path(), database.as_deref());
@@ -711,6 +713,10 @@ async fn fifo_order_survives_a_sigkilled_process() {
     assert!(
         order.windows(2).all(|w| w[0] <= w[1]),
         "fifo order broken by the restart: {order:?}"
+    );
+    assert!(
+        order.len() > N,
+        "the delivery out when the process died is sent again, before the next: {order:?}"
     );
     second.stop();
 }
