@@ -368,6 +368,20 @@ struct Sending {
     task: u64,
 }
 
+/// Forgets a held delivery when its task ends, by return or by panic.
+struct Forget {
+    dispatcher: Arc<Dispatcher>,
+    delivery_id: i64,
+    task: u64,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.dispatcher
+            .in_flight_remove(self.delivery_id, self.task);
+    }
+}
+
 pub struct DispatcherConfig {
     pub concurrency: usize,
     pub per_webhook: usize,
@@ -601,8 +615,14 @@ impl Dispatcher {
         };
         let this = self.clone();
         tokio::spawn(async move {
+            // Forgotten however the task ends, a panicking send included: a delivery held
+            // forever would hold its webhook's places and keep its claim from being retaken.
+            let _forget = Forget {
+                dispatcher: this.clone(),
+                delivery_id: claim.delivery_id,
+                task,
+            };
             this.deliver_claimed(claim, task, place).await;
-            this.in_flight_remove(claim.delivery_id, task);
         });
     }
 
