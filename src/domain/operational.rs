@@ -164,6 +164,16 @@ pub(crate) fn decide(
     }
 }
 
+/// What a `delivery.exhausted` says: how many attempts failed and the last error.
+pub fn exhausted_detail(attempts: i64, last_error: Option<&str>) -> String {
+    let error = last_error.unwrap_or("failed");
+    match attempts {
+        0 => format!("the delivery failed without an attempt: {error}"),
+        1 => format!("the delivery failed for good after 1 attempt: {error}"),
+        n => format!("the delivery failed for good after {n} attempts; the last: {error}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,15 +238,5 @@ mod tests {
             headline("delivery.exhausted", "acme", "deploy", Some(7)),
             "delivery 7 to webhook 'deploy' in acme failed for good"
         );
-    }
-}
-
-/// What a `delivery.exhausted` says: how many attempts failed and the last error.
-pub fn exhausted_detail(attempts: i64, last_error: Option<&str>) -> String {
-    let error = last_error.unwrap_or("failed");
-    match attempts {
-        0 => format!("the delivery failed without an attempt: {error}"),
-        1 => format!("the delivery failed for good after 1 attempt: {error}"),
-        n => format!("the delivery failed for good after {n} attempts; the last: {error}"),
     }
 }
