@@ -317,3 +317,60 @@ async fn operational_kinds_are_filters_that_are_off_by_default() {
     assert_eq!(r.body["ignored"], 1, "{:?}", r.body);
     rx.assert_quiet(Duration::from_millis(600)).await;
 }
+
+#[tokio::test]
+async fn circuit_opened_is_one_call_and_chat_formats_say_it_in_a_line() {
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let hook = app
+        .enabled_webhook(
+            "acme",
+            json!({"name": "deploy", "url": "https://ci.example.org/hook"}),
+        )
+        .await;
+    let slack = Receiver::start().await;
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(json!({"name": "chat", "url": slack.url("/"), "format": "slack", "filters": {"actions": ["webhook.circuit_opened"]}})),
+        )
+        .await;
+    let id = r.body["id"].as_i64().unwrap();
+    app.api(
+        "PATCH",
+        &format!("/namespaces/acme/webhooks/{id}"),
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    let ce = Receiver::start().await;
+    app.enabled_webhook("_global", json!({"name": "ce", "url": ce.url("/"), "format": "cloudevents", "filters": {"actions": ["webhook.circuit_opened"]}}))
+        .await;
+
+    herald::delivery::operational::circuit_opened(
+        &*app.store,
+        hook,
+        "5 attempts in a row failed; paused for 30s",
+    )
+    .await;
+
+    let message = slack.next().await.json();
+    assert_eq!(
+        message["text"],
+        "Herald paused deliveries to webhook 'deploy' in acme (circuit opened): 5 attempts in a row failed; paused for 30s"
+    );
+    let got = ce.next().await;
+    assert_eq!(
+        got.header("content-type"),
+        Some("application/cloudevents+json")
+    );
+    let event = got.json();
+    assert_eq!(event["type"], "io.herald.webhook.circuit_opened");
+    assert_eq!(event["subject"], format!("acme/webhooks/{hook}"));
+    assert_eq!(event["data"]["type"], "webhook.circuit_opened");
+    assert_eq!(
+        event["data"]["detail"],
+        "5 attempts in a row failed; paused for 30s"
+    );
+    slack.assert_quiet(Duration::from_millis(500)).await;
+}
