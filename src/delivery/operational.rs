@@ -26,7 +26,9 @@ pub async fn delivery_failed(store: &dyn Store, job: &DeliveryJob) {
 }
 
 /// `webhook.circuit_opened`: deliveries to the webhook are paused; `detail` says why
-/// and for how long, e.g. `"5 attempts in a row failed; paused for 30s"`.
+/// and for how long, e.g. `"5 attempts in a row failed; paused for 30s"`. Call it once
+/// per opening (each call is one event), where the circuit opens:
+/// `operational::circuit_opened(&*self.store, webhook_id, &detail).await;`
 pub async fn circuit_opened(store: &dyn Store, webhook_id: i64, detail: &str) {
     announce(
         store,

@@ -200,6 +200,19 @@ mod tests {
     }
 
     #[test]
+    fn only_the_end_of_a_failing_streak_is_a_recovery() {
+        use crate::domain::model::{Health, HealthVerdict};
+        let day = std::time::Duration::from_secs(86_400);
+        let weigh = |health, failing_since| {
+            HealthVerdict::weigh(health, true, failing_since, 10_000, day).recovered
+        };
+        assert!(weigh(Health::Succeeded, Some(5_000)));
+        assert!(!weigh(Health::Succeeded, None), "healthy stays healthy");
+        assert!(!weigh(Health::Failed, Some(5_000)));
+        assert!(!weigh(Health::Gone, Some(5_000)));
+    }
+
+    #[test]
     fn the_payload_has_its_documented_shape() {
         let now = DateTime::parse_from_rfc3339("2026-12-02T06:00:00Z")
             .unwrap()
