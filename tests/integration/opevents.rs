@@ -374,3 +374,36 @@ async fn circuit_opened_is_one_call_and_chat_formats_say_it_in_a_line() {
     );
     slack.assert_quiet(Duration::from_millis(500)).await;
 }
+
+#[tokio::test]
+async fn failing_for_the_whole_window_is_announced_once() {
+    let app = spawn_app_with(&[
+        "--auto-disable-after",
+        "1s",
+        "--retry-schedule",
+        "0s,700ms,700ms,700ms",
+    ])
+    .await;
+    app.create_namespace("acme").await;
+    let down = Receiver::start().await;
+    down.answer(500);
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "down", "url": down.url("/")}))
+        .await;
+    let ops = Receiver::start().await;
+    subscriber(&app, "acme", "ops", ops.url("/"), &["webhook.disabled"]).await;
+    // Two events, so two deliveries keep failing past the window.
+    app.post_envelope(push(1)).await;
+    app.post_envelope(push(2)).await;
+    let event = ops.next().await.json();
+    assert_eq!(event["type"], "webhook.disabled");
+    assert_eq!(event["webhook"]["id"], hook);
+    assert_eq!(event["detail"], "every attempt failed for 1s");
+    let path = format!("/namespaces/acme/webhooks/{hook}");
+    assert_eq!(app.api("GET", &path, None).await.body["enabled"], false);
+    app.wait_deliveries("acme", hook, |d| {
+        d.as_array().unwrap().iter().all(|d| d["state"] == "failed")
+    })
+    .await;
+    ops.assert_quiet(Duration::from_millis(500)).await;
+}
