@@ -36,6 +36,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::delivery::client::HttpSender;
 use crate::delivery::client::ReceiverResponse;
+use crate::delivery::operational;
 use crate::delivery::retry::RetrySchedule;
 use crate::hooks::formats;
 use crate::hooks::payload::{self, OutgoingRequest};
@@ -866,14 +867,12 @@ impl Dispatcher {
             // The body cannot be made from this event with these settings (a template's
             // error, a limit hit): no retry would do better.
             Err(e) => {
-                return self
-                    .store
-                    .abandon(
-                        delivery_id,
-                        lease,
-                        &format!("the request could not be built: {e}"),
-                    )
-                    .await
+                let reason = format!("the request could not be built: {e}");
+                let abandoned = self.store.abandon(delivery_id, lease, &reason).await;
+                if abandoned.is_ok() {
+                    operational::delivery_failed(&*self.store, &job).await;
+                }
+                return abandoned;
             }
         };
         let request = match payload::render(
@@ -947,8 +946,9 @@ impl Dispatcher {
             Ok(false)
         } else {
             self.store
-                .webhook_health(
+                .webhook_health_after(
                     job.webhook.id,
+                    Some(delivery_id),
                     health,
                     Utc::now(),
                     self.config.disable_after,
@@ -1019,7 +1019,8 @@ impl Dispatcher {
                 )
             }
         }
-        self.store
+        let recorded = self
+            .store
             .record_attempt(AttemptRecord {
                 delivery_id,
                 started_at,
@@ -1035,7 +1036,11 @@ impl Dispatcher {
                 outcome,
                 lease,
             })
-            .await
+            .await;
+        if recorded.is_ok() && outcome == Outcome::Failed {
+            operational::delivery_failed(&*self.store, &job).await;
+        }
+        recorded
     }
 }
 

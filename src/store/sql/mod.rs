@@ -20,6 +20,7 @@ mod accounts;
 mod history;
 mod hooks;
 mod leases;
+mod operational;
 pub(crate) mod rows;
 mod settings;
 mod sources;
