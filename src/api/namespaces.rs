@@ -4,12 +4,13 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{ApiJson, Items};
+use crate::app;
 use crate::app::access::namespace_access;
 use crate::auth::policy::{self, NamespaceAction};
 use crate::auth::ApiUser;
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::store::{Audit, Namespace};
+use crate::store::Namespace;
 use crate::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -71,12 +72,6 @@ pub async fn delete(
     ApiUser(user): ApiUser,
     Path(ns): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let access = namespace_access(&state, &user, &ns, NamespaceAction::DeleteNamespace).await?;
-    let audit = Audit::new(&user.username, "namespace.destroy");
-    state
-        .store
-        .delete_namespace(&access.namespace.name, &audit)
-        .await?;
-    tracing::info!(namespace = %access.namespace.name, by = %user.username, "namespace deleted");
+    app::namespaces::delete(&state, &user, &ns).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,12 +4,13 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{ApiJson, Items};
+use crate::app;
 use crate::app::access::team_access;
 use crate::auth::policy::{self, TeamAction};
 use crate::auth::ApiUser;
+use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::error::{ApiResult, AppError};
-use crate::store::{Audit, Role, Team};
+use crate::store::Team;
 use crate::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -69,32 +70,8 @@ pub async fn set_member(
     Path((name, member)): Path<(String, String)>,
     ApiJson(body): ApiJson<MemberBody>,
 ) -> ApiResult<(StatusCode, Json<Team>)> {
-    let team = team_access(&state, &user, &name, TeamAction::ManageMembers)
-        .await?
-        .0;
-    if team.personal {
-        return Err(AppError::conflict(
-            "a personal team has exactly one member, its user",
-        ));
-    }
-    let role_text = body.role.unwrap_or_default();
-    let role = Role::parse(&role_text).ok_or_else(|| {
-        AppError::invalid(
-            "role",
-            format!("role must be owner, contributor or viewer, not '{role_text}'"),
-        )
-    })?;
-    let (target, _) = state
-        .store
-        .user_credentials(&member)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("user '{member}' not found")))?;
-    let audit = Audit::new(&user.username, "team.member.set")
-        .detail(format!("{member}: {}", role.as_str()));
-    let added = state
-        .store
-        .set_member(&name, target.id, role, &audit)
-        .await?;
+    let role = body.role.unwrap_or_default();
+    let (_, added) = app::teams::set_member(&state, &user, &name, &member, &role).await?;
     let status = if added {
         StatusCode::CREATED
     } else {
@@ -110,20 +87,6 @@ pub async fn remove_member(
     ApiUser(user): ApiUser,
     Path((name, member)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let team = team_access(&state, &user, &name, TeamAction::ManageMembers)
-        .await?
-        .0;
-    if team.personal {
-        return Err(AppError::conflict(
-            "a personal team has exactly one member, its user",
-        ));
-    }
-    let (target, _) = state
-        .store
-        .user_credentials(&member)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("user '{member}' not found")))?;
-    let audit = Audit::new(&user.username, "team.member.remove").detail(member.clone());
-    state.store.remove_member(&name, target.id, &audit).await?;
+    app::teams::remove_member(&state, &user, &name, &member).await?;
     Ok(StatusCode::NO_CONTENT)
 }

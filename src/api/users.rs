@@ -4,6 +4,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiJson, Items};
+use crate::app;
 use crate::auth::policy::{self, GlobalAction};
 use crate::auth::{self, ApiUser};
 use crate::error::ErrorBody;
@@ -114,21 +115,7 @@ pub async fn update(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> ApiResult<Json<User>> {
-    policy::check_global(&caller, GlobalAction::ManageUsers)?;
-    if name == caller.username && (body.admin == Some(false) || body.disabled == Some(true)) {
-        return Err(AppError::invalid(
-            if body.admin.is_some() {
-                "admin"
-            } else {
-                "disabled"
-            },
-            "admins cannot demote or disable themselves; ask another admin",
-        ));
-    }
-    let user = state
-        .store
-        .update_user(&name, body.admin, body.disabled)
-        .await?;
+    let user = app::users::set_flags(&state, &caller, &name, body.admin, body.disabled).await?;
     tracing::info!(user = %user.username, admin = user.admin, disabled = user.disabled, by = %caller.username, "user updated");
     Ok(Json(user))
 }

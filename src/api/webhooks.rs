@@ -13,11 +13,11 @@ use crate::app::access::{namespace_access, NamespaceAccess};
 use crate::auth::policy::NamespaceAction;
 use crate::auth::ApiUser;
 use crate::domain::names::{ContentType, NamespaceName, RequestMethod, WebhookName, WebhookUrl};
+use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::error::{ApiResult, AppError};
-use crate::hooks::input::{check_new_template, parse_added_header, WebhookInput};
+use crate::hooks::input::WebhookInput;
 use crate::secrets::Cipher;
-use crate::store::{Audit, StoredHeader, User, Webhook};
+use crate::store::{User, Webhook};
 use crate::AppState;
 
 /// A webhook as the API shows it: the password is write-only.
@@ -156,12 +156,6 @@ pub struct HeaderBody {
     value: String,
 }
 
-/// Every problem of the body in one 422: `field` and `message` are the first one's,
-/// `problems` lists them all.
-fn all_problems(problems: Vec<crate::domain::names::Invalid>) -> AppError {
-    AppError::invalid_all(problems).unwrap_or_else(|| AppError::bad_request("invalid webhook"))
-}
-
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks", operation_id = "listWebhooks", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")),
     responses((status = 200, body = Items<WebhookView>), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list(
@@ -201,15 +195,10 @@ pub async fn create(
     Path(ns): Path<String>,
     ApiJson(body): ApiJson<WebhookInput>,
 ) -> ApiResult<(StatusCode, Json<WebhookView>)> {
-    let access = namespace_access(&state, &user, &ns, NamespaceAction::CreateWebhook).await?;
-    let new = body.into_new(&state.cipher).map_err(all_problems)?;
-    check_new_template(&new, &state.templates).await?;
-    let audit = Audit::new(&user.username, "webhook.create");
-    let hook = state
-        .store
-        .create_webhook(&access.namespace.name, new, &audit)
-        .await?;
-    tracing::info!(namespace = %access.namespace.name, webhook = hook.id, by = %user.username, "webhook created");
+    let new = body
+        .into_new(&state.cipher)
+        .map_err(app::webhooks::invalid_input);
+    let (access, hook) = app::webhooks::create(&state, &user, &ns, new).await?;
     let mut view = WebhookView::new(hook.clone(), &state, &user, &access)?;
     view.signing_secret = app::webhooks::current_secret(&hook, &state)?;
     view.warnings.extend(ssrf_warnings(&state, &hook).await);
@@ -224,7 +213,9 @@ pub async fn update(
     Path((ns, id)): Path<(String, String)>,
     ApiJson(body): ApiJson<WebhookInput>,
 ) -> ApiResult<Json<WebhookView>> {
-    let patch = body.into_patch(&state.cipher).map_err(all_problems);
+    let patch = body
+        .into_patch(&state.cipher)
+        .map_err(app::webhooks::invalid_input);
     let (access, hook) = app::webhooks::update(&state, &user, &ns, &id, patch).await?;
     let id = hook.id;
     tracing::info!(namespace = %access.namespace.name, webhook = id, enabled = hook.enabled, by = %user.username, "webhook updated");
@@ -241,14 +232,7 @@ pub async fn delete(
     ApiUser(user): ApiUser,
     Path((ns, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let access = namespace_access(&state, &user, &ns, NamespaceAction::DeleteWebhook).await?;
-    let id = parse_id(&id, "webhook")?;
-    let audit = Audit::new(&user.username, "webhook.destroy");
-    state
-        .store
-        .delete_webhook(&access.namespace.name, id, &audit)
-        .await?;
-    tracing::info!(namespace = %access.namespace.name, webhook = id, by = %user.username, "webhook deleted");
+    app::webhooks::delete(&state, &user, &ns, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -260,27 +244,15 @@ pub async fn set_header(
     Path((ns, id, name)): Path<(String, String, String)>,
     ApiJson(body): ApiJson<HeaderBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let access = namespace_access(&state, &user, &ns, NamespaceAction::ManageHeaders).await?;
-    let id = parse_id(&id, "webhook")?;
-    let hook = state.store.get_webhook(&access.namespace.name, id).await?;
-    let (header_name, value) = parse_added_header(&hook.headers, &name, &body.value)?;
-    let audit = Audit::new(&user.username, "webhook.header.set").detail(header_name.as_str());
-    let header = StoredHeader {
-        name: header_name.clone(),
-        value: state.cipher.seal(value.as_str()),
-    };
-    let created = state
-        .store
-        .set_header(&access.namespace.name, id, header, &audit)
-        .await?;
-    let status = if created {
+    let set = app::webhooks::set_header(&state, &user, &ns, &id, &name, &body.value).await?;
+    let status = if set.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((
         status,
-        Json(serde_json::json!({ "name": header_name, "value": value.as_str() })),
+        Json(serde_json::json!({ "name": set.name, "value": set.value.as_str() })),
     ))
 }
 
@@ -291,13 +263,7 @@ pub async fn delete_header(
     ApiUser(user): ApiUser,
     Path((ns, id, name)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let access = namespace_access(&state, &user, &ns, NamespaceAction::ManageHeaders).await?;
-    let id = parse_id(&id, "webhook")?;
-    let audit = Audit::new(&user.username, "webhook.header.delete").detail(name.as_str());
-    state
-        .store
-        .delete_header(&access.namespace.name, id, &name, &audit)
-        .await?;
+    app::webhooks::delete_header(&state, &user, &ns, &id, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

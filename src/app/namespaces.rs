@@ -1,6 +1,7 @@
 //! Namespace operations shared by the API and the UI.
 
-use crate::app::access::team_for_new_namespace;
+use crate::app::access::{namespace_access, team_for_new_namespace};
+use crate::auth::policy::NamespaceAction;
 use crate::domain::names::NamespaceName;
 use crate::error::AppError;
 use crate::store::{Audit, Namespace, User};
@@ -36,4 +37,16 @@ pub async fn create(
         .store
         .create_namespace(&name, description.trim(), team_id, &audit)
         .await?)
+}
+
+/// Deletes a namespace with its webhooks and their deliveries; returns its name.
+pub async fn delete(state: &AppState, user: &User, ns: &str) -> Result<NamespaceName, AppError> {
+    let access = namespace_access(state, user, ns, NamespaceAction::DeleteNamespace).await?;
+    let audit = Audit::new(&user.username, "namespace.destroy");
+    state
+        .store
+        .delete_namespace(&access.namespace.name, &audit)
+        .await?;
+    tracing::info!(namespace = %access.namespace.name, by = %user.username, "namespace deleted");
+    Ok(access.namespace.name)
 }

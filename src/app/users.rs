@@ -45,3 +45,29 @@ pub async fn reset_password(
     let hash = state.password_gate.hash(new).await?;
     Ok(state.store.set_password(username, &hash).await?)
 }
+
+/// An admin makes a user admin or not, disabled or not; admins cannot demote or disable
+/// themselves, so there is always an admin left.
+pub async fn set_flags(
+    state: &AppState,
+    admin: &User,
+    username: &str,
+    make_admin: Option<bool>,
+    disabled: Option<bool>,
+) -> Result<User, AppError> {
+    policy::check_global(admin, GlobalAction::ManageUsers)?;
+    if username == admin.username && (make_admin == Some(false) || disabled == Some(true)) {
+        return Err(AppError::invalid(
+            if make_admin.is_some() {
+                "admin"
+            } else {
+                "disabled"
+            },
+            "admins cannot demote or disable themselves; ask another admin",
+        ));
+    }
+    Ok(state
+        .store
+        .update_user(username, make_admin, disabled)
+        .await?)
+}

@@ -5,9 +5,10 @@ use chrono::{DateTime, Utc};
 use crate::app::access::parse_id;
 use crate::app::access::{namespace_access, NamespaceAccess};
 use crate::auth::policy::NamespaceAction;
+use crate::domain::names::{HeaderName, HeaderValue, Invalid};
 use crate::error::AppError;
-use crate::hooks::input::{audit_for_patch, check_patch};
-use crate::store::{Audit, DeliveryDetail, User, Webhook, WebhookPatch};
+use crate::hooks::input::{audit_for_patch, check_new_template, check_patch, parse_added_header};
+use crate::store::{Audit, DeliveryDetail, NewWebhook, StoredHeader, User, Webhook, WebhookPatch};
 use crate::AppState;
 
 /// How long the previous secret keeps signing after a rotation, so receivers can switch.
@@ -27,6 +28,103 @@ pub async fn load(
         .get_webhook(&access.namespace.name, parse_id(id, "webhook")?)
         .await?;
     Ok((access, hook))
+}
+
+/// Every problem of a webhook's input in one 422: `field` and `message` are the first
+/// one's, `problems` lists them all.
+pub fn invalid_input(problems: Vec<Invalid>) -> AppError {
+    AppError::invalid_all(problems).unwrap_or_else(|| AppError::bad_request("invalid webhook"))
+}
+
+/// Creates a webhook (disabled, as every new one) after the policy allowed it, with its
+/// template tried. `new` is the caller's parsed input: its error is reported after the
+/// policy's 404/403, never before.
+pub async fn create(
+    state: &AppState,
+    user: &User,
+    ns: &str,
+    new: Result<NewWebhook, AppError>,
+) -> Result<(NamespaceAccess, Webhook), AppError> {
+    let access = namespace_access(state, user, ns, NamespaceAction::CreateWebhook).await?;
+    let new = new?;
+    check_new_template(&new, &state.templates).await?;
+    let audit = Audit::new(&user.username, "webhook.create");
+    let hook = state
+        .store
+        .create_webhook(&access.namespace.name, new, &audit)
+        .await?;
+    tracing::info!(namespace = %access.namespace.name, webhook = hook.id, by = %user.username, "webhook created");
+    Ok((access, hook))
+}
+
+/// Deletes a webhook with its deliveries; returns what it was.
+pub async fn delete(
+    state: &AppState,
+    user: &User,
+    ns: &str,
+    id: &str,
+) -> Result<Webhook, AppError> {
+    let (access, hook) = load(state, user, ns, id, NamespaceAction::DeleteWebhook).await?;
+    let audit = Audit::new(&user.username, "webhook.destroy");
+    state
+        .store
+        .delete_webhook(&access.namespace.name, hook.id, &audit)
+        .await?;
+    tracing::info!(namespace = %access.namespace.name, webhook = hook.id, by = %user.username, "webhook deleted");
+    Ok(hook)
+}
+
+/// A header set on a webhook (its value sealed); true in the answer when it was new.
+pub struct HeaderSet {
+    pub webhook: Webhook,
+    pub name: HeaderName,
+    pub value: HeaderValue,
+    pub created: bool,
+}
+
+/// Adds a header or replaces the one of that name (in any case).
+pub async fn set_header(
+    state: &AppState,
+    user: &User,
+    ns: &str,
+    id: &str,
+    name: &str,
+    value: &str,
+) -> Result<HeaderSet, AppError> {
+    let (access, hook) = load(state, user, ns, id, NamespaceAction::ManageHeaders).await?;
+    let (name, value) = parse_added_header(&hook.headers, name, value)?;
+    let audit = Audit::new(&user.username, "webhook.header.set").detail(name.as_str());
+    let header = StoredHeader {
+        name: name.clone(),
+        value: state.cipher.seal(value.as_str()),
+    };
+    let created = state
+        .store
+        .set_header(&access.namespace.name, hook.id, header, &audit)
+        .await?;
+    Ok(HeaderSet {
+        webhook: hook,
+        name,
+        value,
+        created,
+    })
+}
+
+/// Removes a header; returns the webhook it was on.
+pub async fn delete_header(
+    state: &AppState,
+    user: &User,
+    ns: &str,
+    id: &str,
+    name: &str,
+) -> Result<Webhook, AppError> {
+    let (access, hook) = load(state, user, ns, id, NamespaceAction::ManageHeaders).await?;
+    let audit = Audit::new(&user.username, "webhook.header.delete").detail(name);
+    state
+        .store
+        .delete_header(&access.namespace.name, hook.id, name, &audit)
+        .await?;
+    Ok(hook)
 }
 
 /// Applies a patch after the policy allowed it, with templates tried and formats

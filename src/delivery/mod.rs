@@ -1,6 +1,7 @@
 //! Delivery: claiming queued deliveries, sending them, and deciding what happens next.
 
 pub mod client;
+pub mod operational;
 pub mod proxy;
 pub mod retry;
 pub mod ssrf;

@@ -36,6 +36,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::delivery::client::HttpSender;
 use crate::delivery::client::ReceiverResponse;
+use crate::delivery::operational;
 use crate::delivery::retry::RetrySchedule;
 use crate::domain::control::{CircuitChange, CircuitRule, HealthChange, TokenBucket};
 use crate::hooks::formats;
@@ -422,6 +423,20 @@ struct Sending {
     task: u64,
 }
 
+/// Forgets a held delivery when its task ends, by return or by panic.
+struct Forget {
+    dispatcher: Arc<Dispatcher>,
+    delivery_id: i64,
+    task: u64,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.dispatcher
+            .in_flight_remove(self.delivery_id, self.task);
+    }
+}
+
 pub struct DispatcherConfig {
     pub concurrency: usize,
     pub per_webhook: usize,
@@ -708,8 +723,14 @@ impl Dispatcher {
         };
         let this = self.clone();
         tokio::spawn(async move {
+            // Forgotten however the task ends, a panicking send included: a delivery held
+            // forever would hold its webhook's places and keep its claim from being retaken.
+            let _forget = Forget {
+                dispatcher: this.clone(),
+                delivery_id: claim.delivery_id,
+                task,
+            };
             this.deliver_claimed(claim, task, place).await;
-            this.in_flight_remove(claim.delivery_id, task);
         });
     }
 
@@ -912,10 +933,11 @@ impl Dispatcher {
         }
     }
 
-    /// What an attempt did to its webhook's circuit, said once, here. `Opened` and
-    /// `Reopened` are where "this attempt opened the circuit" is known (for an operational
-    /// event `webhook.circuit_opened`); a closed circuit's backlog is due again at once.
-    fn circuit_changed(&self, job: &DeliveryJob, change: &HealthChange) {
+    /// What an attempt did to its webhook's circuit, said once, here: `Opened` is where
+    /// "this attempt opened the circuit" is known, and announced (`webhook.circuit_opened`,
+    /// once per opening; a failed probe's `Reopened` only logs, or every probe would
+    /// announce again). A closed circuit's backlog is due again at once.
+    async fn circuit_changed(&self, job: &DeliveryJob, change: &HealthChange) {
         let (webhook_id, webhook) = (job.webhook.id, job.webhook.name.as_str());
         let namespace = job.webhook.namespace.as_str();
         let until = change
@@ -924,10 +946,19 @@ impl Dispatcher {
             .unwrap_or_default();
         match change.circuit {
             CircuitChange::None => {}
-            CircuitChange::Opened => tracing::warn!(
-                webhook_id, %namespace, %webhook, failures = change.circuit_failures, probe_at = %until,
-                "circuit opened: the receiver kept failing; its deliveries wait for the probe"
-            ),
+            CircuitChange::Opened => {
+                tracing::warn!(
+                    webhook_id, %namespace, %webhook, failures = change.circuit_failures, probe_at = %until,
+                    "circuit opened: the receiver kept failing; its deliveries wait for the probe"
+                );
+                let detail = format!(
+                    "{} attempts in a row failed; paused for {}",
+                    change.circuit_failures,
+                    humantime::format_duration(self.config.circuit.cooldown)
+                );
+                crate::delivery::operational::circuit_opened(&*self.store, webhook_id, &detail)
+                    .await;
+            }
             CircuitChange::Reopened => tracing::warn!(
                 webhook_id, %namespace, %webhook, probe_at = %until,
                 "circuit opened again: the probe failed"
@@ -999,14 +1030,12 @@ impl Dispatcher {
             // The body cannot be made from this event with these settings (a template's
             // error, a limit hit): no retry would do better.
             Err(e) => {
-                return self
-                    .store
-                    .abandon(
-                        delivery_id,
-                        lease,
-                        &format!("the request could not be built: {e}"),
-                    )
-                    .await
+                let reason = format!("the request could not be built: {e}");
+                let abandoned = self.store.abandon(delivery_id, lease, &reason).await;
+                if abandoned.is_ok() {
+                    operational::delivery_failed(&*self.store, &job).await;
+                }
+                return abandoned;
             }
         };
         let request = match payload::render(
@@ -1082,8 +1111,9 @@ impl Dispatcher {
             Ok(HealthChange::default())
         } else {
             self.store
-                .webhook_health(
+                .webhook_health_after(
                     job.webhook.id,
+                    Some(delivery_id),
                     health,
                     Utc::now(),
                     self.config.disable_after,
@@ -1101,7 +1131,7 @@ impl Dispatcher {
                         "webhook disabled: it kept failing or is gone"
                     );
                 }
-                self.circuit_changed(&job, &change);
+                self.circuit_changed(&job, &change).await;
             }
             Err(e) => {
                 tracing::warn!(webhook_id = job.webhook.id, error = %e, "recording webhook health failed")
@@ -1157,7 +1187,8 @@ impl Dispatcher {
                 )
             }
         }
-        self.store
+        let recorded = self
+            .store
             .record_attempt(AttemptRecord {
                 delivery_id,
                 started_at,
@@ -1173,7 +1204,11 @@ impl Dispatcher {
                 outcome,
                 lease,
             })
-            .await
+            .await;
+        if recorded.is_ok() && outcome == Outcome::Failed {
+            operational::delivery_failed(&*self.store, &job).await;
+        }
+        recorded
     }
 }
 

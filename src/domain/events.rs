@@ -2,8 +2,10 @@
 
 use crate::domain::names::NamespaceName;
 
-/// What happened. The first four are distribution's own words; the others come from
-/// registries that report more (zot, Harbor) and are never in the default filter.
+/// What happened. The first four are distribution's own words; the next come from
+/// registries that report more (zot, Harbor) and are never in the default filter; the last
+/// four are Herald's own operational events, which no registry can send and which only
+/// webhooks naming them get (see `domain::operational`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -18,9 +20,18 @@ pub enum Action {
     RepositoryCreated,
     Replication,
     TagRetention,
+    #[serde(rename = "webhook.disabled")]
+    WebhookDisabled,
+    #[serde(rename = "webhook.circuit_opened")]
+    WebhookCircuitOpened,
+    #[serde(rename = "webhook.recovered")]
+    WebhookRecovered,
+    #[serde(rename = "delivery.exhausted")]
+    DeliveryExhausted,
 }
 
 impl Action {
+    /// What registries report (the operational kinds are not among them).
     pub const ALL: [Action; 11] = [
         Self::Push,
         Self::Pull,
@@ -35,8 +46,27 @@ impl Action {
         Self::TagRetention,
     ];
 
+    /// Herald's own events; their names are a contract with receivers.
+    pub const OPERATIONAL: [Action; 4] = [
+        Self::WebhookDisabled,
+        Self::WebhookCircuitOpened,
+        Self::WebhookRecovered,
+        Self::DeliveryExhausted,
+    ];
+
+    /// A registry action by name; never an operational kind, so no registry can pose as
+    /// Herald.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// An operational kind by name (`webhook.disabled`, ...).
+    pub fn parse_operational(s: &str) -> Option<Self> {
+        Self::OPERATIONAL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    pub fn is_operational(self) -> bool {
+        Self::OPERATIONAL.contains(&self)
     }
 
     /// The actions distribution's notifications use.
@@ -57,6 +87,10 @@ impl Action {
             Self::RepositoryCreated => "repository_created",
             Self::Replication => "replication",
             Self::TagRetention => "tag_retention",
+            Self::WebhookDisabled => "webhook.disabled",
+            Self::WebhookCircuitOpened => "webhook.circuit_opened",
+            Self::WebhookRecovered => "webhook.recovered",
+            Self::DeliveryExhausted => "delivery.exhausted",
         }
     }
 }

@@ -30,7 +30,10 @@ pub enum Media {
 pub struct Filters {
     /// Any of `push`, `delete`, `pull`, `mount`, and what other registries report:
     /// `scan_completed`, `scan_failed`, `quota_exceeded`, `lint_failed`,
-    /// `repository_created`, `replication`, `tag_retention`.
+    /// `repository_created`, `replication`, `tag_retention`; and Herald's operational
+    /// events: `webhook.disabled`, `webhook.circuit_opened`, `webhook.recovered`,
+    /// `delivery.exhausted`, which a webhook gets only when they are named here (an empty
+    /// list means every registry action, none of them).
     #[schema(value_type = Vec<String>)]
     pub actions: Vec<Action>,
     /// Names of the sources whose events it wants (`default` is `/v2/webhooks/events`).
@@ -169,6 +172,12 @@ impl CompiledFilters {
             c.insert(key.to_string(), compiled.clone());
         }
         compiled
+    }
+
+    /// Whether the webhook asked for this operational kind: only `actions` counts, since
+    /// such an event has no repository, tag, media or source to filter on.
+    pub fn wants_operational(&self, kind: Action) -> bool {
+        !self.broken && kind.is_operational() && self.filters.actions.contains(&kind)
     }
 
     pub fn matches(&self, e: &EventFacts) -> bool {

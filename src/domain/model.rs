@@ -184,6 +184,8 @@ pub struct HealthVerdict {
     pub failing_since: Option<i64>,
     /// Set when this attempt disables the webhook: why, for the audit trail.
     pub disabled_because: Option<String>,
+    /// This attempt succeeded after a failing streak (announced as `webhook.recovered`).
+    pub recovered: bool,
 }
 
 impl HealthVerdict {
@@ -210,15 +212,16 @@ impl HealthVerdict {
                 humantime::format_duration(disable_after)
             ),
         });
-        let (enabled, failing_since) = match (health, disable) {
+        let (enabled, new_failing_since) = match (health, disable) {
             (Health::Succeeded, _) => (enabled, None),
             (_, true) => (false, None),
             (_, false) => (enabled, Some(failing_since.unwrap_or(now_ms))),
         };
         Self {
             enabled,
-            failing_since,
+            failing_since: new_failing_since,
             disabled_because,
+            recovered: health == Health::Succeeded && failing_since.is_some(),
         }
     }
 }

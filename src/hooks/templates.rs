@@ -124,13 +124,17 @@ pub fn render_here(src: &str, event: &str) -> Result<String, String> {
             .map(str::to_string)
     };
     let repository = text("/target/repository").unwrap_or_default();
-    let namespace = repository
-        .split_once('/')
-        .map(|(n, _)| n.to_string())
-        .unwrap_or_default();
+    // Herald's operational events carry `type` and `namespace` instead of an action and
+    // a repository.
+    let namespace = text("/namespace").unwrap_or_else(|| {
+        repository
+            .split_once('/')
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_default()
+    });
     let ctx = minijinja::context! {
         event => minijinja::Value::from_serialize(&v),
-        action => text("/action"),
+        action => text("/action").or_else(|| text("/type")),
         repository => repository,
         namespace => namespace,
         tag => text("/target/tag"),

@@ -280,7 +280,30 @@ pub trait Hooks: Send + Sync {
         now: DateTime<Utc>,
         disable_after: std::time::Duration,
         circuit: crate::domain::control::CircuitRule,
+    ) -> StoreResult<crate::domain::control::HealthChange> {
+        self.webhook_health_after(webhook_id, None, health, now, disable_after, circuit)
+            .await
+    }
+    /// `webhook_health` after an attempt of `delivery_id`, announcing in the same
+    /// transaction what changed (`webhook.disabled`, `webhook.recovered`) to the webhooks
+    /// subscribed, unless that delivery carried an operational event itself.
+    async fn webhook_health_after(
+        &self,
+        webhook_id: i64,
+        delivery_id: Option<i64>,
+        health: Health,
+        now: DateTime<Utc>,
+        disable_after: std::time::Duration,
+        circuit: crate::domain::control::CircuitRule,
     ) -> StoreResult<crate::domain::control::HealthChange>;
+    /// Stores an operational event and a delivery to each webhook subscribed to its kind
+    /// (never the webhook it is about); `None` when there is nothing to announce (see
+    /// `Announcement`). Returns the event's id.
+    async fn announce(
+        &self,
+        announcement: &crate::domain::operational::Announcement,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<i64>>;
     /// A synthetic `ping` event and its one delivery to this webhook; returns the delivery id.
     async fn create_ping(
         &self,

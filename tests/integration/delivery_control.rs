@@ -420,6 +420,14 @@ async fn the_breaker_stops_attempts_probes_once_per_cool_down_and_closes() {
     let rx = Receiver::start().await;
     rx.answer(500);
     let id = hook_with(&app, rx.url("/"), json!({})).await;
+    // A webhook of the team that hears when the circuit opens (operational events).
+    let ops = Receiver::start().await;
+    app.enabled_webhook(
+        "acme",
+        json!({"name": "ops", "url": ops.url("/"), "format": "cloudevents",
+               "filters": {"actions": ["webhook.circuit_opened"]}}),
+    )
+    .await;
     const N: usize = 6;
     for i in 0..N {
         assert_eq!(app.post_envelope(push_with_id(i)).await.status, 200);
@@ -488,6 +496,14 @@ async fn the_breaker_stops_attempts_probes_once_per_cool_down_and_closes() {
     assert_eq!(webhook(&app, id).await["circuit"], "closed");
     let (_, page) = web.get(&app, &page_path).await;
     assert!(!page.contains(r#"id="circuit""#), "closed: no badge");
+    // The opening was announced once; the failed probe that reopened it was not.
+    let event = ops.next().await.json();
+    assert_eq!(event["type"], "io.herald.webhook.circuit_opened");
+    assert_eq!(
+        event["data"]["detail"],
+        "3 attempts in a row failed; paused for 1s"
+    );
+    ops.assert_quiet(Duration::from_millis(300)).await;
     let attempts: i64 = items
         .as_array()
         .unwrap()

@@ -12,6 +12,7 @@ mod helpers;
 mod ingest;
 mod multiprocess;
 mod namespaces;
+mod opevents;
 mod ops;
 mod pg;
 mod postgres;

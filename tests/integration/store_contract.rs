@@ -9,9 +9,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use herald::config::Config;
 use herald::domain::control::CircuitRule;
+use herald::domain::events::Action;
+use herald::domain::filters::Filters;
 use herald::domain::names::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
+use herald::domain::operational::Announcement;
 use herald::registry::envelope::{parse_envelope, IncomingEvent};
 use herald::secrets::Sealed;
 use herald::store::{
@@ -99,6 +102,7 @@ contract!(
     sources,
     settings_claims_and_liveness,
     health_filters_and_passwords,
+    operational_events,
 );
 
 /// Every method of the traits `Store` is made of (as `src/store/mod.rs` declares them) is
@@ -1960,4 +1964,246 @@ async fn claims_of_some_webhooks_or_one_of_each(store: Arc<dyn Store>) {
         .map(|c| c.delivery_id)
         .collect();
     assert_eq!(all.len(), 6, "each delivery claimed once");
+}
+
+/// A webhook of `namespace`, enabled, subscribed to every operational kind only.
+async fn ops_subscriber(store: &Arc<dyn Store>, namespace: &str, name: &str) -> i64 {
+    let mut new = new_webhook(name, vec![]);
+    new.filters = Filters {
+        actions: Action::OPERATIONAL.to_vec(),
+        ..Filters::default()
+    };
+    let id = store
+        .create_webhook(&ns(namespace), new, &audit("webhook.create"))
+        .await
+        .unwrap()
+        .id;
+    let patch = WebhookPatch {
+        enabled: Some(true),
+        ..Default::default()
+    };
+    store
+        .update_webhook(&ns(namespace), id, patch, &audit("webhook.enabled"))
+        .await
+        .unwrap();
+    id
+}
+
+/// The operational events stored so far, oldest first: (action, status).
+async fn operational(store: &Arc<dyn Store>) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = store
+        .list_events(100, None)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.action
+                .as_deref()
+                .is_some_and(|a| Action::parse_operational(a).is_some())
+        })
+        .map(|e| (e.action.unwrap_or_default(), e.status))
+        .collect();
+    found.reverse();
+    found
+}
+
+/// The payloads of the deliveries a webhook has, newest first.
+async fn payloads(store: &Arc<dyn Store>, webhook: i64) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for d in store
+        .list_deliveries(webhook, 100, None)
+        .await
+        .unwrap()
+        .items
+    {
+        let job = store.load_job(d.id).await.unwrap();
+        out.push(serde_json::from_str(&job.event_body).unwrap());
+    }
+    out
+}
+
+async fn operational_events(store: Arc<dyn Store>) {
+    let hook = acme_with_hook(&store).await;
+    let subscriber = ops_subscriber(&store, "acme", "ops").await;
+    let global = ops_subscriber(&store, "_global", "admins").await;
+    store
+        .create_namespace(&ns("other"), "", None, &audit("namespace.create"))
+        .await
+        .unwrap();
+    let elsewhere = ops_subscriber(&store, "other", "theirs").await;
+    let now = Utc::now();
+    let summary = store.ingest(&pushes(1, "oooo"), now).await.unwrap();
+    assert_eq!(
+        summary.deliveries, 1,
+        "operational subscribers get no registry event"
+    );
+    let claims = store.claim_due(now, now + secs(60), 10).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    let failed = claims[0].delivery_id;
+
+    let exhausted = Announcement::new(Action::DeliveryExhausted, hook, "").delivery(failed);
+    assert_eq!(
+        store.announce(&exhausted, now).await.unwrap(),
+        None,
+        "a delivery still waiting is not exhausted"
+    );
+    store
+        .record_attempt(attempt(failed, Some(claims[0].token), Outcome::Failed, 500))
+        .await
+        .unwrap();
+    assert!(store.announce(&exhausted, now).await.unwrap().is_some());
+    assert_eq!(
+        store.announce(&exhausted, now).await.unwrap(),
+        None,
+        "one failure is announced once"
+    );
+    let told = payloads(&store, subscriber).await;
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0]["type"], "delivery.exhausted");
+    assert_eq!(told[0]["namespace"], "acme");
+    assert_eq!(told[0]["webhook"]["id"], hook);
+    assert_eq!(told[0]["webhook"]["host"], "receiver.example.org");
+    assert_eq!(told[0]["delivery"]["id"], failed);
+    assert_eq!(told[0]["delivery"]["last_status"], 500);
+    assert_eq!(told[0]["delivery"]["event"]["action"], "push");
+    assert_eq!(
+        payloads(&store, global).await.len(),
+        1,
+        "the global namespace hears it"
+    );
+    assert!(
+        payloads(&store, elsewhere).await.is_empty(),
+        "another namespace does not"
+    );
+    assert!(
+        payloads(&store, hook)
+            .await
+            .iter()
+            .all(|p| p["type"].is_null()),
+        "nor the webhook itself"
+    );
+
+    // The subscriber's delivery of it fails for good: that is never announced.
+    let later = now + secs(1);
+    let claims = store.claim_due(later, later + secs(60), 10).await.unwrap();
+    let ops_delivery = claims.iter().find(|c| c.webhook_id == subscriber).unwrap();
+    store
+        .record_attempt(attempt(
+            ops_delivery.delivery_id,
+            Some(ops_delivery.token),
+            Outcome::Failed,
+            500,
+        ))
+        .await
+        .unwrap();
+    let cascade = Announcement::new(Action::DeliveryExhausted, subscriber, "")
+        .delivery(ops_delivery.delivery_id);
+    assert_eq!(store.announce(&cascade, later).await.unwrap(), None);
+    // Nor does its health, failing or recovering.
+    let day = Duration::from_secs(86_400);
+    for health in [Health::Failed, Health::Succeeded] {
+        store
+            .webhook_health_after(
+                subscriber,
+                Some(ops_delivery.delivery_id),
+                health,
+                later,
+                day,
+                CircuitRule::new(0, Duration::from_secs(1)),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(operational(&store).await.len(), 1);
+
+    // A registry delivery's recovery is announced once, in the health change.
+    let no_breaker = CircuitRule::new(0, Duration::from_secs(1));
+    store
+        .webhook_health_after(hook, Some(failed), Health::Failed, later, day, no_breaker)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        store
+            .webhook_health_after(
+                hook,
+                Some(failed),
+                Health::Succeeded,
+                later,
+                day,
+                no_breaker,
+            )
+            .await
+            .unwrap();
+    }
+    // 410 Gone: disabled, and announced.
+    assert!(
+        store
+            .webhook_health_after(hook, Some(failed), Health::Gone, later, day, no_breaker)
+            .await
+            .unwrap()
+            .disabled
+    );
+    let circuit = Announcement::new(
+        Action::WebhookCircuitOpened,
+        hook,
+        "5 failures; paused for 30s",
+    );
+    assert!(store.announce(&circuit, later).await.unwrap().is_some());
+    assert_eq!(
+        store
+            .announce(
+                &Announcement::new(Action::WebhookCircuitOpened, 999_999, "x"),
+                later
+            )
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        operational(&store).await,
+        [
+            ("delivery.exhausted", "accepted"),
+            ("webhook.recovered", "accepted"),
+            ("webhook.disabled", "accepted"),
+            ("webhook.circuit_opened", "accepted"),
+        ]
+        .map(|(a, s)| (a.to_string(), s.to_string()))
+    );
+    let told: Vec<String> = payloads(&store, subscriber)
+        .await
+        .iter()
+        .map(|p| p["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        told,
+        [
+            "webhook.circuit_opened",
+            "webhook.disabled",
+            "webhook.recovered",
+            "delivery.exhausted"
+        ]
+    );
+    let disabled = &payloads(&store, global).await[1];
+    assert_eq!(disabled["detail"], "the receiver answered 410 Gone");
+    assert_eq!(disabled["delivery"], serde_json::Value::Null);
+
+    // Nobody subscribed: stored all the same, as skipped, with the reason.
+    for id in [subscriber, global] {
+        store
+            .delete_webhook(
+                &ns(if id == global { "_global" } else { "acme" }),
+                id,
+                &audit("webhook.delete"),
+            )
+            .await
+            .unwrap();
+    }
+    assert!(store.announce(&circuit, later).await.unwrap().is_some());
+    let last = store.list_events(1, None).await.unwrap().items.remove(0);
+    assert_eq!(last.status, "skipped");
+    assert_eq!(
+        last.reason.as_deref(),
+        Some("no enabled webhook subscribes to webhook.circuit_opened")
+    );
 }

@@ -1047,3 +1047,49 @@ async fn admins_manage_sources_on_the_sources_page_with_the_apis_checks() {
         404
     );
 }
+
+#[tokio::test]
+async fn the_webhook_form_subscribes_to_operational_events_and_keeps_them() {
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let admin = sign_in_as(&app, "admin", "admin-password").await;
+    let csrf = admin.csrf(&app).await;
+    let res = admin
+        .post(
+            &app,
+            "/namespaces/acme/webhooks",
+            &[
+                ("name", "ops"),
+                ("url", "https://ops.example.org/hook"),
+                ("request_method", "POST"),
+                ("filters_present", "1"),
+                ("op_webhook_disabled", "1"),
+                ("op_delivery_exhausted", "1"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let hooks = app.api("GET", "/namespaces/acme/webhooks", None).await;
+    let made = &hooks.body["items"][0];
+    assert_eq!(
+        made["filters"]["actions"],
+        json!(["webhook.disabled", "delivery.exhausted"])
+    );
+    let base = format!("/namespaces/acme/webhooks/{}", made["id"]);
+    let (_, page) = admin.get(&app, &base).await;
+    for (kind, on) in [("webhook_disabled", true), ("webhook_recovered", false)] {
+        let field = format!("name=\"op_{kind}\" value=\"1\" ");
+        let at = page
+            .find(&field)
+            .unwrap_or_else(|| panic!("{field} in the edit form"));
+        assert_eq!(
+            page[at + field.len()..].starts_with("checked"),
+            on,
+            "{kind}"
+        );
+    }
+    // The create form starts with none of them ticked.
+    let (_, namespace) = admin.get(&app, "/namespaces/acme").await;
+    assert!(namespace.contains("name=\"op_webhook_disabled\" value=\"1\" >"));
+}

@@ -1,8 +1,10 @@
 //! Payload formats: the body a webhook receives, in the shape its receiver speaks. The
-//! CloudEvents modes live in `cloudevents.rs`, the chat services in `chat.rs`.
+//! CloudEvents modes live in `cloudevents.rs`, the chat services in `chat.rs`, and
+//! Herald's own operational events in every format in `operational.rs`.
 
 mod chat;
 mod cloudevents;
+mod operational;
 
 use chat::{discord, google_chat, mattermost, slack, teams};
 use cloudevents::{cloudevent, cloudevent_binary};
@@ -67,6 +69,10 @@ pub async fn render(
 /// another registry's payload (zot, Harbor) in distribution's shape, made from what ingest
 /// read from it. The verbatim formats always send the payload itself.
 fn view<'a>(event: &'a str, record: &EventRecord) -> std::borrow::Cow<'a, str> {
+    // Herald's own events are read as they are: templates see their payload.
+    if is_operational(record) {
+        return std::borrow::Cow::Borrowed(event);
+    }
     let distribution = serde_json::from_str::<Value>(event)
         .ok()
         .is_some_and(|v| v.get("target").is_some_and(Value::is_object));
@@ -104,6 +110,9 @@ pub fn render_builtin(
 ) -> Result<Rendered, String> {
     // The verbatim formats (the default among them) send the payload as it is: only the
     // others read it, so only they pay for parsing it into a view.
+    if is_operational(record) {
+        return operational::render(format, event);
+    }
     let view = || view(event, record);
     match format {
         Format::RegistryEvent => Ok(Rendered {
@@ -123,6 +132,12 @@ pub fn render_builtin(
         Format::GoogleChat => google_chat(&view()).map(Rendered::plain),
         Format::Template => Err("a template is rendered in the sandbox".into()),
     }
+}
+
+/// Whether the event is one of Herald's own (`webhook.disabled`, ...): no registry event
+/// that gets a delivery has such an action.
+fn is_operational(record: &EventRecord) -> bool {
+    crate::domain::events::Action::parse_operational(&record.action).is_some()
 }
 
 fn parsed(event: &str) -> Result<Value, String> {

@@ -5,10 +5,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::history::NsContext;
+use super::operational;
 use super::rows::{self, taken_webhook_name, NAMESPACE_SELECT};
 use super::{conflict_on_unique, locking, sql, Backend, Conn, SqlRow, Tx};
 use crate::domain::control::{Circuit, CircuitRule, CircuitState, HealthChange, RateLimit};
+use crate::domain::events::Action;
 use crate::domain::names::{NamespaceName, WebhookUrl};
+use crate::domain::operational::Announcement;
 use crate::secrets::Sealed;
 use crate::store::{
     filters_json, from_ms, to_ms, Audit, Health, HealthVerdict, Hooks, Namespace, NewWebhook,
@@ -340,9 +343,10 @@ impl<B: Backend> Hooks for B {
         self.get_webhook(namespace, id).await
     }
 
-    async fn webhook_health(
+    async fn webhook_health_after(
         &self,
         webhook_id: i64,
+        delivery_id: Option<i64>,
         health: Health,
         now: DateTime<Utc>,
         disable_after: std::time::Duration,
@@ -402,6 +406,30 @@ impl<B: Backend> Hooks for B {
             ns.record(&mut tx, &audit, Some((webhook_id, &name, &url.host())))
                 .await?;
         }
+        // Announced in the same transaction as the change, so once per change; never
+        // after an attempt of an operational event's own delivery (no cascades).
+        let announcement = match (&verdict.disabled_because, verdict.recovered) {
+            (Some(detail), _) => Some(Announcement::new(
+                Action::WebhookDisabled,
+                webhook_id,
+                detail.clone(),
+            )),
+            (None, true) => Some(Announcement::new(
+                Action::WebhookRecovered,
+                webhook_id,
+                recovered_detail(row.int_opt("failing_since")?),
+            )),
+            (None, false) => None,
+        };
+        if let Some(announcement) = announcement {
+            let quiet = match delivery_id {
+                Some(id) => operational::carries_operational(&mut tx, id).await?,
+                None => false,
+            };
+            if !quiet {
+                operational::announce(&mut tx, &announcement, now).await?;
+            }
+        }
         tx.commit().await?;
         Ok(HealthChange {
             disabled: verdict.disabled_because.is_some(),
@@ -409,6 +437,17 @@ impl<B: Backend> Hooks for B {
             circuit_failures: after.failures,
             circuit_open_until: after.open_until.map(from_ms),
         })
+    }
+
+    async fn announce(
+        &self,
+        announcement: &Announcement,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<i64>> {
+        let mut tx = self.begin().await?;
+        let stored = operational::announce(&mut tx, announcement, now).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     async fn create_ping(
@@ -455,6 +494,17 @@ impl<B: Backend> Hooks for B {
         .int("id")?;
         tx.commit().await?;
         Ok(delivery_id)
+    }
+}
+
+/// What a `webhook.recovered` says: since when it had failed.
+fn recovered_detail(failing_since_ms: Option<i64>) -> String {
+    match failing_since_ms {
+        Some(ms) => format!(
+            "an attempt succeeded again; every attempt since {} had failed",
+            crate::store::from_ms(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        None => "an attempt succeeded again".to_string(),
     }
 }
 

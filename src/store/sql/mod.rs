@@ -21,6 +21,7 @@ pub(crate) mod control;
 mod history;
 mod hooks;
 mod leases;
+mod operational;
 pub(crate) mod rows;
 mod settings;
 mod sources;

@@ -8,10 +8,8 @@ use axum::Form;
 use serde::Deserialize;
 
 use super::webhooks::{webhook_page, Extras};
-use super::{load_webhook, CsrfOnly};
-use crate::auth::policy::NamespaceAction;
-use crate::hooks::input::parse_added_header;
-use crate::store::{Audit, StoredHeader};
+use super::CsrfOnly;
+use crate::app;
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
 
@@ -32,12 +30,18 @@ pub async fn set_header(
     Form(form): Form<HeaderForm>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let (access, hook) =
-        load_webhook(&state, &web, &ns, &id, NamespaceAction::ManageHeaders).await?;
-    let parsed = parse_added_header(&hook.headers, &form.header_name, &form.header_value);
-    let (name, value) = match parsed {
-        Ok(pair) => pair,
-        Err(e) => {
+    let set = app::webhooks::set_header(
+        &state,
+        &web.user,
+        &ns,
+        &id,
+        &form.header_name,
+        &form.header_value,
+    )
+    .await;
+    let set = match set {
+        Ok(set) => set,
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
             let field = if e.message.contains("value") {
                 "header_value"
             } else {
@@ -58,16 +62,9 @@ pub async fn set_header(
             )
             .await;
         }
+        Err(e) => return Err(e.into()),
     };
-    let audit = Audit::new(&web.user.username, "webhook.header.set").detail(name.as_str());
-    let header = StoredHeader {
-        name: name.clone(),
-        value: state.cipher.seal(value.as_str()),
-    };
-    state
-        .store
-        .set_header(&access.namespace.name, hook.id, header, &audit)
-        .await?;
+    let (name, hook) = (set.name, set.webhook);
     Ok(redirect_with(
         &format!("/namespaces/{ns}/webhooks/{id}"),
         "success",
@@ -86,13 +83,7 @@ pub async fn delete_header(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let (access, hook) =
-        load_webhook(&state, &web, &ns, &id, NamespaceAction::ManageHeaders).await?;
-    let audit = Audit::new(&web.user.username, "webhook.header.delete").detail(name.as_str());
-    state
-        .store
-        .delete_header(&access.namespace.name, hook.id, &name, &audit)
-        .await?;
+    let hook = app::webhooks::delete_header(&state, &web.user, &ns, &id, &name).await?;
     Ok(redirect_with(
         &format!("/namespaces/{ns}/webhooks/{id}"),
         "success",

@@ -46,6 +46,21 @@ pub(super) fn id_of(raw: &str, what: &str) -> Result<i64, AppError> {
         .map_err(|_| AppError::not_found(format!("{what} '{raw}' not found")))
 }
 
+/// A refused form's problems by field, for showing beside each: every problem of a 422,
+/// or the one field (the name, for a conflict) the error names.
+pub(super) fn errors_of(e: &crate::error::AppError) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    for p in &e.problems {
+        map.entry(p.field.clone())
+            .or_insert_with(|| p.message.clone());
+    }
+    if map.is_empty() {
+        let field = e.field.clone().unwrap_or_else(|| "name".to_string());
+        map.insert(field, e.message.clone());
+    }
+    map
+}
+
 pub(super) fn errors_map(problems: &[Invalid]) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
     for p in problems {

@@ -13,7 +13,6 @@ use super::{health_view, page, webhook_row, CsrfOnly};
 use crate::app;
 use crate::app::access::namespace_access;
 use crate::auth::policy::NamespaceAction;
-use crate::store::Audit;
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
 
@@ -145,15 +144,10 @@ pub async fn delete_namespace(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let access = namespace_access(&state, &web.user, &ns, NamespaceAction::DeleteNamespace).await?;
-    let audit = Audit::new(&web.user.username, "namespace.destroy");
-    state
-        .store
-        .delete_namespace(&access.namespace.name, &audit)
-        .await?;
+    let name = app::namespaces::delete(&state, &web.user, &ns).await?;
     Ok(redirect_with(
         "/",
         "success",
-        &format!("Namespace '{}' deleted", access.namespace.name),
+        &format!("Namespace '{name}' deleted"),
     ))
 }

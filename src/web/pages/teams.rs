@@ -9,10 +9,10 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::{page, CsrfOnly};
+use crate::app;
 use crate::app::access::team_access;
 use crate::auth::policy::{self, TeamAction};
-use crate::error::AppError;
-use crate::store::{Audit, Role, Visibility};
+use crate::store::{Role, Visibility};
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
 
@@ -129,39 +129,18 @@ pub async fn set_member(
     Form(form): Form<MemberForm>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let (team, _) = team_access(&state, &web.user, &name, TeamAction::ManageMembers).await?;
     let back = format!("/teams/{name}");
-    if team.personal {
-        return Ok(redirect_with(
-            &back,
-            "error",
-            "A personal team has exactly one member, its user",
-        ));
-    }
-    let Some(role) = Role::parse(&form.role) else {
-        return Ok(redirect_with(
-            &back,
-            "error",
-            "Choose a role: owner, contributor or viewer",
-        ));
-    };
     let username = form.username.trim();
-    let Some((user, _)) = state.store.user_credentials(username).await? else {
-        return Ok(redirect_with(
-            &back,
-            "error",
-            &format!("There is no user '{username}'"),
-        ));
-    };
-    let audit = Audit::new(&web.user.username, "team.member.set")
-        .detail(format!("{username}: {}", role.as_str()));
-    match state.store.set_member(&name, user.id, role, &audit).await {
-        Ok(_) => Ok(redirect_with(
+    match app::teams::set_member(&state, &web.user, &name, username, &form.role).await {
+        Ok((role, _)) => Ok(redirect_with(
             &back,
             "success",
             &format!("{username} is now {} of team '{name}'", role.as_str()),
         )),
-        Err(e) => Ok(redirect_with(&back, "error", &AppError::from(e).message)),
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
+            Ok(redirect_with(&back, "error", &capitalized(&e.message)))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -172,29 +151,25 @@ pub async fn remove_member(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let (team, _) = team_access(&state, &web.user, &name, TeamAction::ManageMembers).await?;
     let back = format!("/teams/{name}");
-    if team.personal {
-        return Ok(redirect_with(
-            &back,
-            "error",
-            "A personal team has exactly one member, its user",
-        ));
-    }
-    let Some((target, _)) = state.store.user_credentials(&user).await? else {
-        return Ok(redirect_with(
-            &back,
-            "error",
-            &format!("There is no user '{user}'"),
-        ));
-    };
-    let audit = Audit::new(&web.user.username, "team.member.remove").detail(user.clone());
-    match state.store.remove_member(&name, target.id, &audit).await {
+    match app::teams::remove_member(&state, &web.user, &name, &user).await {
         Ok(()) => Ok(redirect_with(
             &back,
             "success",
             &format!("{user} removed from team '{name}'"),
         )),
-        Err(e) => Ok(redirect_with(&back, "error", &AppError::from(e).message)),
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
+            Ok(redirect_with(&back, "error", &capitalized(&e.message)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An error message as a sentence for a notice.
+fn capitalized(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }

@@ -9,6 +9,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::page;
+use crate::app;
 use crate::auth;
 use crate::auth::policy::{self, GlobalAction};
 use crate::web::{redirect_with, WebResult, WebUser};
@@ -108,17 +109,19 @@ pub async fn update_user(
     Form(form): Form<UserFlagsForm>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    policy::check_global(&web.user, GlobalAction::ManageUsers)?;
     let admin = form.admin.map(|v| v == "true");
     let disabled = form.disabled.map(|v| v == "true");
-    if name == web.user.username && (admin == Some(false) || disabled == Some(true)) {
-        return Ok(redirect_with(
-            "/users",
-            "error",
-            "Admins cannot demote or disable themselves; ask another admin",
-        ));
-    }
-    let user = state.store.update_user(&name, admin, disabled).await?;
+    let user = match app::users::set_flags(&state, &web.user, &name, admin, disabled).await {
+        Ok(user) => user,
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            return Ok(redirect_with(
+                "/users",
+                "error",
+                "Admins cannot demote or disable themselves; ask another admin",
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
     let what = match (admin, disabled) {
         (Some(true), _) => "is now an admin",
         (Some(false), _) => "is no longer an admin",

@@ -52,6 +52,15 @@ pub struct WebhookForm {
     pub action_replication: Option<String>,
     #[serde(default)]
     pub action_tag_retention: Option<String>,
+    /// Herald's operational events, off unless ticked.
+    #[serde(default)]
+    pub op_webhook_disabled: Option<String>,
+    #[serde(default)]
+    pub op_webhook_circuit_opened: Option<String>,
+    #[serde(default)]
+    pub op_webhook_recovered: Option<String>,
+    #[serde(default)]
+    pub op_delivery_exhausted: Option<String>,
     /// Source names, comma-separated; empty: every source.
     #[serde(default)]
     pub sources: String,
@@ -131,6 +140,13 @@ impl WebhookForm {
             (&self.action_repository_created, Action::RepositoryCreated),
             (&self.action_replication, Action::Replication),
             (&self.action_tag_retention, Action::TagRetention),
+            (&self.op_webhook_disabled, Action::WebhookDisabled),
+            (
+                &self.op_webhook_circuit_opened,
+                Action::WebhookCircuitOpened,
+            ),
+            (&self.op_webhook_recovered, Action::WebhookRecovered),
+            (&self.op_delivery_exhausted, Action::DeliveryExhausted),
         ] {
             if on.is_some() {
                 actions.push(action);

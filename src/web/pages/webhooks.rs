@@ -10,13 +10,11 @@ use serde::Deserialize;
 
 use super::namespaces::namespace_page;
 use super::webhook_form::WebhookForm;
-use super::{errors_map, health_view, load_webhook, page, webhook_row, CsrfOnly};
+use super::{errors_map, errors_of, health_view, load_webhook, page, webhook_row, CsrfOnly};
 use crate::app;
-use crate::app::access::namespace_access;
 use crate::auth::policy::NamespaceAction;
-use crate::error::AppError;
-use crate::hooks::input::{check_new_template, WebhookInput};
-use crate::store::{Audit, DeliveryState};
+use crate::hooks::input::WebhookInput;
+use crate::store::DeliveryState;
 use crate::web::{chart, redirect_with, WebResult, WebUser};
 use crate::AppState;
 
@@ -67,7 +65,6 @@ pub async fn create_webhook(
     Form(form): Form<WebhookForm>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let access = namespace_access(&state, &web.user, &ns, NamespaceAction::CreateWebhook).await?;
     let values = form.values();
     let filters = form.filters();
     let tls_verify = form
@@ -91,36 +88,13 @@ pub async fn create_webhook(
         rate_limit,
         ordering,
     };
-    let checked = match input.into_new(&state.cipher) {
-        Ok(new) => check_new_template(&new, &state.templates)
-            .await
-            .map(|_| new)
-            .map_err(|e| vec![e]),
-        Err(problems) => Err(problems),
-    };
-    let new = match checked {
-        Ok(new) => new,
-        Err(problems) => {
-            return namespace_page(
-                &state,
-                &web,
-                &ns,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                errors_map(&problems),
-                values,
-            )
-            .await;
-        }
-    };
-    let name = new.name.as_str().to_string();
-    let audit = Audit::new(&web.user.username, "webhook.create");
-    match state
-        .store
-        .create_webhook(&access.namespace.name, new, &audit)
-        .await
-    {
+    let new = input
+        .into_new(&state.cipher)
+        .map_err(app::webhooks::invalid_input);
+    match app::webhooks::create(&state, &web.user, &ns, new).await {
         // The signing secret is shown on this answer only, like a new API token.
-        Ok(hook) => {
+        Ok((_, hook)) => {
+            let name = hook.name.as_str();
             let extras = Extras {
                 new_secret: app::webhooks::current_secret(&hook, &state)?,
                 notice: Some(format!(
@@ -138,15 +112,12 @@ pub async fn create_webhook(
             )
             .await
         }
-        Err(e) => {
-            let e = AppError::from(e);
-            if e.status == StatusCode::CONFLICT {
-                let errors = BTreeMap::from([("name".to_string(), e.message)]);
-                namespace_page(&state, &web, &ns, StatusCode::CONFLICT, errors, values).await
-            } else {
-                Err(e.into())
-            }
+        // Field problems (422) and a taken name (409) go next to their fields.
+        Err(e) if matches!(e.status.as_u16(), 409 | 422) => {
+            let status = e.status;
+            namespace_page(&state, &web, &ns, status, errors_of(&e), values).await
         }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -348,13 +319,7 @@ pub async fn delete_webhook(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let (access, hook) =
-        load_webhook(&state, &web, &ns, &id, NamespaceAction::DeleteWebhook).await?;
-    let audit = Audit::new(&web.user.username, "webhook.destroy");
-    state
-        .store
-        .delete_webhook(&access.namespace.name, hook.id, &audit)
-        .await?;
+    let hook = app::webhooks::delete(&state, &web.user, &ns, &id).await?;
     Ok(redirect_with(
         &format!("/namespaces/{ns}"),
         "success",
