@@ -7,3 +7,4 @@ pub mod filters;
 pub mod format;
 pub mod model;
 pub mod names;
+pub mod signature;
