@@ -341,8 +341,8 @@ async fn a_client_certificate_gets_through_a_receiver_that_requires_one() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["state"], "succeeded", "{:?}", r.body);
     assert_eq!(
-        rx.seen.lock().unwrap().as_slice(),
-        [cert_der.clone()],
+        *rx.seen.lock().unwrap(),
+        vec![cert_der],
         "the receiver saw Herald's client certificate"
     );
     // A second delivery reuses the cached client and still presents the certificate.
