@@ -85,6 +85,16 @@ async fn v1a_signatures_verify_with_an_independent_ed25519() {
     let path = format!("/namespaces/acme/webhooks/{id}");
     let shown = app.api("GET", &path, None).await;
     assert_eq!(shown.body["signature_public_key"], public_key.as_str());
+    // The UI page shows the same public key.
+    let (status, html) = sign_in(&app).await.get(&app, &path).await;
+    assert_eq!(status, 200);
+    let escaped = public_key.replace('/', "&#x2f;");
+    assert!(
+        [&public_key, &escaped]
+            .iter()
+            .any(|k| html.contains(&format!("id=\"signature-public-key\" class=\"token\">{k}<"))),
+        "the webhook page shows {public_key}"
+    );
     app.api("PATCH", &path, Some(json!({"enabled": true})))
         .await;
 
