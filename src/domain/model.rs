@@ -9,6 +9,7 @@ use crate::domain::format::Format;
 use crate::domain::names::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
+use crate::domain::signature::SignatureScheme;
 use crate::secrets::Sealed;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -159,6 +160,12 @@ pub struct Webhook {
     pub template: Option<String>,
     /// Whether the receiver's TLS certificate is verified.
     pub tls_verify: bool,
+    /// The Standard Webhooks scheme its current key signs with (`signing_secrets[0]`).
+    pub signature: SignatureScheme,
+    /// For receivers behind mutual TLS: the PEM certificate chain Herald presents, and its
+    /// sealed PEM private key. Both or neither.
+    pub client_certificate: Option<String>,
+    pub client_key: Option<Sealed>,
 }
 
 /// What an attempt says about a webhook's health.
@@ -234,6 +241,9 @@ pub struct NewWebhook {
     pub format: Format,
     pub template: Option<String>,
     pub tls_verify: bool,
+    pub signature: SignatureScheme,
+    pub client_certificate: Option<String>,
+    pub client_key: Option<Sealed>,
 }
 
 /// A partial update: `None` leaves a field as it is; `Some(None)` clears an optional one.
@@ -251,6 +261,12 @@ pub struct WebhookPatch {
     pub format: Option<Format>,
     pub template: Option<Option<String>>,
     pub tls_verify: Option<bool>,
+    pub signature: Option<SignatureScheme>,
+    /// A key of the new scheme when `signature` changes it, and until when the current key
+    /// keeps signing beside it: set by the use case, never by input.
+    pub signing_secret: Option<(Sealed, DateTime<Utc>)>,
+    /// The certificate chain and its sealed key, replaced together; `Some(None)` removes both.
+    pub client_identity: Option<Option<(String, Sealed)>>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

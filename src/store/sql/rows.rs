@@ -7,6 +7,7 @@ use super::SqlRow;
 use crate::domain::names::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
+use crate::domain::signature::SignatureScheme;
 use crate::hooks::formats::Format;
 use crate::secrets::Sealed;
 use crate::store::{
@@ -28,7 +29,8 @@ pub(crate) fn headers_from_json(text: Option<String>) -> Vec<(String, String)> {
 pub(crate) const WEBHOOK_COLUMNS: &str = "SELECT w.id, n.name AS namespace, w.name, w.url, \
      w.request_method, w.content_type, w.username, w.password, w.enabled, w.created_at, \
      w.updated_at, w.signing_secret, w.previous_signing_secret, w.previous_secret_until, \
-     w.failing_since, w.filters, w.format, w.template, w.tls_verify";
+     w.failing_since, w.filters, w.format, w.template, w.tls_verify, \
+     w.signature, w.client_certificate, w.client_key";
 
 pub(crate) fn webhook_select() -> String {
     format!("{WEBHOOK_COLUMNS} FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id")
@@ -67,6 +69,9 @@ pub(crate) fn webhook(row: &impl SqlRow, headers: Vec<StoredHeader>) -> StoreRes
         format: Format::parse(&row.text("format")?).unwrap_or_default(),
         template: row.text_opt("template")?,
         tls_verify: row.flag("tls_verify")?,
+        signature: SignatureScheme::parse(&row.text("signature")?).unwrap_or_default(),
+        client_certificate: row.text_opt("client_certificate")?,
+        client_key: row.bytes_opt("client_key")?.map(Sealed),
     })
 }
 
