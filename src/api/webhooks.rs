@@ -13,6 +13,7 @@ use crate::app::access::{namespace_access, NamespaceAccess};
 use crate::auth::policy::NamespaceAction;
 use crate::auth::ApiUser;
 use crate::domain::names::{ContentType, NamespaceName, RequestMethod, WebhookName, WebhookUrl};
+use crate::domain::signature::SignatureScheme;
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::hooks::input::WebhookInput;
@@ -63,6 +64,15 @@ pub struct WebhookView {
     pub circuit: crate::domain::control::CircuitState,
     /// While the circuit is open: when the probe may go.
     pub circuit_probe_at: Option<DateTime<Utc>>,
+    /// `v1` (HMAC-SHA256 with `signing_secret`) or `v1a` (ed25519).
+    pub signature: SignatureScheme,
+    /// A `v1a` webhook's ed25519 public key (`whpk_...`), what receivers verify with;
+    /// `null` for `v1`.
+    pub signature_public_key: Option<String>,
+    /// The PEM certificate chain presented to receivers that ask for a client certificate.
+    pub client_certificate: Option<String>,
+    /// Whether the client certificate's private key is set: it is write-only.
+    pub has_client_key: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -99,6 +109,7 @@ impl WebhookView {
             };
             headers.insert(h.name.as_str().to_string(), value);
         }
+        let signature_public_key = app::webhooks::signature_public_key(&w, cipher)?;
         Ok(Self {
             id: w.id,
             namespace: w.namespace,
@@ -133,6 +144,10 @@ impl WebhookView {
                 .open_until
                 .filter(|_| w.circuit.state == crate::domain::control::CircuitState::Open)
                 .and_then(DateTime::from_timestamp_millis),
+            signature: w.signature,
+            signature_public_key,
+            client_certificate: w.client_certificate,
+            has_client_key: w.client_key.is_some(),
         })
     }
 }
@@ -216,12 +231,15 @@ pub async fn update(
     let patch = body
         .into_patch(&state.cipher)
         .map_err(app::webhooks::invalid_input);
-    let (access, hook) = app::webhooks::update(&state, &user, &ns, &id, patch).await?;
+    let (access, hook, secret) =
+        app::webhooks::update_showing_secret(&state, &user, &ns, &id, patch).await?;
     let id = hook.id;
     tracing::info!(namespace = %access.namespace.name, webhook = id, enabled = hook.enabled, by = %user.username, "webhook updated");
     let warnings = ssrf_warnings(&state, &hook).await;
     let mut view = WebhookView::new(hook, &state, &user, &access)?;
     view.warnings.extend(warnings);
+    // Switching to `v1` made a new shared secret: shown on this answer only.
+    view.signing_secret = secret;
     Ok(Json(view))
 }
 
@@ -267,7 +285,8 @@ pub async fn delete_header(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A new signing secret, shown once; the old one also signs for 24 hours. A second rotation
+/// A new signing secret, shown once (for a `v1a` webhook a new ed25519 keypair, whose
+/// public key the answer shows); the old one also signs for 24 hours. A second rotation
 /// inside that overlap is refused (409): it would drop the original secret at once, while
 /// receivers may still verify with it.
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/rotate-secret", operation_id = "rotateWebhookSecret", tag = "webhooks", security(("bearer" = [])),
@@ -280,7 +299,7 @@ pub async fn rotate_secret(
 ) -> ApiResult<Json<WebhookView>> {
     let (access, hook, secret) = app::webhooks::rotate_secret(&state, &user, &ns, &id).await?;
     let mut view = WebhookView::new(hook, &state, &user, &access)?;
-    view.signing_secret = Some(secret);
+    view.signing_secret = secret;
     Ok(Json(view))
 }
 

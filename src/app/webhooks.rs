@@ -6,8 +6,10 @@ use crate::app::access::parse_id;
 use crate::app::access::{namespace_access, NamespaceAccess};
 use crate::auth::policy::NamespaceAction;
 use crate::domain::names::{HeaderName, HeaderValue, Invalid};
+use crate::domain::signature::SignatureScheme;
 use crate::error::AppError;
 use crate::hooks::input::{audit_for_patch, check_new_template, check_patch, parse_added_header};
+use crate::secrets::Cipher;
 use crate::store::{Audit, DeliveryDetail, NewWebhook, StoredHeader, User, Webhook, WebhookPatch};
 use crate::AppState;
 
@@ -137,17 +139,66 @@ pub async fn update(
     id: &str,
     patch: Result<WebhookPatch, AppError>,
 ) -> Result<(NamespaceAccess, Webhook), AppError> {
+    let (access, hook, _) = update_showing_secret(state, user, ns, id, patch).await?;
+    Ok((access, hook))
+}
+
+/// `update`, and the new `v1` signing secret in clear when the patch switched the webhook
+/// to `v1`: the one answer that shows it.
+pub async fn update_showing_secret(
+    state: &AppState,
+    user: &User,
+    ns: &str,
+    id: &str,
+    patch: Result<WebhookPatch, AppError>,
+) -> Result<(NamespaceAccess, Webhook, Option<String>), AppError> {
     let access = namespace_access(state, user, ns, NamespaceAction::UpdateWebhook).await?;
     let id = parse_id(id, "webhook")?;
     let mut patch = patch?;
     let current = state.store.get_webhook(&access.namespace.name, id).await?;
     check_patch(&mut patch, &current, &state.templates).await?;
+    let secret = switch_scheme(state, &mut patch, &current)?;
     let audit = audit_for_patch(&user.username, &patch);
     let hook = state
         .store
         .update_webhook(&access.namespace.name, id, patch, &audit)
         .await?;
-    Ok((access, hook))
+    Ok((access, hook, secret))
+}
+
+/// A change of signature scheme is a rotation to a key of the new kind: the current key
+/// keeps signing beside it for the overlap, so receivers can switch without dropping a
+/// request, and it is refused (409) while an earlier rotation's overlap runs, as a second
+/// rotation is. Naming the scheme in force changes nothing. Returns a new `v1` secret.
+fn switch_scheme(
+    state: &AppState,
+    patch: &mut WebhookPatch,
+    current: &Webhook,
+) -> Result<Option<String>, AppError> {
+    let Some(scheme) = patch.signature.filter(|s| *s != current.signature) else {
+        patch.signature = None;
+        return Ok(None);
+    };
+    let now = Utc::now();
+    overlap_ended(current, now)?;
+    let key = crate::hooks::signing::generate(scheme);
+    let until = now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
+    patch.signing_secret = Some((state.cipher.seal(&key), until));
+    Ok((scheme == SignatureScheme::V1).then_some(key))
+}
+
+/// Refuses (409) to replace the signing key while the previous one still signs: that
+/// would drop it at once, while receivers may still verify with it.
+fn overlap_ended(current: &Webhook, now: DateTime<Utc>) -> Result<(), AppError> {
+    match current.previous_secret_until.filter(|u| *u > now) {
+        Some(until) => Err(AppError::conflict(format!(
+            "the secret was rotated less than {ROTATION_OVERLAP_HOURS} hours ago and the one \
+             before it still signs until {}; rotate again after that (a leaked secret: \
+             delete the webhook and create it again)",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Enables or disables a webhook. Enabling an auto-disabled one starts its health afresh.
@@ -165,26 +216,20 @@ pub async fn set_enabled(
     update(state, user, ns, id, Ok(patch)).await
 }
 
-/// A new signing secret (returned in clear, to be shown once); the old one also signs for
-/// 24 hours. A second rotation inside that overlap is refused (409): it would drop the
+/// A new signing secret (returned in clear, to be shown once, for `v1`; a `v1a` webhook
+/// gets a new keypair and shows its public key); the old one also signs for 24 hours. A second rotation inside that overlap is refused (409): it would drop the
 /// original secret at once, while receivers may still verify with it.
 pub async fn rotate_secret(
     state: &AppState,
     user: &User,
     ns: &str,
     id: &str,
-) -> Result<(NamespaceAccess, Webhook, String), AppError> {
+) -> Result<(NamespaceAccess, Webhook, Option<String>), AppError> {
     let (access, current) = load(state, user, ns, id, NamespaceAction::UpdateWebhook).await?;
     let now = Utc::now();
-    if let Some(until) = current.previous_secret_until.filter(|u| *u > now) {
-        return Err(AppError::conflict(format!(
-            "the secret was rotated less than {ROTATION_OVERLAP_HOURS} hours ago and the one \
-             before it still signs until {}; rotate again after that (a leaked secret: \
-             delete the webhook and create it again)",
-            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        )));
-    }
-    let secret = crate::hooks::signing::SigningSecret::generate().to_whsec();
+    overlap_ended(&current, now)?;
+    // A `v1a` webhook gets a new keypair: its public key is in the webhook's JSON.
+    let secret = crate::hooks::signing::generate(current.signature);
     let until = now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
     let audit = Audit::new(&user.username, "webhook.secret.rotate");
     let hook = state
@@ -197,20 +242,39 @@ pub async fn rotate_secret(
             &audit,
         )
         .await?;
-    Ok((access, hook, secret))
+    let shown = (current.signature == SignatureScheme::V1).then_some(secret);
+    Ok((access, hook, shown))
 }
 
-/// The current signing secret in clear, for the one answer that shows it.
+/// The current `v1` signing secret in clear, for the one answer that shows it; `None` for
+/// a `v1a` webhook, whose private key is never shown (its public key is).
 pub fn current_secret(hook: &Webhook, state: &AppState) -> Result<Option<String>, AppError> {
-    hook.signing_secrets
+    let secret = hook
+        .signing_secrets
         .first()
-        .map(|sealed| {
-            state
-                .cipher
-                .open(sealed)
-                .map_err(|e| crate::store::StoreError::Crypto(e).into())
-        })
+        .map(|sealed| state.cipher.open(sealed))
         .transpose()
+        .map_err(crate::store::StoreError::Crypto)?;
+    Ok(secret.filter(|s| s.starts_with(crate::hooks::signing::SECRET_PREFIX)))
+}
+
+/// The `whpk_...` public key of a `v1a` webhook's current key, for receivers to verify
+/// with; `None` for `v1`.
+pub fn signature_public_key(hook: &Webhook, cipher: &Cipher) -> Result<Option<String>, AppError> {
+    if hook.signature != SignatureScheme::V1a {
+        return Ok(None);
+    }
+    let Some(sealed) = hook.signing_secrets.first() else {
+        return Ok(None);
+    };
+    let key = cipher
+        .open(sealed)
+        .map_err(crate::store::StoreError::Crypto)?;
+    match crate::hooks::signing::Ed25519Key::parse(&key) {
+        Ok(key) => Ok(Some(key.public_key())),
+        // Only right after a switch could the current key be of the other kind; it is not.
+        Err(_) => Ok(None),
+    }
 }
 
 /// Bulk recovery after an outage: re-queues the failed deliveries created in

@@ -3,12 +3,14 @@
 //! it connects to has passed the SSRF guard; through a proxy, every address the receiver's
 //! name resolves to has (see `ssrf`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::delivery::proxy::{Egress, ProxyUrl};
 use crate::delivery::ssrf::{Blocked, GuardedResolver, SsrfGuard};
 use crate::domain::names::RequestMethod;
+use crate::hooks::client_cert::ClientIdentity;
 use crate::hooks::payload::OutgoingRequest;
 
 /// How much of a response body is kept.
@@ -49,6 +51,89 @@ pub struct HttpSender {
     connect_timeout: Duration,
     total_timeout: Duration,
     guard: SsrfGuard,
+    /// The operator's CA bundle, again for the clients made per client certificate.
+    extra_roots: Arc<Vec<reqwest::Certificate>>,
+    /// Clients that present a webhook's client certificate (mutual TLS), built once per
+    /// identity rather than a TLS configuration per delivery.
+    with_identity: Arc<Mutex<IdentityClients>>,
+}
+
+/// Most clients with a client certificate kept at once; beyond it the least recently used
+/// goes (and is built again when its webhook next sends).
+const MAX_IDENTITY_CLIENTS: usize = 256;
+
+/// Which identity, whether certificates are verified, whether through the proxy.
+type IdentityKey = ([u8; 32], bool, bool);
+
+#[derive(Default)]
+struct IdentityClients {
+    tick: u64,
+    clients: HashMap<IdentityKey, (u64, reqwest::Client)>,
+}
+
+impl IdentityClients {
+    fn get(&mut self, key: &IdentityKey) -> Option<reqwest::Client> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.clients.get_mut(key).map(|(used, client)| {
+            *used = tick;
+            client.clone()
+        })
+    }
+
+    fn insert(&mut self, key: IdentityKey, client: reqwest::Client) {
+        if self.clients.len() >= MAX_IDENTITY_CLIENTS && !self.clients.contains_key(&key) {
+            let oldest = self
+                .clients
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                self.clients.remove(&oldest);
+            }
+        }
+        self.tick += 1;
+        self.clients.insert(key, (self.tick, client));
+    }
+}
+
+/// One delivery client: the guarded resolver, timeouts, no redirects, the operator's roots,
+/// and a client certificate when a webhook has one.
+fn build_client(
+    guard: &SsrfGuard,
+    connect_timeout: Duration,
+    total_timeout: Duration,
+    extra_roots: &[reqwest::Certificate],
+    verify: bool,
+    proxy: Option<&ProxyUrl>,
+    identity: Option<reqwest::Identity>,
+) -> reqwest::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder();
+    // Never HTTP_PROXY and friends: only the proxy the operator configured for
+    // deliveries, whose receivers Herald vets before sending (see `send`).
+    let builder =
+        match proxy {
+            None => builder
+                .no_proxy()
+                .dns_resolver(Arc::new(GuardedResolver::new(guard.clone()))),
+            Some(proxy) => builder.proxy(proxy.to_reqwest()?).dns_resolver(Arc::new(
+                GuardedResolver::for_proxy(guard.clone(), proxy.host_name()),
+            )),
+        };
+    let mut builder = builder
+        .connect_timeout(connect_timeout)
+        .timeout(total_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(32)
+        .danger_accept_invalid_certs(!verify);
+    for cert in extra_roots {
+        builder = builder.add_root_certificate(cert.clone());
+    }
+    if let Some(identity) = identity {
+        builder = builder.identity(identity);
+    }
+    builder.build()
 }
 
 impl HttpSender {
@@ -61,29 +146,16 @@ impl HttpSender {
         extra_roots: &[reqwest::Certificate],
         egress: Egress,
     ) -> anyhow::Result<Self> {
-        let build = |verify: bool, proxy: Option<&ProxyUrl>| -> reqwest::Result<reqwest::Client> {
-            let builder = reqwest::Client::builder();
-            // Never HTTP_PROXY and friends: only the proxy the operator configured for
-            // deliveries, whose receivers Herald vets before sending (see `send`).
-            let builder = match proxy {
-                None => builder
-                    .no_proxy()
-                    .dns_resolver(Arc::new(GuardedResolver::new(guard.clone()))),
-                Some(proxy) => builder.proxy(proxy.to_reqwest()?).dns_resolver(Arc::new(
-                    GuardedResolver::for_proxy(guard.clone(), proxy.host_name()),
-                )),
-            };
-            let mut builder = builder
-                .connect_timeout(connect_timeout)
-                .timeout(total_timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .pool_max_idle_per_host(32)
-                .danger_accept_invalid_certs(!verify);
-            for cert in extra_roots {
-                builder = builder.add_root_certificate(cert.clone());
-            }
-            builder.build()
+        let build = |verify: bool, proxy: Option<&ProxyUrl>| {
+            build_client(
+                &guard,
+                connect_timeout,
+                total_timeout,
+                extra_roots,
+                verify,
+                proxy,
+                None,
+            )
         };
         let clients = |proxy: Option<&ProxyUrl>| -> reqwest::Result<Clients> {
             Ok(Clients {
@@ -102,7 +174,43 @@ impl HttpSender {
             connect_timeout,
             total_timeout,
             guard,
+            extra_roots: Arc::new(extra_roots.to_vec()),
+            with_identity: Arc::default(),
         })
+    }
+
+    /// The client that presents `identity`, from the cache or built now (outside the lock:
+    /// a build loads the roots and the key).
+    fn identity_client(
+        &self,
+        identity: &ClientIdentity,
+        verify: bool,
+        proxied: bool,
+    ) -> Result<reqwest::Client, String> {
+        let key = (identity.digest(), verify, proxied);
+        let cache = || self.with_identity.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = cache().get(&key) {
+            return Ok(client);
+        }
+        let unusable = |e: reqwest::Error| format!("the client certificate cannot be used: {e}");
+        let pem = reqwest::Identity::from_pem(identity.pem()).map_err(unusable)?;
+        let proxy = if proxied {
+            self.egress.proxy.as_ref()
+        } else {
+            None
+        };
+        let client = build_client(
+            &self.guard,
+            self.connect_timeout,
+            self.total_timeout,
+            &self.extra_roots,
+            verify,
+            proxy,
+            Some(pem),
+        )
+        .map_err(unusable)?;
+        cache().insert(key, client.clone());
+        Ok(client)
     }
 
     /// The longest a send may take, so callers know how long a claim must last.
@@ -132,7 +240,15 @@ impl HttpSender {
             }
             _ => None,
         };
-        let client = proxied.unwrap_or(&self.direct).pick(request.tls_verify);
+        let client = match &request.client_identity {
+            None => proxied
+                .unwrap_or(&self.direct)
+                .pick(request.tls_verify)
+                .clone(),
+            Some(identity) => {
+                self.identity_client(identity, request.tls_verify, proxied.is_some())?
+            }
+        };
         let mut builder = client.request(method, &request.url);
         if proxied.is_some() {
             // Resolving the receiver counts against the total, which stays a bound.

@@ -9,3 +9,4 @@ pub mod format;
 pub mod model;
 pub mod names;
 pub mod operational;
+pub mod signature;

@@ -10,6 +10,7 @@ use crate::domain::format::Format;
 use crate::domain::names::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
+use crate::domain::signature::SignatureScheme;
 use crate::secrets::Sealed;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -165,6 +166,12 @@ pub struct Webhook {
     pub ordering: DeliveryOrder,
     /// The circuit breaker's state (read-only: attempts move it).
     pub circuit: Circuit,
+    /// The Standard Webhooks scheme its current key signs with (`signing_secrets[0]`).
+    pub signature: SignatureScheme,
+    /// For receivers behind mutual TLS: the PEM certificate chain Herald presents, and its
+    /// sealed PEM private key. Both or neither.
+    pub client_certificate: Option<String>,
+    pub client_key: Option<Sealed>,
 }
 
 /// What an attempt says about a webhook's health.
@@ -242,6 +249,9 @@ pub struct NewWebhook {
     pub tls_verify: bool,
     pub rate_limit: Option<RateLimit>,
     pub ordering: DeliveryOrder,
+    pub signature: SignatureScheme,
+    pub client_certificate: Option<String>,
+    pub client_key: Option<Sealed>,
 }
 
 /// A partial update: `None` leaves a field as it is; `Some(None)` clears an optional one.
@@ -261,6 +271,12 @@ pub struct WebhookPatch {
     pub tls_verify: Option<bool>,
     pub rate_limit: Option<Option<RateLimit>>,
     pub ordering: Option<DeliveryOrder>,
+    pub signature: Option<SignatureScheme>,
+    /// A key of the new scheme when `signature` changes it, and until when the current key
+    /// keeps signing beside it: set by the use case, never by input.
+    pub signing_secret: Option<(Sealed, DateTime<Utc>)>,
+    /// The certificate chain and its sealed key, replaced together; `Some(None)` removes both.
+    pub client_identity: Option<Option<(String, Sealed)>>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -10,6 +10,7 @@ use crate::domain::filters::Filters;
 use crate::domain::names::{
     ContentType, HeaderName, HeaderValue, Invalid, RequestMethod, WebhookName, WebhookUrl,
 };
+use crate::domain::signature::SignatureScheme;
 use crate::hooks::formats::Format;
 use crate::hooks::templates::{compile as validate_template, TemplateSandbox};
 use crate::secrets::{Cipher, Sealed};
@@ -47,6 +48,16 @@ pub struct WebhookInput {
     pub rate_limit: Option<Option<f64>>,
     /// `none` (default) or `fifo`: one delivery at a time, in the order events arrived.
     pub ordering: Option<String>,
+    /// Standard Webhooks scheme: `v1` (HMAC-SHA256 with a shared secret, the default) or
+    /// `v1a` (ed25519: receivers verify with `signature_public_key`).
+    pub signature: Option<String>,
+    /// For receivers behind mutual TLS: the PEM certificate chain to present, client
+    /// certificate first. Given with `client_key`; `null` removes both.
+    #[serde(default, deserialize_with = "double_option")]
+    pub client_certificate: Option<Option<String>>,
+    /// The PEM private key of `client_certificate` (PKCS#8, RSA or EC); write-only.
+    #[serde(default, deserialize_with = "double_option")]
+    pub client_key: Option<Option<String>>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -140,6 +151,25 @@ impl WebhookInput {
                 "the template format needs a template",
             ));
         }
+        let signature = p
+            .take(
+                self.signature
+                    .as_deref()
+                    .map_or(Ok(SignatureScheme::default()), SignatureScheme::parse),
+            )
+            .unwrap_or_default();
+        let identity = match client_identity(
+            flat(&self.client_certificate),
+            flat(&self.client_key),
+            cipher,
+        ) {
+            Ok(identity) => identity,
+            Err(problems) => {
+                p.0.extend(problems);
+                None
+            }
+        };
+        let (client_certificate, client_key) = identity.unzip();
         match (name, url, method, content_type, username, password, headers) {
             (
                 Some(name),
@@ -157,14 +187,16 @@ impl WebhookInput {
                 username,
                 password,
                 headers,
-                signing_secret: cipher
-                    .seal(&crate::hooks::signing::SigningSecret::generate().to_whsec()),
+                signing_secret: cipher.seal(&crate::hooks::signing::generate(signature)),
                 filters,
                 format,
                 template,
                 tls_verify: self.tls_verify.unwrap_or(true),
                 rate_limit,
                 ordering,
+                signature,
+                client_certificate,
+                client_key,
             }),
             _ => Err(p.0),
         }
@@ -173,7 +205,7 @@ impl WebhookInput {
     /// A partial update of the fields given.
     pub fn into_patch(self, cipher: &Cipher) -> Result<WebhookPatch, Vec<Invalid>> {
         let mut p = Problems(Vec::new());
-        let patch = WebhookPatch {
+        let mut patch = WebhookPatch {
             name: self
                 .name
                 .as_deref()
@@ -220,7 +252,30 @@ impl WebhookInput {
                 .ordering
                 .as_deref()
                 .and_then(|o| p.take(DeliveryOrder::parse(o))),
+            signature: self
+                .signature
+                .as_deref()
+                .and_then(|s| p.take(SignatureScheme::parse(s))),
+            signing_secret: None,
+            client_identity: None,
         };
+        match (&self.client_certificate, &self.client_key) {
+            (None, None) => {}
+            // Removing the certificate removes its key: a key alone is of no use.
+            (Some(None), None | Some(None)) => patch.client_identity = Some(None),
+            (Some(Some(c)), None | Some(None)) if c.trim().is_empty() => {
+                patch.client_identity = Some(None)
+            }
+            (certificate, key) => {
+                let certificate = certificate.as_ref().and_then(|c| c.as_deref());
+                let key = key.as_ref().and_then(|k| k.as_deref());
+                match client_identity(certificate.unwrap_or(""), key.unwrap_or(""), cipher) {
+                    Ok(Some(identity)) => patch.client_identity = Some(Some(identity)),
+                    Ok(None) => patch.client_identity = Some(None),
+                    Err(problems) => p.0.extend(problems),
+                }
+            }
+        }
         if let Some(Some(t)) = &patch.template {
             p.take(validate_template(t));
         }
@@ -294,6 +349,30 @@ pub async fn check_patch(
         )),
         (_, Some(t)) if changed => sandbox.validate(t).await,
         _ => Ok(()),
+    }
+}
+
+/// A client certificate and key given together (checked, the key sealed), or neither;
+/// one without the other is refused, naming the one missing.
+fn client_identity(
+    certificate: &str,
+    key: &str,
+    cipher: &Cipher,
+) -> Result<Option<(String, Sealed)>, Vec<Invalid>> {
+    match (certificate.trim().is_empty(), key.trim().is_empty()) {
+        (true, true) => Ok(None),
+        (false, true) => Err(vec![Invalid::new(
+            "client_key",
+            "a client certificate needs its private key in client_key (both are set together)",
+        )]),
+        (true, false) => Err(vec![Invalid::new(
+            "client_certificate",
+            "a client_key needs its certificate in client_certificate (both are set together)",
+        )]),
+        (false, false) => {
+            let checked = crate::hooks::client_cert::check(certificate, key)?;
+            Ok(Some((checked.certificate, cipher.seal(&checked.key))))
+        }
     }
 }
 
@@ -424,6 +503,8 @@ pub fn audit_for_patch(actor: &str, patch: &WebhookPatch) -> Audit {
         ("tls_verify", patch.tls_verify.is_some()),
         ("rate_limit", patch.rate_limit.is_some()),
         ("ordering", patch.ordering.is_some()),
+        ("signature", patch.signature.is_some()),
+        ("client_certificate", patch.client_identity.is_some()),
     ];
     let changed: Vec<&str> = fields
         .iter()

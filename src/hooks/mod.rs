@@ -1,5 +1,6 @@
 //! How an event becomes a request: webhook input, payload formats, templates, signatures.
 
+pub mod client_cert;
 pub mod formats;
 pub mod input;
 pub mod payload;

@@ -4,6 +4,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
 use crate::domain::names::{ContentType, RequestMethod};
+use crate::hooks::client_cert::ClientIdentity;
 use crate::hooks::{formats, signing};
 use crate::secrets::Cipher;
 use crate::store::{StoredRequest, Webhook};
@@ -28,6 +29,8 @@ pub struct OutgoingRequest {
     /// True when `body` is the event exactly as received (stored once, with the event).
     pub body_is_event: bool,
     pub tls_verify: bool,
+    /// The webhook's client certificate and key, for receivers behind mutual TLS.
+    pub client_identity: Option<ClientIdentity>,
 }
 
 impl OutgoingRequest {
@@ -125,14 +128,15 @@ pub fn render(
     }
     // Standard Webhooks: signed over exactly the bytes sent, with every valid secret.
     if !webhook.signing_secrets.is_empty() {
-        let mut secrets = Vec::with_capacity(webhook.signing_secrets.len());
+        let mut keys = Vec::with_capacity(webhook.signing_secrets.len());
         for sealed in &webhook.signing_secrets {
-            let whsec = cipher.open(sealed)?;
-            secrets.push(signing::SigningSecret::parse(&whsec).map_err(|e| e.message)?);
+            // `whsec_` or `whsk_`: after a change of scheme the two kinds sign side by side.
+            let key = cipher.open(sealed)?;
+            keys.push(signing::SigningKey::parse(&key).map_err(|e| e.message)?);
         }
         let msg_id = delivery_id.to_string();
         let timestamp = chrono::Utc::now().timestamp();
-        let signature = signing::signature_header(&secrets, &msg_id, timestamp, body.as_bytes());
+        let signature = signing::header_for_keys(&keys, &msg_id, timestamp, body.as_bytes());
         for (name, value) in [
             (signing::HEADER_ID, msg_id),
             (signing::HEADER_TIMESTAMP, timestamp.to_string()),
@@ -146,6 +150,12 @@ pub fn render(
             });
         }
     }
+    let client_identity = match (&webhook.client_certificate, &webhook.client_key) {
+        (Some(certificate), Some(sealed)) => {
+            Some(ClientIdentity::new(certificate, &cipher.open(sealed)?))
+        }
+        _ => None,
+    };
     Ok(OutgoingRequest {
         method: webhook.request_method,
         url: webhook.url.as_str().to_string(),
@@ -153,6 +163,7 @@ pub fn render(
         body,
         body_is_event,
         tls_verify: webhook.tls_verify,
+        client_identity,
     })
 }
 
@@ -189,6 +200,9 @@ mod tests {
             rate_limit: None,
             ordering: Default::default(),
             circuit: Default::default(),
+            signature: Default::default(),
+            client_certificate: None,
+            client_key: None,
         }
     }
 

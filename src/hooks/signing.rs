@@ -6,6 +6,10 @@
 //! `{webhook-id}.{webhook-timestamp}.{body}`. The `webhook-signature` header lists one
 //! signature per active secret, separated by spaces, so a secret can be rotated without a
 //! moment in which receivers reject requests.
+//!
+//! A webhook may choose the standard's asymmetric scheme instead: `v1a,` followed by the
+//! base64 ed25519 signature of the same content. Herald keeps the private key sealed, like a
+//! secret, and shows receivers the public key (`whpk_...`), which cannot sign.
 
 use std::fmt;
 
@@ -15,6 +19,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::domain::names::Invalid;
+use crate::domain::signature::SignatureScheme;
 
 /// The message id: the same on every attempt of one delivery, for receivers to deduplicate.
 pub const HEADER_ID: &str = "webhook-id";
@@ -140,6 +145,125 @@ pub fn verify(secret: &[u8], msg_id: &str, timestamp: i64, body: &[u8], header: 
     })
 }
 
+/// How the standard marks an asymmetric (ed25519) secret key. Herald never shows one: it
+/// seals it and shows the public key instead.
+pub const SECRET_KEY_PREFIX: &str = "whsk_";
+/// How the standard marks an ed25519 public key, what receivers verify `v1a` with.
+pub const PUBLIC_KEY_PREFIX: &str = "whpk_";
+
+/// A fresh key of `scheme` in the form Herald seals: `whsec_...` or `whsk_...`.
+pub fn generate(scheme: SignatureScheme) -> String {
+    match scheme {
+        SignatureScheme::V1 => SigningSecret::generate().to_whsec(),
+        SignatureScheme::V1a => Ed25519Key::generate().to_whsk(),
+    }
+}
+
+/// An ed25519 signing key, kept as its 32-byte seed. Its `Debug` never shows the key.
+pub struct Ed25519Key {
+    seed: [u8; 32],
+    pair: ring::signature::Ed25519KeyPair,
+}
+
+impl Ed25519Key {
+    /// A fresh key from the operating system's randomness.
+    pub fn generate() -> Self {
+        use rand::RngCore;
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        Self::from_seed(seed)
+    }
+
+    fn from_seed(seed: [u8; 32]) -> Self {
+        let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
+            .expect("ring takes any 32 bytes as an ed25519 seed");
+        Self { seed, pair }
+    }
+
+    /// Reads `whsk_<base64 of the 32-byte seed>`, the form Herald seals.
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        let field = "signing_secret";
+        let encoded = s.trim().strip_prefix(SECRET_KEY_PREFIX).ok_or_else(|| {
+            Invalid::new(
+                field,
+                format!("an ed25519 key starts with '{SECRET_KEY_PREFIX}'"),
+            )
+        })?;
+        let bytes = B64
+            .decode(encoded)
+            .map_err(|_| Invalid::new(field, "an ed25519 key must be standard base64"))?;
+        let seed: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| Invalid::new(field, "an ed25519 key holds 32 bytes"))?;
+        Ok(Self::from_seed(seed))
+    }
+
+    pub fn to_whsk(&self) -> String {
+        format!("{SECRET_KEY_PREFIX}{}", B64.encode(self.seed))
+    }
+
+    /// `whpk_<base64 of the 32-byte public key>`: what receivers verify with.
+    pub fn public_key(&self) -> String {
+        use ring::signature::KeyPair;
+        format!(
+            "{PUBLIC_KEY_PREFIX}{}",
+            B64.encode(self.pair.public_key().as_ref())
+        )
+    }
+
+    /// `v1a,<base64 of the ed25519 signature>` of `{msg_id}.{timestamp}.{body}`.
+    pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let timestamp = timestamp.to_string();
+        let mut content = Vec::with_capacity(msg_id.len() + timestamp.len() + body.len() + 2);
+        content.extend_from_slice(msg_id.as_bytes());
+        content.push(b'.');
+        content.extend_from_slice(timestamp.as_bytes());
+        content.push(b'.');
+        content.extend_from_slice(body);
+        format!("v1a,{}", B64.encode(self.pair.sign(&content)))
+    }
+}
+
+impl fmt::Debug for Ed25519Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Ed25519Key([redacted])")
+    }
+}
+
+/// A key as Herald seals it, of either scheme: the prefix tells which, as the standard
+/// intends, so a webhook's current and rotated-out keys may be of different schemes.
+#[derive(Debug)]
+pub enum SigningKey {
+    Symmetric(SigningSecret),
+    Ed25519(Ed25519Key),
+}
+
+impl SigningKey {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        if s.trim_start().starts_with(SECRET_KEY_PREFIX) {
+            Ed25519Key::parse(s).map(Self::Ed25519)
+        } else {
+            SigningSecret::parse(s).map(Self::Symmetric)
+        }
+    }
+
+    /// One signature, `v1,...` or `v1a,...`.
+    pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        match self {
+            Self::Symmetric(secret) => sign(secret.as_bytes(), msg_id, timestamp, body),
+            Self::Ed25519(key) => key.sign(msg_id, timestamp, body),
+        }
+    }
+}
+
+/// The `webhook-signature` value for keys of either scheme, current key first.
+pub fn header_for_keys(keys: &[SigningKey], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+    keys.iter()
+        .map(|k| k.sign(msg_id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +356,47 @@ mod tests {
             let e = SigningSecret::parse(bad).unwrap_err();
             assert_eq!(e.field, "signing_secret", "{bad}");
         }
+    }
+
+    #[test]
+    fn ed25519_keys_sign_the_standard_content_and_round_trip() {
+        use ring::signature::{UnparsedPublicKey, ED25519};
+        let key = Ed25519Key::generate();
+        let stored = key.to_whsk();
+        assert!(stored.starts_with("whsk_"));
+        let again = Ed25519Key::parse(&stored).unwrap();
+        assert_eq!(again.public_key(), key.public_key());
+        assert_ne!(Ed25519Key::generate().public_key(), key.public_key());
+        assert_eq!(format!("{key:?}"), "Ed25519Key([redacted])");
+
+        let header = key.sign(SPEC_ID, SPEC_TS, SPEC_BODY);
+        let sig = B64.decode(header.strip_prefix("v1a,").unwrap()).unwrap();
+        assert_eq!(sig.len(), 64);
+        let public = B64
+            .decode(key.public_key().strip_prefix("whpk_").unwrap())
+            .unwrap();
+        let verifier = UnparsedPublicKey::new(&ED25519, public);
+        let content = format!(
+            "{SPEC_ID}.{SPEC_TS}.{}",
+            std::str::from_utf8(SPEC_BODY).unwrap()
+        );
+        assert!(verifier.verify(content.as_bytes(), &sig).is_ok());
+        assert!(verifier.verify(b"msg_x.1.{}", &sig).is_err());
+
+        for bad in ["whsk_", "whsk_!!", "whsk_AAAA", "whsec_AAAA"] {
+            assert!(Ed25519Key::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_of_both_schemes_sign_side_by_side() {
+        let v1 = SigningKey::parse(SPEC_SECRET).unwrap();
+        let v1a = SigningKey::parse(&generate(SignatureScheme::V1a)).unwrap();
+        assert!(matches!(v1a, SigningKey::Ed25519(_)));
+        let header = header_for_keys(&[v1a, v1], SPEC_ID, SPEC_TS, SPEC_BODY);
+        let parts: Vec<&str> = header.split(' ').collect();
+        assert!(parts[0].starts_with("v1a,"));
+        assert_eq!(parts[1], "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert!(generate(SignatureScheme::V1).starts_with("whsec_"));
     }
 }

@@ -19,7 +19,7 @@ fn push(id: &str, mutate: impl FnOnce(&mut Value)) -> Vec<u8> {
 
 /// Runs a check written in Python with the named packages, feeding it `input` on stdin.
 /// Outside CI a machine without them skips the check; under `CI=true` it fails.
-fn python_check(modules: &[&str], script: &str, input: &str) -> bool {
+pub(crate) fn python_check(modules: &[&str], script: &str, input: &str) -> bool {
     let probe = Command::new("python3")
         .arg("-c")
         .arg(format!("import {}", modules.join(", ")))

@@ -20,6 +20,7 @@ mod proxy;
 mod recovery;
 mod registry_e2e;
 mod reliability;
+mod sigtls;
 mod sources;
 mod ssrf;
 mod store_contract;

@@ -15,6 +15,7 @@ use herald::domain::names::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
 use herald::domain::operational::Announcement;
+use herald::domain::signature::SignatureScheme;
 use herald::registry::envelope::{parse_envelope, IncomingEvent};
 use herald::secrets::Sealed;
 use herald::store::{
@@ -166,6 +167,9 @@ fn new_webhook(name: &str, headers: Vec<StoredHeader>) -> NewWebhook {
         tls_verify: true,
         rate_limit: None,
         ordering: Default::default(),
+        signature: Default::default(),
+        client_certificate: None,
+        client_key: None,
     }
 }
 
@@ -441,6 +445,51 @@ async fn webhooks_and_headers(store: Arc<dyn Store>) {
     assert_eq!(updated.username.as_deref(), Some("bot"));
     assert_eq!(updated.headers.len(), 1);
     assert_eq!(updated.headers[0].name.as_str(), "X-B");
+    assert_eq!(updated.signature, SignatureScheme::V1, "v1 is the default");
+    assert_eq!(
+        (updated.client_certificate, updated.client_key),
+        (None, None)
+    );
+
+    // A scheme switch brings its key, which takes over while the old one signs beside it;
+    // a client certificate and its sealed key are set, and cleared, together.
+    let until = Utc::now() + secs(3600);
+    let switch = WebhookPatch {
+        signature: Some(SignatureScheme::V1a),
+        signing_secret: Some((Sealed(vec![5, 5]), until)),
+        client_identity: Some(Some(("PEM".into(), Sealed(vec![6, 0, 6])))),
+        ..Default::default()
+    };
+    let switched = store
+        .update_webhook(&acme, hook.id, switch, &audit("webhook.update"))
+        .await
+        .unwrap();
+    assert_eq!(switched.signature, SignatureScheme::V1a);
+    assert_eq!(
+        switched.signing_secrets,
+        [Sealed(vec![5, 5]), Sealed(vec![7, 0, 7])]
+    );
+    assert_eq!(switched.previous_secret_until.map(ms), Some(ms(until)));
+    assert_eq!(switched.client_certificate.as_deref(), Some("PEM"));
+    assert_eq!(switched.client_key, Some(Sealed(vec![6, 0, 6])));
+    let cleared = store
+        .update_webhook(
+            &acme,
+            hook.id,
+            WebhookPatch {
+                client_identity: Some(None),
+                ..Default::default()
+            },
+            &audit("webhook.update"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (cleared.client_certificate, cleared.client_key),
+        (None, None)
+    );
+    assert_eq!(cleared.signature, SignatureScheme::V1a, "kept");
+    assert_eq!(cleared.signing_secrets.len(), 2, "kept");
     let other = store
         .create_webhook(
             &acme,
@@ -489,7 +538,8 @@ async fn webhooks_and_headers(store: Arc<dyn Store>) {
         destroyed.webhook_host.as_deref(),
         Some("receiver.example.org")
     );
-    assert_eq!(trail.items.len(), 8, "failed changes leave no entry");
+    // Ten changes made it (two of them the scheme and client certificate updates).
+    assert_eq!(trail.items.len(), 10, "failed changes leave no entry");
 }
 
 async fn ingest_and_events(store: Arc<dyn Store>) {

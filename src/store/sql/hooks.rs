@@ -126,9 +126,11 @@ impl<B: Backend> Hooks for B {
         let id = sql(
             "INSERT INTO webhooks (namespace_id, name, url, request_method, content_type, \
              username, password, enabled, created_at, updated_at, signing_secret, filters, \
-             format, template, tls_verify, rate_limit_milli, ordering) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9, $10, $11, $12, $13, $14, \
-             $15) RETURNING id",
+             format, template, tls_verify, rate_limit_milli, ordering, signature, \
+             client_certificate, client_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9, $10, $11, $12, $13, \
+             $14, $15, $16, $17, $18) \
+             RETURNING id",
         )
         .bind(ns.id)
         .bind(new.name.as_str())
@@ -145,6 +147,9 @@ impl<B: Backend> Hooks for B {
         .bind(new.tls_verify)
         .bind(new.rate_limit.map(RateLimit::milli))
         .bind(new.ordering.as_str())
+        .bind(new.signature.as_str())
+        .bind(&new.client_certificate)
+        .bind(new.client_key.as_ref().map(|s| s.0.as_slice()))
         .one(&mut tx)
         .await
         .map_err(|e| conflict_on_unique(e, || taken_webhook_name(new.name.as_str(), namespace)))?
@@ -178,12 +183,19 @@ impl<B: Backend> Hooks for B {
         let tls_verify = patch.tls_verify.unwrap_or(current.tls_verify);
         let rate_limit = patch.rate_limit.unwrap_or(current.rate_limit);
         let ordering = patch.ordering.unwrap_or(current.ordering);
+        let signature = patch.signature.unwrap_or(current.signature);
+        let (client_certificate, client_key) = match patch.client_identity {
+            Some(Some((certificate, key))) => (Some(certificate), Some(key)),
+            Some(None) => (None, None),
+            None => (current.client_certificate, current.client_key),
+        };
         let mut tx = self.begin().await?;
         // Updating the webhook first locks its row, so concurrent header changes queue.
         sql(
             "UPDATE webhooks SET name = $1, url = $2, request_method = $3, content_type = $4, \
              username = $5, password = $6, enabled = $7, updated_at = $8, filters = $10, \
              format = $11, template = $12, tls_verify = $13, \
+             signature = $16, client_certificate = $17, client_key = $18, \
              failing_since = CASE WHEN NOT enabled THEN NULL ELSE failing_since END, \
              rate_limit_milli = $14, ordering = $15, \
              circuit_state = CASE WHEN NOT enabled THEN 'closed' ELSE circuit_state END, \
@@ -208,9 +220,16 @@ impl<B: Backend> Hooks for B {
         .bind(tls_verify)
         .bind(rate_limit.map(RateLimit::milli))
         .bind(ordering.as_str())
+        .bind(signature.as_str())
+        .bind(&client_certificate)
+        .bind(client_key.as_ref().map(|s| s.0.as_slice()))
         .exec(&mut tx)
         .await
         .map_err(|e| conflict_on_unique(e, || taken_webhook_name(name.as_str(), namespace)))?;
+        // A new scheme's key takes over as a rotation does: the old key signs beside it.
+        if let Some((secret, keep_previous_until)) = &patch.signing_secret {
+            rotate_in(&mut tx, id, secret, *keep_previous_until).await?;
+        }
         if let Some(headers) = &patch.headers {
             replace_headers(&mut tx, id, headers).await?;
         }
@@ -322,16 +341,7 @@ impl<B: Backend> Hooks for B {
     ) -> StoreResult<Webhook> {
         let hook = self.get_webhook(namespace, id).await?;
         let mut tx = self.begin().await?;
-        sql(
-            "UPDATE webhooks SET previous_signing_secret = signing_secret, \
-             previous_secret_until = $1, signing_secret = $2, updated_at = $3 WHERE id = $4",
-        )
-        .bind(to_ms(keep_previous_until))
-        .bind(&secret.0)
-        .bind(to_ms(Utc::now()))
-        .bind(id)
-        .exec(&mut tx)
-        .await?;
+        rotate_in(&mut tx, id, &secret, keep_previous_until).await?;
         let ns = NsContext::load(&mut tx, namespace).await?;
         ns.record(
             &mut tx,
@@ -548,5 +558,26 @@ async fn replace_headers(
                 })
             })?;
     }
+    Ok(())
+}
+
+/// Makes `secret` the current signing key; the current one moves aside and keeps signing
+/// until `keep_previous_until` (a rotation, or a change of signature scheme).
+async fn rotate_in(
+    on: &mut impl Conn,
+    webhook_id: i64,
+    secret: &Sealed,
+    keep_previous_until: DateTime<Utc>,
+) -> StoreResult<()> {
+    sql(
+        "UPDATE webhooks SET previous_signing_secret = signing_secret, \
+         previous_secret_until = $1, signing_secret = $2, updated_at = $3 WHERE id = $4",
+    )
+    .bind(to_ms(keep_previous_until))
+    .bind(&secret.0)
+    .bind(to_ms(Utc::now()))
+    .bind(webhook_id)
+    .exec(on)
+    .await?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use crate::domain::control::{Circuit, CircuitState, DeliveryOrder, RateLimit};
 use crate::domain::names::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
+use crate::domain::signature::SignatureScheme;
 use crate::hooks::formats::Format;
 use crate::secrets::Sealed;
 use crate::store::{
@@ -31,7 +32,8 @@ pub(crate) const WEBHOOK_COLUMNS: &str = "SELECT w.id, n.name AS namespace, w.na
      w.updated_at, w.signing_secret, w.previous_signing_secret, w.previous_secret_until, \
      w.failing_since, w.filters, w.format, w.template, w.tls_verify, \
      w.rate_limit_milli, w.ordering, w.circuit_state, w.circuit_failures, \
-     w.circuit_open_until, w.circuit_cooldown_ms, w.circuit_probe";
+     w.circuit_open_until, w.circuit_cooldown_ms, w.circuit_probe, \
+     w.signature, w.client_certificate, w.client_key";
 
 pub(crate) fn webhook_select() -> String {
     format!("{WEBHOOK_COLUMNS} FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id")
@@ -81,6 +83,9 @@ pub(crate) fn webhook(row: &impl SqlRow, headers: Vec<StoredHeader>) -> StoreRes
             cooldown_ms: row.int_opt("circuit_cooldown_ms")?,
             probe: row.int_opt("circuit_probe")?,
         },
+        signature: SignatureScheme::parse(&row.text("signature")?).unwrap_or_default(),
+        client_certificate: row.text_opt("client_certificate")?,
+        client_key: row.bytes_opt("client_key")?.map(Sealed),
     })
 }
 

@@ -132,5 +132,11 @@ pub(super) fn webhook_row(w: &Webhook) -> Value {
         enabled => w.enabled,
         created_at => w.created_at,
         updated_at => w.updated_at,
+        signature => w.signature,
+        has_client_certificate => w.client_certificate.is_some(),
+        client_certificate_sha256 => w
+            .client_certificate
+            .as_deref()
+            .and_then(crate::hooks::client_cert::fingerprint),
     }
 }

@@ -25,10 +25,16 @@ pub async fn rotate_secret(
     web.check_csrf(&form.csrf)?;
     match app::webhooks::rotate_secret(&state, &web.user, &ns, &id).await {
         Ok((_, hook, secret)) => {
+            // A v1a webhook shows no secret: its new public key is on the page.
+            let what = if secret.is_some() {
+                "signing secret"
+            } else {
+                "signing key (see its public key below)"
+            };
             let extras = Extras {
-                new_secret: Some(secret),
+                new_secret: secret,
                 notice: Some(format!(
-                    "Webhook '{}' has a new signing secret; the previous one also signs for {} hours",
+                    "Webhook '{}' has a new {what}; the previous one also signs for {} hours",
                     hook.name.as_str(),
                     app::webhooks::ROTATION_OVERLAP_HOURS
                 )),

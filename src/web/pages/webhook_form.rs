@@ -81,6 +81,17 @@ pub struct WebhookForm {
     pub rate_limit: String,
     #[serde(default)]
     pub ordering: String,
+    /// `v1` or `v1a`; empty: left as it is (a new webhook: `v1`).
+    #[serde(default)]
+    pub signature: String,
+    /// PEM; empty (with `client_key` empty) keeps the current certificate.
+    #[serde(default)]
+    pub client_certificate: String,
+    /// PEM; never shown again, not even on a form answered with errors.
+    #[serde(default)]
+    pub client_key: String,
+    #[serde(default)]
+    pub remove_client_certificate: Option<String>,
 }
 
 impl WebhookForm {
@@ -98,6 +109,11 @@ impl WebhookForm {
             ("tags".to_string(), self.tags.clone()),
             ("rate_limit".to_string(), self.rate_limit.clone()),
             ("ordering".to_string(), self.ordering.clone()),
+            ("signature".to_string(), self.signature.clone()),
+            (
+                "client_certificate".to_string(),
+                self.client_certificate.clone(),
+            ),
         ])
     }
 
@@ -113,6 +129,18 @@ impl WebhookForm {
     pub fn ordering(&self) -> Option<String> {
         self.filters_present.as_ref()?;
         Some(self.ordering.clone())
+    }
+
+    /// The client certificate fields as webhook input: blank keeps (or, for a new webhook,
+    /// means none), the remove box clears both; a blank one of the two is left out so the
+    /// input's rule names it.
+    #[allow(clippy::type_complexity)]
+    pub fn client_identity(&self) -> (Option<Option<String>>, Option<Option<String>>) {
+        if self.remove_client_certificate.is_some() {
+            return (Some(None), None);
+        }
+        let given = |s: &str| (!s.trim().is_empty()).then(|| Some(s.to_string()));
+        (given(&self.client_certificate), given(&self.client_key))
     }
 
     /// The filters of the edit form; `None` when the form has no filter fields.

@@ -67,6 +67,7 @@ pub async fn create_webhook(
     web.check_csrf(&form.csrf)?;
     let values = form.values();
     let filters = form.filters();
+    let (client_certificate, client_key) = form.client_identity();
     let tls_verify = form
         .filters_present
         .as_ref()
@@ -87,6 +88,9 @@ pub async fn create_webhook(
         tls_verify,
         rate_limit,
         ordering,
+        signature: Some(form.signature.clone()).filter(|s| !s.is_empty()),
+        client_certificate,
+        client_key,
     };
     let new = input
         .into_new(&state.cipher)
@@ -194,6 +198,7 @@ pub(super) async fn webhook_page(
             state_filter => extras.state.map(DeliveryState::as_str),
             chart,
             signed => !hook.signing_secrets.is_empty(),
+            signature_public_key => app::webhooks::signature_public_key(&hook, &state.cipher)?,
             previous_secret_until,
             new_secret => extras.new_secret,
             notice => extras.notice,
@@ -219,6 +224,7 @@ pub async fn edit_webhook(
     let values = form.values();
     let filters = form.filters();
     let (rate_limit, ordering) = (form.rate_limit(), form.ordering());
+    let (client_certificate, client_key) = form.client_identity();
     let password = if form.clear_password.is_some() {
         Some(None)
     } else if form.password.is_empty() {
@@ -244,6 +250,9 @@ pub async fn edit_webhook(
             .map(|_| form.skip_tls_verify.is_none()),
         rate_limit,
         ordering,
+        signature: Some(form.signature.clone()).filter(|s| !s.is_empty()),
+        client_certificate,
+        client_key,
     };
     // The UI shows every problem of the form at once; the API reports the first.
     let patch = match input.into_patch(&state.cipher) {
@@ -262,8 +271,22 @@ pub async fn edit_webhook(
             .await;
         }
     };
-    match app::webhooks::update(&state, &web.user, &ns, &id, Ok(patch)).await {
-        Ok((_, updated)) => Ok(redirect_with(
+    match app::webhooks::update_showing_secret(&state, &web.user, &ns, &id, Ok(patch)).await {
+        // Switching to v1 made a shared secret: shown on this answer only.
+        Ok((_, updated, Some(secret))) => {
+            let extras = Extras {
+                new_secret: Some(secret),
+                notice: Some(format!(
+                    "Webhook '{}' saved; it signs with a new v1 secret, and the previous key \
+                     also signs for {} hours",
+                    updated.name.as_str(),
+                    app::webhooks::ROTATION_OVERLAP_HOURS
+                )),
+                ..Extras::default()
+            };
+            webhook_page(&state, &web, &ns, &id, StatusCode::CREATED, extras).await
+        }
+        Ok((_, updated, None)) => Ok(redirect_with(
             &format!("/namespaces/{ns}/webhooks/{id}"),
             "success",
             &format!("Webhook '{}' saved", updated.name.as_str()),
