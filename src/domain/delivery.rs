@@ -187,6 +187,17 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// The delivery's state after an attempt with this outcome, and when it is tried next.
+    pub fn next_state(self) -> (DeliveryState, Option<DateTime<Utc>>) {
+        match self {
+            Outcome::Succeeded => (DeliveryState::Succeeded, None),
+            Outcome::RetryAt(at) => (DeliveryState::Retrying, Some(at)),
+            Outcome::Failed => (DeliveryState::Failed, None),
+        }
+    }
+}
+
 /// One attempt's result, written together with the delivery's new state.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {

@@ -6,7 +6,7 @@ use super::{PgStore, WAKEUP_CHANNEL};
 use crate::registry::envelope::{Disposition, IncomingEvent};
 use crate::store::{
     decide, lease_lost, one_per_webhook_window, to_ms, AttemptRecord, Candidate, Claim, ClaimScope,
-    DeliveryQueue, DeliveryState, IngestSummary, Outcome, StoreError, StoreResult,
+    DeliveryQueue, IngestSummary, StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -232,11 +232,8 @@ impl DeliveryQueue for PgStore {
     }
 
     async fn record_attempt(&self, r: AttemptRecord) -> StoreResult<()> {
-        let (state, next) = match r.outcome {
-            Outcome::Succeeded => (DeliveryState::Succeeded, None),
-            Outcome::RetryAt(at) => (DeliveryState::Retrying, Some(to_ms(at))),
-            Outcome::Failed => (DeliveryState::Failed, None),
-        };
+        let (state, next) = r.outcome.next_state();
+        let next = next.map(to_ms);
         let headers = serde_json::to_string(&r.request.headers).unwrap_or_else(|_| "[]".into());
         let response_headers =
             serde_json::to_string(&r.response_headers).unwrap_or_else(|_| "[]".into());

@@ -31,8 +31,8 @@ use crate::domain::control::RateLimit;
 use crate::registry::envelope::{Disposition, IncomingEvent};
 use crate::store::sql::control::{claim_gate, TAKE_PROBE};
 use crate::store::{
-    decide, lease_lost, to_ms, AttemptRecord, Candidate, Claim, DeliveryState, IngestSummary,
-    Outcome, StoreError, StoreResult,
+    decide, lease_lost, to_ms, AttemptRecord, Candidate, Claim, IngestSummary, StoreError,
+    StoreResult,
 };
 
 /// The writer's page cache, in KiB (SQLite's negative `cache_size`).
@@ -374,11 +374,8 @@ fn ingest(
 
 /// `Store::record_attempt`: the attempt and the delivery's next state.
 fn record_attempt(conn: &Connection, r: &AttemptRecord) -> StoreResult<()> {
-    let (state, next) = match r.outcome {
-        Outcome::Succeeded => (DeliveryState::Succeeded, None),
-        Outcome::RetryAt(at) => (DeliveryState::Retrying, Some(to_ms(at))),
-        Outcome::Failed => (DeliveryState::Failed, None),
-    };
+    let (state, next) = r.outcome.next_state();
+    let next = next.map(to_ms);
     let headers = serde_json::to_string(&r.request.headers).unwrap_or_else(|_| "[]".into());
     let response_headers =
         serde_json::to_string(&r.response_headers).unwrap_or_else(|_| "[]".into());

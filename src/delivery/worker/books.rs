@@ -1,0 +1,326 @@
+//! What the dispatcher holds: its claimed deliveries, the webhooks they are for and
+//! each webhook's lane, pace and rate limit.
+
+use super::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lane {
+    Fast,
+    Slow,
+}
+
+/// A delivery this process holds: its latest claim token, when that claim ends at the
+/// latest, its webhook and lane.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Held {
+    pub(super) token: i64,
+    pub(super) expires: Instant,
+    pub(super) webhook_id: i64,
+    pub(super) lane: Lane,
+    /// The task that sends it: one whose delivery was handed back (and perhaps claimed
+    /// again, by a new task) must not forget the newer claim.
+    pub(super) task: u64,
+    /// Past waiting for slots: it is being sent and can no longer be handed back.
+    pub(super) sending: bool,
+}
+
+/// What the dispatcher knows of one webhook.
+pub(super) struct Hook {
+    /// Its deliveries held here.
+    pub(super) held: usize,
+    /// In the fast lane.
+    pub(super) fast: bool,
+    /// A moving average of its answer times, each answer weighing half; `None` before the
+    /// first.
+    pub(super) pace: Option<Duration>,
+    /// Its requests out for longer than `SLOW_AFTER`.
+    pub(super) stale: usize,
+    /// Its fast-lane limit. Closed when the webhook turns slow, so that deliveries waiting
+    /// for it stop waiting (and are handed back).
+    pub(super) permits: Option<Arc<Semaphore>>,
+    /// When it was last claimed or answered, to forget webhooks idle for long.
+    pub(super) touched: Instant,
+    /// Its rate limit's tokens in this process, learned from its claims; `None` without one.
+    pub(super) bucket: Option<TokenBucket>,
+    /// Delivered in order: each finished delivery may free the next one at once.
+    pub(super) fifo: bool,
+}
+
+impl Hook {
+    pub(super) fn new(now: Instant) -> Self {
+        Self {
+            held: 0,
+            fast: false,
+            pace: None,
+            stale: 0,
+            permits: None,
+            touched: now,
+            bucket: None,
+            fifo: false,
+        }
+    }
+}
+
+/// The deliveries this process has claimed and not finished, and the webhooks they are
+/// for, so the claim loop knows which lane each webhook is in and which hold enough.
+#[derive(Default)]
+pub(super) struct InFlight {
+    pub(super) held: HashMap<i64, Held>,
+    pub(super) hooks: HashMap<i64, Hook>,
+    /// Held deliveries in the fast lane.
+    pub(super) fast_held: usize,
+    /// The last task number given out.
+    pub(super) tasks: u64,
+}
+
+/// What one round of claims may take, as the books stood.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Plan {
+    pub(super) fast_room: usize,
+    /// Fast webhooks below their cap: the fast-lane claim takes only theirs.
+    pub(super) fast: Vec<i64>,
+    /// What the slow-lane claim passes over: fast webhooks, and slow ones holding enough.
+    pub(super) slow_skip: Vec<i64>,
+    /// Some webhook holds all it may, so claims pass over its due deliveries.
+    pub(super) passing_over: bool,
+    /// Fast webhooks with a rate limit, each claimed on its own for no more than its
+    /// tokens admit (and its cap).
+    pub(super) fast_limited: Vec<(i64, usize)>,
+    /// The earliest next token of a rate-limited webhook passed over for want of one.
+    pub(super) next_token: Option<Instant>,
+}
+
+/// Whether a delivery that got its slots goes out.
+#[derive(Debug, PartialEq)]
+pub(super) enum Start {
+    Send,
+    /// It was handed back meanwhile (its webhook turned slow).
+    Gone,
+    /// It waited for fast slots, but its webhook has turned slow: forgotten here, and to be
+    /// handed back (its claim ends then).
+    HandBack(Instant),
+}
+
+impl InFlight {
+    /// The new task's number; `None` when the delivery was already held, and then its task
+    /// goes on under the new token.
+    pub(super) fn insert(
+        &mut self,
+        claim: Claim,
+        expires: Instant,
+        lane: Lane,
+        now: Instant,
+    ) -> Option<u64> {
+        if let Some(held) = self.held.get_mut(&claim.delivery_id) {
+            held.token = claim.token;
+            held.expires = expires;
+            return None;
+        }
+        self.tasks += 1;
+        self.held.insert(
+            claim.delivery_id,
+            Held {
+                token: claim.token,
+                expires,
+                webhook_id: claim.webhook_id,
+                lane,
+                task: self.tasks,
+                sending: false,
+            },
+        );
+        let hook = self
+            .hooks
+            .entry(claim.webhook_id)
+            .or_insert_with(|| Hook::new(now));
+        hook.held += 1;
+        hook.touched = now;
+        if lane == Lane::Fast {
+            self.fast_held += 1;
+        }
+        Some(self.tasks)
+    }
+
+    /// Forgets the delivery of `task`; returns it, how many its webhook still holds and how
+    /// many the fast lane still holds.
+    pub(super) fn remove(&mut self, delivery_id: i64, task: u64) -> Option<(Held, usize, usize)> {
+        if self.held.get(&delivery_id)?.task != task {
+            return None;
+        }
+        let held = self.held.remove(&delivery_id)?;
+        if held.lane == Lane::Fast {
+            self.fast_held = self.fast_held.saturating_sub(1);
+        }
+        let left = match self.hooks.get_mut(&held.webhook_id) {
+            Some(hook) => {
+                hook.held = hook.held.saturating_sub(1);
+                hook.held
+            }
+            None => 0,
+        };
+        Some((held, left, self.fast_held))
+    }
+
+    /// Takes a rate-limit token for a new claim, learning the webhook's limit and ordering
+    /// from it; false when its bucket is empty: the claim is then given back unsent.
+    pub(super) fn admit(&mut self, claim: &Claim, now: Instant) -> bool {
+        if self.held.contains_key(&claim.delivery_id) {
+            return true;
+        }
+        let hook = self
+            .hooks
+            .entry(claim.webhook_id)
+            .or_insert_with(|| Hook::new(now));
+        hook.fifo = claim.fifo;
+        match claim.rate_limit {
+            None => {
+                hook.bucket = None;
+                true
+            }
+            Some(limit) => {
+                let bucket = hook
+                    .bucket
+                    .get_or_insert_with(|| TokenBucket::new(limit, now));
+                bucket.set_limit(limit, now);
+                bucket.take(now)
+            }
+        }
+    }
+
+    /// What to claim next; forgets webhooks idle for `PACE_MEMORY` (a rate limit's bucket
+    /// only once it is full again). A webhook whose bucket is empty is passed over by every
+    /// claim until its next token; a fast one with tokens is claimed on its own.
+    pub(super) fn plan(&mut self, hold_cap: usize, webhook_cap: usize, now: Instant) -> Plan {
+        self.hooks.retain(|_, hook| {
+            hook.held > 0
+                || hook.stale > 0
+                || now.duration_since(hook.touched) < PACE_MEMORY
+                || hook.bucket.as_mut().is_some_and(|b| !b.is_full(now))
+        });
+        let mut plan = Plan {
+            fast_room: hold_cap.saturating_sub(self.fast_held),
+            ..Plan::default()
+        };
+        for (&id, hook) in &mut self.hooks {
+            let tokens = hook.bucket.as_mut().map(|b| b.available(now));
+            if tokens == Some(0) {
+                plan.slow_skip.push(id);
+                if let Some(next) = hook.bucket.as_mut().map(|b| b.next_token(now)) {
+                    plan.next_token = Some(plan.next_token.map_or(next, |t| t.min(next)));
+                }
+                continue;
+            }
+            if hook.fast {
+                plan.slow_skip.push(id);
+                if hook.held < webhook_cap {
+                    match tokens {
+                        Some(n) => plan.fast_limited.push((id, n.min(webhook_cap - hook.held))),
+                        None => plan.fast.push(id),
+                    }
+                } else {
+                    plan.passing_over = true;
+                }
+            } else if hook.held >= SLOW_PER_WEBHOOK {
+                plan.slow_skip.push(id);
+                plan.passing_over = true;
+            }
+        }
+        plan
+    }
+
+    /// The fast-lane limit of a webhook in the fast lane.
+    pub(super) fn fast_limit(
+        &mut self,
+        webhook_id: i64,
+        per_webhook: usize,
+    ) -> Option<Arc<Semaphore>> {
+        let hook = self.hooks.get_mut(&webhook_id).filter(|h| h.fast)?;
+        Some(
+            hook.permits
+                .get_or_insert_with(|| Arc::new(Semaphore::new(per_webhook)))
+                .clone(),
+        )
+    }
+
+    pub(super) fn start_sending(&mut self, delivery_id: i64, task: u64) -> Start {
+        let Some(held) = self
+            .held
+            .get_mut(&delivery_id)
+            .filter(|held| held.task == task)
+        else {
+            return Start::Gone;
+        };
+        let fast = self.hooks.get(&held.webhook_id).is_some_and(|h| h.fast);
+        if held.lane == Lane::Fast && !fast {
+            let expires = held.expires;
+            self.remove(delivery_id, task);
+            return Start::HandBack(expires);
+        }
+        held.sending = true;
+        Start::Send
+    }
+
+    /// A request of this webhook has been out for `SLOW_AFTER`. If the webhook was in the
+    /// fast lane, it is not any more, and its deliveries there still waiting for slots are
+    /// forgotten: returned with the ends of their claims, to be handed back.
+    pub(super) fn went_stale(&mut self, webhook_id: i64) -> Option<Vec<(i64, Instant)>> {
+        let hook = self.hooks.get_mut(&webhook_id)?;
+        hook.stale += 1;
+        hook.pace = Some(hook.pace.map_or(SLOW_AFTER, |p| p.max(SLOW_AFTER)));
+        if !hook.fast {
+            return None;
+        }
+        hook.fast = false;
+        if let Some(permits) = hook.permits.take() {
+            permits.close();
+        }
+        let waiting: Vec<(i64, Instant)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.webhook_id == webhook_id && h.lane == Lane::Fast && !h.sending)
+            .map(|(id, h)| (*id, h.expires))
+            .collect();
+        for (id, _) in &waiting {
+            self.held.remove(id);
+        }
+        hook.held = hook.held.saturating_sub(waiting.len());
+        self.fast_held = self.fast_held.saturating_sub(waiting.len());
+        Some(waiting)
+    }
+
+    /// A stale fast-lane request now holds a slow-lane place instead of fast slots.
+    pub(super) fn moved_to_slow_lane(&mut self, delivery_id: i64, task: u64) {
+        if let Some(held) = self
+            .held
+            .get_mut(&delivery_id)
+            .filter(|h| h.task == task && h.lane == Lane::Fast)
+        {
+            held.lane = Lane::Slow;
+            self.fast_held = self.fast_held.saturating_sub(1);
+        }
+    }
+
+    /// A request of this webhook ended after `took` (answered or failed); `stale` when it
+    /// had been out for `SLOW_AFTER`. True when this moved the webhook to the fast lane.
+    pub(super) fn answered(
+        &mut self,
+        webhook_id: i64,
+        took: Duration,
+        stale: bool,
+        now: Instant,
+    ) -> bool {
+        let Some(hook) = self.hooks.get_mut(&webhook_id) else {
+            return false;
+        };
+        if stale {
+            hook.stale = hook.stale.saturating_sub(1);
+        }
+        let pace = hook.pace.map_or(took, |p| (p + took) / 2);
+        hook.pace = Some(pace);
+        hook.touched = now;
+        if hook.fast || hook.stale > 0 || pace >= SLOW_AFTER {
+            return false;
+        }
+        hook.fast = true;
+        true
+    }
+}

@@ -1,0 +1,461 @@
+//! The dispatcher: claims due deliveries and sends each in its own task, in one of two
+//! lanes, so a slow or dead receiver only ever slows down its own deliveries.
+//!
+//! **Fast lane**: webhooks whose receivers answer quickly (a moving average of their answer
+//! times under [`SLOW_AFTER`], 1 s, and no request out for longer). Only their deliveries
+//! are claimed into it (`ClaimScope::Only`): at most twice `--delivery-concurrency` held in
+//! the process, and a webhook holding twice `--delivery-concurrency-per-webhook` is passed
+//! over. A send holds its webhook's slot and one of the `--delivery-concurrency` global
+//! slots while its request is out.
+//!
+//! **Slow lane**: every other webhook, slow ones and those not heard from yet (new, or since
+//! this process started). Their deliveries are claimed one per webhook per claim
+//! (`ClaimScope::OnePerWebhookSkipping`), [`SLOW_PER_WEBHOOK`] (2) per webhook at most, and
+//! each holds one of the `--delivery-slow-lane` places (1,024) from its claim until its
+//! receiver answers, never a fast slot nor fast claim room. A hanging receiver so costs an
+//! idle socket or two, and nothing a fast webhook needs.
+//!
+//! **Moving**: a fast-lane request out for `SLOW_AFTER` moves its webhook to the slow lane.
+//! Its deliveries still waiting here are handed back to the database (to be claimed again,
+//! in the slow lane), and the request gives back its fast slot as soon as it has a
+//! slow-lane place: a webhook that turns slow holds fast slots for about a second, once.
+//! A webhook whose answers come quickly again moves back.
+//!
+//! So fast webhooks wait only for each other, as long as fewer than `--delivery-slow-lane`
+//! slow requests are out at once. A process holds at most twice `--delivery-concurrency`
+//! fast-lane deliveries plus the slow lane's places, and has at most
+//! `--delivery-concurrency` plus `--delivery-slow-lane` requests out.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::delivery::client::HttpSender;
+use crate::delivery::client::ReceiverResponse;
+use crate::delivery::operational;
+use crate::delivery::retry::RetrySchedule;
+use crate::domain::control::{CircuitChange, CircuitRule, HealthChange, TokenBucket};
+use crate::hooks::formats;
+use crate::hooks::payload::{self, OutgoingRequest};
+use crate::hooks::templates::TemplateSandbox;
+use crate::metrics::Metrics;
+use crate::secrets::Cipher;
+mod books;
+mod send;
+#[cfg(test)]
+mod tests;
+
+use books::*;
+
+use crate::store::{
+    AttemptRecord, Claim, ClaimScope, DeliveryJob, DeliveryState, Health, Outcome, Store,
+    StoreError, StoreResult,
+};
+
+/// How often idle workers look for due retries when nothing wakes them.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Slack beyond the send timeout that a claim must still have for the worker to send
+/// under it without renewing it first.
+const RENEW_MARGIN: Duration = Duration::from_secs(5);
+
+/// Most deliveries one claim takes, so one claim stays a short write.
+const CLAIM_CHUNK: usize = 256;
+
+/// After a claim that passed over saturated webhooks and came up short, the next one waits
+/// this long: with a large backlog of a saturated webhook such a claim reads many rows,
+/// and new envelopes (each waking the loop) would otherwise repeat it every millisecond.
+/// A slow-lane claim that found nothing is not repeated sooner either.
+const SHORT_CLAIM_PAUSE: Duration = Duration::from_millis(10);
+
+/// A request out longer than this marks its receiver as slow, and a webhook is fast again
+/// once the moving average of its answer times is below it.
+pub const SLOW_AFTER: Duration = Duration::from_secs(1);
+
+/// Deliveries of one slow-lane webhook held, and so sent, at once.
+pub const SLOW_PER_WEBHOOK: usize = 2;
+
+/// How long the dispatcher remembers the pace of a webhook it holds nothing of.
+const PACE_MEMORY: Duration = Duration::from_secs(600);
+
+/// What a claimed delivery holds while its request is out: in the fast lane its
+/// webhook's slot and a global one, in the slow lane a slow-lane place.
+enum Slots {
+    Fast(OwnedSemaphorePermit, OwnedSemaphorePermit),
+    Slow(OwnedSemaphorePermit),
+}
+
+/// A claimed send: its slots, dropped as soon as the receiver has answered so writing the
+/// result does not keep the next send waiting, and its task.
+struct Sending {
+    slots: Slots,
+    task: u64,
+}
+
+/// Forgets a held delivery when its task ends, by return or by panic.
+struct Forget {
+    dispatcher: Arc<Dispatcher>,
+    delivery_id: i64,
+    task: u64,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.dispatcher
+            .in_flight_remove(self.delivery_id, self.task);
+    }
+}
+
+pub struct DispatcherConfig {
+    pub concurrency: usize,
+    pub per_webhook: usize,
+    /// Places in the slow lane.
+    pub slow_lane: usize,
+    pub schedule: RetrySchedule,
+    /// How long a claim holds; a claim of a crashed process is retaken after it.
+    pub lease: Duration,
+    /// A webhook whose attempts have all failed for this long is disabled.
+    pub disable_after: Duration,
+    /// When a webhook's circuit opens, and for how long.
+    pub circuit: CircuitRule,
+}
+
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    sender: HttpSender,
+    cipher: Cipher,
+    templates: Arc<TemplateSandbox>,
+    config: DispatcherConfig,
+    wake: Notify,
+    /// The fast lane's send slots.
+    global: Arc<Semaphore>,
+    /// The slow lane's places.
+    slow: Arc<Semaphore>,
+    /// Deliveries this process holds, so a renewed claim never sends one twice here but its
+    /// task goes on under the newer token, and so claims stay bounded; and the webhooks'
+    /// lanes.
+    in_flight: Mutex<InFlight>,
+    metrics: Arc<Metrics>,
+    /// Whether the slow lane may have new work: set by whatever can bring some (an ingest,
+    /// a slow-lane delivery finishing, a hand-back, a poll), cleared by its claim. The
+    /// fast lane's comings and goings bring none, and that claim reads past every fast
+    /// webhook's backlog.
+    slow_work: AtomicBool,
+    /// Set on shutdown: the claim loop stops taking new work.
+    stopping: AtomicBool,
+    /// When the claim loop last went round (Unix ms), for the readiness check.
+    heartbeat: AtomicI64,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sender: HttpSender,
+        cipher: Cipher,
+        templates: Arc<TemplateSandbox>,
+        config: DispatcherConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            sender,
+            cipher,
+            templates,
+            global: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            slow: Arc::new(Semaphore::new(config.slow_lane.max(1))),
+            config,
+            wake: Notify::new(),
+            in_flight: Mutex::new(InFlight::default()),
+            metrics,
+            slow_work: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+            heartbeat: AtomicI64::new(0),
+        })
+    }
+
+    /// Called after ingest commits: new deliveries go out without waiting for a poll.
+    pub fn wake(&self) {
+        self.slow_work.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Whether the claim loop went round within `stall`. An idle loop goes round at least
+    /// every `POLL_INTERVAL`, so only a loop stuck in one round (a claim that does not
+    /// return) or one that has stopped falls behind.
+    pub fn is_alive(&self, stall: Duration) -> bool {
+        let last = self.heartbeat.load(Ordering::Relaxed);
+        let stall = stall.max(POLL_INTERVAL * 2);
+        Utc::now().timestamp_millis() - last < stall.as_millis() as i64
+    }
+
+    /// The books. Their updates cannot panic half-way, so a poisoned lock is still sound.
+    fn books(&self) -> MutexGuard<'_, InFlight> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Graceful shutdown: stop claiming, let in-flight deliveries finish for up to `grace`,
+    /// then release the leases of those still running so they are sent again elsewhere.
+    pub async fn drain(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+        let deadline = Instant::now() + grace;
+        loop {
+            let left: Vec<i64> = self.books().held.keys().copied().collect();
+            if left.is_empty() {
+                tracing::info!("all in-flight deliveries finished");
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(count = left.len(), "releasing deliveries still in flight");
+                if let Err(e) = self.store.release(&left).await {
+                    tracing::error!(error = %e, "releasing leases failed; they expire on their own");
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Most fast-lane deliveries this process holds at once (sending, waiting for a slot,
+    /// or having their result written): twice what may be sent at once, so slots never sit
+    /// idle while claims are written, yet a backlog stays in the database and not in memory.
+    fn hold_cap(&self) -> usize {
+        self.config.concurrency.max(1) * 2
+    }
+
+    /// Deliveries of one fast webhook held before the claim loop passes over that webhook,
+    /// so one webhook's backlog cannot take every place and starve the others.
+    fn webhook_cap(&self) -> usize {
+        self.config.per_webhook.max(1) * 2
+    }
+
+    /// The claim loop; runs until shutdown.
+    pub async fn run(self: Arc<Self>) {
+        // When a slow-lane claim last found nothing.
+        let mut slow_found_nothing: Option<Instant> = None;
+        loop {
+            self.heartbeat
+                .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let plan = self
+                .books()
+                .plan(self.hold_cap(), self.webhook_cap(), Instant::now());
+            let now = Utc::now();
+            // Taken before claiming, so it is never later than the stored lease's end.
+            let expires = Instant::now() + self.config.lease;
+            let lease_until =
+                now + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+            let mut more = false;
+            // Claims a rate limit had no token for, to be given back unsent.
+            let mut refused = Vec::new();
+            let mut fast_room = plan.fast_room;
+
+            if plan.fast_room > 0 && !plan.fast.is_empty() {
+                let limit = plan.fast_room.min(CLAIM_CHUNK);
+                let scope = ClaimScope::Only(&plan.fast);
+                match self
+                    .store
+                    .claim_due_in(now, lease_until, limit as i64, scope)
+                    .await
+                {
+                    Ok(claims) => {
+                        more |= claims.len() == limit;
+                        fast_room = fast_room.saturating_sub(claims.len());
+                        for claim in claims {
+                            self.spawn(claim, expires, Lane::Fast, None, &mut refused);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming deliveries failed");
+                        tokio::time::sleep(POLL_INTERVAL).await;
+                        continue;
+                    }
+                }
+            }
+            // Rate-limited fast webhooks, each for what its tokens admit: never more claims
+            // than may be sent, so none waits holding a claim or comes back unsent.
+            for &(webhook_id, tokens) in &plan.fast_limited {
+                let limit = tokens.min(fast_room).min(CLAIM_CHUNK);
+                if limit == 0 {
+                    break;
+                }
+                let scope = ClaimScope::Only(std::slice::from_ref(&webhook_id));
+                match self
+                    .store
+                    .claim_due_in(now, lease_until, limit as i64, scope)
+                    .await
+                {
+                    Ok(claims) => {
+                        fast_room = fast_room.saturating_sub(claims.len());
+                        for claim in claims {
+                            self.spawn(claim, expires, Lane::Fast, None, &mut refused);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming deliveries failed");
+                        break;
+                    }
+                }
+            }
+
+            // The slow-lane claim looks at everything but the fast webhooks. It runs only when
+            // there may be something new for it, and one that found nothing is not repeated
+            // at once, so it does not double every fast round.
+            let slow_pause = slow_found_nothing
+                .map(|at| SHORT_CLAIM_PAUSE.saturating_sub(at.elapsed()))
+                .filter(|left| !left.is_zero() && self.slow_work.load(Ordering::SeqCst));
+            if slow_pause.is_none() && self.slow_work.load(Ordering::SeqCst) {
+                let places: Vec<OwnedSemaphorePermit> = (0..CLAIM_CHUNK)
+                    .map_while(|_| self.slow.clone().try_acquire_owned().ok())
+                    .collect();
+                if !places.is_empty() {
+                    self.slow_work.store(false, Ordering::SeqCst);
+                    let scope = ClaimScope::OnePerWebhookSkipping(&plan.slow_skip);
+                    match self
+                        .store
+                        .claim_due_in(now, lease_until, places.len() as i64, scope)
+                        .await
+                    {
+                        Ok(claims) => {
+                            slow_found_nothing = claims.is_empty().then(Instant::now);
+                            if !claims.is_empty() {
+                                // It takes at most one of a webhook: more may be due.
+                                self.slow_work.store(true, Ordering::SeqCst);
+                                more = true;
+                            }
+                            for (claim, place) in claims.into_iter().zip(places) {
+                                self.spawn(claim, expires, Lane::Slow, Some(place), &mut refused);
+                            }
+                        }
+                        Err(e) => {
+                            self.slow_work.store(true, Ordering::SeqCst);
+                            tracing::error!(error = %e, "claiming deliveries failed");
+                            tokio::time::sleep(POLL_INTERVAL).await;
+                            continue;
+                        }
+                    }
+                }
+            }
+            if !refused.is_empty() {
+                if let Err(e) = self.store.release(&refused).await {
+                    tracing::warn!(count = refused.len(), error = %e, "could not release leases; they expire on their own");
+                }
+            }
+            if more {
+                continue;
+            }
+            // A rate-limited webhook's next token ends the wait, so its limit is used in full.
+            let mut wait = slow_pause.unwrap_or(POLL_INTERVAL);
+            if let Some(at) = plan.next_token {
+                let until = at.saturating_duration_since(Instant::now());
+                wait = wait.min(until.max(Duration::from_millis(1)));
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {
+                    // Retries fall due with time.
+                    self.slow_work.store(true, Ordering::SeqCst);
+                }
+            }
+            if plan.passing_over {
+                tokio::time::sleep(SHORT_CLAIM_PAUSE).await;
+            }
+        }
+    }
+
+    /// Starts the task of a new claim; a delivery already held goes on in its own task,
+    /// under the new token. A claim its webhook's rate limit has no token for goes to
+    /// `refused`, to be given back unsent.
+    fn spawn(
+        self: &Arc<Self>,
+        claim: Claim,
+        expires: Instant,
+        lane: Lane,
+        place: Option<OwnedSemaphorePermit>,
+        refused: &mut Vec<i64>,
+    ) {
+        let task = {
+            let mut books = self.books();
+            let now = Instant::now();
+            if !books.admit(&claim, now) {
+                refused.push(claim.delivery_id);
+                return;
+            }
+            books.insert(claim, expires, lane, now)
+        };
+        let Some(task) = task else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            // Forgotten however the task ends, a panicking send included: a delivery held
+            // forever would hold its webhook's places and keep its claim from being retaken.
+            let _forget = Forget {
+                dispatcher: this.clone(),
+                delivery_id: claim.delivery_id,
+                task,
+            };
+            this.deliver_claimed(claim, task, place).await;
+        });
+    }
+
+    fn in_flight_token(&self, id: i64) -> Option<i64> {
+        self.in_flight_entry(id).map(|held| held.token)
+    }
+
+    fn in_flight_entry(&self, id: i64) -> Option<Held> {
+        self.books().held.get(&id).copied()
+    }
+
+    /// Wakes the claim loop when this frees a place it was waiting for: a slow-lane one,
+    /// a fast webhook dropping below its cap, or the fast lane falling to three quarters
+    /// of its own.
+    fn in_flight_remove(&self, id: i64, task: u64) {
+        let (removed, fifo) = {
+            let mut books = self.books();
+            let removed = books.remove(id, task);
+            let fifo = removed
+                .as_ref()
+                .and_then(|(held, _, _)| books.hooks.get(&held.webhook_id))
+                .is_some_and(|hook| hook.fifo);
+            (removed, fifo)
+        };
+        if let Some((held, webhook_left, fast_left)) = removed {
+            // A finished fifo delivery frees the next one of its webhook.
+            if held.lane == Lane::Slow || fifo {
+                self.wake();
+            } else if webhook_left + 1 == self.webhook_cap() || fast_left == self.hold_cap() * 3 / 4
+            {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Gives claimed deliveries, forgotten here, back to the database to be claimed again
+    /// (in their webhook's lane by then), each with the end of its claim. One whose claim
+    /// ends soon is left to expire: a release clears any lease, and once ours is over
+    /// another process's could be the one it clears.
+    async fn hand_back(&self, claims: &[(i64, Instant)]) {
+        let soon = Instant::now() + RENEW_MARGIN;
+        let ids: Vec<i64> = claims
+            .iter()
+            .filter(|(_, expires)| *expires > soon)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.release(&ids).await {
+            tracing::warn!(count = ids.len(), error = %e, "could not release leases; they expire on their own");
+        }
+        self.wake();
+    }
+}

@@ -1,0 +1,144 @@
+use super::*;
+fn claim(delivery_id: i64, webhook_id: i64, token: i64) -> Claim {
+    Claim {
+        delivery_id,
+        webhook_id,
+        token,
+        rate_limit: None,
+        fifo: false,
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Books in which webhook 10 has answered quickly and holds nothing.
+fn with_fast_hook(now: Instant) -> InFlight {
+    let mut f = InFlight::default();
+    let task = f.insert(claim(100, 10, 1), now, Lane::Slow, now).unwrap();
+    assert!(f.answered(10, 5 * MS, false, now));
+    assert!(f.remove(100, task).is_some());
+    f
+}
+
+#[test]
+fn in_flight_ignores_reclaims_and_other_tasks() {
+    let mut f = InFlight::default();
+    let now = Instant::now();
+    let first = f.insert(claim(1, 10, 1), now, Lane::Fast, now).unwrap();
+    let second = f.insert(claim(2, 10, 1), now, Lane::Fast, now).unwrap();
+    assert_ne!(first, second);
+    // Claimed again here: the running task takes the new token, nothing is counted twice.
+    assert_eq!(f.insert(claim(2, 10, 2), now, Lane::Fast, now), None);
+    assert_eq!(f.held[&2].token, 2);
+    assert_eq!((f.fast_held, f.hooks[&10].held), (2, 2));
+    assert_eq!(f.remove(1, second), None, "only its own task forgets it");
+    let (held, webhook_left, fast_left) = f.remove(1, first).unwrap();
+    assert_eq!((held.lane, webhook_left, fast_left), (Lane::Fast, 1, 1));
+    assert_eq!(f.remove(1, first), None, "removing twice changes nothing");
+}
+
+#[test]
+fn new_webhooks_start_slow_and_move_up_when_they_answer_quickly() {
+    let mut f = InFlight::default();
+    let now = Instant::now();
+    let first = f.insert(claim(1, 10, 1), now, Lane::Slow, now).unwrap();
+    assert_eq!(
+        f.plan(4, 2, now),
+        Plan {
+            fast_room: 4,
+            ..Plan::default()
+        },
+        "unknown, it is neither fast nor passed over"
+    );
+    f.insert(claim(2, 10, 1), now, Lane::Slow, now).unwrap();
+    let plan = f.plan(4, 2, now);
+    assert_eq!((plan.slow_skip, plan.passing_over), (vec![10], true));
+    assert!(f.answered(10, 5 * MS, false, now), "a quick answer");
+    assert!(!f.answered(10, 5 * MS, false, now), "already fast");
+    f.remove(1, first).unwrap();
+    let plan = f.plan(4, 2, now);
+    assert_eq!((plan.fast, plan.slow_skip), (vec![10], vec![10]));
+    assert_eq!(plan.fast_room, 4, "slow-lane deliveries take no fast room");
+}
+
+#[test]
+fn a_stale_request_moves_its_webhook_to_the_slow_lane() {
+    let now = Instant::now();
+    let mut f = with_fast_hook(now);
+    let out = f.insert(claim(5, 10, 1), now, Lane::Fast, now).unwrap();
+    let waiting = f.insert(claim(6, 10, 1), now, Lane::Fast, now).unwrap();
+    f.insert(claim(7, 10, 1), now, Lane::Fast, now).unwrap();
+    assert_eq!(f.start_sending(5, out), Start::Send);
+    let limit = f.fast_limit(10, 8).unwrap();
+    assert_eq!(f.fast_held, 3);
+
+    let mut handed_back: Vec<i64> = f.went_stale(10).unwrap().iter().map(|c| c.0).collect();
+    handed_back.sort();
+    assert_eq!(handed_back, [6, 7], "what waits is handed back");
+    assert!(limit.is_closed(), "and stops waiting");
+    assert!(f.fast_limit(10, 8).is_none());
+    assert_eq!((f.fast_held, f.hooks[&10].held), (1, 1));
+    assert_eq!(f.start_sending(6, waiting), Start::Gone);
+    assert_eq!(
+        f.went_stale(10),
+        None,
+        "a second stale request: already slow"
+    );
+    // A claim made in the fast lane just before goes back too.
+    let late = f.insert(claim(8, 10, 1), now, Lane::Fast, now).unwrap();
+    assert_eq!(f.start_sending(8, late), Start::HandBack(now));
+    assert!(!f.held.contains_key(&8));
+
+    f.moved_to_slow_lane(5, out);
+    assert_eq!((f.fast_held, f.held[&5].lane), (0, Lane::Slow));
+    let plan = f.plan(4, 2, now);
+    assert!(plan.fast.is_empty() && plan.fast_room == 4);
+    // Quick answers while a stale request is out do not bring it back.
+    assert!(!f.answered(10, MS, false, now));
+    assert!(!f.answered(10, MS, false, now));
+    assert!(!f.answered(10, 30_000 * MS, true, now), "a stale one, late");
+    assert!(!f.answered(10, MS, false, now), "the other is still out");
+    assert!(!f.answered(10, 2_000 * MS, true, now));
+    let mut quick = 1;
+    while !f.answered(10, MS, false, now) {
+        quick += 1;
+        assert!(quick < 10);
+    }
+    assert!(quick > 1, "the late answer weighs in the average");
+}
+
+#[test]
+fn a_rate_limited_webhook_is_claimed_for_its_tokens_and_passed_over_without() {
+    let now = Instant::now();
+    let mut f = with_fast_hook(now);
+    let limit = crate::domain::control::RateLimit::per_second(2.0).unwrap();
+    let limited = |delivery_id| Claim {
+        rate_limit: Some(limit),
+        ..claim(delivery_id, 10, 1)
+    };
+    assert!(f.admit(&limited(1), now), "a full bucket: two tokens");
+    f.insert(limited(1), now, Lane::Fast, now).unwrap();
+    let plan = f.plan(16, 16, now);
+    assert_eq!(plan.fast_limited, [(10, 1)], "claimed alone, for one");
+    assert!(plan.fast.is_empty());
+    assert!(f.admit(&limited(2), now));
+    assert!(!f.admit(&limited(3), now), "no token left");
+    let plan = f.plan(16, 16, now);
+    assert!(plan.fast_limited.is_empty() && plan.slow_skip.contains(&10));
+    assert_eq!(plan.next_token, Some(now + Duration::from_millis(500)));
+    let later = now + Duration::from_millis(500);
+    assert_eq!(f.plan(16, 16, later).fast_limited, [(10, 1)]);
+    // Claims without a limit: the webhook's was removed.
+    assert!(f.admit(&claim(4, 10, 1), later));
+    assert_eq!(f.plan(16, 16, later).fast, [10]);
+}
+
+#[test]
+fn idle_webhooks_are_forgotten() {
+    let now = Instant::now();
+    let mut f = with_fast_hook(now);
+    assert_eq!(f.plan(4, 2, now).fast, [10]);
+    let later = now + PACE_MEMORY + Duration::from_secs(1);
+    assert!(f.plan(4, 2, later).fast.is_empty());
+    assert!(f.hooks.is_empty());
+}
