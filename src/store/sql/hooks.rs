@@ -252,13 +252,7 @@ impl<B: Backend> Hooks for B {
             .bind(id)
             .exec(&mut tx)
             .await?;
-        let ns = NsContext::load(&mut tx, namespace).await?;
-        ns.record(
-            &mut tx,
-            audit,
-            Some((id, hook.name.as_str(), &hook.url.host())),
-        )
-        .await?;
+        record_hook_change(&mut tx, audit, &hook).await?;
         tx.commit().await
     }
 
@@ -290,13 +284,7 @@ impl<B: Backend> Hooks for B {
             .bind(&header.value.0)
             .exec(&mut tx)
             .await?;
-        let ns = NsContext::load(&mut tx, namespace).await?;
-        ns.record(
-            &mut tx,
-            audit,
-            Some((webhook_id, hook.name.as_str(), &hook.url.host())),
-        )
-        .await?;
+        record_hook_change(&mut tx, audit, &hook).await?;
         tx.commit().await?;
         Ok(removed == 0)
     }
@@ -321,13 +309,7 @@ impl<B: Backend> Hooks for B {
                 "header '{name}' of webhook {webhook_id}"
             )));
         }
-        let ns = NsContext::load(&mut tx, namespace).await?;
-        ns.record(
-            &mut tx,
-            audit,
-            Some((webhook_id, hook.name.as_str(), &hook.url.host())),
-        )
-        .await?;
+        record_hook_change(&mut tx, audit, &hook).await?;
         tx.commit().await
     }
 
@@ -342,13 +324,7 @@ impl<B: Backend> Hooks for B {
         let hook = self.get_webhook(namespace, id).await?;
         let mut tx = self.begin().await?;
         rotate_in(&mut tx, id, &secret, keep_previous_until).await?;
-        let ns = NsContext::load(&mut tx, namespace).await?;
-        ns.record(
-            &mut tx,
-            audit,
-            Some((id, hook.name.as_str(), &hook.url.host())),
-        )
-        .await?;
+        record_hook_change(&mut tx, audit, &hook).await?;
         tx.commit().await?;
         self.get_webhook(namespace, id).await
     }
@@ -580,4 +556,12 @@ async fn rotate_in(
     .exec(on)
     .await?;
     Ok(())
+}
+
+/// The audit entry of a change to `hook`, written in the change's transaction.
+async fn record_hook_change(on: &mut impl Conn, audit: &Audit, hook: &Webhook) -> StoreResult<()> {
+    let ns = NsContext::load(on, &hook.namespace).await?;
+    let host = hook.url.host();
+    ns.record(on, audit, Some((hook.id, hook.name.as_str(), &host)))
+        .await
 }
