@@ -4,6 +4,7 @@
 pub mod postgres;
 pub(crate) mod sql;
 pub mod sqlite;
+pub(crate) mod writer;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -86,7 +87,7 @@ pub trait Engine: Send + Sync {
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
 
-    /// How long the store's own writer (SQLite's group committer) has been on the batch it
+    /// How long the store's own writer (its group committer) has been on the batch it
     /// is writing; `None` while it waits for work, or where there is no such writer.
     fn writer_busy_for(&self) -> Option<std::time::Duration> {
         None

@@ -15,6 +15,7 @@ use sqlx::{Postgres, Transaction};
 use super::sql::Backend;
 use super::{to_ms, Engine, StoreError, StoreResult, WakeupTask};
 
+mod group_commit;
 mod queue;
 
 /// The channel ingest notifies after committing deliveries.
@@ -49,6 +50,8 @@ pub struct PgStore {
     listen_options: PgConnectOptions,
     /// This process's row in `workers` once it runs workers; its claims carry it.
     worker_id: Arc<std::sync::OnceLock<i64>>,
+    /// Ingest and results, one transaction per batch.
+    writer: group_commit::GroupCommit,
 }
 
 /// How often a process heartbeats, and after how many missed beats the others give back
@@ -72,6 +75,7 @@ impl PgStore {
             .connect_with(options.clone())
             .await?;
         Ok(Self {
+            writer: group_commit::GroupCommit::start(pool.clone()),
             pool,
             listen_options: options,
             worker_id: Arc::default(),
@@ -164,6 +168,10 @@ impl Engine for PgStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    fn writer_busy_for(&self) -> Option<Duration> {
+        self.writer.busy_for()
     }
 
     async fn migrations_current(&self) -> StoreResult<bool> {

@@ -1,12 +1,12 @@
-//! PostgreSQL's delivery queue: ingest, claims with `SKIP LOCKED`, results and pruning.
+//! PostgreSQL's delivery queue: claims with `SKIP LOCKED` and pruning here; ingest and
+//! results through the group committer (`group_commit.rs`).
 
-use std::borrow::Cow;
-
-use super::{PgStore, WAKEUP_CHANNEL};
-use crate::registry::envelope::{Disposition, IncomingEvent};
+use super::group_commit::{Done, Job};
+use super::PgStore;
+use crate::registry::envelope::IncomingEvent;
 use crate::store::{
-    decide, lease_lost, one_per_webhook_window, to_ms, AttemptRecord, Candidate, Claim, ClaimScope,
-    DeliveryQueue, IngestSummary, StoreError, StoreResult,
+    one_per_webhook_window, to_ms, AttemptRecord, Claim, ClaimScope, DeliveryQueue, IngestSummary,
+    StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,20 +15,6 @@ use std::sync::LazyLock;
 use crate::domain::control::RateLimit;
 use crate::store::sql::control::{claim_gate, TAKE_PROBE};
 
-/// PostgreSQL text cannot hold NUL, which registry events and receivers' answers may
-/// contain: it becomes U+FFFD rather than failing the whole write.
-fn text(s: &str) -> Cow<'_, str> {
-    if s.contains('\0') {
-        Cow::Owned(s.replace('\0', "\u{FFFD}"))
-    } else {
-        Cow::Borrowed(s)
-    }
-}
-
-fn opt_text(s: &Option<String>) -> Option<Cow<'_, str>> {
-    s.as_deref().map(text)
-}
-
 #[async_trait]
 impl DeliveryQueue for PgStore {
     async fn ingest(
@@ -36,94 +22,14 @@ impl DeliveryQueue for PgStore {
         events: &[IncomingEvent],
         now: DateTime<Utc>,
     ) -> StoreResult<IngestSummary> {
-        let mut summary = IngestSummary::default();
-        let mut tx = self.pool.begin().await?;
-        // One lookup per namespace per envelope.
-        let mut cache: std::collections::HashMap<String, Option<Vec<Candidate>>> =
-            std::collections::HashMap::new();
-        for event in events {
-            // Decide the event's fate before storing it, so the row says why.
-            let candidates = match (&event.disposition, &event.namespace) {
-                (Disposition::Ignore(_), _) | (_, None) => None,
-                (_, Some(ns)) => {
-                    if !cache.contains_key(ns.as_str()) {
-                        let ns_id: Option<i64> =
-                            sqlx::query_scalar("SELECT id FROM namespaces WHERE name = $1")
-                                .bind(ns.as_str())
-                                .fetch_optional(&mut *tx)
-                                .await?;
-                        let found = match ns_id {
-                            None => None,
-                            Some(id) => {
-                                let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
-                                    "SELECT id, filters FROM webhooks WHERE namespace_id = $1 AND enabled",
-                                )
-                                .bind(id)
-                                .fetch_all(&mut *tx)
-                                .await?;
-                                Some(
-                                    rows.into_iter()
-                                        .map(|(id, f)| Candidate::new(id, f.as_deref()))
-                                        .collect::<Vec<_>>(),
-                                )
-                            }
-                        };
-                        cache.insert(ns.as_str().to_string(), found);
-                    }
-                    cache.get(ns.as_str()).and_then(|c| c.as_deref())
-                }
-            };
-            let (status, reason, webhooks) = decide(event, candidates);
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO events (registry_id, action, repository, namespace, tag, digest, \
-                 media_type, actor, status, reason, body, received_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                 ON CONFLICT (registry_id) DO NOTHING RETURNING id",
-            )
-            .bind(opt_text(&event.registry_id))
-            .bind(opt_text(&event.action))
-            .bind(opt_text(&event.repository))
-            .bind(event.namespace.as_ref().map(|n| n.as_str()))
-            .bind(opt_text(&event.tag))
-            .bind(opt_text(&event.digest))
-            .bind(opt_text(&event.media_type))
-            .bind(opt_text(&event.actor))
-            .bind(status)
-            .bind(opt_text(&reason))
-            .bind(text(&event.body))
-            .bind(to_ms(now))
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(event_id) = inserted else {
-                summary.duplicates += 1;
-                continue;
-            };
-            summary.count(status);
-            if !webhooks.is_empty() {
-                // One statement for all of the event's deliveries: a fan-out to a thousand
-                // webhooks is one round trip, not a thousand.
-                sqlx::query(
-                    "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
-                     created_at, updated_at) \
-                     SELECT w, $2, 'pending', $3, $3, $3 FROM UNNEST($1::BIGINT[]) AS w",
-                )
-                .bind(&webhooks)
-                .bind(event_id)
-                .bind(to_ms(now))
-                .execute(&mut *tx)
-                .await?;
-                summary.deliveries += webhooks.len();
-            }
+        let job = Job::Ingest {
+            events: events.to_vec(),
+            now,
+        };
+        match self.writer.submit(job).await? {
+            Done::Ingested(summary) => Ok(summary),
+            Done::Recorded => Err(mismatched()),
         }
-        if summary.deliveries > 0 {
-            // Delivered to listeners only when the transaction commits.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(WAKEUP_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(summary)
     }
 
     async fn claim_due_in(
@@ -232,62 +138,10 @@ impl DeliveryQueue for PgStore {
     }
 
     async fn record_attempt(&self, r: AttemptRecord) -> StoreResult<()> {
-        let (state, next) = r.outcome.next_state();
-        let next = next.map(to_ms);
-        let headers = serde_json::to_string(&r.request.headers).unwrap_or_else(|_| "[]".into());
-        let response_headers =
-            serde_json::to_string(&r.response_headers).unwrap_or_else(|_| "[]".into());
-        let mut tx = self.pool.begin().await?;
-        // A manual attempt (no lease) leaves a worker's lease alone; a worker's attempt
-        // counts only under its current claim.
-        let updated = sqlx::query(
-            "UPDATE deliveries SET state = $1, attempts = attempts + 1, next_attempt_at = $2, \
-             locked_until = CASE WHEN $3::BIGINT IS NULL THEN locked_until ELSE NULL END, \
-             last_status = $4, last_error = $5, request_method = $6, request_url = $7, \
-             request_headers = $8, request_body = $9, updated_at = $10 \
-             WHERE id = $11 AND ($3::BIGINT IS NULL OR lease_token = $3)",
-        )
-        .bind(state.as_str())
-        .bind(next)
-        .bind(r.lease)
-        .bind(r.status.map(i64::from))
-        .bind(opt_text(&r.error))
-        .bind(text(&r.request.method))
-        .bind(text(&r.request.url))
-        .bind(&headers)
-        .bind(if r.body_is_event {
-            None
-        } else {
-            Some(text(&r.request.body))
-        })
-        .bind(to_ms(Utc::now()))
-        .bind(r.delivery_id)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Err(match r.lease {
-                Some(_) => lease_lost(r.delivery_id),
-                None => StoreError::NotFound(format!("delivery {}", r.delivery_id)),
-            });
+        match self.writer.submit(Job::Attempt(Box::new(r))).await? {
+            Done::Recorded => Ok(()),
+            Done::Ingested(_) => Err(mismatched()),
         }
-        sqlx::query(
-            "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error, \
-             response_headers, response_body, truncated, manual) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(r.delivery_id)
-        .bind(to_ms(r.started_at))
-        .bind(r.duration_ms)
-        .bind(r.status.map(i64::from))
-        .bind(opt_text(&r.error))
-        .bind(&response_headers)
-        .bind(text(&r.response_body))
-        .bind(r.response_truncated)
-        .bind(r.manual)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn prune(
@@ -381,4 +235,8 @@ impl PgStore {
         }
         Ok(kept)
     }
+}
+
+fn mismatched() -> StoreError {
+    StoreError::Writer("the group committer answered another kind of job".into())
 }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::control::RateLimit;
 use crate::registry::envelope::{Disposition, IncomingEvent};
 use crate::store::sql::control::{claim_gate, TAKE_PROBE};
+use crate::store::writer::{Busy, MAX_BATCH};
 use crate::store::{
     decide, lease_lost, to_ms, AttemptRecord, Candidate, Claim, IngestSummary, StoreError,
     StoreResult,
@@ -37,9 +38,6 @@ use crate::store::{
 
 /// The writer's page cache, in KiB (SQLite's negative `cache_size`).
 const WRITER_CACHE_KIB: i64 = -16_384;
-
-/// At most this many jobs share a transaction, so one commit stays short.
-const MAX_BATCH: usize = 512;
 
 /// A write that may share its transaction with others.
 pub(super) enum Job {
@@ -76,35 +74,6 @@ pub(super) struct GroupCommit {
     busy: Arc<Busy>,
 }
 
-/// The writer thread's heartbeat, for the readiness check: when it began the batch it is
-/// writing, or that it is waiting for work (which is progress, however long it lasts).
-struct Busy {
-    epoch: Instant,
-    /// Milliseconds from `epoch` to the start of the current batch, plus one; 0 while idle.
-    since: AtomicU64,
-}
-
-impl Busy {
-    fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
-    }
-
-    fn start(&self) {
-        self.since.store(self.now(), Ordering::Relaxed);
-    }
-
-    fn idle(&self) {
-        self.since.store(0, Ordering::Relaxed);
-    }
-
-    fn busy_for(&self) -> Option<Duration> {
-        match self.since.load(Ordering::Relaxed) {
-            0 => None,
-            since => Some(Duration::from_millis(self.now().saturating_sub(since))),
-        }
-    }
-}
-
 impl GroupCommit {
     /// Opens the writer's connection to the database file and starts its thread, which
     /// ends when every handle is gone.
@@ -126,10 +95,7 @@ impl GroupCommit {
         let (queue, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
-        let busy = Arc::new(Busy {
-            epoch: Instant::now(),
-            since: AtomicU64::new(0),
-        });
+        let busy = Arc::new(Busy::new());
         let heartbeat = busy.clone();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
