@@ -13,6 +13,7 @@
 //! fails. A lost claim fails no statement: its result is simply not written, and its caller
 //! told so. Nothing waits to fill a batch: a lone job is written at once.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,15 +199,15 @@ async fn write_together(pool: &PgPool, jobs: &[&Job]) -> StoreResult<Vec<StoreRe
 
 /// PostgreSQL text cannot hold NUL, which registry events and receivers' answers may
 /// contain: it becomes U+FFFD rather than failing the whole write.
-pub(super) fn text(s: &str) -> String {
+fn text(s: &str) -> Cow<'_, str> {
     if s.contains('\0') {
-        s.replace('\0', "\u{FFFD}")
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
     } else {
-        s.to_owned()
+        Cow::Borrowed(s)
     }
 }
 
-fn opt_text(s: &Option<String>) -> Option<String> {
+fn opt_text(s: &Option<String>) -> Option<Cow<'_, str>> {
     s.as_deref().map(text)
 }
 
@@ -311,7 +312,7 @@ async fn ingest(
                 // The first of its id in the batch takes the stored row; later ones are
                 // duplicates, like those already stored.
                 // Matched as stored: with NUL replaced.
-                Some(registry_id) => match new_ids.remove(text(registry_id).as_str()) {
+                Some(registry_id) => match new_ids.remove(text(registry_id).as_ref()) {
                     Some(id) => id,
                     None => {
                         summary.duplicates += 1;
@@ -351,29 +352,36 @@ async fn ingest(
 }
 
 /// The events table's columns as arrays, for one multi-row insert.
+/// Borrowed from the events: a body is copied only to replace a NUL.
 #[derive(Default)]
-struct EventColumns {
-    registry_id: Vec<Option<String>>,
-    action: Vec<Option<String>>,
-    repository: Vec<Option<String>>,
-    namespace: Vec<Option<String>>,
-    tag: Vec<Option<String>>,
-    digest: Vec<Option<String>>,
-    media_type: Vec<Option<String>>,
-    actor: Vec<Option<String>>,
+struct EventColumns<'a> {
+    registry_id: Vec<Option<Cow<'a, str>>>,
+    action: Vec<Option<Cow<'a, str>>>,
+    repository: Vec<Option<Cow<'a, str>>>,
+    namespace: Vec<Option<&'a str>>,
+    tag: Vec<Option<Cow<'a, str>>>,
+    digest: Vec<Option<Cow<'a, str>>>,
+    media_type: Vec<Option<Cow<'a, str>>>,
+    actor: Vec<Option<Cow<'a, str>>>,
     status: Vec<&'static str>,
-    reason: Vec<Option<String>>,
-    body: Vec<String>,
+    reason: Vec<Option<Cow<'a, str>>>,
+    body: Vec<Cow<'a, str>>,
     received_at: Vec<i64>,
 }
 
-impl EventColumns {
-    fn push(&mut self, e: &IncomingEvent, now: i64, status: &'static str, reason: &Option<String>) {
+impl<'a> EventColumns<'a> {
+    fn push(
+        &mut self,
+        e: &'a IncomingEvent,
+        now: i64,
+        status: &'static str,
+        reason: &'a Option<String>,
+    ) {
         self.registry_id.push(opt_text(&e.registry_id));
         self.action.push(opt_text(&e.action));
         self.repository.push(opt_text(&e.repository));
         self.namespace
-            .push(e.namespace.as_ref().map(|n| n.as_str().to_owned()));
+            .push(e.namespace.as_ref().map(|n| n.as_str()));
         self.tag.push(opt_text(&e.tag));
         self.digest.push(opt_text(&e.digest));
         self.media_type.push(opt_text(&e.media_type));
@@ -428,8 +436,8 @@ async fn record_attempts(
     .bind(states)
     .bind(nexts)
     .bind(leases)
-    .bind(&statuses)
-    .bind(&errors)
+    .bind(statuses)
+    .bind(errors)
     .bind(methods)
     .bind(urls)
     .bind(headers)
@@ -440,13 +448,9 @@ async fn record_attempts(
     let updated: HashSet<i64> = updated.into_iter().collect();
     let written: Vec<bool> = ids.iter().map(|id| updated.contains(id)).collect();
     let mut rows = AttemptColumns::default();
-    for (((_, r), ok), (status, error)) in attempts
-        .iter()
-        .zip(&written)
-        .zip(statuses.into_iter().zip(errors))
-    {
+    for ((_, r), ok) in attempts.iter().zip(&written) {
         if *ok {
-            rows.push(r, status, error);
+            rows.push(r);
         }
     }
     if !rows.delivery_id.is_empty() {
@@ -473,25 +477,25 @@ async fn record_attempts(
 
 /// The attempts table's columns as arrays, for one multi-row insert.
 #[derive(Default)]
-struct AttemptColumns {
+struct AttemptColumns<'a> {
     delivery_id: Vec<i64>,
     started_at: Vec<i64>,
     duration_ms: Vec<i64>,
     status: Vec<Option<i64>>,
-    error: Vec<Option<String>>,
+    error: Vec<Option<Cow<'a, str>>>,
     response_headers: Vec<String>,
-    response_body: Vec<String>,
+    response_body: Vec<Cow<'a, str>>,
     truncated: Vec<bool>,
     manual: Vec<bool>,
 }
 
-impl AttemptColumns {
-    fn push(&mut self, r: &AttemptRecord, status: Option<i64>, error: Option<String>) {
+impl<'a> AttemptColumns<'a> {
+    fn push(&mut self, r: &'a AttemptRecord) {
         self.delivery_id.push(r.delivery_id);
         self.started_at.push(to_ms(r.started_at));
         self.duration_ms.push(r.duration_ms);
-        self.status.push(status);
-        self.error.push(error);
+        self.status.push(r.status.map(i64::from));
+        self.error.push(opt_text(&r.error));
         self.response_headers
             .push(serde_json::to_string(&r.response_headers).unwrap_or_else(|_| "[]".into()));
         self.response_body.push(text(&r.response_body));
