@@ -245,15 +245,26 @@ impl IngestSummary {
 
 /// An enabled webhook as ingest weighs it.
 pub(crate) struct Candidate {
-    pub id: i64,
+    pub recipient: Recipient,
     pub filters: std::sync::Arc<CompiledFilters>,
+}
+
+/// A webhook an event gets a delivery for. `fifo` is stored on the delivery, so that
+/// only fifo webhooks' deliveries are kept in the index their order is checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Recipient {
+    pub webhook_id: i64,
+    pub fifo: bool,
 }
 
 impl Candidate {
     /// Filters are stored as JSON, NULL meaning the defaults.
-    pub(crate) fn new(id: i64, filters: Option<&str>) -> Self {
+    pub(crate) fn new(id: i64, fifo: bool, filters: Option<&str>) -> Self {
         Self {
-            id,
+            recipient: Recipient {
+                webhook_id: id,
+                fifo,
+            },
             filters: CompiledFilters::cached(filters),
         }
     }
@@ -264,7 +275,7 @@ impl Candidate {
 pub(crate) fn decide(
     event: &IncomingEvent,
     candidates: Option<&[Candidate]>,
-) -> (&'static str, Option<String>, Vec<i64>) {
+) -> (&'static str, Option<String>, Vec<Recipient>) {
     let default_skip = match &event.disposition {
         Disposition::Ignore(r) => return ("ignored", Some(r.clone()), Vec::new()),
         Disposition::Skip(r) => Some(r.clone()),
@@ -282,11 +293,11 @@ pub(crate) fn decide(
             Vec::new(),
         );
     };
-    let matching: Vec<i64> = match &event.facts {
+    let matching: Vec<Recipient> = match &event.facts {
         Some(facts) => candidates
             .iter()
             .filter(|c| c.filters.matches(facts))
-            .map(|c| c.id)
+            .map(|c| c.recipient)
             .collect(),
         None => Vec::new(),
     };

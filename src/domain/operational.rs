@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::delivery::Candidate;
+use crate::domain::delivery::{Candidate, Recipient};
 use crate::domain::events::Action;
 
 /// What an operational event is about and why: the store fills in the rest.
@@ -150,11 +150,11 @@ pub fn headline(kind: &str, namespace: &str, webhook: &str, delivery: Option<i64
 pub(crate) fn decide(
     kind: Action,
     candidates: &[Candidate],
-) -> (&'static str, Option<String>, Vec<i64>) {
-    let ids: Vec<i64> = candidates
+) -> (&'static str, Option<String>, Vec<Recipient>) {
+    let ids: Vec<Recipient> = candidates
         .iter()
         .filter(|c| c.filters.wants_operational(kind))
-        .map(|c| c.id)
+        .map(|c| c.recipient)
         .collect();
     if ids.is_empty() {
         let reason = format!("no enabled webhook subscribes to {}", kind.as_str());
@@ -181,16 +181,25 @@ mod tests {
     #[test]
     fn only_webhooks_naming_the_kind_hear_it() {
         let candidates = [
-            Candidate::new(1, None),
-            Candidate::new(2, Some(r#"{"actions": []}"#)),
-            Candidate::new(3, Some(r#"{"actions": ["push", "webhook.disabled"]}"#)),
-            Candidate::new(4, Some(r#"{"actions": ["delivery.exhausted"]}"#)),
+            Candidate::new(1, false, None),
+            Candidate::new(2, false, Some(r#"{"actions": []}"#)),
+            Candidate::new(
+                3,
+                false,
+                Some(r#"{"actions": ["push", "webhook.disabled"]}"#),
+            ),
+            Candidate::new(4, false, Some(r#"{"actions": ["delivery.exhausted"]}"#)),
         ];
-        assert_eq!(
-            decide(Action::WebhookDisabled, &candidates),
-            ("accepted", None, vec![3])
-        );
-        assert_eq!(decide(Action::DeliveryExhausted, &candidates).2, vec![4]);
+        let ids = |kind| -> Vec<i64> {
+            decide(kind, &candidates)
+                .2
+                .iter()
+                .map(|r| r.webhook_id)
+                .collect()
+        };
+        assert_eq!(decide(Action::WebhookDisabled, &candidates).0, "accepted");
+        assert_eq!(ids(Action::WebhookDisabled), vec![3]);
+        assert_eq!(ids(Action::DeliveryExhausted), vec![4]);
         let (status, reason, ids) = decide(Action::WebhookRecovered, &candidates);
         assert_eq!((status, ids.len()), ("skipped", 0));
         assert_eq!(

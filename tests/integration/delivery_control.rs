@@ -79,6 +79,7 @@ macro_rules! on_both_stores {
 on_both_stores!(
     claims_pass_over_an_open_circuit_and_take_one_probe,
     claims_take_a_fifo_webhooks_deliveries_one_at_a_time,
+    a_backlog_waits_its_turn_once_its_webhook_turns_fifo,
 );
 
 async fn claims_pass_over_an_open_circuit_and_take_one_probe(store: Arc<dyn Store>) {
@@ -735,4 +736,35 @@ async fn fifo_order_survives_a_sigkilled_process() {
         "the delivery out when the process died is sent again, before the next: {order:?}"
     );
     second.stop();
+}
+
+async fn a_backlog_waits_its_turn_once_its_webhook_turns_fifo(store: Arc<dyn Store>) {
+    let hook = acme_with_hook(&store).await;
+    let now = Utc::now();
+    store.ingest(&pushes(3, "eeee"), now).await.unwrap();
+    let turn = |ordering| {
+        let store = store.clone();
+        async move {
+            let patch = WebhookPatch {
+                ordering: Some(ordering),
+                ..Default::default()
+            };
+            let audit = Audit::new("t", "webhook.update");
+            store
+                .update_webhook(&acme(), hook, patch, &audit)
+                .await
+                .unwrap();
+        }
+    };
+    // Written while the webhook was unordered, the three are ordered from the change on.
+    turn(DeliveryOrder::Fifo).await;
+    let lease = now + secs(60);
+    let first = store.claim_due(now, lease, 10).await.unwrap();
+    assert_eq!(first.len(), 1, "one at a time after the change: {first:?}");
+    assert!(store.claim_due(now, lease, 10).await.unwrap().is_empty());
+    // Back to no order: the other two go at once.
+    turn(DeliveryOrder::None).await;
+    let rest = store.claim_due(now, lease, 10).await.unwrap();
+    assert_eq!(rest.len(), 2, "unordered again: {rest:?}");
+    assert!(rest.iter().all(|c| c.delivery_id > first[0].delivery_id));
 }

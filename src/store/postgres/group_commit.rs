@@ -223,8 +223,9 @@ async fn load_candidates(
     if cache.contains_key(namespace) {
         return Ok(());
     }
-    let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
-        "SELECT w.id, w.filters FROM namespaces n JOIN webhooks w ON w.namespace_id = n.id \
+    let rows: Vec<(i64, bool, Option<String>)> = sqlx::query_as(
+        "SELECT w.id, w.ordering = 'fifo', w.filters \
+         FROM namespaces n JOIN webhooks w ON w.namespace_id = n.id \
          WHERE n.name = $1 AND w.enabled",
     )
     .bind(namespace)
@@ -240,7 +241,7 @@ async fn load_candidates(
     } else {
         Some(
             rows.into_iter()
-                .map(|(id, f)| Candidate::new(id, f.as_deref()))
+                .map(|(id, fifo, f)| Candidate::new(id, fifo, f.as_deref()))
                 .collect(),
         )
     };
@@ -303,7 +304,8 @@ async fn ingest(
         .filter_map(|(id, registry_id)| registry_id.map(|r| (r, id)))
         .collect();
     let mut summaries = Vec::with_capacity(envelopes.len());
-    let (mut webhook_ids, mut event_ids, mut times) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut webhook_ids, mut event_ids, mut times, mut fifo) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut decided = decided.into_iter();
     for (_, events, _) in envelopes {
         let mut summary = IngestSummary::default();
@@ -326,10 +328,11 @@ async fn ingest(
             };
             summary.count(status);
             summary.deliveries += webhooks.len();
-            for webhook_id in webhooks {
-                webhook_ids.push(webhook_id);
+            for to in webhooks {
+                webhook_ids.push(to.webhook_id);
                 event_ids.push(event_id);
                 times.push(now);
+                fifo.push(to.fifo);
             }
         }
         summaries.push(summary);
@@ -338,13 +341,15 @@ async fn ingest(
         // In order, so that delivery ids follow ingest order (fifo webhooks rely on it).
         sqlx::query(
             "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
-             created_at, updated_at) \
-             SELECT w, e, 'pending', t, t, t \
-             FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[]) AS u(w, e, t)",
+             created_at, updated_at, fifo) \
+             SELECT w, e, 'pending', t, t, t, f \
+             FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BOOLEAN[]) \
+               AS u(w, e, t, f)",
         )
         .bind(webhook_ids)
         .bind(event_ids)
         .bind(times)
+        .bind(fifo)
         .execute(&mut **tx)
         .await?;
     }

@@ -4,7 +4,7 @@
 /// The claims' condition on a due delivery (the `deliveries` table, unaliased), `now` being
 /// the placeholder of the claim's time: its webhook's circuit is closed or due for a probe
 /// (`circuit_open_until` not in the future), and for a fifo webhook no earlier delivery
-/// of it is unfinished. Webhooks with neither, normally all, are passed at the first test,
+/// of it is unfinished (found in the partial index of fifo deliveries). Webhooks with neither, normally all, are passed at the first test,
 /// a look at an index that holds none of them, so a claim without delivery controls costs
 /// what it did.
 pub(crate) fn claim_gate(now: &str) -> String {
@@ -14,8 +14,8 @@ pub(crate) fn claim_gate(now: &str) -> String {
           OR EXISTS (SELECT 1 FROM webhooks w WHERE w.id = deliveries.webhook_id \
             AND (w.circuit_open_until IS NULL OR w.circuit_open_until <= {now}) \
             AND (w.ordering <> 'fifo' OR NOT EXISTS (SELECT 1 FROM deliveries e \
-              WHERE e.webhook_id = deliveries.webhook_id AND e.id < deliveries.id \
-                AND e.state IN ('pending', 'retrying')))))"
+              WHERE e.webhook_id = deliveries.webhook_id AND e.fifo \
+                AND e.id < deliveries.id AND e.state IN ('pending', 'retrying')))))"
     )
 }
 

@@ -264,7 +264,9 @@ impl<B: Backend> History for B {
     ) -> StoreResult<u64> {
         sql(
             "UPDATE deliveries SET state = 'pending', next_attempt_at = $1, locked_until = NULL, \
-             updated_at = $1 WHERE webhook_id = $2 AND state = 'failed' \
+             updated_at = $1, \
+             fifo = (SELECT ordering = 'fifo' FROM webhooks WHERE id = $2) \
+             WHERE webhook_id = $2 AND state = 'failed' \
              AND created_at >= $3 AND created_at < $4",
         )
         .bind(to_ms(now))

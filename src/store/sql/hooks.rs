@@ -8,7 +8,9 @@ use super::history::NsContext;
 use super::operational;
 use super::rows::{self, taken_webhook_name, NAMESPACE_SELECT};
 use super::{conflict_on_unique, locking, sql, Backend, Conn, SqlRow, Tx};
-use crate::domain::control::{Circuit, CircuitRule, CircuitState, HealthChange, RateLimit};
+use crate::domain::control::{
+    Circuit, CircuitRule, CircuitState, DeliveryOrder, HealthChange, RateLimit,
+};
 use crate::domain::events::Action;
 use crate::domain::names::{NamespaceName, WebhookUrl};
 use crate::domain::operational::Announcement;
@@ -226,6 +228,15 @@ impl<B: Backend> Hooks for B {
         .exec(&mut tx)
         .await
         .map_err(|e| conflict_on_unique(e, || taken_webhook_name(name.as_str(), namespace)))?;
+        if ordering != current.ordering {
+            // The order is checked against the unfinished deliveries marked fifo.
+            sql("UPDATE deliveries SET fifo = $1 \
+                 WHERE webhook_id = $2 AND state IN ('pending', 'retrying') AND fifo <> $1")
+            .bind(ordering == DeliveryOrder::Fifo)
+            .bind(id)
+            .exec(&mut tx)
+            .await?;
+        }
         // A new scheme's key takes over as a rotation does: the old key signs beside it.
         if let Some((secret, keep_previous_until)) = &patch.signing_secret {
             rotate_in(&mut tx, id, secret, *keep_previous_until).await?;
@@ -470,7 +481,9 @@ impl<B: Backend> Hooks for B {
         .int("id")?;
         let delivery_id = sql(
             "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, created_at, \
-             updated_at) VALUES ($1, $2, 'pending', NULL, $3, $3) RETURNING id",
+             updated_at, fifo) \
+             SELECT $1, $2, 'pending', NULL, $3, $3, ordering = 'fifo' FROM webhooks \
+             WHERE id = $1 RETURNING id",
         )
         .bind(webhook_id)
         .bind(event_id)

@@ -45,11 +45,10 @@ pub(crate) async fn announce(
     let namespace = about.text("namespace")?;
     // The webhook's own namespace hears about it, and the global one about every
     // namespace's; the webhook itself never does.
-    let candidates = sql(
-        "SELECT w.id, w.filters FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id \
+    let candidates = sql("SELECT w.id, w.ordering = 'fifo' AS fifo, w.filters \
+         FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id \
          WHERE w.enabled AND (w.namespace_id = $1 OR n.name = $2) AND w.id <> $3 \
-         ORDER BY w.id",
-    )
+         ORDER BY w.id")
     .bind(about.int("namespace_id")?)
     .bind(NamespaceName::GLOBAL)
     .bind(a.webhook_id)
@@ -59,6 +58,7 @@ pub(crate) async fn announce(
     .map(|r| {
         Ok(Candidate::new(
             r.int("id")?,
+            r.flag("fifo")?,
             r.text_opt("filters")?.as_deref(),
         ))
     })
@@ -113,14 +113,15 @@ pub(crate) async fn announce(
             .await?;
         return Ok(None);
     }
-    for webhook_id in recipients {
+    for to in recipients {
         sql(
             "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, created_at, \
-             updated_at) VALUES ($1, $2, 'pending', $3, $3, $3)",
+             updated_at, fifo) VALUES ($1, $2, 'pending', $3, $3, $3, $4)",
         )
-        .bind(webhook_id)
+        .bind(to.webhook_id)
         .bind(event_id)
         .bind(now_ms)
+        .bind(to.fifo)
         .exec(tx)
         .await?;
     }

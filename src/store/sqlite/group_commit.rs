@@ -260,15 +260,20 @@ fn load_candidates(
         None => None,
         Some(id) => {
             let mut statement = conn.prepare_cached(
-                "SELECT id, filters FROM webhooks WHERE namespace_id = ?1 AND enabled = 1",
+                "SELECT id, ordering = 'fifo', filters FROM webhooks \
+                 WHERE namespace_id = ?1 AND enabled = 1",
             )?;
             let rows = statement.query_map([id], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?))
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, bool>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                ))
             })?;
             let mut list = Vec::new();
             for row in rows {
-                let (id, filters) = row?;
-                list.push(Candidate::new(id, filters.as_deref()));
+                let (id, fifo, filters) = row?;
+                list.push(Candidate::new(id, fifo, filters.as_deref()));
             }
             Some(list)
         }
@@ -328,10 +333,10 @@ fn ingest(
         summary.count(status);
         let mut insert = conn.prepare_cached(
             "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
-             created_at, updated_at) VALUES (?1, ?2, 'pending', ?3, ?3, ?3)",
+             created_at, updated_at, fifo) VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4)",
         )?;
-        for webhook_id in webhooks {
-            insert.execute(params![webhook_id, event_id, now])?;
+        for to in webhooks {
+            insert.execute(params![to.webhook_id, event_id, now, to.fifo])?;
             summary.deliveries += 1;
         }
     }
