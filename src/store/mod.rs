@@ -175,6 +175,8 @@ pub trait DeliveryQueue: Send + Sync {
 pub trait Leases: Send + Sync {
     /// Everything a send needs, in one query: delivery, event, webhook and headers.
     async fn load_job(&self, delivery_id: i64) -> StoreResult<DeliveryJob>;
+    /// The jobs of those of `delivery_ids` that exist, in id order, in one query.
+    async fn load_jobs(&self, delivery_ids: &[i64]) -> StoreResult<Vec<DeliveryJob>>;
     /// Extends a claim right before its delivery is sent, since waiting for a free slot may
     /// outlast the lease. False when the claim is lost (the delivery was claimed again or
     /// is finished): then it must not be sent.

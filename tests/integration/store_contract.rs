@@ -722,6 +722,35 @@ async fn claims_leases_and_attempts(store: Arc<dyn Store>) {
     assert_eq!(job.attempts_so_far, 0);
     assert_eq!(job.event_action, "push");
     assert!(job.event_body.contains("bbbb0000"));
+    // A claim's jobs in one query: those that exist, in id order, each as `load_job` reads it.
+    let mut wanted: Vec<i64> = third.iter().map(|c| c.delivery_id).collect();
+    wanted.extend([999_999, new.delivery_id]);
+    let jobs = store.load_jobs(&wanted).await.unwrap();
+    let mut expected: Vec<i64> = third.iter().map(|c| c.delivery_id).collect();
+    expected.push(new.delivery_id);
+    expected.sort();
+    assert_eq!(
+        jobs.iter().map(|j| j.delivery_id).collect::<Vec<_>>(),
+        expected
+    );
+    let same = jobs
+        .iter()
+        .find(|j| j.delivery_id == new.delivery_id)
+        .unwrap();
+    assert_eq!(headers(&same.webhook), headers(&job.webhook));
+    assert_eq!(
+        (
+            &same.event_body,
+            &same.event.registry_id,
+            same.automatic_attempts
+        ),
+        (
+            &job.event_body,
+            &job.event.registry_id,
+            job.automatic_attempts
+        )
+    );
+    assert!(store.load_jobs(&[]).await.unwrap().is_empty());
     let mut record = attempt(new.delivery_id, Some(new.token), Outcome::Succeeded, 200);
     record.response_body = "body with a \0 NUL".into();
     store.record_attempt(record).await.unwrap();

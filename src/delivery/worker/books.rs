@@ -44,6 +44,9 @@ pub(super) struct Hook {
     pub(super) bucket: Option<TokenBucket>,
     /// Delivered in order: each finished delivery may free the next one at once.
     pub(super) fifo: bool,
+    /// When an attempt of it last failed here: a failure may open its circuit or disable
+    /// it, so a job loaded before it is loaded again.
+    pub(super) failed_at: Option<Instant>,
 }
 
 impl Hook {
@@ -57,6 +60,7 @@ impl Hook {
             touched: now,
             bucket: None,
             fifo: false,
+            failed_at: None,
         }
     }
 }
@@ -102,6 +106,23 @@ pub(super) enum Start {
 }
 
 impl InFlight {
+    /// Whether a job of `webhook_id` loaded `at` may still be sent as loaded: within
+    /// [`JOB_FRESH_FOR`] and before any failure of the webhook here.
+    pub(super) fn job_is_fresh(&self, webhook_id: i64, at: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(at) < JOB_FRESH_FOR
+            && self
+                .hooks
+                .get(&webhook_id)
+                .and_then(|hook| hook.failed_at)
+                .is_none_or(|failed| failed < at)
+    }
+
+    pub(super) fn attempt_failed(&mut self, webhook_id: i64, now: Instant) {
+        if let Some(hook) = self.hooks.get_mut(&webhook_id) {
+            hook.failed_at = Some(now);
+        }
+    }
+
     /// The new task's number; `None` when the delivery was already held, and then its task
     /// goes on under the new token.
     pub(super) fn insert(

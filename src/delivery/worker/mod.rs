@@ -96,6 +96,17 @@ struct Sending {
     task: u64,
 }
 
+/// A job loaded with its claim, and when: it serves a send that starts within
+/// [`JOB_FRESH_FOR`] and before any failure of its webhook here (which may have opened its
+/// circuit), so a webhook changed while its delivery waited for a slot is sent as it is now.
+struct Loaded {
+    job: DeliveryJob,
+    at: Instant,
+}
+
+/// How long a job loaded with its claim is sent as loaded.
+const JOB_FRESH_FOR: Duration = Duration::from_secs(1);
+
 /// Forgets a held delivery when its task ends, by return or by panic.
 struct Forget {
     dispatcher: Arc<Dispatcher>,
@@ -269,9 +280,8 @@ impl Dispatcher {
                     Ok(claims) => {
                         more |= claims.len() == limit;
                         fast_room = fast_room.saturating_sub(claims.len());
-                        for claim in claims {
-                            self.spawn(claim, expires, Lane::Fast, None, &mut refused);
-                        }
+                        let claims = claims.into_iter().map(|c| (c, None)).collect();
+                        self.start(claims, expires, Lane::Fast, &mut refused).await;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "claiming deliveries failed");
@@ -295,9 +305,8 @@ impl Dispatcher {
                 {
                     Ok(claims) => {
                         fast_room = fast_room.saturating_sub(claims.len());
-                        for claim in claims {
-                            self.spawn(claim, expires, Lane::Fast, None, &mut refused);
-                        }
+                        let claims = claims.into_iter().map(|c| (c, None)).collect();
+                        self.start(claims, expires, Lane::Fast, &mut refused).await;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "claiming deliveries failed");
@@ -331,9 +340,9 @@ impl Dispatcher {
                                 self.slow_work.store(true, Ordering::SeqCst);
                                 more = true;
                             }
-                            for (claim, place) in claims.into_iter().zip(places) {
-                                self.spawn(claim, expires, Lane::Slow, Some(place), &mut refused);
-                            }
+                            let claims = claims.into_iter().zip(places.into_iter().map(Some));
+                            self.start(claims.collect(), expires, Lane::Slow, &mut refused)
+                                .await;
                         }
                         Err(e) => {
                             self.slow_work.store(true, Ordering::SeqCst);
@@ -371,40 +380,60 @@ impl Dispatcher {
         }
     }
 
-    /// Starts the task of a new claim; a delivery already held goes on in its own task,
-    /// under the new token. A claim its webhook's rate limit has no token for goes to
-    /// `refused`, to be given back unsent.
-    fn spawn(
+    /// Starts a task for each new claim, with its job loaded for all of them in one query;
+    /// a delivery already held goes on in its own task, under the new token. A claim its
+    /// webhook's rate limit has no token for goes to `refused`, to be given back unsent.
+    async fn start(
         self: &Arc<Self>,
-        claim: Claim,
+        claims: Vec<(Claim, Option<OwnedSemaphorePermit>)>,
         expires: Instant,
         lane: Lane,
-        place: Option<OwnedSemaphorePermit>,
         refused: &mut Vec<i64>,
     ) {
-        let task = {
+        let mut admitted = Vec::with_capacity(claims.len());
+        {
             let mut books = self.books();
             let now = Instant::now();
-            if !books.admit(&claim, now) {
-                refused.push(claim.delivery_id);
-                return;
+            for (claim, place) in claims {
+                if !books.admit(&claim, now) {
+                    refused.push(claim.delivery_id);
+                    continue;
+                }
+                if let Some(task) = books.insert(claim, expires, lane, now) {
+                    admitted.push((claim, task, place));
+                }
             }
-            books.insert(claim, expires, lane, now)
-        };
-        let Some(task) = task else {
+        }
+        if admitted.is_empty() {
             return;
+        }
+        let ids: Vec<i64> = admitted.iter().map(|(c, _, _)| c.delivery_id).collect();
+        let loaded_at = Instant::now();
+        let mut jobs: HashMap<i64, DeliveryJob> = match self.store.load_jobs(&ids).await {
+            Ok(jobs) => jobs.into_iter().map(|j| (j.delivery_id, j)).collect(),
+            Err(e) => {
+                // Each task loads its own instead.
+                tracing::warn!(error = %e, "could not load the claimed deliveries' jobs");
+                HashMap::new()
+            }
         };
-        let this = self.clone();
-        tokio::spawn(async move {
-            // Forgotten however the task ends, a panicking send included: a delivery held
-            // forever would hold its webhook's places and keep its claim from being retaken.
-            let _forget = Forget {
-                dispatcher: this.clone(),
-                delivery_id: claim.delivery_id,
-                task,
-            };
-            this.deliver_claimed(claim, task, place).await;
-        });
+        for (claim, task, place) in admitted {
+            let job = jobs
+                .remove(&claim.delivery_id)
+                .map(|job| Loaded { job, at: loaded_at });
+            let this = self.clone();
+            tokio::spawn(async move {
+                // Forgotten however the task ends, a panicking send included: a delivery
+                // held forever would hold its webhook's places and keep its claim from
+                // being retaken.
+                let _forget = Forget {
+                    dispatcher: this.clone(),
+                    delivery_id: claim.delivery_id,
+                    task,
+                };
+                this.deliver_claimed(claim, task, place, job).await;
+            });
+        }
     }
 
     fn in_flight_token(&self, id: i64) -> Option<i64> {

@@ -37,6 +37,7 @@ impl Dispatcher {
         claim: Claim,
         task: u64,
         place: Option<OwnedSemaphorePermit>,
+        loaded: Option<Loaded>,
     ) {
         let delivery_id = claim.delivery_id;
         let slots = match place {
@@ -82,7 +83,14 @@ impl Dispatcher {
                 tracing::debug!(delivery_id, "claim lost while waiting; not sending");
                 return Ok(());
             };
-            let job = self.store.load_job(delivery_id).await?;
+            let fresh = |l: &Loaded| {
+                self.books()
+                    .job_is_fresh(claim.webhook_id, l.at, Instant::now())
+            };
+            let job = match loaded.filter(fresh) {
+                Some(loaded) => loaded.job,
+                None => self.store.load_job(delivery_id).await?,
+            };
             // Claimed before its webhook's circuit opened, or not the probe: it waits,
             // unsent and with no attempt counted, until the circuit lets it through.
             if !job.webhook.circuit.lets_through(delivery_id) {
@@ -354,6 +362,9 @@ impl Dispatcher {
             (_, true) => Health::Gone,
             _ => Health::Failed,
         };
+        if !success {
+            self.books().attempt_failed(job.webhook.id, Instant::now());
+        }
         // The common case, a healthy webhook staying healthy, needs no write.
         let unchanged = health == Health::Succeeded
             && job.webhook.failing_since.is_none()

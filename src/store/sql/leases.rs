@@ -17,48 +17,31 @@ use crate::store::{
 #[async_trait]
 impl<B: Backend> Leases for B {
     async fn load_job(&self, delivery_id: i64) -> StoreResult<DeliveryJob> {
-        // One query for the delivery, its event, its webhook and the webhook's headers: this
-        // runs for every delivery.
-        let row = sql(format!(
-            "{WEBHOOK_COLUMNS}, d.attempts AS delivery_attempts, d.state AS delivery_state, \
-             d.next_attempt_at AS delivery_next_attempt_at, \
-             (SELECT COUNT(*) FROM attempts a WHERE a.delivery_id = d.id AND NOT a.manual) \
-               AS automatic_attempts, \
-             e.action AS event_action, e.body AS event_body, e.registry_id AS event_registry_id, \
-             e.repository AS event_repository, e.tag AS event_tag, e.digest AS event_digest, \
-             e.media_type AS event_media_type, e.actor AS event_actor, \
-             e.received_at AS event_received_at, {} AS headers_json \
-             FROM deliveries d JOIN events e ON e.id = d.event_id \
-             JOIN webhooks w ON w.id = d.webhook_id JOIN namespaces n ON n.id = w.namespace_id \
-             WHERE d.id = $1",
-            B::HEADERS_JSON
+        let row = sql(format!("{} WHERE d.id = $1", job_select::<B>()))
+            .bind(delivery_id)
+            .opt(&mut self.reader())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("delivery {delivery_id}")))?;
+        job(&row)
+    }
+
+    async fn load_jobs(&self, delivery_ids: &[i64]) -> StoreResult<Vec<DeliveryJob>> {
+        if delivery_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One query for a whole claim: a send then costs no query of its own before it goes.
+        let ids = serde_json::to_string(delivery_ids).unwrap_or_else(|_| "[]".into());
+        sql(format!(
+            "{} WHERE d.id IN ({}) ORDER BY d.id",
+            job_select::<B>(),
+            B::IDS_IN_JSON
         ))
-        .bind(delivery_id)
-        .opt(&mut self.reader())
+        .bind(ids)
+        .all(&mut self.reader())
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("delivery {delivery_id}")))?;
-        let headers = headers_from_hex_json(&row.text("headers_json")?)?;
-        let action = row.text_opt("event_action")?.unwrap_or_default();
-        Ok(DeliveryJob {
-            delivery_id,
-            attempts_so_far: row.int("delivery_attempts")?,
-            automatic_attempts: row.int("automatic_attempts")?,
-            next_attempt_at: opt_ms(row.int_opt("delivery_next_attempt_at")?),
-            state: stored_state(delivery_id, &row.text("delivery_state")?)?,
-            webhook: rows::webhook(&row, headers)?,
-            event_action: action.clone(),
-            event_body: row.text("event_body")?,
-            event: EventRecord {
-                action,
-                registry_id: row.text_opt("event_registry_id")?,
-                repository: row.text_opt("event_repository")?,
-                tag: row.text_opt("event_tag")?,
-                digest: row.text_opt("event_digest")?,
-                media_type: row.text_opt("event_media_type")?,
-                actor: row.text_opt("event_actor")?,
-                received_at: from_ms(row.int("event_received_at")?),
-            },
-        })
+        .iter()
+        .map(job)
+        .collect()
     }
 
     async fn renew_lease(
@@ -140,6 +123,50 @@ impl<B: Backend> Leases for B {
             oldest_due_at: opt_ms(row.int_opt("oldest")?),
         })
     }
+}
+
+/// A job's query, to be completed with the deliveries' condition: the delivery, its event,
+/// its webhook and the webhook's headers in one row.
+fn job_select<B: Backend>() -> String {
+    format!(
+        "{WEBHOOK_COLUMNS}, d.id AS delivery_id, d.attempts AS delivery_attempts, \
+         d.state AS delivery_state, d.next_attempt_at AS delivery_next_attempt_at, \
+         (SELECT COUNT(*) FROM attempts a WHERE a.delivery_id = d.id AND NOT a.manual) \
+           AS automatic_attempts, \
+         e.action AS event_action, e.body AS event_body, e.registry_id AS event_registry_id, \
+         e.repository AS event_repository, e.tag AS event_tag, e.digest AS event_digest, \
+         e.media_type AS event_media_type, e.actor AS event_actor, \
+         e.received_at AS event_received_at, {} AS headers_json \
+         FROM deliveries d JOIN events e ON e.id = d.event_id \
+         JOIN webhooks w ON w.id = d.webhook_id JOIN namespaces n ON n.id = w.namespace_id",
+        B::HEADERS_JSON
+    )
+}
+
+fn job(row: &impl SqlRow) -> StoreResult<DeliveryJob> {
+    let delivery_id = row.int("delivery_id")?;
+    let headers = headers_from_hex_json(&row.text("headers_json")?)?;
+    let action = row.text_opt("event_action")?.unwrap_or_default();
+    Ok(DeliveryJob {
+        delivery_id,
+        attempts_so_far: row.int("delivery_attempts")?,
+        automatic_attempts: row.int("automatic_attempts")?,
+        next_attempt_at: opt_ms(row.int_opt("delivery_next_attempt_at")?),
+        state: stored_state(delivery_id, &row.text("delivery_state")?)?,
+        webhook: rows::webhook(row, headers)?,
+        event_action: action.clone(),
+        event_body: row.text("event_body")?,
+        event: EventRecord {
+            action,
+            registry_id: row.text_opt("event_registry_id")?,
+            repository: row.text_opt("event_repository")?,
+            tag: row.text_opt("event_tag")?,
+            digest: row.text_opt("event_digest")?,
+            media_type: row.text_opt("event_media_type")?,
+            actor: row.text_opt("event_actor")?,
+            received_at: from_ms(row.int("event_received_at")?),
+        },
+    })
 }
 
 /// Headers as [`Backend::HEADERS_JSON`] gives them.

@@ -196,6 +196,9 @@ pub trait Backend: Send + Sync + 'static {
     /// A webhook's (`w`) headers as JSON text, `[[name, hex of the sealed value], ...]`,
     /// ordered by name: so a job loads in one query.
     const HEADERS_JSON: &'static str;
+    /// The ids in a JSON array bound as `$1`, as a subquery for `IN (...)`: one statement
+    /// for a list of any length on both databases.
+    const IDS_IN_JSON: &'static str;
 }
 
 /// `clause` (such as `" FOR UPDATE OF w"`) where the database locks rows, else nothing.
