@@ -159,6 +159,11 @@ pub trait DeliveryQueue: Send + Sync {
     /// Writes the attempt and the delivery's next state; under a lost claim
     /// (`record.lease` no longer current) nothing is written and the answer is `Conflict`.
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<()>;
+}
+
+/// The retention sweep's deletes; one implementation (`sql/retention.rs`).
+#[async_trait]
+pub trait Retention: Send + Sync {
     /// Deletes up to `batch` finished deliveries older than `before` or beyond the newest
     /// `keep_per_webhook` of their webhook, then events nothing refers to; returns how many
     /// deliveries went.
@@ -496,12 +501,30 @@ pub trait Settings: Send + Sync {
 /// The shared traits are implemented once for every [`sql::Backend`] (in `sql/`); `Engine`
 /// and `DeliveryQueue` by each backend.
 pub trait Store:
-    Engine + DeliveryQueue + Leases + Sources + Hooks + History + Accounts + Settings + 'static
+    Engine
+    + DeliveryQueue
+    + Leases
+    + Retention
+    + Sources
+    + Hooks
+    + History
+    + Accounts
+    + Settings
+    + 'static
 {
 }
 
 impl<T> Store for T where
-    T: Engine + DeliveryQueue + Leases + Sources + Hooks + History + Accounts + Settings + 'static
+    T: Engine
+        + DeliveryQueue
+        + Leases
+        + Retention
+        + Sources
+        + Hooks
+        + History
+        + Accounts
+        + Settings
+        + 'static
 {
 }
 

@@ -143,44 +143,6 @@ impl DeliveryQueue for PgStore {
             Done::Ingested(_) => Err(mismatched()),
         }
     }
-
-    async fn prune(
-        &self,
-        before: DateTime<Utc>,
-        keep_per_webhook: i64,
-        batch: i64,
-    ) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
-        let old = sqlx::query(
-            "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
-             WHERE created_at < $1 AND state IN ('succeeded', 'failed') ORDER BY id LIMIT $2)",
-        )
-        .bind(to_ms(before))
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let extra = sqlx::query(
-            "DELETE FROM deliveries WHERE id IN (SELECT id FROM ( \
-               SELECT id, state, ROW_NUMBER() OVER (PARTITION BY webhook_id ORDER BY id DESC) AS n \
-               FROM deliveries) ranked WHERE n > $1 AND state IN ('succeeded', 'failed') LIMIT $2)",
-        )
-        .bind(keep_per_webhook)
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query(
-            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.received_at < $1 \
-             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) ORDER BY e.id LIMIT $2)",
-        )
-        .bind(to_ms(before))
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(old + extra)
-    }
 }
 
 /// What a claim returns: delivery, webhook, token, the webhook's rate limit, whether it is
