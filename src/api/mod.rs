@@ -12,6 +12,8 @@ mod tokens;
 mod users;
 mod webhooks;
 
+pub use webhooks::WebhookView;
+
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::header;

@@ -92,13 +92,30 @@ impl WebhookView {
             update: access.allows(state, user, NamespaceAction::UpdateWebhook),
             delete: access.allows(state, user, NamespaceAction::DeleteWebhook),
         };
-        Self::build(w, &state.cipher, permissions)
+        let reveal = permissions.update;
+        Self::build(w, &state.cipher, permissions, reveal)
     }
 
-    fn build(w: Webhook, cipher: &Cipher, permissions: WebhookPermissions) -> ApiResult<Self> {
+    /// As `herald webhook list --json` shows it to the operator, who may do anything, but
+    /// without header values, which a terminal or a pipe into a log should not hold.
+    pub fn for_operator(w: Webhook, cipher: &Cipher) -> ApiResult<Self> {
+        let all = WebhookPermissions {
+            update: true,
+            delete: true,
+        };
+        Self::build(w, cipher, all, false)
+    }
+
+    /// `reveal_headers`: header values in the clear (for those who may update the webhook).
+    fn build(
+        w: Webhook,
+        cipher: &Cipher,
+        permissions: WebhookPermissions,
+        reveal_headers: bool,
+    ) -> ApiResult<Self> {
         let mut headers = BTreeMap::new();
         for h in &w.headers {
-            let value = if permissions.update {
+            let value = if reveal_headers {
                 Some(
                     cipher
                         .open(&h.value)

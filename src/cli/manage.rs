@@ -313,36 +313,19 @@ async fn webhook(cmd: WebhookCommand) -> anyhow::Result<()> {
         WebhookCommand::List {
             namespace: ns,
             format,
-            store,
+            store: store_args,
         } => {
             let ns = namespace(&ns)?;
-            let store = store_of(&store).await?;
+            let store = store_of(&store_args).await?;
             store.get_namespace(&ns).await?;
             let hooks = store.list_webhooks(&ns).await?;
             if format.json {
-                let items: Vec<serde_json::Value> = hooks
-                    .iter()
-                    .map(|w| {
-                        serde_json::json!({
-                            "id": w.id,
-                            "namespace": w.namespace,
-                            "name": w.name,
-                            "url": w.url,
-                            "request_method": w.request_method,
-                            "content_type": w.content_type,
-                            "enabled": w.enabled,
-                            "format": w.format,
-                            "filters": w.filters,
-                            "tls_verify": w.tls_verify,
-                            "rate_limit": w.rate_limit.map(|r| r.as_f64()),
-                            "ordering": w.ordering,
-                            "circuit": w.circuit.state_at(chrono::Utc::now().timestamp_millis()),
-                            "failing_since": w.failing_since,
-                            "created_at": w.created_at,
-                            "updated_at": w.updated_at,
-                        })
-                    })
-                    .collect();
+                // The API's own view of a webhook, so scripts read one shape everywhere.
+                let cipher = herald::existing_cipher(&store_args.to_config()?)?;
+                let items = hooks
+                    .into_iter()
+                    .map(|w| herald::api::WebhookView::for_operator(w, &cipher))
+                    .collect::<Result<Vec<_>, _>>()?;
                 return emit_json(&serde_json::json!({ "items": items }));
             }
             let rows: Vec<Vec<String>> = hooks

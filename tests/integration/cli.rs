@@ -406,6 +406,25 @@ async fn operator_commands_manage_users_tokens_webhooks_and_deliveries() {
         serde_json::from_str(&cli(&["webhook", "list", "acme", "--json"], "")).unwrap();
     assert_eq!(hooks["items"][0]["enabled"], true);
     assert!(hooks["items"][0].get("password").is_none());
+    // The API's shape, every field of it (the signature scheme and client key included).
+    let api = app
+        .api("GET", &format!("/namespaces/acme/webhooks/{hook}"), None)
+        .await;
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(&hooks["items"][0]), keys(&api.body));
+    for field in [
+        "signature",
+        "signature_public_key",
+        "has_client_key",
+        "circuit",
+        "url",
+    ] {
+        assert_eq!(hooks["items"][0][field], api.body[field], "{field}");
+    }
 
     // Deliveries.
     app.post_envelope(fixture("distribution-2.8.2/push-manifest-tagged.json"))
