@@ -28,6 +28,25 @@ pub(crate) fn herald_binary() -> anyhow::Result<PathBuf> {
     Ok(herald)
 }
 
+/// Waits until the Herald at `base` answers `/readyz` with 200, for a minute at most.
+async fn wait_ready(base: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false);
+        if ready {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "herald did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A `herald serve` process with its own data directory (and database, on PostgreSQL).
 pub(crate) struct Herald {
     pub(crate) binary: PathBuf,
@@ -110,8 +129,28 @@ impl Herald {
     }
 
     pub(crate) async fn spawn(&mut self) -> anyhow::Result<()> {
+        let child = self.launch(self.port)?;
+        self.child = Some(child);
+        self.base = format!("http://127.0.0.1:{}", self.port);
+        wait_ready(&self.base).await
+    }
+
+    /// One more `herald serve` on the same database (PostgreSQL), ready to work; it is
+    /// the caller's to stop.
+    pub(crate) async fn spawn_another(&self) -> anyhow::Result<Child> {
+        let port = free_port()?;
+        let mut child = self.launch(port)?;
+        if let Err(e) = wait_ready(&format!("http://127.0.0.1:{port}")).await {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(child)
+    }
+
+    fn launch(&self, port: u16) -> anyhow::Result<Child> {
         let mut cmd = self.command();
-        cmd.args(["--listen", &format!("127.0.0.1:{}", self.port)])
+        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
             // History must stay put during the growth scenario.
             .args(["--retention-days", "36500"])
             .args(["--retention-max-per-webhook", "100000000"]);
@@ -122,28 +161,11 @@ impl Herald {
         if String::from_utf8_lossy(&help.stdout).contains("--delivery-allow-networks") {
             cmd.args(["--delivery-allow-networks", "127.0.0.1/32"]);
         }
-        let child = cmd
+        Ok(cmd
             .arg("serve")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            .spawn()?;
-        self.child = Some(child);
-        self.base = format!("http://127.0.0.1:{}", self.port);
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = http
-                .get(format!("{}/readyz", self.base))
-                .send()
-                .await
-                .map(|r| r.status() == 200)
-                .unwrap_or(false);
-            if ready {
-                return Ok(());
-            }
-            anyhow::ensure!(Instant::now() < deadline, "herald did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            .spawn()?)
     }
 
     pub(crate) fn stop(&mut self) {

@@ -51,6 +51,9 @@ pub(crate) struct Cli {
     /// Finished deliveries stored before the growth scenario (default 1,000,000; smoke 2,000).
     #[arg(long, global = true)]
     pub(crate) growth_deliveries: Option<usize>,
+    /// Events of the recovery scenario, 0 to skip it (default 5,000; smoke 200).
+    #[arg(long, global = true)]
+    recovery_events: Option<usize>,
     /// Seconds of the fixed-rate latency scenario (default 30; smoke 2).
     #[arg(long, global = true)]
     pub(crate) latency_secs: Option<u64>,
@@ -83,6 +86,7 @@ pub(crate) struct Sizes {
     pub(crate) latency_secs: u64,
     pub(crate) fanout_webhooks: usize,
     pub(crate) growth_deliveries: usize,
+    pub(crate) recovery_events: usize,
     /// How long to wait for deliveries before giving up on a scenario.
     pub(crate) patience: Duration,
 }
@@ -97,6 +101,7 @@ impl Sizes {
                 latency_secs: 2,
                 fanout_webhooks: 20,
                 growth_deliveries: 2_000,
+                recovery_events: 200,
                 patience: Duration::from_secs(30),
             }
         } else {
@@ -107,6 +112,7 @@ impl Sizes {
                 latency_secs: 30,
                 fanout_webhooks: 1_000,
                 growth_deliveries: 1_000_000,
+                recovery_events: 5_000,
                 patience: Duration::from_secs(600),
             }
         };
@@ -114,6 +120,7 @@ impl Sizes {
             e2e_events: cli.e2e_events.unwrap_or(base.e2e_events),
             growth_deliveries: cli.growth_deliveries.unwrap_or(base.growth_deliveries),
             latency_secs: cli.latency_secs.unwrap_or(base.latency_secs),
+            recovery_events: cli.recovery_events.unwrap_or(base.recovery_events),
             ..base
         }
     }

@@ -1,6 +1,7 @@
 //! The receiving end: a fast webhook receiver that counts (and, when asked, times) what
 //! arrives, and the trivial server that gives the machine's baseline.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,18 +16,43 @@ pub(crate) struct Arrivals {
     pub(crate) count: Arc<AtomicU64>,
     pub(crate) times: Arc<Mutex<Vec<(String, Instant)>>>,
     pub(crate) record_times: Arc<AtomicBool>,
+    /// The distinct event ids that arrived since `count_distinct` was called: a delivery
+    /// sent again after a crash counts once.
+    distinct: Arc<Mutex<Option<HashSet<String>>>>,
+}
+
+impl Arrivals {
+    pub(crate) fn count_distinct(&self) {
+        if let Ok(mut d) = self.distinct.lock() {
+            *d = Some(HashSet::new());
+        }
+    }
+
+    pub(crate) fn distinct(&self) -> usize {
+        self.distinct
+            .lock()
+            .ok()
+            .and_then(|d| d.as_ref().map(HashSet::len))
+            .unwrap_or(0)
+    }
 }
 
 pub(crate) async fn receive(State(a): State<Arrivals>, body: Bytes) -> &'static str {
     let now = Instant::now();
     a.count.fetch_add(1, Ordering::Relaxed);
+    let id = || {
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_string))
+    };
     if a.record_times.load(Ordering::Relaxed) {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
-            if let Some(id) = v["id"].as_str() {
-                if let Ok(mut t) = a.times.lock() {
-                    t.push((id.to_string(), now));
-                }
-            }
+        if let (Some(id), Ok(mut t)) = (id(), a.times.lock()) {
+            t.push((id, now));
+        }
+    }
+    if let Ok(mut distinct) = a.distinct.lock() {
+        if let (Some(d), Some(id)) = (distinct.as_mut(), id()) {
+            d.insert(id);
         }
     }
     "ok"
@@ -57,6 +83,18 @@ pub(crate) async fn wait_count(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Some(started.elapsed())
+}
+
+/// Waits until `target` distinct events arrived (see [`Arrivals::count_distinct`]).
+pub(crate) async fn wait_distinct(arrivals: &Arrivals, target: usize, limit: Duration) -> bool {
+    let started = Instant::now();
+    while arrivals.distinct() < target {
+        if started.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    true
 }
 
 pub(crate) async fn trivial_server(port: u16) -> anyhow::Result<()> {

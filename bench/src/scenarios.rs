@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::herald::{memory_mib, AnonPeak, Herald};
 use crate::load::{blast, latency_run, Latency};
-use crate::receiver::{start_receiver, wait_count};
+use crate::receiver::{start_receiver, wait_count, wait_distinct, Arrivals};
 use crate::{Cli, Sizes};
 
 /// One backend's figures.
@@ -14,6 +14,10 @@ use crate::{Cli, Sizes};
 pub(crate) struct Results {
     pub(crate) ingest: f64,
     pub(crate) e2e: Option<f64>,
+    /// During the end-to-end burst: envelopes accepted per second, and deliveries that
+    /// arrived per second while it went on.
+    pub(crate) burst_ingest: Option<f64>,
+    pub(crate) burst_delivered: Option<f64>,
     pub(crate) latency: Option<Latency>,
     pub(crate) rss_idle: f64,
     pub(crate) rss_peak: f64,
@@ -21,6 +25,9 @@ pub(crate) struct Results {
     pub(crate) fanout_ms: Option<f64>,
     pub(crate) growth_ingest: Option<f64>,
     pub(crate) growth_latency: Option<Latency>,
+    /// Seconds from the SIGKILL (PostgreSQL) or the restart (SQLite) until every accepted
+    /// event had arrived.
+    pub(crate) recovery_secs: Option<f64>,
     pub(crate) notes: Vec<String>,
 }
 
@@ -70,10 +77,18 @@ pub(crate) async fn run_suite(
     let started = Instant::now();
     let ingest = tokio::spawn({
         let (url, c, prefix) = (herald.ingest_url(), cli.connections, format!("e{run}"));
-        async move { blast(&url, &prefix, n, c).await }
+        let arrivals = arrivals.clone();
+        async move {
+            let rate = blast(&url, &prefix, n, c).await?;
+            // What had arrived when the last envelope was accepted.
+            let arrived = arrivals.count.load(Ordering::SeqCst);
+            anyhow::Ok((rate, arrived, started.elapsed()))
+        }
     });
     let delivered = wait_count(&arrivals, n as u64, sizes.patience).await;
-    ingest.await??;
+    let (burst_rate, arrived, burst) = ingest.await??;
+    r.burst_ingest = Some(burst_rate);
+    r.burst_delivered = Some(arrived as f64 / burst.as_secs_f64());
     match delivered {
         Some(_) => r.e2e = Some(n as f64 / started.elapsed().as_secs_f64()),
         None => r.notes.push(format!(
@@ -82,7 +97,12 @@ pub(crate) async fn run_suite(
             sizes.patience.as_secs()
         )),
     }
-    println!("  end-to-end: {:?}/s", r.e2e.map(|x| x.round()));
+    println!(
+        "  end-to-end: {:?}/s; during the burst {:.0} accepted/s, {:.0} delivered/s",
+        r.e2e.map(|x| x.round()),
+        burst_rate,
+        r.burst_delivered.unwrap_or_default()
+    );
     // Drain whatever is left before measuring latency.
     wait_count(&arrivals, n as u64, sizes.patience).await;
 
@@ -164,5 +184,85 @@ pub(crate) async fn run_suite(
         );
         r.growth_latency = Some(latency);
     }
+
+    // 7. Recovery after a crash.
+    if sizes.recovery_events > 0 {
+        r.recovery_secs = recovery(
+            cli,
+            sizes,
+            pg_admin,
+            &receiver_url,
+            &arrivals,
+            run,
+            &mut r.notes,
+        )
+        .await?;
+        println!("  recovery: {:?} s", r.recovery_secs);
+    }
     Ok(r)
+}
+
+/// A burst of events, and as its last envelope is accepted (deliveries claimed and in
+/// flight) a Herald is SIGKILLed: on SQLite the only one, restarted at once; on PostgreSQL
+/// one of three sharing the database, the one the load goes to staying up. The seconds
+/// from the restart (SQLite) or the kill (PostgreSQL) until every event has arrived,
+/// each counted once.
+async fn recovery(
+    cli: &Cli,
+    sizes: &Sizes,
+    pg_admin: Option<&str>,
+    receiver_url: &str,
+    arrivals: &Arrivals,
+    run: u32,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Option<f64>> {
+    let mut herald = Herald::start(pg_admin).await?;
+    herald.webhooks(1, receiver_url).await?;
+    let mut others = Vec::new();
+    if pg_admin.is_some() {
+        for _ in 0..2 {
+            others.push(herald.spawn_another().await?);
+        }
+    }
+    let n = sizes.recovery_events;
+    println!("  recovery: {n} events, then SIGKILL");
+    arrivals.count_distinct();
+    // Every envelope answered 2xx is committed: all n must arrive.
+    blast(&herald.ingest_url(), &format!("r{run}"), n, cli.connections).await?;
+    let at_kill = arrivals.distinct();
+    let clock = match others.first_mut() {
+        None => {
+            herald.stop();
+            let clock = Instant::now();
+            herald.spawn().await?;
+            clock
+        }
+        Some(victim) => {
+            victim.kill()?;
+            victim.wait()?;
+            Instant::now()
+        }
+    };
+    let all = wait_distinct(arrivals, n, sizes.patience).await;
+    let secs = clock.elapsed().as_secs_f64();
+    for mut other in others.into_iter().skip(1) {
+        let _ = other.kill();
+        let _ = other.wait();
+    }
+    notes.push(format!(
+        "recovery: {n} events, {at_kill} of them delivered when a Herald was SIGKILLed{}",
+        if pg_admin.is_some() {
+            " (one of three processes; the load went to another)"
+        } else {
+            ", restarted at once"
+        }
+    ));
+    if !all {
+        notes.push(format!(
+            "recovery: only {} of {n} arrived within {} s",
+            arrivals.distinct(),
+            sizes.patience.as_secs()
+        ));
+    }
+    Ok(all.then_some(secs))
 }
