@@ -89,8 +89,6 @@ impl GroupCommit {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Checkpoints run on their own thread (`checkpoint.rs`), never inside a commit.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // Inserts land on random leaves of the unique index over registry ids; with a long
         // history those pages outgrow SQLite's default 2 MiB cache.
         conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;

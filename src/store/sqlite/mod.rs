@@ -22,7 +22,6 @@ use super::{
 use crate::registry::envelope::IncomingEvent;
 use group_commit::{Done, GroupCommit, Job};
 
-mod checkpoint;
 mod group_commit;
 mod owner;
 
@@ -46,7 +45,6 @@ pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
     writer: GroupCommit,
-    _checkpoints: std::sync::Arc<checkpoint::Checkpointer>,
 }
 
 impl SqliteStore {
@@ -56,9 +54,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            // The checkpointer's thread does it instead, outside every commit.
-            .pragma("wal_autocheckpoint", "0");
+            .busy_timeout(Duration::from_secs(10));
         if !url.contains(":memory:") && !url.contains("mode=memory") {
             private_database_files(options.get_filename())?;
         }
@@ -73,13 +69,10 @@ impl SqliteStore {
             .connect_with(options.clone().pragma("mmap_size", MMAP_SIZE.to_string()))
             .await?;
         let writer = GroupCommit::start(options.get_filename())?;
-        let checkpoints =
-            std::sync::Arc::new(checkpoint::Checkpointer::start(options.get_filename())?);
         Ok(Self {
             write,
             read,
             writer,
-            _checkpoints: checkpoints,
         })
     }
 
