@@ -54,7 +54,8 @@ pub struct WebhookView {
     pub signing_secret: Option<String>,
     /// Until when the previous secret still signs, during a rotation.
     pub previous_secret_valid_until: Option<DateTime<Utc>>,
-    /// At most this many deliveries per second (per process); `null`: no limit.
+    /// At most this many deliveries per second, shared by every process on the database;
+    /// `null`: no limit.
     pub rate_limit: Option<f64>,
     /// `none`, or `fifo`: one delivery at a time, in the order events arrived.
     pub ordering: crate::domain::control::DeliveryOrder,

@@ -85,6 +85,16 @@ impl RateLimit {
         self.milli as f64 / 1000.0
     }
 
+    /// One of `processes` equal shares of the limit: processes claiming from one database
+    /// each keep their share, so together they never exceed the limit (a process with
+    /// none of the webhook's deliveries leaves its share unused).
+    pub fn shared_by(self, processes: usize) -> Self {
+        let processes = i64::try_from(processes.max(1)).unwrap_or(i64::MAX);
+        Self {
+            milli: (self.milli / processes).max(1),
+        }
+    }
+
     /// Deliveries that may go at once after a quiet spell: one second's worth, at least one.
     pub fn burst(self) -> f64 {
         self.as_f64().ceil().max(1.0)
@@ -452,6 +462,17 @@ mod tests {
         let mut b = TokenBucket::new(slow, now);
         assert!(b.take(now) && !b.take(now + Duration::from_secs(1)));
         assert!(b.take(now + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_limit_is_shared_between_processes() {
+        let five = RateLimit::per_second(5.0).unwrap();
+        assert_eq!(five.shared_by(1), five);
+        assert_eq!(five.shared_by(0), five);
+        assert!((five.shared_by(3).as_f64() - 5.0 / 3.0).abs() < 0.001);
+        assert_eq!(five.shared_by(3).burst(), 2.0);
+        let slow = RateLimit::per_second(0.01).unwrap();
+        assert_eq!(slow.shared_by(1000).milli(), 1);
     }
 
     #[test]

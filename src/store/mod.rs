@@ -110,11 +110,16 @@ pub trait Engine: Send + Sync {
     }
 
     // Operations.
+    /// How many processes claim deliveries from this database, this one included (1 where
+    /// one process owns it): each keeps a webhook's rate limit for its share.
+    fn claiming_processes(&self) -> usize {
+        1
+    }
     /// Whether every migration this binary knows is applied.
     async fn migrations_current(&self) -> StoreResult<bool>;
 }
 
-/// The delivery queue's hot path: ingest, claims, results and pruning. Each backend's
+/// The delivery queue's hot path: ingest, claims and results. Each backend's
 /// own, since this is where the databases really differ (group commit on SQLite,
 /// `SKIP LOCKED` and `NOTIFY` on PostgreSQL).
 #[async_trait]

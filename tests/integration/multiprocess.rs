@@ -531,3 +531,136 @@ async fn three_processes_share_the_work_and_survive_a_kill() {
         "every request names its delivery"
     );
 }
+
+/// A webhook's rate limit is shared by the processes that claim its deliveries: three
+/// processes together deliver at the limit, not three times it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_across_processes() {
+    const LIMITED: usize = 24;
+    const RATE: f64 = 4.0;
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..PROCESSES)
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    cli(&db.url, dirs[0].path(), &["migrate"], "");
+    cli(
+        &db.url,
+        dirs[0].path(),
+        &["user", "create", "admin", "--admin"],
+        "admin-password\n",
+    );
+    let token = cli(&db.url, dirs[0].path(), &["token", "create", "admin"], "")
+        .trim()
+        .to_string();
+    let procs: Vec<Herald> = dirs.iter().map(|d| start(&db.url, d.path())).collect();
+    let _logs = LogsOnPanic(&procs);
+
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let app = axum::Router::new()
+        .fallback(
+            |State(at): State<Arc<Mutex<Vec<Instant>>>>, _body: axum::body::Bytes| async move {
+                at.lock().unwrap().push(Instant::now());
+                "ok"
+            },
+        )
+        .with_state(arrivals.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let client = reqwest::Client::new();
+    let api = format!("http://{}/api/v1", procs[0].addr);
+    let send = |method: reqwest::Method, path: String, body: serde_json::Value| {
+        client
+            .request(method, format!("{api}{path}"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let r = send(
+        reqwest::Method::POST,
+        "/namespaces".into(),
+        serde_json::json!({"name": "acme"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = send(
+        reqwest::Method::POST,
+        "/namespaces/acme/webhooks".into(),
+        serde_json::json!({"name": "ci", "url": format!("http://{receiver}/hook"),
+            "request_method": "POST", "rate_limit": RATE}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let hook: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let r = send(
+        reqwest::Method::PATCH,
+        format!("/namespaces/acme/webhooks/{}", hook["id"]),
+        serde_json::json!({"enabled": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Every process has heartbeaten since the last one registered, so each counts three.
+    let mut conn = db.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (live, counted): (i64, bool) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(MIN(heartbeat_at) > MAX(started_at) + 100, false) FROM workers",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if live == PROCESSES as i64 && counted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the processes never saw each other"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let template = String::from_utf8(fixture(PUSH)).unwrap();
+    for i in 0..LIMITED {
+        let body = template.replace("2045f19c", &format!("{i:08x}"));
+        let r = client
+            .post(format!(
+                "http://{}/v2/webhooks/events",
+                procs[i % PROCESSES].addr
+            ))
+            .bearer_auth(REGISTRY_TOKEN)
+            .header(
+                "content-type",
+                "application/vnd.docker.distribution.events.v1+json",
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "envelope {i}: {}", r.status());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while arrivals.lock().unwrap().len() < LIMITED {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {LIMITED} arrived",
+            arrivals.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // At 4/s with a burst of a second's worth (each process: its third, rounded up), the 24
+    // take about 4.5 s; three processes each keeping the whole limit would take about 1 s.
+    let at = arrivals.lock().unwrap().clone();
+    let span = at[at.len() - 1].duration_since(at[0]);
+    assert!(
+        span >= Duration::from_secs(3),
+        "{LIMITED} deliveries at {RATE}/s across {PROCESSES} processes arrived within {span:?}"
+    );
+}

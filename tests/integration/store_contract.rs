@@ -1867,11 +1867,27 @@ async fn settings_claims_and_liveness(store: Arc<dyn Store>) {
         2
     );
 
+    assert_eq!(store.claiming_processes(), 1, "alone");
     let registered = store.liveness(Arc::new(|| {})).await.unwrap();
     // SQLite: one process owns the database, so there is nothing to register.
     if let Some(task) = registered {
         let beating = tokio::spawn(task);
+        // A second registration stands for another process on the same database: the
+        // heartbeats count both, so each would keep half of a rate limit.
+        let other = store.liveness(Arc::new(|| {})).await.unwrap().unwrap();
+        let other = tokio::spawn(other);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.claiming_processes() != 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the heartbeats never counted two"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         beating.abort();
+        other.abort();
+    } else {
+        assert_eq!(store.claiming_processes(), 1);
     }
 }
 

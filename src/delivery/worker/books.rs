@@ -183,7 +183,8 @@ impl InFlight {
 
     /// Takes a rate-limit token for a new claim, learning the webhook's limit and ordering
     /// from it; false when its bucket is empty: the claim is then given back unsent.
-    pub(super) fn admit(&mut self, claim: &Claim, now: Instant) -> bool {
+    /// `processes`: how many claim from the database, each keeping its share of a limit.
+    pub(super) fn admit(&mut self, claim: &Claim, processes: usize, now: Instant) -> bool {
         if self.held.contains_key(&claim.delivery_id) {
             return true;
         }
@@ -198,6 +199,7 @@ impl InFlight {
                 true
             }
             Some(limit) => {
+                let limit = limit.shared_by(processes);
                 let bucket = hook
                     .bucket
                     .get_or_insert_with(|| TokenBucket::new(limit, now));

@@ -391,11 +391,12 @@ impl Dispatcher {
         refused: &mut Vec<i64>,
     ) {
         let mut admitted = Vec::with_capacity(claims.len());
+        let processes = self.store.claiming_processes();
         {
             let mut books = self.books();
             let now = Instant::now();
             for (claim, place) in claims {
-                if !books.admit(&claim, now) {
+                if !books.admit(&claim, processes, now) {
                     refused.push(claim.delivery_id);
                     continue;
                 }

@@ -116,20 +116,20 @@ fn a_rate_limited_webhook_is_claimed_for_its_tokens_and_passed_over_without() {
         rate_limit: Some(limit),
         ..claim(delivery_id, 10, 1)
     };
-    assert!(f.admit(&limited(1), now), "a full bucket: two tokens");
+    assert!(f.admit(&limited(1), 1, now), "a full bucket: two tokens");
     f.insert(limited(1), now, Lane::Fast, now).unwrap();
     let plan = f.plan(16, 16, now);
     assert_eq!(plan.fast_limited, [(10, 1)], "claimed alone, for one");
     assert!(plan.fast.is_empty());
-    assert!(f.admit(&limited(2), now));
-    assert!(!f.admit(&limited(3), now), "no token left");
+    assert!(f.admit(&limited(2), 1, now));
+    assert!(!f.admit(&limited(3), 1, now), "no token left");
     let plan = f.plan(16, 16, now);
     assert!(plan.fast_limited.is_empty() && plan.slow_skip.contains(&10));
     assert_eq!(plan.next_token, Some(now + Duration::from_millis(500)));
     let later = now + Duration::from_millis(500);
     assert_eq!(f.plan(16, 16, later).fast_limited, [(10, 1)]);
     // Claims without a limit: the webhook's was removed.
-    assert!(f.admit(&claim(4, 10, 1), later));
+    assert!(f.admit(&claim(4, 10, 1), 1, later));
     assert_eq!(f.plan(16, 16, later).fast, [10]);
 }
 

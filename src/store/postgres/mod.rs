@@ -4,6 +4,7 @@
 //! start at once, and heartbeats so a dead process's claims are given back within seconds.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,8 @@ pub struct PgStore {
     worker_id: Arc<std::sync::OnceLock<i64>>,
     /// Ingest and results, one transaction per batch.
     writer: group_commit::GroupCommit,
+    /// Processes heartbeating in `workers` at the last beat, this one included.
+    claiming: Arc<AtomicUsize>,
 }
 
 /// How often a process heartbeats, and after how many missed beats the others give back
@@ -79,6 +82,7 @@ impl PgStore {
             pool,
             listen_options: options,
             worker_id: Arc::default(),
+            claiming: Arc::new(AtomicUsize::new(1)),
         })
     }
 }
@@ -176,6 +180,10 @@ impl Engine for PgStore {
         self.writer.busy_for()
     }
 
+    fn claiming_processes(&self) -> usize {
+        self.claiming.load(Ordering::Relaxed).max(1)
+    }
+
     async fn migrations_current(&self) -> StoreResult<bool> {
         let known = sqlx::migrate!("./migrations/postgres").iter().count() as i64;
         let applied: i64 =
@@ -208,13 +216,15 @@ impl Engine for PgStore {
         .await?;
         let _ = self.worker_id.set(id);
         let pool = self.pool.clone();
+        let claiming = self.claiming.clone();
         Ok(Some(Box::pin(async move {
             let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
             loop {
                 ticks.tick().await;
                 match heartbeat(&pool, id).await {
-                    Ok(0) => {}
-                    Ok(n) => {
+                    Ok(Beat { released: 0, live }) => claiming.store(live, Ordering::Relaxed),
+                    Ok(Beat { released: n, live }) => {
+                        claiming.store(live, Ordering::Relaxed);
                         tracing::warn!(
                             deliveries = n,
                             "gave back the claims of a Herald process that stopped heartbeating"
@@ -228,9 +238,17 @@ impl Engine for PgStore {
     }
 }
 
+/// What a heartbeat found.
+struct Beat {
+    /// Deliveries given back.
+    released: u64,
+    /// Processes alive, this one included.
+    live: usize,
+}
+
 /// Beats for `id`, then gives back the claims of processes that missed their beats and
-/// forgets them; returns how many deliveries were given back.
-async fn heartbeat(pool: &PgPool, id: i64) -> StoreResult<u64> {
+/// forgets them.
+async fn heartbeat(pool: &PgPool, id: i64) -> StoreResult<Beat> {
     let now = Utc::now();
     let dead_before = to_ms(now) - (HEARTBEAT_INTERVAL * HEARTBEATS_MISSED).as_millis() as i64;
     let mut tx = pool.begin().await?;
@@ -257,6 +275,12 @@ async fn heartbeat(pool: &PgPool, id: i64) -> StoreResult<u64> {
         .bind(dead_before)
         .execute(&mut *tx)
         .await?;
+    let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM workers")
+        .fetch_one(&mut *tx)
+        .await?;
     tx.commit().await?;
-    Ok(released)
+    Ok(Beat {
+        released,
+        live: usize::try_from(live).unwrap_or(1).max(1),
+    })
 }
