@@ -285,12 +285,9 @@ impl Drop for LogsOnPanic<'_> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_processes_share_the_work_and_survive_a_kill() {
-    let Some(db) = PgTestDb::create().await else {
-        return;
-    };
-    let started = Instant::now();
+/// An admin's API token and `PROCESSES` running `herald serve` on the test database, each
+/// with a data directory of its own (kept while the processes run).
+fn three_processes(db: &PgTestDb) -> (Vec<tempfile::TempDir>, String, Vec<Herald>) {
     let dirs: Vec<tempfile::TempDir> = (0..PROCESSES)
         .map(|_| tempfile::tempdir().unwrap())
         .collect();
@@ -305,7 +302,17 @@ async fn three_processes_share_the_work_and_survive_a_kill() {
     let token = cli(&db.url, dirs[0].path(), &["token", "create", "admin"], "")
         .trim()
         .to_string();
-    let mut procs: Vec<Herald> = dirs.iter().map(|d| start(&db.url, d.path())).collect();
+    let procs = dirs.iter().map(|d| start(&db.url, d.path())).collect();
+    (dirs, token, procs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_the_work_and_survive_a_kill() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let started = Instant::now();
+    let (_dirs, token, mut procs) = three_processes(&db);
 
     let seen: Shared = Arc::new(Mutex::new(Seen {
         pids: procs.iter().map(|p| p.child.id()).collect(),
@@ -541,20 +548,7 @@ async fn a_rate_limit_holds_across_processes() {
     let Some(db) = PgTestDb::create().await else {
         return;
     };
-    let dirs: Vec<tempfile::TempDir> = (0..PROCESSES)
-        .map(|_| tempfile::tempdir().unwrap())
-        .collect();
-    cli(&db.url, dirs[0].path(), &["migrate"], "");
-    cli(
-        &db.url,
-        dirs[0].path(),
-        &["user", "create", "admin", "--admin"],
-        "admin-password\n",
-    );
-    let token = cli(&db.url, dirs[0].path(), &["token", "create", "admin"], "")
-        .trim()
-        .to_string();
-    let procs: Vec<Herald> = dirs.iter().map(|d| start(&db.url, d.path())).collect();
+    let (_dirs, token, procs) = three_processes(&db);
     let _logs = LogsOnPanic(&procs);
 
     let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
