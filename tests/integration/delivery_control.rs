@@ -80,6 +80,7 @@ on_both_stores!(
     claims_pass_over_an_open_circuit_and_take_one_probe,
     claims_take_a_fifo_webhooks_deliveries_one_at_a_time,
     a_backlog_waits_its_turn_once_its_webhook_turns_fifo,
+    a_probe_given_back_goes_again_at_once,
 );
 
 async fn claims_pass_over_an_open_circuit_and_take_one_probe(store: Arc<dyn Store>) {
@@ -767,4 +768,32 @@ async fn a_backlog_waits_its_turn_once_its_webhook_turns_fifo(store: Arc<dyn Sto
     let rest = store.claim_due(now, lease, 10).await.unwrap();
     assert_eq!(rest.len(), 2, "unordered again: {rest:?}");
     assert!(rest.iter().all(|c| c.delivery_id > first[0].delivery_id));
+}
+
+async fn a_probe_given_back_goes_again_at_once(store: Arc<dyn Store>) {
+    let hook = acme_with_hook(&store).await;
+    let now = Utc::now();
+    store.ingest(&pushes(2, "dddd"), now).await.unwrap();
+    let rule = CircuitRule::new(1, Duration::from_secs(30));
+    let opened = store
+        .webhook_health(hook, Health::Failed, now, DAY, rule)
+        .await
+        .unwrap();
+    assert_eq!(opened.circuit, CircuitChange::Opened);
+    let later = now + secs(31);
+    let lease = later + secs(60);
+    let probe = store.claim_due(later, lease, 10).await.unwrap();
+    assert_eq!(probe.len(), 1, "one probe: {probe:?}");
+    assert!(store.claim_due(later, lease, 10).await.unwrap().is_empty());
+    // Its process stops and gives it back: the probe may go again now, not when the claim
+    // would have ended a minute later.
+    store.release(&[probe[0].delivery_id]).await.unwrap();
+    let again = store.claim_due(later, lease, 10).await.unwrap();
+    assert_eq!(again.len(), 1, "a probe again: {again:?}");
+    // The same when a restarted process gives back every claim.
+    store.release_all_claims().await.unwrap();
+    let third = store.claim_due(later, lease, 10).await.unwrap();
+    assert_eq!(third.len(), 1, "a probe after the restart: {third:?}");
+    let w = store.get_webhook(&acme(), hook).await.unwrap();
+    assert_eq!(w.circuit.state, CircuitState::HalfOpen);
 }

@@ -271,6 +271,12 @@ async fn heartbeat(pool: &PgPool, id: i64) -> StoreResult<Beat> {
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    if released > 0 {
+        sqlx::query(crate::store::sql::control::FREE_ORPHANED_PROBES)
+            .bind(to_ms(now))
+            .execute(&mut *tx)
+            .await?;
+    }
     sqlx::query("DELETE FROM workers WHERE heartbeat_at < $1")
         .bind(dead_before)
         .execute(&mut *tx)

@@ -26,3 +26,11 @@ pub(crate) fn claim_gate(now: &str) -> String {
 pub(crate) const TAKE_PROBE: &str = "UPDATE webhooks SET circuit_state = 'half-open', \
      circuit_open_until = $1, circuit_probe = $2 \
      WHERE id = $3 AND circuit_open_until IS NOT NULL AND circuit_open_until <= $4";
+
+/// A half-open circuit whose probe is no longer claimed (given back by a process that
+/// stopped, or by the others for one that died) may send a probe again at once, instead
+/// of when that claim would have ended. `$1`: now.
+pub(crate) const FREE_ORPHANED_PROBES: &str = "UPDATE webhooks SET circuit_open_until = $1 \
+     WHERE circuit_state = 'half-open' AND circuit_open_until > $1 \
+       AND EXISTS (SELECT 1 FROM deliveries d \
+         WHERE d.id = webhooks.circuit_probe AND d.locked_until IS NULL)";

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::control::FREE_ORPHANED_PROBES;
 use super::rows::{self, opt_ms, stored_state, WEBHOOK_COLUMNS};
 use super::{sql, Backend, SqlRow};
 use crate::domain::names::HeaderName;
@@ -97,14 +98,16 @@ impl<B: Backend> Leases for B {
             );
             statement.exec(&mut self.writer()).await?;
         }
-        Ok(())
+        free_orphaned_probes(self).await
     }
 
     async fn release_all_claims(&self) -> StoreResult<u64> {
-        sql("UPDATE deliveries SET locked_until = NULL \
+        let released = sql("UPDATE deliveries SET locked_until = NULL \
              WHERE locked_until IS NOT NULL AND state IN ('pending', 'retrying')")
         .exec(&mut self.writer())
-        .await
+        .await?;
+        free_orphaned_probes(self).await?;
+        Ok(released)
     }
 
     async fn queue_stats(&self) -> StoreResult<QueueStats> {
@@ -123,6 +126,14 @@ impl<B: Backend> Leases for B {
             oldest_due_at: opt_ms(row.int_opt("oldest")?),
         })
     }
+}
+
+async fn free_orphaned_probes<B: Backend>(store: &B) -> StoreResult<()> {
+    sql(FREE_ORPHANED_PROBES)
+        .bind(to_ms(Utc::now()))
+        .exec(&mut store.writer())
+        .await?;
+    Ok(())
 }
 
 /// A job's query, to be completed with the deliveries' condition: the delivery, its event,
