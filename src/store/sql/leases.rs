@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::control::FREE_ORPHANED_PROBES;
 use super::rows::{self, opt_ms, stored_state, WEBHOOK_COLUMNS};
-use super::{sql, Backend, SqlRow};
+use super::{sql, Backend, Conn, SqlRow, Tx};
 use crate::domain::names::HeaderName;
 use crate::secrets::Sealed;
 use crate::store::{
@@ -85,28 +85,31 @@ impl<B: Backend> Leases for B {
     }
 
     async fn release(&self, delivery_ids: &[i64]) -> StoreResult<()> {
-        // Few at a time: at shutdown, what this process held.
-        for chunk in delivery_ids.chunks(500) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let statement = chunk.iter().fold(
-                sql(format!(
-                    "UPDATE deliveries SET locked_until = NULL WHERE id IN ({}) \
-                     AND state IN ('pending', 'retrying')",
-                    placeholders.join(", ")
-                )),
-                |q, id| q.bind(*id),
-            );
-            statement.exec(&mut self.writer()).await?;
+        if delivery_ids.is_empty() {
+            return Ok(());
         }
-        free_orphaned_probes(self).await
+        let ids = serde_json::to_string(delivery_ids).unwrap_or_else(|_| "[]".into());
+        let mut tx = self.begin().await?;
+        sql(format!(
+            "UPDATE deliveries SET locked_until = NULL WHERE id IN ({}) \
+             AND state IN ('pending', 'retrying')",
+            B::IDS_IN_JSON
+        ))
+        .bind(ids)
+        .exec(&mut tx)
+        .await?;
+        free_orphaned_probes(&mut tx).await?;
+        tx.commit().await
     }
 
     async fn release_all_claims(&self) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
         let released = sql("UPDATE deliveries SET locked_until = NULL \
              WHERE locked_until IS NOT NULL AND state IN ('pending', 'retrying')")
-        .exec(&mut self.writer())
+        .exec(&mut tx)
         .await?;
-        free_orphaned_probes(self).await?;
+        free_orphaned_probes(&mut tx).await?;
+        tx.commit().await?;
         Ok(released)
     }
 
@@ -128,10 +131,11 @@ impl<B: Backend> Leases for B {
     }
 }
 
-async fn free_orphaned_probes<B: Backend>(store: &B) -> StoreResult<()> {
+/// In the transaction that gave claims back: their probes may go again at once.
+async fn free_orphaned_probes(tx: &mut impl Conn) -> StoreResult<()> {
     sql(FREE_ORPHANED_PROBES)
         .bind(to_ms(Utc::now()))
-        .exec(&mut store.writer())
+        .exec(tx)
         .await?;
     Ok(())
 }
