@@ -75,6 +75,21 @@ pub(super) struct InFlight {
     pub(super) fast_held: usize,
     /// The last task number given out.
     pub(super) tasks: u64,
+    /// A moving average of a fast-lane claim's round: its commit and its jobs' read.
+    pub(super) round: Option<Duration>,
+}
+
+/// Deliveries of one fast webhook held before claims pass over it, so one webhook's backlog
+/// cannot take every place: `floor`, or more for a webhook that answers within a fraction
+/// of a claim round (`floor` as often as its answers fit in one), so that the next claim's
+/// deliveries arrive before its sends run dry. Under a saturating ingest a round (a commit
+/// and a read) takes tens of milliseconds, what a loopback receiver answers a dozen times in.
+pub(super) fn webhook_cap(floor: usize, pace: Option<Duration>, round: Option<Duration>) -> usize {
+    let (Some(pace), Some(round)) = (pace, round) else {
+        return floor;
+    };
+    let answers_per_round = round.as_secs_f64() / pace.as_secs_f64().max(1e-4);
+    ((floor as f64 * answers_per_round).ceil() as usize).clamp(floor, CLAIM_CHUNK.max(floor))
 }
 
 /// What one round of claims may take, as the books stood.
@@ -115,6 +130,11 @@ impl InFlight {
                 .get(&webhook_id)
                 .and_then(|hook| hook.failed_at)
                 .is_none_or(|failed| failed < at)
+    }
+
+    /// A fast-lane claim and its jobs' read took `took`.
+    pub(super) fn claim_round(&mut self, took: Duration) {
+        self.round = Some(self.round.map_or(took, |r| (r * 3 + took) / 4));
     }
 
     pub(super) fn attempt_failed(&mut self, webhook_id: i64, now: Instant) {
@@ -212,7 +232,8 @@ impl InFlight {
     /// What to claim next; forgets webhooks idle for `PACE_MEMORY` (a rate limit's bucket
     /// only once it is full again). A webhook whose bucket is empty is passed over by every
     /// claim until its next token; a fast one with tokens is claimed on its own.
-    pub(super) fn plan(&mut self, hold_cap: usize, webhook_cap: usize, now: Instant) -> Plan {
+    /// `floor`: the least `webhook_cap` of a fast webhook.
+    pub(super) fn plan(&mut self, hold_cap: usize, floor: usize, now: Instant) -> Plan {
         self.hooks.retain(|_, hook| {
             hook.held > 0
                 || hook.stale > 0
@@ -234,6 +255,7 @@ impl InFlight {
             }
             if hook.fast {
                 plan.slow_skip.push(id);
+                let webhook_cap = webhook_cap(floor, hook.pace, self.round);
                 if hook.held < webhook_cap {
                     match tokens {
                         Some(n) => plan.fast_limited.push((id, n.min(webhook_cap - hook.held))),

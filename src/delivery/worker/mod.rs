@@ -5,8 +5,9 @@
 //! times under [`SLOW_AFTER`], 1 s, and no request out for longer). Only their deliveries
 //! are claimed into it (`ClaimScope::Only`): at most twice `--delivery-concurrency` held in
 //! the process, and a webhook holding twice `--delivery-concurrency-per-webhook` is passed
-//! over. A send holds its webhook's slot and one of the `--delivery-concurrency` global
-//! slots while its request is out.
+//! over, or more if it answers many times during one claim round (`books::webhook_cap`), so
+//! its sends never wait for the next claim. A send holds its webhook's slot and one of the
+//! `--delivery-concurrency` global slots while its request is out.
 //!
 //! **Slow lane**: every other webhook, slow ones and those not heard from yet (new, or since
 //! this process started). Their deliveries are claimed one per webhook per claim
@@ -240,9 +241,9 @@ impl Dispatcher {
         self.config.concurrency.max(1) * 2
     }
 
-    /// Deliveries of one fast webhook held before the claim loop passes over that webhook,
-    /// so one webhook's backlog cannot take every place and starve the others.
-    fn webhook_cap(&self) -> usize {
+    /// The least a fast webhook holds before the claim loop passes over it (see
+    /// `books::webhook_cap`): twice its send limit.
+    fn webhook_floor(&self) -> usize {
         self.config.per_webhook.max(1) * 2
     }
 
@@ -258,7 +259,7 @@ impl Dispatcher {
             }
             let plan = self
                 .books()
-                .plan(self.hold_cap(), self.webhook_cap(), Instant::now());
+                .plan(self.hold_cap(), self.webhook_floor(), Instant::now());
             let now = Utc::now();
             // Taken before claiming, so it is never later than the stored lease's end.
             let expires = Instant::now() + self.config.lease;
@@ -272,6 +273,7 @@ impl Dispatcher {
             if plan.fast_room > 0 && !plan.fast.is_empty() {
                 let limit = plan.fast_room.min(CLAIM_CHUNK);
                 let scope = ClaimScope::Only(&plan.fast);
+                let round = Instant::now();
                 match self
                     .store
                     .claim_due_in(now, lease_until, limit as i64, scope)
@@ -280,8 +282,12 @@ impl Dispatcher {
                     Ok(claims) => {
                         more |= claims.len() == limit;
                         fast_room = fast_room.saturating_sub(claims.len());
+                        let claimed = !claims.is_empty();
                         let claims = claims.into_iter().map(|c| (c, None)).collect();
                         self.start(claims, expires, Lane::Fast, &mut refused).await;
+                        if claimed {
+                            self.books().claim_round(round.elapsed());
+                        }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "claiming deliveries failed");
@@ -449,21 +455,22 @@ impl Dispatcher {
     /// a fast webhook dropping below its cap, or the fast lane falling to three quarters
     /// of its own.
     fn in_flight_remove(&self, id: i64, task: u64) {
-        let (removed, fifo) = {
+        let (removed, fifo, webhook_cap) = {
             let mut books = self.books();
             let removed = books.remove(id, task);
-            let fifo = removed
+            let hook = removed
                 .as_ref()
-                .and_then(|(held, _, _)| books.hooks.get(&held.webhook_id))
-                .is_some_and(|hook| hook.fifo);
-            (removed, fifo)
+                .and_then(|(held, _, _)| books.hooks.get(&held.webhook_id));
+            let fifo = hook.is_some_and(|hook| hook.fifo);
+            let cap =
+                books::webhook_cap(self.webhook_floor(), hook.and_then(|h| h.pace), books.round);
+            (removed, fifo, cap)
         };
         if let Some((held, webhook_left, fast_left)) = removed {
             // A finished fifo delivery frees the next one of its webhook.
             if held.lane == Lane::Slow || fifo {
                 self.wake();
-            } else if webhook_left + 1 == self.webhook_cap() || fast_left == self.hold_cap() * 3 / 4
-            {
+            } else if webhook_left + 1 == webhook_cap || fast_left == self.hold_cap() * 3 / 4 {
                 self.wake.notify_one();
             }
         }

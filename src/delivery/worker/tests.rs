@@ -142,3 +142,46 @@ fn idle_webhooks_are_forgotten() {
     assert!(f.plan(4, 2, later).fast.is_empty());
     assert!(f.hooks.is_empty());
 }
+
+#[test]
+fn a_webhook_that_answers_within_a_claim_round_holds_enough_for_two() {
+    assert_eq!(webhook_cap(16, None, Some(20 * MS)), 16, "no pace yet");
+    assert_eq!(
+        webhook_cap(16, Some(2 * MS), None),
+        16,
+        "no claim round yet"
+    );
+    assert_eq!(
+        webhook_cap(16, Some(40 * MS), Some(20 * MS)),
+        16,
+        "slower than a round"
+    );
+    assert_eq!(
+        webhook_cap(16, Some(4 * MS), Some(20 * MS)),
+        80,
+        "five answers a round"
+    );
+    assert_eq!(
+        webhook_cap(16, Some(MS), Some(1000 * MS)),
+        CLAIM_CHUNK,
+        "at most a claim"
+    );
+
+    // Webhook 10 answers in 5 ms: with 20 ms rounds it is claimed until it holds 4 x 2.
+    let now = Instant::now();
+    let mut f = with_fast_hook(now);
+    f.claim_round(20 * MS);
+    for id in 1..=7 {
+        f.insert(claim(id, 10, 1), now, Lane::Fast, now).unwrap();
+    }
+    let plan = f.plan(64, 2, now);
+    assert_eq!((plan.fast, plan.passing_over), (vec![10], false), "7 of 8");
+    f.insert(claim(8, 10, 1), now, Lane::Fast, now).unwrap();
+    let plan = f.plan(64, 2, now);
+    assert_eq!((plan.fast.len(), plan.passing_over), (0, true), "8 of 8");
+    // Rounds that get quicker lower the cap again.
+    for _ in 0..20 {
+        f.claim_round(MS);
+    }
+    assert_eq!(webhook_cap(2, f.hooks[&10].pace, f.round), 2);
+}
