@@ -96,8 +96,7 @@ impl Backend for PgStore {
         "(SELECT COALESCE(json_agg(json_build_array(h.name, encode(h.value, 'hex')) \
            ORDER BY lower(h.name), h.name), '[]')::text \
           FROM webhook_headers h WHERE h.webhook_id = w.id)";
-    const IDS_IN_JSON: &'static str =
-        "SELECT CAST(value AS BIGINT) FROM json_array_elements_text(CAST($1 AS JSON))";
+    const IN_JSON_IDS: &'static str = "= ANY(CAST(translate($1, '[]', '{}') AS BIGINT[]))";
 
     fn reader(&self) -> PgPool {
         self.pool.clone()

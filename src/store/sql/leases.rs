@@ -33,9 +33,9 @@ impl<B: Backend> Leases for B {
         // One query for a whole claim: a send then costs no query of its own before it goes.
         let ids = serde_json::to_string(delivery_ids).unwrap_or_else(|_| "[]".into());
         sql(format!(
-            "{} WHERE d.id IN ({}) ORDER BY d.id",
+            "{} WHERE d.id {} ORDER BY d.id",
             job_select::<B>(),
-            B::IDS_IN_JSON
+            B::IN_JSON_IDS
         ))
         .bind(ids)
         .all(&mut self.reader())
@@ -91,9 +91,9 @@ impl<B: Backend> Leases for B {
         let ids = serde_json::to_string(delivery_ids).unwrap_or_else(|_| "[]".into());
         let mut tx = self.begin().await?;
         sql(format!(
-            "UPDATE deliveries SET locked_until = NULL WHERE id IN ({}) \
+            "UPDATE deliveries SET locked_until = NULL WHERE id {} \
              AND state IN ('pending', 'retrying')",
-            B::IDS_IN_JSON
+            B::IN_JSON_IDS
         ))
         .bind(ids)
         .exec(&mut tx)

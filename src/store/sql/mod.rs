@@ -197,9 +197,12 @@ pub trait Backend: Send + Sync + 'static {
     /// A webhook's (`w`) headers as JSON text, `[[name, hex of the sealed value], ...]`,
     /// ordered by name: so a job loads in one query.
     const HEADERS_JSON: &'static str;
-    /// The ids in a JSON array bound as `$1`, as a subquery for `IN (...)`: one statement
-    /// for a list of any length on both databases.
-    const IDS_IN_JSON: &'static str;
+    /// Follows a column: it is one of the ids of the JSON array bound as `$1`, so one
+    /// statement takes a list of any length on both databases. PostgreSQL compares with an
+    /// array (`= ANY`), which it always answers from the index: it guessed a subquery over
+    /// the JSON at 100 rows, and then hashed those against a scan of the whole table (14 ms
+    /// per claim's jobs with 20,000 deliveries stored, and growing with the table).
+    const IN_JSON_IDS: &'static str;
 }
 
 /// `clause` (such as `" FOR UPDATE OF w"`) where the database locks rows, else nothing.

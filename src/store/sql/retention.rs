@@ -81,8 +81,8 @@ async fn prune<B: Backend>(
     // Checked again under the write: only finished deliveries ever go (their attempts with
     // them, by the foreign key).
     let deleted = sql(format!(
-        "DELETE FROM deliveries WHERE id IN ({}) AND state IN ('succeeded', 'failed')",
-        B::IDS_IN_JSON
+        "DELETE FROM deliveries WHERE id {} AND state IN ('succeeded', 'failed')",
+        B::IN_JSON_IDS
     ))
     .bind(doomed)
     .exec(&mut tx)

@@ -121,7 +121,7 @@ impl Backend for SqliteStore {
         "(SELECT json_group_array(json_array(h.name, hex(h.value))) FROM \
           (SELECT name, value FROM webhook_headers WHERE webhook_id = w.id \
            ORDER BY lower(name), name) h)";
-    const IDS_IN_JSON: &'static str = "SELECT value FROM json_each($1)";
+    const IN_JSON_IDS: &'static str = "IN (SELECT value FROM json_each($1))";
 
     fn reader(&self) -> SqlitePool {
         self.read.clone()
