@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::control::FREE_ORPHANED_PROBES;
 use super::rows::{self, opt_ms, stored_state, WEBHOOK_COLUMNS};
-use super::{sql, Backend, Conn, SqlRow, Tx};
+use super::{json_ids, sql, Backend, Conn, SqlRow, Tx};
 use crate::domain::names::HeaderName;
 use crate::secrets::Sealed;
 use crate::store::{
@@ -31,13 +31,12 @@ impl<B: Backend> Leases for B {
             return Ok(Vec::new());
         }
         // One query for a whole claim: a send then costs no query of its own before it goes.
-        let ids = serde_json::to_string(delivery_ids).unwrap_or_else(|_| "[]".into());
         sql(format!(
             "{} WHERE d.id {} ORDER BY d.id",
             job_select::<B>(),
             B::IN_JSON_IDS
         ))
-        .bind(ids)
+        .bind(json_ids(delivery_ids))
         .all(&mut self.reader())
         .await?
         .iter()
@@ -88,14 +87,13 @@ impl<B: Backend> Leases for B {
         if delivery_ids.is_empty() {
             return Ok(());
         }
-        let ids = serde_json::to_string(delivery_ids).unwrap_or_else(|_| "[]".into());
         let mut tx = self.begin().await?;
         sql(format!(
             "UPDATE deliveries SET locked_until = NULL WHERE id {} \
              AND state IN ('pending', 'retrying')",
             B::IN_JSON_IDS
         ))
-        .bind(ids)
+        .bind(json_ids(delivery_ids))
         .exec(&mut tx)
         .await?;
         free_orphaned_probes(&mut tx).await?;

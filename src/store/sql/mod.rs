@@ -205,6 +205,12 @@ pub trait Backend: Send + Sync + 'static {
     const IN_JSON_IDS: &'static str;
 }
 
+/// `ids` as the JSON array `IN_JSON_IDS` (and SQLite's `json_each`) reads: compact, so
+/// PostgreSQL's translation of its brackets yields an array literal.
+pub(crate) fn json_ids(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
+}
+
 /// `clause` (such as `" FOR UPDATE OF w"`) where the database locks rows, else nothing.
 pub(crate) fn locking<B: Backend>(clause: &'static str) -> &'static str {
     if B::LOCKS_ROWS {

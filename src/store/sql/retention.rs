@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{sql, Backend, SqlRow, Tx};
+use super::{json_ids, sql, Backend, SqlRow, Tx};
 use crate::store::{to_ms, Retention, StoreResult};
 
 /// Ids grow with time, so what is older than the cutoff lies below the first row written
@@ -76,7 +76,6 @@ async fn prune<B: Backend>(
     }
     doomed.sort_unstable();
     doomed.dedup();
-    let doomed = serde_json::to_string(&doomed).unwrap_or_else(|_| "[]".into());
     let mut tx = store.begin().await?;
     // Checked again under the write: only finished deliveries ever go (their attempts with
     // them, by the foreign key).
@@ -84,7 +83,7 @@ async fn prune<B: Backend>(
         "DELETE FROM deliveries WHERE id {} AND state IN ('succeeded', 'failed')",
         B::IN_JSON_IDS
     ))
-    .bind(doomed)
+    .bind(json_ids(&doomed))
     .exec(&mut tx)
     .await?;
     sql(UNUSED_EVENTS)

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 use super::sql::control::claim_gate;
-use super::sql::Backend;
+use super::sql::{json_ids, Backend};
 use super::{
     one_per_webhook_window, to_ms, AttemptRecord, Claim, ClaimScope, DeliveryQueue, Engine,
     IngestSummary, StoreError, StoreResult,
@@ -219,7 +219,7 @@ impl DeliveryQueue for SqliteStore {
         });
         let (webhooks, only) = scope.webhooks();
         let one_each = matches!(scope, ClaimScope::OnePerWebhookSkipping(_));
-        let list = serde_json::to_string(webhooks).unwrap_or_else(|_| "[]".into());
+        let list = json_ids(webhooks);
         let rows: Vec<(i64, i64)> = sqlx::query_as(if only {
             ONLY.as_str()
         } else {
