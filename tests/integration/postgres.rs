@@ -403,13 +403,14 @@ async fn claims_skip_rows_another_transaction_holds() {
 }
 
 /// A table's scans as the statistics show them: sequential, and of its primary key. The
-/// other sessions on the database are ended first (the store's pool connects again when
-/// next used): a session passes its statistics on as it exits, else only when it has been
-/// idle for a while.
+/// other client sessions on the database are ended first (the store's pool connects again
+/// when next used): a session passes its statistics on as it exits, else only when it has
+/// been idle for a while. Autovacuum, which counts no scans, is left alone.
 async fn scans(conn: &mut sqlx::PgConnection, table: &str) -> (i64, i64) {
     sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND backend_type = 'client backend'",
     )
     .execute(&mut *conn)
     .await
@@ -418,7 +419,8 @@ async fn scans(conn: &mut sqlx::PgConnection, table: &str) -> (i64, i64) {
     loop {
         let others: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND backend_type = 'client backend'",
         )
         .fetch_one(&mut *conn)
         .await
