@@ -6,6 +6,10 @@
 //! and memory grows with the burst. The gate admits about one hash per core (at most
 //! [`MAX_PERMITS`]); a caller that cannot get a permit within [`WAIT`] gets a 503 with
 //! `Retry-After` instead of queueing for ever.
+//!
+//! Each permit comes with its own Argon2 working memory ([`Scratch`]), reused from one
+//! hash to the next, so resident memory after any flood of sign-ins is the baseline plus
+//! at most `limit` × 19 MiB, whichever threads ran the hashes.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,6 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use super::password::{self, Scratch};
 use crate::error::AppError;
 
 /// The most hashes at once, whatever the core count: ~19 MiB each.
@@ -49,6 +54,8 @@ impl Drop for Running {
 /// One per running Herald (it lives in `AppState`); the CLI makes its own.
 pub struct PasswordGate {
     permits: Arc<Semaphore>,
+    /// One working memory per permit: whoever holds a permit takes one, and gives it back.
+    scratches: Arc<std::sync::Mutex<Vec<Scratch>>>,
     limit: usize,
     wait: Duration,
     counters: Arc<Counters>,
@@ -67,6 +74,9 @@ impl PasswordGate {
         let limit = limit.max(1);
         Self {
             permits: Arc::new(Semaphore::new(limit)),
+            scratches: Arc::new(std::sync::Mutex::new(
+                (0..limit).map(|_| Scratch::default()).collect(),
+            )),
             limit,
             wait,
             counters: Arc::default(),
@@ -88,6 +98,14 @@ impl PasswordGate {
         self.counters.high_water.load(Ordering::SeqCst)
     }
 
+    /// Bytes of Argon2 working memory the gate holds: at most one hash's worth per permit.
+    pub fn scratch_bytes(&self) -> usize {
+        self.scratches
+            .lock()
+            .map(|s| s.iter().map(Scratch::bytes).sum())
+            .unwrap_or(0)
+    }
+
     /// Hashes and verifications finished.
     pub fn completed(&self) -> u64 {
         self.counters.completed.load(Ordering::SeqCst)
@@ -103,7 +121,7 @@ impl PasswordGate {
     /// before the hash is really done.
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut Scratch) -> T + Send + 'static,
     ) -> Result<T, AppError> {
         let permit =
             match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
@@ -122,10 +140,22 @@ impl PasswordGate {
                 }
             };
         let counters = self.counters.clone();
+        let scratches = self.scratches.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _running = Running::start(counters);
-            work()
+            // A permit holder always finds one (there are as many as permits); a hash that
+            // panicked lost its memory, and a new one is grown in its place.
+            let mut scratch = scratches
+                .lock()
+                .map(|mut s| s.pop())
+                .unwrap_or_default()
+                .unwrap_or_default();
+            let result = work(&mut scratch);
+            if let Ok(mut s) = scratches.lock() {
+                s.push(scratch);
+            }
+            result
         })
         .await
         .map_err(|e| AppError::internal(format!("the password check failed: {e}")))
@@ -133,7 +163,7 @@ impl PasswordGate {
 
     /// An Argon2 hash of a new password.
     pub async fn hash(&self, password: String) -> Result<String, AppError> {
-        self.run(move || super::hash_password(&password))
+        self.run(move |scratch| password::hash(scratch, &password))
             .await?
             .map_err(|e| AppError::internal(e.to_string()))
     }
@@ -141,10 +171,10 @@ impl PasswordGate {
     /// Whether `password` matches `hash`; with no hash (no such user) it verifies against a
     /// dummy hash, so that the answer takes as long either way, and returns false.
     pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, AppError> {
-        self.run(move || match hash {
-            Some(hash) => super::verify_password(&password, &hash),
+        self.run(move |scratch| match hash {
+            Some(hash) => password::verify(scratch, &password, &hash),
             None => {
-                super::verify_password(&password, super::dummy_hash());
+                password::verify(scratch, &password, super::dummy_hash());
                 false
             }
         })
@@ -170,7 +200,7 @@ mod tests {
             .map(|_| {
                 let gate = gate.clone();
                 tokio::spawn(async move {
-                    gate.run(|| std::thread::sleep(Duration::from_millis(50)))
+                    gate.run(|_| std::thread::sleep(Duration::from_millis(50)))
                         .await
                 })
             })

@@ -6,6 +6,7 @@
 //! and its [`throttle::LoginThrottle`].
 
 pub mod gate;
+pub mod password;
 pub mod policy;
 pub mod scheme;
 pub mod throttle;
@@ -13,10 +14,6 @@ pub mod throttle;
 pub use gate::PasswordGate;
 pub use throttle::{ClientAddr, LoginThrottle};
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
-use argon2::Argon2;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
@@ -60,22 +57,12 @@ pub fn validate_password(password: &str) -> Result<(), Invalid> {
 
 /// Hashes on the calling thread, ungated: request paths use [`PasswordGate::hash`].
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("hashing the password failed: {e}"))
+    password::hash(&mut password::Scratch::default(), password)
 }
 
 /// Verifies on the calling thread, ungated: request paths use [`PasswordGate::verify`].
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    password::verify(&mut password::Scratch::default(), password, hash)
 }
 
 /// Tokens are long and random, so a fast hash is enough to keep them out of the database.

@@ -546,6 +546,11 @@ impl LoggedServe {
         }
     }
 
+    /// The server's process id, to read its memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The first line (so far or within 20 s) that `pick` accepts.
     pub fn wait_for(&mut self, pick: impl Fn(&str) -> bool) -> String {
         if let Some(l) = self.seen.iter().find(|l| pick(l)) {
