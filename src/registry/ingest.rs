@@ -284,49 +284,66 @@ async fn verify_source(
         Ok(()) => state.store.source_credential(name).await?,
         Err(_) => None,
     };
-    let Some((source, hash)) = found else {
-        return Err(refused());
+    let basic = auth.and_then(basic_credentials);
+    // Every Basic attempt costs one Argon2 check, whether the source exists, the username is
+    // its own and the password right or not: the time taken tells nothing about which.
+    let (source, good) = match (found, basic) {
+        (Some((source, hash)), None) if source.username.is_none() => {
+            let good = auth
+                .and_then(|h| crate::auth::scheme::credentials(h, "Bearer"))
+                .is_some_and(|token| {
+                    let given = crate::auth::token_hash(token.trim());
+                    subtle::ConstantTimeEq::ct_eq(given.as_bytes(), hash.as_bytes()).into()
+                });
+            (Some(source), good)
+        }
+        (Some((source, hash)), Some((user, password)))
+            if source.username.as_deref() == Some(user.as_str()) =>
+        {
+            let good = check_password(state, client, password, Some(hash)).await?;
+            (Some(source), good)
+        }
+        (_, Some((_, password))) => {
+            check_password(state, client, password, None).await?;
+            (None, false)
+        }
+        (_, None) => (None, false),
     };
-    let good = match &source.username {
-        None => auth
-            .and_then(|h| crate::auth::scheme::credentials(h, "Bearer"))
-            .is_some_and(|token| {
-                let given = crate::auth::token_hash(token.trim());
-                subtle::ConstantTimeEq::ct_eq(given.as_bytes(), hash.as_bytes()).into()
-            }),
-        Some(username) => match auth.and_then(basic_credentials) {
-            // A password check costs an Argon2 hash from the gate the sign-ins share, so a
-            // client that keeps failing is slowed down like a password guesser.
-            Some((user, password)) if &user == username => {
-                let throttle = &state.login_throttle;
-                let attempt = throttle.begin_from(client).map_err(|t| {
-                    AppError::too_many_requests(
-                        "too many failed attempts from this address; send again later",
-                        t.wait,
-                    )
-                })?;
-                match state.password_gate.verify(password, Some(hash)).await {
-                    Ok(true) => {
-                        throttle.succeeded(attempt);
-                        true
-                    }
-                    Ok(false) => {
-                        throttle.failed(attempt);
-                        false
-                    }
-                    Err(e) => {
-                        throttle.not_checked(attempt);
-                        return Err(e);
-                    }
-                }
-            }
-            _ => false,
-        },
-    };
-    if good {
-        Ok(source)
-    } else {
-        Err(refused())
+    match source {
+        Some(source) if good => Ok(source),
+        _ => Err(refused()),
+    }
+}
+
+/// A source's password checked through the gate the sign-ins share, counted by the same
+/// throttle, so a client that keeps failing is slowed down like a password guesser. With
+/// no hash (no such source or username) a dummy hash is checked and the answer is false.
+async fn check_password(
+    state: &AppState,
+    client: Option<std::net::IpAddr>,
+    password: String,
+    hash: Option<String>,
+) -> Result<bool, AppError> {
+    let throttle = &state.login_throttle;
+    let attempt = throttle.begin_from(client).map_err(|t| {
+        AppError::too_many_requests(
+            "too many failed attempts from this address; send again later",
+            t.wait,
+        )
+    })?;
+    match state.password_gate.verify(password, hash).await {
+        Ok(true) => {
+            throttle.succeeded(attempt);
+            Ok(true)
+        }
+        Ok(false) => {
+            throttle.failed(attempt);
+            Ok(false)
+        }
+        Err(e) => {
+            throttle.not_checked(attempt);
+            Err(e)
+        }
     }
 }
 

@@ -240,6 +240,54 @@ async fn every_source_kind_is_accepted_once_and_delivered() {
     assert_eq!(harbor_push["tag"], "1.0");
 }
 
+/// A wrong Basic credential costs one password check whatever is wrong with it (no such
+/// source, a bearer source, another username, the wrong password), so the time an answer
+/// takes does not tell an unknown source or username from a wrong password. Counted by the
+/// gate's finished checks, which is what the time is spent on.
+#[tokio::test]
+async fn every_wrong_basic_credential_costs_one_password_check() {
+    let app = spawn_app().await;
+    sources(&app).await;
+    let body = fixture("harbor/push-artifact.json");
+    let gate = &app.state.password_gate;
+    for (name, user, password) in [
+        ("nosuch", HARBOR_USER, HARBOR_PASSWORD),
+        ("zot1", HARBOR_USER, HARBOR_PASSWORD),
+        ("harbor1", "someone-else", HARBOR_PASSWORD),
+        ("harbor1", HARBOR_USER, "wrong-password"),
+    ] {
+        let before = gate.completed();
+        let r = send(
+            &app,
+            name,
+            Auth::Basic(user, password),
+            "application/json",
+            &[],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(r.status, 401, "{name} {user}: {:?}", r.body);
+        assert_eq!(
+            gate.completed() - before,
+            1,
+            "{name} as {user}: one password check, like a wrong password"
+        );
+    }
+    // A bearer token is a hash comparison, the same for every source.
+    let before = gate.completed();
+    let r = send(
+        &app,
+        "nosuch",
+        Auth::Bearer(ZOT_TOKEN),
+        "application/json",
+        &[],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(gate.completed(), before);
+}
+
 #[tokio::test]
 async fn sources_refuse_wrong_credentials_and_other_kinds() {
     let app = spawn_app().await;
