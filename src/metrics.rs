@@ -11,7 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::registry::envelope::{Disposition, IncomingEvent};
+use crate::domain::delivery::IngestSummary;
+use crate::domain::events::IncomingEvent;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabel {
@@ -46,6 +47,7 @@ pub struct Metrics {
     registry: Registry,
     pub events_received: Family<ActionLabel, Counter>,
     pub events_ignored: Family<IgnoredLabels, Counter>,
+    pub events_duplicate: Counter,
     pub attempts: Family<OutcomeLabel, Counter>,
     pub attempt_duration: Histogram,
     pub queue_depth: Family<StateLabel, Gauge>,
@@ -68,6 +70,12 @@ impl Default for Metrics {
             "events_not_delivered",
             "Events that produced no delivery, by status (ignored or skipped) and reason",
             events_ignored.clone(),
+        );
+        let events_duplicate = Counter::default();
+        registry.register(
+            "events_duplicate",
+            "Events received again (the registry retried) and stored once",
+            events_duplicate.clone(),
         );
         let attempts = Family::<OutcomeLabel, Counter>::default();
         registry.register(
@@ -112,6 +120,7 @@ impl Default for Metrics {
             registry,
             events_received,
             events_ignored,
+            events_duplicate,
             attempts,
             attempt_duration,
             queue_depth,
@@ -123,30 +132,31 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn record_events(&self, events: &[IncomingEvent]) {
+    /// Counts what one envelope or payload became, as committed: an event a filter
+    /// delivered is not "skipped" because its action is skipped by default, and a
+    /// duplicate is neither.
+    pub fn record_ingest(&self, events: &[IncomingEvent], summary: &IngestSummary) {
         for e in events {
             // The registry's free text would make a series per random action: keep the
             // known ones and count the rest together.
             let action = match e.action.as_deref() {
                 None => "none".to_string(),
-                Some(a) if crate::registry::envelope::Action::parse(a).is_some() => a.to_string(),
+                Some(a) if crate::domain::events::Action::parse(a).is_some() => a.to_string(),
                 Some(_) => "other".to_string(),
             };
             self.events_received
                 .get_or_create(&ActionLabel { action })
                 .inc();
-            let (status, reason) = match &e.disposition {
-                Disposition::Deliver => continue,
-                Disposition::Skip(r) => ("skipped", r),
-                Disposition::Ignore(r) => ("ignored", r),
-            };
+        }
+        for (status, reason) in &summary.not_delivered {
             self.events_ignored
                 .get_or_create(&IgnoredLabels {
-                    status: status.into(),
+                    status: (*status).into(),
                     reason: reason_label(reason),
                 })
                 .inc();
         }
+        self.events_duplicate.inc_by(summary.duplicates as u64);
     }
 
     pub fn record_attempt(&self, outcome: &str, duration: Duration) {

@@ -133,6 +133,10 @@ pub struct EventRecord {
     pub media_type: Option<String>,
     pub actor: Option<String>,
     pub received_at: DateTime<Utc>,
+    /// The source's name; `None` for the default endpoint.
+    pub source: Option<String>,
+    /// When the registry says it happened, if it said so readably.
+    pub occurred_at: Option<DateTime<Utc>>,
 }
 
 /// A due delivery leased by `claim_due`. Every claim of a delivery gets a new `token`, and
@@ -230,15 +234,22 @@ pub struct IngestSummary {
     /// Events already received (the registry retried).
     pub duplicates: usize,
     pub deliveries: usize,
+    /// The status (`skipped`, `ignored`) and reason of each stored event that made no
+    /// delivery, as committed: what the metrics count.
+    #[serde(skip)]
+    pub not_delivered: Vec<(&'static str, String)>,
 }
 
 impl IngestSummary {
-    /// Counts a newly stored event under the status [`decide`] gave it.
-    pub(crate) fn count(&mut self, status: &str) {
+    /// Counts a newly stored event under the status and reason [`decide`] gave it.
+    pub(crate) fn count(&mut self, status: &'static str, reason: Option<&str>) {
         match status {
             "ignored" => self.ignored += 1,
             "skipped" => self.skipped += 1,
             _ => self.accepted += 1,
+        }
+        if let (Some(reason), "ignored" | "skipped") = (reason, status) {
+            self.not_delivered.push((status, reason.to_string()));
         }
     }
 }

@@ -3,9 +3,9 @@
 use crate::domain::names::NamespaceName;
 
 /// What happened. The first four are distribution's own words; the next come from
-/// registries that report more (zot, Harbor) and are never in the default filter; the last
-/// four are Herald's own operational events, which no registry can send and which only
-/// webhooks naming them get (see `domain::operational`).
+/// registries that report more (GitLab's renames, zot, Harbor) and are never in the default
+/// filter; the last four are Herald's own operational events, which no registry can send
+/// and which only webhooks naming them get (see `domain::operational`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -15,11 +15,14 @@ pub enum Action {
     Delete,
     ScanCompleted,
     ScanFailed,
+    ScanStopped,
     QuotaExceeded,
+    QuotaWarning,
     LintFailed,
     RepositoryCreated,
     Replication,
     TagRetention,
+    Rename,
     #[serde(rename = "webhook.disabled")]
     WebhookDisabled,
     #[serde(rename = "webhook.circuit_opened")]
@@ -32,18 +35,21 @@ pub enum Action {
 
 impl Action {
     /// What registries report (the operational kinds are not among them).
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 14] = [
         Self::Push,
         Self::Pull,
         Self::Mount,
         Self::Delete,
         Self::ScanCompleted,
         Self::ScanFailed,
+        Self::ScanStopped,
         Self::QuotaExceeded,
+        Self::QuotaWarning,
         Self::LintFailed,
         Self::RepositoryCreated,
         Self::Replication,
         Self::TagRetention,
+        Self::Rename,
     ];
 
     /// Herald's own events; their names are a contract with receivers.
@@ -69,9 +75,13 @@ impl Action {
         Self::OPERATIONAL.contains(&self)
     }
 
-    /// The actions distribution's notifications use.
-    pub fn is_distributions(self) -> bool {
-        matches!(self, Self::Push | Self::Pull | Self::Mount | Self::Delete)
+    /// The actions a notification envelope may carry: distribution's four, and `rename`
+    /// from GitLab's registry (a fork of distribution that sends the same envelope).
+    pub fn in_envelopes(self) -> bool {
+        matches!(
+            self,
+            Self::Push | Self::Pull | Self::Mount | Self::Delete | Self::Rename
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -82,11 +92,14 @@ impl Action {
             Self::Delete => "delete",
             Self::ScanCompleted => "scan_completed",
             Self::ScanFailed => "scan_failed",
+            Self::ScanStopped => "scan_stopped",
             Self::QuotaExceeded => "quota_exceeded",
+            Self::QuotaWarning => "quota_warning",
             Self::LintFailed => "lint_failed",
             Self::RepositoryCreated => "repository_created",
             Self::Replication => "replication",
             Self::TagRetention => "tag_retention",
+            Self::Rename => "rename",
             Self::WebhookDisabled => "webhook.disabled",
             Self::WebhookCircuitOpened => "webhook.circuit_opened",
             Self::WebhookRecovered => "webhook.recovered",
@@ -127,6 +140,85 @@ pub struct IncomingEvent {
     pub source: Option<String>,
     /// Set by a source's translation when it knows better than the media type.
     pub manifest_hint: Option<bool>,
+    /// When the registry says it happened (distribution's `timestamp`, zot's `time`,
+    /// Harbor's `occur_at`), if it says so in a form Herald can read.
+    pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A registry's time, RFC 3339 (distribution writes nanoseconds and a zone) or, without a
+/// zone, read as UTC.
+pub fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::{DateTime, NaiveDateTime, Utc};
+    DateTime::parse_from_rfc3339(text)
+        .map(|d| d.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+                .map(|n| n.and_utc())
+        })
+}
+
+/// The most events one payload may become. Registries send one event per request (an
+/// envelope may hold a few); a payload that would make more is stored once, ignored, with
+/// the reason (see [`expansion_refused`]).
+pub const MAX_EVENTS_PER_PAYLOAD: usize = 1_000;
+
+/// The most bytes of event bodies one payload may become: a Harbor payload is every
+/// event's body, so a payload of many artifacts would be stored (and held) many times over.
+pub const MAX_EVENT_BYTES_PER_PAYLOAD: usize = 16 * 1024 * 1024;
+
+/// Why a payload that would make `events` events of `bytes` bytes in all is not expanded,
+/// or `None` when it is within the bounds.
+pub fn expansion_refused(events: usize, bytes: usize) -> Option<String> {
+    if events > MAX_EVENTS_PER_PAYLOAD {
+        Some(format!(
+            "the payload is too large to split: it holds {events} events, more than the \
+             {MAX_EVENTS_PER_PAYLOAD} one payload may make; stored once as received, not \
+             delivered"
+        ))
+    } else if bytes > MAX_EVENT_BYTES_PER_PAYLOAD {
+        Some(format!(
+            "the payload is too large to split: it would make {events} events of {bytes} \
+             bytes in all, more than the {MAX_EVENT_BYTES_PER_PAYLOAD} one payload may make; \
+             stored once as received, not delivered"
+        ))
+    } else {
+        None
+    }
+}
+
+impl IncomingEvent {
+    /// A payload stored once, as received, ignored for `reason`: what Herald keeps of a
+    /// payload it will not (or cannot) split into events. It has no id, so nothing is
+    /// deduplicated against it.
+    pub fn ignored_payload(body: String, source: Option<&str>, reason: String) -> Self {
+        IncomingEvent {
+            disposition: Disposition::Ignore(reason),
+            ..Self::blank(body, source)
+        }
+    }
+
+    /// An event of which nothing is known yet but its body and source, to be filled in.
+    pub fn blank(body: String, source: Option<&str>) -> Self {
+        IncomingEvent {
+            registry_id: None,
+            action: None,
+            repository: None,
+            namespace: None,
+            tag: None,
+            digest: None,
+            media_type: None,
+            actor: None,
+            body,
+            disposition: Disposition::Deliver,
+            facts: None,
+            source: source.map(str::to_string),
+            manifest_hint: None,
+            occurred_at: None,
+        }
+    }
 }
 
 /// The name filters use for `/v2/webhooks/events`, the registry token's source.

@@ -205,8 +205,10 @@ impl CompiledFilters {
         {
             return false;
         }
-        // Deletes carry no media type; everything else must be a manifest unless `all`.
-        if f.media == Media::Manifests && e.action != Action::Delete && !e.is_manifest {
+        // Only pushes, pulls and mounts are of blobs or manifests; deletes and renames
+        // carry no media type, and the other registries' actions are about artifacts.
+        let of_content = matches!(e.action, Action::Push | Action::Pull | Action::Mount);
+        if f.media == Media::Manifests && of_content && !e.is_manifest {
             return false;
         }
         if let Some(repositories) = &self.repositories {

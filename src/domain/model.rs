@@ -288,9 +288,15 @@ pub struct StoredEvent {
     pub namespace: Option<String>,
     pub tag: Option<String>,
     pub digest: Option<String>,
+    /// Who did it, as the registry names them.
+    pub actor: Option<String>,
+    /// The source it came from; `None` for the default endpoint.
+    pub source: Option<String>,
     pub status: String,
     pub reason: Option<String>,
     pub received_at: DateTime<Utc>,
+    /// When the registry says it happened, if it said so readably.
+    pub occurred_at: Option<DateTime<Utc>>,
 }
 
 /// A registry feeding Herald at `/v2/sources/{name}/events`; its credential is never shown.

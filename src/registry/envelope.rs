@@ -7,6 +7,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::domain::events::{expansion_refused, parse_time};
 pub use crate::domain::events::{Action, Disposition, EventFacts, IncomingEvent};
 use crate::domain::names::NamespaceName;
 
@@ -53,6 +54,7 @@ pub fn split_envelope(body: &[u8]) -> Result<Vec<&RawValue>, EnvelopeError> {
 #[serde(default)]
 struct EventFields {
     action: Option<String>,
+    timestamp: Option<String>,
     target: Option<TargetFields>,
     actor: Option<ActorFields>,
     request: Option<RequestFields>,
@@ -88,22 +90,7 @@ impl IncomingEvent {
 
     /// An event of a distribution-shaped envelope from `source` (`None`: the default).
     pub fn classify_from(raw: &RawValue, source: Option<&str>) -> Self {
-        let body = raw.get().to_string();
-        let mut event = IncomingEvent {
-            registry_id: None,
-            action: None,
-            repository: None,
-            namespace: None,
-            tag: None,
-            digest: None,
-            media_type: None,
-            actor: None,
-            body,
-            disposition: Disposition::Deliver,
-            facts: None,
-            source: source.map(str::to_string),
-            manifest_hint: None,
-        };
+        let mut event = IncomingEvent::blank(raw.get().to_string(), source);
         if !event.body.trim_start().starts_with('{') {
             event.disposition = Disposition::Ignore("the event is not a JSON object".into());
             return event;
@@ -152,15 +139,23 @@ impl IncomingEvent {
         event.digest = non_empty(target.digest);
         event.media_type = non_empty(target.media_type);
         event.actor = fields.actor.and_then(|a| non_empty(a.name));
+        event.occurred_at = fields.timestamp.as_deref().and_then(parse_time);
         let request_method = fields.request.and_then(|r| r.method);
-        event.disposition = event.decide(target.url.as_deref(), false);
+        event.disposition = event.decide(target.url.as_deref(), false, None);
         if !matches!(event.disposition, Disposition::Ignore(_)) {
             event.facts = event.facts(target.url.as_deref(), request_method);
         }
         event
     }
 
-    fn decide(&mut self, url: Option<&str>, translated: bool) -> Disposition {
+    /// `namespace` is the registry's own word for it (a Harbor project), when it says so
+    /// apart from the repository; otherwise it is the repository's first segment.
+    fn decide(
+        &mut self,
+        url: Option<&str>,
+        translated: bool,
+        namespace: Option<&str>,
+    ) -> Disposition {
         if self.registry_id.is_none() {
             return Disposition::Ignore("the event has no id".into());
         }
@@ -168,21 +163,27 @@ impl IncomingEvent {
             return Disposition::Ignore("the event has no action".into());
         };
         let Some(action) = Action::parse(action_text).filter(|a| {
-            // Distribution's envelope has its own four words; the others are Herald's
-            // names for what other registries report, set only by a translation.
-            a.is_distributions() || translated
+            // An envelope has distribution's words (and GitLab's rename); the others are
+            // Herald's names for what other registries report, set only by a translation.
+            a.in_envelopes() || translated
         }) else {
             return Disposition::Ignore(format!("unknown action '{action_text}'"));
         };
-        let Some(repository) = self.repository.as_deref() else {
-            return Disposition::Ignore("the event's target has no repository".into());
+        let found = match (namespace, self.repository.as_deref()) {
+            (Some(ns), _) => NamespaceName::parse(ns).map_err(|_| {
+                format!("the registry's namespace '{ns}' is not a valid namespace name")
+            }),
+            (None, Some(repository)) => {
+                NamespaceName::of_repository(repository).map_err(|e| e.message)
+            }
+            (None, None) => Err("the event's target has no repository".into()),
         };
-        match NamespaceName::of_repository(repository) {
+        match found {
             Ok(ns) => self.namespace = Some(ns),
-            Err(e) => return Disposition::Ignore(e.message),
+            Err(reason) => return Disposition::Ignore(reason),
         }
         match action {
-            Action::Delete => Disposition::Deliver,
+            Action::Delete | Action::Rename => Disposition::Deliver,
             Action::Push if self.is_manifest(url) => Disposition::Deliver,
             Action::Push => Disposition::Skip("blob push".into()),
             Action::Pull => Disposition::Skip("pull".into()),
@@ -195,15 +196,16 @@ impl IncomingEvent {
     /// The facts filters need, for a usable event.
     fn facts(&self, url: Option<&str>, request_method: Option<String>) -> Option<EventFacts> {
         let action = Action::parse(self.action.as_deref()?)?;
-        let repository = self.repository.as_deref()?;
         let namespace = self.namespace.as_ref()?;
+        let repository = self.repository.as_deref().unwrap_or_default();
         let path = if namespace.is_global() {
             repository.to_string()
         } else {
             repository
-                .split_once('/')
-                .map(|(_, rest)| rest.to_string())
+                .strip_prefix(namespace.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
                 .unwrap_or_default()
+                .to_string()
         };
         Some(EventFacts {
             action,
@@ -247,6 +249,10 @@ pub struct Translated {
     pub actor: Option<String>,
     pub request_method: Option<String>,
     pub is_manifest: Option<bool>,
+    /// The namespace when the registry names it apart from the repository (a Harbor
+    /// project); a repository-less event (a replication still running) needs it.
+    pub namespace: Option<String>,
+    pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl IncomingEvent {
@@ -254,22 +260,25 @@ impl IncomingEvent {
     /// that payload unchanged. Decided exactly as distribution's events are.
     pub fn translated(t: Translated, body: String, source: &str) -> Self {
         let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        // A tag never holds a ':'; a registry that puts a digest where the tag goes (Harbor,
+        // for an artifact without a tag) means the digest.
+        let (tag, digest) = match non_empty(t.tag) {
+            Some(tag) if tag.contains(':') => (None, non_empty(t.digest).or(Some(tag))),
+            tag => (tag, non_empty(t.digest)),
+        };
         let mut event = IncomingEvent {
             registry_id: non_empty(t.registry_id),
             action: non_empty(t.action),
             repository: non_empty(t.repository),
-            namespace: None,
-            tag: non_empty(t.tag),
-            digest: non_empty(t.digest),
+            tag,
+            digest,
             media_type: non_empty(t.media_type),
             actor: non_empty(t.actor),
-            body,
-            disposition: Disposition::Deliver,
-            facts: None,
-            source: Some(source.to_string()),
             manifest_hint: t.is_manifest,
+            occurred_at: t.occurred_at,
+            ..IncomingEvent::blank(body, Some(source))
         };
-        event.disposition = event.decide(None, true);
+        event.disposition = event.decide(None, true, t.namespace.as_deref());
         if !matches!(event.disposition, Disposition::Ignore(_)) {
             event.facts = event.facts(None, t.request_method);
         }
@@ -277,12 +286,27 @@ impl IncomingEvent {
     }
 }
 
-/// Splits and classifies an envelope.
-pub fn parse_envelope(body: &[u8]) -> Result<Vec<IncomingEvent>, EnvelopeError> {
-    Ok(split_envelope(body)?
+/// Splits and classifies an envelope from `source` (`None`: the default endpoint); an
+/// envelope past the expansion bounds is kept whole as one ignored event.
+pub fn parse_envelope_from(
+    body: &[u8],
+    source: Option<&str>,
+) -> Result<Vec<IncomingEvent>, EnvelopeError> {
+    let raws = split_envelope(body)?;
+    let bytes = raws.iter().map(|r| r.get().len()).sum();
+    if let Some(reason) = expansion_refused(raws.len(), bytes) {
+        let whole = String::from_utf8_lossy(body).into_owned();
+        return Ok(vec![IncomingEvent::ignored_payload(whole, source, reason)]);
+    }
+    Ok(raws
         .into_iter()
-        .map(IncomingEvent::classify)
+        .map(|raw| IncomingEvent::classify_from(raw, source))
         .collect())
+}
+
+/// Splits and classifies an envelope of the default endpoint.
+pub fn parse_envelope(body: &[u8]) -> Result<Vec<IncomingEvent>, EnvelopeError> {
+    parse_envelope_from(body, None)
 }
 
 #[cfg(test)]

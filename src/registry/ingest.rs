@@ -204,7 +204,7 @@ async fn store_events(
     if summary.deliveries > 0 {
         state.dispatcher.wake();
     }
-    state.metrics.record_events(events);
+    state.metrics.record_ingest(events, &summary);
     tracing::info!(
         source,
         events = events.len(),

@@ -72,42 +72,96 @@ async fn sources(app: &TestApp) {
     }
 }
 
-const ALL_ACTIONS: [&str; 11] = [
+const ALL_ACTIONS: [&str; 14] = [
     "push",
     "pull",
     "mount",
     "delete",
     "scan_completed",
     "scan_failed",
+    "scan_stopped",
     "quota_exceeded",
+    "quota_warning",
     "lint_failed",
     "repository_created",
     "replication",
     "tag_retention",
+    "rename",
 ];
 
-const ZOT: [&str; 4] = [
+const ZOT: [&str; 5] = [
     "zot/image-updated.json",
     "zot/image-deleted.json",
     "zot/image-lint-failed.json",
+    "zot/image-scanned.json",
     "zot/repository-created.json",
 ];
 
-const HARBOR: [&str; 8] = [
+/// Every Harbor fixture, each built from Harbor's source (see its README).
+const HARBOR: [&str; 24] = [
     "harbor/push-artifact.json",
-    "harbor/delete-artifact.json",
+    "harbor/push-artifact-nested.json",
+    "harbor/push-by-digest.json",
     "harbor/pull-artifact.json",
+    "harbor/pull-by-digest.json",
+    "harbor/delete-artifact.json",
+    "harbor/delete-by-digest.json",
     "harbor/scanning-completed.json",
+    "harbor/scanning-completed-scan-all.json",
     "harbor/scanning-failed.json",
+    "harbor/scanning-stopped.json",
     "harbor/quota-exceed.json",
+    "harbor/quota-exceed-blob.json",
+    "harbor/quota-warning.json",
     "harbor/replication.json",
+    "harbor/replication-push-mode.json",
+    "harbor/replication-push-mode-failed.json",
+    "harbor/replication-pull-mode.json",
+    "harbor/replication-pull-mode-failed.json",
+    "harbor/replication-running.json",
     "harbor/tag-retention.json",
+    "harbor/cloudevents-push-artifact.json",
+    "harbor/cloudevents-delete-artifact.json",
+    "harbor/cloudevents-replication.json",
 ];
 
-/// Every fixture of every kind is accepted, stored once when sent twice (zot's second copy
-/// in the other CloudEvents mode), and delivered with the payload unchanged as its body.
+async fn send_harbor(app: &TestApp, body: Vec<u8>) -> Resp {
+    send(
+        app,
+        "harbor1",
+        Auth::Basic(HARBOR_USER, HARBOR_PASSWORD),
+        "application/json",
+        &[],
+        body,
+    )
+    .await
+}
+
+async fn send_zot_binary(app: &TestApp, fixture_name: &str) -> Resp {
+    let (headers, body) = zot_binary(fixture_name);
+    send(
+        app,
+        "zot1",
+        Auth::Bearer(ZOT_TOKEN),
+        "application/json",
+        &headers,
+        body,
+    )
+    .await
+}
+
+/// The stored events, newest first.
+async fn events(app: &TestApp) -> Vec<Value> {
+    let r = app.api("GET", "/events?limit=200", None).await;
+    r.body["items"].as_array().unwrap().clone()
+}
+
+/// Every fixture of every kind is accepted and delivered with its payload as the body; the
+/// ones with an id of their own are stored once when sent twice (zot's second copy in the
+/// other CloudEvents mode). zot's events, whichever mode they came in, are delivered in
+/// structured form, so a receiver can read the `type` from the body.
 #[tokio::test]
-async fn every_source_kind_is_accepted_once_and_delivered() {
+async fn every_source_kind_is_accepted_and_delivered() {
     let app = spawn_app().await;
     let rx = Receiver::start().await;
     app.create_namespace("acme").await;
@@ -119,16 +173,7 @@ async fn every_source_kind_is_accepted_once_and_delivered() {
     .await;
     let mut expected: Vec<Value> = Vec::new();
     for name in ZOT {
-        let (headers, body) = zot_binary(name);
-        let first = send(
-            &app,
-            "zot1",
-            Auth::Bearer(ZOT_TOKEN),
-            "application/json",
-            &headers,
-            body.clone(),
-        )
-        .await;
+        let first = send_zot_binary(&app, name).await;
         assert_eq!(first.status, 200, "{name}: {:?}", first.body);
         assert_eq!(first.body["accepted"], 1, "{name}: {:?}", first.body);
         assert_eq!(first.body["deliveries"], 1, "{name}");
@@ -147,27 +192,14 @@ async fn every_source_kind_is_accepted_once_and_delivered() {
             "{name}: structured mode is the same event"
         );
         assert_eq!(again.body["deliveries"], 0);
-        expected.push(serde_json::from_slice(&body).unwrap());
+        // The fixture is the structured form: binary mode's event is delivered as that.
+        expected.push(serde_json::from_slice(&fixture(name)).unwrap());
     }
     for name in HARBOR {
-        for round in 0..2 {
-            let r = send(
-                &app,
-                "harbor1",
-                Auth::Basic(HARBOR_USER, HARBOR_PASSWORD),
-                "application/json",
-                &[],
-                fixture(name),
-            )
-            .await;
-            assert_eq!(r.status, 200, "{name}: {:?}", r.body);
-            if round == 0 {
-                assert_eq!(r.body["accepted"], 1, "{name}: {:?}", r.body);
-            } else {
-                assert_eq!(r.body["duplicates"], 1, "{name}: {:?}", r.body);
-                assert_eq!(r.body["deliveries"], 0);
-            }
-        }
+        let r = send_harbor(&app, fixture(name)).await;
+        assert_eq!(r.status, 200, "{name}: {:?}", r.body);
+        assert_eq!(r.body["accepted"], 1, "{name}: {:?}", r.body);
+        assert_eq!(r.body["deliveries"], 1, "{name}: {:?}", r.body);
         expected.push(serde_json::from_slice(&fixture(name)).unwrap());
     }
     for (source, token) in [("gitlab1", GITLAB_TOKEN), ("dist1", DIST_TOKEN)] {
@@ -207,37 +239,372 @@ async fn every_source_kind_is_accepted_once_and_delivered() {
         let twice = expected.iter().filter(|x| *x == e).count();
         assert_eq!(want, twice, "delivered unchanged: {e}");
     }
-    let events = app.api("GET", "/events?limit=100", None).await;
-    let items = events.body["items"].as_array().unwrap();
+    let items = events(&app).await;
     assert_eq!(items.len(), expected.len(), "each event stored once");
     let actions: std::collections::BTreeSet<&str> =
         items.iter().filter_map(|e| e["action"].as_str()).collect();
-    for a in [
-        "push",
-        "delete",
-        "pull",
-        "scan_completed",
-        "scan_failed",
-        "quota_exceeded",
-        "lint_failed",
-        "repository_created",
-        "replication",
-        "tag_retention",
-    ] {
-        assert!(actions.contains(a), "no {a} event among {actions:?}");
+    for a in ALL_ACTIONS {
+        if !["mount", "rename"].contains(&a) {
+            assert!(actions.contains(a), "no {a} event among {actions:?}");
+        }
     }
-    let harbor_push = items
-        .iter()
-        .find(|e| {
-            e["registry_id"]
-                .as_str()
-                .is_some_and(|i| i.starts_with("harbor1:"))
-                && e["action"] == "push"
-        })
-        .unwrap();
-    assert_eq!(harbor_push["repository"], "acme/web");
-    assert_eq!(harbor_push["namespace"], "acme");
-    assert_eq!(harbor_push["tag"], "1.0");
+}
+
+/// (fixture, action, repository, tag, digest, actor)
+type HarborCase<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// What each Harbor event becomes, read from the stored events: Harbor's project is the
+/// namespace (in a push-mode replication too, where Harbor swaps the two sides'
+/// namespaces), nested repositories keep their project, a digest Harbor puts in `tag` is a
+/// digest, and the registry's time is kept.
+#[tokio::test]
+async fn harbor_events_are_read_as_harbor_means_them() {
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    app.create_namespace("backup").await;
+    sources(&app).await;
+    let acme = Receiver::start().await;
+    let backup = Receiver::start().await;
+    for (ns, rx) in [("acme", &acme), ("backup", &backup)] {
+        app.enabled_webhook(
+            ns,
+            json!({"name": "all", "url": rx.url("/"), "filters": {"actions": ALL_ACTIONS}}),
+        )
+        .await;
+    }
+    const DIGEST: &str = "sha256:38ec0bc71032552c40d7f4bea48d791a2cc4c54b16bc39c45db3a4e1707d39fd";
+    let cases: [HarborCase; 12] = [
+        (
+            "push-artifact",
+            "push",
+            Some("acme/web"),
+            Some("1.0"),
+            None,
+            Some("alice"),
+        ),
+        (
+            "push-artifact-nested",
+            "push",
+            Some("acme/team/app"),
+            Some("2.3.1"),
+            None,
+            None,
+        ),
+        (
+            "push-by-digest",
+            "push",
+            Some("acme/web"),
+            None,
+            Some(DIGEST),
+            Some("alice"),
+        ),
+        ("pull-by-digest", "pull", Some("acme/web"), None, None, None),
+        (
+            "delete-by-digest",
+            "delete",
+            Some("acme/web"),
+            None,
+            None,
+            None,
+        ),
+        (
+            "scanning-stopped",
+            "scan_stopped",
+            Some("acme/web"),
+            None,
+            None,
+            None,
+        ),
+        (
+            "quota-warning",
+            "quota_warning",
+            Some("acme/web"),
+            None,
+            None,
+            None,
+        ),
+        (
+            "replication-push-mode",
+            "replication",
+            Some("acme/team/app"),
+            None,
+            None,
+            Some("alice"),
+        ),
+        (
+            "replication-pull-mode",
+            "replication",
+            Some("acme/tools/builder"),
+            None,
+            None,
+            Some("admin"),
+        ),
+        ("replication-running", "replication", None, None, None, None),
+        (
+            "tag-retention",
+            "tag_retention",
+            Some("acme/team/app"),
+            None,
+            None,
+            Some("harbor-jobservice"),
+        ),
+        (
+            "cloudevents-push-artifact",
+            "push",
+            Some("acme/web"),
+            Some("1.0"),
+            None,
+            Some("alice"),
+        ),
+    ];
+    for (name, action, repository, tag, digest, actor) in cases {
+        let payload: Value =
+            serde_json::from_slice(&fixture(&format!("harbor/{name}.json"))).unwrap();
+        let r = send_harbor(&app, fixture(&format!("harbor/{name}.json"))).await;
+        assert_eq!(r.status, 200, "{name}: {:?}", r.body);
+        assert_eq!(
+            r.body["deliveries"], 1,
+            "{name}: one webhook, acme's: {:?}",
+            r.body
+        );
+        let e = &events(&app).await[0];
+        assert_eq!(e["source"], "harbor1", "{name}");
+        assert_eq!(e["namespace"], "acme", "{name}: {e}");
+        assert_eq!(e["action"], action, "{name}: {e}");
+        if let Some(repository) = repository {
+            assert_eq!(e["repository"], repository, "{name}: {e}");
+        }
+        if let Some(actor) = actor {
+            assert_eq!(e["actor"], actor, "{name}: {e}");
+        }
+        match tag {
+            Some(tag) => assert_eq!(e["tag"], tag, "{name}: {e}"),
+            // Never a digest taken for a tag.
+            None => assert!(
+                e["tag"].is_null() || !e["tag"].as_str().unwrap().contains(':'),
+                "{name}: {e}"
+            ),
+        }
+        if let Some(digest) = digest {
+            assert_eq!(e["digest"], digest, "{name}: {e}");
+        }
+        let when = payload["occur_at"]
+            .as_i64()
+            .map(|s| chrono::DateTime::from_timestamp(s, 0).unwrap())
+            .or_else(|| payload["time"].as_str().map(|t| t.parse().unwrap()))
+            .unwrap();
+        let stored: chrono::DateTime<chrono::Utc> =
+            e["occurred_at"].as_str().unwrap().parse().unwrap();
+        assert_eq!(stored, when, "{name}: the registry's time");
+    }
+    for _ in 0..cases.len() {
+        acme.next().await;
+    }
+    // In the push-mode payload the remote namespace is `backup`: its webhooks hear nothing.
+    backup.assert_quiet(Duration::from_millis(200)).await;
+    acme.assert_quiet(Duration::from_millis(10)).await;
+}
+
+/// Harbor sends no event id and its times count seconds: two real pulls by one user in
+/// the same second are byte for byte alike, and both are events. Harbor's CloudEvents carry
+/// an id its retries repeat: a resend of one is a duplicate.
+#[tokio::test]
+async fn harbor_events_without_an_id_are_never_merged() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    sources(&app).await;
+    app.enabled_webhook(
+        "acme",
+        json!({"name": "pulls", "url": rx.url("/"), "filters": {"actions": ["pull", "delete"]}}),
+    )
+    .await;
+    for _ in 0..2 {
+        let r = send_harbor(&app, fixture("harbor/pull-artifact.json")).await;
+        assert_eq!(r.body["accepted"], 1, "{:?}", r.body);
+        assert_eq!(r.body["duplicates"], 0, "{:?}", r.body);
+    }
+    let first = send_harbor(&app, fixture("harbor/cloudevents-delete-artifact.json")).await;
+    assert_eq!(first.body["accepted"], 1, "{:?}", first.body);
+    let again = send_harbor(&app, fixture("harbor/cloudevents-delete-artifact.json")).await;
+    assert_eq!(again.body["duplicates"], 1, "{:?}", again.body);
+    for _ in 0..3 {
+        rx.next().await;
+    }
+    rx.assert_quiet(Duration::from_millis(200)).await;
+    let pulls = events(&app)
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "pull")
+        .count();
+    assert_eq!(pulls, 2);
+}
+
+/// A payload that would become more events than one payload may make is stored once, as
+/// received, ignored with the reason, and answered 200 (refusing it would make Harbor send
+/// it again). Before, each of its entries copied the whole payload: 20,000 entries in under
+/// a megabyte needed ~19.6 GB and the process aborted.
+#[tokio::test]
+async fn a_payload_that_would_expand_past_the_bound_is_stored_once_as_ignored() {
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    sources(&app).await;
+    let mut payload: Value = serde_json::from_slice(&fixture("harbor/push-artifact.json")).unwrap();
+    payload["event_data"]["resources"] = Value::Array(vec![json!({"tag": "1"}); 20_000]);
+    let body = serde_json::to_vec(&payload).unwrap();
+    let r = send_harbor(&app, body.clone()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["ignored"], 1, "{:?}", r.body);
+    assert_eq!(r.body["accepted"], 0);
+    let e = &events(&app).await[0];
+    assert_eq!(e["status"], "ignored");
+    assert!(
+        e["reason"].as_str().unwrap().contains("too large to split"),
+        "{e}"
+    );
+    // The same bound holds on every source: an envelope of more events than the bound.
+    let many: Vec<Value> = (0..1_001)
+        .map(|i| json!({"id": format!("e{i}"), "action": "pull", "target": {"repository": "acme/web"}}))
+        .collect();
+    let r = send(
+        &app,
+        "dist1",
+        Auth::Bearer(DIST_TOKEN),
+        "application/json",
+        &[],
+        serde_json::to_vec(&json!({ "events": many })).unwrap(),
+    )
+    .await;
+    assert_eq!(r.body["ignored"], 1, "{:?}", r.body);
+    let r = app
+        .post_envelope(serde_json::to_vec(&json!({ "events": many })).unwrap())
+        .await;
+    assert_eq!(r.body["ignored"], 1, "{:?}", r.body);
+    // Within the bound, an envelope is split as before.
+    let r = app
+        .post_envelope(serde_json::to_vec(&json!({ "events": many[..1_000] })).unwrap())
+        .await;
+    assert_eq!(r.body["skipped"], 1_000, "{:?}", r.body);
+}
+
+/// A payload nested past what can be read as a JSON value is kept and acknowledged as the
+/// default endpoint keeps such an event, on every source, not refused with a 400 that the
+/// registry would answer by sending it again.
+#[tokio::test]
+async fn deeply_nested_payloads_are_stored_as_ignored_on_every_source() {
+    let app = spawn_app().await;
+    sources(&app).await;
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let zot_data = format!(r#"{{"name":"acme/web","reference":"1.0","x":{deep}}}"#);
+    let (headers, _) = zot_binary("zot/image-updated.json");
+    let r = send(
+        &app,
+        "zot1",
+        Auth::Bearer(ZOT_TOKEN),
+        "application/json",
+        &headers,
+        zot_data.into_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["ignored"], 1, "{:?}", r.body);
+    let harbor = format!(
+        r#"{{"type":"PUSH_ARTIFACT","occur_at":1,"operator":"a","event_data":{{"x":{deep}}}}}"#
+    );
+    let r = send_harbor(&app, harbor.into_bytes()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["ignored"], 1, "{:?}", r.body);
+    let e = &events(&app).await[0];
+    assert!(
+        e["reason"].as_str().unwrap().contains("cannot be read"),
+        "{e}"
+    );
+}
+
+/// GitLab's registry reports repository and namespace renames with `target.rename`: an
+/// action filters can select (never in the default filter), and chat says what became what.
+#[tokio::test]
+async fn gitlab_renames_are_events_filters_can_ask_for() {
+    let app = spawn_app().await;
+    let plain = Receiver::start().await;
+    let renames = Receiver::start().await;
+    app.create_namespace("acme").await;
+    sources(&app).await;
+    app.enabled_webhook("acme", json!({"name": "plain", "url": plain.url("/")}))
+        .await;
+    app.enabled_webhook(
+        "acme",
+        json!({"name": "renames", "url": renames.url("/"), "format": "slack", "filters": {"actions": ["rename"]}}),
+    )
+    .await;
+    for (name, text) in [
+        (
+            "gitlab/rename-repository.json",
+            "alice renamed acme/web to acme/webapp",
+        ),
+        (
+            "gitlab/rename-namespace.json",
+            "renamed acme/team-a/web to acme/team-b/web",
+        ),
+    ] {
+        let r = send(
+            &app,
+            "gitlab1",
+            Auth::Bearer(GITLAB_TOKEN),
+            "application/vnd.docker.distribution.events.v1+json",
+            &[],
+            fixture(name),
+        )
+        .await;
+        assert_eq!(r.body["accepted"], 1, "{name}: {:?}", r.body);
+        assert_eq!(r.body["deliveries"], 1, "{name}: {:?}", r.body);
+        let m = renames.next().await.json();
+        assert!(m["text"].as_str().unwrap().contains(text), "{name}: {m}");
+        let e = &events(&app).await[0];
+        assert_eq!(e["action"], "rename");
+        assert_eq!(e["namespace"], "acme");
+    }
+    plain.assert_quiet(Duration::from_millis(200)).await;
+}
+
+/// CloudEvents attributes of another registry's events: `time` is the registry's own
+/// (zot's `ce-time`, Harbor's `occur_at`), `source` names the source.
+#[tokio::test]
+async fn cloudevents_of_sources_carry_the_registrys_time_and_the_sources_name() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    sources(&app).await;
+    app.enabled_webhook(
+        "acme",
+        json!({"name": "ce", "url": rx.url("/"), "format": "cloudevents", "filters": {"actions": ALL_ACTIONS}}),
+    )
+    .await;
+    let r = send_zot_binary(&app, "zot/image-updated.json").await;
+    assert_eq!(r.body["deliveries"], 1, "{:?}", r.body);
+    let ce = rx.next().await.json();
+    // zot's `ce-time` (2026-11-26T21:40:00.123456789Z), kept to the millisecond.
+    assert_eq!(ce["time"], "2026-11-26T21:40:00.123Z", "{ce}");
+    assert_eq!(ce["source"], "/herald/sources/zot1", "{ce}");
+    let r = send_harbor(&app, fixture("harbor/push-artifact.json")).await;
+    assert_eq!(r.body["deliveries"], 1, "{:?}", r.body);
+    let ce = rx.next().await.json();
+    let occur_at: Value = serde_json::from_slice(&fixture("harbor/push-artifact.json")).unwrap();
+    let when = chrono::DateTime::from_timestamp(occur_at["occur_at"].as_i64().unwrap(), 0).unwrap();
+    assert_eq!(
+        ce["time"],
+        when.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        "{ce}"
+    );
+    assert_eq!(ce["source"], "/herald/sources/harbor1", "{ce}");
+    assert_eq!(ce["type"], "io.herald.registry.push", "{ce}");
 }
 
 /// A wrong Basic credential costs one password check whatever is wrong with it (no such
@@ -467,7 +834,7 @@ async fn filters_choose_sources_and_new_actions_are_opt_in() {
         "lint_failed only where asked for: {:?}",
         r.body
     );
-    assert_eq!(zot_only.next().await.json()["reference"], "1.1");
+    assert_eq!(zot_only.next().await.json()["data"]["reference"], "1.1");
     let (headers, body) = zot_binary("zot/image-updated.json");
     let r = send(
         &app,
@@ -479,8 +846,8 @@ async fn filters_choose_sources_and_new_actions_are_opt_in() {
     )
     .await;
     assert_eq!(r.body["deliveries"], 2, "{:?}", r.body);
-    assert_eq!(plain.next().await.json()["reference"], "1.0");
-    assert_eq!(zot_only.next().await.json()["reference"], "1.0");
+    assert_eq!(plain.next().await.json()["data"]["reference"], "1.0");
+    assert_eq!(zot_only.next().await.json()["data"]["reference"], "1.0");
     plain.assert_quiet(Duration::from_millis(200)).await;
     zot_only.assert_quiet(Duration::from_millis(10)).await;
 }
@@ -578,8 +945,10 @@ async fn chat_and_cloudevents_speak_of_zot_and_harbor_events() {
                 m["subject"].as_str().unwrap().starts_with(&repository),
                 "{m}"
             );
+            // The data is the event as Herald stores it: zot's CloudEvent, structured.
             let data: Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(m["data"], data, "the data is zot's payload itself");
+            assert_eq!(m["data"]["data"], data, "zot's data itself");
+            assert_eq!(m["data"]["type"], "zotregistry.image.updated");
         }
     }
 }

@@ -47,6 +47,15 @@ pub(super) fn markdown(text: &str) -> String {
     out
 }
 
+/// Unicode's bidirectional formatting characters: embeddings, overrides and isolates, and
+/// the marks. In a name they can make `evil\u{202E}gpj.exe` read as `evilexe.jpg`.
+pub(super) fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
 /// At most `max` characters, the last an ellipsis when cut.
 pub(super) fn clip(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -95,6 +104,8 @@ pub(super) fn field_max(pointer: &str) -> usize {
 pub(super) struct Summary {
     actor: String,
     verb: String,
+    /// A rename's new path.
+    renamed_to: Option<String>,
     repository: String,
     tag: Option<String>,
     digest: Option<String>,
@@ -106,9 +117,15 @@ impl Summary {
     fn of(v: &Value) -> Self {
         let field = |pointer: &str| {
             text(v, pointer).map(|t| {
+                // Line breaks become spaces; a bidi control (U+202E turns the rest of a
+                // line around) becomes U+FFFD, so a name reads as the registry holds it.
                 let flat: String = t
                     .chars()
-                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .map(|c| match c {
+                        c if c.is_control() => ' ',
+                        c if is_bidi_control(c) => '\u{FFFD}',
+                        c => c,
+                    })
                     .collect();
                 clip(&flat, field_max(pointer))
             })
@@ -120,12 +137,27 @@ impl Summary {
             "pull" => "pulled",
             "mount" => "mounted",
             "ping" => "pinged",
+            "rename" => "renamed",
+            "scan_completed" => "scanned",
+            "scan_failed" => "failed to scan",
+            "scan_stopped" => "stopped scanning",
+            "quota_exceeded" => "hit the quota with",
+            "quota_warning" => "neared the quota with",
+            "repository_created" => "created",
+            "replication" => "replicated",
+            "tag_retention" => "ran tag retention on",
+            "lint_failed" => "failed lint with",
             other => other,
         }
         .to_string();
+        // GitLab's renames name the old path as the repository and the new one here.
+        let renamed_to = (action == "rename")
+            .then(|| field("/target/rename/to"))
+            .flatten();
         Summary {
             actor: field("/actor/name").unwrap_or_else(|| "someone".into()),
             verb,
+            renamed_to,
             repository: field("/target/repository").unwrap_or_default(),
             tag: field("/target/tag"),
             digest: field("/target/digest"),
@@ -142,13 +174,21 @@ impl Summary {
         }
     }
 
+    /// What the verb acts on: [`Self::what`], and for a rename ` to ` the new path.
+    fn object(&self) -> String {
+        match &self.renamed_to {
+            Some(to) => format!("{} to {to}", self.what()),
+            None => self.what(),
+        }
+    }
+
     fn short_digest(&self) -> Option<String> {
         self.digest.as_deref().map(short_digest)
     }
 
     /// `alice pushed alice/tool:v2 (sha256:7a6c8d182783…)`, unescaped.
     fn line(&self) -> String {
-        let head = format!("{} {} {}", self.actor, self.verb, self.what());
+        let head = format!("{} {} {}", self.actor, self.verb, self.object());
         match self.short_digest() {
             Some(d) => format!("{head} ({d})"),
             None => head,
@@ -174,8 +214,12 @@ pub(super) const SLACK_TEXT_MAX: usize = 3000;
 
 pub(super) fn slack(event: &str) -> Result<String, String> {
     let s = Summary::of(&parsed(event)?);
+    let to = match &s.renamed_to {
+        Some(to) => format!(" to `{}`", entities(to)),
+        None => String::new(),
+    };
     let section = format!(
-        "*{}* {} `{}`",
+        "*{}* {} `{}`{to}",
         entities(&s.actor),
         entities(&s.verb),
         entities(&s.what())
@@ -201,7 +245,7 @@ pub(super) fn teams(event: &str) -> Result<String, String> {
         "**{}** {} {}",
         markdown(&s.actor),
         markdown(&s.verb),
-        markdown(&s.what())
+        markdown(&s.object())
     );
     let mut facts =
         vec![serde_json::json!({"title": "Repository", "value": markdown(&s.repository)})];
@@ -247,7 +291,7 @@ pub(super) fn discord(event: &str) -> Result<String, String> {
         "**{}** {} {}",
         markdown(&s.actor),
         markdown(&s.verb),
-        markdown(&s.what())
+        markdown(&s.object())
     );
     let field = |name: &str, value: &str, inline: bool| {
         serde_json::json!({
@@ -292,7 +336,7 @@ pub(super) fn mattermost(event: &str) -> Result<String, String> {
         "**{}** {} {}\n{}",
         markdown(&s.actor),
         markdown(&s.verb),
-        markdown(&s.what()),
+        markdown(&s.object()),
         s.context(markdown, |d| d)
     );
     Ok(serde_json::json!({ "text": clip_markup(&text, MATTERMOST_TEXT_MAX) }).to_string())
@@ -307,7 +351,7 @@ pub(super) fn google_chat(event: &str) -> Result<String, String> {
         "*{}* {} {}\n{}",
         entities(&s.actor),
         entities(&s.verb),
-        entities(&s.what()),
+        entities(&s.object()),
         s.context(entities, |d| d)
     );
     Ok(serde_json::json!({ "text": clip_markup(&text, GOOGLE_CHAT_TEXT_MAX) }).to_string())

@@ -33,13 +33,21 @@ pub(super) fn source_segment(origin: &str) -> String {
 }
 
 pub(super) fn context(v: &Value, received_at: DateTime<Utc>) -> Context {
-    let origin = text(v, "/source/addr")
-        .or_else(|| text(v, "/request/host"))
-        .unwrap_or("unknown");
+    // A source of another kind than distribution's is named as Herald knows it; a
+    // distribution registry by its instance's address.
+    let source = match text(v, "/source/name") {
+        Some(name) => format!("/herald/sources/{}", source_segment(name)),
+        None => {
+            let origin = text(v, "/source/addr")
+                .or_else(|| text(v, "/request/host"))
+                .unwrap_or("unknown");
+            format!("/herald/registry/{}", source_segment(origin))
+        }
+    };
     Context {
         id: text(v, "/id").unwrap_or("").to_string(),
         // Always a valid URI-reference, whatever the registry wrote in its address.
-        source: format!("/herald/registry/{}", source_segment(origin)),
+        source,
         kind: format!(
             "io.herald.registry.{}",
             text(v, "/action").unwrap_or("unknown")
@@ -52,21 +60,10 @@ pub(super) fn context(v: &Value, received_at: DateTime<Utc>) -> Context {
 /// The event's time as RFC 3339 with a zone, which CloudEvents requires: the registry's
 /// timestamp when it can be read (with or without a zone), else when Herald received it.
 pub(super) fn event_time(timestamp: Option<&str>, received_at: DateTime<Utc>) -> String {
-    use chrono::{NaiveDateTime, SecondsFormat};
-    let parsed = timestamp.and_then(|t| {
-        DateTime::parse_from_rfc3339(t)
-            .map(|d| d.with_timezone(&Utc))
-            .ok()
-            .or_else(|| {
-                ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
-                    .iter()
-                    .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
-                    .map(|n| n.and_utc())
-            })
-    });
-    parsed
+    timestamp
+        .and_then(crate::domain::events::parse_time)
         .unwrap_or(received_at)
-        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 pub(super) fn cloudevent(event: &str, view: &str, record: &EventRecord) -> Result<String, String> {

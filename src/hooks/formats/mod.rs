@@ -90,12 +90,18 @@ fn view<'a>(event: &'a str, record: &EventRecord) -> std::borrow::Cow<'a, str> {
             target.insert(key.into(), Value::String(v.clone()));
         }
     }
+    // The registry's own time when it gave one (zot's `time`, Harbor's `occur_at`), and the
+    // source by its name in Herald, where distribution names its instance's address.
+    let time = record.occurred_at.unwrap_or(record.received_at);
     let mut v = serde_json::json!({
         "id": record.registry_id,
-        "timestamp": record.received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "timestamp": time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         "action": record.action,
         "target": target,
     });
+    if let Some(source) = &record.source {
+        v["source"] = serde_json::json!({ "name": source });
+    }
     if let Some(actor) = &record.actor {
         v["actor"] = serde_json::json!({ "name": actor });
     }

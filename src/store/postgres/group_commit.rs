@@ -280,9 +280,10 @@ async fn ingest(
     // matched back by their id.
     let stored: Vec<(i64, Option<String>)> = sqlx::query_as(
         "INSERT INTO events (registry_id, action, repository, namespace, tag, digest, \
-         media_type, actor, status, reason, body, received_at) \
+         media_type, actor, status, reason, body, received_at, source, occurred_at) \
          SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-           $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::BIGINT[]) \
+           $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::BIGINT[], \
+           $13::TEXT[], $14::BIGINT[]) \
          ON CONFLICT (registry_id) DO NOTHING RETURNING id, registry_id",
     )
     .bind(columns.registry_id)
@@ -297,6 +298,8 @@ async fn ingest(
     .bind(columns.reason)
     .bind(columns.body)
     .bind(columns.received_at)
+    .bind(columns.source)
+    .bind(columns.occurred_at)
     .fetch_all(&mut **tx)
     .await?;
     let mut new_ids: HashMap<String, i64> = stored
@@ -309,7 +312,7 @@ async fn ingest(
     let mut decided = decided.into_iter();
     for (_, events, _) in envelopes {
         let mut summary = IngestSummary::default();
-        for (event, now, status, _, webhooks) in decided.by_ref().take(events.len()) {
+        for (event, now, status, reason, webhooks) in decided.by_ref().take(events.len()) {
             let event_id = match event.registry_id.as_deref() {
                 // The first of its id in the batch takes the stored row; later ones are
                 // duplicates, like those already stored.
@@ -322,11 +325,11 @@ async fn ingest(
                     }
                 },
                 None => {
-                    summary.count(status);
+                    summary.count(status, reason.as_deref());
                     continue;
                 }
             };
-            summary.count(status);
+            summary.count(status, reason.as_deref());
             summary.deliveries += webhooks.len();
             for to in webhooks {
                 webhook_ids.push(to.webhook_id);
@@ -372,6 +375,8 @@ struct EventColumns<'a> {
     reason: Vec<Option<Cow<'a, str>>>,
     body: Vec<Cow<'a, str>>,
     received_at: Vec<i64>,
+    source: Vec<Option<Cow<'a, str>>>,
+    occurred_at: Vec<Option<i64>>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -395,6 +400,8 @@ impl<'a> EventColumns<'a> {
         self.reason.push(opt_text(reason));
         self.body.push(text(&e.body));
         self.received_at.push(now);
+        self.source.push(opt_text(&e.source));
+        self.occurred_at.push(e.occurred_at.map(to_ms));
     }
 }
 

@@ -20,8 +20,9 @@ use crate::store::{
 impl<B: Backend> History for B {
     async fn list_events(&self, limit: i64, before: Option<i64>) -> StoreResult<Page<StoredEvent>> {
         let items = sql(
-            "SELECT id, registry_id, action, repository, namespace, tag, digest, status, reason, \
-             received_at FROM events WHERE id < $1 ORDER BY id DESC LIMIT $2",
+            "SELECT id, registry_id, action, repository, namespace, tag, digest, actor, source, \
+             status, reason, received_at, occurred_at FROM events WHERE id < $1 \
+             ORDER BY id DESC LIMIT $2",
         )
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit + 1)
@@ -37,9 +38,12 @@ impl<B: Backend> History for B {
                 namespace: r.text_opt("namespace")?,
                 tag: r.text_opt("tag")?,
                 digest: r.text_opt("digest")?,
+                actor: r.text_opt("actor")?,
+                source: r.text_opt("source")?,
                 status: r.text("status")?,
                 reason: r.text_opt("reason")?,
                 received_at: from_ms(r.int("received_at")?),
+                occurred_at: r.int_opt("occurred_at")?.map(from_ms),
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;

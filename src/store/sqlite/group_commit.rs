@@ -304,8 +304,8 @@ fn ingest(
         let inserted: Option<i64> = conn
             .prepare_cached(
                 "INSERT INTO events (registry_id, action, repository, namespace, tag, digest, \
-                 media_type, actor, status, reason, body, received_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 media_type, actor, status, reason, body, received_at, source, occurred_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
                  ON CONFLICT (registry_id) DO NOTHING RETURNING id",
             )?
             .query_row(
@@ -322,6 +322,8 @@ fn ingest(
                     reason,
                     event.body,
                     now,
+                    event.source,
+                    event.occurred_at.map(to_ms),
                 ],
                 |row| row.get(0),
             )
@@ -330,7 +332,7 @@ fn ingest(
             summary.duplicates += 1;
             continue;
         };
-        summary.count(status);
+        summary.count(status, reason.as_deref());
         let mut insert = conn.prepare_cached(
             "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
              created_at, updated_at, fifo) VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4)",
