@@ -59,6 +59,55 @@ async fn metrics_count_events_deliveries_and_requests() {
     }
 }
 
+/// The not-delivered counter says what was committed: a pull that a webhook's filter asked
+/// for was delivered and is not counted as skipped, a duplicate is counted as a duplicate
+/// only, and a pull no webhook wants is skipped.
+#[tokio::test]
+async fn metrics_count_what_ingest_committed() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    let hook = app
+        .enabled_webhook(
+            "acme",
+            json!({"name": "pulls", "url": rx.url("/"), "filters": {"actions": ["pull"], "repositories": ["web"]}}),
+        )
+        .await;
+    let pull = fixture("distribution-2.8.2/pull-manifest.json");
+    assert_eq!(app.post_envelope(pull.clone()).await.body["deliveries"], 1);
+    assert_eq!(app.post_envelope(pull.clone()).await.body["duplicates"], 1);
+    app.wait_deliveries("acme", hook, |d| d[0]["state"] == "succeeded")
+        .await;
+    let metrics = || async {
+        app.call("GET", "/metrics", None, None)
+            .await
+            .body
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let text = metrics().await;
+    assert!(
+        !text.contains("reason=\"pull\""),
+        "a delivered pull counted as not delivered:\n{text}"
+    );
+    assert!(text.contains("herald_events_duplicate_total 1"), "{text}");
+    // Another repository: no webhook wants this pull.
+    let other = String::from_utf8(pull)
+        .unwrap()
+        .replace("acme/web", "acme/api")
+        .replace("\"id\": \"", "\"id\": \"x");
+    assert_eq!(
+        app.post_envelope(other.into_bytes()).await.body["skipped"],
+        1
+    );
+    let text = metrics().await;
+    assert!(
+        text.contains("herald_events_not_delivered_total{status=\"skipped\",reason=\"pull\"} 1"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn readiness_checks_the_database_migrations_writer_and_dispatcher() {
     let app = spawn_app().await;

@@ -418,6 +418,34 @@ mod tests {
         ));
     }
 
+    /// U+202E and the other bidi controls would make a name read backwards in a chat
+    /// client: every chat format shows U+FFFD in their place.
+    #[test]
+    fn bidi_controls_in_registry_text_are_shown_not_obeyed() {
+        let mut v: Value = serde_json::from_str(&event(WITH_ACTOR)).unwrap();
+        v["actor"]["name"] = Value::String("mallory\u{202E}gpj.exe\u{2066}x\u{200F}".into());
+        v["target"]["repository"] = Value::String("alice/\u{202B}tool".into());
+        let e = v.to_string();
+        for format in [
+            Format::Slack,
+            Format::Teams,
+            Format::Discord,
+            Format::Mattermost,
+            Format::GoogleChat,
+        ] {
+            let body = render_builtin(format, &e, &EventRecord::default())
+                .unwrap()
+                .body;
+            // Decoded, so that an escaped `\u202e` in the JSON counts too.
+            let all = serde_json::from_str::<Value>(&body).unwrap().to_string();
+            for c in ['\u{202E}', '\u{2066}', '\u{200F}', '\u{202B}'] {
+                assert!(!all.contains(c), "{format:?} kept {c:?}: {all}");
+            }
+            assert!(all.contains("gpj.exe"), "{format:?}: {all}");
+            assert!(all.contains('\u{FFFD}'), "{format:?}: {all}");
+        }
+    }
+
     #[test]
     fn cuts_never_split_an_escape() {
         assert_eq!(clip_markup("ab&amp;cd", 5), "ab…");
