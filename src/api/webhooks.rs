@@ -128,6 +128,7 @@ impl WebhookView {
             headers.insert(h.name.as_str().to_string(), value);
         }
         let signature_public_key = app::webhooks::signature_public_key(&w, cipher)?;
+        let warnings = webhook_warnings(&w);
         Ok(Self {
             id: w.id,
             namespace: w.namespace,
@@ -144,11 +145,7 @@ impl WebhookView {
             permissions,
             signed: !w.signing_secrets.is_empty(),
             tls_verify: w.tls_verify,
-            warnings: if w.tls_verify {
-                Vec::new()
-            } else {
-                vec!["TLS certificates are not verified: anyone on the path can read and change these requests".into()]
-            },
+            warnings,
             filters: w.filters,
             format: w.format,
             template: w.template,
@@ -168,6 +165,24 @@ impl WebhookView {
             has_client_key: w.client_key.is_some(),
         })
     }
+}
+
+/// What is wrong with a saved webhook's settings that does not make them invalid.
+pub fn webhook_warnings(w: &Webhook) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !w.tls_verify {
+        warnings.push(
+            "TLS certificates are not verified: anyone on the path can read and change these requests"
+                .to_string(),
+        );
+    }
+    if let Some(certificate) = &w.client_certificate {
+        warnings.extend(crate::hooks::client_cert::validity_warning(
+            certificate,
+            std::time::SystemTime::now(),
+        ));
+    }
+    warnings
 }
 
 /// Warns when the SSRF guard would refuse the webhook's destination as it resolves now

@@ -5,6 +5,8 @@
 use rustls::pki_types::pem::{self, PemObject, SectionKind};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
+use x509_cert::der::Decode;
+use x509_cert::Certificate;
 
 use crate::domain::names::Invalid;
 
@@ -83,22 +85,11 @@ pub fn check(certificate: &str, key: &str) -> Result<ClientIdentityPem, Vec<Inva
             None
         }
     };
-    if let (Some(signing_key), false, true) = (signing_key, certs.is_empty(), problems.is_empty()) {
-        let certified = rustls::sign::CertifiedKey::new(certs, signing_key);
-        match certified.keys_match() {
-            Ok(()) => {}
-            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-                problems.push(Invalid::new(
-                    KEY_FIELD,
-                    "this private key does not belong to the client certificate (the first certificate of client_certificate)",
-                ))
-            }
-            // The key type cannot tell its public key: as rustls, accept it.
-            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-            Err(e) => problems.push(Invalid::new(
-                CERT_FIELD,
-                format!("the first certificate is not a valid X.509 certificate: {e}"),
-            )),
+    if let (Some(signing_key), Some(first), true) =
+        (signing_key, certs.first(), problems.is_empty())
+    {
+        if let Some(problem) = presentable(first, &certs, signing_key) {
+            problems.push(problem);
         }
     }
     if problems.is_empty() {
@@ -108,6 +99,54 @@ pub fn check(certificate: &str, key: &str) -> Result<ClientIdentityPem, Vec<Inva
         })
     } else {
         Err(problems)
+    }
+}
+
+/// How to make a certificate Herald can present, for the messages that refuse one.
+const HOW_TO_SIGN: &str = "sign the request again as X.509 v3 with a client-auth \
+     extension: `printf 'extendedKeyUsage=clientAuth\\n' > client.ext` then `openssl x509 \
+     -req -in client.csr -CA ca.crt -CAkey ca.key -days 365 -extfile client.ext -out \
+     client.crt`";
+/// Why the TLS library could not present `first` (the chain's end-entity certificate) with
+/// `key`, in words that say what to do; `None` when it can.
+fn presentable(
+    first: &CertificateDer<'static>,
+    chain: &[CertificateDer<'static>],
+    key: std::sync::Arc<dyn rustls::sign::SigningKey>,
+) -> Option<Invalid> {
+    let cert = match Certificate::from_der(first.as_ref()) {
+        Ok(cert) => cert,
+        Err(e) => {
+            return Some(Invalid::new(
+                CERT_FIELD,
+                format!("the first certificate is not a valid X.509 certificate ({e})"),
+            ))
+        }
+    };
+    // `openssl x509 -req` without an extensions file makes v1 certificates. OpenSSL servers
+    // take them, but rustls presents only what webpki can parse, and webpki refuses v1.
+    if cert.tbs_certificate.version == x509_cert::Version::V1 {
+        return Some(Invalid::new(
+            CERT_FIELD,
+            format!(
+                "this is an X.509 v1 certificate (what `openssl x509 -req` makes without \
+                 extensions), which Herald's TLS library cannot present; {HOW_TO_SIGN}"
+            ),
+        ));
+    }
+    match rustls::sign::CertifiedKey::new(chain.to_vec(), key).keys_match() {
+        // A key type that cannot tell its public key: as rustls, accept it.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => None,
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Some(Invalid::new(
+                KEY_FIELD,
+                "this private key does not belong to the client certificate (the first certificate of client_certificate)",
+            ))
+        }
+        Err(e) => Some(Invalid::new(
+            CERT_FIELD,
+            format!("Herald's TLS library cannot present this certificate ({e}); {HOW_TO_SIGN}"),
+        )),
     }
 }
 
@@ -139,6 +178,41 @@ fn parse_key(key: &str) -> Result<std::sync::Arc<dyn rustls::sign::SigningKey>, 
             format!("not a usable private key (RSA, ECDSA P-256/P-384 or Ed25519): {e}"),
         )
     })
+}
+
+/// Why the first certificate of `certificate` (PEM) would be refused for its dates now:
+/// expired, or not yet valid. Saved all the same (a renewal may be on its way, or the
+/// clock be wrong), but the webhook says so wherever it is shown.
+pub fn validity_warning(certificate: &str, now: std::time::SystemTime) -> Option<String> {
+    let der = CertificateDer::pem_slice_iter(certificate.as_bytes())
+        .next()?
+        .ok()?;
+    let cert = Certificate::from_der(der.as_ref()).ok()?;
+    let validity = &cert.tbs_certificate.validity;
+    let (from, until) = (
+        std::time::UNIX_EPOCH + validity.not_before.to_unix_duration(),
+        std::time::UNIX_EPOCH + validity.not_after.to_unix_duration(),
+    );
+    let day = |t: std::time::SystemTime| {
+        chrono::DateTime::<chrono::Utc>::from(t)
+            .format("%Y-%m-%d %H:%M UTC")
+            .to_string()
+    };
+    if now > until {
+        Some(format!(
+            "the client certificate expired on {}: receivers that ask for it will refuse \
+             every delivery",
+            day(until)
+        ))
+    } else if now < from {
+        Some(format!(
+            "the client certificate is not valid until {}: receivers that ask for it will \
+             refuse deliveries before then",
+            day(from)
+        ))
+    } else {
+        None
+    }
 }
 
 /// SHA-256 fingerprint of the first certificate, `AB:CD:...`, for people to recognise it.

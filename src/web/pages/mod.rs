@@ -134,6 +134,9 @@ pub(super) fn webhook_row(w: &Webhook) -> Value {
         updated_at => w.updated_at,
         signature => w.signature,
         has_client_certificate => w.client_certificate.is_some(),
+        client_certificate_warning => w.client_certificate.as_deref().and_then(|c| {
+            crate::hooks::client_cert::validity_warning(c, std::time::SystemTime::now())
+        }),
         client_certificate_sha256 => w
             .client_certificate
             .as_deref()
