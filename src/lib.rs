@@ -284,6 +284,25 @@ async fn check_secret_key(store: &dyn Store, cipher: &Cipher) -> anyhow::Result<
     Ok(())
 }
 
+/// A database whose secrets are sealed with a key, started without that key: refused
+/// before a new `secret.key` is written, which could never open them and would only
+/// stand in the way of the real one being put back.
+async fn refuse_a_lost_key(config: &Config, store: &dyn Store) -> anyhow::Result<()> {
+    let file = config.data_dir.join("secret.key");
+    if config.secret_key.is_some() || file.exists() {
+        return Ok(());
+    }
+    let sealed_before = store.has_key_check().await? || store.any_sealed_secret().await?.is_some();
+    anyhow::ensure!(
+        !sealed_before,
+        "{} is missing, but this database's secrets were sealed with a key: put back the \
+         secret.key from the backup of this data directory, or set HERALD_SECRET_KEY to \
+         that key. Herald does not make a new one, which could never open them",
+        show_path(&file)
+    );
+    Ok(())
+}
+
 pub struct Application {
     listener: TcpListener,
     state: AppState,
@@ -325,6 +344,7 @@ impl Application {
                  database must use the same key, so set HERALD_SECRET_KEY on all of them"
             );
         }
+        refuse_a_lost_key(&config, store.as_ref()).await?;
         let cipher = Cipher::load_or_create(&config.data_dir, config.secret_key.as_deref())?;
         check_secret_key(store.as_ref(), &cipher).await?;
         let owner = if config.database_url().starts_with("sqlite:") {

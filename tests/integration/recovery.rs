@@ -210,3 +210,42 @@ async fn a_process_with_another_secret_key_refuses_to_start_on_postgres() {
     };
     refuses_another_key(Some(&db.url)).await;
 }
+
+/// A data directory whose `secret.key` was deleted: the start is refused, saying to put
+/// the key back, and no new key is written in its place (one that could never open the
+/// database's secrets, and would be in the way of the real one).
+#[tokio::test]
+async fn a_start_without_its_deleted_secret_key_is_refused_and_writes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--data-dir"]
+        .map(String::from)
+        .to_vec();
+    args.push(dir.path().display().to_string());
+    args.extend([
+        "--template-sandbox-exe".into(),
+        env!("CARGO_BIN_EXE_herald").into(),
+    ]);
+    let first = Application::build(Config::from_args(&args).unwrap())
+        .await
+        .expect("the first start makes a key");
+    drop(first);
+    let key_file = dir.path().join("secret.key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+    let refused = Application::build(Config::from_args(&args).unwrap()).await;
+    let message = format!(
+        "{:#}",
+        refused.err().expect("a start without the key is refused")
+    );
+    assert!(
+        message.contains("secret.key")
+            && message.contains("is missing")
+            && message.contains("backup"),
+        "{message}"
+    );
+    assert!(!key_file.exists(), "no new key was written");
+    std::fs::write(&key_file, key).unwrap();
+    Application::build(Config::from_args(&args).unwrap())
+        .await
+        .expect("with its key back it starts");
+}
