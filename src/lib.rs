@@ -53,6 +53,8 @@ pub struct AppState {
     /// The bound on password hashes running at once (UI, API and user creation alike).
     pub password_gate: Arc<auth::PasswordGate>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Whether envelopes are being committed, for `/readyz`.
+    pub ingest_health: Arc<registry::ingest::IngestHealth>,
 }
 
 /// The data directory holds the database, the registry token and the secret key, so only
@@ -396,6 +398,7 @@ impl Application {
                 login_throttle: Arc::default(),
                 password_gate: Arc::default(),
                 metrics,
+                ingest_health: Arc::default(),
             },
             _owner: owner,
         })

@@ -15,8 +15,9 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// Ready: the database answers, every migration is applied, the store's writer is not
-/// stuck on one batch and the delivery dispatcher's claim loop goes round, each within
-/// `--ready-stall-timeout`.
+/// stuck on one batch, the delivery dispatcher's claim loop goes round, each within
+/// `--ready-stall-timeout`, and envelopes are being stored (not three failures in a row,
+/// the last within that time).
 #[utoipa::path(get, path = "/readyz", operation_id = "getReadiness", tag = "operations", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let stall = state.config.ready_stall_timeout;
@@ -32,21 +33,30 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if !dispatcher {
         tracing::warn!("the delivery dispatcher's claim loop has not gone round; not ready");
     }
-    let ready = database && migrations && writer && dispatcher;
+    let ingest_error = state.ingest_health.failing(stall);
+    if let Some(error) = &ingest_error {
+        tracing::warn!(error = %error, "envelopes are not being stored; not ready");
+    }
+    let ingest = ingest_error.is_none();
+    let ready = database && migrations && writer && dispatcher && ingest;
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if ready { "ready" } else { "not ready" },
         "checks": {
             "database": database,
             "migrations": migrations,
             "writer": writer,
             "dispatcher": dispatcher,
+            "ingest": ingest,
         },
     });
+    if let Some(error) = ingest_error {
+        body["detail"] = serde_json::json!({ "ingest": error });
+    }
     (status, Json(body)).into_response()
 }
 

@@ -22,6 +22,54 @@ use crate::registry::token::RegistryToken;
 use crate::store::{IngestSummary, Source};
 use crate::AppState;
 
+/// Whether ingest commits: `/readyz` reports a process whose envelopes keep failing to be
+/// stored (a full disk, a database that refuses writes) as not ready.
+#[derive(Default)]
+pub struct IngestHealth(std::sync::Mutex<IngestRecord>);
+
+#[derive(Default)]
+struct IngestRecord {
+    /// Failures since the last envelope that was committed.
+    failures: u32,
+    last_failure: Option<std::time::Instant>,
+    last_error: Option<String>,
+}
+
+/// Failures in a row that make a process not ready.
+const INGEST_FAILURES_NOT_READY: u32 = 3;
+
+impl IngestHealth {
+    pub fn committed(&self) {
+        if let Ok(mut r) = self.0.lock() {
+            *r = IngestRecord::default();
+        }
+    }
+
+    pub fn failed(&self, error: &str) {
+        if let Ok(mut r) = self.0.lock() {
+            r.failures += 1;
+            r.last_failure = Some(std::time::Instant::now());
+            r.last_error = Some(error.to_string());
+        }
+    }
+
+    /// Why ingest is failing, if it failed [`INGEST_FAILURES_NOT_READY`] times in a row, the
+    /// last within `window`. The window matters: a process taken out of service gets no
+    /// envelopes, so it could never commit one to become ready again; once the window has
+    /// passed it is let back in and tried.
+    pub fn failing(&self, window: Duration) -> Option<String> {
+        let r = self.0.lock().ok()?;
+        let recent = r.last_failure.is_some_and(|t| t.elapsed() < window);
+        (r.failures >= INGEST_FAILURES_NOT_READY && recent).then(|| {
+            format!(
+                "the last {} envelopes could not be stored: {}",
+                r.failures,
+                r.last_error.as_deref().unwrap_or("unknown error")
+            )
+        })
+    }
+}
+
 /// Media types the registry sends (2.x and 3.x), plus plain JSON for hand-made requests.
 pub const ACCEPTED_MEDIA_TYPES: &[&str] = &[
     "application/vnd.docker.distribution.events.v1+json",
@@ -200,7 +248,16 @@ async fn store_events(
     events: &[IncomingEvent],
     source: &str,
 ) -> ApiResult<IngestSummary> {
-    let summary = state.store.ingest(events, chrono::Utc::now()).await?;
+    let summary = match state.store.ingest(events, chrono::Utc::now()).await {
+        Ok(summary) => {
+            state.ingest_health.committed();
+            summary
+        }
+        Err(e) => {
+            state.ingest_health.failed(&e.to_string());
+            return Err(e.into());
+        }
+    };
     if summary.deliveries > 0 {
         state.dispatcher.wake();
     }
@@ -378,4 +435,24 @@ pub async fn receive_source(
     let events = crate::registry::sources::translate(source.kind, &source.name, &headers, &body)
         .map_err(|e| AppError::bad_request(e.0))?;
     store_events(&state, &events, &source.name).await.map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_is_failing_after_three_failures_in_a_row_within_the_window() {
+        let h = IngestHealth::default();
+        let window = Duration::from_secs(30);
+        h.failed("disk full");
+        h.failed("disk full");
+        assert_eq!(h.failing(window), None);
+        h.failed("disk full");
+        assert!(h.failing(window).unwrap().contains("last 3 envelopes"));
+        // Out of service, it hears nothing: once the window has passed it is let back in.
+        assert_eq!(h.failing(Duration::ZERO), None);
+        h.committed();
+        assert_eq!(h.failing(window), None);
+    }
 }

@@ -115,9 +115,43 @@ async fn readiness_checks_the_database_migrations_writer_and_dispatcher() {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.body["checks"],
-        json!({"database": true, "migrations": true, "writer": true, "dispatcher": true})
+        json!({"database": true, "migrations": true, "writer": true, "dispatcher": true, "ingest": true})
     );
     assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200);
+}
+
+/// A process whose envelopes keep failing to be stored (a full disk, here a trigger that
+/// refuses every event) is not ready, saying why, until one is stored again.
+#[tokio::test]
+async fn readiness_fails_while_envelopes_cannot_be_stored() {
+    let app = spawn_app().await;
+    app.raw_sql(
+        "CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END",
+        "CREATE FUNCTION disk_full() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER disk_full BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION disk_full()",
+    )
+    .await;
+    for i in 0..3 {
+        let r = app.post_envelope(push_with_id(i)).await;
+        assert!(r.status >= 500, "{i}: {} {:?}", r.status, r.body);
+        let ready = app.call("GET", "/readyz", None, None).await;
+        assert_eq!(
+            ready.status == 200,
+            i < 2,
+            "after {} failures: {:?}",
+            i + 1,
+            ready.body
+        );
+    }
+    let r = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(r.body["checks"]["ingest"], false, "{:?}", r.body);
+    let detail = r.body["detail"]["ingest"].as_str().unwrap();
+    assert!(detail.contains("could not be stored"), "{detail}");
+    app.raw_sql("DROP TRIGGER disk_full", "DROP TRIGGER disk_full ON events")
+        .await;
+    assert_eq!(app.post_envelope(push_with_id(9)).await.status, 200);
+    let r = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
 }
 
 /// Polls `/readyz` until `check` accepts the answer, or fails after 8 s.
