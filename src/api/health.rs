@@ -60,7 +60,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations", responses((status = 200, description = "Prometheus metrics: OpenMetrics text when the Accept header asks for it, else the classic text format 0.0.4", content_type = "application/openmetrics-text")))]
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations", responses((status = 200, description = "Prometheus metrics: OpenMetrics text when the Accept header asks for it, else the classic text format 0.0.4", content(
+        (String = "text/plain; version=0.0.4"),
+        (String = "application/openmetrics-text; version=1.0.0")))))]
 pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     // The queue is shared by every process: read it from the database at scrape time.
     match state.store.queue_stats().await {

@@ -110,7 +110,51 @@ fn documented_routes(gate: ingest::Gate, state: &AppState) -> OpenApiRouter<AppS
 
 /// The documented routes and their OpenAPI document; `crate::http` serves both.
 pub(crate) fn documented(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    documented_routes(ingest::Gate::new(state), state).split_for_parts()
+    let (router, mut openapi) =
+        documented_routes(ingest::Gate::new(state), state).split_for_parts();
+    document_json_body_errors(&mut openapi);
+    (router, openapi)
+}
+
+/// Every operation that takes a JSON body answers malformed JSON with 400 and another
+/// content type with 415 ([`ApiJson`]); documented here once rather than on each handler.
+fn document_json_body_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in operations.into_iter().flatten() {
+            let takes_json = op
+                .request_body
+                .as_ref()
+                .is_some_and(|b| b.content.contains_key("application/json"));
+            if !takes_json {
+                continue;
+            }
+            let responses = &mut op.responses.responses;
+            responses
+                .entry("400".into())
+                .or_insert_with(|| error("The body is not valid JSON").into());
+            responses
+                .entry("415".into())
+                .or_insert_with(|| error("The body is not application/json").into());
+        }
+    }
 }
 
 /// A JSON body whose problems come back as Herald's JSON errors: malformed JSON is a 400,
@@ -121,23 +165,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        if essence != "application/json" && !essence.ends_with("+json") {
-            return Err(AppError::unsupported_media_type(
-                "the request body must be JSON (Content-Type: application/json)",
-            ));
-        }
+        json_content_type(req.headers())?;
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 AppError::payload_too_large("the request body is too large")
@@ -145,22 +173,43 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 AppError::bad_request(format!("the body could not be read: {e}"))
             }
         })?;
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                AppError::bad_request(format!("the body is not valid JSON: {inner}"))
-            } else if path == "." {
-                AppError::invalid("body", inner.to_string())
-            } else {
-                AppError::invalid(path, inner.to_string())
-            }
-        })?;
-        de.end()
-            .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
-        Ok(ApiJson(value))
+        parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// 415 unless the request says its body is JSON.
+pub fn json_content_type(headers: &axum::http::HeaderMap) -> Result<(), AppError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence != "application/json" && !essence.ends_with("+json") {
+        return Err(AppError::unsupported_media_type(
+            "the request body must be JSON (Content-Type: application/json)",
+        ));
+    }
+    Ok(())
+}
+
+/// A JSON body: malformed JSON is a 400, a wrong or unknown field a 422 naming it.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            AppError::bad_request(format!("the body is not valid JSON: {inner}"))
+        } else if path == "." {
+            AppError::invalid("body", inner.to_string())
+        } else {
+            AppError::invalid(path, inner.to_string())
+        }
+    })?;
+    de.end()
+        .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    Ok(value)
 }
 
 /// A list answer: `{"items": [...]}`.

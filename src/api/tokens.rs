@@ -71,11 +71,8 @@ pub async fn create(
     let label = if body.iter().all(u8::is_ascii_whitespace) {
         String::new()
     } else {
-        serde_json::from_slice::<CreateToken>(&body)
-            .map_err(|e| {
-                AppError::invalid("body", format!("expected {{\"label\": \"...\"}}: {e}"))
-            })?
-            .label
+        super::json_content_type(&headers)?;
+        super::parse_json::<CreateToken>(&body)?.label
     };
     if label.len() > 200 {
         return Err(AppError::invalid(

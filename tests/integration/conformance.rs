@@ -684,6 +684,77 @@ async fn the_openapi_document_validates() {
     );
 }
 
+/// Every API operation that takes a JSON body answers malformed JSON with 400 and another
+/// content type with 415, and the document says so; `/metrics` lists both of its formats.
+#[tokio::test]
+async fn the_openapi_document_lists_the_answers_json_bodies_get() {
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let doc = app
+        .call("GET", "/api/v1/openapi.json", None, None)
+        .await
+        .body;
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/api/") {
+            continue;
+        }
+        for (method, op) in item.as_object().unwrap() {
+            if op["requestBody"]["content"]
+                .get("application/json")
+                .is_none()
+            {
+                continue;
+            }
+            for code in ["400", "415"] {
+                assert!(
+                    op["responses"].get(code).is_some(),
+                    "{method} {path} does not document {code}"
+                );
+            }
+            let url = app.url(
+                &path
+                    .replace("{ns}", "acme")
+                    .replace("{id}", "1")
+                    .replace("{team}", "t")
+                    .replace("{user}", "admin")
+                    .replace("{name}", "x")
+                    .replace("{delivery}", "1"),
+            );
+            for (content_type, body, want) in
+                [("application/json", "{", 400), ("text/plain", "{}", 415)]
+            {
+                let r = app
+                    .client
+                    .request(method.to_uppercase().parse().unwrap(), &url)
+                    .bearer_auth(&app.token)
+                    .header("content-type", content_type)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    r.status().as_u16(),
+                    want,
+                    "{method} {path} with {content_type} {body:?}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 11, "only {checked} operations take a JSON body");
+    let metrics = &doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"];
+    for media in [
+        "text/plain; version=0.0.4",
+        "application/openmetrics-text; version=1.0.0",
+    ] {
+        assert!(
+            metrics.get(media).is_some(),
+            "/metrics does not list {media}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn metrics_parse_in_both_formats() {
     let app = spawn_app().await;
