@@ -549,6 +549,16 @@ impl Config {
         }
     }
 
+    /// Who Herald says it is in CloudEvents webhook validation (`WebHook-Request-Origin`):
+    /// the host of `--public-url`, else `herald`.
+    pub fn webhook_origin(&self) -> String {
+        self.public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "herald".to_string())
+    }
+
     /// Where the registry should send its notifications.
     pub fn events_url(&self, actual_listen: SocketAddr) -> String {
         let base = self

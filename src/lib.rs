@@ -219,6 +219,7 @@ pub async fn build_dispatcher(
         SsrfGuard::new(allow),
         &ca_bundle(config)?,
         config.egress(),
+        config.webhook_origin(),
     )?;
     let templates = Arc::new(TemplateSandbox::start(config.template_sandbox_exe()?).await?);
     let dispatcher = Dispatcher::new(

@@ -56,7 +56,26 @@ pub struct HttpSender {
     /// Clients that present a webhook's client certificate (mutual TLS), built once per
     /// identity rather than a TLS configuration per delivery.
     with_identity: Arc<Mutex<IdentityClients>>,
+    /// CloudEvents webhook validation: who Herald says it is, and what receivers answered.
+    validation: Arc<Validation>,
 }
+
+/// The abuse protection of "HTTP 1.1 Web Hooks for Event Delivery" (section 4), which
+/// CloudEvents receivers such as Azure Event Grid's require: before delivering, the sender
+/// asks with `OPTIONS` and `WebHook-Request-Origin`, and delivers only if the answer's
+/// `WebHook-Allowed-Origin` is that origin or `*`. A receiver that does not take part
+/// (no such header) is delivered to as before.
+struct Validation {
+    origin: String,
+    /// What each URL answered, until when; a permission is kept for a day, a refusal not
+    /// at all (the next attempt asks again).
+    allowed: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+/// How long a receiver's permission is trusted before it is asked again.
+const VALIDATION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The most URLs remembered; past it, all are forgotten and asked again.
+const VALIDATION_MAX_URLS: usize = 10_000;
 
 /// Most clients with a client certificate kept at once; beyond it the least recently used
 /// goes (and is built again when its webhook next sends).
@@ -145,6 +164,7 @@ impl HttpSender {
         guard: SsrfGuard,
         extra_roots: &[reqwest::Certificate],
         egress: Egress,
+        origin: String,
     ) -> anyhow::Result<Self> {
         let build = |verify: bool, proxy: Option<&ProxyUrl>| {
             build_client(
@@ -176,7 +196,73 @@ impl HttpSender {
             guard,
             extra_roots: Arc::new(extra_roots.to_vec()),
             with_identity: Arc::default(),
+            validation: Arc::new(Validation {
+                origin,
+                allowed: Mutex::default(),
+            }),
         })
+    }
+
+    /// CloudEvents webhook validation of `url` (see [`Validation`]), asked with `client`.
+    async fn validate(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        proxied: bool,
+    ) -> Result<(), String> {
+        let v = &self.validation;
+        let now = std::time::Instant::now();
+        let known = v
+            .allowed
+            .lock()
+            .map(|m| m.get(url).copied())
+            .unwrap_or(None);
+        if known.is_some_and(|until| until > now) {
+            return Ok(());
+        }
+        let response = client
+            .request(reqwest::Method::OPTIONS, url)
+            .header("WebHook-Request-Origin", &v.origin)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "CloudEvents webhook validation (OPTIONS): {}",
+                    self.describe(&e, proxied)
+                )
+            })?;
+        let status = response.status().as_u16();
+        let allowed = response
+            .headers()
+            .get("webhook-allowed-origin")
+            .and_then(|h| h.to_str().ok())
+            .map(str::trim);
+        match allowed {
+            Some(a) if a == "*" || a.eq_ignore_ascii_case(&v.origin) => {}
+            Some(a) => {
+                return Err(format!(
+                    "the receiver allows deliveries from '{a}', not from '{}' (CloudEvents \
+                     webhook validation; --public-url sets the origin Herald gives)",
+                    v.origin
+                ))
+            }
+            None if status == 403 => {
+                return Err(format!(
+                    "the receiver refused deliveries from '{}' (CloudEvents webhook \
+                     validation: OPTIONS answered 403)",
+                    v.origin
+                ))
+            }
+            // The receiver does not take part in the handshake.
+            None => {}
+        }
+        if let Ok(mut m) = v.allowed.lock() {
+            if m.len() >= VALIDATION_MAX_URLS {
+                m.clear();
+            }
+            m.insert(url.to_string(), now + VALIDATION_TTL);
+        }
+        Ok(())
     }
 
     /// The client that presents `identity`, from the cache or built now (outside the lock:
@@ -249,6 +335,10 @@ impl HttpSender {
                 self.identity_client(identity, request.tls_verify, proxied.is_some())?
             }
         };
+        if request.validation_handshake {
+            self.validate(&client, &request.url, proxied.is_some())
+                .await?;
+        }
         let mut builder = client.request(method, &request.url);
         if proxied.is_some() {
             // Resolving the receiver counts against the total, which stays a bound.

@@ -31,6 +31,8 @@ pub struct OutgoingRequest {
     pub tls_verify: bool,
     /// The webhook's client certificate and key, for receivers behind mutual TLS.
     pub client_identity: Option<ClientIdentity>,
+    /// Ask the receiver first (CloudEvents webhook validation): the CloudEvents formats.
+    pub validation_handshake: bool,
 }
 
 impl OutgoingRequest {
@@ -164,6 +166,10 @@ pub fn render(
         body_is_event,
         tls_verify: webhook.tls_verify,
         client_identity,
+        validation_handshake: matches!(
+            webhook.format,
+            formats::Format::Cloudevents | formats::Format::CloudeventsBinary
+        ),
     })
 }
 

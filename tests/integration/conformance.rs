@@ -224,6 +224,90 @@ async fn cloudevents_parse_with_the_sdk_in_both_modes() {
     );
 }
 
+/// CloudEvents receivers that protect themselves as "HTTP 1.1 Web Hooks for Event Delivery"
+/// (section 4) says, Azure Event Grid's among them, get an `OPTIONS` with
+/// `WebHook-Request-Origin` first and are delivered to only if they allow that origin; the
+/// permission is remembered. Receivers that do not take part are delivered to as before,
+/// and other formats are never asked.
+#[tokio::test]
+async fn cloudevents_receivers_are_asked_first_and_their_answer_is_respected() {
+    let app = spawn_app_with(&["--public-url", "https://herald.example.org"]).await;
+    app.create_namespace("acme").await;
+    let (allows, refuses, other, plain) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    allows.validation(Validation::Allow("herald.example.org".into()));
+    refuses.validation(Validation::Refuse);
+    other.validation(Validation::Allow("someone-else.example".into()));
+    let (a, _) = webhook(
+        &app,
+        json!({"name": "a", "url": allows.url("/"), "format": "cloudevents"}),
+    )
+    .await;
+    let (r, _) = webhook(
+        &app,
+        json!({"name": "r", "url": refuses.url("/"), "format": "cloudevents-binary"}),
+    )
+    .await;
+    let (o, _) = webhook(
+        &app,
+        json!({"name": "o", "url": other.url("/"), "format": "cloudevents"}),
+    )
+    .await;
+    webhook(
+        &app,
+        json!({"name": "p", "url": plain.url("/"), "request_method": "POST"}),
+    )
+    .await;
+    let push = |id: &str| {
+        String::from_utf8(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+            .unwrap()
+            .replace("2045f19c", id)
+            .into_bytes()
+    };
+    app.post_envelope(push("0000aaa1")).await;
+    assert_eq!(allows.next().await.method, "POST");
+    assert_eq!(allows.validations(), ["herald.example.org"]);
+    plain.next().await;
+    assert!(
+        plain.validations().is_empty(),
+        "only CloudEvents receivers are asked"
+    );
+    for (id, rx, name) in [(r, &refuses, "refused"), (o, &other, "another origin")] {
+        let items = app
+            .wait_deliveries("acme", id, |d| d[0]["state"] == "failed")
+            .await;
+        let error = items[0]["last_error"].as_str().unwrap();
+        assert!(error.contains("herald.example.org"), "{name}: {error}");
+        assert!(!rx.validations().is_empty(), "{name}: asked");
+        rx.assert_quiet(std::time::Duration::from_millis(50)).await;
+    }
+    // A receiver that starts allowing Herald gets the retriggered delivery.
+    refuses.validation(Validation::Allow("*".into()));
+    let delivery = app
+        .wait_deliveries("acme", r, |d| d[0]["state"] == "failed")
+        .await[0]["id"]
+        .as_i64()
+        .unwrap();
+    let retrigger = app
+        .api(
+            "POST",
+            &format!("/namespaces/acme/webhooks/{r}/deliveries/{delivery}/retrigger"),
+            None,
+        )
+        .await;
+    assert_eq!(retrigger.body["state"], "succeeded", "{:?}", retrigger.body);
+    assert_eq!(refuses.next().await.method, "POST");
+    // Allowed once, remembered: the next event is not asked again.
+    app.post_envelope(push("0000aaa2")).await;
+    allows.next().await;
+    assert_eq!(allows.validations().len(), 1);
+    let _ = (a, o);
+}
+
 #[tokio::test]
 async fn formats_that_need_post_refuse_get_and_form() {
     let app = spawn_app().await;

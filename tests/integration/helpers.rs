@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
 use herald::config::Config;
 use herald::store::Store;
 use herald::Application;
@@ -338,12 +339,28 @@ impl Captured {
 /// Response headers to add, and the size of the response body (0: "received").
 type ExtraAnswer = (Vec<(String, String)>, usize);
 
+/// How a receiver answers CloudEvents webhook validation (`OPTIONS` with
+/// `WebHook-Request-Origin`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Validation {
+    /// Not part of the handshake: 200 without `WebHook-Allowed-Origin`, as most receivers.
+    #[default]
+    Ignore,
+    /// `WebHook-Allowed-Origin: <origin>`.
+    Allow(String),
+    /// 403, no header.
+    Refuse,
+}
+
 #[derive(Clone)]
 struct ReceiverState {
     tx: mpsc::UnboundedSender<Captured>,
     status: Arc<AtomicU16>,
     delay_ms: Arc<AtomicU64>,
     extra: Arc<std::sync::Mutex<ExtraAnswer>>,
+    validation: Arc<std::sync::Mutex<Validation>>,
+    /// The `WebHook-Request-Origin` of each validation request, in order.
+    validations: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// A real HTTP receiver on loopback that records every request and answers `status`.
@@ -354,6 +371,8 @@ pub struct Receiver {
     delay_ms: Arc<AtomicU64>,
     /// Response headers to add, and the size of the response body (0: "received").
     extra: Arc<std::sync::Mutex<ExtraAnswer>>,
+    validation: Arc<std::sync::Mutex<Validation>>,
+    validations: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Receiver {
@@ -367,11 +386,15 @@ impl Receiver {
         let status = Arc::new(AtomicU16::new(200));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let extra = Arc::new(std::sync::Mutex::new((Vec::new(), 0)));
+        let validation = Arc::new(std::sync::Mutex::new(Validation::default()));
+        let validations = Arc::new(std::sync::Mutex::new(Vec::new()));
         let state = ReceiverState {
             tx,
             status: status.clone(),
             delay_ms: delay_ms.clone(),
             extra: extra.clone(),
+            validation: validation.clone(),
+            validations: validations.clone(),
         };
         let app = axum::Router::new().fallback(record).with_state(state);
         let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
@@ -383,7 +406,20 @@ impl Receiver {
             status,
             delay_ms,
             extra,
+            validation,
+            validations,
         }
+    }
+
+    /// How to answer CloudEvents webhook validation from now on.
+    pub fn validation(&self, answer: Validation) {
+        *self.validation.lock().unwrap() = answer;
+    }
+
+    /// The origins of the validation requests received so far (they are not recorded as
+    /// requests).
+    pub fn validations(&self) -> Vec<String> {
+        self.validations.lock().unwrap().clone()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -442,6 +478,20 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
+    let origin = headers
+        .get("webhook-request-origin")
+        .and_then(|v| v.to_str().ok());
+    if let (&Method::OPTIONS, Some(origin)) = (&method, origin) {
+        state.validations.lock().unwrap().push(origin.to_string());
+        let answer = state.validation.lock().unwrap().clone();
+        return match answer {
+            Validation::Ignore => StatusCode::OK.into_response(),
+            Validation::Allow(o) => {
+                (StatusCode::OK, [("WebHook-Allowed-Origin", o)]).into_response()
+            }
+            Validation::Refuse => StatusCode::FORBIDDEN.into_response(),
+        };
+    }
     let _ = state.tx.send(Captured {
         method: method.to_string(),
         path: uri.to_string(),
