@@ -1,6 +1,7 @@
 //! The one error type of the HTTP surface. Every handler returns `Result<_, AppError>`,
 //! and every error leaves as `{"error":{"code","message","field"}}` with a fitting status; a
-//! 422 also lists every problem of the request in `problems`.
+//! 422 also lists every problem of the request in `problems`. The use cases' own error
+//! (`app::Error`) becomes one here, in one place.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -133,20 +134,32 @@ impl From<crate::domain::names::Invalid> for AppError {
 
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
+        crate::app::Error::from(e).into()
+    }
+}
+
+/// A use case's answer in HTTP: the status, the code and the message; every problem of
+/// invalid input listed.
+impl From<crate::app::Error> for AppError {
+    fn from(e: crate::app::Error) -> Self {
+        use crate::app::Error;
         match e {
-            StoreError::NotFound(what) => AppError::not_found(format!("{what} not found")),
-            StoreError::Conflict(what) => AppError::conflict(what),
-            StoreError::Database(_) | StoreError::Sqlite(_) | StoreError::Writer(_) => {
-                // The detail goes to the log, not to the caller: it may name tables or values.
-                tracing::error!(error = %e, "database error");
-                AppError::internal("the database failed; see the server log")
-            }
-            StoreError::Crypto(msg) => {
-                tracing::error!(error = %msg, "secret decryption failed");
-                AppError::internal("a stored secret could not be decrypted; see the server log")
-            }
+            Error::NotFound(m) => AppError::not_found(m),
+            Error::Forbidden(m) => AppError::forbidden(m),
+            Error::Unauthorized(m) => AppError::unauthorized(m),
+            Error::Conflict(m) => AppError::conflict(m),
+            Error::Invalid(problems) => AppError::invalid_all(problems)
+                .unwrap_or_else(|| AppError::bad_request("the input is not valid")),
+            Error::TooManyAttempts { message, wait } => AppError::too_many_requests(message, wait),
+            Error::Overloaded { message, wait } => AppError::overloaded(message, wait),
+            Error::Internal(m) => AppError::internal(m),
         }
+    }
+}
+
+impl From<crate::auth::policy::Denied> for AppError {
+    fn from(d: crate::auth::policy::Denied) -> Self {
+        crate::app::Error::from(d).into()
     }
 }
 

@@ -38,23 +38,25 @@ use crate::store::postgres::{PgSettings, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
-/// What every request handler can reach.
+/// What every request handler can reach: the use cases' context (the store, the cipher,
+/// the password gate ...; its fields read through `state.store` and the like), and what
+/// only a serving process has.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub cipher: Cipher,
+    pub app: app::Context,
     pub registry_token: RegistryToken,
-    pub config: Arc<Config>,
     pub dispatcher: Arc<Dispatcher>,
-    /// Renders `template` webhooks' bodies outside this process.
-    pub templates: Arc<TemplateSandbox>,
-    /// Failed password sign-ins per username and per client address (UI and API alike).
-    pub login_throttle: Arc<auth::LoginThrottle>,
-    /// The bound on password hashes running at once (UI, API and user creation alike).
-    pub password_gate: Arc<auth::PasswordGate>,
     pub metrics: Arc<metrics::Metrics>,
     /// Whether envelopes are being committed, for `/readyz`.
     pub ingest_health: Arc<registry::ingest::IngestHealth>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = app::Context;
+
+    fn deref(&self) -> &app::Context {
+        &self.app
+    }
 }
 
 /// The data directory holds the database, the registry token and the secret key, so only
@@ -390,14 +392,17 @@ impl Application {
         Ok(Self {
             listener,
             state: AppState {
-                store,
-                cipher,
+                app: app::Context {
+                    store,
+                    cipher,
+                    password_gate: Arc::default(),
+                    login_throttle: Arc::default(),
+                    templates,
+                    sender: Some(dispatcher.clone()),
+                    config: Arc::new(config),
+                },
                 registry_token,
-                config: Arc::new(config),
                 dispatcher,
-                templates,
-                login_throttle: Arc::default(),
-                password_gate: Arc::default(),
                 metrics,
                 ingest_health: Arc::default(),
             },
@@ -439,6 +444,7 @@ impl Application {
                 background.push(tokio::spawn(task));
             }
             background.push(tokio::spawn(dispatcher.clone().run()));
+            background.push(tokio::spawn(maintenance::send_requests_loop(state.clone())));
             if let Some(task) = state.store.wakeups(Arc::new(move || dispatcher.wake())) {
                 background.push(tokio::spawn(task));
             }

@@ -107,7 +107,7 @@ fn main() -> ExitCode {
         Err(e) if e.is::<cli::output::ClosedPipe>() => ExitCode::from(141),
         Err(e) => {
             eprintln!("herald: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(cli::context::exit_code(&e))
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Background upkeep: the retention sweep.
+//! Background upkeep: the retention sweep, and the sends the command line asks for.
 
 use std::time::Duration;
 
@@ -35,5 +35,32 @@ pub async fn sweep(state: &AppState) -> Result<u64, crate::store::StoreError> {
         }
         // Let other writers in between batches.
         tokio::task::yield_now().await;
+    }
+}
+
+/// How often a serving process looks for sends the command line asked for.
+const SEND_REQUESTS_EVERY: Duration = Duration::from_millis(200);
+
+/// Makes the sends asked for where no dispatcher runs (`herald deliveries retrigger`,
+/// `herald webhook ping`): each as a manual attempt, with this process's settings, as the
+/// UI's retrigger is. Each request is taken by one process.
+pub async fn send_requests_loop(state: AppState) {
+    loop {
+        tokio::time::sleep(SEND_REQUESTS_EVERY).await;
+        let taken = match state.store.take_send_requests(16).await {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the queued sends; will try again");
+                continue;
+            }
+        };
+        for delivery in taken {
+            let dispatcher = state.dispatcher.clone();
+            tokio::spawn(async move {
+                if let Err(e) = dispatcher.retrigger(delivery).await {
+                    tracing::warn!(delivery, error = %e, "a queued send failed to run");
+                }
+            });
+        }
     }
 }

@@ -1,11 +1,8 @@
 use axum::extract::{RawQuery, State};
 use axum::Json;
 
+use super::ApiUser;
 use super::PageParams;
-use crate::app::access::namespace_access;
-use crate::auth::policy::{self, NamespaceAction};
-use crate::auth::ApiUser;
-use crate::domain::names::NamespaceName;
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::store::{Activity, Page};
@@ -24,20 +21,14 @@ pub async fn list(
         .find(|(k, _)| k == "namespace")
         .map(|(_, v)| v.into_owned())
         .filter(|v| !v.is_empty());
-    if let Some(ns) = &namespace {
-        // An existing namespace must be visible; entries of a deleted one are still
-        // filtered by team below.
-        if let Ok(name) = NamespaceName::parse(ns) {
-            if state.store.get_namespace(&name).await.is_ok() {
-                namespace_access(&state, &user, ns, NamespaceAction::Read).await?;
-            }
-        }
-    }
-    let visibility = policy::visibility(&user);
     Ok(Json(
-        state
-            .store
-            .list_activities(&visibility, namespace.as_deref(), page.limit, page.cursor)
-            .await?,
+        crate::app::history::activities(
+            &state,
+            &user,
+            namespace.as_deref(),
+            page.limit,
+            page.cursor,
+        )
+        .await?,
     ))
 }

@@ -1,32 +1,14 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 
+use super::ApiUser;
 use super::PageParams;
 use crate::app;
-use crate::app::access::namespace_access;
-use crate::app::access::parse_id;
-use crate::auth::policy::NamespaceAction;
-use crate::auth::ApiUser;
-use crate::domain::names::NamespaceName;
+use crate::app::access::WebhookRef::Id;
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::store::{DeliveryDetail, DeliverySummary, Page, User};
+use crate::store::{DeliveryDetail, DeliverySummary, Page};
 use crate::AppState;
-
-/// Resolves `{ns}/webhooks/{id}` through the policy and checks the webhook is in that
-/// namespace.
-async fn webhook_id(
-    state: &AppState,
-    user: &User,
-    ns: &str,
-    id: &str,
-    action: NamespaceAction,
-) -> ApiResult<(NamespaceName, i64)> {
-    let access = namespace_access(state, user, ns, action).await?;
-    let id = parse_id(id, "webhook")?;
-    let hook = state.store.get_webhook(&access.namespace.name, id).await?;
-    Ok((access.namespace.name, hook.id))
-}
 
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks/{id}/deliveries", operation_id = "listDeliveries", tag = "deliveries", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<i64>, Query, description = "`next` of the previous page")),
     responses((status = 200, body = Page<DeliverySummary>), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -37,13 +19,9 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Page<DeliverySummary>>> {
     let page = PageParams::parse(query.as_deref())?;
-    let (_, webhook) = webhook_id(&state, &user, &ns, &id, NamespaceAction::Read).await?;
-    Ok(Json(
-        state
-            .store
-            .list_deliveries(webhook, page.limit, page.cursor)
-            .await?,
-    ))
+    let (_, list) =
+        app::deliveries::list(&state, &user, &ns, Id(&id), page.limit, page.cursor).await?;
+    Ok(Json(list))
 }
 
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks/{id}/deliveries/{delivery}", operation_id = "getDelivery", tag = "deliveries", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("delivery" = i64, Path, description = "Delivery id")),
@@ -53,9 +31,8 @@ pub async fn show(
     ApiUser(user): ApiUser,
     Path((ns, id, delivery)): Path<(String, String, String)>,
 ) -> ApiResult<Json<DeliveryDetail>> {
-    let (_, webhook) = webhook_id(&state, &user, &ns, &id, NamespaceAction::Read).await?;
-    let delivery = parse_id(&delivery, "delivery")?;
-    Ok(Json(state.store.get_delivery(webhook, delivery).await?))
+    let (_, detail) = app::deliveries::show(&state, &user, &ns, Id(&id), &delivery).await?;
+    Ok(Json(detail))
 }
 
 /// Sends the delivery again now, with the webhook's current settings (even if it is
@@ -67,7 +44,7 @@ pub async fn retrigger(
     ApiUser(user): ApiUser,
     Path((ns, id, delivery)): Path<(String, String, String)>,
 ) -> ApiResult<Json<DeliveryDetail>> {
-    let (_, hook, detail) = app::deliveries::retrigger(&state, &user, &ns, &id, &delivery).await?;
-    tracing::info!(delivery = detail.summary.id, webhook = hook.id, by = %user.username, "delivery retriggered");
+    let (_, _, detail, _) =
+        app::deliveries::retrigger(&state, &user, &ns, Id(&id), &delivery).await?;
     Ok(Json(detail))
 }

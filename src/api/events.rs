@@ -1,9 +1,8 @@
 use axum::extract::{RawQuery, State};
 use axum::Json;
 
+use super::ApiUser;
 use super::PageParams;
-use crate::auth::policy::{check_global, GlobalAction};
-use crate::auth::ApiUser;
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::store::{Page, StoredEvent};
@@ -18,9 +17,8 @@ pub async fn list(
     ApiUser(user): ApiUser,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Page<StoredEvent>>> {
-    check_global(&user, GlobalAction::ReadEvents)?;
     let page = PageParams::parse(query.as_deref())?;
     Ok(Json(
-        state.store.list_events(page.limit, page.cursor).await?,
+        crate::app::history::events(&state, &user, page.limit, page.cursor).await?,
     ))
 }

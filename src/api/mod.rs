@@ -12,7 +12,7 @@ mod tokens;
 mod users;
 mod webhooks;
 
-pub use webhooks::WebhookView;
+pub use crate::app::webhook_view::WebhookView;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
@@ -210,6 +210,38 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     de.end()
         .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
     Ok(value)
+}
+
+/// The authenticated caller of an API route, as the use cases know them.
+pub struct ApiUser(pub crate::app::Actor);
+
+impl axum::extract::FromRequestParts<AppState> for ApiUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = user_from_bearer(state, &parts.headers).await?;
+        Ok(ApiUser(crate::app::Actor::User(user)))
+    }
+}
+
+/// The user behind `Authorization: Bearer <api token>`.
+pub async fn user_from_bearer(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<crate::store::User, AppError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            AppError::unauthorized("an API token is required: Authorization: Bearer <token>")
+        })?;
+    let token = crate::auth::scheme::credentials(header, "Bearer").ok_or_else(|| {
+        AppError::unauthorized("the Authorization header must be 'Bearer <token>'")
+    })?;
+    Ok(crate::app::users::from_token(state, token).await?)
 }
 
 /// A list answer: `{"items": [...]}`.

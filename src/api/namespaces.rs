@@ -3,11 +3,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
+use super::ApiUser;
 use super::{ApiJson, Items};
 use crate::app;
-use crate::app::access::namespace_access;
-use crate::auth::policy::{self, NamespaceAction};
-use crate::auth::ApiUser;
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::store::Namespace;
@@ -28,10 +26,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
 ) -> ApiResult<Json<Items<Namespace>>> {
-    let items = state
-        .store
-        .list_namespaces(&policy::visibility(&user))
-        .await?;
+    let items = app::namespaces::list(&state, &user).await?;
     Ok(Json(Items { items }))
 }
 
@@ -42,7 +37,7 @@ pub async fn create(
     ApiUser(user): ApiUser,
     ApiJson(body): ApiJson<CreateNamespace>,
 ) -> ApiResult<(StatusCode, Json<Namespace>)> {
-    let ns = crate::app::namespaces::create(
+    let ns = app::namespaces::create(
         &state,
         &user,
         body.name.as_deref(),
@@ -50,7 +45,6 @@ pub async fn create(
         &body.description,
     )
     .await?;
-    tracing::info!(namespace = %ns.name, by = %user.username, "namespace created");
     Ok((StatusCode::CREATED, Json(ns)))
 }
 
@@ -61,8 +55,7 @@ pub async fn show(
     ApiUser(user): ApiUser,
     Path(ns): Path<String>,
 ) -> ApiResult<Json<Namespace>> {
-    let access = namespace_access(&state, &user, &ns, NamespaceAction::Read).await?;
-    Ok(Json(access.namespace))
+    Ok(Json(app::namespaces::show(&state, &user, &ns).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/namespaces/{ns}", operation_id = "deleteNamespace", tag = "namespaces", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")),

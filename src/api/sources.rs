@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
+use super::ApiUser;
 use super::{ApiJson, Items};
 use crate::app::sources::{self, SourceInput};
-use crate::auth::ApiUser;
 use crate::error::{ApiResult, ErrorBody};
 use crate::store::Source;
 use crate::AppState;

@@ -3,11 +3,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
+use super::ApiUser;
 use super::{ApiJson, Items};
 use crate::app;
-use crate::app::access::team_access;
-use crate::auth::policy::{self, TeamAction};
-use crate::auth::ApiUser;
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::store::Team;
@@ -33,7 +31,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
 ) -> ApiResult<Json<Items<Team>>> {
-    let items = state.store.list_teams(&policy::visibility(&user)).await?;
+    let items = app::teams::list(&state, &user).await?;
     Ok(Json(Items { items }))
 }
 
@@ -45,8 +43,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateTeam>,
 ) -> ApiResult<(StatusCode, Json<Team>)> {
     let name = body.name.unwrap_or_default();
-    let team = crate::app::teams::create(&state, &user, &name, &body.description).await?;
-    tracing::info!(team = %team.name, by = %user.username, "team created");
+    let team = app::teams::create(&state, &user, &name, &body.description, None).await?;
     Ok((StatusCode::CREATED, Json(team)))
 }
 
@@ -57,9 +54,7 @@ pub async fn show(
     ApiUser(user): ApiUser,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Team>> {
-    Ok(Json(
-        team_access(&state, &user, &name, TeamAction::Read).await?.0,
-    ))
+    Ok(Json(app::teams::show(&state, &user, &name).await?))
 }
 
 #[utoipa::path(put, path = "/api/v1/teams/{team}/members/{user}", operation_id = "setTeamMember", tag = "teams", security(("bearer" = [])), params(("team" = String, Path, description = "Team name"), ("user" = String, Path, description = "Username")), request_body = MemberBody,

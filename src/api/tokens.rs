@@ -5,9 +5,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::Deserialize;
 
+use super::ApiUser;
 use super::Items;
+use crate::app;
 use crate::app::access::parse_id;
-use crate::auth::{self, ApiUser, ClientAddr};
+use crate::auth::{self, ClientAddr};
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
 use crate::store::{ApiToken, User};
@@ -44,7 +46,11 @@ async fn basic_user(state: &AppState, headers: &HeaderMap, client: ClientAddr) -
     let decoded = B64.decode(encoded).map_err(|_| unauthorized())?;
     let decoded = String::from_utf8(decoded).map_err(|_| unauthorized())?;
     let (username, password) = decoded.split_once(':').ok_or_else(unauthorized)?;
-    Ok(auth::sign_in_with_password(state, username, password.to_string(), client).await?)
+    Ok(
+        app::users::sign_in(state, username, password.to_string(), client.0)
+            .await
+            .map_err(app::Error::from)?,
+    )
 }
 
 /// `POST /api/v1/tokens`: with Basic auth, or with an existing token.
@@ -63,7 +69,7 @@ pub async fn create(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| auth::scheme::credentials(v, "Bearer").is_some());
     let user = if bearer {
-        auth::user_from_bearer(&state, &headers).await?
+        super::user_from_bearer(&state, &headers).await?
     } else {
         basic_user(&state, &headers, client).await?
     };
@@ -74,18 +80,8 @@ pub async fn create(
         super::json_content_type(&headers)?;
         super::parse_json::<CreateToken>(&body)?.label
     };
-    if label.len() > 200 {
-        return Err(AppError::invalid(
-            "label",
-            "a label has at most 200 characters",
-        ));
-    }
-    let token = auth::new_api_token();
-    let stored = state
-        .store
-        .create_token(user.id, label.trim(), &auth::token_hash(&token))
-        .await?;
-    tracing::info!(user = %user.username, token_id = stored.id, "API token created");
+    let actor = app::Actor::User(user);
+    let (stored, token) = app::tokens::create(&state, &actor, None, &label).await?;
     Ok((
         StatusCode::CREATED,
         Json(NewToken {
@@ -101,7 +97,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
 ) -> ApiResult<Json<Items<ApiToken>>> {
-    let items: Vec<ApiToken> = state.store.list_tokens(user.id).await?;
+    let items = app::tokens::list(&state, &user, None).await?;
     Ok(Json(Items { items }))
 }
 
@@ -114,7 +110,6 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id, "token")?;
-    state.store.revoke_token(user.id, id).await?;
-    tracing::info!(user = %user.username, token_id = id, "API token revoked");
+    app::tokens::revoke(&state, &user, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,13 +3,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::ApiUser;
 use super::{ApiJson, Items};
 use crate::app;
-use crate::auth::policy::{self, GlobalAction};
-use crate::auth::{self, ApiUser};
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
-use crate::store::{Role, User};
+use crate::store::User;
 use crate::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -30,31 +29,20 @@ pub struct UpdateUser {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct Membership {
-    team: String,
-    role: Role,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
 pub struct Me {
     #[serde(flatten)]
     user: User,
-    teams: Vec<Membership>,
+    teams: Vec<app::users::Membership>,
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me", operation_id = "getCurrentUser", tag = "users", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, description = "No or bad token", body = ErrorBody)))]
-pub async fn me(State(state): State<AppState>, ApiUser(user): ApiUser) -> ApiResult<Json<Me>> {
-    let teams = state
-        .store
-        .list_teams(&crate::store::Visibility::MemberOf(user.id))
-        .await?
-        .into_iter()
-        .filter_map(|t| {
-            let role = t.members.iter().find(|m| m.username == user.username)?.role;
-            Some(Membership { team: t.name, role })
-        })
-        .collect();
+pub async fn me(State(state): State<AppState>, ApiUser(actor): ApiUser) -> ApiResult<Json<Me>> {
+    let user = actor
+        .user()
+        .cloned()
+        .ok_or_else(|| AppError::unauthorized("an API token is required"))?;
+    let teams = app::users::memberships(&state, &user).await?;
     Ok(Json(Me { user, teams }))
 }
 
@@ -64,8 +52,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
 ) -> ApiResult<Json<Items<User>>> {
-    policy::check_global(&user, GlobalAction::ManageUsers)?;
-    let items = state.store.list_users().await?;
+    let items = app::users::list(&state, &user).await?;
     Ok(Json(Items { items }))
 }
 
@@ -77,33 +64,23 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
+    // Authentication is asked for unless sign-up is on and the request carries none; who
+    // may create which account is the use case's rule.
     let has_auth = headers.contains_key(header::AUTHORIZATION);
     let caller = if has_auth || !state.config.allow_signup {
-        let user = auth::user_from_bearer(&state, &headers).await?;
-        Some(user)
+        Some(app::Actor::User(
+            super::user_from_bearer(&state, &headers).await?,
+        ))
     } else {
         None
     };
-    match &caller {
-        Some(user) => policy::check_global(user, GlobalAction::ManageUsers)?,
-        None if body.admin => {
-            return Err(AppError::invalid(
-                "admin",
-                "signing up cannot create an admin",
-            ));
-        }
-        None => {}
-    }
-    let user = auth::register_user(
-        state.store.as_ref(),
-        &state.password_gate,
-        &body.username.unwrap_or_default(),
-        body.password.unwrap_or_default(),
-        body.email.as_deref(),
-        body.admin,
-    )
-    .await?;
-    tracing::info!(user = %user.username, admin = user.admin, by = ?caller.map(|c| c.username), "user created");
+    let new = app::users::NewUser {
+        username: body.username.unwrap_or_default(),
+        password: body.password.unwrap_or_default(),
+        email: body.email,
+        admin: body.admin,
+    };
+    let user = app::users::create(&state, caller.as_ref(), new).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -116,6 +93,5 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> ApiResult<Json<User>> {
     let user = app::users::set_flags(&state, &caller, &name, body.admin, body.disabled).await?;
-    tracing::info!(user = %user.username, admin = user.admin, disabled = user.disabled, by = %caller.username, "user updated");
     Ok(Json(user))
 }

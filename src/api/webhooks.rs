@@ -1,208 +1,17 @@
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiJson, Items};
+use super::{ApiJson, ApiUser, Items};
 use crate::app;
-use crate::app::access::parse_id;
-use crate::app::access::{namespace_access, NamespaceAccess};
-use crate::auth::policy::NamespaceAction;
-use crate::auth::ApiUser;
-use crate::domain::names::{ContentType, NamespaceName, RequestMethod, WebhookName, WebhookUrl};
-use crate::domain::signature::SignatureScheme;
+use crate::app::access::WebhookRef::Id;
+use crate::app::webhook_view::{ssrf_warnings, WebhookView};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::hooks::input::WebhookInput;
-use crate::secrets::Cipher;
-use crate::store::{User, Webhook};
 use crate::AppState;
-
-/// A webhook as the API shows it: the password is write-only.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct WebhookView {
-    pub id: i64,
-    pub namespace: NamespaceName,
-    pub name: WebhookName,
-    pub url: WebhookUrl,
-    pub request_method: RequestMethod,
-    pub content_type: ContentType,
-    pub username: Option<String>,
-    pub has_password: bool,
-    /// Header values are shown only to those who may update the webhook (`null` otherwise).
-    pub headers: BTreeMap<String, Option<String>>,
-    pub enabled: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// What the caller may do with this webhook, so clients can show only usable controls.
-    pub permissions: WebhookPermissions,
-    /// Which events the webhook gets.
-    pub filters: crate::domain::filters::Filters,
-    pub format: crate::hooks::formats::Format,
-    pub template: Option<String>,
-    /// Whether the receiver's TLS certificate is verified.
-    pub tls_verify: bool,
-    /// Things an operator should know, e.g. that certificates are not verified.
-    pub warnings: Vec<String>,
-    /// Whether deliveries carry Standard Webhooks signatures.
-    pub signed: bool,
-    /// The signing secret (`whsec_...`): only in the answer that created or rotated it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signing_secret: Option<String>,
-    /// Until when the previous secret still signs, during a rotation.
-    pub previous_secret_valid_until: Option<DateTime<Utc>>,
-    /// At most this many deliveries per second, shared by every process on the database;
-    /// `null`: no limit.
-    pub rate_limit: Option<f64>,
-    /// `none`, or `fifo`: one delivery at a time, in the order events arrived.
-    pub ordering: crate::domain::control::DeliveryOrder,
-    /// The circuit breaker (read-only): `closed`; `open` after `--circuit-failures` failed
-    /// attempts in a row, while due deliveries wait; `half-open` once the cool-down is
-    /// over and one probe goes.
-    pub circuit: crate::domain::control::CircuitState,
-    /// While the circuit is open: when the probe may go.
-    pub circuit_probe_at: Option<DateTime<Utc>>,
-    /// `v1` (HMAC-SHA256 with `signing_secret`) or `v1a` (ed25519).
-    pub signature: SignatureScheme,
-    /// A `v1a` webhook's ed25519 public key (`whpk_...`), what receivers verify with;
-    /// `null` for `v1`.
-    pub signature_public_key: Option<String>,
-    /// The PEM certificate chain presented to receivers that ask for a client certificate.
-    pub client_certificate: Option<String>,
-    /// Whether the client certificate's private key is set: it is write-only.
-    pub has_client_key: bool,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct WebhookPermissions {
-    pub update: bool,
-    pub delete: bool,
-}
-
-impl WebhookView {
-    pub fn new(
-        w: Webhook,
-        state: &AppState,
-        user: &User,
-        access: &NamespaceAccess,
-    ) -> ApiResult<Self> {
-        let permissions = WebhookPermissions {
-            update: access.allows(state, user, NamespaceAction::UpdateWebhook),
-            delete: access.allows(state, user, NamespaceAction::DeleteWebhook),
-        };
-        let reveal = permissions.update;
-        Self::build(w, &state.cipher, permissions, reveal)
-    }
-
-    /// As `herald webhook list --json` shows it to the operator, who may do anything, but
-    /// without header values, which a terminal or a pipe into a log should not hold.
-    pub fn for_operator(w: Webhook, cipher: &Cipher) -> ApiResult<Self> {
-        let all = WebhookPermissions {
-            update: true,
-            delete: true,
-        };
-        Self::build(w, cipher, all, false)
-    }
-
-    /// `reveal_headers`: header values in the clear (for those who may update the webhook).
-    fn build(
-        w: Webhook,
-        cipher: &Cipher,
-        permissions: WebhookPermissions,
-        reveal_headers: bool,
-    ) -> ApiResult<Self> {
-        let mut headers = BTreeMap::new();
-        for h in &w.headers {
-            let value = if reveal_headers {
-                Some(
-                    cipher
-                        .open(&h.value)
-                        .map_err(crate::store::StoreError::Crypto)?,
-                )
-            } else {
-                None
-            };
-            headers.insert(h.name.as_str().to_string(), value);
-        }
-        let signature_public_key = app::webhooks::signature_public_key(&w, cipher)?;
-        let warnings = webhook_warnings(&w);
-        Ok(Self {
-            id: w.id,
-            namespace: w.namespace,
-            name: w.name,
-            url: w.url,
-            request_method: w.request_method,
-            content_type: w.content_type,
-            username: w.username,
-            has_password: w.password.is_some(),
-            headers,
-            enabled: w.enabled,
-            created_at: w.created_at,
-            updated_at: w.updated_at,
-            permissions,
-            signed: !w.signing_secrets.is_empty(),
-            tls_verify: w.tls_verify,
-            warnings,
-            filters: w.filters,
-            format: w.format,
-            template: w.template,
-            signing_secret: None,
-            previous_secret_valid_until: w.previous_secret_until.filter(|t| *t > Utc::now()),
-            rate_limit: w.rate_limit.map(|r| r.as_f64()),
-            ordering: w.ordering,
-            circuit: w.circuit.state_at(Utc::now().timestamp_millis()),
-            circuit_probe_at: w
-                .circuit
-                .open_until
-                .filter(|_| w.circuit.state == crate::domain::control::CircuitState::Open)
-                .and_then(DateTime::from_timestamp_millis),
-            signature: w.signature,
-            signature_public_key,
-            client_certificate: w.client_certificate,
-            has_client_key: w.client_key.is_some(),
-        })
-    }
-}
-
-/// What is wrong with a saved webhook's settings that does not make them invalid.
-pub fn webhook_warnings(w: &Webhook) -> Vec<String> {
-    let mut warnings = Vec::new();
-    if !w.tls_verify {
-        warnings.push(
-            "TLS certificates are not verified: anyone on the path can read and change these requests"
-                .to_string(),
-        );
-    }
-    if let Some(certificate) = &w.client_certificate {
-        warnings.extend(crate::hooks::client_cert::validity_warning(
-            certificate,
-            std::time::SystemTime::now(),
-        ));
-    }
-    warnings
-}
-
-/// Warns when the SSRF guard would refuse the webhook's destination as it resolves now
-/// (loopback, private, ... outside `--delivery-allow-networks`), or when it does not resolve.
-async fn ssrf_warnings(state: &AppState, hook: &Webhook) -> Vec<String> {
-    let allow = state
-        .config
-        .delivery_allow_networks
-        .clone()
-        .unwrap_or_default();
-    crate::delivery::ssrf::SsrfGuard::new(allow)
-        .warnings_for(hook.url.as_str(), state.config.webhook_resolve_timeout)
-        .await
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderBody {
-    value: String,
-}
 
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks", operation_id = "listWebhooks", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`")),
     responses((status = 200, body = Items<WebhookView>), (status = 401, description = "No or bad token", body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -211,12 +20,11 @@ pub async fn list(
     ApiUser(user): ApiUser,
     Path(ns): Path<String>,
 ) -> ApiResult<Json<Items<WebhookView>>> {
-    let access = namespace_access(&state, &user, &ns, NamespaceAction::Read).await?;
-    let hooks = state.store.list_webhooks(&access.namespace.name).await?;
+    let (access, hooks) = app::webhooks::list(&state, &user, &ns).await?;
     let items = hooks
         .into_iter()
         .map(|w| WebhookView::new(w, &state, &user, &access))
-        .collect::<ApiResult<Vec<_>>>()?;
+        .collect::<app::Result<Vec<_>>>()?;
     Ok(Json(Items { items }))
 }
 
@@ -227,11 +35,8 @@ pub async fn show(
     ApiUser(user): ApiUser,
     Path((ns, id)): Path<(String, String)>,
 ) -> ApiResult<Json<WebhookView>> {
-    let access = namespace_access(&state, &user, &ns, NamespaceAction::Read).await?;
-    let hook = state
-        .store
-        .get_webhook(&access.namespace.name, parse_id(&id, "webhook")?)
-        .await?;
+    let (access, hook) =
+        app::webhooks::load(&state, &user, &ns, Id(&id), app::access::READ).await?;
     Ok(Json(WebhookView::new(hook, &state, &user, &access)?))
 }
 
@@ -243,12 +48,10 @@ pub async fn create(
     Path(ns): Path<String>,
     ApiJson(body): ApiJson<WebhookInput>,
 ) -> ApiResult<(StatusCode, Json<WebhookView>)> {
-    let new = body
-        .into_new(&state.cipher)
-        .map_err(app::webhooks::invalid_input);
+    let new = body.into_new(&state.cipher);
     let (access, hook) = app::webhooks::create(&state, &user, &ns, new).await?;
     let mut view = WebhookView::new(hook.clone(), &state, &user, &access)?;
-    view.signing_secret = app::webhooks::current_secret(&hook, &state)?;
+    view.signing_secret = app::webhooks::current_secret(&hook, &state.cipher)?;
     view.warnings.extend(ssrf_warnings(&state, &hook).await);
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -261,13 +64,9 @@ pub async fn update(
     Path((ns, id)): Path<(String, String)>,
     ApiJson(body): ApiJson<WebhookInput>,
 ) -> ApiResult<Json<WebhookView>> {
-    let patch = body
-        .into_patch(&state.cipher)
-        .map_err(app::webhooks::invalid_input);
+    let patch = body.into_patch(&state.cipher);
     let (access, hook, secret) =
-        app::webhooks::update_showing_secret(&state, &user, &ns, &id, patch).await?;
-    let id = hook.id;
-    tracing::info!(namespace = %access.namespace.name, webhook = id, enabled = hook.enabled, by = %user.username, "webhook updated");
+        app::webhooks::update_showing_secret(&state, &user, &ns, Id(&id), patch).await?;
     let warnings = ssrf_warnings(&state, &hook).await;
     let mut view = WebhookView::new(hook, &state, &user, &access)?;
     view.warnings.extend(warnings);
@@ -283,8 +82,14 @@ pub async fn delete(
     ApiUser(user): ApiUser,
     Path((ns, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    app::webhooks::delete(&state, &user, &ns, &id).await?;
+    app::webhooks::delete(&state, &user, &ns, Id(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderBody {
+    value: String,
 }
 
 #[utoipa::path(put, path = "/api/v1/namespaces/{ns}/webhooks/{id}/headers/{name}", operation_id = "setWebhookHeader", tag = "webhooks", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("name" = String, Path, description = "Header name (case-insensitive)")), request_body = HeaderBody,
@@ -295,7 +100,7 @@ pub async fn set_header(
     Path((ns, id, name)): Path<(String, String, String)>,
     ApiJson(body): ApiJson<HeaderBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let set = app::webhooks::set_header(&state, &user, &ns, &id, &name, &body.value).await?;
+    let set = app::webhooks::set_header(&state, &user, &ns, Id(&id), &name, &body.value).await?;
     let status = if set.created {
         StatusCode::CREATED
     } else {
@@ -314,7 +119,7 @@ pub async fn delete_header(
     ApiUser(user): ApiUser,
     Path((ns, id, name)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    app::webhooks::delete_header(&state, &user, &ns, &id, &name).await?;
+    app::webhooks::delete_header(&state, &user, &ns, Id(&id), &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -330,7 +135,7 @@ pub async fn rotate_secret(
     ApiUser(user): ApiUser,
     Path((ns, id)): Path<(String, String)>,
 ) -> ApiResult<Json<WebhookView>> {
-    let (access, hook, secret) = app::webhooks::rotate_secret(&state, &user, &ns, &id).await?;
+    let (access, hook, secret) = app::webhooks::rotate_secret(&state, &user, &ns, Id(&id)).await?;
     let mut view = WebhookView::new(hook, &state, &user, &access)?;
     view.signing_secret = secret;
     Ok(Json(view))
@@ -361,7 +166,7 @@ pub async fn recover(
     ApiJson(body): ApiJson<RecoverBody>,
 ) -> ApiResult<Json<Recovered>> {
     let (_, _, requeued) =
-        app::webhooks::recover(&state, &user, &ns, &id, body.since, body.until).await?;
+        app::webhooks::recover(&state, &user, &ns, Id(&id), body.since, body.until).await?;
     Ok(Json(Recovered { requeued }))
 }
 
@@ -374,6 +179,6 @@ pub async fn ping(
     ApiUser(user): ApiUser,
     Path((ns, id)): Path<(String, String)>,
 ) -> ApiResult<Json<crate::store::DeliveryDetail>> {
-    let (_, _, delivery) = app::webhooks::ping(&state, &user, &ns, &id).await?;
+    let (_, _, delivery, _) = app::webhooks::ping(&state, &user, &ns, Id(&id)).await?;
     Ok(Json(delivery))
 }

@@ -1,11 +1,13 @@
-//! Resolving a namespace or team named in a request together with the caller's standing
-//! in it, through the policy. Every namespace-scoped use case and handler starts here.
+//! Resolving what a request names (a namespace, a team, a webhook) together with the
+//! actor's standing in it, through the policy. Every scoped use case starts here.
 
-use crate::auth::policy::{self, NamespaceAction};
+use super::{Actor, Context, Error, Result};
+use crate::auth::policy::{self, GlobalAction, NamespaceAction, TeamAction};
 use crate::domain::names::NamespaceName;
-use crate::error::{ApiResult, AppError};
-use crate::store::{Namespace, Role, StoreError, User};
-use crate::AppState;
+use crate::store::{Namespace, Role, StoreError, Team, Webhook};
+
+/// Reading a namespace's webhooks and deliveries, the action most loads check.
+pub const READ: NamespaceAction = NamespaceAction::Read;
 
 pub struct NamespaceAccess {
     pub namespace: Namespace,
@@ -13,87 +15,135 @@ pub struct NamespaceAccess {
 }
 
 impl NamespaceAccess {
-    pub fn allows(&self, state: &AppState, user: &User, action: NamespaceAction) -> bool {
-        policy::allows_namespace(user, self.role, action, &state.config.permissions())
+    /// The decision without the error: for showing or hiding controls.
+    pub fn allows(&self, ctx: &Context, actor: &Actor, action: NamespaceAction) -> bool {
+        match actor {
+            Actor::Operator(_) => true,
+            Actor::User(user) => {
+                policy::allows_namespace(user, self.role, action, &ctx.config.permissions())
+            }
+        }
     }
 }
 
-/// Loads the namespace and checks `action`: 404 when the caller cannot see it, 403 when they
-/// can see it but not do this.
+/// Checks a global `action` (managing users, sources, ...).
+pub fn check_global(actor: &Actor, action: GlobalAction) -> Result<()> {
+    match actor {
+        Actor::Operator(_) => Ok(()),
+        Actor::User(user) => Ok(policy::check_global(user, action)?),
+    }
+}
+
+/// Loads the namespace and checks `action`: not found when the actor cannot see it,
+/// forbidden when they can see it but not do this.
 pub async fn namespace_access(
-    state: &AppState,
-    user: &User,
+    ctx: &Context,
+    actor: &Actor,
     raw: &str,
     action: NamespaceAction,
-) -> ApiResult<NamespaceAccess> {
+) -> Result<NamespaceAccess> {
     let name = path_namespace(raw)?;
-    let namespace = state.store.get_namespace(&name).await?;
+    let namespace = ctx.store.get_namespace(&name).await?;
+    let Actor::User(user) = actor else {
+        return Ok(NamespaceAccess {
+            namespace,
+            role: None,
+        });
+    };
     let role = match namespace.team_id {
-        Some(team) => state.store.role_in_team(team, user.id).await?,
+        Some(team) => ctx.store.role_in_team(team, user.id).await?,
         None => None,
     };
-    policy::check_namespace(
-        user,
-        name.as_str(),
-        role,
-        action,
-        &state.config.permissions(),
-    )?;
+    policy::check_namespace(user, name.as_str(), role, action, &ctx.config.permissions())?;
     Ok(NamespaceAccess { namespace, role })
 }
 
-/// Loads a team and checks `action`: 404 when it does not exist or the caller cannot see
-/// it, 403 when they may not do this. Returns the caller's role too. Only a missing team is
-/// a 404: a database that fails is a 500, not a team that vanished.
+/// Loads a team and checks `action`: not found when it does not exist or the actor cannot
+/// see it, forbidden when they may not do this. Only a missing team is not found: a
+/// database that fails is an internal error, not a team that vanished.
 pub async fn team_access(
-    state: &AppState,
-    user: &User,
+    ctx: &Context,
+    actor: &Actor,
     name: &str,
-    action: crate::auth::policy::TeamAction,
-) -> ApiResult<(crate::store::Team, Option<Role>)> {
-    let team = match state.store.get_team(name).await {
+    action: TeamAction,
+) -> Result<(Team, Option<Role>)> {
+    let team = match ctx.store.get_team(name).await {
         Ok(team) => team,
         Err(StoreError::NotFound(_)) => {
-            return Err(crate::error::AppError::not_found(format!(
-                "team '{name}' not found"
-            )))
+            return Err(Error::NotFound(format!("team '{name}' not found")))
         }
         Err(e) => return Err(e.into()),
     };
-    let role = state.store.role_in_team(team.id, user.id).await?;
+    let Actor::User(user) = actor else {
+        return Ok((team, None));
+    };
+    let role = ctx.store.role_in_team(team.id, user.id).await?;
     policy::check_team(user, name, role, action)?;
     Ok((team, role))
 }
 
-/// The team a new namespace will belong to: `None` (admins only) or a team the caller owns.
-/// A team the caller cannot see reads as missing, a 422 on `team`.
+/// The team a new namespace will belong to: `None` (admins only) or a team the actor owns.
+/// A team the actor cannot see reads as missing: a problem with `team`.
 pub async fn team_for_new_namespace(
-    state: &AppState,
-    user: &User,
+    ctx: &Context,
+    actor: &Actor,
     team: Option<&str>,
-) -> ApiResult<Option<i64>> {
-    use crate::auth::policy::{GlobalAction, TeamAction};
-    use crate::error::AppError;
+) -> Result<Option<i64>> {
     let Some(name) = team.filter(|t| !t.is_empty()) else {
-        policy::check_global(user, GlobalAction::CreateAdminNamespace)?;
+        check_global(actor, GlobalAction::CreateAdminNamespace)?;
         return Ok(None);
     };
-    let missing = || AppError::invalid("team", format!("there is no team '{name}'"));
-    match team_access(state, user, name, TeamAction::CreateNamespace).await {
+    match team_access(ctx, actor, name, TeamAction::CreateNamespace).await {
         Ok((team, _)) => Ok(Some(team.id)),
-        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => Err(missing()),
+        Err(Error::NotFound(_)) => {
+            Err(Error::invalid("team", format!("there is no team '{name}'")))
+        }
         Err(e) => Err(e),
     }
 }
 
-/// A namespace in a path: a malformed name cannot exist, so it is a 404, not a 422.
-pub fn path_namespace(raw: &str) -> ApiResult<NamespaceName> {
-    NamespaceName::parse(raw)
-        .map_err(|_| AppError::not_found(format!("namespace '{raw}' not found")))
+/// A namespace named in a request: a malformed name cannot exist, so it is not found.
+pub fn path_namespace(raw: &str) -> Result<NamespaceName> {
+    NamespaceName::parse(raw).map_err(|_| Error::NotFound(format!("namespace '{raw}' not found")))
 }
 
-/// Ids in paths: anything that is not one cannot exist, so it is a 404.
-pub fn parse_id(raw: &str, what: &str) -> Result<i64, AppError> {
+/// An id named in a request: anything that is not one cannot exist, so it is not found.
+pub fn parse_id(raw: &str, what: &str) -> Result<i64> {
     raw.parse()
-        .map_err(|_| AppError::not_found(format!("{what} '{raw}' not found")))
+        .map_err(|_| Error::NotFound(format!("{what} '{raw}' not found")))
+}
+
+/// How a request names a webhook: the API by id; the command line by name or id.
+#[derive(Debug, Clone, Copy)]
+pub enum WebhookRef<'a> {
+    /// An id as the API's paths give it (anything else is not found).
+    Id(&'a str),
+    /// A name, or an id when no webhook of the namespace has that name.
+    NameOrId(&'a str),
+}
+
+/// A webhook of `ns` and the actor's standing, after the policy allowed `action`.
+pub async fn webhook(
+    ctx: &Context,
+    actor: &Actor,
+    ns: &str,
+    hook: WebhookRef<'_>,
+    action: NamespaceAction,
+) -> Result<(NamespaceAccess, Webhook)> {
+    let access = namespace_access(ctx, actor, ns, action).await?;
+    let name = &access.namespace.name;
+    let id = match hook {
+        WebhookRef::Id(raw) => parse_id(raw, "webhook")?,
+        WebhookRef::NameOrId(raw) => {
+            let hooks = ctx.store.list_webhooks(name).await?;
+            match hooks.into_iter().find(|w| w.name.as_str() == raw) {
+                Some(w) => return Ok((access, w)),
+                None => raw.parse().map_err(|_| {
+                    Error::NotFound(format!("webhook '{raw}' not found in namespace '{name}'"))
+                })?,
+            }
+        }
+    };
+    let found = ctx.store.get_webhook(name, id).await?;
+    Ok((access, found))
 }

@@ -1,33 +1,83 @@
-//! Delivery operations shared by the API and the UI.
+//! Deliveries: listed, shown, and sent again.
 
-use crate::app::access::parse_id;
-use crate::app::access::NamespaceAccess;
+use super::access::{parse_id, NamespaceAccess, WebhookRef};
+use super::webhooks::load;
+use super::{Actor, Context, Result};
 use crate::auth::policy::NamespaceAction;
-use crate::error::AppError;
-use crate::store::{Audit, DeliveryDetail, User, Webhook};
-use crate::AppState;
+use crate::store::{Audit, DeliveryDetail, DeliverySummary, Page, Webhook};
 
-/// Sends a delivery again now, with the webhook's current settings (even if it is
-/// disabled); returns the delivery with the new attempt.
-pub async fn retrigger(
-    state: &AppState,
-    user: &User,
+/// A webhook's deliveries, newest first.
+pub async fn list(
+    ctx: &Context,
+    actor: &Actor,
     ns: &str,
-    id: &str,
+    hook: WebhookRef<'_>,
+    limit: i64,
+    cursor: Option<i64>,
+) -> Result<(Webhook, Page<DeliverySummary>)> {
+    let (_, hook) = load(ctx, actor, ns, hook, NamespaceAction::Read).await?;
+    let page = ctx.store.list_deliveries(hook.id, limit, cursor).await?;
+    Ok((hook, page))
+}
+
+/// One delivery of a webhook, with its request and attempts.
+pub async fn show(
+    ctx: &Context,
+    actor: &Actor,
+    ns: &str,
+    hook: WebhookRef<'_>,
     delivery: &str,
-) -> Result<(NamespaceAccess, Webhook, DeliveryDetail), AppError> {
-    let (access, hook) =
-        super::webhooks::load(state, user, ns, id, NamespaceAction::Retrigger).await?;
+) -> Result<(Webhook, DeliveryDetail)> {
+    let (_, hook) = load(ctx, actor, ns, hook, NamespaceAction::Read).await?;
+    let delivery = parse_id(delivery, "delivery")?;
+    let detail = ctx.store.get_delivery(hook.id, delivery).await?;
+    Ok((hook, detail))
+}
+
+/// Whether a delivery went out now, or was handed to the running server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// This process sent it: the detail has the new attempt.
+    Now,
+    /// Queued for a serving process, which sends it with its own settings.
+    Queued,
+}
+
+/// Sends a delivery again, with the webhook's current settings (even if it is disabled):
+/// at once where this process has a dispatcher, else queued for the running server. The
+/// command line never sends a delivery itself.
+pub async fn retrigger(
+    ctx: &Context,
+    actor: &Actor,
+    ns: &str,
+    hook: WebhookRef<'_>,
+    delivery: &str,
+) -> Result<(NamespaceAccess, Webhook, DeliveryDetail, Sent)> {
+    let (access, hook) = load(ctx, actor, ns, hook, NamespaceAction::Retrigger).await?;
     let delivery = parse_id(delivery, "delivery")?;
     // Checks the delivery belongs to this webhook before sending anything.
-    state.store.get_delivery(hook.id, delivery).await?;
-    let audit = Audit::new(&user.username, "webhook.delivery.retrigger")
+    ctx.store.get_delivery(hook.id, delivery).await?;
+    let audit = Audit::new(actor.name(), "webhook.delivery.retrigger")
         .detail(format!("delivery {delivery}"));
-    state
-        .store
+    ctx.store
         .record_activity(&access.namespace.name, Some(hook.id), &audit)
         .await?;
-    state.dispatcher.retrigger(delivery).await?;
-    let detail = state.store.get_delivery(hook.id, delivery).await?;
-    Ok((access, hook, detail))
+    let sent = send(ctx, delivery).await?;
+    tracing::info!(delivery, webhook = hook.id, by = %actor.name(), queued = sent == Sent::Queued, "delivery retriggered");
+    let detail = ctx.store.get_delivery(hook.id, delivery).await?;
+    Ok((access, hook, detail, sent))
+}
+
+/// Sends `delivery` now as a manual attempt, or asks a serving process to.
+pub(super) async fn send(ctx: &Context, delivery: i64) -> Result<Sent> {
+    match &ctx.sender {
+        Some(dispatcher) => {
+            dispatcher.retrigger(delivery).await?;
+            Ok(Sent::Now)
+        }
+        None => {
+            ctx.store.request_send(delivery).await?;
+            Ok(Sent::Queued)
+        }
+    }
 }

@@ -1,12 +1,12 @@
 //! Sources (other registries feeding Herald): created, listed and deleted by admins from the
 //! API, the UI and the CLI, with the same checks and the same audit entries.
 
-use crate::auth::policy::{self, GlobalAction};
+use super::access::check_global;
+use super::{Actor, Context, Error, Result};
+use crate::auth::policy::GlobalAction;
 use crate::auth::PasswordGate;
-use crate::error::AppError;
 use crate::registry::sources::{validate_name, SourceKind, DEFAULT_SOURCE};
-use crate::store::{Audit, NewSource, Source, Store, User};
-use crate::AppState;
+use crate::store::{Audit, NewSource, Source};
 
 /// The shortest token accepted: it is kept as its SHA-256 only, which guards a long random
 /// secret, not a guessable one.
@@ -24,16 +24,16 @@ pub struct SourceInput {
 }
 
 /// Checks a source's name and kind (what can be checked before a secret is read).
-pub fn check_name_and_kind(name: &str, kind: &str) -> Result<SourceKind, AppError> {
-    validate_name(name).map_err(|m| AppError::invalid("name", m))?;
+pub fn check_name_and_kind(name: &str, kind: &str) -> Result<SourceKind> {
+    validate_name(name).map_err(|m| Error::invalid("name", m))?;
     if name == DEFAULT_SOURCE {
-        return Err(AppError::invalid(
+        return Err(Error::invalid(
             "name",
             "'default' is the registry token's source at /v2/webhooks/events; choose another name",
         ));
     }
     SourceKind::parse(kind).ok_or_else(|| {
-        AppError::invalid(
+        Error::invalid(
             "kind",
             format!("kind must be distribution, zot, harbor or gitlab, not '{kind}'"),
         )
@@ -41,7 +41,7 @@ pub fn check_name_and_kind(name: &str, kind: &str) -> Result<SourceKind, AppErro
 }
 
 /// Checks the input and hashes its secret: the source as the store keeps it.
-async fn prepare(gate: &PasswordGate, input: SourceInput) -> Result<NewSource, AppError> {
+async fn prepare(gate: &PasswordGate, input: SourceInput) -> Result<NewSource> {
     let kind = check_name_and_kind(&input.name, &input.kind)?;
     let (username, secret_hash) = match (input.token, input.username, input.password) {
         (Some(token), None, None) => {
@@ -50,7 +50,7 @@ async fn prepare(gate: &PasswordGate, input: SourceInput) -> Result<NewSource, A
                 || token.len() > 1024
                 || token.chars().any(|c| c.is_control() || c == ' ')
             {
-                return Err(AppError::invalid(
+                return Err(Error::invalid(
                     "token",
                     format!(
                         "a token has {MIN_TOKEN_CHARS} to 1024 characters without spaces or \
@@ -66,17 +66,16 @@ async fn prepare(gate: &PasswordGate, input: SourceInput) -> Result<NewSource, A
                 || username.contains(':')
                 || username.chars().any(char::is_control)
             {
-                return Err(AppError::invalid(
+                return Err(Error::invalid(
                     "username",
                     "a username has 1 to 255 characters, without ':' or control characters",
                 ));
             }
-            crate::auth::validate_password(&password)
-                .map_err(|e| AppError::invalid(e.field, e.message))?;
+            crate::auth::validate_password(&password)?;
             (Some(username), gate.hash(password).await?)
         }
         _ => {
-            return Err(AppError::invalid(
+            return Err(Error::invalid(
                 "token",
                 "give either a token, or a username and a password",
             ))
@@ -90,49 +89,39 @@ async fn prepare(gate: &PasswordGate, input: SourceInput) -> Result<NewSource, A
     })
 }
 
-/// An admin creates a source.
-pub async fn create(state: &AppState, user: &User, input: SourceInput) -> Result<Source, AppError> {
-    policy::check_global(user, GlobalAction::ManageSources)?;
-    create_as(
-        state.store.as_ref(),
-        &state.password_gate,
-        &user.username,
-        input,
-    )
-    .await
-}
-
-/// Creates a source on behalf of `actor` without a policy check: for the CLI, whose
-/// operator holds the database itself.
-pub async fn create_as(
-    store: &dyn Store,
-    gate: &PasswordGate,
-    actor: &str,
-    input: SourceInput,
-) -> Result<Source, AppError> {
-    let new = prepare(gate, input).await?;
-    let audit = Audit::new(actor, "source.create").detail(format!(
+/// An admin (or the operator) creates a source.
+pub async fn create(ctx: &Context, actor: &Actor, input: SourceInput) -> Result<Source> {
+    check_global(actor, GlobalAction::ManageSources)?;
+    let new = prepare(&ctx.password_gate, input).await?;
+    let audit = Audit::new(actor.name(), "source.create").detail(format!(
         "source '{}' ({})",
         new.name,
         new.kind.as_str()
     ));
-    Ok(store.create_source(&new, &audit).await?)
+    let source = ctx.store.create_source(&new, &audit).await?;
+    tracing::info!(source = %source.name, kind = source.kind.as_str(), by = %actor.name(), "source created");
+    Ok(source)
 }
 
-/// An admin lists the sources (never their credentials).
-pub async fn list(state: &AppState, user: &User) -> Result<Vec<Source>, AppError> {
-    policy::check_global(user, GlobalAction::ManageSources)?;
-    Ok(state.store.list_sources().await?)
+/// The sources (never their credentials).
+pub async fn list(ctx: &Context, actor: &Actor) -> Result<Vec<Source>> {
+    check_global(actor, GlobalAction::ManageSources)?;
+    Ok(ctx.store.list_sources().await?)
 }
 
-/// An admin deletes a source.
-pub async fn delete(state: &AppState, user: &User, name: &str) -> Result<(), AppError> {
-    policy::check_global(user, GlobalAction::ManageSources)?;
-    delete_as(state.store.as_ref(), &user.username, name).await
+/// A source by name (never its credential).
+pub async fn get(ctx: &Context, actor: &Actor, name: &str) -> Result<Source> {
+    check_global(actor, GlobalAction::ManageSources)?;
+    match ctx.store.source_credential(name).await? {
+        Some((source, _)) => Ok(source),
+        None => Err(Error::NotFound(format!("source '{name}' not found"))),
+    }
 }
 
-/// Deletes a source on behalf of `actor` without a policy check (the CLI).
-pub async fn delete_as(store: &dyn Store, actor: &str, name: &str) -> Result<(), AppError> {
-    let audit = Audit::new(actor, "source.destroy").detail(format!("source '{name}'"));
-    Ok(store.delete_source(name, &audit).await?)
+pub async fn delete(ctx: &Context, actor: &Actor, name: &str) -> Result<()> {
+    check_global(actor, GlobalAction::ManageSources)?;
+    let audit = Audit::new(actor.name(), "source.destroy").detail(format!("source '{name}'"));
+    ctx.store.delete_source(name, &audit).await?;
+    tracing::info!(source = %name, by = %actor.name(), "source deleted");
+    Ok(())
 }

@@ -1,78 +1,66 @@
-//! Webhook operations shared by the API and the UI.
+//! Webhooks: created disabled, changed, enabled, their headers and signing keys, pinged.
 
 use chrono::{DateTime, Utc};
 
-use crate::app::access::parse_id;
-use crate::app::access::{namespace_access, NamespaceAccess};
+use super::access::{namespace_access, NamespaceAccess, WebhookRef};
+use super::{Actor, Context, Error, Result};
 use crate::auth::policy::NamespaceAction;
 use crate::domain::names::{HeaderName, HeaderValue, Invalid};
 use crate::domain::signature::SignatureScheme;
-use crate::error::AppError;
 use crate::hooks::input::{audit_for_patch, check_new_template, check_patch, parse_added_header};
 use crate::secrets::Cipher;
-use crate::store::{Audit, DeliveryDetail, NewWebhook, StoredHeader, User, Webhook, WebhookPatch};
-use crate::AppState;
+use crate::store::{Audit, DeliveryDetail, NewWebhook, StoredHeader, Webhook, WebhookPatch};
 
 /// How long the previous secret keeps signing after a rotation, so receivers can switch.
 pub const ROTATION_OVERLAP_HOURS: i64 = 24;
 
-/// A webhook of `ns` and the caller's standing, after the policy allowed `action`.
-pub async fn load(
-    state: &AppState,
-    user: &User,
+/// The webhooks of `ns` the actor may see.
+pub async fn list(
+    ctx: &Context,
+    actor: &Actor,
     ns: &str,
-    id: &str,
-    action: NamespaceAction,
-) -> Result<(NamespaceAccess, Webhook), AppError> {
-    let access = namespace_access(state, user, ns, action).await?;
-    let hook = state
-        .store
-        .get_webhook(&access.namespace.name, parse_id(id, "webhook")?)
-        .await?;
-    Ok((access, hook))
+) -> Result<(NamespaceAccess, Vec<Webhook>)> {
+    let access = namespace_access(ctx, actor, ns, NamespaceAction::Read).await?;
+    let hooks = ctx.store.list_webhooks(&access.namespace.name).await?;
+    Ok((access, hooks))
 }
 
-/// Every problem of a webhook's input in one 422: `field` and `message` are the first
-/// one's, `problems` lists them all.
-pub fn invalid_input(problems: Vec<Invalid>) -> AppError {
-    AppError::invalid_all(problems).unwrap_or_else(|| AppError::bad_request("invalid webhook"))
-}
+pub use super::access::webhook as load;
 
 /// Creates a webhook (disabled, as every new one) after the policy allowed it, with its
 /// template tried. `new` is the caller's parsed input: its error is reported after the
 /// policy's 404/403, never before.
 pub async fn create(
-    state: &AppState,
-    user: &User,
+    ctx: &Context,
+    actor: &Actor,
     ns: &str,
-    new: Result<NewWebhook, AppError>,
-) -> Result<(NamespaceAccess, Webhook), AppError> {
-    let access = namespace_access(state, user, ns, NamespaceAction::CreateWebhook).await?;
-    let new = new?;
-    check_new_template(&new, &state.templates).await?;
-    let audit = Audit::new(&user.username, "webhook.create");
-    let hook = state
+    new: std::result::Result<NewWebhook, Vec<Invalid>>,
+) -> Result<(NamespaceAccess, Webhook)> {
+    let access = namespace_access(ctx, actor, ns, NamespaceAction::CreateWebhook).await?;
+    let new = new.map_err(Error::invalid_all)?;
+    check_new_template(&new, &ctx.templates).await?;
+    let audit = Audit::new(actor.name(), "webhook.create");
+    let hook = ctx
         .store
         .create_webhook(&access.namespace.name, new, &audit)
         .await?;
-    tracing::info!(namespace = %access.namespace.name, webhook = hook.id, by = %user.username, "webhook created");
+    tracing::info!(namespace = %access.namespace.name, webhook = hook.id, by = %actor.name(), "webhook created");
     Ok((access, hook))
 }
 
 /// Deletes a webhook with its deliveries; returns what it was.
 pub async fn delete(
-    state: &AppState,
-    user: &User,
+    ctx: &Context,
+    actor: &Actor,
     ns: &str,
-    id: &str,
-) -> Result<Webhook, AppError> {
-    let (access, hook) = load(state, user, ns, id, NamespaceAction::DeleteWebhook).await?;
-    let audit = Audit::new(&user.username, "webhook.destroy");
-    state
-        .store
+    hook: WebhookRef<'_>,
+) -> Result<Webhook> {
+    let (access, hook) = load(ctx, actor, ns, hook, NamespaceAction::DeleteWebhook).await?;
+    let audit = Audit::new(actor.name(), "webhook.destroy");
+    ctx.store
         .delete_webhook(&access.namespace.name, hook.id, &audit)
         .await?;
-    tracing::info!(namespace = %access.namespace.name, webhook = hook.id, by = %user.username, "webhook deleted");
+    tracing::info!(namespace = %access.namespace.name, webhook = hook.id, by = %actor.name(), "webhook deleted");
     Ok(hook)
 }
 
@@ -86,21 +74,21 @@ pub struct HeaderSet {
 
 /// Adds a header or replaces the one of that name (in any case).
 pub async fn set_header(
-    state: &AppState,
-    user: &User,
+    ctx: &Context,
+    actor: &Actor,
     ns: &str,
-    id: &str,
+    hook: WebhookRef<'_>,
     name: &str,
     value: &str,
-) -> Result<HeaderSet, AppError> {
-    let (access, hook) = load(state, user, ns, id, NamespaceAction::ManageHeaders).await?;
+) -> Result<HeaderSet> {
+    let (access, hook) = load(ctx, actor, ns, hook, NamespaceAction::ManageHeaders).await?;
     let (name, value) = parse_added_header(&hook.headers, name, value)?;
-    let audit = Audit::new(&user.username, "webhook.header.set").detail(name.as_str());
+    let audit = Audit::new(actor.name(), "webhook.header.set").detail(name.as_str());
     let header = StoredHeader {
         name: name.clone(),
-        value: state.cipher.seal(value.as_str()),
+        value: ctx.cipher.seal(value.as_str()),
     };
-    let created = state
+    let created = ctx
         .store
         .set_header(&access.namespace.name, hook.id, header, &audit)
         .await?;
@@ -114,16 +102,15 @@ pub async fn set_header(
 
 /// Removes a header; returns the webhook it was on.
 pub async fn delete_header(
-    state: &AppState,
-    user: &User,
+    ctx: &Context,
+    actor: &Actor,
     ns: &str,
-    id: &str,
+    hook: WebhookRef<'_>,
     name: &str,
-) -> Result<Webhook, AppError> {
-    let (access, hook) = load(state, user, ns, id, NamespaceAction::ManageHeaders).await?;
-    let audit = Audit::new(&user.username, "webhook.header.delete").detail(name);
-    state
-        .store
+) -> Result<Webhook> {
+    let (access, hook) = load(ctx, actor, ns, hook, NamespaceAction::ManageHeaders).await?;
+    let audit = Audit::new(actor.name(), "webhook.header.delete").detail(name);
+    ctx.store
         .delete_header(&access.namespace.name, hook.id, name, &audit)
         .await?;
     Ok(hook)
@@ -133,36 +120,35 @@ pub async fn delete_header(
 /// reconciled, and its one audit entry. `patch` is the caller's parsed input: its error
 /// is reported after the policy's 404/403, never before.
 pub async fn update(
-    state: &AppState,
-    user: &User,
+    ctx: &Context,
+    actor: &Actor,
     ns: &str,
-    id: &str,
-    patch: Result<WebhookPatch, AppError>,
-) -> Result<(NamespaceAccess, Webhook), AppError> {
-    let (access, hook, _) = update_showing_secret(state, user, ns, id, patch).await?;
+    hook: WebhookRef<'_>,
+    patch: std::result::Result<WebhookPatch, Vec<Invalid>>,
+) -> Result<(NamespaceAccess, Webhook)> {
+    let (access, hook, _) = update_showing_secret(ctx, actor, ns, hook, patch).await?;
     Ok((access, hook))
 }
 
 /// `update`, and the new `v1` signing secret in clear when the patch switched the webhook
 /// to `v1`: the one answer that shows it.
 pub async fn update_showing_secret(
-    state: &AppState,
-    user: &User,
+    ctx: &Context,
+    actor: &Actor,
     ns: &str,
-    id: &str,
-    patch: Result<WebhookPatch, AppError>,
-) -> Result<(NamespaceAccess, Webhook, Option<String>), AppError> {
-    let access = namespace_access(state, user, ns, NamespaceAction::UpdateWebhook).await?;
-    let id = parse_id(id, "webhook")?;
-    let mut patch = patch?;
-    let current = state.store.get_webhook(&access.namespace.name, id).await?;
-    check_patch(&mut patch, &current, &state.templates).await?;
-    let secret = switch_scheme(state, &mut patch, &current)?;
-    let audit = audit_for_patch(&user.username, &patch);
-    let hook = state
+    hook: WebhookRef<'_>,
+    patch: std::result::Result<WebhookPatch, Vec<Invalid>>,
+) -> Result<(NamespaceAccess, Webhook, Option<String>)> {
+    let (access, current) = load(ctx, actor, ns, hook, NamespaceAction::UpdateWebhook).await?;
+    let mut patch = patch.map_err(Error::invalid_all)?;
+    check_patch(&mut patch, &current, &ctx.templates).await?;
+    let secret = switch_scheme(ctx, &mut patch, &current)?;
+    let audit = audit_for_patch(actor.name(), &patch);
+    let hook = ctx
         .store
-        .update_webhook(&access.namespace.name, id, patch, &audit)
+        .update_webhook(&access.namespace.name, current.id, patch, &audit)
         .await?;
+    tracing::info!(namespace = %access.namespace.name, webhook = hook.id, enabled = hook.enabled, by = %actor.name(), "webhook updated");
     Ok((access, hook, secret))
 }
 
@@ -171,10 +157,10 @@ pub async fn update_showing_secret(
 /// request, and it is refused (409) while an earlier rotation's overlap runs, as a second
 /// rotation is. Naming the scheme in force changes nothing. Returns a new `v1` secret.
 fn switch_scheme(
-    state: &AppState,
+    ctx: &Context,
     patch: &mut WebhookPatch,
     current: &Webhook,
-) -> Result<Option<String>, AppError> {
+) -> Result<Option<String>> {
     let Some(scheme) = patch.signature.filter(|s| *s != current.signature) else {
         patch.signature = None;
         return Ok(None);
@@ -183,15 +169,15 @@ fn switch_scheme(
     overlap_ended(current, now)?;
     let key = crate::hooks::signing::generate(scheme);
     let until = now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
-    patch.signing_secret = Some((state.cipher.seal(&key), until));
+    patch.signing_secret = Some((ctx.cipher.seal(&key), until));
     Ok((scheme == SignatureScheme::V1).then_some(key))
 }
 
 /// Refuses (409) to replace the signing key while the previous one still signs: that
 /// would drop it at once, while receivers may still verify with it.
-fn overlap_ended(current: &Webhook, now: DateTime<Utc>) -> Result<(), AppError> {
+fn overlap_ended(current: &Webhook, now: DateTime<Utc>) -> Result<()> {
     match current.previous_secret_until.filter(|u| *u > now) {
-        Some(until) => Err(AppError::conflict(format!(
+        Some(until) => Err(Error::Conflict(format!(
             "the secret was rotated less than {ROTATION_OVERLAP_HOURS} hours ago and the one \
              before it still signs until {}; rotate again after that (a leaked secret: \
              delete the webhook and create it again)",
@@ -203,41 +189,41 @@ fn overlap_ended(current: &Webhook, now: DateTime<Utc>) -> Result<(), AppError> 
 
 /// Enables or disables a webhook. Enabling an auto-disabled one starts its health afresh.
 pub async fn set_enabled(
-    state: &AppState,
-    user: &User,
+    ctx: &Context,
+    actor: &Actor,
     ns: &str,
-    id: &str,
+    hook: WebhookRef<'_>,
     enabled: bool,
-) -> Result<(NamespaceAccess, Webhook), AppError> {
+) -> Result<(NamespaceAccess, Webhook)> {
     let patch = WebhookPatch {
         enabled: Some(enabled),
         ..Default::default()
     };
-    update(state, user, ns, id, Ok(patch)).await
+    update(ctx, actor, ns, hook, Ok(patch)).await
 }
 
 /// A new signing secret (returned in clear, to be shown once, for `v1`; a `v1a` webhook
 /// gets a new keypair and shows its public key); the old one also signs for 24 hours. A second rotation inside that overlap is refused (409): it would drop the
 /// original secret at once, while receivers may still verify with it.
 pub async fn rotate_secret(
-    state: &AppState,
-    user: &User,
+    ctx: &Context,
+    actor: &Actor,
     ns: &str,
-    id: &str,
-) -> Result<(NamespaceAccess, Webhook, Option<String>), AppError> {
-    let (access, current) = load(state, user, ns, id, NamespaceAction::UpdateWebhook).await?;
+    hook: WebhookRef<'_>,
+) -> Result<(NamespaceAccess, Webhook, Option<String>)> {
+    let (access, current) = load(ctx, actor, ns, hook, NamespaceAction::UpdateWebhook).await?;
     let now = Utc::now();
     overlap_ended(&current, now)?;
     // A `v1a` webhook gets a new keypair: its public key is in the webhook's JSON.
     let secret = crate::hooks::signing::generate(current.signature);
     let until = now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
-    let audit = Audit::new(&user.username, "webhook.secret.rotate");
-    let hook = state
+    let audit = Audit::new(actor.name(), "webhook.secret.rotate");
+    let hook = ctx
         .store
         .rotate_signing_secret(
             &access.namespace.name,
             current.id,
-            state.cipher.seal(&secret),
+            ctx.cipher.seal(&secret),
             until,
             &audit,
         )
@@ -248,11 +234,11 @@ pub async fn rotate_secret(
 
 /// The current `v1` signing secret in clear, for the one answer that shows it; `None` for
 /// a `v1a` webhook, whose private key is never shown (its public key is).
-pub fn current_secret(hook: &Webhook, state: &AppState) -> Result<Option<String>, AppError> {
+pub fn current_secret(hook: &Webhook, cipher: &Cipher) -> Result<Option<String>> {
     let secret = hook
         .signing_secrets
         .first()
-        .map(|sealed| state.cipher.open(sealed))
+        .map(|sealed| cipher.open(sealed))
         .transpose()
         .map_err(crate::store::StoreError::Crypto)?;
     Ok(secret.filter(|s| s.starts_with(crate::hooks::signing::SECRET_PREFIX)))
@@ -260,7 +246,7 @@ pub fn current_secret(hook: &Webhook, state: &AppState) -> Result<Option<String>
 
 /// The `whpk_...` public key of a `v1a` webhook's current key, for receivers to verify
 /// with; `None` for `v1`.
-pub fn signature_public_key(hook: &Webhook, cipher: &Cipher) -> Result<Option<String>, AppError> {
+pub fn signature_public_key(hook: &Webhook, cipher: &Cipher) -> Result<Option<String>> {
     if hook.signature != SignatureScheme::V1a {
         return Ok(None);
     }
@@ -280,32 +266,28 @@ pub fn signature_public_key(hook: &Webhook, cipher: &Cipher) -> Result<Option<St
 /// Bulk recovery after an outage: re-queues the failed deliveries created in
 /// `[since, until)` (`until` defaults to now) and wakes the workers.
 pub async fn recover(
-    state: &AppState,
-    user: &User,
+    ctx: &Context,
+    actor: &Actor,
     ns: &str,
-    id: &str,
+    hook: WebhookRef<'_>,
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
-) -> Result<(NamespaceAccess, Webhook, u64), AppError> {
-    let (access, hook) = load(state, user, ns, id, NamespaceAction::Retrigger).await?;
+) -> Result<(NamespaceAccess, Webhook, u64)> {
+    let (access, hook) = load(ctx, actor, ns, hook, NamespaceAction::Retrigger).await?;
     let now = Utc::now();
     let until = until.unwrap_or(now);
     if until <= since {
-        return Err(AppError::invalid("until", "`until` must be after `since`"));
+        return Err(Error::invalid("until", "`until` must be after `since`"));
     }
-    let requeued = state
-        .store
-        .requeue_failed(hook.id, since, until, now)
-        .await?;
-    let audit = Audit::new(&user.username, "webhook.delivery.recover").detail(format!(
+    let requeued = ctx.store.requeue_failed(hook.id, since, until, now).await?;
+    let audit = Audit::new(actor.name(), "webhook.delivery.recover").detail(format!(
         "{requeued} failed deliveries from {since} to {until}"
     ));
-    state
-        .store
+    ctx.store
         .record_activity(&access.namespace.name, Some(hook.id), &audit)
         .await?;
-    if requeued > 0 {
-        state.dispatcher.wake();
+    if let (true, Some(dispatcher)) = (requeued > 0, &ctx.sender) {
+        dispatcher.wake();
     }
     Ok((access, hook, requeued))
 }
@@ -313,12 +295,17 @@ pub async fn recover(
 /// Sends a synthetic `ping` event now (even to a disabled webhook), recorded as a
 /// delivery like any other; returns that delivery after the attempt.
 pub async fn ping(
-    state: &AppState,
-    user: &User,
+    ctx: &Context,
+    actor: &Actor,
     ns: &str,
-    id: &str,
-) -> Result<(NamespaceAccess, Webhook, DeliveryDetail), AppError> {
-    let (access, hook) = load(state, user, ns, id, NamespaceAction::Retrigger).await?;
+    hook: WebhookRef<'_>,
+) -> Result<(
+    NamespaceAccess,
+    Webhook,
+    DeliveryDetail,
+    super::deliveries::Sent,
+)> {
+    let (access, hook) = load(ctx, actor, ns, hook, NamespaceAction::Retrigger).await?;
     let now = Utc::now();
     let event_id = format!("ping-{}", &crate::secrets::random_token("")[..22]);
     let repository = if access.namespace.name.is_global() {
@@ -331,20 +318,19 @@ pub async fn ping(
         "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         "action": "ping",
         "target": { "repository": repository },
-        "actor": { "name": user.username },
+        "actor": { "name": actor.name() },
         "source": { "addr": "herald" }
     })
     .to_string();
-    let audit = Audit::new(&user.username, "webhook.ping").detail(&event_id);
-    state
-        .store
+    let audit = Audit::new(actor.name(), "webhook.ping").detail(&event_id);
+    ctx.store
         .record_activity(&access.namespace.name, Some(hook.id), &audit)
         .await?;
-    let delivery = state
+    let delivery = ctx
         .store
         .create_ping(hook.id, &event_id, &repository, &body, now)
         .await?;
-    state.dispatcher.retrigger(delivery).await?;
-    let detail = state.store.get_delivery(hook.id, delivery).await?;
-    Ok((access, hook, detail))
+    let sent = super::deliveries::send(ctx, delivery).await?;
+    let detail = ctx.store.get_delivery(hook.id, delivery).await?;
+    Ok((access, hook, detail, sent))
 }

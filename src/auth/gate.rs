@@ -18,7 +18,20 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::password::{self, Scratch};
-use crate::error::AppError;
+
+/// Why a hash did not run or finish.
+#[derive(Debug)]
+pub enum GateError {
+    /// No permit came within the wait: the caller should try again after `wait`.
+    Overloaded { wait: Duration },
+    /// The hash itself failed (it panicked, or the hasher refused its input).
+    Failed(String),
+}
+
+impl GateError {
+    pub const OVERLOADED: &'static str =
+        "Herald is checking as many passwords as it allows at once; try again shortly";
+}
 
 /// The most hashes at once, whatever the core count: ~19 MiB each.
 pub const MAX_PERMITS: usize = 4;
@@ -122,7 +135,7 @@ impl PasswordGate {
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Scratch) -> T + Send + 'static,
-    ) -> Result<T, AppError> {
+    ) -> Result<T, GateError> {
         let permit =
             match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
                 Ok(Ok(permit)) => permit,
@@ -133,10 +146,9 @@ impl PasswordGate {
                         limit = self.limit,
                         "password checks are at their limit; answering 503"
                     );
-                    return Err(AppError::overloaded(
-                    "Herald is checking as many passwords as it allows at once; try again shortly",
-                    Duration::from_secs(1),
-                ));
+                    return Err(GateError::Overloaded {
+                        wait: Duration::from_secs(1),
+                    });
                 }
             };
         let counters = self.counters.clone();
@@ -158,19 +170,19 @@ impl PasswordGate {
             result
         })
         .await
-        .map_err(|e| AppError::internal(format!("the password check failed: {e}")))
+        .map_err(|e| GateError::Failed(format!("the password check failed: {e}")))
     }
 
     /// An Argon2 hash of a new password.
-    pub async fn hash(&self, password: String) -> Result<String, AppError> {
+    pub async fn hash(&self, password: String) -> Result<String, GateError> {
         self.run(move |scratch| password::hash(scratch, &password))
             .await?
-            .map_err(|e| AppError::internal(e.to_string()))
+            .map_err(|e| GateError::Failed(e.to_string()))
     }
 
     /// Whether `password` matches `hash`; with no hash (no such user) it verifies against a
     /// dummy hash, so that the answer takes as long either way, and returns false.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, AppError> {
+    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, GateError> {
         self.run(move |scratch| match hash {
             Some(hash) => password::verify(scratch, &password, &hash),
             None => {
@@ -210,11 +222,11 @@ mod tests {
         for task in tasks {
             match task.await.unwrap() {
                 Ok(()) => ok += 1,
-                Err(e) => {
-                    assert_eq!(e.status, 503);
-                    assert_eq!(e.retry_after, Some(1));
+                Err(GateError::Overloaded { wait }) => {
+                    assert_eq!(wait, Duration::from_secs(1));
                     busy += 1;
                 }
+                Err(e) => panic!("{e:?}"),
             }
         }
         assert_eq!(gate.high_water(), 2, "the bound was reached, never passed");

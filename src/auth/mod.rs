@@ -14,14 +14,9 @@ pub mod throttle;
 pub use gate::PasswordGate;
 pub use throttle::{ClientAddr, LoginThrottle};
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
 use crate::domain::names::{is_path_component, Invalid};
-use crate::error::AppError;
-use crate::store::User;
-use crate::AppState;
 
 /// API tokens start with this, so a leaked one is easy to recognise and scan for.
 pub const TOKEN_PREFIX: &str = "hrld_";
@@ -75,32 +70,6 @@ pub fn new_api_token() -> String {
     crate::secrets::random_token(TOKEN_PREFIX)
 }
 
-/// Validates a new account's fields, hashes the password and stores the user with their
-/// personal namespace: the one way the API, the UI and the CLI's checks agree.
-pub async fn register_user(
-    store: &dyn crate::store::Store,
-    gate: &PasswordGate,
-    username: &str,
-    password: String,
-    email: Option<&str>,
-    admin: bool,
-) -> Result<User, AppError> {
-    let username = username.trim();
-    validate_username(username)?;
-    validate_password(&password)?;
-    let email = email.map(str::trim).filter(|e| !e.is_empty());
-    if let Some(e) = email {
-        if !e.contains('@') || e.len() > 254 || e.chars().any(char::is_whitespace) {
-            return Err(AppError::invalid(
-                "email",
-                format!("'{e}' is not an email address"),
-            ));
-        }
-    }
-    let hash = gate.hash(password).await?;
-    Ok(store.create_user(username, &hash, email, admin).await?)
-}
-
 /// A valid hash of nothing anyone knows, verified when a username does not exist so that
 /// sign-in takes as long either way. Made with the same parameters as every real hash, on
 /// first use inside the gate.
@@ -120,120 +89,10 @@ pub enum SignInError {
     Throttled(throttle::Throttled),
     /// A wrong password, an unknown username or a disabled user: deliberately one case.
     Rejected,
-    /// No password was checked: too many checks at once (503), or the database failed.
-    NotChecked(AppError),
-}
-
-/// The API's answers.
-impl From<SignInError> for AppError {
-    fn from(e: SignInError) -> Self {
-        match e {
-            SignInError::Throttled(t) => {
-                let whose = match t.by {
-                    throttle::ThrottledBy::User => "for this user",
-                    throttle::ThrottledBy::Address => "from this address",
-                };
-                AppError::too_many_requests(
-                    format!(
-                        "too many failed sign-ins {whose}; try again in {} s",
-                        t.secs()
-                    ),
-                    t.wait,
-                )
-            }
-            SignInError::Rejected => AppError::unauthorized(SIGN_IN_REJECTED),
-            SignInError::NotChecked(e) => e,
-        }
-    }
-}
-
-/// Signs in with a username and password, for the UI's form and the API's Basic auth alike:
-/// the throttle first (a throttled attempt runs no hash), then one gated verification,
-/// against a dummy hash when there is no such user, so that timing does not tell.
-pub async fn sign_in_with_password(
-    state: &AppState,
-    username: &str,
-    password: String,
-    client: ClientAddr,
-) -> Result<User, SignInError> {
-    let attempt = state
-        .login_throttle
-        .begin(username, client.0)
-        .map_err(|t| {
-            // Debug only: a flood of throttled guesses must not flood the log too.
-            tracing::debug!(username = %username, client = ?client.0, wait_s = t.secs(), "sign-in throttled");
-            SignInError::Throttled(t)
-        })?;
-    let credentials = match state.store.user_credentials(username).await {
-        Ok(c) => c,
-        Err(e) => {
-            state.login_throttle.not_checked(attempt);
-            return Err(SignInError::NotChecked(e.into()));
-        }
-    };
-    let (user, hash) = match credentials {
-        Some((user, hash)) => (Some(user), Some(hash)),
-        None => (None, None),
-    };
-    // A disabled user's password is verified too, and its result ignored: the answer and
-    // its timing are the same as for a wrong password.
-    let valid = match state.password_gate.verify(password, hash).await {
-        Ok(valid) => valid,
-        Err(e) => {
-            state.login_throttle.not_checked(attempt);
-            return Err(SignInError::NotChecked(e));
-        }
-    };
-    match user {
-        Some(user) if valid && !user.disabled => {
-            state.login_throttle.succeeded(attempt);
-            Ok(user)
-        }
-        _ => {
-            state.login_throttle.failed(attempt);
-            tracing::warn!(username = %username, client = ?client.0, "failed sign-in");
-            Err(SignInError::Rejected)
-        }
-    }
-}
-
-/// The user behind `Authorization: Bearer <api token>`.
-pub async fn user_from_bearer(
-    state: &AppState,
-    headers: &axum::http::HeaderMap,
-) -> Result<User, AppError> {
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            AppError::unauthorized("an API token is required: Authorization: Bearer <token>")
-        })?;
-    let token = scheme::credentials(header, "Bearer").ok_or_else(|| {
-        AppError::unauthorized("the Authorization header must be 'Bearer <token>'")
-    })?;
-    let user = state
-        .store
-        .authenticate_token(&token_hash(token), chrono::Utc::now())
-        .await?
-        .ok_or_else(|| AppError::unauthorized("the API token is not valid (unknown or revoked)"))?;
-    if user.disabled {
-        return Err(AppError::unauthorized("the user of this token is disabled"));
-    }
-    Ok(user)
-}
-
-/// The authenticated caller of an API route.
-pub struct ApiUser(pub User);
-
-impl FromRequestParts<AppState> for ApiUser {
-    type Rejection = AppError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        user_from_bearer(state, &parts.headers).await.map(ApiUser)
-    }
+    /// No password was checked: too many checks at once.
+    Overloaded(gate::GateError),
+    /// No password was checked: the database failed.
+    StoreFailed(crate::store::StoreError),
 }
 
 #[cfg(test)]

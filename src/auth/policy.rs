@@ -15,8 +15,17 @@
 //! A namespace or team the caller cannot see at all answers 404, so names do not leak;
 //! one they can see but not change answers 403.
 
-use crate::error::AppError;
+use crate::domain::names::Invalid;
 use crate::store::{Role, User, Visibility};
+
+/// Why the policy says no: the caller may not see it (404, so names do not leak), may see
+/// it but not do this (403), or must say more (a 422, e.g. which team).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    NotFound(String),
+    Forbidden(String),
+    Invalid(Invalid),
+}
 
 /// Operator switches (Portus's `permissions.*`).
 #[derive(Debug, Clone, Copy)]
@@ -93,15 +102,15 @@ pub fn check_namespace(
     role: Option<Role>,
     action: NamespaceAction,
     perms: &Permissions,
-) -> Result<(), AppError> {
+) -> Result<(), Denied> {
     if allows_namespace(user, role, action, perms) {
         return Ok(());
     }
     match role {
-        None => Err(AppError::not_found(format!(
+        None => Err(Denied::NotFound(format!(
             "namespace '{namespace}' not found"
         ))),
-        Some(role) => Err(AppError::forbidden(format!(
+        Some(role) => Err(Denied::Forbidden(format!(
             "as {} of namespace '{namespace}', user '{}' may not {}",
             role_phrase(role),
             user.username,
@@ -115,38 +124,61 @@ pub fn check_team(
     team: &str,
     role: Option<Role>,
     action: TeamAction,
-) -> Result<(), AppError> {
+) -> Result<(), Denied> {
     if user.admin {
         return Ok(());
     }
     let Some(role) = role else {
-        return Err(AppError::not_found(format!("team '{team}' not found")));
+        return Err(Denied::NotFound(format!("team '{team}' not found")));
     };
     match action {
         TeamAction::Read => Ok(()),
         TeamAction::ManageMembers | TeamAction::CreateNamespace if role == Role::Owner => Ok(()),
-        TeamAction::ManageMembers => Err(AppError::forbidden(format!(
+        TeamAction::ManageMembers => Err(Denied::Forbidden(format!(
             "only owners of team '{team}' may change its members"
         ))),
-        TeamAction::CreateNamespace => Err(AppError::forbidden(format!(
+        TeamAction::CreateNamespace => Err(Denied::Forbidden(format!(
             "only owners of team '{team}' may create namespaces for it"
         ))),
     }
 }
 
-pub fn check_global(user: &User, action: GlobalAction) -> Result<(), AppError> {
+pub fn check_global(user: &User, action: GlobalAction) -> Result<(), Denied> {
     match action {
         GlobalAction::CreateTeam => Ok(()),
         _ if user.admin => Ok(()),
-        GlobalAction::ManageUsers => Err(AppError::forbidden("only admins may manage users")),
-        GlobalAction::ReadEvents => Err(AppError::forbidden(
-            "only admins may see raw registry events",
+        GlobalAction::ManageUsers => Err(Denied::Forbidden("only admins may manage users".into())),
+        GlobalAction::ReadEvents => Err(Denied::Forbidden(
+            "only admins may see raw registry events".into(),
         )),
-        GlobalAction::ManageSources => Err(AppError::forbidden("only admins may manage sources")),
-        GlobalAction::CreateAdminNamespace => Err(AppError::invalid(
+        GlobalAction::ManageSources => {
+            Err(Denied::Forbidden("only admins may manage sources".into()))
+        }
+        GlobalAction::CreateAdminNamespace => Err(Denied::Invalid(Invalid::new(
             "team",
             "name the team that will own the namespace (you must be one of its owners)",
+        ))),
+    }
+}
+
+/// Who may create a user account: admins any account; with sign-up switched on, anyone
+/// (`caller` is `None` when the request carries no credentials) a non-admin one.
+pub fn check_create_user(
+    caller: Option<&User>,
+    admin: bool,
+    perms: &Permissions,
+) -> Result<(), Denied> {
+    match caller {
+        Some(user) => check_global(user, GlobalAction::ManageUsers),
+        None if !perms.allow_signup => Err(Denied::Forbidden(
+            "sign-up is switched off: an admin creates accounts (--allow-signup lets anyone)"
+                .into(),
         )),
+        None if admin => Err(Denied::Invalid(Invalid::new(
+            "admin",
+            "signing up cannot create an admin",
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -253,9 +285,9 @@ mod tests {
             );
         }
         let hidden = check_namespace(&user(false), "acme", None, Read, &on).unwrap_err();
-        assert_eq!(hidden.status, 404);
+        assert!(matches!(hidden, Denied::NotFound(_)), "{hidden:?}");
         let denied = check_namespace(&user(false), "acme", Some(Role::Viewer), UpdateWebhook, &on)
             .unwrap_err();
-        assert_eq!(denied.status, 403);
+        assert!(matches!(denied, Denied::Forbidden(_)), "{denied:?}");
     }
 }

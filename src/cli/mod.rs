@@ -4,8 +4,13 @@
 //! (`herald --listen 0.0.0.0:8080 serve`): [`hoist_settings`] moves it after the command's
 //! name before clap sees it.
 
+mod accounts;
+mod admin;
+pub mod context;
+mod hooks;
 pub mod manage;
 pub mod output;
+mod server;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -40,21 +45,31 @@ pub enum Command {
     /// Create or upgrade the database schema, and create the registry token and secret key
     /// files if they are not configured (what `serve` would create), then exit.
     Migrate(StoreArgs),
-    /// Manage users: create, list, passwd, disable, enable.
+    /// Namespaces: list, show, create, delete.
     #[command(subcommand)]
-    User(UserCommand),
-    /// Manage API tokens: create, list, revoke.
+    Namespace(NamespaceCommand),
+    /// Webhooks: list, show, create, update, enable, disable, delete, headers, keys, ping.
     #[command(subcommand)]
-    Token(TokenCommand),
-    /// Manage sources (other registries feeding Herald): create, list, delete.
-    #[command(subcommand)]
-    Source(SourceCommand),
-    /// List webhooks and enable or disable them.
-    #[command(subcommand)]
-    Webhook(WebhookCommand),
-    /// Look at a webhook's deliveries and retrigger one.
+    Webhook(Box<WebhookCommand>),
+    /// A webhook's deliveries: list, show, retrigger.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
+    /// Teams and their members.
+    #[command(subcommand)]
+    Team(TeamCommand),
+    /// Users: create, list, passwd, disable, enable, promote, demote.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Sources (other registries feeding Herald): create, list, show, delete.
+    #[command(subcommand)]
+    Source(SourceCommand),
+    /// The registries' events, newest first, with what Herald did with each and why.
+    Events(EventsArgs),
+    /// The activity log, newest first.
+    Activity(ActivityArgs),
     /// Print the registry's `notifications` configuration (YAML) for this Herald.
     RegistryConfig(RegistryArgs),
     /// Print every effective setting and where it comes from (flag, env, file, default,
@@ -83,6 +98,11 @@ pub struct StoreArgs {
     /// Database URL [default: sqlite://<data-dir>/herald.db].
     #[arg(long = "database", env = "HERALD_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// The server's key for secrets at rest, when it is not the data directory's
+    /// secret.key (set it as the server's is: in the environment).
+    #[arg(long, env = "HERALD_SECRET_KEY", hide_env_values = true, hide = true)]
+    pub secret_key: Option<String>,
 }
 
 impl StoreArgs {
@@ -92,6 +112,7 @@ impl StoreArgs {
         config.config = self.config.clone();
         config.data_dir = self.data_dir.clone();
         config.database_url = self.database_url.clone();
+        config.secret_key = self.secret_key.clone();
         Ok(config)
     }
 }
@@ -150,9 +171,385 @@ pub struct Format {
     pub json: bool,
 }
 
+/// A webhook as commands name it: its name, or its id (see `webhook list`).
+const WEBHOOK_HELP: &str = "The webhook's name, or its id (see `webhook list`)";
+
+#[derive(Subcommand)]
+pub enum NamespaceCommand {
+    /// List the namespaces.
+    List {
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show a namespace.
+    Show {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Create a namespace: the first path segment of the repositories whose events its
+    /// webhooks get.
+    Create {
+        /// The namespace's name.
+        name: String,
+        /// The team that owns it (its owners manage its webhooks); none: admins only.
+        #[arg(long)]
+        team: Option<String>,
+        /// What it is for, shown beside its name.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete a namespace with its webhooks and their deliveries.
+    Delete {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// A webhook's settings as flags; each one left out is left as it is (or, on create, at
+/// its default), as the API's fields are.
+#[derive(Args, Debug, Clone, Default)]
+pub struct WebhookFields {
+    /// Where deliveries go: http(s)://...
+    #[arg(long)]
+    pub url: Option<String>,
+    /// GET (the default, as Portus) or POST.
+    #[arg(long = "method")]
+    pub request_method: Option<String>,
+    /// application/json (default) or application/x-www-form-urlencoded.
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// Basic auth username; the password is asked for (or read from standard input).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Remove Basic auth (username and password).
+    #[arg(long, conflicts_with = "username")]
+    pub no_basic_auth: bool,
+    /// A custom header, `Name: value`; repeat for several (create only; afterwards see
+    /// `webhook header set`).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// The payload format: registry-event (default), registry-envelope, cloudevents,
+    /// cloudevents-binary, slack, teams, discord, mattermost, google-chat or template.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// For `--format template`: a file holding the minijinja template.
+    #[arg(long, value_name = "FILE")]
+    pub template_file: Option<PathBuf>,
+    /// The filters as the API's JSON, e.g. '{"actions":["push"],"tags":["v*"]}', or @FILE.
+    #[arg(long, value_name = "JSON")]
+    pub filters: Option<String>,
+    /// Verify the receiver's TLS certificate (true, the default) or not (false: unsafe).
+    #[arg(long, value_name = "BOOL")]
+    pub tls_verify: Option<bool>,
+    /// At most this many deliveries a second (0.01 to 10000), or `none`.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate_limit: Option<String>,
+    /// `none` (default) or `fifo`: one delivery at a time, in the order events arrived.
+    #[arg(long)]
+    pub ordering: Option<String>,
+    /// Signature scheme: v1 (HMAC-SHA256, default) or v1a (ed25519).
+    #[arg(long)]
+    pub signature: Option<String>,
+    /// A PEM client certificate chain to present to receivers behind mutual TLS (with
+    /// --client-key).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Remove the client certificate and its key.
+    #[arg(long, conflicts_with = "client_cert")]
+    pub no_client_cert: bool,
+}
+
+#[derive(Subcommand)]
+pub enum WebhookCommand {
+    /// List a namespace's webhooks.
+    List {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show a webhook (header values left out; `--json` is the API's view of it).
+    Show {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[arg(help = WEBHOOK_HELP)]
+        webhook: String,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Create a webhook. It starts disabled: `webhook enable` once it is set up. Its
+    /// signing secret is printed this once.
+    Create {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        /// The webhook's name, unique in its namespace.
+        name: String,
+        #[command(flatten)]
+        fields: WebhookFields,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Change a webhook's settings (those given; the rest stay).
+    Update {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[arg(help = WEBHOOK_HELP)]
+        webhook: String,
+        /// A new name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        fields: WebhookFields,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Enable a webhook: events are delivered to it.
+    Enable {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[arg(help = WEBHOOK_HELP)]
+        webhook: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Disable a webhook: it gets no new deliveries.
+    Disable {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[arg(help = WEBHOOK_HELP)]
+        webhook: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete a webhook with its deliveries.
+    Delete {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[arg(help = WEBHOOK_HELP)]
+        webhook: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// A new signing key; the old one keeps signing for 24 hours. A v1 secret is printed
+    /// this once.
+    RotateSecret {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[arg(help = WEBHOOK_HELP)]
+        webhook: String,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Send a `ping` event: the running server sends it and the result is printed.
+    Ping {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[arg(help = WEBHOOK_HELP)]
+        webhook: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Send again the failed deliveries created in a time window (after an outage).
+    Recover {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[arg(help = WEBHOOK_HELP)]
+        webhook: String,
+        /// RFC 3339 time: failed deliveries created at or after it.
+        #[arg(long)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// RFC 3339 time, default now: only deliveries created before it.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Custom headers: set, delete.
+    #[command(subcommand)]
+    Header(HeaderCommand),
+}
+
+#[derive(Subcommand)]
+pub enum HeaderCommand {
+    /// Add a header or replace the one of that name; the value is read from standard
+    /// input when not given (it may be a secret).
+    Set {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[arg(help = WEBHOOK_HELP)]
+        webhook: String,
+        /// The header's name.
+        name: String,
+        /// The value; read from standard input when left out.
+        value: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a header.
+    Delete {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[arg(help = WEBHOOK_HELP)]
+        webhook: String,
+        /// The header's name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// How long a command waits for the running server to send what it queued.
+#[derive(Args, Debug, Clone)]
+pub struct WaitArgs {
+    /// How long to wait for the running `herald serve` to send it and print the result;
+    /// `0s`: queue it and return at once.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub wait: std::time::Duration,
+}
+
+#[derive(Subcommand)]
+pub enum DeliveriesCommand {
+    /// List a webhook's deliveries, newest first.
+    List {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[arg(help = WEBHOOK_HELP)]
+        webhook: String,
+        /// How many to show.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=500))]
+        limit: i64,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show one delivery: the request sent and every attempt's response.
+    Show {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[arg(help = WEBHOOK_HELP)]
+        webhook: String,
+        /// The delivery's id (see `deliveries list`).
+        delivery: String,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Send a delivery again: queued for the running `herald serve`, which sends it with
+    /// the webhook's current settings and its own delivery settings, exactly as the UI's
+    /// retrigger; then the result is printed. This command never sends anything itself.
+    Retrigger {
+        /// The namespace; `_global` for repositories without a `/`.
+        namespace: String,
+        #[arg(help = WEBHOOK_HELP)]
+        webhook: String,
+        /// The delivery's id (see `deliveries list`).
+        delivery: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TeamCommand {
+    /// List the teams.
+    List {
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show a team and its members.
+    Show {
+        /// The team's name.
+        team: String,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Create a team owned by a user.
+    Create {
+        /// The team's name.
+        name: String,
+        /// The user who owns it (owners manage its members and namespaces).
+        #[arg(long)]
+        owner: String,
+        /// What it is for, shown beside its name.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Members: set (add, or change the role), remove.
+    #[command(subcommand)]
+    Member(MemberCommand),
+}
+
+#[derive(Subcommand)]
+pub enum MemberCommand {
+    /// Add a member or change their role.
+    Set {
+        /// The team's name.
+        team: String,
+        /// The username.
+        user: String,
+        /// owner, contributor or viewer.
+        role: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a member (a team keeps at least one owner).
+    Remove {
+        /// The team's name.
+        team: String,
+        /// The username.
+        user: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
 #[derive(Subcommand)]
 pub enum UserCommand {
-    /// Create a user; the password is read from the first line of standard input.
+    /// Create a user. The password is asked for without echo on a terminal, else read
+    /// from the first line of standard input.
     Create {
         /// The username (lowercase letters, digits, '.', '_', '-').
         name: String,
@@ -172,7 +569,7 @@ pub enum UserCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Set a user's password; the new password is read from the first line of standard input.
+    /// Set a user's password (asked for as with `create`).
     Passwd {
         /// The username.
         name: String,
@@ -188,6 +585,20 @@ pub enum UserCommand {
     },
     /// Enable a disabled user again.
     Enable {
+        /// The username.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Make a user an administrator.
+    Promote {
+        /// The username.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Make an administrator an ordinary user.
+    Demote {
         /// The username.
         name: String,
         #[command(flatten)]
@@ -228,7 +639,8 @@ pub enum TokenCommand {
 #[derive(Subcommand)]
 pub enum SourceCommand {
     /// Create a source, whose registry posts to /v2/sources/NAME/events. Its token (or, with
-    /// --username, its password) is read from the first line of standard input.
+    /// --username, its password) is asked for without echo on a terminal, else read from
+    /// the first line of standard input.
     Create {
         /// The source's name (lowercase letters, digits, '-', '_'; not 'default').
         name: String,
@@ -249,6 +661,15 @@ pub enum SourceCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Show a source (never its credential).
+    Show {
+        /// The source's name.
+        name: String,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Delete a source: its registry's events are refused from then on.
     Delete {
         /// The source's name.
@@ -258,85 +679,29 @@ pub enum SourceCommand {
     },
 }
 
-#[derive(Subcommand)]
-pub enum WebhookCommand {
-    /// List a namespace's webhooks.
-    List {
-        /// The namespace; `_global` for repositories without a `/`.
-        namespace: String,
-        #[command(flatten)]
-        format: Format,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
-    /// Enable a webhook (recorded in the activity log as done by `cli`).
-    Enable {
-        /// The namespace; `_global` for repositories without a `/`.
-        namespace: String,
-        /// The webhook's id (see `webhook list`).
-        id: i64,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
-    /// Disable a webhook: it gets no new deliveries (recorded in the activity log).
-    Disable {
-        /// The namespace; `_global` for repositories without a `/`.
-        namespace: String,
-        /// The webhook's id (see `webhook list`).
-        id: i64,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
+#[derive(Args)]
+pub struct EventsArgs {
+    /// How many to show.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=500))]
+    pub limit: i64,
+    #[command(flatten)]
+    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
-#[derive(Subcommand)]
-pub enum DeliveriesCommand {
-    /// List a webhook's deliveries, newest first.
-    List {
-        /// The namespace; `_global` for repositories without a `/`.
-        namespace: String,
-        /// The webhook's id (see `webhook list`).
-        webhook_id: i64,
-        /// How many to show.
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=500))]
-        limit: i64,
-        #[command(flatten)]
-        format: Format,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
-    /// Show one delivery: the request sent and every attempt's response.
-    Show {
-        /// The namespace; `_global` for repositories without a `/`.
-        namespace: String,
-        /// The webhook's id.
-        webhook_id: i64,
-        /// The delivery's id (see `deliveries list`).
-        delivery_id: i64,
-        #[command(flatten)]
-        format: Format,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
-    /// Send a delivery again now, from this process, with the webhook's current settings
-    /// (as the API's retrigger does), and print the attempt's result.
-    ///
-    /// It works whether or not `herald serve` runs (elsewhere or here): the attempt is a
-    /// manual one, which leaves a worker's claim alone. It is sent with this command's
-    /// delivery settings, so give it the server's: the same --config file or environment
-    /// (--delivery-allow-networks, timeouts, --delivery-ca-bundle, HERALD_SECRET_KEY).
-    Retrigger {
-        /// The namespace; `_global` for repositories without a `/`.
-        namespace: String,
-        /// The webhook's id.
-        webhook_id: i64,
-        /// The delivery's id (see `deliveries list`).
-        delivery_id: i64,
-        #[command(flatten)]
-        format: Format,
-        #[command(flatten)]
-        config: Box<Config>,
-    },
+#[derive(Args)]
+pub struct ActivityArgs {
+    /// Only this namespace's.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// How many to show.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=500))]
+    pub limit: i64,
+    #[command(flatten)]
+    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// The server's settings as their own command, to look them up by name.
@@ -437,6 +802,25 @@ mod tests {
             ["herald", "--listen", "x"],
             "no command: nothing moves"
         );
+    }
+
+    /// Every argument of every command says what it is.
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if arg.get_help().is_none() && !arg.is_hide_set() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "herald", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 
     #[test]

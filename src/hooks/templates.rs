@@ -208,13 +208,7 @@ impl TemplateSandbox {
     /// `exe` is a `herald` binary (this one, unless a test names another). Starts one
     /// sandbox and renders the sample with it, so a broken setup fails at start.
     pub async fn start(exe: PathBuf) -> anyhow::Result<Self> {
-        let size = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
-        let sandbox = Self {
-            exe,
-            idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(size),
-            trials: Semaphore::new(1),
-        };
+        let sandbox = Self::unchecked(exe);
         sandbox
             .render("{{ action }}", SAMPLE_EVENT)
             .await
@@ -225,6 +219,18 @@ impl TemplateSandbox {
                 )
             })?;
         Ok(sandbox)
+    }
+
+    /// A sandbox that starts its first worker only when a template is rendered: for the
+    /// command line, where most commands render none.
+    pub fn unchecked(exe: PathBuf) -> Self {
+        let size = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+        Self {
+            exe,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(size),
+            trials: Semaphore::new(1),
+        }
     }
 
     fn spawn(&self) -> Result<Worker, String> {

@@ -399,7 +399,7 @@ async fn check_password(
         }
         Err(e) => {
             throttle.not_checked(attempt);
-            Err(e)
+            Err(crate::app::Error::from(e).into())
         }
     }
 }

@@ -502,6 +502,16 @@ pub trait Settings: Send + Sync {
     async fn any_sealed_secret(&self) -> StoreResult<Option<Sealed>>;
 }
 
+/// Sends asked for where no dispatcher runs (the command line's retrigger and ping), for a
+/// serving process to make.
+#[async_trait]
+pub trait SendRequests: Send + Sync {
+    /// Asks a serving process to send `delivery_id` now, as a manual attempt.
+    async fn request_send(&self, delivery_id: i64) -> StoreResult<()>;
+    /// Takes up to `limit` asked-for sends, oldest first: each is taken by one process.
+    async fn take_send_requests(&self, limit: i64) -> StoreResult<Vec<i64>>;
+}
+
 /// Everything Herald stores, as one object the rest of Herald holds (`Arc<dyn Store>`).
 /// The shared traits are implemented once for every [`sql::Backend`] (in `sql/`); `Engine`
 /// and `DeliveryQueue` by each backend.
@@ -515,6 +525,7 @@ pub trait Store:
     + History
     + Accounts
     + Settings
+    + SendRequests
     + 'static
 {
 }
@@ -529,6 +540,7 @@ impl<T> Store for T where
         + History
         + Accounts
         + Settings
+        + SendRequests
         + 'static
 {
 }

@@ -272,6 +272,18 @@ impl From<crate::store::StoreError> for WebError {
     }
 }
 
+impl From<crate::auth::policy::Denied> for WebError {
+    fn from(d: crate::auth::policy::Denied) -> Self {
+        Self(d.into())
+    }
+}
+
+impl From<crate::app::Error> for WebError {
+    fn from(e: crate::app::Error) -> Self {
+        Self(e.into())
+    }
+}
+
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         render(

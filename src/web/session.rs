@@ -34,6 +34,11 @@ pub struct WebUser {
 }
 
 impl WebUser {
+    /// The signed-in user as the use cases know them.
+    pub fn actor(&self) -> crate::app::Actor {
+        crate::app::Actor::User(self.user.clone())
+    }
+
     /// Every state-changing form carries the session's CSRF token.
     pub fn check_csrf(&self, given: &str) -> Result<(), WebError> {
         if bool::from(given.as_bytes().ct_eq(self.csrf.as_bytes())) {
@@ -213,7 +218,7 @@ pub async fn login(
         }
         response
     };
-    let user = match auth::sign_in_with_password(&state, &username, form.password, client).await {
+    let user = match crate::app::users::sign_in(&state, &username, form.password, client.0).await {
         Ok(user) => user,
         Err(SignInError::Throttled(t)) => {
             let whose = match t.by {
@@ -236,14 +241,14 @@ pub async fn login(
                 None,
             );
         }
-        Err(SignInError::NotChecked(e)) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+        Err(SignInError::Overloaded(crate::auth::gate::GateError::Overloaded { wait })) => {
             return refused(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Herald is busy checking other sign-ins; please try again in a moment.".into(),
-                e.retry_after,
+                Some(crate::error::retry_after_secs(wait)),
             );
         }
-        Err(SignInError::NotChecked(e)) => return WebError(e).into_response(),
+        Err(e) => return WebError::from(crate::app::Error::from(e)).into_response(),
     };
     let token = crate::secrets::random_token("");
     let csrf = crate::secrets::random_token("");

@@ -1,5 +1,6 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use herald::config::Config;
 use herald::Application;
@@ -94,7 +95,16 @@ fn bad_cli_input_is_refused_with_a_reason() {
     assert!(text(&out.stderr).contains("not a valid username"));
     let out = herald(dir.path(), &["token", "create", "nobody"], "");
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("there is no user 'nobody'"));
+    assert!(
+        text(&out.stderr).contains("user 'nobody' not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "not found has its own exit code"
+    );
     assert!(out.stdout.is_empty());
     let out = herald(dir.path(), &["user", "create", "carol"], "long-enough-pw\n");
     assert!(out.status.success());
@@ -269,8 +279,9 @@ fn commands_without_server_settings_have_short_help() {
     // Every argument of every command says what it is.
     let out = herald(dir.path(), &["deliveries", "retrigger", "--help"], "");
     let help = text(&out.stdout);
+    assert!(help.contains("<NAMESPACE>  The namespace"), "{help}");
     assert!(
-        help.contains("<NAMESPACE>\n          The namespace"),
+        help.contains("<WEBHOOK>    The webhook's name, or its id"),
         "{help}"
     );
 }
@@ -454,16 +465,15 @@ async fn operator_commands_manage_users_tokens_webhooks_and_deliveries() {
     ))
     .unwrap();
     assert_eq!(json["attempts"].as_array().unwrap().len(), 1);
-    // Retrigger sends from the CLI's own process, with the server's delivery settings.
+    // Retrigger is queued for the running server, which sends it with its own settings
+    // (no delivery flags here: the command sends nothing itself), and its result printed.
     let again = cli(
         &[
             "deliveries",
             "retrigger",
             "acme",
-            &hook_id,
+            "deploy",
             &delivery,
-            "--delivery-allow-networks",
-            "127.0.0.1/32",
             "--json",
         ],
         "",
@@ -472,7 +482,14 @@ async fn operator_commands_manage_users_tokens_webhooks_and_deliveries() {
     assert_eq!(again["attempts"].as_array().unwrap().len(), 2, "{again:#}");
     assert_eq!(again["attempts"][1]["manual"], true);
     assert_eq!(again["attempts"][1]["status"], 200, "{again:#}");
+    assert_eq!(again["state"], "succeeded", "{again:#}");
     rx.next().await;
+    // Attempts are numbered within the delivery.
+    let shown = cli(&["deliveries", "show", "acme", "deploy", &delivery], "");
+    assert!(
+        shown.contains("\nattempt 1 at ") && shown.contains("\nattempt 2 at "),
+        "{shown}"
+    );
 
     // The activity log says the CLI did it.
     let log = app.api("GET", "/activities?namespace=acme", None).await;
@@ -848,4 +865,390 @@ async fn sources_from_the_cli_take_their_registrys_events() {
     assert_eq!(status, 200, "{}", res.text().await.unwrap());
     let res = send("harbor1", token).await.unwrap();
     assert_eq!(res.status(), 401, "a deleted source takes nothing");
+}
+
+/// Everything the API does for namespaces, webhooks (every field), headers, keys, pings,
+/// deliveries, teams, sources, events and the activity log, the CLI does too, through the
+/// same use cases, naming webhooks by name; its sends go out from the running server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_does_what_the_api_does() {
+    use crate::helpers::*;
+    use serde_json::Value;
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    let cli = |args: &[&str], stdin: &str| {
+        let out = sandbox_free_cli(&app, args, stdin);
+        assert!(
+            out.status.success(),
+            "herald {args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let json = |args: &[&str], stdin: &str| -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&cli(&all, stdin)).unwrap()
+    };
+
+    // Namespaces and teams.
+    cli(
+        &[
+            "namespace",
+            "create",
+            "acme",
+            "--description",
+            "the acme apps",
+        ],
+        "",
+    );
+    let ns = app.api("GET", "/namespaces/acme", None).await;
+    assert_eq!(ns.body["description"], "the acme apps");
+    cli(&["user", "create", "carol"], "carols-password\n");
+    cli(&["user", "create", "dan"], "dans-password-1\n");
+    let team = json(&["team", "create", "web", "--owner", "carol"], "");
+    assert_eq!(team["name"], "web");
+    cli(&["team", "member", "set", "web", "dan", "viewer"], "");
+    let shown = json(&["team", "show", "web"], "");
+    let members: Vec<(String, String)> = shown["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["username"].as_str().unwrap().into(),
+                m["role"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        members.contains(&("carol".into(), "owner".into())),
+        "{members:?}"
+    );
+    assert!(
+        members.contains(&("dan".into(), "viewer".into())),
+        "{members:?}"
+    );
+    json(&["namespace", "create", "webapps", "--team", "web"], "");
+    assert_eq!(
+        app.api("GET", "/namespaces/webapps", None).await.body["team"],
+        "web"
+    );
+
+    // A webhook with every field, by flags.
+    let filters = r#"{"actions":["push","delete"],"tags":["v*"]}"#;
+    let created = json(
+        &[
+            "webhook",
+            "create",
+            "acme",
+            "deploy",
+            "--url",
+            &rx.url("/hook"),
+            "--method",
+            "POST",
+            "--header",
+            "X-Env: prod",
+            "--format",
+            "cloudevents",
+            "--filters",
+            filters,
+            "--rate-limit",
+            "5",
+            "--ordering",
+            "fifo",
+            "--signature",
+            "v1a",
+        ],
+        "",
+    );
+    let id = created["id"].as_i64().unwrap();
+    let api = app
+        .api("GET", &format!("/namespaces/acme/webhooks/{id}"), None)
+        .await
+        .body;
+    assert_eq!(api["name"], "deploy");
+    assert_eq!(api["enabled"], false, "new webhooks start disabled");
+    assert_eq!(api["request_method"], "POST");
+    assert_eq!(api["format"], "cloudevents");
+    assert_eq!(api["filters"]["tags"], serde_json::json!(["v*"]));
+    assert_eq!(api["rate_limit"], 5.0);
+    assert_eq!(api["ordering"], "fifo");
+    assert_eq!(api["signature"], "v1a");
+    assert_eq!(api["headers"]["X-Env"], "prod");
+    assert_eq!(created["signature_public_key"], api["signature_public_key"]);
+    cli(&["webhook", "enable", "acme", "deploy"], "");
+    cli(
+        &["webhook", "header", "set", "acme", "deploy", "X-Token"],
+        "a-secret-value\n",
+    );
+    cli(
+        &[
+            "webhook",
+            "update",
+            "acme",
+            "deploy",
+            "--filters",
+            r#"{"actions":["push"]}"#,
+        ],
+        "",
+    );
+    let api = app
+        .api("GET", &format!("/namespaces/acme/webhooks/{id}"), None)
+        .await
+        .body;
+    assert_eq!(api["enabled"], true);
+    assert_eq!(api["headers"]["X-Token"], "a-secret-value");
+    assert_eq!(api["filters"]["actions"], serde_json::json!(["push"]));
+    let shown = cli(&["webhook", "show", "acme", &id.to_string()], "");
+    assert!(
+        shown.contains("deploy") && shown.contains("[enabled]"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("a-secret-value"),
+        "header values are not shown: {shown}"
+    );
+
+    // A ping goes out from the running server; the command prints its result.
+    let pinged = json(&["webhook", "ping", "acme", "deploy"], "");
+    assert_eq!(pinged["attempts"][0]["status"], 200, "{pinged:#}");
+    let got = rx.next().await;
+    assert_eq!(got.method, "POST");
+    assert_eq!(got.json()["type"], "io.herald.registry.ping");
+    let list = cli(&["deliveries", "list", "acme", "deploy"], "");
+    assert!(list.contains("ping acme/herald-ping"), "{list}");
+
+    // Keys, headers, removal.
+    let before = api["signature_public_key"].clone();
+    let rotated = json(&["webhook", "rotate-secret", "acme", "deploy"], "");
+    assert_ne!(rotated["signature_public_key"], before);
+    cli(
+        &["webhook", "header", "delete", "acme", "deploy", "X-Token"],
+        "",
+    );
+    let api = app
+        .api("GET", &format!("/namespaces/acme/webhooks/{id}"), None)
+        .await
+        .body;
+    assert!(api["headers"].get("X-Token").is_none());
+
+    // What happened, as the API tells it.
+    app.post_envelope(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+        .await;
+    let events = json(&["events"], "");
+    assert_eq!(events["items"][0]["action"], "push");
+    let activity = json(&["activity", "--namespace", "acme"], "");
+    let actions: Vec<&str> = activity["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["actor"].as_str().unwrap().starts_with("cli:"))
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "webhook.create",
+        "webhook.enabled",
+        "webhook.header.set",
+        "webhook.ping",
+    ] {
+        assert!(actions.contains(&a), "{a} by cli: in {actions:?}");
+    }
+
+    cli(&["webhook", "delete", "acme", "deploy"], "");
+    assert_eq!(
+        app.api("GET", &format!("/namespaces/acme/webhooks/{id}"), None)
+            .await
+            .status,
+        404
+    );
+    cli(&["team", "member", "remove", "web", "dan"], "");
+    cli(&["namespace", "delete", "webapps"], "");
+    assert_eq!(
+        app.api("GET", "/namespaces/webapps", None).await.status,
+        404
+    );
+    let out = sandbox_free_cli(&app, &["webhook", "enable", "acme", "nosuch"], "");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("webhook 'nosuch' not found"));
+}
+
+/// A retrigger from the command line never sends anything itself: with no server running
+/// it stays queued (exit code 7, saying so) and goes out, with the server's settings, once
+/// `herald serve` runs. Before, the CLI sent it with its own settings, and a delivery that
+/// had succeeded turned `failed` ("blocked by the SSRF guard") with exit code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_retrigger_waits_for_the_server_and_is_sent_by_it() {
+    use crate::helpers::*;
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start().await;
+    let token = cli_admin_token(dir.path());
+    let serve = || {
+        let mut cmd = herald_cmd(dir.path());
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--delivery-allow-networks",
+            "127.0.0.1/32",
+        ])
+        .env("NO_COLOR", "1");
+        LoggedServe::spawn(cmd)
+    };
+    let mut server = serve();
+    let base = server.base_url();
+    wait_ready(&base).await;
+    let client = reqwest::Client::new();
+    let api = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        client
+            .request(method, format!("{base}/api/v1{path}"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .send()
+    };
+    async fn json_of(r: reqwest::Response) -> Option<serde_json::Value> {
+        serde_json::from_slice(&r.bytes().await.ok()?).ok()
+    }
+    api(
+        reqwest::Method::POST,
+        "/namespaces",
+        serde_json::json!({"name": "acme"}),
+    )
+    .await
+    .unwrap();
+    let hook = json_of(
+        api(
+            reqwest::Method::POST,
+            "/namespaces/acme/webhooks",
+            serde_json::json!({"name": "deploy", "url": rx.url("/")}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let hook_id = hook["id"].as_i64().unwrap();
+    api(
+        reqwest::Method::PATCH,
+        &format!("/namespaces/acme/webhooks/{hook_id}"),
+        serde_json::json!({"enabled": true}),
+    )
+    .await
+    .unwrap();
+    let registry_token = std::fs::read_to_string(dir.path().join("registry-token")).unwrap();
+    client
+        .post(format!("{base}/v2/webhooks/events"))
+        .bearer_auth(registry_token.trim())
+        .header("content-type", "application/json")
+        .body(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+        .send()
+        .await
+        .unwrap();
+    rx.next().await;
+    let delivery = eventually(
+        Duration::from_secs(10),
+        "the delivery succeeded",
+        || async {
+            let list = json_of(
+                api(
+                    reqwest::Method::GET,
+                    &format!("/namespaces/acme/webhooks/{hook_id}/deliveries"),
+                    serde_json::Value::Null,
+                )
+                .await
+                .ok()?,
+            )
+            .await?;
+            (list["items"][0]["state"] == "succeeded")
+                .then(|| list["items"][0]["id"].as_i64().unwrap())
+        },
+    )
+    .await;
+    server.stop();
+
+    // No server: queued, said so, and nothing sent.
+    let out = herald(
+        dir.path(),
+        &[
+            "deliveries",
+            "retrigger",
+            "acme",
+            "deploy",
+            &delivery.to_string(),
+            "--wait",
+            "1s",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is queued"),
+        "{}",
+        text(&out.stderr)
+    );
+    rx.assert_quiet(Duration::from_millis(300)).await;
+
+    // The server, once it runs, sends it with its own settings, as a manual attempt.
+    let mut server = serve();
+    let base = server.base_url();
+    let got = rx.next().await;
+    assert_eq!(got.method, "GET");
+    let detail: serde_json::Value = eventually(Duration::from_secs(10), "the attempt", || async {
+        let d = json_of(
+            client
+                .get(format!(
+                    "{base}/api/v1/namespaces/acme/webhooks/{hook_id}/deliveries/{delivery}"
+                ))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?,
+        )
+        .await?;
+        (d["attempts"].as_array()?.len() == 2).then_some(d)
+    })
+    .await;
+    assert_eq!(detail["state"], "succeeded", "{detail:#}");
+    assert_eq!(detail["attempts"][1]["manual"], true);
+    server.stop();
+}
+
+/// One rule, one place: a token label over 200 characters was refused by the API, cut
+/// silently by the UI and taken whole by the CLI. All three now ask the same use case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_the_ui_and_the_cli_refuse_the_same_token_label() {
+    use crate::helpers::*;
+    let app = spawn_app().await;
+    let long = "l".repeat(201);
+    let api = app
+        .api(
+            "POST",
+            "/tokens",
+            Some(serde_json::json!({ "label": long })),
+        )
+        .await;
+    assert_eq!(api.status, 422, "{:?}", api.body);
+    assert_eq!(api.body["error"]["field"], "label");
+    let web = crate::web::sign_in_as(&app, "admin", "admin-password").await;
+    let csrf = web.csrf(&app).await;
+    let page = web
+        .post(
+            &app,
+            "/tokens",
+            &[("csrf", csrf.as_str()), ("label", long.as_str())],
+        )
+        .await;
+    assert_eq!(page.status(), 422);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("at most 200 characters"), "{html}");
+    let out = sandbox_free_cli(&app, &["token", "create", "admin", "--label", &long], "");
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("at most 200 characters"));
+    let tokens = app.api("GET", "/tokens", None).await;
+    assert_eq!(
+        tokens.body["items"].as_array().unwrap().len(),
+        1,
+        "only the test's own token: none was made"
+    );
 }

@@ -897,7 +897,7 @@ async fn registry_config_prints_each_sources_snippet() {
         .unwrap();
     if app.db.is_none() {
         assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stderr).contains("no source 'nosuch'"));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("source 'nosuch' not found"));
     }
 }
 

@@ -104,6 +104,7 @@ contract!(
     settings_claims_and_liveness,
     health_filters_and_passwords,
     operational_events,
+    send_requests,
 );
 
 /// Every method of the traits `Store` is made of (as `src/store/mod.rs` declares them) is
@@ -2301,4 +2302,47 @@ async fn operational_events(store: Arc<dyn Store>) {
         last.reason.as_deref(),
         Some("no enabled webhook subscribes to webhook.circuit_opened")
     );
+}
+
+/// Sends the command line asks for: taken oldest first, each by one taker, a delivery's
+/// requests gone with it.
+async fn send_requests(store: Arc<dyn Store>) {
+    let hook = acme_with_hook(&store).await;
+    let now = Utc::now();
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let id = store
+            .create_ping(
+                hook,
+                &format!("ping-send-{i}"),
+                "acme/herald-ping",
+                "{}",
+                now,
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    assert!(store.take_send_requests(10).await.unwrap().is_empty());
+    store.request_send(ids[1]).await.unwrap();
+    store.request_send(ids[0]).await.unwrap();
+    assert_eq!(store.take_send_requests(1).await.unwrap(), [ids[1]]);
+    assert_eq!(store.take_send_requests(10).await.unwrap(), [ids[0]]);
+    assert!(store.take_send_requests(10).await.unwrap().is_empty());
+    // Two takers at once never take the same request.
+    for id in &ids {
+        store.request_send(*id).await.unwrap();
+    }
+    let (a, b) = tokio::join!(store.take_send_requests(16), store.take_send_requests(16));
+    let mut taken: Vec<i64> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    taken.extend(store.take_send_requests(100).await.unwrap());
+    taken.sort_unstable();
+    assert_eq!(taken, ids, "every request taken exactly once");
+    // A deleted webhook's deliveries take their requests with them.
+    store.request_send(ids[0]).await.unwrap();
+    store
+        .delete_webhook(&ns("acme"), hook, &Audit::new("admin", "webhook.destroy"))
+        .await
+        .unwrap();
+    assert!(store.take_send_requests(10).await.unwrap().is_empty());
 }

@@ -22,6 +22,7 @@ mod history;
 mod hooks;
 mod leases;
 mod operational;
+mod requests;
 pub(crate) mod retention;
 pub(crate) mod rows;
 mod settings;

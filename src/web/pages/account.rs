@@ -48,6 +48,7 @@ pub async fn change_password(
         form.new_password,
     )
     .await
+    .map_err(crate::error::AppError::from)
     {
         Ok(()) => Ok(redirect_with(
             "/account",

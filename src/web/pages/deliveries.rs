@@ -7,6 +7,7 @@ use minijinja::{context, Value};
 
 use super::{id_of, load_webhook, page, webhook_row, CsrfOnly};
 use crate::app;
+use crate::app::access::WebhookRef::Id;
 use crate::auth::policy::NamespaceAction;
 use crate::store::DeliveryState;
 use crate::web::{redirect_with, WebResult, WebUser};
@@ -71,7 +72,7 @@ pub async fn delivery(
             attempts,
             pretty_view,
             any_json,
-            can_retrigger => access.allows(&state, &web.user, NamespaceAction::Retrigger),
+            can_retrigger => access.allows(&state, &web.actor(), NamespaceAction::Retrigger),
         },
     ))
 }
@@ -83,7 +84,8 @@ pub async fn retrigger(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let (_, hook, after) = app::deliveries::retrigger(&state, &web.user, &ns, &id, &d).await?;
+    let (_, hook, after, _) =
+        app::deliveries::retrigger(&state, &web.actor(), &ns, Id(&id), &d).await?;
     let delivery = after.summary.id;
     let outcome = match (after.summary.last_status, &after.summary.last_error) {
         (Some(status), _) => format!("answered {status}"),

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::webhooks::{webhook_page, Extras};
 use super::CsrfOnly;
 use crate::app;
+use crate::app::access::WebhookRef::Id;
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
 
@@ -32,13 +33,14 @@ pub async fn set_header(
     web.check_csrf(&form.csrf)?;
     let set = app::webhooks::set_header(
         &state,
-        &web.user,
+        &web.actor(),
         &ns,
-        &id,
+        Id(&id),
         &form.header_name,
         &form.header_value,
     )
-    .await;
+    .await
+    .map_err(crate::error::AppError::from);
     let set = match set {
         Ok(set) => set,
         Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
@@ -83,7 +85,7 @@ pub async fn delete_header(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let hook = app::webhooks::delete_header(&state, &web.user, &ns, &id, &name).await?;
+    let hook = app::webhooks::delete_header(&state, &web.actor(), &ns, Id(&id), &name).await?;
     Ok(redirect_with(
         &format!("/namespaces/{ns}/webhooks/{id}"),
         "success",

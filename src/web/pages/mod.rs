@@ -89,7 +89,14 @@ pub(super) async fn load_webhook(
     id: &str,
     action: NamespaceAction,
 ) -> Result<(NamespaceAccess, Webhook), AppError> {
-    crate::app::webhooks::load(state, &web.user, ns, id, action).await
+    Ok(crate::app::webhooks::load(
+        state,
+        &web.actor(),
+        ns,
+        crate::app::access::WebhookRef::Id(id),
+        action,
+    )
+    .await?)
 }
 
 /// A webhook's health as the templates show it.

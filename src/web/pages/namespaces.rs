@@ -42,12 +42,13 @@ pub async fn create_namespace(
     // The same use case as the API, so both refuse the same things with the same words.
     let created = app::namespaces::create(
         &state,
-        &web.user,
+        &web.actor(),
         Some(form.name.trim()),
         Some(form.team.as_str()),
         &form.description,
     )
-    .await;
+    .await
+    .map_err(crate::error::AppError::from);
     match created {
         Ok(ns) => Ok(redirect_with(
             &format!("/namespaces/{}", ns.name),
@@ -101,9 +102,9 @@ pub(super) async fn namespace_page(
     errors: BTreeMap<String, String>,
     values: BTreeMap<String, String>,
 ) -> WebResult {
-    let access = namespace_access(state, &web.user, ns, NamespaceAction::Read).await?;
+    let access = namespace_access(state, &web.actor(), ns, NamespaceAction::Read).await?;
     let webhooks = state.store.list_webhooks(&access.namespace.name).await?;
-    let can = |a| access.allows(state, &web.user, a);
+    let can = |a| access.allows(state, &web.actor(), a);
     let since = chrono::Utc::now() - chrono::Duration::hours(24);
     let statuses = state
         .store
@@ -144,7 +145,7 @@ pub async fn delete_namespace(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let name = app::namespaces::delete(&state, &web.user, &ns).await?;
+    let name = app::namespaces::delete(&state, &web.actor(), &ns).await?;
     Ok(redirect_with(
         "/",
         "success",

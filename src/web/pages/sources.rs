@@ -31,7 +31,7 @@ async fn sources_page(
     errors: BTreeMap<String, String>,
     values: BTreeMap<String, String>,
 ) -> WebResult {
-    let sources = sources::list(state, &web.user).await?;
+    let sources = sources::list(state, &web.actor()).await?;
     Ok(page(
         web,
         "sources.html",
@@ -79,7 +79,10 @@ pub async fn create_source(
         username: given(form.username),
         password: given(form.password),
     };
-    match sources::create(&state, &web.user, input).await {
+    match sources::create(&state, &web.actor(), input)
+        .await
+        .map_err(crate::error::AppError::from)
+    {
         Ok(source) => Ok(redirect_with(
             "/sources",
             "success",
@@ -113,7 +116,7 @@ pub async fn delete_source(
     Form(form): Form<DeleteForm>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    sources::delete(&state, &web.user, &name).await?;
+    sources::delete(&state, &web.actor(), &name).await?;
     Ok(redirect_with(
         "/sources",
         "success",

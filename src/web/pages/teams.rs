@@ -68,7 +68,10 @@ pub async fn create_team(
         ("description".to_string(), form.description.clone()),
     ]);
     // The same use case as the API: the same rules, the same messages.
-    match crate::app::teams::create(&state, &web.user, &name, &form.description).await {
+    match crate::app::teams::create(&state, &web.actor(), &name, &form.description, None)
+        .await
+        .map_err(crate::error::AppError::from)
+    {
         Ok(_) => Ok(redirect_with(
             &format!("/teams/{name}"),
             "success",
@@ -95,7 +98,7 @@ pub async fn team(
     web: WebUser,
     Path(name): Path<String>,
 ) -> WebResult {
-    let (team, role) = team_access(&state, &web.user, &name, TeamAction::Read).await?;
+    let (team, role) = team_access(&state, &web.actor(), &name, TeamAction::Read).await?;
     let can_manage = !team.personal && (web.user.admin || role == Some(Role::Owner));
     let namespaces: Vec<_> = state
         .store
@@ -131,7 +134,10 @@ pub async fn set_member(
     web.check_csrf(&form.csrf)?;
     let back = format!("/teams/{name}");
     let username = form.username.trim();
-    match app::teams::set_member(&state, &web.user, &name, username, &form.role).await {
+    match app::teams::set_member(&state, &web.actor(), &name, username, &form.role)
+        .await
+        .map_err(crate::error::AppError::from)
+    {
         Ok((role, _)) => Ok(redirect_with(
             &back,
             "success",
@@ -152,7 +158,10 @@ pub async fn remove_member(
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
     let back = format!("/teams/{name}");
-    match app::teams::remove_member(&state, &web.user, &name, &user).await {
+    match app::teams::remove_member(&state, &web.actor(), &name, &user)
+        .await
+        .map_err(crate::error::AppError::from)
+    {
         Ok(()) => Ok(redirect_with(
             &back,
             "success",

@@ -7,12 +7,12 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::{id_of, page, CsrfOnly};
-use crate::auth;
+use crate::app;
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
 
 pub async fn tokens(State(state): State<AppState>, web: WebUser) -> WebResult {
-    tokens_page(&state, &web, StatusCode::OK, None).await
+    tokens_page(&state, &web, StatusCode::OK, None, None).await
 }
 
 async fn tokens_page(
@@ -20,13 +20,14 @@ async fn tokens_page(
     web: &WebUser,
     status: StatusCode,
     new_token: Option<String>,
+    error: Option<String>,
 ) -> WebResult {
-    let tokens = state.store.list_tokens(web.user.id).await?;
+    let tokens = app::tokens::list(state, &web.actor(), None).await?;
     Ok(page(
         web,
         "tokens.html",
         status,
-        context! { tokens, new_token },
+        context! { tokens, new_token, error },
     ))
 }
 
@@ -45,13 +46,21 @@ pub async fn create_token(
     Form(form): Form<TokenForm>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let token = auth::new_api_token();
-    let label: String = form.label.trim().chars().take(200).collect();
-    state
-        .store
-        .create_token(web.user.id, &label, &auth::token_hash(&token))
-        .await?;
-    tokens_page(&state, &web, StatusCode::CREATED, Some(token)).await
+    match app::tokens::create(&state, &web.actor(), None, &form.label).await {
+        Ok((_, token)) => tokens_page(&state, &web, StatusCode::CREATED, Some(token), None).await,
+        Err(app::Error::Invalid(problems)) => {
+            let message = problems.first().map(|p| p.message.clone());
+            tokens_page(
+                &state,
+                &web,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                message,
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn revoke_token(
@@ -61,9 +70,6 @@ pub async fn revoke_token(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    state
-        .store
-        .revoke_token(web.user.id, id_of(&id, "token")?)
-        .await?;
+    app::tokens::revoke(&state, &web.actor(), id_of(&id, "token")?).await?;
     Ok(redirect_with("/tokens", "success", "Token revoked"))
 }

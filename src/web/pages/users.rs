@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::page;
 use crate::app;
-use crate::auth;
+
 use crate::auth::policy::{self, GlobalAction};
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
@@ -63,21 +63,19 @@ pub async fn create_user(
     Form(form): Form<UserForm>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    policy::check_global(&web.user, GlobalAction::ManageUsers)?;
     let values = BTreeMap::from([
         ("username".to_string(), form.username.clone()),
         ("email".to_string(), form.email.clone()),
     ]);
-    let email = Some(form.email.as_str());
-    match auth::register_user(
-        state.store.as_ref(),
-        &state.password_gate,
-        &form.username,
-        form.password,
-        email,
-        form.admin.is_some(),
-    )
-    .await
+    let new = app::users::NewUser {
+        username: form.username,
+        password: form.password,
+        email: Some(form.email),
+        admin: form.admin.is_some(),
+    };
+    match app::users::create(&state, Some(&web.actor()), new)
+        .await
+        .map_err(crate::error::AppError::from)
     {
         Ok(user) => Ok(redirect_with(
             "/users",
@@ -111,7 +109,10 @@ pub async fn update_user(
     web.check_csrf(&form.csrf)?;
     let admin = form.admin.map(|v| v == "true");
     let disabled = form.disabled.map(|v| v == "true");
-    let user = match app::users::set_flags(&state, &web.user, &name, admin, disabled).await {
+    let user = match app::users::set_flags(&state, &web.actor(), &name, admin, disabled)
+        .await
+        .map_err(crate::error::AppError::from)
+    {
         Ok(user) => user,
         Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
             return Ok(redirect_with(
@@ -151,7 +152,10 @@ pub async fn reset_password(
     Form(form): Form<ResetForm>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    match crate::app::users::reset_password(&state, &web.user, &name, form.new_password).await {
+    match crate::app::users::reset_password(&state, &web.actor(), &name, form.new_password)
+        .await
+        .map_err(crate::error::AppError::from)
+    {
         Ok(()) => Ok(redirect_with(
             "/users",
             "success",

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::webhooks::{webhook_page, Extras};
 use super::CsrfOnly;
 use crate::app;
+use crate::app::access::WebhookRef::Id;
 use crate::store::DeliveryState;
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
@@ -23,7 +24,10 @@ pub async fn rotate_secret(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    match app::webhooks::rotate_secret(&state, &web.user, &ns, &id).await {
+    match app::webhooks::rotate_secret(&state, &web.actor(), &ns, Id(&id))
+        .await
+        .map_err(crate::error::AppError::from)
+    {
         Ok((_, hook, secret)) => {
             // A v1a webhook shows no secret: its new public key is on the page.
             let what = if secret.is_some() {
@@ -59,7 +63,7 @@ pub async fn ping(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let (_, hook, delivery) = app::webhooks::ping(&state, &web.user, &ns, &id).await?;
+    let (_, hook, delivery, _) = app::webhooks::ping(&state, &web.actor(), &ns, Id(&id)).await?;
     let d = &delivery.summary;
     let (kind, outcome) = match (d.state, d.last_status, &d.last_error) {
         (DeliveryState::Succeeded, Some(status), _) => ("success", format!("answered {status}")),
@@ -119,7 +123,10 @@ pub async fn recover(
             None => return Ok(redirect_with(&back, "error", "The end time is not a time")),
         },
     };
-    match app::webhooks::recover(&state, &web.user, &ns, &id, since, until).await {
+    match app::webhooks::recover(&state, &web.actor(), &ns, Id(&id), since, until)
+        .await
+        .map_err(crate::error::AppError::from)
+    {
         Ok((_, hook, requeued)) => Ok(redirect_with(
             &back,
             "success",

@@ -12,6 +12,7 @@ use super::namespaces::namespace_page;
 use super::webhook_form::WebhookForm;
 use super::{errors_map, errors_of, health_view, load_webhook, page, webhook_row, CsrfOnly};
 use crate::app;
+use crate::app::access::WebhookRef::Id;
 use crate::auth::policy::NamespaceAction;
 use crate::hooks::input::WebhookInput;
 use crate::store::DeliveryState;
@@ -92,15 +93,16 @@ pub async fn create_webhook(
         client_certificate,
         client_key,
     };
-    let new = input
-        .into_new(&state.cipher)
-        .map_err(app::webhooks::invalid_input);
-    match app::webhooks::create(&state, &web.user, &ns, new).await {
+    let new = input.into_new(&state.cipher);
+    match app::webhooks::create(&state, &web.actor(), &ns, new)
+        .await
+        .map_err(crate::error::AppError::from)
+    {
         // The signing secret is shown on this answer only, like a new API token.
         Ok((_, hook)) => {
             let name = hook.name.as_str();
             let extras = Extras {
-                new_secret: app::webhooks::current_secret(&hook, &state)?,
+                new_secret: app::webhooks::current_secret(&hook, &state.cipher)?,
                 notice: Some(format!(
                     "Webhook '{name}' created; it is disabled until you enable it"
                 )),
@@ -148,7 +150,7 @@ pub(super) async fn webhook_page(
     extras: Extras,
 ) -> WebResult {
     let (access, hook) = load_webhook(state, web, ns, id, NamespaceAction::Read).await?;
-    let can = |a| access.allows(state, &web.user, a);
+    let can = |a| access.allows(state, &web.actor(), a);
     let can_update = can(NamespaceAction::UpdateWebhook);
     let mut headers = Vec::new();
     for h in &hook.headers {
@@ -271,7 +273,10 @@ pub async fn edit_webhook(
             .await;
         }
     };
-    match app::webhooks::update_showing_secret(&state, &web.user, &ns, &id, Ok(patch)).await {
+    match app::webhooks::update_showing_secret(&state, &web.actor(), &ns, Id(&id), Ok(patch))
+        .await
+        .map_err(crate::error::AppError::from)
+    {
         // Switching to v1 made a shared secret: shown on this answer only.
         Ok((_, updated, Some(secret))) => {
             let extras = Extras {
@@ -321,7 +326,7 @@ pub async fn toggle_webhook(
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
     let enabled = form.enabled == "true";
-    let (_, hook) = app::webhooks::set_enabled(&state, &web.user, &ns, &id, enabled).await?;
+    let (_, hook) = app::webhooks::set_enabled(&state, &web.actor(), &ns, Id(&id), enabled).await?;
     let back = if form.back == "namespace" {
         format!("/namespaces/{ns}")
     } else {
@@ -342,7 +347,7 @@ pub async fn delete_webhook(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let hook = app::webhooks::delete(&state, &web.user, &ns, &id).await?;
+    let hook = app::webhooks::delete(&state, &web.actor(), &ns, Id(&id)).await?;
     Ok(redirect_with(
         &format!("/namespaces/{ns}"),
         "success",

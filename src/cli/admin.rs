@@ -1,0 +1,249 @@
+//! `herald team ...`, `herald source ...`, `herald events`, `herald activity`.
+
+use herald::app;
+use herald::app::sources::SourceInput;
+
+use super::context::{context, operator, read_secret};
+use super::output::{cell, emit, emit_json, table, time};
+use super::{ActivityArgs, EventsArgs, MemberCommand, SourceCommand, TeamCommand};
+
+pub async fn team(cmd: TeamCommand) -> anyhow::Result<()> {
+    let actor = operator();
+    match cmd {
+        TeamCommand::List { format, store } => {
+            let teams = app::teams::list(&context(&store).await?, &actor).await?;
+            if format.json {
+                return emit_json(&teams);
+            }
+            let rows: Vec<Vec<String>> = teams
+                .iter()
+                .filter(|t| !t.personal)
+                .map(|t| {
+                    vec![
+                        t.name.clone(),
+                        t.members.len().to_string(),
+                        time(t.created_at),
+                        cell(&t.description, 60),
+                    ]
+                })
+                .collect();
+            emit(table(&["NAME", "MEMBERS", "CREATED", "DESCRIPTION"], &rows))
+        }
+        TeamCommand::Show {
+            team,
+            format,
+            store,
+        } => {
+            let team = app::teams::show(&context(&store).await?, &actor, &team).await?;
+            if format.json {
+                return emit_json(&team);
+            }
+            let rows: Vec<Vec<String>> = team
+                .members
+                .iter()
+                .map(|m| vec![m.username.clone(), m.role.as_str().to_string()])
+                .collect();
+            emit(format!(
+                "team {}{}\n\n{}",
+                team.name,
+                if team.description.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", team.description)
+                },
+                table(&["MEMBER", "ROLE"], &rows)
+            ))
+        }
+        TeamCommand::Create {
+            name,
+            owner,
+            description,
+            format,
+            store,
+        } => {
+            let ctx = context(&store).await?;
+            let team = app::teams::create(&ctx, &actor, &name, &description, Some(&owner)).await?;
+            if format.json {
+                return emit_json(&team);
+            }
+            eprintln!("created team '{}', owned by '{owner}'", team.name);
+            Ok(())
+        }
+        TeamCommand::Member(MemberCommand::Set {
+            team,
+            user,
+            role,
+            store,
+        }) => {
+            let ctx = context(&store).await?;
+            let (role, added) = app::teams::set_member(&ctx, &actor, &team, &user, &role).await?;
+            eprintln!(
+                "{} '{user}' {} team '{team}' as {}",
+                if added { "added" } else { "kept" },
+                if added { "to" } else { "in" },
+                role.as_str()
+            );
+            Ok(())
+        }
+        TeamCommand::Member(MemberCommand::Remove { team, user, store }) => {
+            let ctx = context(&store).await?;
+            app::teams::remove_member(&ctx, &actor, &team, &user).await?;
+            eprintln!("removed '{user}' from team '{team}'");
+            Ok(())
+        }
+    }
+}
+
+pub async fn source(cmd: SourceCommand) -> anyhow::Result<()> {
+    let actor = operator();
+    match cmd {
+        SourceCommand::Create {
+            name,
+            kind,
+            username,
+            store,
+        } => {
+            // The name and kind are checked before the secret is asked for.
+            app::sources::check_name_and_kind(&name, &kind)?;
+            let ctx = context(&store).await?;
+            let (token, password) = match username {
+                Some(_) => (None, Some(read_secret("the password", true)?)),
+                None => (Some(read_secret("the token", false)?), None),
+            };
+            let input = SourceInput {
+                name,
+                kind,
+                token,
+                username,
+                password,
+            };
+            let source = app::sources::create(&ctx, &actor, input).await?;
+            eprintln!(
+                "created source '{}' ({}): its registry posts to /v2/sources/{}/events \
+                 (see `herald registry-config --source {}`)",
+                source.name,
+                source.kind.as_str(),
+                source.name,
+                source.name
+            );
+            Ok(())
+        }
+        SourceCommand::List { format, store } => {
+            let list = app::sources::list(&context(&store).await?, &actor).await?;
+            if format.json {
+                return emit_json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.name.clone(),
+                        s.kind.as_str().into(),
+                        s.auth.into(),
+                        time(s.created_at),
+                        s.username.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            emit(table(
+                &["NAME", "KIND", "AUTH", "CREATED", "USERNAME"],
+                &rows,
+            ))
+        }
+        SourceCommand::Show {
+            name,
+            format,
+            store,
+        } => {
+            let source = app::sources::get(&context(&store).await?, &actor, &name).await?;
+            if format.json {
+                return emit_json(&source);
+            }
+            emit(format!(
+                "source {} ({}), {} auth{}, created {}\n",
+                source.name,
+                source.kind.as_str(),
+                source.auth,
+                source
+                    .username
+                    .as_deref()
+                    .map(|u| format!(" as '{u}'"))
+                    .unwrap_or_default(),
+                time(source.created_at)
+            ))
+        }
+        SourceCommand::Delete { name, store } => {
+            app::sources::delete(&context(&store).await?, &actor, &name).await?;
+            eprintln!("deleted source '{name}'");
+            Ok(())
+        }
+    }
+}
+
+pub async fn events(args: EventsArgs) -> anyhow::Result<()> {
+    let ctx = context(&args.store).await?;
+    let page = app::history::events(&ctx, &operator(), args.limit, None).await?;
+    if args.format.json {
+        return emit_json(&page);
+    }
+    let rows: Vec<Vec<String>> = page
+        .items
+        .iter()
+        .map(|e| {
+            let what = match (&e.repository, &e.tag, &e.digest) {
+                (Some(r), Some(t), _) => format!("{r}:{t}"),
+                (Some(r), None, Some(d)) => format!("{r}@{}", cell(d, 19)),
+                (Some(r), _, _) => r.clone(),
+                _ => "-".into(),
+            };
+            vec![
+                e.id.to_string(),
+                time(e.received_at),
+                e.source.clone().unwrap_or_else(|| "default".into()),
+                e.action.clone().unwrap_or_else(|| "-".into()),
+                what,
+                e.status.clone(),
+                e.reason.as_deref().map(|r| cell(r, 60)).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    emit(table(
+        &[
+            "ID", "RECEIVED", "SOURCE", "ACTION", "WHAT", "STATUS", "REASON",
+        ],
+        &rows,
+    ))
+}
+
+pub async fn activity(args: ActivityArgs) -> anyhow::Result<()> {
+    let ctx = context(&args.store).await?;
+    let page = app::history::activities(
+        &ctx,
+        &operator(),
+        args.namespace.as_deref(),
+        args.limit,
+        None,
+    )
+    .await?;
+    if args.format.json {
+        return emit_json(&page);
+    }
+    let rows: Vec<Vec<String>> = page
+        .items
+        .iter()
+        .map(|a| {
+            vec![
+                time(a.created_at),
+                a.actor.clone(),
+                a.action.clone(),
+                a.namespace.clone().unwrap_or_default(),
+                a.webhook_name.clone().unwrap_or_default(),
+                a.detail.as_deref().map(|d| cell(d, 60)).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    emit(table(
+        &["WHEN", "ACTOR", "ACTION", "NAMESPACE", "WEBHOOK", "DETAIL"],
+        &rows,
+    ))
+}
