@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::delivery::proxy::{Egress, NoProxyList, ProxyUrl, ProxyUrlParser};
-use crate::delivery::retry::RetrySchedule;
 use crate::delivery::ssrf::AllowList;
+use crate::domain::retry::RetrySchedule;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {

@@ -16,6 +16,30 @@ use crate::hooks::payload::OutgoingRequest;
 /// How much of a response body is kept.
 pub const RESPONSE_BODY_CAP: usize = 64 * 1024;
 
+/// Why a send got no answer from the receiver. Its text is what the delivery log says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The SSRF guard refused the destination.
+    #[error("{0}")]
+    Blocked(String),
+    /// No answer within the delivery timeout.
+    #[error("timed out (limit {})", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// No connection: refused, not resolved, or the TLS handshake failed (directly, or
+    /// through the delivery proxy).
+    #[error("{0}")]
+    Connect(String),
+    /// The webhook's client certificate and key could not be used.
+    #[error("the client certificate cannot be used: {0}")]
+    ClientCertificate(String),
+    /// The receiver does not allow deliveries from Herald (CloudEvents webhook validation).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// Anything else that went wrong with the request.
+    #[error("{0}")]
+    Failed(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct ReceiverResponse {
     pub status: u16,
@@ -209,7 +233,7 @@ impl HttpSender {
         client: &reqwest::Client,
         url: &str,
         proxied: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), SendError> {
         let v = &self.validation;
         let now = std::time::Instant::now();
         let known = v
@@ -225,11 +249,11 @@ impl HttpSender {
             .header("WebHook-Request-Origin", &v.origin)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "CloudEvents webhook validation (OPTIONS): {}",
-                    self.describe(&e, proxied)
-                )
+            .map_err(|e| match self.describe(&e, proxied) {
+                SendError::Connect(m) => {
+                    SendError::Connect(format!("CloudEvents webhook validation (OPTIONS): {m}"))
+                }
+                other => other,
             })?;
         let status = response.status().as_u16();
         let allowed = response
@@ -240,18 +264,18 @@ impl HttpSender {
         match allowed {
             Some(a) if a == "*" || a.eq_ignore_ascii_case(&v.origin) => {}
             Some(a) => {
-                return Err(format!(
+                return Err(SendError::NotAllowed(format!(
                     "the receiver allows deliveries from '{a}', not from '{}' (CloudEvents \
                      webhook validation; --public-url sets the origin Herald gives)",
                     v.origin
-                ))
+                )))
             }
             None if status == 403 => {
-                return Err(format!(
+                return Err(SendError::NotAllowed(format!(
                     "the receiver refused deliveries from '{}' (CloudEvents webhook \
                      validation: OPTIONS answered 403)",
                     v.origin
-                ))
+                )))
             }
             // The receiver does not take part in the handshake.
             None => {}
@@ -272,13 +296,13 @@ impl HttpSender {
         identity: &ClientIdentity,
         verify: bool,
         proxied: bool,
-    ) -> Result<reqwest::Client, String> {
+    ) -> Result<reqwest::Client, SendError> {
         let key = (identity.digest(), verify, proxied);
         let cache = || self.with_identity.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = cache().get(&key) {
             return Ok(client);
         }
-        let unusable = |e: reqwest::Error| format!("the client certificate cannot be used: {e}");
+        let unusable = |e: reqwest::Error| SendError::ClientCertificate(e.to_string());
         let pem = reqwest::Identity::from_pem(identity.pem()).map_err(unusable)?;
         let proxy = if proxied {
             self.egress.proxy.as_ref()
@@ -305,11 +329,11 @@ impl HttpSender {
     }
 
     /// Sends the request; an `Err` is a transport failure described for a human.
-    pub async fn send(&self, request: &OutgoingRequest) -> Result<ReceiverResponse, String> {
+    pub async fn send(&self, request: &OutgoingRequest) -> Result<ReceiverResponse, SendError> {
         // reqwest connects to IP-literal hosts without asking the resolver: check them here.
         self.guard
             .check_url(&request.url)
-            .map_err(|blocked| blocked.to_string())?;
+            .map_err(|blocked| SendError::Blocked(blocked.to_string()))?;
         let method = match request.method {
             RequestMethod::Get => reqwest::Method::GET,
             RequestMethod::Post => reqwest::Method::POST,
@@ -321,7 +345,10 @@ impl HttpSender {
             (Some(clients), Some(url)) if self.egress.proxies(url) => {
                 // The proxy resolves the receiver's name where Herald cannot see it:
                 // vet that name's addresses first, as the direct client's resolver would.
-                self.guard.vet_target(url, self.connect_timeout).await?;
+                self.guard
+                    .vet_target(url, self.connect_timeout)
+                    .await
+                    .map_err(SendError::Blocked)?;
                 Some(clients)
             }
             _ => None,
@@ -394,29 +421,18 @@ impl HttpSender {
     }
 
     /// `proxied`: the request went to the proxy, so a connection failure may be the proxy's.
-    fn describe(&self, e: &reqwest::Error, proxied: bool) -> String {
+    fn describe(&self, e: &reqwest::Error, proxied: bool) -> SendError {
         // A refusal of the guard (raised in the resolver) is the whole story: say just that.
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
             if let Some(blocked) = s.downcast_ref::<Blocked>() {
-                return blocked.to_string();
+                return SendError::Blocked(blocked.to_string());
             }
             source = s.source();
         }
-        let mut text = if e.is_timeout() {
-            format!(
-                "timed out (limit {})",
-                humantime::format_duration(self.total_timeout)
-            )
-        } else if e.is_connect() && proxied {
-            "could not connect through the delivery proxy".to_string()
-        } else if e.is_connect() {
-            "could not connect".to_string()
-        } else if e.is_builder() {
-            "the request could not be built".to_string()
-        } else {
-            "the request failed".to_string()
-        };
+        if e.is_timeout() {
+            return SendError::Timeout(self.total_timeout);
+        }
         // The innermost cause is the useful part ("Connection refused", "dns error" ...).
         let mut source = std::error::Error::source(e);
         let mut last = None;
@@ -424,10 +440,18 @@ impl HttpSender {
             last = Some(s.to_string());
             source = s.source();
         }
-        if let Some(cause) = last {
-            text.push_str(": ");
-            text.push_str(&cause);
+        let with_cause = |text: &str| match &last {
+            Some(cause) => format!("{text}: {cause}"),
+            None => text.to_string(),
+        };
+        if e.is_connect() && proxied {
+            SendError::Connect(with_cause("could not connect through the delivery proxy"))
+        } else if e.is_connect() {
+            SendError::Connect(with_cause("could not connect"))
+        } else if e.is_builder() {
+            SendError::Failed(with_cause("the request could not be built"))
+        } else {
+            SendError::Failed(with_cause("the request failed"))
         }
-        text
     }
 }

@@ -3,6 +3,5 @@
 pub mod client;
 pub mod operational;
 pub mod proxy;
-pub mod retry;
 pub mod ssrf;
 pub mod worker;

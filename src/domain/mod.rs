@@ -9,4 +9,6 @@ pub mod format;
 pub mod model;
 pub mod names;
 pub mod operational;
+pub mod retry;
 pub mod signature;
+pub mod verdict;

@@ -36,10 +36,11 @@ use chrono::Utc;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::delivery::client::HttpSender;
-use crate::delivery::client::ReceiverResponse;
+use crate::delivery::client::{ReceiverResponse, SendError};
 use crate::delivery::operational;
-use crate::delivery::retry::RetrySchedule;
 use crate::domain::control::{CircuitChange, CircuitRule, HealthChange, TokenBucket};
+use crate::domain::retry::RetrySchedule;
+use crate::domain::verdict::{retry_after, verdict, Attempted, Verdict};
 use crate::hooks::formats;
 use crate::hooks::payload::{self, OutgoingRequest};
 use crate::hooks::templates::TemplateSandbox;
@@ -53,8 +54,7 @@ mod tests;
 use books::*;
 
 use crate::store::{
-    AttemptRecord, Claim, ClaimScope, DeliveryJob, DeliveryState, Health, Outcome, Store,
-    StoreError, StoreResult,
+    AttemptRecord, Claim, ClaimScope, DeliveryJob, Health, Outcome, Store, StoreError, StoreResult,
 };
 
 /// How often idle workers look for due retries when nothing wakes them.

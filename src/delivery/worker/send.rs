@@ -3,34 +3,6 @@
 
 use super::*;
 
-/// The longest `Retry-After` Herald honours; a receiver cannot park a delivery for longer.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
-
-/// A 429 or 503 answer's `Retry-After` (seconds or an HTTP date), within bounds.
-fn retry_after(result: &Result<ReceiverResponse, String>) -> Option<chrono::Duration> {
-    let response = result.as_ref().ok()?;
-    if response.status != 429 && response.status != 503 {
-        return None;
-    }
-    let value = response
-        .headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))?
-        .1
-        .trim()
-        .to_string();
-    let wait = match value.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => {
-            let at = chrono::DateTime::parse_from_rfc2822(&value).ok()?;
-            (at.with_timezone(&Utc) - Utc::now())
-                .to_std()
-                .unwrap_or_default()
-        }
-    };
-    chrono::Duration::from_std(wait.clamp(Duration::from_secs(1), MAX_RETRY_AFTER)).ok()
-}
-
 impl Dispatcher {
     pub(super) async fn deliver_claimed(
         &self,
@@ -135,7 +107,7 @@ impl Dispatcher {
         webhook_id: i64,
         delivery_id: i64,
         sending: Sending,
-    ) -> Result<ReceiverResponse, String> {
+    ) -> Result<ReceiverResponse, SendError> {
         let clock = Instant::now();
         let send = self.sender.send(request);
         tokio::pin!(send);
@@ -328,40 +300,23 @@ impl Dispatcher {
             None => self.sender.send(&request).await,
         };
         let duration_ms = clock.elapsed().as_millis() as i64;
-        let automatic_done = job.automatic_attempts + i64::from(!manual);
-        let success = matches!(&result, Ok(r) if (200..300).contains(&r.status));
         let status_code = result.as_ref().ok().map(|r| r.status);
-        let gone = status_code == Some(410);
-        let outcome = if success {
-            Outcome::Succeeded
-        } else if gone
-            || (manual && matches!(job.state, DeliveryState::Succeeded | DeliveryState::Failed))
-        {
-            // 410: the receiver asks never to be called again. A manual retry of a finished
-            // delivery does not restart the schedule.
-            Outcome::Failed
-        } else {
-            // A manual attempt is recorded, but it is not a step of the automatic schedule:
-            // a waiting delivery keeps its next automatic attempt.
-            let scheduled = match (manual, job.next_attempt_at) {
-                (true, Some(at)) => Some(at),
-                _ => self
-                    .config
-                    .schedule
-                    .next_attempt(automatic_done, Utc::now()),
-            };
-            match scheduled {
-                Some(at) => {
-                    Outcome::RetryAt(retry_after(&result).map_or(at, |wait| Utc::now() + wait))
-                }
-                None => Outcome::Failed,
-            }
-        };
-        let health = match (success, gone) {
-            (true, _) => Health::Succeeded,
-            (_, true) => Health::Gone,
-            _ => Health::Failed,
-        };
+        let now = Utc::now();
+        let Verdict { outcome, health } = verdict(&Attempted {
+            status: status_code,
+            retry_after: result
+                .as_ref()
+                .ok()
+                .and_then(|r| retry_after(r.status, &r.headers, now)),
+            manual,
+            state_before: job.state,
+            next_before: job.next_attempt_at,
+            automatic_done: job.automatic_attempts + i64::from(!manual),
+            schedule: &self.config.schedule,
+            now,
+        });
+        let success = outcome == Outcome::Succeeded;
+        let gone = health == Health::Gone;
         if !success {
             self.books().attempt_failed(job.webhook.id, Instant::now());
         }
@@ -369,7 +324,7 @@ impl Dispatcher {
         let unchanged = health == Health::Succeeded
             && job.webhook.failing_since.is_none()
             && job.webhook.circuit == Default::default();
-        let verdict = if unchanged {
+        let change = if unchanged {
             Ok(HealthChange::default())
         } else {
             self.store
@@ -383,7 +338,7 @@ impl Dispatcher {
                 )
                 .await
         };
-        match verdict {
+        match change {
             Ok(change) => {
                 if change.disabled {
                     self.metrics.webhooks_auto_disabled.inc();
@@ -404,7 +359,7 @@ impl Dispatcher {
                 let error = (!success).then(|| format!("the receiver answered {}", r.status));
                 (Some(r.status), error, r.headers, r.body, r.truncated)
             }
-            Err(e) => (None, Some(e), Vec::new(), String::new(), false),
+            Err(e) => (None, Some(e.to_string()), Vec::new(), String::new(), false),
         };
         let outcome_label = match outcome {
             Outcome::Succeeded => "succeeded",
