@@ -48,7 +48,7 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     pub metrics: Arc<metrics::Metrics>,
     /// Whether envelopes are being committed, for `/readyz`.
-    pub ingest_health: Arc<registry::ingest::IngestHealth>,
+    pub ingest_health: Arc<http::ingest::IngestHealth>,
 }
 
 impl std::ops::Deref for AppState {

@@ -3,9 +3,9 @@ use axum::Json;
 
 use super::ApiUser;
 use super::PageParams;
+use crate::domain::model::{Activity, Page};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::store::{Activity, Page};
 use crate::AppState;
 
 /// The audit trail, newest first, limited to what the caller may see; `?namespace=` narrows it.

@@ -5,9 +5,10 @@ use super::ApiUser;
 use super::PageParams;
 use crate::app;
 use crate::app::access::WebhookRef::Id;
+use crate::domain::delivery::{DeliveryDetail, DeliverySummary};
+use crate::domain::model::Page;
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::store::{DeliveryDetail, DeliverySummary, Page};
 use crate::AppState;
 
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/webhooks/{id}/deliveries", operation_id = "listDeliveries", tag = "deliveries", security(("bearer" = [])), params(("ns" = String, Path, description = "Namespace; `_global` for repositories without a `/`"), ("id" = i64, Path, description = "Webhook id"), ("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<i64>, Query, description = "`next` of the previous page")),

@@ -3,9 +3,9 @@ use axum::Json;
 
 use super::ApiUser;
 use super::PageParams;
+use crate::domain::model::{Page, StoredEvent};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::store::{Page, StoredEvent};
 use crate::AppState;
 
 /// Every event the registry sent, newest first, with what Herald did with it and why:

@@ -6,9 +6,9 @@ use serde::Deserialize;
 use super::ApiUser;
 use super::{ApiJson, Items};
 use crate::app;
+use crate::domain::model::Namespace;
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::store::Namespace;
 use crate::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use super::ApiUser;
 use super::{ApiJson, Items};
 use crate::app::sources::{self, SourceInput};
+use crate::domain::model::Source;
 use crate::error::{ApiResult, ErrorBody};
-use crate::store::Source;
 use crate::AppState;
 
 /// A new source: a name, a kind and either a bearer `token` or a `username` and `password`

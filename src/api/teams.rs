@@ -6,9 +6,9 @@ use serde::Deserialize;
 use super::ApiUser;
 use super::{ApiJson, Items};
 use crate::app;
+use crate::domain::model::Team;
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::store::Team;
 use crate::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -10,9 +10,9 @@ use super::Items;
 use crate::app;
 use crate::app::access::parse_id;
 use crate::auth::{self, ClientAddr};
+use crate::domain::model::{ApiToken, User};
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
-use crate::store::{ApiToken, User};
 use crate::AppState;
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use super::ApiUser;
 use super::{ApiJson, Items};
 use crate::app;
+use crate::domain::model::User;
 use crate::error::ErrorBody;
 use crate::error::{ApiResult, AppError};
-use crate::store::User;
 use crate::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]

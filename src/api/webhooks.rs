@@ -173,12 +173,12 @@ pub async fn recover(
 /// Sends a synthetic `ping` event now, recorded as a delivery like any other.
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/ping", operation_id = "pingWebhook", tag = "deliveries", security(("bearer" = [])),
     params(("ns" = String, Path, description = "Namespace"), ("id" = i64, Path, description = "Webhook id")),
-    responses((status = 200, body = crate::store::DeliveryDetail), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = crate::domain::delivery::DeliveryDetail), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn ping(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,
     Path((ns, id)): Path<(String, String)>,
-) -> ApiResult<Json<crate::store::DeliveryDetail>> {
+) -> ApiResult<Json<crate::domain::delivery::DeliveryDetail>> {
     let (_, _, delivery, _) = app::webhooks::ping(&state, &user, &ns, Id(&id)).await?;
     Ok(Json(delivery))
 }

@@ -3,8 +3,9 @@
 
 use super::{Actor, Context, Error, Result};
 use crate::auth::policy::{self, GlobalAction, NamespaceAction, TeamAction};
+use crate::domain::model::{Namespace, Role, Team, Webhook};
 use crate::domain::names::NamespaceName;
-use crate::store::{Namespace, Role, StoreError, Team, Webhook};
+use crate::store::StoreError;
 
 /// Reading a namespace's webhooks and deliveries, the action most loads check.
 pub const READ: NamespaceAction = NamespaceAction::Read;

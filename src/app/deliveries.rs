@@ -4,7 +4,8 @@ use super::access::{parse_id, NamespaceAccess, WebhookRef};
 use super::webhooks::load;
 use super::{Actor, Context, Result};
 use crate::auth::policy::NamespaceAction;
-use crate::store::{Audit, DeliveryDetail, DeliverySummary, Page, Webhook};
+use crate::domain::delivery::{DeliveryDetail, DeliverySummary};
+use crate::domain::model::{Audit, Page, Webhook};
 
 /// A webhook's deliveries, newest first.
 pub async fn list(

@@ -3,8 +3,8 @@
 use super::access::{check_global, namespace_access};
 use super::{Actor, Context, Result};
 use crate::auth::policy::{self, GlobalAction, NamespaceAction};
+use crate::domain::model::{Activity, Page, StoredEvent, Visibility};
 use crate::domain::names::NamespaceName;
-use crate::store::{Activity, Page, StoredEvent, Visibility};
 
 /// Every event the registries sent, newest first, with what Herald did with it and why:
 /// the first place to look when a webhook did not fire (admins).

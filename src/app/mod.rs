@@ -25,9 +25,10 @@ pub use error::{Error, Result};
 use crate::auth::{LoginThrottle, PasswordGate};
 use crate::config::Config;
 use crate::delivery::worker::Dispatcher;
+use crate::domain::model::User;
 use crate::hooks::templates::TemplateSandbox;
 use crate::secrets::Cipher;
-use crate::store::{Store, User};
+use crate::store::Store;
 
 /// What the use cases need of a running Herald, or of the command line's view of one.
 #[derive(Clone)]

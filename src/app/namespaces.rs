@@ -4,8 +4,8 @@ use super::access::{namespace_access, team_for_new_namespace};
 use super::history::visibility;
 use super::{Actor, Context, Error, Result};
 use crate::auth::policy::NamespaceAction;
+use crate::domain::model::{Audit, Namespace};
 use crate::domain::names::NamespaceName;
-use crate::store::{Audit, Namespace};
 
 /// The longest description of a namespace or team.
 pub const MAX_DESCRIPTION: usize = 1000;

@@ -5,8 +5,8 @@ use super::access::check_global;
 use super::{Actor, Context, Error, Result};
 use crate::auth::policy::GlobalAction;
 use crate::auth::PasswordGate;
-use crate::registry::sources::{validate_name, SourceKind, DEFAULT_SOURCE};
-use crate::store::{Audit, NewSource, Source};
+use crate::domain::events::{validate_name, SourceKind, DEFAULT_SOURCE};
+use crate::domain::model::{Audit, NewSource, Source};
 
 /// The shortest token accepted: it is kept as its SHA-256 only, which guards a long random
 /// secret, not a guessable one.

@@ -4,8 +4,8 @@ use super::access::{check_global, team_access};
 use super::history::visibility;
 use super::{Actor, Context, Error, Result};
 use crate::auth::policy::{GlobalAction, TeamAction};
+use crate::domain::model::{Audit, Role, Team, User};
 use crate::domain::names::is_path_component;
-use crate::store::{Audit, Role, Team, User};
 
 pub async fn list(ctx: &Context, actor: &Actor) -> Result<Vec<Team>> {
     Ok(ctx.store.list_teams(&visibility(actor)).await?)

@@ -2,7 +2,7 @@
 //! operator at the command line anyone's.
 
 use super::{Actor, Context, Error, Result};
-use crate::store::{ApiToken, User};
+use crate::domain::model::{ApiToken, User};
 
 /// The longest label, in characters.
 pub const MAX_LABEL_CHARS: usize = 200;

@@ -10,7 +10,7 @@ use super::access::check_global;
 use super::{Actor, Context, Error, Result};
 use crate::auth::policy::{self, GlobalAction};
 use crate::auth::{validate_password, validate_username, SignInError};
-use crate::store::{Role, User, Visibility};
+use crate::domain::model::{Role, User, Visibility};
 
 /// A new account as a caller gives it.
 #[derive(Debug, Clone, Default)]

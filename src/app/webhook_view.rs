@@ -9,10 +9,10 @@ use serde::Serialize;
 use super::access::NamespaceAccess;
 use super::{Actor, Context, Result};
 use crate::auth::policy::NamespaceAction;
+use crate::domain::model::Webhook;
 use crate::domain::names::{ContentType, NamespaceName, RequestMethod, WebhookName, WebhookUrl};
 use crate::domain::signature::SignatureScheme;
 use crate::secrets::Cipher;
-use crate::store::Webhook;
 
 /// A webhook as the API shows it: the password is write-only.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -34,7 +34,7 @@ pub struct WebhookView {
     pub permissions: WebhookPermissions,
     /// Which events the webhook gets.
     pub filters: crate::domain::filters::Filters,
-    pub format: crate::hooks::formats::Format,
+    pub format: crate::domain::format::Format,
     pub template: Option<String>,
     /// Whether the receiver's TLS certificate is verified.
     pub tls_verify: bool,

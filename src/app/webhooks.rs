@@ -5,11 +5,12 @@ use chrono::{DateTime, Utc};
 use super::access::{namespace_access, NamespaceAccess, WebhookRef};
 use super::{Actor, Context, Error, Result};
 use crate::auth::policy::NamespaceAction;
+use crate::domain::delivery::DeliveryDetail;
+use crate::domain::model::{Audit, NewWebhook, StoredHeader, Webhook, WebhookPatch};
 use crate::domain::names::{HeaderName, HeaderValue, Invalid};
 use crate::domain::signature::SignatureScheme;
 use crate::hooks::input::{audit_for_patch, check_new_template, check_patch, parse_added_header};
 use crate::secrets::Cipher;
-use crate::store::{Audit, DeliveryDetail, NewWebhook, StoredHeader, Webhook, WebhookPatch};
 
 /// How long the previous secret keeps signing after a rotation, so receivers can switch.
 pub const ROTATION_OVERLAP_HOURS: i64 = 24;

@@ -15,8 +15,8 @@
 //! A namespace or team the caller cannot see at all answers 404, so names do not leak;
 //! one they can see but not change answers 403.
 
+use crate::domain::model::{Role, User, Visibility};
 use crate::domain::names::Invalid;
-use crate::store::{Role, User, Visibility};
 
 /// Why the policy says no: the caller may not see it (404, so names do not leak), may see
 /// it but not do this (403), or must say more (a 422, e.g. which team).

@@ -7,9 +7,10 @@ use herald::app::access::WebhookRef::NameOrId;
 use herald::app::deliveries::Sent;
 use herald::app::webhook_view::WebhookView;
 use herald::app::{self, Actor};
+use herald::domain::delivery::DeliveryDetail;
+use herald::domain::model::Webhook;
 use herald::domain::names::NamespaceName;
 use herald::hooks::input::WebhookInput;
-use herald::store::{DeliveryDetail, Webhook};
 
 use super::context::{context, operator, read_line, read_secret, NotSentYet};
 use super::output::{cell, emit, emit_json, opt_time, table, time};
@@ -579,7 +580,7 @@ fn print_delivery(
     emit(delivery_text(ns, hook, detail))
 }
 
-fn event_text(e: &herald::store::EventRef) -> String {
+fn event_text(e: &herald::domain::delivery::EventRef) -> String {
     let mut out = e.action.clone().unwrap_or_else(|| "-".into());
     if let Some(repo) = &e.repository {
         out.push(' ');

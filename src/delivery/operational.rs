@@ -5,9 +5,10 @@
 
 use chrono::Utc;
 
+use crate::domain::delivery::{DeliveryJob, DeliveryState};
 use crate::domain::events::Action;
 use crate::domain::operational::Announcement;
-use crate::store::{DeliveryJob, DeliveryState, Store};
+use crate::store::Store;
 
 /// `delivery.exhausted` for a delivery that was waiting (pending or retrying) and has
 /// now failed for good: its retries ran out, the receiver answered 410, or its request

@@ -7,14 +7,14 @@ use serde::{Deserialize, Deserializer};
 
 use crate::domain::control::{DeliveryOrder, RateLimit};
 use crate::domain::filters::Filters;
+use crate::domain::format::Format;
+use crate::domain::model::{Audit, NewWebhook, StoredHeader, Webhook, WebhookPatch};
 use crate::domain::names::{
     ContentType, HeaderName, HeaderValue, Invalid, RequestMethod, WebhookName, WebhookUrl,
 };
 use crate::domain::signature::SignatureScheme;
-use crate::hooks::formats::Format;
 use crate::hooks::templates::{compile as validate_template, TemplateSandbox};
 use crate::secrets::{Cipher, Sealed};
-use crate::store::{Audit, NewWebhook, StoredHeader, Webhook, WebhookPatch};
 
 /// Unvalidated webhook fields. `None` means "not given"; for `username` and `password`,
 /// `Some(None)` (JSON `null`) or an empty string means "none".

@@ -3,11 +3,12 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
+use crate::domain::delivery::StoredRequest;
+use crate::domain::model::Webhook;
 use crate::domain::names::{ContentType, RequestMethod};
 use crate::hooks::client_cert::ClientIdentity;
 use crate::hooks::{formats, signing};
 use crate::secrets::Cipher;
-use crate::store::{StoredRequest, Webhook};
 
 /// Shown in place of secrets in stored requests.
 pub const REDACTED: &str = "[redacted]";
@@ -168,7 +169,8 @@ pub fn render(
         client_identity,
         validation_handshake: matches!(
             webhook.format,
-            formats::Format::Cloudevents | formats::Format::CloudeventsBinary
+            crate::domain::format::Format::Cloudevents
+                | crate::domain::format::Format::CloudeventsBinary
         ),
     })
 }
@@ -176,8 +178,8 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::model::StoredHeader;
     use crate::domain::names::*;
-    use crate::store::StoredHeader;
 
     fn webhook(cipher: &Cipher) -> Webhook {
         Webhook {
@@ -213,7 +215,12 @@ mod tests {
     }
 
     fn event(body: &str) -> formats::Rendered {
-        formats::render_builtin(formats::Format::RegistryEvent, body, &Default::default()).unwrap()
+        formats::render_builtin(
+            crate::domain::format::Format::RegistryEvent,
+            body,
+            &Default::default(),
+        )
+        .unwrap()
     }
 
     fn header<'a>(r: &'a OutgoingRequest, name: &str) -> Option<&'a str> {

@@ -2,7 +2,9 @@
 //! from their handlers' OpenAPI annotations), the web UI, the operations routes, and the
 //! layers every request passes through. A worker-only process serves operations alone.
 
+pub mod ingest;
 mod layers;
+mod openapi;
 
 use axum::routing::get;
 use axum::Router;
@@ -12,7 +14,7 @@ use crate::{api, web, AppState};
 
 /// Everything: API, ingest, UI and operations.
 pub fn app(state: AppState) -> Router {
-    let (documented, doc) = api::documented(&state);
+    let (documented, doc) = openapi::documented(&state);
     let doc = std::sync::Arc::new(doc);
     let router = Router::new()
         .merge(documented)

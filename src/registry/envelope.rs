@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::domain::events::{expansion_refused, parse_time};
-pub use crate::domain::events::{Action, Disposition, EventFacts, IncomingEvent};
+use crate::domain::events::{Action, Disposition, EventFacts, IncomingEvent};
 use crate::domain::names::NamespaceName;
 
 /// Media types of manifests: pushes of these trigger webhooks, blob pushes do not.

@@ -1,7 +1,6 @@
-//! The registry's side: the notification envelope, the ingest endpoint, and the token the
-//! registry authenticates with.
+//! The registry's side: what its notifications and the sources' payloads mean, and the
+//! token the registry authenticates with. Parsing only: the ingest endpoints are in http/.
 
 pub mod envelope;
-pub mod ingest;
 pub mod sources;
 pub mod token;

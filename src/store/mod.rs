@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 /// The store speaks the domain's types; they are named from here too.
-pub use crate::domain::delivery::*;
-pub use crate::domain::model::*;
+use crate::domain::delivery::*;
+use crate::domain::model::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Timelike, Utc};
 
-use crate::store::HourStats;
+use crate::domain::model::HourStats;
 
 // In viewBox units: the chart scales with the page, so labels are sized to stay readable
 // when 720 units shrink to a phone's 350 pixels.

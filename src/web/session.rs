@@ -11,8 +11,8 @@ use subtle::ConstantTimeEq;
 
 use super::{redirect_with, render, WebError};
 use crate::auth::{self, throttle::ThrottledBy, SignInError};
+use crate::domain::model::User;
 use crate::error::AppError;
-use crate::store::User;
 use crate::AppState;
 
 const SESSION_COOKIE: &str = "herald_session";

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use chrono::Utc;
 use herald::domain::control::{CircuitChange, CircuitRule, CircuitState, DeliveryOrder, RateLimit};
+use herald::domain::delivery::{AttemptRecord, ClaimScope, Outcome, StoredRequest};
+use herald::domain::model::{Audit, Health, WebhookPatch};
 use herald::domain::names::NamespaceName;
-use herald::store::{
-    AttemptRecord, Audit, ClaimScope, Health, Outcome, Store, StoredRequest, WebhookPatch,
-};
+use herald::store::Store;
 use serde_json::{json, Value};
 
 use crate::helpers::*;

@@ -334,9 +334,9 @@ async fn wakeups_come_from_other_processes_and_survive_a_lost_connection() {
                 .into_iter()
                 .map(|mut e| {
                     // An event no webhook's filters take: a pull.
-                    e.disposition = herald::registry::envelope::Disposition::Skip("test".into());
+                    e.disposition = herald::domain::events::Disposition::Skip("test".into());
                     if let Some(f) = e.facts.as_mut() {
-                        f.action = herald::registry::envelope::Action::Pull;
+                        f.action = herald::domain::events::Action::Pull;
                     }
                     e
                 })

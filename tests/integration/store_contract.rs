@@ -9,20 +9,24 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use herald::config::Config;
 use herald::domain::control::CircuitRule;
+use herald::domain::delivery::{
+    AttemptRecord, Claim, ClaimScope, DeliveryState, Outcome, StoredRequest,
+};
 use herald::domain::events::Action;
+use herald::domain::events::IncomingEvent;
 use herald::domain::filters::Filters;
+use herald::domain::model::{
+    ActivityFilter, Audit, Health, HourStats, NewSource, NewWebhook, QueueStats, Role,
+    StoredHeader, Visibility, WebhookPatch,
+};
 use herald::domain::names::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
 use herald::domain::operational::Announcement;
 use herald::domain::signature::SignatureScheme;
-use herald::registry::envelope::{parse_envelope, IncomingEvent};
+use herald::registry::envelope::parse_envelope;
 use herald::secrets::Sealed;
-use herald::store::{
-    ActivityFilter, AttemptRecord, Audit, Claim, ClaimScope, DeliveryState, Health, HourStats,
-    NewSource, NewWebhook, Outcome, QueueStats, Role, Store, StoreError, StoreResult, StoredHeader,
-    StoredRequest, Visibility, WebhookPatch,
-};
+use herald::store::{Store, StoreError, StoreResult};
 
 use crate::helpers::{eventually, fixture};
 use crate::pg::PgTestDb;
@@ -709,7 +713,7 @@ async fn claims_leases_and_attempts(store: Arc<dyn Store>) {
     let job = store.load_job(new.delivery_id).await.unwrap();
     let direct = store.get_webhook(&ns("acme"), hook).await.unwrap();
     assert_eq!(job.webhook.id, hook);
-    let headers = |w: &herald::store::Webhook| -> Vec<(String, Vec<u8>)> {
+    let headers = |w: &herald::domain::model::Webhook| -> Vec<(String, Vec<u8>)> {
         w.headers
             .iter()
             .map(|h| (h.name.as_str().to_string(), h.value.0.clone()))
@@ -1802,7 +1806,7 @@ async fn stats_and_retention(store: Arc<dyn Store>) {
 
 /// Sources: created, listed without their secret, looked up with it for ingest, deleted.
 async fn sources(store: Arc<dyn Store>) {
-    use herald::registry::sources::SourceKind;
+    use herald::domain::events::SourceKind;
     assert!(store.list_sources().await.unwrap().is_empty());
     let audit = Audit::new("admin", "source.create");
     let new = NewSource {

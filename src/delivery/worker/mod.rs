@@ -53,9 +53,9 @@ mod tests;
 
 use books::*;
 
-use crate::store::{
-    AttemptRecord, Claim, ClaimScope, DeliveryJob, Health, Outcome, Store, StoreError, StoreResult,
-};
+use crate::domain::delivery::{AttemptRecord, Claim, ClaimScope, DeliveryJob, Outcome};
+use crate::domain::model::Health;
+use crate::store::{Store, StoreError, StoreResult};
 
 /// How often idle workers look for due retries when nothing wakes them.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);

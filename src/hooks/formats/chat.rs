@@ -5,7 +5,7 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::cloudevents::event_time;
-use super::{parsed, text};
+use super::view::{parsed, text};
 
 /// `sha256:7a6c8d182783…`: enough to recognise, short enough to read.
 pub(super) fn short_digest(digest: &str) -> String {

@@ -6,8 +6,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{parsed, subject, text, Rendered};
-use crate::store::EventRecord;
+use super::view::{parsed, subject, text};
+use super::Rendered;
+use crate::domain::delivery::EventRecord;
 
 /// The CloudEvents context attributes Herald sets, in both modes.
 pub(super) struct Context {

@@ -9,7 +9,8 @@ use super::chat::{
     MATTERMOST_TEXT_MAX, SLACK_TEXT_MAX, TEAMS_TEXT_MAX,
 };
 use super::cloudevents::HEADER_ESCAPE;
-use super::{parsed, text, Format, Rendered};
+use super::view::{parsed, text};
+use super::{Format, Rendered};
 use crate::domain::operational::headline;
 
 /// What one field of the payload may take of a line (webhook names have at most 100

@@ -23,8 +23,9 @@ use serde_json::Value;
 
 use super::cloudevent::CloudEvent;
 use super::{scoped, string, unreadable};
+use crate::domain::events::IncomingEvent;
 use crate::domain::events::{expansion_refused, parse_time};
-use crate::registry::envelope::{IncomingEvent, Translated};
+use crate::registry::envelope::Translated;
 
 /// The CloudEvents types of Harbor start with this.
 pub(super) const CLOUDEVENT_PREFIX: &str = "harbor.";

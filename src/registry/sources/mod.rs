@@ -20,8 +20,9 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-pub use crate::domain::events::{validate_name, SourceKind, DEFAULT_SOURCE};
-use crate::registry::envelope::{parse_envelope_from, IncomingEvent};
+use crate::domain::events::IncomingEvent;
+use crate::domain::events::SourceKind;
+use crate::registry::envelope::parse_envelope_from;
 use cloudevent::CloudEvent;
 
 /// What a payload looks like, whoever sent it.
@@ -183,7 +184,7 @@ fn string(v: &serde_json::Value, pointer: &str) -> Option<String> {
 
 /// What to paste into the configuration of `source`'s registry so that it sends to `url`.
 /// Herald keeps only the credential's hash, so the snippet names it as a placeholder.
-pub fn config_snippet(source: &crate::store::Source, url: &str) -> String {
+pub fn config_snippet(source: &crate::domain::model::Source, url: &str) -> String {
     let name = &source.name;
     let (bearer, basic) = match &source.username {
         None => (true, String::new()),

@@ -6,7 +6,8 @@
 use super::cloudevent::CloudEvent;
 use super::{scoped, string, unreadable};
 use crate::domain::events::parse_time;
-use crate::registry::envelope::{IncomingEvent, Translated};
+use crate::domain::events::IncomingEvent;
+use crate::registry::envelope::Translated;
 
 fn action(kind: &str) -> &str {
     match kind {

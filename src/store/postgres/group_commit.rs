@@ -24,11 +24,10 @@ use sqlx::{Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::WAKEUP_CHANNEL;
-use crate::registry::envelope::{Disposition, IncomingEvent};
+use crate::domain::delivery::{decide, AttemptRecord, Candidate, IngestSummary};
+use crate::domain::events::{Disposition, IncomingEvent};
 use crate::store::writer::{Busy, MAX_BATCH};
-use crate::store::{
-    decide, lease_lost, to_ms, AttemptRecord, Candidate, IngestSummary, StoreError, StoreResult,
-};
+use crate::store::{lease_lost, to_ms, StoreError, StoreResult};
 
 /// A write that may share its transaction with others.
 pub(super) enum Job {

@@ -3,11 +3,11 @@
 
 use super::group_commit::{Done, Job};
 use super::PgStore;
-use crate::registry::envelope::IncomingEvent;
-use crate::store::{
-    one_per_webhook_window, to_ms, AttemptRecord, Claim, ClaimScope, DeliveryQueue, IngestSummary,
-    StoreError, StoreResult,
+use crate::domain::delivery::{
+    one_per_webhook_window, AttemptRecord, Claim, ClaimScope, IngestSummary,
 };
+use crate::domain::events::IncomingEvent;
+use crate::store::{to_ms, DeliveryQueue, StoreError, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::LazyLock;

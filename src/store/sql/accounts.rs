@@ -5,10 +5,8 @@ use chrono::{DateTime, Utc};
 
 use super::history::write_activity;
 use super::{conflict_on_unique, locking, rows, sql, Backend, Conn, SqlRow, Tx};
-use crate::store::{
-    from_ms, to_ms, Accounts, ApiToken, Audit, Member, Role, StoreError, StoreResult, Team, User,
-    Visibility,
-};
+use crate::domain::model::{ApiToken, Audit, Member, Role, Team, User, Visibility};
+use crate::store::{from_ms, to_ms, Accounts, StoreError, StoreResult};
 
 const USER_COLUMNS: &str = "id, username, email, admin, disabled, created_at";
 

@@ -8,12 +8,16 @@ use chrono::{DateTime, Utc};
 
 use super::rows::{self, headers_from_json, paginate, DELIVERY_SELECT};
 use super::{sql, Backend, Conn, SqlRow, Tx};
+use crate::domain::delivery::{
+    Attempt, DeliveryDetail, DeliveryState, DeliverySummary, StoredRequest,
+};
+use crate::domain::model::{
+    Activity, ActivityFilter, Audit, HourStats, Page, StoredEvent, Visibility, WebhookStatus,
+};
 use crate::domain::names::NamespaceName;
 use crate::store::{
-    from_ms, to_ms, webhook_status_sql, Activity, ActivityFilter, Attempt, Audit, DeliveryDetail,
-    DeliveryState, DeliverySummary, History, Hooks, HourStats, Page, StoreError, StoreResult,
-    StoredEvent, StoredRequest, Visibility, WebhookStatus, STATUS_NEEDING_ATTENTION,
-    STATUS_OF_NAMESPACE,
+    from_ms, to_ms, webhook_status_sql, History, Hooks, StoreError, StoreResult,
+    STATUS_NEEDING_ATTENTION, STATUS_OF_NAMESPACE,
 };
 
 #[async_trait]

@@ -12,13 +12,14 @@ use crate::domain::control::{
     Circuit, CircuitRule, CircuitState, DeliveryOrder, HealthChange, RateLimit,
 };
 use crate::domain::events::Action;
+use crate::domain::model::{
+    Audit, Health, HealthVerdict, Namespace, NewWebhook, StoredHeader, Visibility, Webhook,
+    WebhookPatch,
+};
 use crate::domain::names::{NamespaceName, WebhookUrl};
 use crate::domain::operational::Announcement;
 use crate::secrets::Sealed;
-use crate::store::{
-    filters_json, from_ms, to_ms, Audit, Health, HealthVerdict, Hooks, Namespace, NewWebhook,
-    StoreError, StoreResult, StoredHeader, Visibility, Webhook, WebhookPatch,
-};
+use crate::store::{filters_json, from_ms, to_ms, Hooks, StoreError, StoreResult};
 
 #[async_trait]
 impl<B: Backend> Hooks for B {

@@ -8,12 +8,11 @@ use chrono::{DateTime, Utc};
 use super::control::FREE_ORPHANED_PROBES;
 use super::rows::{self, opt_ms, stored_state, WEBHOOK_COLUMNS};
 use super::{json_ids, sql, Backend, Conn, SqlRow, Tx};
+use crate::domain::delivery::{DeliveryJob, EventRecord};
+use crate::domain::model::{QueueStats, StoredHeader};
 use crate::domain::names::HeaderName;
 use crate::secrets::Sealed;
-use crate::store::{
-    from_ms, lease_lost, to_ms, DeliveryJob, EventRecord, Leases, QueueStats, StoreError,
-    StoreResult, StoredHeader,
-};
+use crate::store::{from_ms, lease_lost, to_ms, Leases, StoreError, StoreResult};
 
 #[async_trait]
 impl<B: Backend> Leases for B {

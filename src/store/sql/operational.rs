@@ -5,12 +5,13 @@
 use chrono::{DateTime, Utc};
 
 use super::{sql, Conn, SqlRow};
+use crate::domain::delivery::Candidate;
 use crate::domain::names::{NamespaceName, WebhookUrl};
 use crate::domain::operational::{
     self, exhausted_detail, fresh_id, occurrence, Announcement, CarriedEvent, DeliveryRef, Payload,
     WebhookRef,
 };
-use crate::store::{to_ms, Candidate, StoreResult};
+use crate::store::{to_ms, StoreResult};
 
 /// Stores `a` and its deliveries; returns the event's row id, or `None` when there is
 /// nothing to announce: the webhook or delivery is gone, the delivery has not failed, it

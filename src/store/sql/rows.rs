@@ -5,16 +5,17 @@ use chrono::{DateTime, Utc};
 
 use super::SqlRow;
 use crate::domain::control::{Circuit, CircuitState, DeliveryOrder, RateLimit};
+use crate::domain::delivery::{DeliveryState, DeliverySummary, EventRef};
+use crate::domain::format::Format;
+use crate::domain::model::{
+    ApiToken, Namespace, Page, Source, StoredHeader, User, Webhook, WebhookStatus,
+};
 use crate::domain::names::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
 };
 use crate::domain::signature::SignatureScheme;
-use crate::hooks::formats::Format;
 use crate::secrets::Sealed;
-use crate::store::{
-    from_ms, parse_filters, ApiToken, DeliveryState, DeliverySummary, EventRef, Namespace, Page,
-    Source, StoreError, StoreResult, StoredHeader, User, Webhook, WebhookStatus,
-};
+use crate::store::{from_ms, parse_filters, StoreError, StoreResult};
 
 pub(crate) fn opt_ms(v: Option<i64>) -> Option<DateTime<Utc>> {
     v.map(from_ms)
@@ -166,8 +167,8 @@ pub(crate) fn source(row: &impl SqlRow) -> StoreResult<Source> {
     let username = row.text_opt("username")?;
     Ok(Source {
         name: row.text("name")?,
-        kind: crate::registry::sources::SourceKind::parse(&row.text("kind")?)
-            .unwrap_or(crate::registry::sources::SourceKind::Distribution),
+        kind: crate::domain::events::SourceKind::parse(&row.text("kind")?)
+            .unwrap_or(crate::domain::events::SourceKind::Distribution),
         auth: if username.is_some() {
             "basic"
         } else {

@@ -5,7 +5,8 @@ use chrono::Utc;
 
 use super::history::write_activity;
 use super::{conflict_on_unique, rows, sql, Backend, SqlRow, Tx};
-use crate::store::{to_ms, Audit, NewSource, Source, Sources, StoreError, StoreResult};
+use crate::domain::model::{Audit, NewSource, Source};
+use crate::store::{to_ms, Sources, StoreError, StoreResult};
 
 const SOURCE_SELECT: &str = "SELECT name, kind, username, secret_hash, created_at FROM sources";
 

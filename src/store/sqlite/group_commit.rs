@@ -28,13 +28,11 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::control::RateLimit;
-use crate::registry::envelope::{Disposition, IncomingEvent};
+use crate::domain::delivery::{decide, AttemptRecord, Candidate, Claim, IngestSummary};
+use crate::domain::events::{Disposition, IncomingEvent};
 use crate::store::sql::control::{claim_gate, TAKE_PROBE};
 use crate::store::writer::{Busy, MAX_BATCH};
-use crate::store::{
-    decide, lease_lost, to_ms, AttemptRecord, Candidate, Claim, IngestSummary, StoreError,
-    StoreResult,
-};
+use crate::store::{lease_lost, to_ms, StoreError, StoreResult};
 
 /// The writer's page cache, in KiB (SQLite's negative `cache_size`).
 const WRITER_CACHE_KIB: i64 = -16_384;
@@ -473,7 +471,8 @@ fn claim(
 
 #[cfg(test)]
 mod tests {
-    use crate::registry::envelope::{parse_envelope, IncomingEvent};
+    use crate::domain::events::IncomingEvent;
+    use crate::registry::envelope::parse_envelope;
     use crate::store::sqlite::SqliteStore;
     use crate::store::{DeliveryQueue, Engine, History};
     use std::sync::Arc;

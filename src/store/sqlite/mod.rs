@@ -19,7 +19,7 @@ use super::{
     one_per_webhook_window, to_ms, AttemptRecord, Claim, ClaimScope, DeliveryQueue, Engine,
     IngestSummary, StoreError, StoreResult,
 };
-use crate::registry::envelope::IncomingEvent;
+use crate::domain::events::IncomingEvent;
 use group_commit::{Done, GroupCommit, Job};
 
 mod group_commit;

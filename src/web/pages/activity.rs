@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::page;
 use crate::auth::policy;
-use crate::store::ActivityFilter;
+use crate::domain::model::ActivityFilter;
 use crate::web::{WebResult, WebUser};
 use crate::AppState;
 

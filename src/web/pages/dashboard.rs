@@ -8,7 +8,7 @@ use minijinja::{context, Value};
 
 use super::{health_view, page};
 use crate::auth::policy::{self};
-use crate::store::{HealthState, Role};
+use crate::domain::model::{HealthState, Role};
 use crate::web::{WebResult, WebUser};
 use crate::AppState;
 

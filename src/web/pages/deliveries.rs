@@ -9,7 +9,7 @@ use super::{id_of, load_webhook, page, webhook_row, CsrfOnly};
 use crate::app;
 use crate::app::access::WebhookRef::Id;
 use crate::auth::policy::NamespaceAction;
-use crate::store::DeliveryState;
+use crate::domain::delivery::DeliveryState;
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
 

@@ -26,9 +26,9 @@ use serde::Deserialize;
 use super::{render, WebUser};
 use crate::app::access::NamespaceAccess;
 use crate::auth::policy::NamespaceAction;
+use crate::domain::model::{HealthState, Webhook, WebhookStatus};
 use crate::domain::names::Invalid;
 use crate::error::AppError;
-use crate::store::{HealthState, Webhook, WebhookStatus};
 use crate::AppState;
 
 pub(super) fn page(web: &WebUser, template: &str, status: StatusCode, ctx: Value) -> Response {

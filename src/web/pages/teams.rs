@@ -12,7 +12,7 @@ use super::{page, CsrfOnly};
 use crate::app;
 use crate::app::access::team_access;
 use crate::auth::policy::{self, TeamAction};
-use crate::store::{Role, Visibility};
+use crate::domain::model::{Role, Visibility};
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
 

@@ -11,7 +11,7 @@ use super::webhooks::{webhook_page, Extras};
 use super::CsrfOnly;
 use crate::app;
 use crate::app::access::WebhookRef::Id;
-use crate::store::DeliveryState;
+use crate::domain::delivery::DeliveryState;
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
 

@@ -145,8 +145,8 @@ impl WebhookForm {
 
     /// The filters of the edit form; `None` when the form has no filter fields.
     pub fn filters(&self) -> Option<crate::domain::filters::Filters> {
+        use crate::domain::events::Action;
         use crate::domain::filters::{Filters, Media};
-        use crate::registry::envelope::Action;
         self.filters_present.as_ref()?;
         let list = |s: &str| -> Vec<String> {
             s.split(',')

@@ -14,8 +14,8 @@ use super::{errors_map, errors_of, health_view, load_webhook, page, webhook_row,
 use crate::app;
 use crate::app::access::WebhookRef::Id;
 use crate::auth::policy::NamespaceAction;
+use crate::domain::delivery::DeliveryState;
 use crate::hooks::input::WebhookInput;
-use crate::store::DeliveryState;
 use crate::web::{chart, redirect_with, WebResult, WebUser};
 use crate::AppState;
 

@@ -1,4 +1,6 @@
-//! `POST /v2/webhooks/events`: where the registry delivers its notifications.
+//! `POST /v2/webhooks/events` and `POST /v2/sources/{name}/events`: where registries deliver
+//! their notifications. What the payloads mean is registry/'s to say; this admits them,
+//! stores their events and answers.
 //!
 //! The answer is 2xx only after the events and their deliveries are committed; the
 //! registry keeps retrying anything else, so nothing accepted can be lost.
@@ -16,10 +18,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio::sync::Semaphore;
 
+use crate::domain::delivery::IngestSummary;
+use crate::domain::events::IncomingEvent;
+use crate::domain::model::Source;
 use crate::error::{ApiResult, AppError, ErrorBody};
-use crate::registry::envelope::{parse_envelope, IncomingEvent};
+use crate::registry::envelope::parse_envelope;
 use crate::registry::token::RegistryToken;
-use crate::store::{IngestSummary, Source};
 use crate::AppState;
 
 /// Whether ingest commits: `/readyz` reports a process whose envelopes keep failing to be
@@ -337,7 +341,7 @@ async fn verify_source(
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let found = match crate::registry::sources::validate_name(name) {
+    let found = match crate::domain::events::validate_name(name) {
         Ok(()) => state.store.source_credential(name).await?,
         Err(_) => None,
     };
