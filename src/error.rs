@@ -35,7 +35,7 @@ impl AppError {
 
     /// Adds `Retry-After: <seconds>` to the answer.
     pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
-        self.retry_after = Some(retry_after_secs(wait));
+        self.retry_after = Some(crate::auth::throttle::whole_seconds(wait));
         self
     }
 
@@ -118,11 +118,6 @@ impl AppError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
-}
-
-/// A wait as `Retry-After` says it: whole seconds, rounded up, at least 1.
-pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// Validation errors of domain types become 422s naming their field.

@@ -1,7 +1,7 @@
 //! Deliveries: listed, shown, and sent again.
 
+use super::access::webhook as load;
 use super::access::{parse_id, NamespaceAccess, WebhookRef};
-use super::webhooks::load;
 use super::{Actor, Context, Result};
 use crate::auth::policy::NamespaceAction;
 use crate::domain::delivery::{DeliveryDetail, DeliverySummary};

@@ -26,6 +26,11 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
+/// A wait as `Retry-After` says it: whole seconds, rounded up, at least 1.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// Failures a username may have before each try must wait.
 pub const USER_FREE_FAILURES: u32 = 3;
 /// Failures one client address may have (over all usernames) before each try must wait.
@@ -120,7 +125,7 @@ pub struct Throttled {
 impl Throttled {
     /// The wait in whole seconds, rounded up, at least 1 (as `Retry-After` says it).
     pub fn secs(&self) -> u64 {
-        crate::error::retry_after_secs(self.wait)
+        whole_seconds(self.wait)
     }
 }
 

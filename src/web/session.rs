@@ -245,7 +245,7 @@ pub async fn login(
             return refused(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Herald is busy checking other sign-ins; please try again in a moment.".into(),
-                Some(crate::error::retry_after_secs(wait)),
+                Some(crate::auth::throttle::whole_seconds(wait)),
             );
         }
         Err(e) => return WebError::from(crate::app::Error::from(e)).into_response(),
