@@ -294,25 +294,20 @@ impl TestApp {
         id: i64,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = self
-                .api(
-                    "GET",
-                    &format!("/namespaces/{ns}/webhooks/{id}/deliveries"),
-                    None,
-                )
-                .await;
-            if check(&r.body["items"]) {
-                return r.body["items"].clone();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "deliveries never matched: {:#}",
-                r.body
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let path = format!("/namespaces/{ns}/webhooks/{id}/deliveries");
+        eventually(
+            Duration::from_secs(10),
+            "the deliveries matched",
+            || async {
+                let r = self.api("GET", &path, None).await;
+                if check(&r.body["items"]) {
+                    Ok(r.body["items"].clone())
+                } else {
+                    Err(format!("{:#}", r.body))
+                }
+            },
+        )
+        .await
     }
 }
 
@@ -742,23 +737,31 @@ pub fn cli_admin_token(dir: &std::path::Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// What a check passed to [`eventually`] answers: `true`, or `Some(value)`, once it holds.
+/// What a check passed to [`eventually`] answers once it holds: `true`, `Some(value)` or
+/// `Ok(value)`. An `Err(text)` says what was seen instead, for the failure's message.
 pub trait Settled {
     type Value;
-    fn settled(self) -> Option<Self::Value>;
+    fn settled(self) -> Result<Self::Value, Option<String>>;
 }
 
 impl Settled for bool {
     type Value = ();
-    fn settled(self) -> Option<()> {
-        self.then_some(())
+    fn settled(self) -> Result<(), Option<String>> {
+        self.then_some(()).ok_or(None)
     }
 }
 
 impl<T> Settled for Option<T> {
     type Value = T;
-    fn settled(self) -> Option<T> {
-        self
+    fn settled(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
+    }
+}
+
+impl<T> Settled for Result<T, String> {
+    type Value = T;
+    fn settled(self) -> Result<T, Option<String>> {
+        self.map_err(Some)
     }
 }
 
@@ -777,12 +780,15 @@ where
 {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        if let Some(value) = check().await.settled() {
-            return value;
-        }
+        let seen = match check().await.settled() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
+            "not within {within:?}: {what}{}",
+            seen.map(|s| format!("; last seen: {s}"))
+                .unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -807,17 +813,10 @@ where
 
 /// Waits until a `herald serve` child at `base` answers `/readyz` with 200.
 pub async fn wait_ready(base: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "herald did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(20), "herald became ready", || async {
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await
 }

@@ -20,6 +20,7 @@ mod proxy;
 mod recovery;
 mod registry_e2e;
 mod reliability;
+mod require;
 mod signin_flood;
 mod sigtls;
 mod sources;

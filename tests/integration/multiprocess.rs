@@ -16,6 +16,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 
 use crate::helpers::fixture;
+use crate::helpers::{assert_stays, eventually};
 use crate::pg::PgTestDb;
 
 const EVENTS: usize = 300;
@@ -407,11 +408,10 @@ async fn three_processes_share_the_work_and_survive_a_kill() {
     }
 
     // Mid-run: half the envelopes in and deliveries under way, one process dies.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while posted.load(Ordering::SeqCst) < EVENTS / 2 || seen.lock().unwrap().requests < 30 {
-        assert!(Instant::now() < deadline, "the run never got going");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(60), "the run got going", || async {
+        posted.load(Ordering::SeqCst) >= EVENTS / 2 && seen.lock().unwrap().requests >= 30
+    })
+    .await;
     let kill = Instant::now();
     procs[KILLED].child.kill().unwrap(); // SIGKILL
     procs[KILLED].child.wait().unwrap();
@@ -435,25 +435,30 @@ async fn three_processes_share_the_work_and_survive_a_kill() {
     // Every event arrives within 15 s of the kill (its claims are given back when its
     // heartbeat is missed, not after the 120 s lease), and the database agrees that every
     // delivery succeeded.
-    let deadline = kill + Duration::from_secs(15);
-    loop {
-        let arrived = seen.lock().unwrap().by_event.len();
+    let succeeded = || async {
+        let mut conn = db.connect().await;
         let done: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'succeeded'")
                 .fetch_one(&mut conn)
                 .await
                 .unwrap();
-        if arrived >= EVENTS && done == EVENTS as i64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {arrived} of {EVENTS} events arrived, {done} deliveries succeeded, 15 s after the kill"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Anything late would show up now.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+        done
+    };
+    let left = Duration::from_secs(15).saturating_sub(kill.elapsed());
+    eventually(
+        left,
+        "every event arrived and every delivery succeeded within 15 s of the kill",
+        || async {
+            seen.lock().unwrap().by_event.len() >= EVENTS && succeeded().await == EVENTS as i64
+        },
+    )
+    .await;
+    // Nothing arrives twice later: no second send of anything delivered.
+    let arrived = seen.lock().unwrap().requests;
+    assert_stays(Duration::from_millis(500), "no late resends", || async {
+        seen.lock().unwrap().requests == arrived
+    })
+    .await;
 
     let deliveries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")
         .fetch_one(&mut conn)
@@ -602,24 +607,17 @@ async fn a_rate_limit_holds_across_processes() {
     assert_eq!(r.status(), 200);
 
     // Every process has heartbeaten since the last one registered, so each counts three.
-    let mut conn = db.connect().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), "the processes saw each other", || async {
+        let mut conn = db.connect().await;
         let (live, counted): (i64, bool) = sqlx::query_as(
             "SELECT COUNT(*), COALESCE(MIN(heartbeat_at) > MAX(started_at) + 100, false) FROM workers",
         )
         .fetch_one(&mut conn)
         .await
         .unwrap();
-        if live == PROCESSES as i64 && counted {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the processes never saw each other"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        live == PROCESSES as i64 && counted
+    })
+    .await;
 
     let template = String::from_utf8(fixture(PUSH)).unwrap();
     for i in 0..LIMITED {
@@ -640,15 +638,12 @@ async fn a_rate_limit_holds_across_processes() {
             .unwrap();
         assert!(r.status().is_success(), "envelope {i}: {}", r.status());
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while arrivals.lock().unwrap().len() < LIMITED {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {LIMITED} arrived",
-            arrivals.lock().unwrap().len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "every limited delivery arrived",
+        || async { arrivals.lock().unwrap().len() >= LIMITED },
+    )
+    .await;
     // At 4/s with a burst of a second's worth (each process: its third, rounded up), the 24
     // take about 4.5 s; three processes each keeping the whole limit would take about 1 s.
     let at = arrivals.lock().unwrap().clone();

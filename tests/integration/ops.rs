@@ -156,20 +156,11 @@ async fn readiness_fails_while_envelopes_cannot_be_stored() {
 
 /// Polls `/readyz` until `check` accepts the answer, or fails after 8 s.
 async fn wait_readyz(app: &TestApp, check: impl Fn(&Resp) -> bool) -> Resp {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
-    loop {
+    eventually(Duration::from_secs(8), "/readyz matched", || async {
         let r = app.call("GET", "/readyz", None, None).await;
-        if check(&r) {
-            return r;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz never matched: {} {:#}",
-            r.status,
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        check(&r).then_some(r)
+    })
+    .await
 }
 
 /// Holds SQLite's write lock from another connection, as a stuck writer would meet it: the
@@ -630,17 +621,11 @@ async fn sigterm_finishes_or_hands_back_deliveries_and_nothing_is_lost() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "herald did not stop on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = eventually(Duration::from_secs(10), "herald stopped on SIGTERM", || {
+        let exited = child.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
     assert!(status.success(), "a graceful stop exits 0, got {status}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();

@@ -1,8 +1,7 @@
 //! A fresh PostgreSQL database per test, dropped when the test ends however it ends.
 //!
 //! The server comes from `HERALD_TEST_POSTGRES_URL` (default: the local trust-auth server's
-//! `test` database). Without one, PostgreSQL tests print `SKIPPED postgres tests: ...` and
-//! pass, except under `CI=true`, where they fail.
+//! `test` database). Without one, PostgreSQL tests are skipped as `require` says.
 
 use std::time::Duration;
 
@@ -34,16 +33,7 @@ impl PgTestDb {
     /// A new empty database, or `None` (with the reason printed) when PostgreSQL cannot be
     /// reached outside CI.
     pub async fn create() -> Option<Self> {
-        let mut admin = match admin_connection().await {
-            Ok(c) => c,
-            Err(why) => {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("the PostgreSQL tests must run in CI: {why}");
-                }
-                eprintln!("SKIPPED postgres tests: {why}");
-                return None;
-            }
-        };
+        let mut admin = crate::require::require("PostgreSQL", admin_connection().await)?;
         let name = format!("herald_test_{:016x}", rand::thread_rng().gen::<u64>());
         admin
             .execute(format!("CREATE DATABASE {name}").as_str())

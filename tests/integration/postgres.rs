@@ -415,25 +415,25 @@ async fn scans(conn: &mut sqlx::PgConnection, table: &str) -> (i64, i64) {
     .execute(&mut *conn)
     .await
     .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let others: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
+    let conn = tokio::sync::Mutex::new(conn);
+    eventually(
+        Duration::from_secs(10),
+        "the other sessions ended",
+        || async {
+            let mut conn = conn.lock().await;
+            let others: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
              WHERE datname = current_database() AND pid <> pg_backend_pid() \
-         AND backend_type = 'client backend'",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-        if others == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{others} sessions do not end"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+             AND backend_type = 'client backend'",
+            )
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+            others == 0
+        },
+    )
+    .await;
+    let conn = conn.into_inner();
     sqlx::query("SELECT pg_stat_clear_snapshot()")
         .execute(&mut *conn)
         .await

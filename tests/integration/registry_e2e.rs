@@ -20,28 +20,11 @@ impl Drop for Registry {
     }
 }
 
-/// The tools, or `None` (with the reason printed) when this machine lacks them outside CI.
+/// The registry and skopeo, from Debian's packages (apt-get install docker-registry skopeo).
 fn tools() -> Option<(String, String)> {
-    let find = |name: &str| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join(name))
-                .find(|p| p.is_file())
-                .map(|p| p.display().to_string())
-        })
-    };
-    match (find("docker-registry"), find("skopeo")) {
-        (Some(r), Some(s)) => Some((r, s)),
-        _ => {
-            let why =
-                "docker-registry and skopeo are needed (apt-get install docker-registry skopeo)";
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("the end-to-end registry test must run in CI: {why}");
-            }
-            eprintln!("SKIPPED registry end-to-end test: {why}");
-            None
-        }
-    }
+    use crate::require::{program, require};
+    let found = program("docker-registry").and_then(|r| Ok((r, program("skopeo")?)));
+    require("the registry (docker-registry) and skopeo", found)
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -127,18 +110,12 @@ async fn start_registry(app: &TestApp, registry_bin: &str) -> (tempfile::TempDir
             .unwrap(),
     );
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while reqwest::get(format!("{base}/v2/"))
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the registry did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(15), "the registry started", || async {
+        reqwest::get(format!("{base}/v2/"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
 
     (work, port, registry)
 }

@@ -343,17 +343,7 @@ async fn sigkill_mid_burst_loses_no_event() {
     let rx = Receiver::start().await;
     let mut herald = start();
     let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&base).await;
     let api = |method: reqwest::Method, path: String, body: Value| {
         http.request(method, format!("{base}/api/v1{path}"))
             .bearer_auth(&token)
@@ -402,27 +392,24 @@ async fn sigkill_mid_burst_loses_no_event() {
             herald = start();
             killed = true;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let res = http
-                .post(format!("{base}/v2/webhooks/events"))
-                .bearer_auth("tok")
-                .header(
-                    "content-type",
-                    "application/vnd.docker.distribution.events.v1+json",
-                )
-                .body(push_with_id(i))
-                .send()
-                .await;
-            if matches!(&res, Ok(r) if r.status().is_success()) {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "envelope {i} never accepted"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // As the registry does: the same envelope again until Herald takes it.
+        eventually(
+            Duration::from_secs(30),
+            "the envelope was accepted",
+            || async {
+                http.post(format!("{base}/v2/webhooks/events"))
+                    .bearer_auth("tok")
+                    .header(
+                        "content-type",
+                        "application/vnd.docker.distribution.events.v1+json",
+                    )
+                    .body(push_with_id(i))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            },
+        )
+        .await;
     }
     assert!(killed);
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -505,18 +492,12 @@ async fn hanging_receivers_do_not_delay_a_fast_one() {
         assert_eq!(app.post_envelope(push_with_id(i)).await.status, 200);
     }
     // Every hanging receiver holds a request open before the fast events come.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let n = called.lock().unwrap().len();
-        if n == HANGING {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {n} of the hanging receivers were called"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "every hanging receiver was called",
+        || async { called.lock().unwrap().len() == HANGING },
+    )
+    .await;
 
     let mut slowest = Duration::ZERO;
     for i in 0..FAST_EVENTS {

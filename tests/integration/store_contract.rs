@@ -1881,14 +1881,12 @@ async fn settings_claims_and_liveness(store: Arc<dyn Store>) {
         // heartbeats count both, so each would keep half of a rate limit.
         let other = store.liveness(Arc::new(|| {})).await.unwrap().unwrap();
         let other = tokio::spawn(other);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while store.claiming_processes() != 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the heartbeats never counted two"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::helpers::eventually(
+            Duration::from_secs(10),
+            "the heartbeats counted two",
+            || async { store.claiming_processes() == 2 },
+        )
+        .await;
         beating.abort();
         other.abort();
     } else {

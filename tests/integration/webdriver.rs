@@ -19,14 +19,6 @@ pub struct Browser {
     _profile: tempfile::TempDir,
 }
 
-fn find_tool(names: &[&str]) -> Option<String> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .flat_map(|p| names.iter().map(move |n| p.join(n)))
-        .find(|p| p.is_file())
-        .map(|p| p.display().to_string())
-}
-
 async fn send_json(mut req: reqwest::RequestBuilder, body: Option<Value>) -> Value {
     if let Some(b) = body {
         req = req
@@ -41,18 +33,12 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium, or says why not and returns `None`
     /// (outside CI only: under CI=true a missing browser fails the test).
     pub async fn start() -> Option<Browser> {
-        let (Some(chromium), Some(chromedriver)) = (
-            find_tool(&["chromium", "chromium-browser"]),
-            find_tool(&["chromedriver"]),
-        ) else {
-            let why =
-                "chromium and chromedriver are needed (apt-get install chromium chromium-driver)";
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("the browser tests must run in CI: {why}");
-            }
-            eprintln!("SKIPPED browser test: {why}");
-            return None;
-        };
+        use crate::require::{program, require};
+        let found = program("chromium")
+            .or_else(|_| program("chromium-browser"))
+            .and_then(|c| Ok((c, program("chromedriver")?)))
+            .map_err(|e| format!("{e} (apt-get install chromium chromium-driver)"));
+        let (chromium, chromedriver) = require("Chromium and chromedriver", found)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
