@@ -72,7 +72,7 @@ pub async fn set_member(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(state.store.get_team(&name).await?)))
+    Ok((status, Json(app::teams::show(&state, &user, &name).await?)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/teams/{team}/members/{user}", operation_id = "removeTeamMember", tag = "teams", security(("bearer" = [])), params(("team" = String, Path, description = "Team name"), ("user" = String, Path, description = "Username")),
