@@ -4,7 +4,8 @@
 - every chapter named in docs/src/SUMMARY.md exists, and every page under docs/src/ is in it;
 - every relative link and image, in the book and in README.md, SECURITY.md and BENCHMARKS.md,
   names a file that exists, and every #anchor a heading of that page (ids as mdBook and
-  GitHub make them);
+  GitHub make them); the book links to no Markdown page outside it (mdBook would turn the
+  link into one to a .html page that does not exist);
 - every {{#include ...}} names a file that exists;
 - README.md stays at most 200 lines.
 
@@ -84,6 +85,10 @@ def check_links(path):
             dest = (path.parent / file_part).resolve() if file_part else path
             if not dest.exists():
                 problems.append(f"{where}: link to {target}: {file_part} does not exist")
+                continue
+            if dest.suffix == ".md" and path.is_relative_to(SRC) and not dest.is_relative_to(SRC):
+                problems.append(f"{where}: link to {target}: mdBook makes it a link to a .html page "
+                                "outside the book, which does not exist; name the file in prose")
                 continue
             if fragment and dest.suffix == ".md" and fragment not in anchors(dest):
                 problems.append(f"{where}: link to {target}: {dest.relative_to(ROOT)} has no heading #{fragment}")
