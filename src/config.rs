@@ -63,7 +63,8 @@ pub struct Config {
         long = "secret-key",
         env = "HERALD_SECRET_KEY",
         hide = true,
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = parse_secret_key
     )]
     pub secret_key: Option<String>,
 
@@ -567,6 +568,13 @@ impl Config {
             .unwrap_or_else(|| format!("http://{actual_listen}"));
         format!("{}/v2/webhooks/events", base.trim_end_matches('/'))
     }
+}
+
+/// A key for secrets at rest, checked when read: 32 bytes in base64. A bad one is refused
+/// here, before anything (a database) is created.
+fn parse_secret_key(text: &str) -> Result<String, String> {
+    crate::secrets::check_key(text.trim())?;
+    Ok(text.trim().to_string())
 }
 
 /// A circuit's cool-down: a probe every few milliseconds would be no cool-down at all.

@@ -38,6 +38,13 @@ use crate::store::postgres::{PgSettings, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
+/// The version and the commit built from: what `--version`, `/healthz` and
+/// `herald_build_info` say.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HERALD_COMMIT"), ")");
+
+/// The commit this binary was built from (`unknown` when built outside a git checkout).
+pub const COMMIT: &str = env!("HERALD_COMMIT");
+
 /// What every request handler can reach: the use cases' context (the store, the cipher,
 /// the password gate ...; its fields read through `state.store` and the like), and what
 /// only a serving process has.

@@ -75,6 +75,8 @@ fn main() -> ExitCode {
                     .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
                 if let Some((_, key)) = from_file.iter().find(|(e, _)| Some(e) == env.as_ref()) {
                     eprintln!("herald: the configuration file's key '{key}' is invalid:");
+                } else if let Some(env) = env.filter(|e| std::env::var_os(e).is_some()) {
+                    eprintln!("herald: the environment variable {env} is invalid:");
                 }
             }
             e.exit();

@@ -27,6 +27,12 @@ pub struct IgnoredLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub commit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: String,
 }
@@ -109,6 +115,18 @@ impl Default for Metrics {
             "webhooks_auto_disabled",
             "Webhooks disabled by Herald after failing for too long",
             webhooks_auto_disabled.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                commit: crate::COMMIT.into(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1: the version and commit this process was built from",
+            build_info,
         );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(

@@ -102,11 +102,28 @@ impl Cipher {
     }
 }
 
+/// What a key is, and how to make one, for every message that refuses one.
+pub const KEY_HELP: &str = "a key is 32 random bytes in base64: make one with \
+     `herald key generate` (or `openssl rand -base64 32`)";
+
 fn decode_key(b64: &str) -> Result<[u8; 32], String> {
-    let bytes = B64.decode(b64).map_err(|e| format!("not base64 ({e})"))?;
+    let bytes = B64
+        .decode(b64)
+        .map_err(|e| format!("it is not base64 ({e}); {KEY_HELP}"))?;
     bytes
         .try_into()
-        .map_err(|v: Vec<u8>| format!("a key has 32 bytes, this one has {}", v.len()))
+        .map_err(|v: Vec<u8>| format!("it has {} bytes, not 32; {KEY_HELP}", v.len()))
+}
+
+/// Checks that `b64` is a usable key, saying why not.
+pub fn check_key(b64: &str) -> Result<(), String> {
+    decode_key(b64).map(|_| ())
+}
+
+/// A new random key, in base64: what `herald key generate` prints.
+pub fn generate_key() -> String {
+    let key: [u8; 32] = XChaCha20Poly1305::generate_key(&mut OsRng).into();
+    B64.encode(key)
 }
 
 /// Writes a file only its owner may read: keys and tokens.

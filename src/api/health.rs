@@ -11,7 +11,11 @@ use crate::AppState;
 /// Alive: the process answers. Nothing else is checked, so a supervisor restarts only a hung process.
 #[utoipa::path(get, path = "/healthz", operation_id = "getHealth", tag = "operations", responses((status = 200, description = "Alive")))]
 pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+    Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": crate::COMMIT,
+    }))
 }
 
 /// Ready: the database answers, every migration is applied, the store's writer is not

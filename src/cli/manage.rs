@@ -30,6 +30,9 @@ pub async fn run(
         Command::Activity(args) => admin::activity(args).await,
         Command::Config(config) => server::print_config(&config, config_matches, from_file),
         Command::Completions { shell } => server::completions(shell),
+        Command::Key(super::KeyCommand::Generate) => {
+            super::output::emit(format!("{}\n", herald::secrets::generate_key()))
+        }
         Command::RegistryConfig(args) => server::registry_config(&args).await,
     }
 }

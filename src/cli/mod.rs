@@ -21,7 +21,7 @@ use herald::config::Config;
 #[derive(Parser)]
 #[command(
     name = "herald",
-    version,
+    version = herald::VERSION,
     about = "Webhooks for Docker/OCI registries: registry notifications in, namespace webhooks out",
     long_about = "Herald receives the notifications of a Docker/OCI registry (CNCF distribution) at \
                   /v2/webhooks/events and sends each push and delete to the enabled webhooks of \
@@ -75,6 +75,9 @@ pub enum Command {
     /// Print every effective setting and where it comes from (flag, env, file, default,
     /// generated), secrets masked. Takes the same settings as `serve`.
     Config(Box<Config>),
+    /// Keys for secrets at rest.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Print a shell completion script: `herald completions bash > /etc/bash_completion.d/herald`.
     Completions {
         /// The shell to write the script for.
@@ -677,6 +680,13 @@ pub enum SourceCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Print a new key for secrets at rest (32 random bytes in base64), for
+    /// HERALD_SECRET_KEY or a data directory's secret.key. Nothing is written.
+    Generate,
 }
 
 #[derive(Args)]

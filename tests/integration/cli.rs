@@ -657,6 +657,10 @@ async fn a_failed_delivery_is_logged_as_a_warning_with_its_reason_and_next_attem
         line.contains("namespace=acme") && line.contains("webhook=deploy"),
         "{line}"
     );
+    assert!(
+        line.contains("receiver=127.0.0.1"),
+        "the receiver's host: {line}"
+    );
     assert!(!line.contains("status="), "no placeholder status: {line}");
     assert!(!line.contains("RetryAt"), "no debug formatting: {line}");
     let next = line
@@ -1250,5 +1254,86 @@ async fn the_api_the_ui_and_the_cli_refuse_the_same_token_label() {
         tokens.body["items"].as_array().unwrap().len(),
         1,
         "only the test's own token: none was made"
+    );
+}
+
+/// A key that is not one is refused before anything is written, saying what a key is and
+/// how to make one; `herald key generate` makes one that Herald takes.
+#[tokio::test]
+async fn a_bad_secret_key_is_refused_before_anything_is_written() {
+    use crate::helpers::*;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for args in [vec!["config"], vec!["serve", "--listen", "127.0.0.1:0"]] {
+        let out = herald_cmd(&data)
+            .args(&args)
+            .env("HERALD_SECRET_KEY", "notbase64")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("HERALD_SECRET_KEY is invalid"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("32 random bytes in base64"), "{err}");
+        assert!(err.contains("herald key generate"), "{err}");
+    }
+    assert!(!data.exists(), "nothing was written");
+    let out = herald_cmd(&data)
+        .args(["key", "generate"])
+        .output()
+        .unwrap();
+    let key = text(&out.stdout).trim().to_string();
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&key)
+        .unwrap();
+    assert_eq!(bytes.len(), 32);
+    assert!(!data.exists(), "generating writes nothing");
+    let mut cmd = herald_cmd(&data);
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HERALD_SECRET_KEY", &key)
+        .env("NO_COLOR", "1");
+    let mut serve = LoggedServe::spawn(cmd);
+    let base = serve.base_url();
+    wait_ready(&base).await;
+    serve.stop();
+    assert!(
+        !data.join("secret.key").exists(),
+        "the configured key is used, not a file"
+    );
+}
+
+/// `--version`, `/healthz` and the build-info metric name the commit built from.
+#[tokio::test]
+async fn the_version_names_the_commit() {
+    use crate::helpers::*;
+    let dir = tempfile::tempdir().unwrap();
+    let out = herald_cmd(dir.path()).arg("--version").output().unwrap();
+    let version = text(&out.stdout);
+    assert!(
+        version.starts_with(&format!("herald {} (", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    let commit = version
+        .trim()
+        .trim_end_matches(')')
+        .rsplit('(')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(!commit.is_empty());
+    let app = spawn_app().await;
+    let health = app.call("GET", "/healthz", None, None).await;
+    assert_eq!(health.body["commit"], commit.as_str());
+    let metrics = app.call("GET", "/metrics", None, None).await;
+    let text = metrics.body.as_str().unwrap();
+    assert!(
+        text.contains(&format!(
+            "herald_build_info{{version=\"{}\",commit=\"{commit}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
     );
 }

@@ -396,6 +396,7 @@ impl Dispatcher {
                     webhook_id = job.webhook.id,
                     %namespace,
                     %webhook,
+                    receiver = %job.webhook.url.host(),
                     status,
                     duration_ms,
                     error,
