@@ -35,8 +35,8 @@ trap finish EXIT
 # The receiver prints before answering Herald, so once the list shows the delivery
 # succeeded its line is there; the block's own list may come before the delivery.
 deadline=$((SECONDS + 60))
-until grep -q 'verified 1 (push): ' out.log && [ "$(cat status 2>/dev/null)" = 0 ] &&
-    "$herald" deliveries list acme 1 2>/dev/null | grep -q succeeded; do
+until grep -q '=> valid v1 signature' out.log && [ "$(cat status 2>/dev/null)" = 0 ] &&
+    "$herald" deliveries list acme demo 2>/dev/null | grep -q succeeded; do
     if ((SECONDS > deadline)) || { [ -s status ] && [ "$(cat status)" != 0 ]; }; then
         echo "check-quickstart: FAILED (the block's exit status: $(cat status 2>/dev/null || echo 'still running')); its output:" >&2
         cat out.log >&2

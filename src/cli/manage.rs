@@ -30,6 +30,14 @@ pub async fn run(
         Command::Activity(args) => admin::activity(args).await,
         Command::Config(config) => server::print_config(&config, config_matches, from_file),
         Command::Completions { shell } => server::completions(shell),
+        Command::Listen {
+            listen,
+            secret,
+            public_key,
+        } => {
+            let keys = super::listen::Keys { secret, public_key };
+            super::listen::listen(listen, keys, shutdown).await
+        }
         Command::Key(super::KeyCommand::Generate) => {
             super::output::emit(format!("{}\n", herald::secrets::generate_key()))
         }

@@ -8,6 +8,7 @@ mod accounts;
 mod admin;
 pub mod context;
 mod hooks;
+mod listen;
 pub mod manage;
 pub mod output;
 mod server;
@@ -78,6 +79,19 @@ pub enum Command {
     /// Keys for secrets at rest.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// A receiver on this machine for trying a webhook: prints every request it gets and
+    /// checks its signature (answering 401 when it does not hold).
+    Listen {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// The webhook's v1 signing secret (whsec_...), shown when it was created.
+        #[arg(long, env = "HERALD_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// The webhook's v1a public key (whpk_...), its `signature_public_key`.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
     /// Print a shell completion script: `herald completions bash > /etc/bash_completion.d/herald`.
     Completions {
         /// The shell to write the script for.

@@ -145,6 +145,36 @@ pub fn verify(secret: &[u8], msg_id: &str, timestamp: i64, body: &[u8], header: 
     })
 }
 
+/// True when one `v1a` signature of `header` verifies with the public key `whpk_...`: what a
+/// receiver does (`herald listen` among them).
+pub fn verify_v1a(
+    public_key: &str,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+    header: &str,
+) -> bool {
+    let Some(key) = public_key
+        .strip_prefix(PUBLIC_KEY_PREFIX)
+        .and_then(|k| B64.decode(k).ok())
+    else {
+        return false;
+    };
+    let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key);
+    let mut content = Vec::with_capacity(msg_id.len() + 24 + body.len());
+    content.extend_from_slice(msg_id.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(timestamp.to_string().as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(body);
+    header.split(' ').any(|candidate| {
+        candidate
+            .strip_prefix("v1a,")
+            .and_then(|s| B64.decode(s).ok())
+            .is_some_and(|sig| key.verify(&content, &sig).is_ok())
+    })
+}
+
 /// How the standard marks an asymmetric (ed25519) secret key. Herald never shows one: it
 /// seals it and shows the public key instead.
 pub const SECRET_KEY_PREFIX: &str = "whsk_";

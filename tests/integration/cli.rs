@@ -1337,3 +1337,138 @@ async fn the_version_names_the_commit() {
         "{text}"
     );
 }
+
+/// `herald listen`: the receiver a first webhook can be tried with. It prints what it gets
+/// and checks signatures, `v1` with the secret and `v1a` with the public key, answering 401
+/// when they do not hold (so the delivery log shows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_listen_prints_deliveries_and_checks_their_signatures() {
+    use crate::helpers::*;
+    use std::io::BufRead;
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(serde_json::json!({"name": "v1", "url": "http://127.0.0.1:9/", "request_method": "POST"})),
+        )
+        .await;
+    let v1 = r.body["id"].as_i64().unwrap();
+    let secret = r.body["signing_secret"].as_str().unwrap().to_string();
+    // A listener, its address from its first line, its output read line by line.
+    let listen = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("listen")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap()
+            .to_string();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, url, rx)
+    };
+    // What the listener printed, up to the line `what` names (or 10 s).
+    let printed_until = |out: &std::sync::mpsc::Receiver<String>, what: &str| {
+        let mut lines = Vec::new();
+        while let Ok(line) = out.recv_timeout(Duration::from_secs(10)) {
+            let found = line.contains(what);
+            lines.push(line);
+            if found {
+                break;
+            }
+        }
+        lines.join("\n")
+    };
+    let (mut good, url, out) = listen(&["--secret", &secret]);
+    app.api(
+        "PATCH",
+        &format!("/namespaces/acme/webhooks/{v1}"),
+        Some(serde_json::json!({"url": url, "enabled": true})),
+    )
+    .await;
+    app.post_envelope(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+        .await;
+    app.wait_deliveries("acme", v1, |d| d[0]["state"] == "succeeded")
+        .await;
+    let printed = printed_until(&out, "\"repository\"");
+    assert!(printed.contains("=> valid v1 signature"), "{printed}");
+    assert!(
+        printed.contains("\"repository\": \"acme/web\""),
+        "the body: {printed}"
+    );
+    let _ = good.kill();
+
+    // The wrong key: refused with 401, which the delivery log shows.
+    let (mut wrong, url, out) = listen(&["--secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]);
+    app.api(
+        "PATCH",
+        &format!("/namespaces/acme/webhooks/{v1}"),
+        Some(serde_json::json!({"url": url})),
+    )
+    .await;
+    app.post_envelope(
+        String::from_utf8(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+            .unwrap()
+            .replace("2045f19c", "2045f19d")
+            .into_bytes(),
+    )
+    .await;
+    let items = app
+        .wait_deliveries("acme", v1, |d| d[0]["last_status"] == 401)
+        .await;
+    assert_ne!(items[0]["state"], "succeeded");
+    let printed = printed_until(&out, "INVALID");
+    assert!(printed.contains("INVALID signature"), "{printed}");
+    let _ = wrong.kill();
+
+    // v1a: checked with the public key.
+    let r = app
+        .api(
+            "POST",
+            "/namespaces/acme/webhooks",
+            Some(serde_json::json!({"name": "v1a", "url": "http://127.0.0.1:9/", "request_method": "POST", "signature": "v1a"})),
+        )
+        .await;
+    let v1a = r.body["id"].as_i64().unwrap();
+    let key = r.body["signature_public_key"].as_str().unwrap().to_string();
+    let (mut asym, url, out) = listen(&["--public-key", &key]);
+    app.api(
+        "PATCH",
+        &format!("/namespaces/acme/webhooks/{v1a}"),
+        Some(serde_json::json!({"url": url, "enabled": true})),
+    )
+    .await;
+    let r = app
+        .api(
+            "POST",
+            &format!("/namespaces/acme/webhooks/{v1a}/ping"),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["attempts"][0]["status"], 200, "{:?}", r.body);
+    let printed = printed_until(&out, "=> ");
+    assert!(printed.contains("=> valid v1a signature"), "{printed}");
+    let _ = asym.kill();
+}
