@@ -27,6 +27,16 @@ pub struct IgnoredLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook_id: String,
+    pub namespace: String,
+}
+
+/// How many failing webhooks `/metrics` names one by one (the longest failing): the series
+/// stay bounded whatever happens to the receivers.
+pub const FAILING_WEBHOOKS_LISTED: i64 = 50;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
     pub commit: String,
@@ -59,6 +69,10 @@ pub struct Metrics {
     pub queue_depth: Family<StateLabel, Gauge>,
     pub oldest_due_age: Gauge<f64, AtomicU64>,
     pub webhooks_auto_disabled: Counter,
+    /// Webhooks by state, read at scrape time.
+    pub webhooks: Family<StateLabel, Gauge>,
+    /// Seconds each failing webhook has failed, for the longest failing few.
+    pub webhook_failing: Family<WebhookLabels, Gauge<f64, AtomicU64>>,
     pub http_requests: Family<HttpLabels, Counter>,
 }
 
@@ -128,6 +142,19 @@ impl Default for Metrics {
             "Always 1: the version and commit this process was built from",
             build_info,
         );
+        let webhooks = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "webhooks",
+            "Webhooks by state: enabled, disabled, failing (enabled, nothing but failures), circuit_open",
+            webhooks.clone(),
+        );
+        let webhook_failing = Family::<WebhookLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "webhook_failing",
+            "How long each failing webhook has failed (the longest failing 50)",
+            prometheus_client::registry::Unit::Seconds,
+            webhook_failing.clone(),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -144,6 +171,8 @@ impl Default for Metrics {
             queue_depth,
             oldest_due_age,
             webhooks_auto_disabled,
+            webhooks,
+            webhook_failing,
             http_requests,
         }
     }

@@ -90,6 +90,38 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
         }
         Err(e) => tracing::warn!(error = %e, "queue figures unavailable for /metrics"),
     }
+    match state
+        .store
+        .webhook_figures(crate::metrics::FAILING_WEBHOOKS_LISTED)
+        .await
+    {
+        Ok(f) => {
+            let m = &state.metrics;
+            for (name, count) in [
+                ("enabled", f.enabled),
+                ("disabled", f.disabled),
+                ("failing", f.failing),
+                ("circuit_open", f.circuit_open),
+            ] {
+                m.webhooks
+                    .get_or_create(&StateLabel { state: name.into() })
+                    .set(count);
+            }
+            // Only those failing now: a webhook that recovered leaves the list.
+            m.webhook_failing.clear();
+            let now = chrono::Utc::now();
+            for (id, namespace, since) in f.failing_longest {
+                let secs = (now - since).num_milliseconds().max(0) as f64 / 1000.0;
+                m.webhook_failing
+                    .get_or_create(&crate::metrics::WebhookLabels {
+                        webhook_id: id.to_string(),
+                        namespace,
+                    })
+                    .set(secs);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "webhook figures unavailable for /metrics"),
+    }
     let wants_openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()

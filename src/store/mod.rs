@@ -502,6 +502,26 @@ pub trait Settings: Send + Sync {
     async fn any_sealed_secret(&self) -> StoreResult<Option<Sealed>>;
 }
 
+/// The webhooks' health in figures, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookFigures {
+    pub enabled: i64,
+    pub disabled: i64,
+    /// Enabled, and nothing but failures since some time.
+    pub failing: i64,
+    /// Open or half-open circuit.
+    pub circuit_open: i64,
+    /// The failing webhooks that have failed longest: (id, namespace, since when).
+    pub failing_longest: Vec<(i64, String, DateTime<Utc>)>,
+}
+
+/// What `/metrics` reads of the webhooks, at scrape time (shared by every process).
+#[async_trait]
+pub trait HealthFigures: Send + Sync {
+    /// The counts, and at most `failing_listed` failing webhooks, longest failing first.
+    async fn webhook_figures(&self, failing_listed: i64) -> StoreResult<WebhookFigures>;
+}
+
 /// Sends asked for where no dispatcher runs (the command line's retrigger and ping), for a
 /// serving process to make.
 #[async_trait]
@@ -526,6 +546,7 @@ pub trait Store:
     + Accounts
     + Settings
     + SendRequests
+    + HealthFigures
     + 'static
 {
 }
@@ -541,6 +562,7 @@ impl<T> Store for T where
         + Accounts
         + Settings
         + SendRequests
+        + HealthFigures
         + 'static
 {
 }

@@ -775,3 +775,42 @@ async fn the_openapi_document_lists_every_route() {
         );
     }
 }
+
+/// Which webhooks are failing, in the metrics: counts by state, and each failing webhook by
+/// id with how long it has failed (bounded: the longest failing 50). A receiver that
+/// refuses connections shows within a few attempts, its circuit open.
+#[tokio::test]
+async fn metrics_name_the_failing_webhooks() {
+    let app = spawn_app_with(&["--circuit-failures", "2"]).await;
+    app.create_namespace("acme").await;
+    let dead = app
+        .enabled_webhook(
+            "acme",
+            json!({"name": "dead", "url": "http://127.0.0.1:9/"}),
+        )
+        .await;
+    let rx = Receiver::start().await;
+    app.enabled_webhook("acme", json!({"name": "fine", "url": rx.url("/")}))
+        .await;
+    app.post_envelope(fixture(PUSH)).await;
+    rx.next().await;
+    app.wait_deliveries("acme", dead, |d| d[0]["attempt_count"].as_i64() >= Some(2))
+        .await;
+    let text = eventually(Duration::from_secs(10), "the metrics name it", || async {
+        let m = app.call("GET", "/metrics", None, None).await;
+        let text = m.body.as_str().unwrap_or_default().to_string();
+        (text.contains("herald_webhooks{state=\"circuit_open\"} 1")
+            && text.contains(&format!(
+                "herald_webhook_failing_seconds{{webhook_id=\"{dead}\",namespace=\"acme\"}}"
+            )))
+        .then_some(text)
+    })
+    .await;
+    for line in [
+        "herald_webhooks{state=\"enabled\"} 2",
+        "herald_webhooks{state=\"disabled\"} 0",
+        "herald_webhooks{state=\"failing\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+}

@@ -109,6 +109,7 @@ contract!(
     health_filters_and_passwords,
     operational_events,
     send_requests,
+    webhook_figures,
 );
 
 /// Every method of the traits `Store` is made of (as `src/store/mod.rs` declares them) is
@@ -2347,4 +2348,83 @@ async fn send_requests(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(store.take_send_requests(10).await.unwrap().is_empty());
+}
+
+/// The webhooks' health in figures: counts by state, and the failing ones longest first,
+/// as many as asked for.
+async fn webhook_figures(store: Arc<dyn Store>) {
+    assert_eq!(
+        store.webhook_figures(10).await.unwrap(),
+        herald::store::WebhookFigures::default()
+    );
+    let first = acme_with_hook(&store).await;
+    let mut hooks = vec![first];
+    for name in ["b", "c"] {
+        let hook = store
+            .create_webhook(
+                &ns("acme"),
+                new_webhook(name, vec![]),
+                &audit("webhook.create"),
+            )
+            .await
+            .unwrap();
+        hooks.push(hook.id);
+    }
+    // Enabled: the first and the second; the third stays disabled.
+    store
+        .update_webhook(
+            &ns("acme"),
+            hooks[1],
+            WebhookPatch {
+                enabled: Some(true),
+                ..Default::default()
+            },
+            &audit("webhook.enabled"),
+        )
+        .await
+        .unwrap();
+    let day = Duration::from_secs(86_400);
+    let now = Utc::now();
+    let breaker = CircuitRule::new(1, Duration::from_secs(60));
+    // The second fails first (and opens its circuit), the first a minute later.
+    store
+        .webhook_health_after(
+            hooks[1],
+            None,
+            Health::Failed,
+            now - secs(120),
+            day,
+            breaker,
+        )
+        .await
+        .unwrap();
+    store
+        .webhook_health_after(
+            hooks[0],
+            None,
+            Health::Failed,
+            now - secs(60),
+            day,
+            CircuitRule::new(0, Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    let f = store.webhook_figures(10).await.unwrap();
+    assert_eq!(
+        (f.enabled, f.disabled, f.failing, f.circuit_open),
+        (2, 1, 2, 1),
+        "{f:?}"
+    );
+    let listed: Vec<i64> = f.failing_longest.iter().map(|(id, _, _)| *id).collect();
+    assert_eq!(listed, [hooks[1], hooks[0]], "longest failing first");
+    assert_eq!(f.failing_longest[0].1, "acme");
+    assert_eq!(
+        store
+            .webhook_figures(1)
+            .await
+            .unwrap()
+            .failing_longest
+            .len(),
+        1
+    );
 }

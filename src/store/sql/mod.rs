@@ -18,6 +18,7 @@ use super::{StoreError, StoreResult};
 
 mod accounts;
 pub(crate) mod control;
+mod figures;
 mod history;
 mod hooks;
 mod leases;
