@@ -329,3 +329,177 @@ impl Browser {
         }
     }
 }
+
+/// WebDriver's key codes for the keys the keyboard tests press.
+pub mod keys {
+    pub const TAB: &str = "\u{E004}";
+    pub const ENTER: &str = "\u{E007}";
+    pub const CONTROL: &str = "\u{E009}";
+}
+
+impl Browser {
+    /// Runs `script` (a function body whose last argument is the callback) and returns what
+    /// it passes to the callback.
+    pub async fn execute_async(&self, script: &str, args: Vec<Value>) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/execute/async",
+            Some(json!({ "script": script, "args": args })),
+        )
+        .await
+    }
+
+    /// A Chrome DevTools Protocol command, through chromedriver's `goog/cdp/execute`.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({ "cmd": cmd, "params": params })),
+        )
+        .await
+    }
+
+    /// Makes pages see `prefers-color-scheme: dark` (or light), as a system setting would.
+    pub async fn prefer_color_scheme(&self, scheme: &str) {
+        self.emulate_media(scheme, false).await;
+    }
+
+    /// The system settings pages see: the colour scheme, and `forced-colors: active` (as
+    /// Windows' contrast themes set it) or not. One call sets both: each replaces the last.
+    pub async fn emulate_media(&self, scheme: &str, forced_colors: bool) {
+        let forced = if forced_colors { "active" } else { "none" };
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [
+                {"name": "prefers-color-scheme", "value": scheme},
+                {"name": "forced-colors", "value": forced},
+            ]}),
+        )
+        .await;
+    }
+
+    /// Presses and releases each key in turn (a string of characters and [`keys`] codes),
+    /// as a person at the keyboard would: the page receives real key events.
+    pub async fn press(&self, keys: &[&str]) {
+        let mut actions = Vec::new();
+        for k in keys {
+            for c in k.chars() {
+                actions.push(json!({"type": "keyDown", "value": c.to_string()}));
+                actions.push(json!({"type": "keyUp", "value": c.to_string()}));
+            }
+        }
+        self.cmd(
+            reqwest::Method::POST,
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )
+        .await;
+    }
+
+    /// Holds `modifier` while pressing `key` (Shift+Tab, Control+a).
+    pub async fn chord(&self, modifier: &str, key: &str) {
+        let actions = json!([
+            {"type": "keyDown", "value": modifier},
+            {"type": "keyDown", "value": key},
+            {"type": "keyUp", "value": key},
+            {"type": "keyUp", "value": modifier},
+        ]);
+        self.cmd(
+            reqwest::Method::POST,
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )
+        .await;
+    }
+
+    /// Whether the focused element matches `css`.
+    pub async fn focused_is(&self, css: &str) -> bool {
+        let script = format!(
+            "const e = document.activeElement; return !!e && e.matches({})",
+            Value::String(css.to_string())
+        );
+        self.execute(&script).await.as_bool().unwrap_or(false)
+    }
+
+    /// The focused element as a short description, for messages.
+    pub async fn focused(&self) -> String {
+        self.execute(
+            "const e = document.activeElement; if (!e) return 'nothing'; \
+             return e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + \
+             (e.name ? '[name=' + e.name + ']' : '') + ' ' + (e.textContent || '').trim().slice(0, 60)",
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    /// Presses Tab until the focused element matches `css` (at most `limit` times): it is
+    /// reachable by keyboard, in the page's tab order.
+    pub async fn tab_to(&self, css: &str, limit: usize) {
+        for _ in 0..limit {
+            if self.focused_is(css).await {
+                return;
+            }
+            self.press(&[keys::TAB]).await;
+        }
+        assert!(
+            self.focused_is(css).await,
+            "{css} not reached with {limit} presses of Tab; focus is on {}",
+            self.focused().await
+        );
+    }
+
+    /// Presses `keys` and waits for the new page they load (Enter on a button or a link).
+    pub async fn press_and_load(&self, keys: &[&str]) {
+        let old_page = self.find("html").await;
+        self.press(keys).await;
+        self.wait_for_new_page(&old_page, "pressing keys").await;
+    }
+
+    async fn wait_for_new_page(&self, old_page: &str, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let ready = self.execute("return document.readyState").await;
+            let page = self.find_all("html").await;
+            if ready == "complete" && page.first().is_some_and(|p| p != old_page) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} loaded no new page"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Reloads the page, as the browser's reload button does.
+    pub async fn refresh(&self) {
+        let old_page = self.find("html").await;
+        self.cmd(reqwest::Method::POST, "/refresh", Some(json!({})))
+            .await;
+        self.wait_for_new_page(&old_page, "reloading").await;
+    }
+
+    /// An element's accessible name, as the browser computes it for assistive technology.
+    pub async fn computed_label(&self, element: &str) -> String {
+        self.cmd(
+            reqwest::Method::GET,
+            &format!("/element/{element}/computedlabel"),
+            None,
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    /// The page's title.
+    pub async fn title(&self) -> String {
+        self.cmd(reqwest::Method::GET, "/title", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
