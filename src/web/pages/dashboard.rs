@@ -8,7 +8,7 @@ use minijinja::{context, Value};
 
 use super::{health_view, page};
 use crate::auth::policy::{self};
-use crate::store::{HealthState, Role};
+use crate::store::Role;
 use crate::web::{WebResult, WebUser};
 use crate::AppState;
 
@@ -51,19 +51,22 @@ pub(super) async fn dashboard_page(
         .map(|t| t.name)
         .collect();
     // Failing and auto-disabled webhooks, only in namespaces this user may read.
+    // Failing (a delivery failed for good, the circuit is open, or every attempt has
+    // failed for --attention-after) and auto-disabled.
     let since = chrono::Utc::now() - chrono::Duration::hours(24);
+    let (now, after) = (chrono::Utc::now(), state.config.attention_after);
     let attention: Vec<Value> = state
         .store
         .webhooks_needing_attention(&visibility, since)
         .await?
         .iter()
-        .filter(|s| matches!(s.state(), HealthState::Failing | HealthState::AutoDisabled))
+        .filter(|s| s.needs_attention(now, after))
         .map(|s| {
             context! {
                 namespace => s.namespace,
                 name => s.name,
                 id => s.webhook_id,
-                ..health_view(s)
+                ..health_view(s, after)
             }
         })
         .collect();

@@ -28,7 +28,7 @@ use crate::app::access::NamespaceAccess;
 use crate::auth::policy::NamespaceAction;
 use crate::domain::names::Invalid;
 use crate::error::AppError;
-use crate::store::{HealthState, Webhook, WebhookStatus};
+use crate::store::{Webhook, WebhookStatus};
 use crate::AppState;
 
 pub(super) fn page(web: &WebUser, template: &str, status: StatusCode, ctx: Value) -> Response {
@@ -92,12 +92,14 @@ pub(super) async fn load_webhook(
     crate::app::webhooks::load(state, &web.user, ns, id, action).await
 }
 
-/// A webhook's health as the templates show it.
-pub(super) fn health_view(s: &WebhookStatus) -> Value {
-    let state = s.state();
+/// A webhook's health as the templates show it: failing once every attempt has failed for
+/// `attention_after`, or its circuit is open.
+pub(super) fn health_view(s: &WebhookStatus, attention_after: std::time::Duration) -> Value {
+    let now = chrono::Utc::now();
+    let state = s.state_at(now, attention_after);
     context! {
         state => state.as_str(),
-        needs_attention => matches!(state, HealthState::Failing | HealthState::AutoDisabled),
+        needs_attention => s.needs_attention(now, attention_after),
         failing_since => s.failing_since,
         last_status => s.last_status,
         last_error => s.last_error,

@@ -115,7 +115,7 @@ pub(super) async fn namespace_page(
             let health = statuses
                 .iter()
                 .find(|s| s.webhook_id == w.id)
-                .map(health_view)
+                .map(|s| health_view(s, state.config.attention_after))
                 .unwrap_or_default();
             context! { health, ..webhook_row(w) }
         })

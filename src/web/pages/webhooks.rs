@@ -178,7 +178,7 @@ pub(super) async fn webhook_page(
         .await?
         .iter()
         .find(|s| s.webhook_id == hook.id)
-        .map(health_view)
+        .map(|s| health_view(s, state.config.attention_after))
         .unwrap_or_default();
     let previous_secret_until = hook
         .previous_secret_until
