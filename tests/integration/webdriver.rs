@@ -248,6 +248,21 @@ impl Browser {
     }
 }
 
+/// Whether `bytes` hold a whole HTTP response: its headers, and as much body as their
+/// Content-Length says.
+fn response_complete(bytes: &[u8]) -> bool {
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    bytes.len() >= end + 4 + length
+}
+
 impl Drop for Browser {
     /// Ends the session first: chromedriver then quits Chromium, which killing chromedriver
     /// alone would leave running. Blocking, since drop cannot await.
@@ -261,7 +276,17 @@ impl Drop for Browser {
                 self.session_path, self.port
             );
             if stream.write_all(request.as_bytes()).is_ok() {
-                let _ = stream.read_to_end(&mut Vec::new());
+                // Until the whole answer is in (chromedriver answers once Chromium has quit),
+                // not until the socket closes: chromedriver keeps it open, which cost every
+                // browser test the 10 s read timeout.
+                let mut answer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut chunk) {
+                    answer.extend_from_slice(&chunk[..n]);
+                    if response_complete(&answer) {
+                        break;
+                    }
+                }
             }
         }
         let _ = self.driver.kill();
