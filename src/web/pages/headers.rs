@@ -8,7 +8,7 @@ use axum::Form;
 use serde::Deserialize;
 
 use super::webhooks::{webhook_page, Extras};
-use super::CsrfOnly;
+use super::{CsrfOnly, Refused};
 use crate::app;
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
@@ -58,7 +58,7 @@ pub async fn set_header(
                 &ns,
                 &id,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                Extras::errors(errors, values),
+                Extras::refused(Refused::new("add-header", errors, values)),
             )
             .await;
         }

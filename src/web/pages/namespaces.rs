@@ -9,7 +9,7 @@ use minijinja::{context, Value};
 use serde::Deserialize;
 
 use super::dashboard::dashboard_page;
-use super::{health_view, page, webhook_row, CsrfOnly};
+use super::{health_view, page, webhook_row, CsrfOnly, Refused};
 use crate::app;
 use crate::app::access::namespace_access;
 use crate::auth::policy::NamespaceAction;
@@ -64,14 +64,8 @@ pub async fn create_namespace(
                 .to_string()
             });
             let status = e.status;
-            dashboard_page(
-                &state,
-                &web,
-                status,
-                BTreeMap::from([(field, e.message)]),
-                values,
-            )
-            .await
+            let refused = Refused::one("new-namespace", field, e.message).with_values(values);
+            dashboard_page(&state, &web, status, refused).await
         }
         Err(e) => Err(e.into()),
     }
@@ -82,15 +76,7 @@ pub async fn namespace(
     web: WebUser,
     Path(ns): Path<String>,
 ) -> WebResult {
-    namespace_page(
-        &state,
-        &web,
-        &ns,
-        StatusCode::OK,
-        BTreeMap::new(),
-        BTreeMap::new(),
-    )
-    .await
+    namespace_page(&state, &web, &ns, StatusCode::OK, Refused::default()).await
 }
 
 pub(super) async fn namespace_page(
@@ -98,8 +84,7 @@ pub(super) async fn namespace_page(
     web: &WebUser,
     ns: &str,
     status: StatusCode,
-    errors: BTreeMap<String, String>,
-    values: BTreeMap<String, String>,
+    refused: Refused,
 ) -> WebResult {
     let access = namespace_access(state, &web.user, ns, NamespaceAction::Read).await?;
     let webhooks = state.store.list_webhooks(&access.namespace.name).await?;
@@ -131,8 +116,7 @@ pub(super) async fn namespace_page(
             can_update => can(NamespaceAction::UpdateWebhook),
             can_delete => can(NamespaceAction::DeleteWebhook),
             can_delete_namespace => can(NamespaceAction::DeleteNamespace) && !access.namespace.name.is_global(),
-            errors,
-            values,
+            ..refused.context(status, &format!("/namespaces/{}", access.namespace.name))
         },
     ))
 }

@@ -26,7 +26,12 @@ async fn tokens_page(
         web,
         "tokens.html",
         status,
-        context! { tokens, new_token },
+        context! {
+            tokens,
+            new_token,
+            // The answer to the form: a reload shows the list, not a second new token.
+            location => (status != StatusCode::OK).then_some("/tokens"),
+        },
     ))
 }
 
