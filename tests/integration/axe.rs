@@ -72,18 +72,43 @@ impl Axe {
     /// Every rule the page in `b` breaks, as axe-core's default rule set (WCAG 2.0, 2.1 and
     /// 2.2 A and AA, and best practices) finds them.
     pub async fn violations(&self, b: &Browser) -> Vec<Violation> {
+        self.run(b, serde_json::json!({"resultTypes": ["violations"]}))
+            .await
+    }
+
+    /// Only the rules a theme can change: colour contrast, and links told apart from the
+    /// text around them. (The others read the same page whatever its colours.)
+    pub async fn colour_violations(&self, b: &Browser) -> Vec<Violation> {
+        let rules = ["color-contrast", "link-in-text-block"];
+        let options = serde_json::json!({
+            "resultTypes": ["violations"],
+            "runOnly": {"type": "rule", "values": rules},
+        });
+        self.run(b, options).await
+    }
+
+    /// Every rule in the light theme; in the dark one, those its colours can change.
+    pub async fn in_theme(&self, b: &Browser, scheme: &str) -> Vec<Violation> {
+        if scheme == "dark" {
+            self.colour_violations(b).await
+        } else {
+            self.violations(b).await
+        }
+    }
+
+    async fn run(&self, b: &Browser, options: Value) -> Vec<Violation> {
         b.execute(&format!("{}\n;return typeof window.axe", self.source))
             .await;
         let found = b
             .execute_async(
                 "const done = arguments[arguments.length - 1];
-                 window.axe.run(document, {resultTypes: ['violations']})
+                 window.axe.run(document, arguments[0])
                    .then(r => done(r.violations.map(v => ({
                      rule: v.id, impact: v.impact || 'unknown', help: v.help,
                      count: v.nodes.length,
                      targets: v.nodes.slice(0, 4).map(n => n.target.join(' '))}))))
                    .catch(e => done({error: String(e)}));",
-                vec![],
+                vec![options],
             )
             .await;
         if let Some(e) = found.get("error") {
