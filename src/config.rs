@@ -145,6 +145,12 @@ pub struct Config {
     #[arg(long, env = "HERALD_AUTO_DISABLE_AFTER", default_value = "5d", value_parser = humantime::parse_duration)]
     pub auto_disable_after: Duration,
 
+    /// The UI shows a webhook as failing, under "Needs attention" on the dashboard, once
+    /// every attempt has failed for this long (or at once when its circuit opens), rather
+    /// than only after a delivery has used all its retries.
+    #[arg(long, env = "HERALD_ATTENTION_AFTER", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub attention_after: Duration,
+
     /// Failed attempts in a row after which a webhook's circuit opens: its due deliveries
     /// wait (no attempt counted) instead of each failing against a dead receiver, until
     /// one probe goes after --circuit-cooldown. 0 turns the circuit breaker off.
@@ -429,6 +435,7 @@ impl Config {
                 path_or(&self.delivery_ca_bundle, "(none: built-in roots only)"),
             ),
             ("auto_disable_after", dur(self.auto_disable_after)),
+            ("attention_after", dur(self.attention_after)),
             (
                 "circuit_failures",
                 match self.circuit_failures {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::control::{Circuit, DeliveryOrder, RateLimit};
+use crate::domain::control::{Circuit, CircuitState, DeliveryOrder, RateLimit};
 use crate::domain::filters::Filters;
 use crate::domain::format::Format;
 use crate::domain::names::{
@@ -299,6 +299,24 @@ pub struct StoredEvent {
     pub occurred_at: Option<DateTime<Utc>>,
 }
 
+/// When a source last sent an event (`source` `None`: the default endpoint).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SourceActivity {
+    pub source: Option<String>,
+    pub last_event_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery an event made, as the events page links it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EventDelivery {
+    pub event_id: i64,
+    pub delivery_id: i64,
+    pub webhook_id: i64,
+    pub webhook: String,
+    pub namespace: String,
+    pub state: String,
+}
+
 /// A registry feeding Herald at `/v2/sources/{name}/events`; its credential is never shown.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Source {
@@ -383,6 +401,10 @@ pub struct WebhookStatus {
     pub failed_while_failing: i64,
     /// Disabled by Herald itself (410 Gone or failing for too long), not by a person.
     pub auto_disabled: bool,
+    /// The circuit breaker as stored: open or half-open, nothing is being delivered.
+    pub circuit: CircuitState,
+    /// An open circuit's probe time.
+    pub circuit_open_until: Option<DateTime<Utc>>,
 }
 
 /// What a webhook's state says to an operator.
@@ -409,15 +431,44 @@ impl HealthState {
 }
 
 impl WebhookStatus {
-    pub fn state(&self) -> HealthState {
+    /// The state at `now`. An enabled webhook is failing once a delivery failed for good
+    /// while every attempt fails, once its circuit is open (nothing is delivered until a
+    /// probe succeeds), or once every attempt has failed for `attention_after`: a dead
+    /// receiver shows as failing within minutes, not after the last retry of a delivery
+    /// (about a day with the default schedule).
+    pub fn state_at(
+        &self,
+        now: DateTime<Utc>,
+        attention_after: std::time::Duration,
+    ) -> HealthState {
+        let failing_long = self.failing_since.is_some_and(|t| {
+            now.signed_duration_since(t)
+                .to_std()
+                .is_ok_and(|d| d >= attention_after)
+        });
         match (self.enabled, self.auto_disabled, self.failing_since) {
             (false, true, _) => HealthState::AutoDisabled,
             (false, false, _) => HealthState::Disabled,
-            (true, _, Some(_)) if self.failed_while_failing > 0 => HealthState::Failing,
+            (true, _, _) if self.circuit != CircuitState::Closed => HealthState::Failing,
+            (true, _, Some(_)) if self.failed_while_failing > 0 || failing_long => {
+                HealthState::Failing
+            }
             (true, _, Some(_)) => HealthState::Retrying,
             (true, _, None) if self.retrying > 0 => HealthState::Retrying,
             (true, _, None) => HealthState::Healthy,
         }
+    }
+
+    /// Whether an operator should look at it: failing, or disabled by Herald.
+    pub fn needs_attention(
+        &self,
+        now: DateTime<Utc>,
+        attention_after: std::time::Duration,
+    ) -> bool {
+        matches!(
+            self.state_at(now, attention_after),
+            HealthState::Failing | HealthState::AutoDisabled
+        )
     }
 
     /// Succeeded out of finished deliveries in the window, in percent.
@@ -439,4 +490,61 @@ pub struct ActivityFilter<'a> {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(enabled: bool, failing_for_secs: Option<i64>) -> (WebhookStatus, DateTime<Utc>) {
+        let now = Utc::now();
+        let status = WebhookStatus {
+            webhook_id: 1,
+            namespace: "acme".into(),
+            name: "deploy".into(),
+            enabled,
+            failing_since: failing_for_secs.map(|s| now - chrono::Duration::seconds(s)),
+            last_status: None,
+            last_error: None,
+            last_attempt_at: None,
+            succeeded: 0,
+            failed: 0,
+            retrying: 1,
+            failed_while_failing: 0,
+            auto_disabled: false,
+            circuit: CircuitState::Closed,
+            circuit_open_until: None,
+        };
+        (status, now)
+    }
+
+    #[test]
+    fn a_dead_receiver_is_failing_once_its_circuit_opens_or_after_attention_after() {
+        let quarter = std::time::Duration::from_secs(900);
+        let (fresh, now) = status(true, Some(60));
+        assert_eq!(fresh.state_at(now, quarter), HealthState::Retrying);
+        assert!(!fresh.needs_attention(now, quarter));
+        let (long, now) = status(true, Some(900));
+        assert_eq!(long.state_at(now, quarter), HealthState::Failing);
+        assert!(long.needs_attention(now, quarter));
+        let (mut open, now) = status(true, Some(5));
+        open.circuit = CircuitState::Open;
+        assert_eq!(open.state_at(now, quarter), HealthState::Failing);
+        open.circuit = CircuitState::HalfOpen;
+        assert!(open.needs_attention(now, quarter));
+        // Disabled by a person: no attention, whatever the circuit says.
+        let (mut off, now) = status(false, None);
+        off.circuit = CircuitState::Open;
+        assert_eq!(off.state_at(now, quarter), HealthState::Disabled);
+        assert!(!off.needs_attention(now, quarter));
+        let (healthy, now) = status(true, None);
+        assert_eq!(
+            WebhookStatus {
+                retrying: 0,
+                ..healthy
+            }
+            .state_at(now, quarter),
+            HealthState::Healthy
+        );
+    }
 }

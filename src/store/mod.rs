@@ -50,6 +50,7 @@ pub type WakeupTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 pub(crate) fn webhook_status_sql(where_clause: &str) -> String {
     format!(
         "SELECT w.id, w.name, n.name AS namespace, w.enabled, w.failing_since, \
+         w.circuit_state, w.circuit_open_until, \
          (SELECT CAST(d.last_status AS BIGINT) FROM deliveries d WHERE d.webhook_id = w.id \
             AND d.attempts > 0 ORDER BY d.updated_at DESC, d.id DESC LIMIT 1) AS last_status, \
          (SELECT d.last_error FROM deliveries d WHERE d.webhook_id = w.id \
@@ -78,7 +79,7 @@ pub(crate) fn webhook_status_sql(where_clause: &str) -> String {
 pub(crate) const STATUS_OF_NAMESPACE: &str = "n.name = $2";
 pub(crate) const STATUS_NEEDING_ATTENTION: &str = "(CAST($2 AS BIGINT) IS NULL OR n.team_id IN \
      (SELECT team_id FROM team_members WHERE user_id = $2)) \
-     AND (w.failing_since IS NOT NULL OR NOT w.enabled)";
+     AND (w.failing_since IS NOT NULL OR NOT w.enabled OR w.circuit_state <> 'closed')";
 
 /// The database itself: schema, health, and how processes sharing it find each other.
 /// Each backend's own.
@@ -332,6 +333,16 @@ pub trait Hooks: Send + Sync {
 #[async_trait]
 pub trait History: Send + Sync {
     async fn list_events(&self, limit: i64, before: Option<i64>) -> StoreResult<Page<StoredEvent>>;
+    /// The deliveries the events with ids in `first..=last` made (at most `limit`, by
+    /// event then delivery id), with their webhook's name and namespace.
+    async fn deliveries_of_events(
+        &self,
+        first: i64,
+        last: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<EventDelivery>>;
+    /// When the default endpoint (first, `source` `None`) and each source last sent an event.
+    async fn last_events_by_source(&self) -> StoreResult<Vec<SourceActivity>>;
     /// An activity that is not itself a stored change (a retrigger).
     async fn record_activity(
         &self,

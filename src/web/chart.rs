@@ -5,6 +5,8 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Timelike, Utc};
 
+use serde::Serialize;
+
 use crate::domain::model::HourStats;
 
 // In viewBox units: the chart scales with the page, so labels are sized to stay readable
@@ -16,14 +18,54 @@ const RIGHT: f64 = 84.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 34.0;
 
-/// Deliveries per hour by outcome (stacked bars) and mean attempt latency (line).
-pub fn render_svg(stats: &[HourStats], since: DateTime<Utc>) -> String {
+/// The 24 hours of the window, in order; hours outside it are ignored.
+fn by_hour(stats: &[HourStats]) -> Vec<HourStats> {
     let mut hours = vec![HourStats::default(); 24];
     for s in stats {
         if let Some(slot) = usize::try_from(s.hour).ok().and_then(|h| hours.get_mut(h)) {
             *slot = s.clone();
         }
     }
+    hours
+}
+
+/// One hour of the chart as a row of its table: what the bars show, in numbers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    /// The hour's start, "14:00" (UTC).
+    pub hour: String,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub waiting: i64,
+    pub mean_ms: Option<i64>,
+}
+
+/// The chart's figures as table rows, for reading without the picture: the hours that
+/// had deliveries or attempts, oldest first.
+pub fn rows(stats: &[HourStats], since: DateTime<Utc>) -> Vec<Row> {
+    by_hour(stats)
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.succeeded + h.failed + h.waiting > 0 || h.mean_ms.is_some())
+        .map(|(i, h)| Row {
+            hour: format!(
+                "{:02}:00",
+                (since + chrono::Duration::hours(i as i64)).hour()
+            ),
+            succeeded: h.succeeded,
+            failed: h.failed,
+            waiting: h.waiting,
+            mean_ms: h.mean_ms.map(|ms| ms.round() as i64),
+        })
+        .collect()
+}
+
+/// Deliveries per hour by outcome (stacked bars) and mean attempt latency (line). The
+/// outcomes differ in shape as well as colour: succeeded bars are solid, failed ones
+/// hatched (a pattern), waiting ones hollow with a dashed outline; a gap in the card's
+/// colour separates stacked parts. The legend draws each mark the same way, once.
+pub fn render_svg(stats: &[HourStats], since: DateTime<Utc>) -> String {
+    let hours = by_hour(stats);
     let max_count = hours
         .iter()
         .map(|h| h.succeeded + h.failed + h.waiting)
@@ -43,17 +85,23 @@ pub fn render_svg(stats: &[HourStats], since: DateTime<Utc>) -> String {
         .map(|h| h.succeeded + h.failed + h.waiting)
         .sum();
     let failed: i64 = hours.iter().map(|h| h.failed).sum();
+    let waiting: i64 = hours.iter().map(|h| h.waiting).sum();
 
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="Last 24 hours: {total} deliveries, {failed} failed" xmlns="http://www.w3.org/2000/svg">"#
+        r#"<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="Last 24 hours: {total} deliveries, {failed} failed, {waiting} waiting; the numbers hour by hour follow the chart" xmlns="http://www.w3.org/2000/svg">"#
     );
     let _ = write!(
         svg,
         "<title>Deliveries per hour by outcome, and mean latency, over the last 24 hours</title>"
     );
-    // A legend, so the colours need no explanation elsewhere.
+    // The failed bars' hatching.
+    let _ = write!(
+        svg,
+        r#"<defs><pattern id="chart-hatch" width="7" height="7" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="7" height="7" class="hatch-fill"/><line x1="3.5" y1="0" x2="3.5" y2="7" class="hatch-line"/></pattern></defs>"#
+    );
+    // The legend: each mark as the bars draw it.
     let mut x = LEFT;
     for (class, name) in [
         ("ok", "succeeded"),
@@ -62,15 +110,16 @@ pub fn render_svg(stats: &[HourStats], since: DateTime<Utc>) -> String {
     ] {
         let _ = write!(
             svg,
-            r#"<rect x="{x}" y="8" width="16" height="16" class="{class}"/><text x="{tx}" y="22" class="label">{name}</text>"#,
-            tx = x + 22.0
+            r#"<rect x="{x}" y="6" width="18" height="18" class="bar {class}"/><text x="{tx}" y="22" class="label">{name}</text>"#,
+            tx = x + 24.0
         );
-        x += 22.0 + name.len() as f64 * 11.0 + 24.0;
+        x += 24.0 + name.len() as f64 * 11.0 + 24.0;
     }
     let _ = write!(
         svg,
-        r#"<line x1="{x}" y1="16" x2="{x2}" y2="16" class="latency"/><text x="{tx}" y="22" class="label">mean latency</text>"#,
+        r#"<line x1="{x}" y1="15" x2="{x2}" y2="15" class="latency"/><circle cx="{cx}" cy="15" r="3" class="latency-dot"/><text x="{tx}" y="22" class="label">mean latency</text>"#,
         x2 = x + 20.0,
+        cx = x + 10.0,
         tx = x + 26.0
     );
     // Axes and scale labels.
@@ -110,7 +159,8 @@ pub fn render_svg(stats: &[HourStats], since: DateTime<Utc>) -> String {
             y -= height;
             let _ = write!(
                 svg,
-                r#"<rect x="{x:.1}" y="{y:.1}" width="{bar_w:.1}" height="{height:.1}" class="{class}"><title>{count} {class}</title></rect>"#
+                r#"<rect x="{x:.1}" y="{y:.1}" width="{bar_w:.1}" height="{height:.1}" class="bar {class}"><title>{count} {name}</title></rect>"#,
+                name = if class == "ok" { "succeeded" } else { class }
             );
         }
         if i % 6 == 0 {
@@ -189,10 +239,12 @@ mod tests {
         ];
         let svg = render_svg(&stats, Utc::now());
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
-        // One bar each, plus the legend's swatch.
-        assert_eq!(svg.matches(r#"class="ok""#).count(), 2);
-        assert_eq!(svg.matches(r#"class="failed""#).count(), 3);
-        assert_eq!(svg.matches(r#"class="waiting""#).count(), 2);
+        // One bar each, plus the legend's swatch (the one legend).
+        assert_eq!(svg.matches(r#"class="bar ok""#).count(), 2);
+        assert_eq!(svg.matches(r#"class="bar failed""#).count(), 3);
+        assert_eq!(svg.matches(r#"class="bar waiting""#).count(), 2);
+        assert_eq!(svg.matches(">mean latency<").count(), 1);
+        assert!(svg.contains(r#"<pattern id="chart-hatch""#));
         for label in ["succeeded", "mean latency", " UTC", ">now<", "4/h"] {
             assert!(svg.contains(label), "no {label}");
         }
@@ -201,6 +253,31 @@ mod tests {
             "out-of-window hours are ignored"
         );
         assert_eq!(svg.matches("<polyline").count(), 1);
+    }
+
+    #[test]
+    fn the_table_has_the_hours_with_deliveries() {
+        let since = DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let stats = vec![HourStats {
+            hour: 2,
+            succeeded: 3,
+            failed: 1,
+            waiting: 2,
+            mean_ms: Some(12.4),
+        }];
+        assert_eq!(
+            rows(&stats, since),
+            vec![Row {
+                hour: "10:00".into(),
+                succeeded: 3,
+                failed: 1,
+                waiting: 2,
+                mean_ms: Some(12),
+            }]
+        );
+        assert!(rows(&[], since).is_empty());
     }
 
     #[test]

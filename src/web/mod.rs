@@ -40,7 +40,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/edit",
-            post(pages::webhooks::edit_webhook),
+            get(pages::webhooks::edit_page).post(pages::webhooks::edit_webhook),
         )
         .route(
             "/namespaces/{ns}/webhooks/{id}/toggle",
@@ -101,6 +101,7 @@ pub fn router() -> Router<AppState> {
             "/sources",
             get(pages::sources::sources).post(pages::sources::create_source),
         )
+        .route("/sources/{name}", get(pages::sources::source))
         .route(
             "/sources/{name}/delete",
             post(pages::sources::delete_source),
@@ -153,11 +154,17 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("dashboard.html", include_str!("templates/dashboard.html")),
     ("namespace.html", include_str!("templates/namespace.html")),
     ("webhook.html", include_str!("templates/webhook.html")),
+    (
+        "webhook_edit.html",
+        include_str!("templates/webhook_edit.html"),
+    ),
+    ("forms.html", include_str!("templates/forms.html")),
     ("delivery.html", include_str!("templates/delivery.html")),
     ("teams.html", include_str!("templates/teams.html")),
     ("team.html", include_str!("templates/team.html")),
     ("users.html", include_str!("templates/users.html")),
     ("sources.html", include_str!("templates/sources.html")),
+    ("source.html", include_str!("templates/source.html")),
     ("tokens.html", include_str!("templates/tokens.html")),
     ("activity.html", include_str!("templates/activity.html")),
     ("error.html", include_str!("templates/error.html")),

@@ -156,10 +156,17 @@ fn login_form(
 ) -> Response {
     // Login CSRF: the form's token must match a cookie set with the form.
     let token = crate::secrets::random_token("");
+    // A refused sign-in names the sign-in page's address, so a reload does not post again.
+    let location = (status != StatusCode::OK).then(|| {
+        let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        format!("/login?next={next}")
+    });
     let mut response = render(
         "login.html",
         status,
-        minijinja::context! { csrf => token, username => username, next => next, error => error },
+        minijinja::context! {
+            csrf => token, username => username, next => next, error => error, location,
+        },
         false,
     );
     let secure = if is_secure(state, headers) {

@@ -2,6 +2,7 @@
 //! data directory per test, and real HTTP receivers on loopback.
 
 mod authz;
+mod axe;
 mod browser;
 mod cli;
 mod conformance;

@@ -675,7 +675,7 @@ async fn mismatched_or_broken_client_identities_are_refused_naming_the_field() {
     // never echoes the key back.
     let web = sign_in(&app).await;
     let page = format!("/namespaces/acme/webhooks/{id}");
-    let (_, html) = web.get(&app, &page).await;
+    let (_, html) = web.get(&app, &format!("{page}/edit")).await;
     let csrf = csrf_in(&html);
     assert!(
         html.contains("name=\"client_certificate\""),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use herald::config::Config;
-use herald::domain::control::CircuitRule;
+use herald::domain::control::{CircuitRule, CircuitState};
 use herald::domain::delivery::{
     AttemptRecord, Claim, ClaimScope, DeliveryState, Outcome, StoredRequest,
 };
@@ -17,7 +17,7 @@ use herald::domain::events::IncomingEvent;
 use herald::domain::filters::Filters;
 use herald::domain::model::{
     ActivityFilter, Audit, Health, HourStats, NewSource, NewWebhook, QueueStats, Role,
-    StoredHeader, Visibility, WebhookPatch,
+    SourceActivity, StoredHeader, Visibility, WebhookPatch,
 };
 use herald::domain::names::{
     ContentType, HeaderName, NamespaceName, RequestMethod, WebhookName, WebhookUrl,
@@ -564,6 +564,32 @@ async fn ingest_and_events(store: Arc<dyn Store>) {
     assert_eq!((summary.accepted, summary.deliveries), (3, 3));
     let again = store.ingest(&events[..1], now).await.unwrap();
     assert_eq!((again.duplicates, again.deliveries), (1, 0));
+    // The deliveries a range of events made, with their webhook and namespace.
+    let stored = store.list_events(10, None).await.unwrap().items;
+    let (first, last) = (stored[2].id, stored[0].id);
+    let made = store.deliveries_of_events(first, last, 10).await.unwrap();
+    assert_eq!(made.len(), 3, "{made:?}");
+    assert!(made.iter().all(|d| d.webhook_id == hook
+        && d.namespace == "acme"
+        && d.webhook == "d"
+        && d.state == "pending"));
+    assert_eq!(
+        made.iter().map(|d| d.event_id).collect::<Vec<_>>(),
+        vec![first, stored[1].id, last]
+    );
+    assert_eq!(
+        store
+            .deliveries_of_events(first, last, 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(store
+        .deliveries_of_events(last + 1, last + 10, 10)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Odd events are kept with their reason; NUL in their text does not break storage.
     let odd = br#"{"events": [
@@ -1818,6 +1844,36 @@ async fn sources(store: Arc<dyn Store>) {
     };
     let made = store.create_source(&new, &audit).await.unwrap();
     assert_eq!((made.name.as_str(), made.auth), ("zot-a", "bearer"));
+    // When each last sent an event: the default endpoint first, then each source.
+    let never = store.last_events_by_source().await.unwrap();
+    assert_eq!(
+        never,
+        vec![
+            SourceActivity {
+                source: None,
+                last_event_at: None
+            },
+            SourceActivity {
+                source: Some("zot-a".into()),
+                last_event_at: None
+            },
+        ]
+    );
+    let earlier = Utc::now() - chrono::Duration::minutes(5);
+    let later = Utc::now();
+    let mut from_zot = pushes(2, "zzzz");
+    for e in &mut from_zot {
+        e.source = Some("zot-a".into());
+    }
+    store.ingest(&from_zot[..1], earlier).await.unwrap();
+    store.ingest(&from_zot[1..], later).await.unwrap();
+    store.ingest(&pushes(1, "dddd"), earlier).await.unwrap();
+    let last = store.last_events_by_source().await.unwrap();
+    let ms = |t: chrono::DateTime<Utc>| t.timestamp_millis();
+    assert_eq!(last[0].source, None);
+    assert_eq!(last[0].last_event_at.map(ms), Some(ms(earlier)));
+    assert_eq!(last[1].source.as_deref(), Some("zot-a"));
+    assert_eq!(last[1].last_event_at.map(ms), Some(ms(later)));
     assert!(conflict(store.create_source(&new, &audit).await).contains("zot-a"));
     let listed = store.list_sources().await.unwrap();
     assert_eq!(listed.len(), 1);
@@ -1940,11 +1996,33 @@ async fn health_filters_and_passwords(store: Arc<dyn Store>) {
     let status = statuses.iter().find(|s| s.webhook_id == hook).unwrap();
     assert_eq!((status.succeeded, status.failed), (1, 1));
     assert!(status.failing_since.is_some());
+    assert_eq!(status.circuit, CircuitState::Closed);
     let attention = store
         .webhooks_needing_attention(&Visibility::All, now - secs(3600))
         .await
         .unwrap();
     assert!(attention.iter().any(|s| s.webhook_id == hook));
+    // A failure that opens the circuit: the status says so, with the probe's time.
+    store
+        .webhook_health(
+            hook,
+            Health::Failed,
+            now,
+            Duration::from_secs(3600),
+            CircuitRule::new(1, Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    let attention = store
+        .webhooks_needing_attention(&Visibility::All, now - secs(3600))
+        .await
+        .unwrap();
+    let status = attention.iter().find(|s| s.webhook_id == hook).unwrap();
+    assert_eq!(status.circuit, CircuitState::Open);
+    assert_eq!(
+        status.circuit_open_until.map(|t| t.timestamp_millis()),
+        Some((now + secs(30)).timestamp_millis())
+    );
 
     let failed = store
         .list_deliveries_in(hook, Some(DeliveryState::Failed), 50, None)

@@ -1,6 +1,8 @@
 //! The web UI over plain HTTP: sessions, CSRF, throttling, and that the server refuses what
 //! a page would not show. (The browser test covers what a person sees.)
 
+use std::time::Duration;
+
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use serde_json::json;
@@ -265,6 +267,13 @@ async fn forms_without_the_csrf_token_or_permission_are_refused() {
         )
         .await;
     assert_eq!(refused.status(), 403);
+    assert_eq!(
+        vera.get(&app, &format!("/namespaces/acme/webhooks/{hook}/edit"))
+            .await
+            .0,
+        403,
+        "a viewer gets no edit page"
+    );
     let hook_now = app
         .api("GET", &format!("/namespaces/acme/webhooks/{hook}"), None)
         .await;
@@ -609,8 +618,18 @@ async fn the_ui_refuses_what_the_api_refuses_through_the_same_rules() {
     assert_eq!(api.body["error"]["field"], "description");
     let message = api.body["error"]["message"].as_str().unwrap();
     assert!(
-        html.contains("id=\"ns-description-error\">a description has at most 1000 characters"),
-        "the UI shows the API's message next to the field"
+        html.contains(
+            "id=\"new-namespace-description-error\"><span class=\"sr\">Error: </span>\
+             a description has at most 1000 characters"
+        ),
+        "the UI shows the API's message next to the field: {html}"
+    );
+    assert!(
+        html.contains(
+            "id=\"new-namespace-description\" aria-invalid=\"true\" \
+             aria-describedby=\"new-namespace-description-error\""
+        ),
+        "the field is marked invalid and described by its message"
     );
     assert_eq!(message, "a description has at most 1000 characters");
     assert!(html.contains(&long), "the input is kept");
@@ -1077,7 +1096,7 @@ async fn the_webhook_form_subscribes_to_operational_events_and_keeps_them() {
         json!(["webhook.disabled", "delivery.exhausted"])
     );
     let base = format!("/namespaces/acme/webhooks/{}", made["id"]);
-    let (_, page) = admin.get(&app, &base).await;
+    let (_, page) = admin.get(&app, &format!("{base}/edit")).await;
     for (kind, on) in [("webhook_disabled", true), ("webhook_recovered", false)] {
         let field = format!("name=\"op_{kind}\" value=\"1\" ");
         let at = page
@@ -1092,4 +1111,427 @@ async fn the_webhook_form_subscribes_to_operational_events_and_keeps_them() {
     // The create form starts with none of them ticked.
     let (_, namespace) = admin.get(&app, "/namespaces/acme").await;
     assert!(namespace.contains("name=\"op_webhook_disabled\" value=\"1\" >"));
+}
+
+/// A loopback port nothing listens on: connections to it are refused at once.
+fn refused_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://127.0.0.1:{}/", l.local_addr().unwrap().port())
+}
+
+/// A dead receiver whose circuit opened needs attention at once, not after a delivery has
+/// used all its retries; its page never says events are delivered, and a delivery held
+/// back names the probe's time rather than a past "next attempt".
+#[tokio::test]
+async fn an_open_circuit_needs_attention_and_its_waiting_deliveries_name_the_probe() {
+    let app = spawn_app_with(&["--circuit-failures", "1", "--circuit-cooldown", "1h"]).await;
+    team_setup(&app).await;
+    let hook = app
+        .enabled_webhook("acme", json!({"name": "dead", "url": refused_url()}))
+        .await;
+    app.post_envelope(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+        .await;
+    // One attempt failed and opened the circuit; the retry, due 200 ms later, waits.
+    let delivery = app
+        .wait_deliveries("acme", hook, |d| {
+            d[0]["state"] == "retrying" && d[0]["attempt_count"] == 1
+        })
+        .await[0]["id"]
+        .as_i64()
+        .unwrap();
+    let vera = sign_in(&app, "vera").await;
+    let (_, html) = vera.get(&app, "/").await;
+    let attention = html
+        .split("id=\"attention\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no attention panel: {html}"));
+    let attention = attention.split("</section>").next().unwrap();
+    assert!(
+        attention.contains("dead")
+            && attention.contains("circuit open")
+            && attention.contains("nothing is delivered"),
+        "{attention}"
+    );
+    let base = format!("/namespaces/acme/webhooks/{hook}");
+    let (_, page) = vera.get(&app, &base).await;
+    assert!(
+        page.contains("id=\"health\">failing"),
+        "the badge says failing"
+    );
+    let delivering = page.split("id=\"delivering\">").nth(1).unwrap();
+    let delivering = delivering.split("</p>").next().unwrap();
+    assert!(
+        !delivering.contains("events are delivered")
+            && delivering.contains("nothing is delivered while its circuit is open"),
+        "{delivering}"
+    );
+    // The waiting delivery's next attempt is the probe, an hour from now.
+    eventually(
+        Duration::from_secs(5),
+        "the retry's own time to pass",
+        || async {
+            let d = app
+                .api("GET", &format!("{base}/deliveries/{delivery}"), None)
+                .await;
+            d.body["next_attempt_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t < chrono::Utc::now())
+        },
+    )
+    .await;
+    let (_, page) = vera.get(&app, &base).await;
+    let row = page
+        .split(&format!("data-delivery=\"{delivery}\""))
+        .nth(1)
+        .unwrap()
+        .split("</tr>")
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(row.contains("when the circuit's probe is due"), "{row}");
+    let shown = row
+        .split("class=\"next-attempt\">")
+        .nth(1)
+        .and_then(|c| c.split("datetime=\"").nth(1))
+        .and_then(|t| t.split('"').next())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_else(|| panic!("no time in {row}"));
+    assert!(
+        shown > chrono::Utc::now() + chrono::Duration::minutes(50),
+        "the probe's time, not a past one: {shown}"
+    );
+    let (_, detail) = vera
+        .get(&app, &format!("{base}/deliveries/{delivery}"))
+        .await;
+    assert!(
+        detail.contains("next attempt when the circuit's probe is due"),
+        "{detail}"
+    );
+}
+
+/// A receiver failing for --attention-after needs attention, although no delivery has
+/// used all its retries; before that it is only retrying.
+#[tokio::test]
+async fn a_webhook_failing_for_attention_after_needs_attention() {
+    for (after, listed) in [("1h", false), ("1s", true)] {
+        let app = spawn_app_with(&[
+            "--circuit-failures",
+            "0",
+            "--retry-schedule",
+            "0s,1h",
+            "--attention-after",
+            after,
+        ])
+        .await;
+        team_setup(&app).await;
+        let hook = app
+            .enabled_webhook("acme", json!({"name": "dead", "url": refused_url()}))
+            .await;
+        app.post_envelope(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+            .await;
+        app.wait_deliveries("acme", hook, |d| d[0]["state"] == "retrying")
+            .await;
+        let olga = sign_in(&app, "olga").await;
+        if listed {
+            let html = eventually(Duration::from_secs(10), "the attention panel", || async {
+                let (_, html) = olga.get(&app, "/").await;
+                html.contains("id=\"attention\"").then_some(html)
+            })
+            .await;
+            assert!(
+                html.contains("data-webhook=\"acme/dead\"")
+                    && html.contains("every attempt failed since"),
+                "{html}"
+            );
+            let (_, list) = olga.get(&app, "/namespaces/acme").await;
+            assert!(list.contains("class=\"health failing\""), "{list}");
+        } else {
+            let (_, html) = olga.get(&app, "/").await;
+            assert!(!html.contains("id=\"attention\""), "{after}: {html}");
+            let (_, list) = olga.get(&app, "/namespaces/acme").await;
+            assert!(list.contains("class=\"health retrying\""), "{list}");
+        }
+    }
+}
+
+/// The sources page lists the default endpoint too, and when each source last sent an
+/// event; a new source's page shows its registry's configuration, never its token.
+#[tokio::test]
+async fn the_sources_page_shows_every_endpoint_its_last_event_and_a_new_sources_snippet() {
+    let app = spawn_app().await;
+    let admin = sign_in_as(&app, "admin", "admin-password").await;
+    let csrf = admin.csrf(&app).await;
+    let token = "dist-token-0123456789abcdefghijk";
+    let res = admin
+        .post(
+            &app,
+            "/sources",
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "dist1"),
+                ("kind", "distribution"),
+                ("token", token),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()[LOCATION], "/sources/dist1");
+    let (status, page) = admin.get(&app, "/sources/dist1").await;
+    assert_eq!(status, 200, "{page}");
+    let snippet = page.split("id=\"snippet\"").nth(1).unwrap();
+    let snippet = snippet.split("</pre>").next().unwrap();
+    // As the browser shows it: minijinja escapes quotes, slashes and angle brackets.
+    let snippet = [
+        ("&#x2f;", "/"),
+        ("&#x27;", "'"),
+        ("&quot;", "\""),
+        ("&lt;", "<"),
+        ("&gt;", ">"),
+        ("&amp;", "&"),
+    ]
+    .iter()
+    .fold(snippet.to_string(), |s, (from, to)| s.replace(from, to));
+    assert!(
+        snippet.contains(&format!("url: {}", app.url("/v2/sources/dist1/events")))
+            && snippet.contains("Authorization: [Bearer <the source's token>]"),
+        "{snippet}"
+    );
+    assert!(!page.contains(token), "the token is never shown");
+
+    let (_, list) = admin.get(&app, "/sources").await;
+    let last_of = |html: &str, source: &str| -> String {
+        let row = html
+            .split(&format!("data-source=\"{source}\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no row for {source}: {html}"));
+        let row = row.split("</tr>").next().unwrap();
+        row.split("class=\"last-event\">")
+            .nth(1)
+            .unwrap()
+            .split("</td>")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert!(last_of(&list, "default").contains("never"));
+    assert!(last_of(&list, "dist1").contains("never"));
+    assert!(list.contains("/v2/webhooks/events"), "the default endpoint");
+
+    // An event at each endpoint.
+    app.post_envelope(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+        .await;
+    let res = app
+        .client
+        .post(app.url("/v2/sources/dist1/events"))
+        .header(
+            "content-type",
+            "application/vnd.docker.distribution.events.v1+json",
+        )
+        .bearer_auth(token)
+        .body(
+            String::from_utf8(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+                .unwrap()
+                .replace("2045f19c", "from-dist1"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let (_, list) = admin.get(&app, "/sources").await;
+    for source in ["default", "dist1"] {
+        let last = last_of(&list, source);
+        assert!(last.contains("<time datetime="), "{source}: {last}");
+    }
+    let (_, page) = admin.get(&app, "/sources/dist1").await;
+    assert!(!page.contains("none received yet"));
+    assert_eq!(admin.get(&app, "/sources/nosuch").await.0, 404);
+    let olga = {
+        let hash = herald::auth::hash_password("password-1").unwrap();
+        app.store
+            .create_user("olga", &hash, None, false)
+            .await
+            .unwrap();
+        sign_in(&app, "olga").await
+    };
+    assert_eq!(olga.get(&app, "/sources/dist1").await.0, 403, "admins only");
+}
+
+/// Each registry event links to the deliveries it made.
+#[tokio::test]
+async fn registry_events_link_to_their_deliveries() {
+    let app = spawn_app().await;
+    let hook = team_setup(&app).await;
+    app.api(
+        "PATCH",
+        &format!("/namespaces/acme/webhooks/{hook}"),
+        Some(json!({"enabled": true, "url": refused_url()})),
+    )
+    .await;
+    app.post_envelope(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+        .await;
+    let delivery = app
+        .wait_deliveries("acme", hook, |d| d[0]["attempt_count"].as_i64() >= Some(1))
+        .await[0]["id"]
+        .clone();
+    let admin = sign_in_as(&app, "admin", "admin-password").await;
+    let (_, html) = admin.get(&app, "/events").await;
+    let link = format!("href=\"/namespaces/acme/webhooks/{hook}/deliveries/{delivery}\"");
+    let row = html
+        .split("data-event=")
+        .nth(1)
+        .unwrap()
+        .split("</tr>")
+        .next()
+        .unwrap();
+    assert!(row.contains(&link), "{row}");
+    assert!(row.contains("acme/deploy"), "{row}");
+}
+
+/// Every form shows refused input the same way: an error status, a summary that takes
+/// focus, the failing field marked invalid and described by its message, the title
+/// starting with "Error:", and the page's own address for the address bar.
+#[tokio::test]
+async fn every_refused_form_answers_the_same_way_at_its_pages_address() {
+    let app = spawn_app().await;
+    let hook = team_setup(&app).await;
+    let olga = sign_in(&app, "olga").await;
+    let admin = sign_in_as(&app, "admin", "admin-password").await;
+    let csrf = olga.csrf(&app).await;
+    let acsrf = admin.csrf(&app).await;
+    let webhook = format!("/namespaces/acme/webhooks/{hook}");
+    let long = "d".repeat(1001);
+    // (who, form's address, fields, the page's address, the failing field's id)
+    type Case<'a> = (
+        &'a WebClient,
+        String,
+        Vec<(&'a str, &'a str)>,
+        String,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            &olga,
+            "/namespaces".into(),
+            vec![("name", "shop"), ("team", "web"), ("description", &long)],
+            "/".into(),
+            "new-namespace-description",
+        ),
+        (
+            &olga,
+            "/namespaces/acme/webhooks".into(),
+            vec![("name", "x"), ("url", "ftp://nope")],
+            "/namespaces/acme".into(),
+            "new-webhook-url",
+        ),
+        (
+            &olga,
+            format!("{webhook}/edit"),
+            vec![("name", "deploy"), ("url", "ftp://nope")],
+            format!("{webhook}/edit"),
+            "edit-webhook-url",
+        ),
+        (
+            &olga,
+            format!("{webhook}/headers"),
+            vec![("header_name", "Bad Header"), ("header_value", "1")],
+            webhook.clone(),
+            "add-header-header_name",
+        ),
+        (
+            &olga,
+            format!("{webhook}/recover"),
+            vec![("since", "")],
+            webhook.clone(),
+            "recover-since",
+        ),
+        (
+            &olga,
+            "/teams".into(),
+            vec![("name", "Bad Name")],
+            "/teams".into(),
+            "new-team-name",
+        ),
+        (
+            &olga,
+            "/teams/web/members".into(),
+            vec![("username", "nobody"), ("role", "viewer")],
+            "/teams/web".into(),
+            "add-member-username",
+        ),
+        (
+            &olga,
+            "/account/password".into(),
+            vec![
+                ("current_password", "wrong"),
+                ("new_password", "long-enough-1"),
+            ],
+            "/account".into(),
+            "change-password-current_password",
+        ),
+        (
+            &admin,
+            "/users".into(),
+            vec![("username", "eve"), ("password", "short"), ("email", "")],
+            "/users".into(),
+            "new-user-password",
+        ),
+        (
+            &admin,
+            "/users/vera/password".into(),
+            vec![("new_password", "short")],
+            "/users".into(),
+            "reset-vera-new_password",
+        ),
+        (
+            &admin,
+            "/sources".into(),
+            vec![("name", "Bad Name"), ("kind", "zot"), ("token", "")],
+            "/sources".into(),
+            "new-source-name",
+        ),
+    ];
+    for (who, action, fields, own, field) in cases {
+        let token = if std::ptr::eq(who, &admin) {
+            &acsrf
+        } else {
+            &csrf
+        };
+        let mut form = fields.clone();
+        form.push(("csrf", token));
+        let res = who.post(&app, &action, &form).await;
+        let status = res.status();
+        let html = res.text().await.unwrap();
+        assert!(status.is_client_error(), "{action}: {status} {html}");
+        for (what, expected) in [
+            (
+                "the summary",
+                "id=\"error-summary\" role=\"alert\" tabindex=\"-1\" autofocus".to_string(),
+            ),
+            ("the title", "<title>Error: ".to_string()),
+            (
+                "the address",
+                format!("data-location=\"{}\"", own.replace('/', "&#x2f;")),
+            ),
+            (
+                "the invalid field",
+                format!("id=\"{field}\" aria-invalid=\"true\" aria-describedby=\"{field}-error\""),
+            ),
+            (
+                "its message",
+                format!("<p class=\"error\" id=\"{field}-error\">"),
+            ),
+        ] {
+            assert!(
+                html.contains(&expected),
+                "{action}: no {what} ({expected}) in {html}"
+            );
+        }
+    }
+    // The sign-in form too.
+    let res = try_sign_in(&app, "olga", "wrong-password", &[]).await;
+    let html = res.text().await.unwrap();
+    assert!(html.contains("<title>Error: Sign in"), "{html}");
+    assert!(html.contains("id=\"error-summary\""));
+    assert!(html.contains("id=\"login-password\" aria-invalid=\"true\""));
 }

@@ -234,6 +234,21 @@ impl Browser {
     }
 }
 
+/// Whether `bytes` hold a whole HTTP response: its headers, and as much body as their
+/// Content-Length says.
+fn response_complete(bytes: &[u8]) -> bool {
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    bytes.len() >= end + 4 + length
+}
+
 impl Drop for Browser {
     /// Ends the session first: chromedriver then quits Chromium, which killing chromedriver
     /// alone would leave running. Blocking, since drop cannot await.
@@ -247,7 +262,17 @@ impl Drop for Browser {
                 self.session_path, self.port
             );
             if stream.write_all(request.as_bytes()).is_ok() {
-                let _ = stream.read_to_end(&mut Vec::new());
+                // Until the whole answer is in (chromedriver answers once Chromium has quit),
+                // not until the socket closes: chromedriver keeps it open, which cost every
+                // browser test the 10 s read timeout.
+                let mut answer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut chunk) {
+                    answer.extend_from_slice(&chunk[..n]);
+                    if response_complete(&answer) {
+                        break;
+                    }
+                }
             }
         }
         let _ = self.driver.kill();
@@ -313,5 +338,179 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// WebDriver's key codes for the keys the keyboard tests press.
+pub mod keys {
+    pub const TAB: &str = "\u{E004}";
+    pub const ENTER: &str = "\u{E007}";
+    pub const CONTROL: &str = "\u{E009}";
+}
+
+impl Browser {
+    /// Runs `script` (a function body whose last argument is the callback) and returns what
+    /// it passes to the callback.
+    pub async fn execute_async(&self, script: &str, args: Vec<Value>) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/execute/async",
+            Some(json!({ "script": script, "args": args })),
+        )
+        .await
+    }
+
+    /// A Chrome DevTools Protocol command, through chromedriver's `goog/cdp/execute`.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({ "cmd": cmd, "params": params })),
+        )
+        .await
+    }
+
+    /// Makes pages see `prefers-color-scheme: dark` (or light), as a system setting would.
+    pub async fn prefer_color_scheme(&self, scheme: &str) {
+        self.emulate_media(scheme, false).await;
+    }
+
+    /// The system settings pages see: the colour scheme, and `forced-colors: active` (as
+    /// Windows' contrast themes set it) or not. One call sets both: each replaces the last.
+    pub async fn emulate_media(&self, scheme: &str, forced_colors: bool) {
+        let forced = if forced_colors { "active" } else { "none" };
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [
+                {"name": "prefers-color-scheme", "value": scheme},
+                {"name": "forced-colors", "value": forced},
+            ]}),
+        )
+        .await;
+    }
+
+    /// Presses and releases each key in turn (a string of characters and [`keys`] codes),
+    /// as a person at the keyboard would: the page receives real key events.
+    pub async fn press(&self, keys: &[&str]) {
+        let mut actions = Vec::new();
+        for k in keys {
+            for c in k.chars() {
+                actions.push(json!({"type": "keyDown", "value": c.to_string()}));
+                actions.push(json!({"type": "keyUp", "value": c.to_string()}));
+            }
+        }
+        self.cmd(
+            reqwest::Method::POST,
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )
+        .await;
+    }
+
+    /// Holds `modifier` while pressing `key` (Shift+Tab, Control+a).
+    pub async fn chord(&self, modifier: &str, key: &str) {
+        let actions = json!([
+            {"type": "keyDown", "value": modifier},
+            {"type": "keyDown", "value": key},
+            {"type": "keyUp", "value": key},
+            {"type": "keyUp", "value": modifier},
+        ]);
+        self.cmd(
+            reqwest::Method::POST,
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )
+        .await;
+    }
+
+    /// Whether the focused element matches `css`.
+    pub async fn focused_is(&self, css: &str) -> bool {
+        let script = format!(
+            "const e = document.activeElement; return !!e && e.matches({})",
+            Value::String(css.to_string())
+        );
+        self.execute(&script).await.as_bool().unwrap_or(false)
+    }
+
+    /// The focused element as a short description, for messages.
+    pub async fn focused(&self) -> String {
+        self.execute(
+            "const e = document.activeElement; if (!e) return 'nothing'; \
+             return e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + \
+             (e.name ? '[name=' + e.name + ']' : '') + ' ' + (e.textContent || '').trim().slice(0, 60)",
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    /// Presses Tab until the focused element matches `css` (at most `limit` times): it is
+    /// reachable by keyboard, in the page's tab order.
+    pub async fn tab_to(&self, css: &str, limit: usize) {
+        for _ in 0..limit {
+            if self.focused_is(css).await {
+                return;
+            }
+            self.press(&[keys::TAB]).await;
+        }
+        assert!(
+            self.focused_is(css).await,
+            "{css} not reached with {limit} presses of Tab; focus is on {}",
+            self.focused().await
+        );
+    }
+
+    /// Presses `keys` and waits for the new page they load (Enter on a button or a link).
+    pub async fn press_and_load(&self, keys: &[&str]) {
+        let old_page = self.find("html").await;
+        self.press(keys).await;
+        self.wait_for_new_page(&old_page, "pressing keys").await;
+    }
+
+    async fn wait_for_new_page(&self, old_page: &str, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let ready = self.execute("return document.readyState").await;
+            let page = self.find_all("html").await;
+            if ready == "complete" && page.first().is_some_and(|p| p != old_page) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} loaded no new page"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Reloads the page, as the browser's reload button does.
+    pub async fn refresh(&self) {
+        let old_page = self.find("html").await;
+        self.cmd(reqwest::Method::POST, "/refresh", Some(json!({})))
+            .await;
+        self.wait_for_new_page(&old_page, "reloading").await;
+    }
+
+    /// An element's accessible name, as the browser computes it for assistive technology.
+    pub async fn computed_label(&self, element: &str) -> String {
+        self.cmd(
+            reqwest::Method::GET,
+            &format!("/element/{element}/computedlabel"),
+            None,
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    /// The page's title.
+    pub async fn title(&self) -> String {
+        self.cmd(reqwest::Method::GET, "/title", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }

@@ -12,7 +12,8 @@ use crate::domain::delivery::{
     Attempt, DeliveryDetail, DeliveryState, DeliverySummary, StoredRequest,
 };
 use crate::domain::model::{
-    Activity, ActivityFilter, Audit, HourStats, Page, StoredEvent, Visibility, WebhookStatus,
+    Activity, ActivityFilter, Audit, EventDelivery, HourStats, Page, SourceActivity, StoredEvent,
+    Visibility, WebhookStatus,
 };
 use crate::domain::names::NamespaceName;
 use crate::store::{
@@ -52,6 +53,58 @@ impl<B: Backend> History for B {
         })
         .collect::<StoreResult<Vec<_>>>()?;
         Ok(paginate(items, limit, |e| e.id))
+    }
+
+    async fn deliveries_of_events(
+        &self,
+        first: i64,
+        last: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<EventDelivery>> {
+        // A range of event ids, read through the deliveries_by_event index.
+        sql(
+            "SELECT d.event_id, d.id, d.webhook_id, d.state, w.name AS webhook, \
+             n.name AS namespace FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+             JOIN namespaces n ON n.id = w.namespace_id \
+             WHERE d.event_id >= $1 AND d.event_id <= $2 \
+             ORDER BY d.event_id, d.id LIMIT $3",
+        )
+        .bind(first)
+        .bind(last)
+        .bind(limit)
+        .all(&mut self.reader())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(EventDelivery {
+                event_id: r.int("event_id")?,
+                delivery_id: r.int("id")?,
+                webhook_id: r.int("webhook_id")?,
+                webhook: r.text("webhook")?,
+                namespace: r.text("namespace")?,
+                state: r.text("state")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn last_events_by_source(&self) -> StoreResult<Vec<SourceActivity>> {
+        // One lookup in events_by_source per source: never a read of every event.
+        sql("SELECT 0 AS position, CAST(NULL AS TEXT) AS source, \
+             (SELECT MAX(received_at) FROM events WHERE source IS NULL) AS last_event_at \
+             UNION ALL SELECT 1, s.name, \
+             (SELECT MAX(e.received_at) FROM events e WHERE e.source = s.name) FROM sources s \
+             ORDER BY position, source")
+        .all(&mut self.reader())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(SourceActivity {
+                source: r.text_opt("source")?,
+                last_event_at: r.int_opt("last_event_at")?.map(from_ms),
+            })
+        })
+        .collect()
     }
 
     async fn record_activity(

@@ -197,6 +197,8 @@ pub(crate) fn status(row: &impl SqlRow) -> StoreResult<WebhookStatus> {
         retrying: row.int("retrying")?,
         failed_while_failing: row.int("failed_while_failing")?,
         auto_disabled: !enabled && last_switch.as_deref() == Some("webhook.auto_disabled"),
+        circuit: CircuitState::parse(&row.text("circuit_state")?),
+        circuit_open_until: opt_ms(row.int_opt("circuit_open_until")?),
     })
 }
 

@@ -1,28 +1,26 @@
 //! The signed-in user's own account: changing their password.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Form;
-use minijinja::context;
 use serde::Deserialize;
 
-use super::page;
+use super::{page, Refused};
 use crate::app;
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
 
 pub async fn account(State(_state): State<AppState>, web: WebUser) -> WebResult {
-    Ok(account_page(&web, StatusCode::OK, BTreeMap::new()))
+    Ok(account_page(&web, StatusCode::OK, Refused::default()))
 }
 
-fn account_page(
-    web: &WebUser,
-    status: StatusCode,
-    errors: BTreeMap<String, String>,
-) -> axum::response::Response {
-    page(web, "account.html", status, context! { errors })
+fn account_page(web: &WebUser, status: StatusCode, refused: Refused) -> axum::response::Response {
+    page(
+        web,
+        "account.html",
+        status,
+        refused.context(status, "/account"),
+    )
 }
 
 #[derive(Deserialize)]
@@ -60,11 +58,8 @@ pub async fn change_password(
                 .field
                 .clone()
                 .unwrap_or_else(|| "new_password".to_string());
-            Ok(account_page(
-                &web,
-                e.status,
-                BTreeMap::from([(field, e.message)]),
-            ))
+            let refused = Refused::one("change-password", field, e.message);
+            Ok(account_page(&web, e.status, refused))
         }
         Err(e) => Err(e.into()),
     }

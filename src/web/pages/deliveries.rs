@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Form;
 use minijinja::{context, Value};
 
-use super::{id_of, load_webhook, page, webhook_row, CsrfOnly};
+use super::{delivery_view, id_of, load_webhook, page, webhook_row, CsrfOnly};
 use crate::app;
 use crate::app::access::WebhookRef::Id;
 use crate::auth::policy::NamespaceAction;
@@ -66,7 +66,12 @@ pub async fn delivery(
         context! {
             namespace => access.namespace,
             webhook => webhook_row(&hook),
-            delivery => detail.summary,
+            delivery => delivery_view(&detail.summary, &hook.circuit),
+            circuit_probe_at => hook
+                .circuit
+                .open_until
+                .filter(|_| hook.circuit.state == crate::domain::control::CircuitState::Open)
+                .and_then(chrono::DateTime::from_timestamp_millis),
             request => detail.request,
             request_body,
             attempts,

@@ -8,7 +8,7 @@ use axum::Form;
 use serde::Deserialize;
 
 use super::webhooks::{webhook_page, Extras};
-use super::CsrfOnly;
+use super::{CsrfOnly, Refused};
 use crate::app;
 use crate::app::access::WebhookRef::Id;
 use crate::web::{redirect_with, WebResult, WebUser};
@@ -60,7 +60,7 @@ pub async fn set_header(
                 &ns,
                 &id,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                Extras::errors(errors, values),
+                Extras::refused(Refused::new("add-header", errors, values)),
             )
             .await;
         }

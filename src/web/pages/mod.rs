@@ -26,7 +26,9 @@ use serde::Deserialize;
 use super::{render, WebUser};
 use crate::app::access::NamespaceAccess;
 use crate::auth::policy::NamespaceAction;
-use crate::domain::model::{HealthState, Webhook, WebhookStatus};
+use crate::domain::control::{Circuit, CircuitState};
+use crate::domain::delivery::{DeliveryState, DeliverySummary};
+use crate::domain::model::{Webhook, WebhookStatus};
 use crate::domain::names::Invalid;
 use crate::error::AppError;
 use crate::AppState;
@@ -99,12 +101,31 @@ pub(super) async fn load_webhook(
     .await?)
 }
 
-/// A webhook's health as the templates show it.
-pub(super) fn health_view(s: &WebhookStatus) -> Value {
-    let state = s.state();
+/// A webhook's health as the templates show it, at `now`. `live_key` changes whenever
+/// anything the health section shows changes, `live_state` only when its state does (what
+/// the page announces).
+pub(super) fn health_view(s: &WebhookStatus, attention_after: std::time::Duration) -> Value {
+    let now = chrono::Utc::now();
+    let state = s.state_at(now, attention_after);
+    let circuit = match (s.circuit, s.circuit_open_until) {
+        (CircuitState::Open, Some(until)) if until <= now => CircuitState::HalfOpen,
+        (c, _) => c,
+    };
+    let live_key = format!(
+        "{}|{}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}",
+        state.as_str(),
+        circuit.as_str(),
+        s.last_status,
+        s.last_error,
+        s.last_attempt_at,
+        s.succeeded,
+        s.failed,
+        s.retrying,
+        s.failing_since,
+    );
     context! {
         state => state.as_str(),
-        needs_attention => matches!(state, HealthState::Failing | HealthState::AutoDisabled),
+        needs_attention => s.needs_attention(now, attention_after),
         failing_since => s.failing_since,
         last_status => s.last_status,
         last_error => s.last_error,
@@ -112,7 +133,79 @@ pub(super) fn health_view(s: &WebhookStatus) -> Value {
         success_rate => s.success_rate().map(|r| format!("{r:.0} %")),
         finished => s.succeeded + s.failed,
         retrying => s.retrying,
+        circuit => circuit.as_str(),
+        circuit_probe_at => s.circuit_open_until.filter(|_| circuit == CircuitState::Open),
+        live_state => format!("{}|{}", state.as_str(), circuit.as_str()),
+        live_key,
     }
+}
+
+/// A form the server refused: which one (its id in the page), each field's problem, and
+/// the input to show again (never a password, token or key).
+#[derive(Default)]
+pub(super) struct Refused {
+    pub form: &'static str,
+    pub errors: BTreeMap<String, String>,
+    pub values: BTreeMap<String, String>,
+}
+
+impl Refused {
+    pub fn new(
+        form: &'static str,
+        errors: BTreeMap<String, String>,
+        values: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            form,
+            errors,
+            values,
+        }
+    }
+
+    /// One problem of `form`, at `field`.
+    pub fn one(form: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(
+            form,
+            BTreeMap::from([(field.into(), message.into())]),
+            BTreeMap::new(),
+        )
+    }
+
+    pub fn with_values(mut self, values: BTreeMap<String, String>) -> Self {
+        self.values = values;
+        self
+    }
+
+    /// What the templates read: `failed_form`, `errors`, `values`; and for a page answering
+    /// a form (any status but 200), `location`, the page's own address, which the script
+    /// puts in the address bar so that a reload does not send the form again.
+    pub fn context(&self, status: StatusCode, own_address: &str) -> Value {
+        context! {
+            failed_form => self.form,
+            errors => self.errors,
+            values => self.values,
+            location => (status != StatusCode::OK).then_some(own_address),
+        }
+    }
+}
+
+/// A delivery as the templates show it: `waits_for_probe` when it is due (or comes due)
+/// while the webhook's circuit holds deliveries back, so that the page names the probe's
+/// time rather than a past "next attempt".
+pub(super) fn delivery_view(d: &DeliverySummary, circuit: &Circuit) -> Value {
+    let now = chrono::Utc::now().timestamp_millis();
+    let waiting = matches!(d.state, DeliveryState::Pending | DeliveryState::Retrying);
+    let next = d.next_attempt_at.map(|t| t.timestamp_millis());
+    let waits_for_probe = waiting
+        && match circuit.state_at(now) {
+            CircuitState::Closed => false,
+            CircuitState::HalfOpen => true,
+            CircuitState::Open => match (next, circuit.open_until) {
+                (Some(next), Some(probe)) => next <= probe,
+                _ => true,
+            },
+        };
+    context! { waits_for_probe, ..Value::from_serialize(d) }
 }
 
 pub(super) fn webhook_row(w: &Webhook) -> Value {

@@ -9,7 +9,7 @@ use minijinja::{context, Value};
 use serde::Deserialize;
 
 use super::dashboard::dashboard_page;
-use super::{health_view, page, webhook_row, CsrfOnly};
+use super::{health_view, page, webhook_row, CsrfOnly, Refused};
 use crate::app;
 use crate::app::access::namespace_access;
 use crate::auth::policy::NamespaceAction;
@@ -65,14 +65,8 @@ pub async fn create_namespace(
                 .to_string()
             });
             let status = e.status;
-            dashboard_page(
-                &state,
-                &web,
-                status,
-                BTreeMap::from([(field, e.message)]),
-                values,
-            )
-            .await
+            let refused = Refused::one("new-namespace", field, e.message).with_values(values);
+            dashboard_page(&state, &web, status, refused).await
         }
         Err(e) => Err(e.into()),
     }
@@ -83,15 +77,7 @@ pub async fn namespace(
     web: WebUser,
     Path(ns): Path<String>,
 ) -> WebResult {
-    namespace_page(
-        &state,
-        &web,
-        &ns,
-        StatusCode::OK,
-        BTreeMap::new(),
-        BTreeMap::new(),
-    )
-    .await
+    namespace_page(&state, &web, &ns, StatusCode::OK, Refused::default()).await
 }
 
 pub(super) async fn namespace_page(
@@ -99,8 +85,7 @@ pub(super) async fn namespace_page(
     web: &WebUser,
     ns: &str,
     status: StatusCode,
-    errors: BTreeMap<String, String>,
-    values: BTreeMap<String, String>,
+    refused: Refused,
 ) -> WebResult {
     let access = namespace_access(state, &web.actor(), ns, NamespaceAction::Read).await?;
     let webhooks = state.store.list_webhooks(&access.namespace.name).await?;
@@ -116,7 +101,7 @@ pub(super) async fn namespace_page(
             let health = statuses
                 .iter()
                 .find(|s| s.webhook_id == w.id)
-                .map(health_view)
+                .map(|s| health_view(s, state.config.attention_after))
                 .unwrap_or_default();
             context! { health, ..webhook_row(w) }
         })
@@ -132,8 +117,7 @@ pub(super) async fn namespace_page(
             can_update => can(NamespaceAction::UpdateWebhook),
             can_delete => can(NamespaceAction::DeleteWebhook),
             can_delete_namespace => can(NamespaceAction::DeleteNamespace) && !access.namespace.name.is_global(),
-            errors,
-            values,
+            ..refused.context(status, &format!("/namespaces/{}", access.namespace.name))
         },
     ))
 }

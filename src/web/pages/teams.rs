@@ -8,7 +8,7 @@ use axum::Form;
 use minijinja::context;
 use serde::Deserialize;
 
-use super::{page, CsrfOnly};
+use super::{page, CsrfOnly, Refused};
 use crate::app;
 use crate::app::access::team_access;
 use crate::auth::policy::{self, TeamAction};
@@ -17,22 +17,14 @@ use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
 
 pub async fn teams(State(state): State<AppState>, web: WebUser) -> WebResult {
-    teams_page(
-        &state,
-        &web,
-        StatusCode::OK,
-        BTreeMap::new(),
-        BTreeMap::new(),
-    )
-    .await
+    teams_page(&state, &web, StatusCode::OK, Refused::default()).await
 }
 
 async fn teams_page(
     state: &AppState,
     web: &WebUser,
     status: StatusCode,
-    errors: BTreeMap<String, String>,
-    values: BTreeMap<String, String>,
+    refused: Refused,
 ) -> WebResult {
     let teams = state
         .store
@@ -42,7 +34,7 @@ async fn teams_page(
         web,
         "teams.html",
         status,
-        context! { teams, errors, values },
+        context! { teams, ..refused.context(status, "/teams") },
     ))
 }
 
@@ -80,14 +72,8 @@ pub async fn create_team(
         Err(e) if e.status.is_client_error() => {
             let field = e.field.clone().unwrap_or_else(|| "name".to_string());
             let status = e.status;
-            teams_page(
-                &state,
-                &web,
-                status,
-                BTreeMap::from([(field, e.message)]),
-                values,
-            )
-            .await
+            let refused = Refused::one("new-team", field, e.message).with_values(values);
+            teams_page(&state, &web, status, refused).await
         }
         Err(e) => Err(e.into()),
     }
@@ -98,7 +84,17 @@ pub async fn team(
     web: WebUser,
     Path(name): Path<String>,
 ) -> WebResult {
-    let (team, role) = team_access(&state, &web.actor(), &name, TeamAction::Read).await?;
+    team_page(&state, &web, &name, StatusCode::OK, Refused::default()).await
+}
+
+async fn team_page(
+    state: &AppState,
+    web: &WebUser,
+    name: &str,
+    status: StatusCode,
+    refused: Refused,
+) -> WebResult {
+    let (team, role) = team_access(state, &web.actor(), name, TeamAction::Read).await?;
     let can_manage = !team.personal && (web.user.admin || role == Some(Role::Owner));
     let namespaces: Vec<_> = state
         .store
@@ -107,11 +103,12 @@ pub async fn team(
         .into_iter()
         .filter(|n| n.team_id == Some(team.id))
         .collect();
+    let path = format!("/teams/{}", team.name);
     Ok(page(
-        &web,
+        web,
         "team.html",
-        StatusCode::OK,
-        context! { team, namespaces, can_manage },
+        status,
+        context! { team, namespaces, can_manage, ..refused.context(status, &path) },
     ))
 }
 
@@ -143,8 +140,16 @@ pub async fn set_member(
             "success",
             &format!("{username} is now {} of team '{name}'", role.as_str()),
         )),
+        // An unknown user or role, or the last owner, is shown at its field.
         Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
-            Ok(redirect_with(&back, "error", &capitalized(&e.message)))
+            let field = e.field.clone().unwrap_or_else(|| "username".to_string());
+            let values = BTreeMap::from([
+                ("username".to_string(), username.to_string()),
+                ("role".to_string(), form.role.clone()),
+            ]);
+            let refused = Refused::one("add-member", field, e.message).with_values(values);
+            let status = StatusCode::UNPROCESSABLE_ENTITY;
+            team_page(&state, &web, &name, status, refused).await
         }
         Err(e) => Err(e.into()),
     }

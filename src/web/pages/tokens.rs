@@ -20,14 +20,22 @@ async fn tokens_page(
     web: &WebUser,
     status: StatusCode,
     new_token: Option<String>,
-    error: Option<String>,
+    label_error: Option<String>,
 ) -> WebResult {
     let tokens = app::tokens::list(state, &web.actor(), None).await?;
+    let errors: std::collections::BTreeMap<&str, String> =
+        label_error.into_iter().map(|m| ("label", m)).collect();
     Ok(page(
         web,
         "tokens.html",
         status,
-        context! { tokens, new_token, error },
+        context! {
+            tokens,
+            new_token,
+            errors,
+            // The answer to the form: a reload shows the list, not a second new token.
+            location => (status != StatusCode::OK).then_some("/tokens"),
+        },
     ))
 }
 
@@ -49,7 +57,7 @@ pub async fn create_token(
     match app::tokens::create(&state, &web.actor(), None, &form.label).await {
         Ok((_, token)) => tokens_page(&state, &web, StatusCode::CREATED, Some(token), None).await,
         Err(app::Error::Invalid(problems)) => {
-            let message = problems.first().map(|p| p.message.clone());
+            let message = problems.into_iter().next().map(|p| p.message);
             tokens_page(
                 &state,
                 &web,

@@ -8,30 +8,21 @@ use axum::Form;
 use minijinja::context;
 use serde::Deserialize;
 
-use super::page;
+use super::{page, Refused};
 use crate::app;
-
 use crate::auth::policy::{self, GlobalAction};
 use crate::web::{redirect_with, WebResult, WebUser};
 use crate::AppState;
 
 pub async fn users(State(state): State<AppState>, web: WebUser) -> WebResult {
-    users_page(
-        &state,
-        &web,
-        StatusCode::OK,
-        BTreeMap::new(),
-        BTreeMap::new(),
-    )
-    .await
+    users_page(&state, &web, StatusCode::OK, Refused::default()).await
 }
 
 async fn users_page(
     state: &AppState,
     web: &WebUser,
     status: StatusCode,
-    errors: BTreeMap<String, String>,
-    values: BTreeMap<String, String>,
+    refused: Refused,
 ) -> WebResult {
     policy::check_global(&web.user, GlobalAction::ManageUsers)?;
     let users = state.store.list_users().await?;
@@ -39,7 +30,7 @@ async fn users_page(
         web,
         "users.html",
         status,
-        context! { users, errors, values },
+        context! { users, ..refused.context(status, "/users") },
     ))
 }
 
@@ -63,10 +54,13 @@ pub async fn create_user(
     Form(form): Form<UserForm>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let values = BTreeMap::from([
+    let mut values = BTreeMap::from([
         ("username".to_string(), form.username.clone()),
         ("email".to_string(), form.email.clone()),
     ]);
+    if form.admin.is_some() {
+        values.insert("admin".to_string(), "1".to_string());
+    }
     let new = app::users::NewUser {
         username: form.username,
         password: form.password,
@@ -85,8 +79,8 @@ pub async fn create_user(
         // A field problem (422) or a taken name (409) goes next to its field.
         Err(e) if e.status.is_client_error() => {
             let field = e.field.clone().unwrap_or_else(|| "username".to_string());
-            let errors = BTreeMap::from([(field, e.message)]);
-            users_page(&state, &web, e.status, errors, values).await
+            let refused = Refused::one("new-user", field, e.message).with_values(values);
+            users_page(&state, &web, e.status, refused).await
         }
         Err(e) => Err(e.into()),
     }
@@ -162,8 +156,9 @@ pub async fn reset_password(
             &format!("The password of user '{name}' is reset"),
         )),
         Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
-            let errors = BTreeMap::from([(format!("reset_{name}"), e.message)]);
-            users_page(&state, &web, e.status, errors, BTreeMap::new()).await
+            let values = BTreeMap::from([("user".to_string(), name.clone())]);
+            let refused = Refused::one("reset", "new_password", e.message).with_values(values);
+            users_page(&state, &web, e.status, refused).await
         }
         Err(e) => Err(e.into()),
     }

@@ -1,6 +1,8 @@
 //! What the API does to a webhook beyond editing it: rotate its secret, ping it, recover
 //! failed deliveries. Each calls the same use case as the API (`crate::app`).
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Form;
@@ -8,7 +10,7 @@ use chrono::{NaiveDateTime, TimeZone, Utc};
 use serde::Deserialize;
 
 use super::webhooks::{webhook_page, Extras};
-use super::CsrfOnly;
+use super::{CsrfOnly, Refused};
 use crate::app;
 use crate::app::access::WebhookRef::Id;
 use crate::domain::delivery::DeliveryState;
@@ -109,18 +111,30 @@ pub async fn recover(
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
     let back = format!("/namespaces/{ns}/webhooks/{id}");
+    let values = BTreeMap::from([
+        ("since".to_string(), form.since.clone()),
+        ("until".to_string(), form.until.clone()),
+    ]);
+    // A refused form is shown on the webhook's page, its problem at its field.
+    let refused = |field: &str, message: String| {
+        Extras::refused(Refused::one("recover", field, message).with_values(values.clone()))
+    };
+    let status = StatusCode::UNPROCESSABLE_ENTITY;
     let Some(since) = parse_local(&form.since) else {
-        return Ok(redirect_with(
-            &back,
-            "error",
-            "Choose the time (UTC) from which to recover failed deliveries",
-        ));
+        let extras = refused(
+            "since",
+            "choose the time (UTC) from which to recover failed deliveries".into(),
+        );
+        return webhook_page(&state, &web, &ns, &id, status, extras).await;
     };
     let until = match form.until.trim() {
         "" => None,
         raw => match parse_local(raw) {
             Some(t) => Some(t),
-            None => return Ok(redirect_with(&back, "error", "The end time is not a time")),
+            None => {
+                let extras = refused("until", "the end time is not a time".into());
+                return webhook_page(&state, &web, &ns, &id, status, extras).await;
+            }
         },
     };
     match app::webhooks::recover(&state, &web.actor(), &ns, Id(&id), since, until)
@@ -136,7 +150,9 @@ pub async fn recover(
             ),
         )),
         Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
-            Ok(redirect_with(&back, "error", &e.message))
+            let field = e.field.clone().unwrap_or_else(|| "since".to_string());
+            let extras = refused(&field, e.message);
+            webhook_page(&state, &web, &ns, &id, status, extras).await
         }
         Err(e) => Err(e.into()),
     }

@@ -96,6 +96,45 @@ pub struct WebhookForm {
 
 impl WebhookForm {
     pub fn values(&self) -> BTreeMap<String, String> {
+        let mut values = self.text_values();
+        // The boxes as ticked, so that a refused form keeps them too.
+        if self.filters_present.is_some() {
+            values.insert("filters_present".into(), "1".into());
+            values.insert("media".into(), self.media.clone());
+            for (name, on) in self.boxes() {
+                if on.is_some() {
+                    values.insert(name.to_string(), "1".into());
+                }
+            }
+        }
+        values
+    }
+
+    fn boxes(&self) -> [(&'static str, &Option<String>); 19] {
+        [
+            ("action_push", &self.action_push),
+            ("action_delete", &self.action_delete),
+            ("action_pull", &self.action_pull),
+            ("action_mount", &self.action_mount),
+            ("action_scan_completed", &self.action_scan_completed),
+            ("action_scan_failed", &self.action_scan_failed),
+            ("action_quota_exceeded", &self.action_quota_exceeded),
+            ("action_lint_failed", &self.action_lint_failed),
+            ("action_repository_created", &self.action_repository_created),
+            ("action_replication", &self.action_replication),
+            ("action_tag_retention", &self.action_tag_retention),
+            ("op_webhook_disabled", &self.op_webhook_disabled),
+            ("op_webhook_circuit_opened", &self.op_webhook_circuit_opened),
+            ("op_webhook_recovered", &self.op_webhook_recovered),
+            ("op_delivery_exhausted", &self.op_delivery_exhausted),
+            ("include_head_requests", &self.include_head_requests),
+            ("match_untagged", &self.match_untagged),
+            ("skip_tls_verify", &self.skip_tls_verify),
+            ("clear_password", &self.clear_password),
+        ]
+    }
+
+    fn text_values(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("name".to_string(), self.name.clone()),
             ("url".to_string(), self.url.clone()),

@@ -1,7 +1,5 @@
 //! A webhook's page and its forms: create, edit, enable/disable, delete.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Form;
@@ -10,7 +8,10 @@ use serde::Deserialize;
 
 use super::namespaces::namespace_page;
 use super::webhook_form::WebhookForm;
-use super::{errors_map, errors_of, health_view, load_webhook, page, webhook_row, CsrfOnly};
+use super::{
+    delivery_view, errors_map, errors_of, health_view, load_webhook, page, webhook_row, CsrfOnly,
+    Refused,
+};
 use crate::app;
 use crate::app::access::WebhookRef::Id;
 use crate::auth::policy::NamespaceAction;
@@ -26,8 +27,8 @@ const DELIVERIES_PER_PAGE: i64 = 20;
 pub(super) struct Extras {
     pub cursor: Option<i64>,
     pub state: Option<DeliveryState>,
-    pub errors: BTreeMap<String, String>,
-    pub values: BTreeMap<String, String>,
+    /// A refused form of the page (headers, recover), shown with its problems.
+    pub refused: Refused,
     /// A signing secret in clear: only on the answer that created or rotated it.
     pub new_secret: Option<String>,
     /// A message for this answer (pages rendered for a POST have no flash).
@@ -35,10 +36,9 @@ pub(super) struct Extras {
 }
 
 impl Extras {
-    pub fn errors(errors: BTreeMap<String, String>, values: BTreeMap<String, String>) -> Self {
+    pub fn refused(refused: Refused) -> Self {
         Self {
-            errors,
-            values,
+            refused,
             ..Self::default()
         }
     }
@@ -121,7 +121,8 @@ pub async fn create_webhook(
         // Field problems (422) and a taken name (409) go next to their fields.
         Err(e) if matches!(e.status.as_u16(), 409 | 422) => {
             let status = e.status;
-            namespace_page(&state, &web, &ns, status, errors_of(&e), values).await
+            let refused = Refused::new("new-webhook", errors_of(&e), values);
+            namespace_page(&state, &web, &ns, status, refused).await
         }
         Err(e) => Err(e.into()),
     }
@@ -167,20 +168,41 @@ pub(super) async fn webhook_page(
         };
         headers.push(context! { name => h.name, value });
     }
-    let deliveries = state
+    let listed = state
         .store
         .list_deliveries_in(hook.id, extras.state, DELIVERIES_PER_PAGE, extras.cursor)
         .await?;
+    // What the live deliveries table shows, to replace it only when that changes.
+    let deliveries_key: String = listed
+        .items
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}:{}:{:?};",
+                d.id,
+                d.state.as_str(),
+                d.attempt_count,
+                d.next_attempt_at
+            )
+        })
+        .collect::<String>()
+        + hook.circuit.state.as_str();
+    let deliveries: Vec<Value> = listed
+        .items
+        .iter()
+        .map(|d| delivery_view(d, &hook.circuit))
+        .collect();
     let since = chrono::Utc::now() - chrono::Duration::hours(24);
     let stats = state.store.delivery_stats(hook.id, since).await?;
     let chart = chart::render_svg(&stats, since);
+    let chart_rows = chart::rows(&stats, since);
     let health: Value = state
         .store
         .webhook_statuses(&access.namespace.name, since)
         .await?
         .iter()
         .find(|s| s.webhook_id == hook.id)
-        .map(health_view)
+        .map(|s| health_view(s, state.config.attention_after))
         .unwrap_or_default();
     let previous_secret_until = hook
         .previous_secret_until
@@ -195,23 +217,58 @@ pub(super) async fn webhook_page(
             webhook => webhook_row(&hook),
             health,
             headers,
-            deliveries => deliveries.items,
-            next_cursor => deliveries.next,
+            deliveries,
+            deliveries_key,
+            next_cursor => listed.next,
             state_filter => extras.state.map(DeliveryState::as_str),
             chart,
+            chart_rows,
             signed => !hook.signing_secrets.is_empty(),
             signature_public_key => app::webhooks::signature_public_key(&hook, &state.cipher)?,
             previous_secret_until,
             new_secret => extras.new_secret,
             notice => extras.notice,
-            // Answers to a POST: the address bar should show the page's own address.
-            location => (status != StatusCode::OK).then_some(path),
             can_update,
             can_delete => can(NamespaceAction::DeleteWebhook),
             can_headers => can(NamespaceAction::ManageHeaders),
             can_retrigger => can(NamespaceAction::Retrigger),
-            errors => extras.errors,
-            values => extras.values,
+            // Answers to a POST: the address bar should show the page's own address.
+            ..extras.refused.context(status, &path)
+        },
+    ))
+}
+
+/// The edit form, on a page of its own so that the webhook's page leads with its health
+/// and deliveries.
+pub async fn edit_page(
+    State(state): State<AppState>,
+    web: WebUser,
+    Path((ns, id)): Path<(String, String)>,
+) -> WebResult {
+    edit_form(&state, &web, &ns, &id, StatusCode::OK, Refused::default()).await
+}
+
+async fn edit_form(
+    state: &AppState,
+    web: &WebUser,
+    ns: &str,
+    id: &str,
+    status: StatusCode,
+    refused: Refused,
+) -> WebResult {
+    let (access, hook) = load_webhook(state, web, ns, id, NamespaceAction::UpdateWebhook).await?;
+    let path = format!(
+        "/namespaces/{}/webhooks/{}/edit",
+        access.namespace.name, hook.id
+    );
+    Ok(page(
+        web,
+        "webhook_edit.html",
+        status,
+        context! {
+            namespace => access.namespace,
+            webhook => webhook_row(&hook),
+            ..refused.context(status, &path)
         },
     ))
 }
@@ -260,17 +317,9 @@ pub async fn edit_webhook(
     let patch = match input.into_patch(&state.cipher) {
         Ok(p) => p,
         Err(problems) => {
-            load_webhook(&state, &web, &ns, &id, NamespaceAction::UpdateWebhook).await?;
-            let extras = Extras::errors(errors_map(&problems), values);
-            return webhook_page(
-                &state,
-                &web,
-                &ns,
-                &id,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                extras,
-            )
-            .await;
+            let refused = Refused::new("edit-webhook", errors_map(&problems), values);
+            let status = StatusCode::UNPROCESSABLE_ENTITY;
+            return edit_form(&state, &web, &ns, &id, status, refused).await;
         }
     };
     match app::webhooks::update_showing_secret(&state, &web.actor(), &ns, Id(&id), Ok(patch))
@@ -300,8 +349,8 @@ pub async fn edit_webhook(
         Err(e) if matches!(e.status.as_u16(), 409 | 422) => {
             let field = e.field.clone().unwrap_or_else(|| "name".to_string());
             let status = e.status;
-            let extras = Extras::errors(BTreeMap::from([(field, e.message)]), values);
-            webhook_page(&state, &web, &ns, &id, status, extras).await
+            let refused = Refused::one("edit-webhook", field, e.message).with_values(values);
+            edit_form(&state, &web, &ns, &id, status, refused).await
         }
         Err(e) => Err(e.into()),
     }
