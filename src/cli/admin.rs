@@ -140,7 +140,9 @@ pub async fn source(cmd: SourceCommand) -> anyhow::Result<()> {
                         s.name.clone(),
                         s.kind.as_str().into(),
                         s.auth.into(),
-                        time(s.created_at),
+                        s.created_at
+                            .map(time)
+                            .unwrap_or_else(|| "(built in)".into()),
                         s.username.clone().unwrap_or_default(),
                     ]
                 })
@@ -169,7 +171,10 @@ pub async fn source(cmd: SourceCommand) -> anyhow::Result<()> {
                     .as_deref()
                     .map(|u| format!(" as '{u}'"))
                     .unwrap_or_default(),
-                time(source.created_at)
+                source
+                    .created_at
+                    .map(time)
+                    .unwrap_or_else(|| "(built in)".into())
             ))
         }
         SourceCommand::Delete { name, store } => {

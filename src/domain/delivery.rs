@@ -137,6 +137,10 @@ pub struct EventRecord {
     pub source: Option<String>,
     /// When the registry says it happened, if it said so readably.
     pub occurred_at: Option<DateTime<Utc>>,
+    /// What was pushed, once read from the manifest.
+    pub facts: Option<crate::domain::artifact::ArtifactFacts>,
+    /// Why a reconcile made this event up; `None` when the registry sent it.
+    pub synthesized: Option<String>,
 }
 
 /// A due delivery leased by `claim_due`. Every claim of a delivery gets a new `token`, and
@@ -304,15 +308,25 @@ pub(crate) fn decide(
             Vec::new(),
         );
     };
+    // A webhook that filters on what was pushed waits for the manifest's facts when they
+    // are to be read: the reading decides its delivery, not ingest.
+    let pending = event.facts_pending();
+    let mut waiting = false;
     let matching: Vec<Recipient> = match &event.facts {
         Some(facts) => candidates
             .iter()
-            .filter(|c| c.filters.matches(facts))
+            .filter(|c| {
+                if pending && c.filters.needs_facts() {
+                    waiting |= c.filters.matches_before_facts(facts);
+                    return false;
+                }
+                c.filters.matches(facts)
+            })
             .map(|c| c.recipient)
             .collect(),
         None => Vec::new(),
     };
-    match (matching.is_empty(), default_skip) {
+    match (matching.is_empty() && !waiting, default_skip) {
         (false, _) => ("accepted", None, matching),
         (true, Some(reason)) => ("skipped", Some(reason), Vec::new()),
         (true, None) if !candidates.is_empty() => (

@@ -143,6 +143,29 @@ pub struct IncomingEvent {
     /// When the registry says it happened (distribution's `timestamp`, zot's `time`,
     /// Harbor's `occur_at`), if it says so in a form Herald can read.
     pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether Herald can read this event's registry: then a manifest push's facts are
+    /// read from the manifest, and the event keeps the source's tag map.
+    pub registry_readable: bool,
+    /// Why a reconcile made this event up; `None` when the registry sent it.
+    pub synthesized: Option<String>,
+}
+
+/// How an event changes the tag -> digest map of its source's repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagUpdate<'a> {
+    /// A tag now points at a digest (a tagged manifest push).
+    Set {
+        repository: &'a str,
+        tag: &'a str,
+        digest: &'a str,
+    },
+    /// A tag is gone (a tag delete).
+    Remove { repository: &'a str, tag: &'a str },
+    /// Every tag of a digest is gone (a manifest deleted by digest).
+    RemoveDigest {
+        repository: &'a str,
+        digest: &'a str,
+    },
 }
 
 /// A registry's time, RFC 3339 (distribution writes nanoseconds and a zone) or, without a
@@ -190,6 +213,45 @@ pub fn expansion_refused(events: usize, bytes: usize) -> Option<String> {
 }
 
 impl IncomingEvent {
+    /// Whether the manifest's facts are to be read: a manifest push (with its digest) that
+    /// Herald can read from the registry.
+    pub fn facts_pending(&self) -> bool {
+        self.registry_readable
+            && self.digest.is_some()
+            && !matches!(self.disposition, Disposition::Ignore(_))
+            && self
+                .facts
+                .as_ref()
+                .is_some_and(|f| f.action == Action::Push && f.is_manifest)
+    }
+
+    /// What this event does to its source's tag map, kept for registries Herald can read
+    /// (the reconcile compares it with the registry's tags).
+    pub fn tag_update(&self) -> Option<TagUpdate<'_>> {
+        if !self.registry_readable || matches!(self.disposition, Disposition::Ignore(_)) {
+            return None;
+        }
+        let facts = self.facts.as_ref()?;
+        let repository = self.repository.as_deref()?;
+        match (facts.action, self.tag.as_deref(), self.digest.as_deref()) {
+            (Action::Push, Some(tag), Some(digest)) if facts.is_manifest => Some(TagUpdate::Set {
+                repository,
+                tag,
+                digest,
+            }),
+            (Action::Delete, Some(tag), _) => Some(TagUpdate::Remove { repository, tag }),
+            (Action::Delete, None, Some(digest)) => {
+                Some(TagUpdate::RemoveDigest { repository, digest })
+            }
+            _ => None,
+        }
+    }
+
+    /// The name the tag map keeps this event's source under.
+    pub fn source_name(&self) -> &str {
+        self.source.as_deref().unwrap_or(DEFAULT_SOURCE)
+    }
+
     /// A payload stored once, as received, ignored for `reason`: what Herald keeps of a
     /// payload it will not (or cannot) split into events. It has no id, so nothing is
     /// deduplicated against it.
@@ -217,6 +279,8 @@ impl IncomingEvent {
             source: source.map(str::to_string),
             manifest_hint: None,
             occurred_at: None,
+            registry_readable: false,
+            synthesized: None,
         }
     }
 }
@@ -270,6 +334,20 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The repository path inside its namespace (`acme/web/api` in `acme` is `web/api`; in
+/// the global namespace, the whole repository), which repository filters match.
+pub fn path_in_namespace(namespace: &NamespaceName, repository: &str) -> String {
+    if namespace.is_global() {
+        repository.to_string()
+    } else {
+        repository
+            .strip_prefix(namespace.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
 /// What filters look at, taken from an event once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventFacts {
@@ -283,4 +361,8 @@ pub struct EventFacts {
     pub request_method: Option<String>,
     /// The source's name; `None` for the default source.
     pub source: Option<String>,
+    /// What was pushed: from the notification at first, from the manifest once read.
+    pub artifact: Option<crate::domain::artifact::ArtifactFacts>,
+    /// Made by a reconcile for an event the registry did not send.
+    pub synthesized: bool,
 }

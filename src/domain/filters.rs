@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::artifact::ArtifactKind;
 use crate::domain::events::{Action, EventFacts};
 use crate::domain::names::Invalid;
 
@@ -47,6 +48,20 @@ pub struct Filters {
     pub include_head_requests: bool,
     /// With `tags` set, also events without a tag (deletes and pushes by digest).
     pub match_untagged: bool,
+    /// What was pushed: any of `image`, `index`, `referrer`. Read from the manifest when
+    /// the source has registry access (the delivery waits for it, within --facts-wait),
+    /// else from the notification.
+    #[schema(value_type = Vec<String>)]
+    pub kinds: Vec<ArtifactKind>,
+    /// Globs over the artifact type (the manifest's `artifactType`, else its config's media
+    /// type): `application/spdx+json`, `application/vnd.cyclonedx*`.
+    pub artifact_types: Vec<String>,
+    /// Globs over the tags of a referrer's subject: `1.*` wants an SBOM or a signature
+    /// attached to any 1.x image.
+    pub subject_tags: Vec<String>,
+    /// Leave out the events a reconcile made for pushes and deletes the registry did not
+    /// send.
+    pub exclude_synthesized: bool,
 }
 
 impl Default for Filters {
@@ -59,6 +74,10 @@ impl Default for Filters {
             media: Media::Manifests,
             include_head_requests: false,
             match_untagged: false,
+            kinds: Vec::new(),
+            artifact_types: Vec::new(),
+            subject_tags: Vec::new(),
+            exclude_synthesized: false,
         }
     }
 }
@@ -76,9 +95,14 @@ impl Filters {
             crate::domain::events::validate_name(s)
                 .map_err(|m| Invalid::new("filters.sources", m))?;
         }
+        if self.kinds.len() > ArtifactKind::ALL.len() {
+            return Err(Invalid::new("filters.kinds", "list each kind once"));
+        }
         for (field, patterns) in [
             ("filters.repositories", &self.repositories),
             ("filters.tags", &self.tags),
+            ("filters.artifact_types", &self.artifact_types),
+            ("filters.subject_tags", &self.subject_tags),
         ] {
             if patterns.len() > MAX_PATTERNS {
                 return Err(Invalid::new(
@@ -111,6 +135,12 @@ impl Filters {
     pub fn is_default(&self) -> bool {
         *self == Self::default()
     }
+
+    /// Whether matching needs what only the manifest tells: such a webhook's deliveries wait
+    /// for the facts when the registry can be read.
+    pub fn needs_facts(&self) -> bool {
+        !self.kinds.is_empty() || !self.artifact_types.is_empty() || !self.subject_tags.is_empty()
+    }
 }
 
 /// Filters compiled for matching: each glob becomes a regular expression, which the
@@ -121,6 +151,8 @@ pub struct CompiledFilters {
     filters: Filters,
     repositories: Option<Vec<Regex>>,
     tags: Option<Vec<Regex>>,
+    artifact_types: Option<Vec<Regex>>,
+    subject_tags: Option<Vec<Regex>>,
     /// Stored filters that no longer compile match nothing.
     broken: bool,
 }
@@ -132,10 +164,14 @@ impl CompiledFilters {
     pub fn compile(filters: Filters) -> Result<Self, Invalid> {
         let repositories = glob_set("filters.repositories", &filters.repositories)?;
         let tags = glob_set("filters.tags", &filters.tags)?;
+        let artifact_types = glob_set("filters.artifact_types", &filters.artifact_types)?;
+        let subject_tags = glob_set("filters.subject_tags", &filters.subject_tags)?;
         Ok(Self {
             filters,
             repositories,
             tags,
+            artifact_types,
+            subject_tags,
             broken: false,
         })
     }
@@ -162,6 +198,8 @@ impl CompiledFilters {
                 filters: Filters::default(),
                 repositories: None,
                 tags: None,
+                artifact_types: None,
+                subject_tags: None,
                 broken: true,
             }
         }));
@@ -180,9 +218,23 @@ impl CompiledFilters {
         !self.broken && kind.is_operational() && self.filters.actions.contains(&kind)
     }
 
+    /// See [`Filters::needs_facts`].
+    pub fn needs_facts(&self) -> bool {
+        self.filters.needs_facts()
+    }
+
     pub fn matches(&self, e: &EventFacts) -> bool {
+        self.matches_before_facts(e) && self.matches_artifact(e)
+    }
+
+    /// Everything but `kinds`, `artifact_types` and `subject_tags`: whether the event may
+    /// match once its facts are read.
+    pub fn matches_before_facts(&self, e: &EventFacts) -> bool {
         let f = &self.filters;
         if self.broken {
+            return false;
+        }
+        if f.exclude_synthesized && e.synthesized {
             return false;
         }
         if !f.actions.is_empty() && !f.actions.contains(&e.action) {
@@ -221,6 +273,39 @@ impl CompiledFilters {
                 Some(tag) => tags.iter().any(|r| r.is_match(tag)),
                 None => f.match_untagged,
             };
+        }
+        true
+    }
+}
+
+impl CompiledFilters {
+    /// `kinds`, `artifact_types` and `subject_tags`: an event without artifact facts (a
+    /// delete, a blob) matches none of them.
+    fn matches_artifact(&self, e: &EventFacts) -> bool {
+        let f = &self.filters;
+        if !self.needs_facts() {
+            return true;
+        }
+        let Some(a) = &e.artifact else {
+            return false;
+        };
+        if !f.kinds.is_empty() && !f.kinds.contains(&a.kind) {
+            return false;
+        }
+        if let Some(types) = &self.artifact_types {
+            match &a.artifact_type {
+                Some(t) if types.iter().any(|r| r.is_match(t)) => {}
+                _ => return false,
+            }
+        }
+        if let Some(globs) = &self.subject_tags {
+            if !a
+                .subject_tags
+                .iter()
+                .any(|t| globs.iter().any(|r| r.is_match(t)))
+            {
+                return false;
+            }
         }
         true
     }

@@ -317,7 +317,8 @@ pub struct EventDelivery {
     pub state: String,
 }
 
-/// A registry feeding Herald at `/v2/sources/{name}/events`; its credential is never shown.
+/// A registry feeding Herald at `/v2/sources/{name}/events`, or the built-in `default` at
+/// `/v2/webhooks/events`; its credentials are never shown.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Source {
     pub name: String,
@@ -325,7 +326,39 @@ pub struct Source {
     /// `bearer` (a token) or `basic` (username and password).
     pub auth: &'static str,
     pub username: Option<String>,
-    pub created_at: DateTime<Utc>,
+    /// The default endpoint, set by Herald's configuration rather than created.
+    pub builtin: bool,
+    /// When it was created; the built-in source has no such time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// Where Herald reads the registry (manifests, catalog, tags), if it may.
+    pub registry_url: Option<String>,
+    pub registry_username: Option<String>,
+    pub has_registry_password: bool,
+    /// Whether Herald could read the registry the last time it tried (`None`: not tried
+    /// yet, or no registry access).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_status: Option<RegistryStatus>,
+}
+
+/// The last outcome of reading a source's registry.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct RegistryStatus {
+    pub ok: bool,
+    pub checked_at: DateTime<Utc>,
+    /// `unreachable`, `unauthorized` or `error` when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A source's registry access as stored: the password still sealed.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryAccess {
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Sealed>,
 }
 
 /// A source to create: `username` is set for Basic auth, and `secret_hash` is the token's

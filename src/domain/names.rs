@@ -290,6 +290,7 @@ const RESERVED_HEADERS: &[&str] = &[
     "proxy-connection",
     "x-herald-delivery",
     "x-herald-event",
+    "x-herald-synthesized",
 ];
 
 /// A custom header name, stored as the user wrote it and compared case-insensitively.

@@ -12,16 +12,6 @@ use crate::domain::events::{Action, Disposition, EventFacts, IncomingEvent};
 use crate::domain::names::NamespaceName;
 
 /// Media types of manifests: pushes of these trigger webhooks, blob pushes do not.
-const MANIFEST_MEDIA_TYPES: &[&str] = &[
-    "application/vnd.docker.distribution.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.artifact.manifest.v1+json",
-];
-
 /// Why an envelope is refused as a whole.
 #[derive(Debug, PartialEq, Eq)]
 pub struct EnvelopeError(pub String);
@@ -197,23 +187,28 @@ impl IncomingEvent {
     fn facts(&self, url: Option<&str>, request_method: Option<String>) -> Option<EventFacts> {
         let action = Action::parse(self.action.as_deref()?)?;
         let namespace = self.namespace.as_ref()?;
-        let repository = self.repository.as_deref().unwrap_or_default();
-        let path = if namespace.is_global() {
-            repository.to_string()
-        } else {
-            repository
-                .strip_prefix(namespace.as_str())
-                .and_then(|rest| rest.strip_prefix('/'))
-                .unwrap_or_default()
-                .to_string()
-        };
+        let path = crate::domain::events::path_in_namespace(
+            namespace,
+            self.repository.as_deref().unwrap_or_default(),
+        );
+        let is_manifest = self.is_manifest(url);
         Some(EventFacts {
             action,
             path,
             tag: self.tag.clone(),
-            is_manifest: self.is_manifest(url),
+            is_manifest,
             request_method,
             source: self.source.clone(),
+            artifact: (action == Action::Push)
+                .then(|| {
+                    crate::domain::artifact::from_notification(
+                        self.media_type.as_deref(),
+                        self.tag.as_deref(),
+                        is_manifest,
+                    )
+                })
+                .flatten(),
+            synthesized: false,
         })
     }
 
@@ -223,15 +218,7 @@ impl IncomingEvent {
             return hint;
         }
         match self.media_type.as_deref() {
-            Some(mt) => {
-                let essence = mt
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                MANIFEST_MEDIA_TYPES.contains(&essence.as_str())
-            }
+            Some(mt) => crate::domain::artifact::is_manifest_media_type(mt),
             None => self.tag.is_some() || url.is_some_and(|u| u.contains("/manifests/")),
         }
     }

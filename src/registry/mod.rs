@@ -1,6 +1,7 @@
 //! The registry's side: what its notifications and the sources' payloads mean, and the
 //! token the registry authenticates with. Parsing only: the ingest endpoints are in http/.
 
+pub mod client;
 pub mod envelope;
 pub mod sources;
 pub mod token;

@@ -10,9 +10,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::domain::artifact::ArtifactFacts;
 use crate::domain::events::IncomingEvent;
 use crate::domain::filters::Filters;
 use crate::domain::names::NamespaceName;
+use crate::domain::registry::{PendingFacts, ReconcileStatus};
 use crate::secrets::Sealed;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -218,6 +220,15 @@ pub trait Sources: Send + Sync {
     /// A source and its stored credential hash, for ingest; `None` when there is none.
     async fn source_credential(&self, name: &str) -> StoreResult<Option<(Source, String)>>;
     async fn delete_source(&self, name: &str, audit: &Audit) -> StoreResult<()>;
+    /// A source's registry access (`None`: no such source).
+    async fn registry_access(&self, name: &str) -> StoreResult<Option<RegistryAccess>>;
+    /// Replaces a source's registry access as a whole.
+    async fn set_registry_access(
+        &self,
+        name: &str,
+        access: &RegistryAccess,
+        audit: &Audit,
+    ) -> StoreResult<Source>;
 }
 
 /// Namespaces, webhooks and headers. Every change writes its audit entry in the same
@@ -543,6 +554,97 @@ pub trait SendRequests: Send + Sync {
     async fn take_send_requests(&self, limit: i64) -> StoreResult<Vec<i64>>;
 }
 
+/// What Herald learns by reading registries: the facts of manifest pushes, the tag map
+/// that events imply, and each source's reconcile (`sql/reads.rs`).
+#[async_trait]
+pub trait RegistryReads: Send + Sync {
+    /// Up to `limit` events whose facts are still to be read, oldest first.
+    async fn pending_facts(&self, limit: i64) -> StoreResult<Vec<PendingFacts>>;
+    /// A manifest's facts as read before (digests are immutable).
+    async fn cached_manifest(&self, digest: &str) -> StoreResult<Option<ArtifactFacts>>;
+    async fn cache_manifest(&self, digest: &str, facts: &ArtifactFacts) -> StoreResult<()>;
+    /// The tags of `source`'s `repository` that point at `digest`, as Herald knows them.
+    async fn tags_of_digest(
+        &self,
+        source: &str,
+        repository: &str,
+        digest: &str,
+    ) -> StoreResult<Vec<String>>;
+    /// Records an event's facts, or why they could not be read, and in the same
+    /// transaction the deliveries of the webhooks that waited for them: pending where the
+    /// facts match, failed (saying why) where they could not be read. `None` when the event
+    /// was no longer waiting (another process did it first).
+    async fn complete_facts(
+        &self,
+        event_id: i64,
+        outcome: &Result<ArtifactFacts, String>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<usize>>;
+    /// `source`'s tags of `repository` (tag, digest), by tag.
+    async fn known_tags(
+        &self,
+        source: &str,
+        repository: &str,
+    ) -> StoreResult<Vec<(String, String)>>;
+    /// Replaces `source`'s tags of `repository` without an event (a first reconcile
+    /// learning the registry).
+    async fn learn_tags(
+        &self,
+        source: &str,
+        repository: &str,
+        tags: &[(String, String)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Up to `limit` repositories of `source`'s tag map after `after` and before `before`
+    /// (either open), by name.
+    async fn known_repositories(
+        &self,
+        source: &str,
+        after: Option<&str>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<String>>;
+    /// Asks for a reconcile of `source`.
+    async fn request_reconcile(&self, source: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Takes `source`'s reconcile for `owner` until `lease_until` when one is asked for, is
+    /// due (none finished since `due_before`), or was left unfinished by a process that
+    /// stopped; a run in another's lease is not taken. The run resumes at its cursor.
+    async fn claim_reconcile(
+        &self,
+        source: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        due_before: Option<DateTime<Utc>>,
+    ) -> StoreResult<Option<ReconcileStatus>>;
+    /// Saves a running reconcile's progress and extends its lease; `Conflict` when the
+    /// lease was lost.
+    async fn save_reconcile(
+        &self,
+        status: &ReconcileStatus,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Ends a run: learned (when it finished) and idle, or stopped with the error.
+    async fn finish_reconcile(
+        &self,
+        source: &str,
+        owner: &str,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn reconcile_status(&self, source: &str) -> StoreResult<Option<ReconcileStatus>>;
+    /// Records the registry instance that sent `source`'s events; when it differs from the
+    /// last one seen (the registry restarted, and its queue of events is gone) a reconcile
+    /// is asked for and the answer is true.
+    async fn note_instance(
+        &self,
+        source: &str,
+        instance_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+}
+
 /// Everything Herald stores, as one object the rest of Herald holds (`Arc<dyn Store>`).
 /// The shared traits are implemented once for every [`sql::Backend`] (in `sql/`); `Engine`
 /// and `DeliveryQueue` by each backend.
@@ -558,6 +660,7 @@ pub trait Store:
     + Settings
     + SendRequests
     + HealthFigures
+    + RegistryReads
     + 'static
 {
 }
@@ -574,6 +677,7 @@ impl<T> Store for T where
         + Settings
         + SendRequests
         + HealthFigures
+        + RegistryReads
         + 'static
 {
 }

@@ -110,6 +110,7 @@ contract!(
     operational_events,
     send_requests,
     webhook_figures,
+    registry_reads,
 );
 
 /// Every method of the traits `Store` is made of (as `src/store/mod.rs` declares them) is
@@ -2505,4 +2506,325 @@ async fn webhook_figures(store: Arc<dyn Store>) {
             .len(),
         1
     );
+}
+
+/// A distribution push of `repository`, tagged or by digest, of a manifest of `media_type`,
+/// from a source Herald can read.
+fn readable_push(id: &str, repository: &str, tag: Option<&str>, digest: &str) -> IncomingEvent {
+    let mut target = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": digest, "size": 100, "repository": repository,
+    });
+    if let Some(tag) = tag {
+        target["tag"] = tag.into();
+    }
+    let body = serde_json::json!({"events": [{
+        "id": id, "timestamp": "2026-12-07T10:00:00Z", "action": "push", "target": target,
+        "request": {"method": "PUT"}, "source": {"addr": "r:5000", "instanceID": "i-1"}
+    }]});
+    let mut events = parse_envelope(body.to_string().as_bytes()).unwrap();
+    events[0].registry_readable = true;
+    events.remove(0)
+}
+
+async fn registry_reads(store: Arc<dyn Store>) {
+    use herald::domain::artifact::ArtifactKind::Referrer;
+    use herald::domain::artifact::{ArtifactFacts, ArtifactKind, FactsOrigin};
+    let plain = acme_with_hook(&store).await;
+    let mut sbom_hook = new_webhook("sboms", vec![]);
+    sbom_hook.filters = Filters {
+        kinds: vec![Referrer],
+        ..Filters::default()
+    };
+    let sboms = store
+        .create_webhook(&ns("acme"), sbom_hook, &audit("webhook.create"))
+        .await
+        .unwrap()
+        .id;
+    let enable = WebhookPatch {
+        enabled: Some(true),
+        ..Default::default()
+    };
+    store
+        .update_webhook(&ns("acme"), sboms, enable, &audit("webhook.enabled"))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    // A tagged image push: the plain webhook gets it at once; the one filtering on what was
+    // pushed waits for the facts; the tag map learns 1.0.
+    let image = readable_push("r-1", "acme/web", Some("1.0"), "sha256:aaa");
+    let summary = store.ingest(&[image], now).await.unwrap();
+    assert_eq!((summary.accepted, summary.deliveries), (1, 1));
+    let referrer = readable_push("r-2", "acme/web", None, "sha256:bbb");
+    store.ingest(&[referrer], now).await.unwrap();
+    let pending = store.pending_facts(10).await.unwrap();
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    assert_eq!(
+        (
+            pending[0].source.as_str(),
+            pending[0].repository.as_str(),
+            pending[0].digest.as_str()
+        ),
+        ("default", "acme/web", "sha256:aaa")
+    );
+    assert_eq!(pending[0].tag.as_deref(), Some("1.0"));
+    assert_eq!(
+        store
+            .tags_of_digest("default", "acme/web", "sha256:aaa")
+            .await
+            .unwrap(),
+        vec!["1.0".to_string()]
+    );
+    // The referrer's facts arrive: the waiting webhook gets its delivery, once.
+    let facts = ArtifactFacts {
+        kind: ArtifactKind::Referrer,
+        artifact_type: Some("application/spdx+json".into()),
+        subject: Some("sha256:aaa".into()),
+        subject_tags: vec!["1.0".into()],
+        platforms: vec![],
+        annotations: Default::default(),
+        origin: FactsOrigin::Registry,
+    };
+    let referrer_id = pending[1].event_id;
+    assert_eq!(
+        store
+            .complete_facts(referrer_id, &Ok(facts.clone()), now)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .complete_facts(referrer_id, &Ok(facts.clone()), now)
+            .await
+            .unwrap(),
+        None,
+        "completed once"
+    );
+    let delivered = store.list_deliveries(sboms, 10, None).await.unwrap().items;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].state, DeliveryState::Pending);
+    // The image's facts cannot be read: the waiting webhook's delivery says why, unsent.
+    let image_id = pending[0].event_id;
+    let why = "the registry at http://127.0.0.1:1 cannot be reached: refused".to_string();
+    assert_eq!(
+        store
+            .complete_facts(image_id, &Err(why), now)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    let failed = store.list_deliveries(sboms, 10, None).await.unwrap().items;
+    assert_eq!(failed.len(), 2);
+    let unsent = failed
+        .iter()
+        .find(|d| d.state == DeliveryState::Failed)
+        .unwrap();
+    assert!(
+        unsent
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{unsent:?}"
+    );
+    assert!(store.pending_facts(10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .list_deliveries(plain, 10, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    // A digest's facts are kept once.
+    assert!(store.cached_manifest("sha256:bbb").await.unwrap().is_none());
+    store.cache_manifest("sha256:bbb", &facts).await.unwrap();
+    store.cache_manifest("sha256:bbb", &facts).await.unwrap();
+    assert_eq!(
+        store.cached_manifest("sha256:bbb").await.unwrap(),
+        Some(facts)
+    );
+    // The tag map: learned whole, listed by repository, changed by deletes.
+    let learned = vec![
+        ("1.0".to_string(), "sha256:aaa".to_string()),
+        ("2.0".to_string(), "sha256:ccc".to_string()),
+    ];
+    store
+        .learn_tags("zot", "lib/x", &learned, now)
+        .await
+        .unwrap();
+    store
+        .learn_tags("zot", "lib/y", &learned[..1], now)
+        .await
+        .unwrap();
+    assert_eq!(store.known_tags("zot", "lib/x").await.unwrap(), learned);
+    assert_eq!(
+        store
+            .known_repositories("zot", None, None, 10)
+            .await
+            .unwrap(),
+        vec!["lib/x".to_string(), "lib/y".to_string()]
+    );
+    assert_eq!(
+        store
+            .known_repositories("zot", Some("lib/x"), None, 10)
+            .await
+            .unwrap(),
+        vec!["lib/y".to_string()]
+    );
+    assert_eq!(
+        store
+            .known_repositories("zot", None, Some("lib/y"), 10)
+            .await
+            .unwrap(),
+        vec!["lib/x".to_string()]
+    );
+    let mut delete = readable_push("r-3", "acme/web", Some("1.0"), "sha256:aaa");
+    delete.body = delete.body.replace("\"push\"", "\"delete\"");
+    let mut delete = parse_envelope(format!("{{\"events\":[{}]}}", delete.body).as_bytes())
+        .unwrap()
+        .remove(0);
+    delete.registry_readable = true;
+    store.ingest(&[delete], now).await.unwrap();
+    assert!(store
+        .known_tags("default", "acme/web")
+        .await
+        .unwrap()
+        .is_empty());
+    // One reconcile per source: a fresh source is due; a leased run is not taken; a run
+    // that finished is not due until asked for or its period passes.
+    let lease = now + chrono::Duration::minutes(1);
+    let run = store
+        .claim_reconcile("zot", "p1", now, lease, None)
+        .await
+        .unwrap()
+        .expect("a source never reconciled is due");
+    assert_eq!((run.state.as_str(), run.learned), ("running", false));
+    assert!(store
+        .claim_reconcile("zot", "p2", now, lease, None)
+        .await
+        .unwrap()
+        .is_none());
+    let mut progress = run.clone();
+    progress.cursor = Some("lib/x".into());
+    progress.repositories = 1;
+    store.save_reconcile(&progress, "p1", lease).await.unwrap();
+    assert!(store.save_reconcile(&progress, "p2", lease).await.is_err());
+    // p1 stops; after its lease, another process resumes at the cursor.
+    let later = lease + chrono::Duration::seconds(1);
+    let resumed = store
+        .claim_reconcile(
+            "zot",
+            "p2",
+            later,
+            later + chrono::Duration::minutes(1),
+            None,
+        )
+        .await
+        .unwrap()
+        .expect("an unfinished run is taken over after its lease");
+    assert_eq!(
+        (resumed.cursor.as_deref(), resumed.repositories),
+        (Some("lib/x"), 1)
+    );
+    store
+        .finish_reconcile("zot", "p2", None, later)
+        .await
+        .unwrap();
+    let done = store.reconcile_status("zot").await.unwrap().unwrap();
+    assert_eq!(
+        (done.state.as_str(), done.learned, done.cursor),
+        ("idle", true, None)
+    );
+    assert!(store
+        .claim_reconcile("zot", "p1", later, lease, None)
+        .await
+        .unwrap()
+        .is_none());
+    let much_later = later + chrono::Duration::hours(2);
+    assert!(
+        store
+            .claim_reconcile(
+                "zot",
+                "p1",
+                much_later,
+                much_later,
+                Some(much_later - chrono::Duration::hours(1))
+            )
+            .await
+            .unwrap()
+            .is_some(),
+        "due after its period"
+    );
+    store
+        .finish_reconcile("zot", "p1", Some("refused"), much_later)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .reconcile_status("zot")
+            .await
+            .unwrap()
+            .unwrap()
+            .error
+            .as_deref(),
+        Some("refused")
+    );
+    store.request_reconcile("zot", much_later).await.unwrap();
+    assert_eq!(
+        store.reconcile_status("zot").await.unwrap().unwrap().state,
+        "requested"
+    );
+    // A registry's new instance (it restarted, its queue is gone) asks for a reconcile.
+    assert!(!store.note_instance("default", "i-1", now).await.unwrap());
+    assert!(!store.note_instance("default", "i-1", now).await.unwrap());
+    assert!(store.note_instance("default", "i-2", now).await.unwrap());
+    assert_eq!(
+        store
+            .reconcile_status("default")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "requested"
+    );
+    // Registry access of a source: replaced whole, the password sealed and never listed.
+    let source = NewSource {
+        name: "zot".into(),
+        kind: herald::domain::events::SourceKind::Zot,
+        username: None,
+        secret_hash: "h".into(),
+    };
+    store
+        .create_source(&source, &audit("source.create"))
+        .await
+        .unwrap();
+    let access = herald::domain::model::RegistryAccess {
+        url: Some("http://127.0.0.1:5000".into()),
+        username: Some("reader".into()),
+        password: Some(Sealed(vec![9, 0, 9])),
+    };
+    let updated = store
+        .set_registry_access("zot", &access, &audit("source.update"))
+        .await
+        .unwrap();
+    assert!(updated.has_registry_password);
+    assert_eq!(
+        updated.registry_url.as_deref(),
+        Some("http://127.0.0.1:5000")
+    );
+    let read = store.registry_access("zot").await.unwrap().unwrap();
+    assert_eq!(read.password.unwrap().0, vec![9, 0, 9]);
+    assert!(store.registry_access("nope").await.unwrap().is_none());
+    store
+        .delete_source("zot", &audit("source.destroy"))
+        .await
+        .unwrap();
+    assert!(
+        store.known_tags("zot", "lib/x").await.unwrap().is_empty(),
+        "forgotten with its source"
+    );
+    assert!(store.reconcile_status("zot").await.unwrap().is_none());
 }

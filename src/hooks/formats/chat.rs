@@ -5,7 +5,8 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::cloudevents::event_time;
-use super::view::{parsed, text};
+use super::view::{facts, parsed, text};
+use crate::domain::artifact::ArtifactKind;
 
 /// `sha256:7a6c8d182783…`: enough to recognise, short enough to read.
 pub(super) fn short_digest(digest: &str) -> String {
@@ -111,7 +112,14 @@ pub(super) struct Summary {
     digest: Option<String>,
     registry: Option<String>,
     time: String,
+    /// An index's platforms, `linux/amd64, linux/arm64`, for a push.
+    platforms: Option<String>,
+    /// A reconcile made the event up: the registry never sent it.
+    synthesized: bool,
 }
+
+/// What the platforms of one index may take of a message.
+const PLATFORMS_MAX: usize = 200;
 
 impl Summary {
     fn of(v: &Value) -> Self {
@@ -154,7 +162,7 @@ impl Summary {
         let renamed_to = (action == "rename")
             .then(|| field("/target/rename/to"))
             .flatten();
-        Summary {
+        let mut summary = Summary {
             actor: field("/actor/name").unwrap_or_else(|| "someone".into()),
             verb,
             renamed_to,
@@ -163,6 +171,52 @@ impl Summary {
             digest: field("/target/digest"),
             registry: field("/source/addr"),
             time: event_time(text(v, "/timestamp"), Utc::now()),
+            platforms: None,
+            synthesized: v.pointer("/herald/synthesized").is_some(),
+        };
+        if action == "push" {
+            summary.tell_what_was_pushed(v);
+        }
+        summary
+    }
+
+    /// A referrer is "attached to" its subject (`alice attached an SBOM to acme/web:1.0`),
+    /// an index names its platforms (`... for linux/amd64, linux/arm64`).
+    fn tell_what_was_pushed(&mut self, v: &Value) {
+        let Some(f) = facts(v) else {
+            return;
+        };
+        match f.kind {
+            ArtifactKind::Referrer => {
+                self.verb = format!("attached {} to", f.referrer_noun());
+                // The subject by its tag when Herald knows one, and by its digest: the
+                // referrer's own digest is in the event.
+                self.tag = f
+                    .subject_tags
+                    .first()
+                    .map(|t| clip(t, field_max("/target/tag")));
+                self.digest = f.subject.as_deref().map(|d| clip(d, field_max("")));
+            }
+            ArtifactKind::Index if !f.platforms.is_empty() => {
+                let list = f
+                    .platforms
+                    .iter()
+                    .map(|p| {
+                        p.chars()
+                            .map(|c| {
+                                if c.is_control() || is_bidi_control(c) {
+                                    '\u{FFFD}'
+                                } else {
+                                    c
+                                }
+                            })
+                            .collect::<String>()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.platforms = Some(clip(&list, PLATFORMS_MAX));
+            }
+            _ => {}
         }
     }
 
@@ -174,11 +228,16 @@ impl Summary {
         }
     }
 
-    /// What the verb acts on: [`Self::what`], and for a rename ` to ` the new path.
+    /// What the verb acts on: [`Self::what`], for a rename ` to ` the new path, and for
+    /// an index ` for ` its platforms.
     fn object(&self) -> String {
-        match &self.renamed_to {
+        let what = match &self.renamed_to {
             Some(to) => format!("{} to {to}", self.what()),
             None => self.what(),
+        };
+        match &self.platforms {
+            Some(platforms) => format!("{what} for {platforms}"),
+            None => what,
         }
     }
 
@@ -204,6 +263,9 @@ impl Summary {
         if let Some(addr) = &self.registry {
             parts.push(format!("registry {}", escape(addr)));
         }
+        if self.synthesized {
+            parts.push("found by a reconcile: the registry sent no event".to_string());
+        }
         parts.push("via Herald".to_string());
         parts.join(" · ")
     }
@@ -214,10 +276,13 @@ pub(super) const SLACK_TEXT_MAX: usize = 3000;
 
 pub(super) fn slack(event: &str) -> Result<String, String> {
     let s = Summary::of(&parsed(event)?);
-    let to = match &s.renamed_to {
+    let mut to = match &s.renamed_to {
         Some(to) => format!(" to `{}`", entities(to)),
         None => String::new(),
     };
+    if let Some(platforms) = &s.platforms {
+        to.push_str(&format!(" for {}", entities(platforms)));
+    }
     let section = format!(
         "*{}* {} `{}`{to}",
         entities(&s.actor),

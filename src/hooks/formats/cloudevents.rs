@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::view::{parsed, subject, text};
+use super::view::{facts, parsed, subject, text};
 use super::Rendered;
 use crate::domain::delivery::EventRecord;
 
@@ -58,6 +58,31 @@ pub(super) fn context(v: &Value, received_at: DateTime<Utc>) -> Context {
     }
 }
 
+/// Herald's extension attributes: what was pushed and whether a reconcile made the event
+/// up. Names are lowercase letters only, at most 20 characters, as CloudEvents asks.
+pub(super) fn extensions(v: &Value) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(f) = facts(v) {
+        out.push(("heraldkind", f.kind.as_str().to_string()));
+        if let Some(t) = f.artifact_type {
+            out.push(("heraldartifacttype", t));
+        }
+        if let Some(subject) = f.subject {
+            out.push(("heraldsubject", subject));
+        }
+        if !f.subject_tags.is_empty() {
+            out.push(("heraldsubjecttags", f.subject_tags.join(",")));
+        }
+        if !f.platforms.is_empty() {
+            out.push(("heraldplatforms", f.platforms.join(",")));
+        }
+    }
+    if let Some(why) = text(v, "/herald/synthesized") {
+        out.push(("heraldsynthesized", why.to_string()));
+    }
+    out
+}
+
 /// The event's time as RFC 3339 with a zone, which CloudEvents requires: the registry's
 /// timestamp when it can be read (with or without a zone), else when Herald received it.
 pub(super) fn event_time(timestamp: Option<&str>, received_at: DateTime<Utc>) -> String {
@@ -79,6 +104,8 @@ pub(super) fn cloudevent(event: &str, view: &str, record: &EventRecord) -> Resul
         subject: &'a str,
         time: &'a str,
         datacontenttype: &'static str,
+        #[serde(flatten)]
+        extensions: std::collections::BTreeMap<&'static str, String>,
         data: &'a RawValue,
     }
     let data: &RawValue = serde_json::from_str(event).map_err(|e| e.to_string())?;
@@ -91,6 +118,7 @@ pub(super) fn cloudevent(event: &str, view: &str, record: &EventRecord) -> Resul
         subject: &c.subject,
         time: &c.time,
         datacontenttype: "application/json",
+        extensions: extensions(&v).into_iter().collect(),
         data,
     };
     serde_json::to_string(&ce).map_err(|e| e.to_string())
@@ -106,24 +134,29 @@ pub(super) fn cloudevent_binary(
     view: &str,
     record: &EventRecord,
 ) -> Result<Rendered, String> {
-    let c = context(&parsed(view)?, record.received_at);
+    let v = parsed(view)?;
+    let c = context(&v, record.received_at);
     let header = |name: &str, value: &str| {
         (
             name.to_string(),
             percent_encoding::utf8_percent_encode(value, HEADER_ESCAPE).to_string(),
         )
     };
+    let mut headers = vec![
+        header("ce-specversion", "1.0"),
+        header("ce-id", &c.id),
+        header("ce-source", &c.source),
+        header("ce-type", &c.kind),
+        header("ce-subject", &c.subject),
+        header("ce-time", &c.time),
+    ];
+    for (name, value) in extensions(&v) {
+        headers.push(header(&format!("ce-{name}"), &value));
+    }
     Ok(Rendered {
         body: event.to_string(),
         content_type: Some("application/json"),
-        headers: vec![
-            header("ce-specversion", "1.0"),
-            header("ce-id", &c.id),
-            header("ce-source", &c.source),
-            header("ce-type", &c.kind),
-            header("ce-subject", &c.subject),
-            header("ce-time", &c.time),
-        ],
+        headers,
         body_is_event: true,
     })
 }

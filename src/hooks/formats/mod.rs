@@ -47,7 +47,7 @@ pub async fn render(
     record: &EventRecord,
     sandbox: &TemplateSandbox,
 ) -> Result<Rendered, String> {
-    match (format, template) {
+    let rendered = match (format, template) {
         (Format::Template, Some(src)) => {
             sandbox.render(src, &view(event, record)).await.map(|body| {
                 // A body that is not JSON is not sent as JSON.
@@ -62,7 +62,29 @@ pub async fn render(
             Err("the webhook's format is template but it has no template".into())
         }
         (format, _) => render_builtin(format, event, record),
-    }
+    };
+    // Every delivery of a made-up event says so, whatever its format.
+    rendered.map(|mut r| {
+        if let Some(why) = &record.synthesized {
+            r.headers
+                .push(("X-Herald-Synthesized".into(), header_text(why)));
+        }
+        r
+    })
+}
+
+/// Text as a header value: printable ASCII, anything else `?`.
+fn header_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(500)
+        .collect()
 }
 
 /// The formats Herald writes itself, rendered in this process.

@@ -7,12 +7,47 @@ use crate::domain::delivery::EventRecord;
 
 /// The event as the formats that speak of it read it: a distribution event as received;
 /// another registry's payload (zot, Harbor) in distribution's shape, made from what ingest
-/// read from it. The verbatim formats always send the payload itself.
+/// read from it. What Herald knows beside the event (what was pushed, that a reconcile made
+/// it up) is under `herald`. The verbatim formats always send the payload itself.
 pub(super) fn view<'a>(event: &'a str, record: &EventRecord) -> std::borrow::Cow<'a, str> {
     // Herald's own events are read as they are: templates see their payload.
     if super::is_operational(record) {
         return std::borrow::Cow::Borrowed(event);
     }
+    let shaped = registry_view(event, record);
+    match herald_part(record) {
+        None => shaped,
+        Some(herald) => match serde_json::from_str::<Value>(&shaped) {
+            Ok(Value::Object(mut fields)) => {
+                fields.insert("herald".into(), herald);
+                std::borrow::Cow::Owned(Value::Object(fields).to_string())
+            }
+            _ => shaped,
+        },
+    }
+}
+
+/// `{"facts": {...}, "synthesized": "why"}`, with what Herald has of the two.
+fn herald_part(record: &EventRecord) -> Option<Value> {
+    if record.facts.is_none() && record.synthesized.is_none() {
+        return None;
+    }
+    let mut herald = serde_json::Map::new();
+    if let Some(facts) = &record.facts {
+        herald.insert("facts".into(), serde_json::to_value(facts).ok()?);
+    }
+    if let Some(why) = &record.synthesized {
+        herald.insert("synthesized".into(), Value::String(why.clone()));
+    }
+    Some(Value::Object(herald))
+}
+
+/// The facts as the view carries them.
+pub(super) fn facts(v: &Value) -> Option<crate::domain::artifact::ArtifactFacts> {
+    serde_json::from_value(v.pointer("/herald/facts")?.clone()).ok()
+}
+
+fn registry_view<'a>(event: &'a str, record: &EventRecord) -> std::borrow::Cow<'a, str> {
     let distribution = serde_json::from_str::<Value>(event)
         .ok()
         .is_some_and(|v| v.get("target").is_some_and(Value::is_object));

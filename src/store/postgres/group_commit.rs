@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::WAKEUP_CHANNEL;
 use crate::domain::delivery::{decide, AttemptRecord, Candidate, IngestSummary};
-use crate::domain::events::{Disposition, IncomingEvent};
+use crate::domain::events::{Disposition, IncomingEvent, TagUpdate};
 use crate::store::writer::{Busy, MAX_BATCH};
 use crate::store::{lease_lost, to_ms, StoreError, StoreResult};
 
@@ -279,10 +279,11 @@ async fn ingest(
     // matched back by their id.
     let stored: Vec<(i64, Option<String>)> = sqlx::query_as(
         "INSERT INTO events (registry_id, action, repository, namespace, tag, digest, \
-         media_type, actor, status, reason, body, received_at, source, occurred_at) \
+         media_type, actor, status, reason, body, received_at, source, occurred_at, \
+         facts_state, synthesized) \
          SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
            $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::BIGINT[], \
-           $13::TEXT[], $14::BIGINT[]) \
+           $13::TEXT[], $14::BIGINT[], $15::TEXT[], $16::TEXT[]) \
          ON CONFLICT (registry_id) DO NOTHING RETURNING id, registry_id",
     )
     .bind(columns.registry_id)
@@ -299,6 +300,8 @@ async fn ingest(
     .bind(columns.received_at)
     .bind(columns.source)
     .bind(columns.occurred_at)
+    .bind(columns.facts_state)
+    .bind(columns.synthesized)
     .fetch_all(&mut **tx)
     .await?;
     let mut new_ids: HashMap<String, i64> = stored
@@ -309,6 +312,7 @@ async fn ingest(
     let (mut webhook_ids, mut event_ids, mut times, mut fifo) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut decided = decided.into_iter();
+    let mut tag_updates = Vec::new();
     for (_, events, _) in envelopes {
         let mut summary = IngestSummary::default();
         for (event, now, status, reason, webhooks) in decided.by_ref().take(events.len()) {
@@ -329,6 +333,9 @@ async fn ingest(
                 }
             };
             summary.count(status, reason.as_deref());
+            if let Some(update) = event.tag_update() {
+                tag_updates.push((event.source_name(), update, now));
+            }
             summary.deliveries += webhooks.len();
             for to in webhooks {
                 webhook_ids.push(to.webhook_id);
@@ -355,7 +362,50 @@ async fn ingest(
         .execute(&mut **tx)
         .await?;
     }
+    // Only tagged manifest pushes and deletes of readable registries: rare, and in order.
+    for (source, update, now) in tag_updates {
+        update_tag(tx, source, &update, now).await?;
+    }
     Ok(summaries)
+}
+
+/// Keeps the source's tag map as the event says (see `IncomingEvent::tag_update`).
+async fn update_tag(
+    tx: &mut Transaction<'static, Postgres>,
+    source: &str,
+    update: &TagUpdate<'_>,
+    now: i64,
+) -> StoreResult<()> {
+    let query = match *update {
+        TagUpdate::Set {
+            repository,
+            tag,
+            digest,
+        } => sqlx::query(
+            "INSERT INTO registry_tags (source, repository, tag, digest, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, repository, tag) \
+             DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+        )
+        .bind(source)
+        .bind(repository)
+        .bind(tag)
+        .bind(digest)
+        .bind(now),
+        TagUpdate::Remove { repository, tag } => sqlx::query(
+            "DELETE FROM registry_tags WHERE source = $1 AND repository = $2 AND tag = $3",
+        )
+        .bind(source)
+        .bind(repository)
+        .bind(tag),
+        TagUpdate::RemoveDigest { repository, digest } => sqlx::query(
+            "DELETE FROM registry_tags WHERE source = $1 AND repository = $2 AND digest = $3",
+        )
+        .bind(source)
+        .bind(repository)
+        .bind(digest),
+    };
+    query.execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// The events table's columns as arrays, for one multi-row insert.
@@ -376,6 +426,8 @@ struct EventColumns<'a> {
     received_at: Vec<i64>,
     source: Vec<Option<Cow<'a, str>>>,
     occurred_at: Vec<Option<i64>>,
+    facts_state: Vec<Option<&'static str>>,
+    synthesized: Vec<Option<Cow<'a, str>>>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -401,6 +453,9 @@ impl<'a> EventColumns<'a> {
         self.received_at.push(now);
         self.source.push(opt_text(&e.source));
         self.occurred_at.push(e.occurred_at.map(to_ms));
+        self.facts_state
+            .push(e.facts_pending().then_some("pending"));
+        self.synthesized.push(opt_text(&e.synthesized));
     }
 }
 

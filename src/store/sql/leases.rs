@@ -149,7 +149,8 @@ fn job_select<B: Backend>() -> String {
          e.repository AS event_repository, e.tag AS event_tag, e.digest AS event_digest, \
          e.media_type AS event_media_type, e.actor AS event_actor, \
          e.received_at AS event_received_at, e.source AS event_source, \
-         e.occurred_at AS event_occurred_at, {} AS headers_json \
+         e.occurred_at AS event_occurred_at, e.facts AS event_facts, \
+         e.synthesized AS event_synthesized, {} AS headers_json \
          FROM deliveries d JOIN events e ON e.id = d.event_id \
          JOIN webhooks w ON w.id = d.webhook_id JOIN namespaces n ON n.id = w.namespace_id",
         B::HEADERS_JSON
@@ -180,6 +181,10 @@ fn job(row: &impl SqlRow) -> StoreResult<DeliveryJob> {
             received_at: from_ms(row.int("event_received_at")?),
             source: row.text_opt("event_source")?,
             occurred_at: opt_ms(row.int_opt("event_occurred_at")?),
+            facts: row
+                .text_opt("event_facts")?
+                .and_then(|json| serde_json::from_str(&json).ok()),
+            synthesized: row.text_opt("event_synthesized")?,
         },
     })
 }

@@ -23,6 +23,7 @@ mod history;
 mod hooks;
 mod leases;
 mod operational;
+mod reads;
 mod requests;
 pub(crate) mod retention;
 pub(crate) mod rows;

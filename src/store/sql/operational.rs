@@ -5,7 +5,6 @@
 use chrono::{DateTime, Utc};
 
 use super::{sql, Conn, SqlRow};
-use crate::domain::delivery::Candidate;
 use crate::domain::names::{NamespaceName, WebhookUrl};
 use crate::domain::operational::{
     self, exhausted_detail, fresh_id, occurrence, Announcement, CarriedEvent, DeliveryRef, Payload,
@@ -56,13 +55,7 @@ pub(crate) async fn announce(
     .all(tx)
     .await?
     .iter()
-    .map(|r| {
-        Ok(Candidate::new(
-            r.int("id")?,
-            r.flag("fifo")?,
-            r.text_opt("filters")?.as_deref(),
-        ))
-    })
+    .map(super::rows::candidate)
     .collect::<StoreResult<Vec<_>>>()?;
     let (status, reason, recipients) = operational::decide(a.kind, &candidates);
     let payload = Payload::new(

@@ -175,7 +175,12 @@ pub(crate) fn source(row: &impl SqlRow) -> StoreResult<Source> {
             "bearer"
         },
         username,
-        created_at: from_ms(row.int("created_at")?),
+        builtin: false,
+        created_at: Some(from_ms(row.int("created_at")?)),
+        registry_url: row.text_opt("registry_url")?,
+        registry_username: row.text_opt("registry_username")?,
+        has_registry_password: row.flag("has_registry_password")?,
+        registry_status: None,
     })
 }
 
@@ -227,4 +232,13 @@ pub(crate) fn stored_state(delivery_id: i64, text: &str) -> StoreResult<Delivery
             source: format!("delivery {delivery_id}: {e}").into(),
         })
     })
+}
+
+/// An enabled webhook as ingest weighs it, from `id`, `fifo` and `filters`.
+pub(crate) fn candidate(row: &impl SqlRow) -> StoreResult<crate::domain::delivery::Candidate> {
+    Ok(crate::domain::delivery::Candidate::new(
+        row.int("id")?,
+        row.flag("fifo")?,
+        row.text_opt("filters")?.as_deref(),
+    ))
 }

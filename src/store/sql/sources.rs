@@ -5,19 +5,22 @@ use chrono::Utc;
 
 use super::history::write_activity;
 use super::{conflict_on_unique, rows, sql, Backend, SqlRow, Tx};
-use crate::domain::model::{Audit, NewSource, Source};
+use crate::domain::model::{Audit, NewSource, RegistryAccess, Source};
+use crate::secrets::Sealed;
 use crate::store::{to_ms, Sources, StoreError, StoreResult};
 
-const SOURCE_SELECT: &str = "SELECT name, kind, username, secret_hash, created_at FROM sources";
+/// What a `Source` is read from (its credential hash too, which `rows::source` leaves).
+const SOURCE_COLUMNS: &str = "name, kind, username, secret_hash, created_at, registry_url, \
+     registry_username, registry_password IS NOT NULL AS has_registry_password";
 
 #[async_trait]
 impl<B: Backend> Sources for B {
     async fn create_source(&self, new: &NewSource, audit: &Audit) -> StoreResult<Source> {
         let mut tx = self.begin().await?;
-        let row = sql(
+        let row = sql(format!(
             "INSERT INTO sources (name, kind, username, secret_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING name, kind, username, created_at",
-        )
+             VALUES ($1, $2, $3, $4, $5) RETURNING {SOURCE_COLUMNS}"
+        ))
         .bind(&new.name)
         .bind(new.kind.as_str())
         .bind(&new.username)
@@ -35,21 +38,64 @@ impl<B: Backend> Sources for B {
     }
 
     async fn list_sources(&self) -> StoreResult<Vec<Source>> {
-        sql(format!("{SOURCE_SELECT} ORDER BY name"))
-            .all(&mut self.reader())
-            .await?
-            .iter()
-            .map(rows::source)
-            .collect()
+        sql(format!(
+            "SELECT {SOURCE_COLUMNS} FROM sources ORDER BY name"
+        ))
+        .all(&mut self.reader())
+        .await?
+        .iter()
+        .map(rows::source)
+        .collect()
     }
 
     async fn source_credential(&self, name: &str) -> StoreResult<Option<(Source, String)>> {
-        sql(format!("{SOURCE_SELECT} WHERE name = $1"))
+        sql(format!(
+            "SELECT {SOURCE_COLUMNS} FROM sources WHERE name = $1"
+        ))
+        .bind(name)
+        .opt(&mut self.reader())
+        .await?
+        .map(|r| Ok((rows::source(&r)?, r.text("secret_hash")?)))
+        .transpose()
+    }
+
+    async fn registry_access(&self, name: &str) -> StoreResult<Option<RegistryAccess>> {
+        sql("SELECT registry_url, registry_username, registry_password FROM sources WHERE name = $1")
             .bind(name)
             .opt(&mut self.reader())
             .await?
-            .map(|r| Ok((rows::source(&r)?, r.text("secret_hash")?)))
+            .map(|r| {
+                Ok(RegistryAccess {
+                    url: r.text_opt("registry_url")?,
+                    username: r.text_opt("registry_username")?,
+                    password: r.bytes_opt("registry_password")?.map(Sealed),
+                })
+            })
             .transpose()
+    }
+
+    async fn set_registry_access(
+        &self,
+        name: &str,
+        access: &RegistryAccess,
+        audit: &Audit,
+    ) -> StoreResult<Source> {
+        let mut tx = self.begin().await?;
+        let row = sql(format!(
+            "UPDATE sources SET registry_url = $1, registry_username = $2, registry_password = $3 \
+             WHERE name = $4 RETURNING {SOURCE_COLUMNS}"
+        ))
+        .bind(access.url.as_deref())
+        .bind(access.username.as_deref())
+        .bind(access.password.as_ref().map(|p| p.0.as_slice()))
+        .bind(name)
+        .opt(&mut tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("source '{name}'")))?;
+        let source = rows::source(&row)?;
+        write_activity(&mut tx, audit, None, None, None, None).await?;
+        tx.commit().await?;
+        Ok(source)
     }
 
     async fn delete_source(&self, name: &str, audit: &Audit) -> StoreResult<()> {
@@ -60,6 +106,14 @@ impl<B: Backend> Sources for B {
             .await?;
         if deleted == 0 {
             return Err(StoreError::NotFound(format!("source '{name}'")));
+        }
+        // What Herald learned of its registry goes with it: a new source of the same name
+        // starts from nothing.
+        for table in ["registry_tags", "reconciles"] {
+            sql(format!("DELETE FROM {table} WHERE source = $1"))
+                .bind(name)
+                .exec(&mut tx)
+                .await?;
         }
         write_activity(&mut tx, audit, None, None, None, None).await?;
         tx.commit().await

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::control::RateLimit;
 use crate::domain::delivery::{decide, AttemptRecord, Candidate, Claim, IngestSummary};
-use crate::domain::events::{Disposition, IncomingEvent};
+use crate::domain::events::{Disposition, IncomingEvent, TagUpdate};
 use crate::store::sql::control::{claim_gate, TAKE_PROBE};
 use crate::store::writer::{Busy, MAX_BATCH};
 use crate::store::{lease_lost, to_ms, StoreError, StoreResult};
@@ -302,8 +302,9 @@ fn ingest(
         let inserted: Option<i64> = conn
             .prepare_cached(
                 "INSERT INTO events (registry_id, action, repository, namespace, tag, digest, \
-                 media_type, actor, status, reason, body, received_at, source, occurred_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                 media_type, actor, status, reason, body, received_at, source, occurred_at, \
+                 facts_state, synthesized) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
                  ON CONFLICT (registry_id) DO NOTHING RETURNING id",
             )?
             .query_row(
@@ -322,6 +323,8 @@ fn ingest(
                     now,
                     event.source,
                     event.occurred_at.map(to_ms),
+                    event.facts_pending().then_some("pending"),
+                    event.synthesized,
                 ],
                 |row| row.get(0),
             )
@@ -331,6 +334,9 @@ fn ingest(
             continue;
         };
         summary.count(status, reason.as_deref());
+        if let Some(update) = event.tag_update() {
+            update_tag(conn, event.source_name(), &update, now)?;
+        }
         let mut insert = conn.prepare_cached(
             "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
              created_at, updated_at, fifo) VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4)",
@@ -341,6 +347,39 @@ fn ingest(
         }
     }
     Ok(summary)
+}
+
+/// Keeps the source's tag map as the event says (see `IncomingEvent::tag_update`).
+fn update_tag(
+    conn: &Connection,
+    source: &str,
+    update: &TagUpdate<'_>,
+    now: i64,
+) -> StoreResult<()> {
+    match *update {
+        TagUpdate::Set {
+            repository,
+            tag,
+            digest,
+        } => conn
+            .prepare_cached(
+                "INSERT INTO registry_tags (source, repository, tag, digest, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (source, repository, tag) \
+                 DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )?
+            .execute(params![source, repository, tag, digest, now])?,
+        TagUpdate::Remove { repository, tag } => conn
+            .prepare_cached(
+                "DELETE FROM registry_tags WHERE source = ?1 AND repository = ?2 AND tag = ?3",
+            )?
+            .execute(params![source, repository, tag])?,
+        TagUpdate::RemoveDigest { repository, digest } => conn
+            .prepare_cached(
+                "DELETE FROM registry_tags WHERE source = ?1 AND repository = ?2 AND digest = ?3",
+            )?
+            .execute(params![source, repository, digest])?,
+    };
+    Ok(())
 }
 
 /// `Store::record_attempt`: the attempt and the delivery's next state.

@@ -75,6 +75,20 @@ pub struct WebhookForm {
     #[serde(default)]
     pub match_untagged: Option<String>,
     #[serde(default)]
+    pub kind_image: Option<String>,
+    #[serde(default)]
+    pub kind_index: Option<String>,
+    #[serde(default)]
+    pub kind_referrer: Option<String>,
+    /// Artifact type globs, comma-separated.
+    #[serde(default)]
+    pub artifact_types: String,
+    /// Globs over a referrer's subject's tags, comma-separated.
+    #[serde(default)]
+    pub subject_tags: String,
+    #[serde(default)]
+    pub exclude_synthesized: Option<String>,
+    #[serde(default)]
     pub skip_tls_verify: Option<String>,
     /// Deliveries per second; empty: no limit.
     #[serde(default)]
@@ -110,7 +124,7 @@ impl WebhookForm {
         values
     }
 
-    fn boxes(&self) -> [(&'static str, &Option<String>); 19] {
+    fn boxes(&self) -> [(&'static str, &Option<String>); 23] {
         [
             ("action_push", &self.action_push),
             ("action_delete", &self.action_delete),
@@ -129,6 +143,10 @@ impl WebhookForm {
             ("op_delivery_exhausted", &self.op_delivery_exhausted),
             ("include_head_requests", &self.include_head_requests),
             ("match_untagged", &self.match_untagged),
+            ("kind_image", &self.kind_image),
+            ("kind_index", &self.kind_index),
+            ("kind_referrer", &self.kind_referrer),
+            ("exclude_synthesized", &self.exclude_synthesized),
             ("skip_tls_verify", &self.skip_tls_verify),
             ("clear_password", &self.clear_password),
         ]
@@ -142,6 +160,8 @@ impl WebhookForm {
             ("content_type".to_string(), self.content_type.clone()),
             ("username".to_string(), self.username.clone()),
             ("format".to_string(), self.format.clone()),
+            ("artifact_types".to_string(), self.artifact_types.clone()),
+            ("subject_tags".to_string(), self.subject_tags.clone()),
             ("template".to_string(), self.template.clone()),
             ("sources".to_string(), self.sources.clone()),
             ("repositories".to_string(), self.repositories.clone()),
@@ -184,6 +204,7 @@ impl WebhookForm {
 
     /// The filters of the edit form; `None` when the form has no filter fields.
     pub fn filters(&self) -> Option<crate::domain::filters::Filters> {
+        use crate::domain::artifact::ArtifactKind;
         use crate::domain::events::Action;
         use crate::domain::filters::{Filters, Media};
         self.filters_present.as_ref()?;
@@ -231,6 +252,17 @@ impl WebhookForm {
             },
             include_head_requests: self.include_head_requests.is_some(),
             match_untagged: self.match_untagged.is_some(),
+            kinds: [
+                (&self.kind_image, ArtifactKind::Image),
+                (&self.kind_index, ArtifactKind::Index),
+                (&self.kind_referrer, ArtifactKind::Referrer),
+            ]
+            .into_iter()
+            .filter_map(|(on, kind)| on.is_some().then_some(kind))
+            .collect(),
+            artifact_types: list(&self.artifact_types),
+            subject_tags: list(&self.subject_tags),
+            exclude_synthesized: self.exclude_synthesized.is_some(),
         })
     }
 }
