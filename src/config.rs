@@ -53,6 +53,43 @@ pub struct Config {
     #[arg(long, env = "HERALD_REGISTRY_TOKEN", hide_env_values = true)]
     pub registry_token: Option<String>,
 
+    /// The default endpoint's registry, which Herald may read (manifests, the catalog and
+    /// tags): its address, such as https://registry.example.org [default: none, Herald reads
+    /// nothing]. Sources have their own (`herald source update NAME --registry-url`).
+    #[arg(long, env = "HERALD_REGISTRY_URL", value_parser = parse_registry_url)]
+    pub registry_url: Option<crate::domain::registry::RegistryUrl>,
+
+    /// A username with read (pull and catalog) access to --registry-url.
+    #[arg(long, env = "HERALD_REGISTRY_USERNAME")]
+    pub registry_username: Option<String>,
+
+    /// Its password or token; prefer the environment variable, which no process list shows.
+    #[arg(long, env = "HERALD_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub registry_password: Option<String>,
+
+    /// A PEM file of CA certificates trusted for the registries Herald reads, beside the
+    /// built-in roots.
+    #[arg(long, env = "HERALD_REGISTRY_CA_BUNDLE")]
+    pub registry_ca_bundle: Option<PathBuf>,
+
+    /// The longest one request to a registry Herald reads may take.
+    #[arg(long, env = "HERALD_REGISTRY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub registry_timeout: Duration,
+
+    /// How long a delivery whose webhook filters on what was pushed (kinds, artifact types,
+    /// subject tags) waits for the manifest to be read; past it, it is recorded as not sent.
+    #[arg(long, env = "HERALD_FACTS_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub facts_wait: Duration,
+
+    /// How often each registry Herald reads is compared with what its events said (0s:
+    /// only at start, after a registry restart, and on demand).
+    #[arg(long, env = "HERALD_RECONCILE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: Duration,
+
+    /// The most requests a second one reconcile makes to its registry.
+    #[arg(long, env = "HERALD_RECONCILE_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub reconcile_rate: u32,
+
     /// URL at which the registry reaches Herald, for `registry-config` [default: http://<listen>].
     #[arg(long, env = "HERALD_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -390,6 +427,36 @@ impl Config {
                 secret(&self.registry_token, "registry-token"),
             ),
             (
+                "registry_url",
+                match &self.registry_url {
+                    Some(url) => url.to_string(),
+                    None => "(none: Herald does not read the default endpoint's registry)".into(),
+                },
+            ),
+            (
+                "registry_username",
+                self.registry_username
+                    .clone()
+                    .unwrap_or_else(|| "(none)".into()),
+            ),
+            (
+                "registry_password",
+                if self.registry_password.is_some() {
+                    "(set)"
+                } else {
+                    "(none)"
+                }
+                .into(),
+            ),
+            (
+                "registry_ca_bundle",
+                path_or(&self.registry_ca_bundle, "(none: built-in roots only)"),
+            ),
+            ("registry_timeout", dur(self.registry_timeout)),
+            ("facts_wait", dur(self.facts_wait)),
+            ("reconcile_interval", dur(self.reconcile_interval)),
+            ("reconcile_rate", self.reconcile_rate.to_string()),
+            (
                 "public_url",
                 self.public_url
                     .clone()
@@ -579,6 +646,10 @@ impl Config {
 
 /// A key for secrets at rest, checked when read: 32 bytes in base64. A bad one is refused
 /// here, before anything (a database) is created.
+fn parse_registry_url(text: &str) -> Result<crate::domain::registry::RegistryUrl, String> {
+    crate::domain::registry::RegistryUrl::parse(text).map_err(|e| e.message)
+}
+
 fn parse_secret_key(text: &str) -> Result<String, String> {
     crate::secrets::check_key(text.trim())?;
     Ok(text.trim().to_string())

@@ -53,6 +53,8 @@ pub struct AppState {
     pub app: app::Context,
     pub registry_token: RegistryToken,
     pub dispatcher: Arc<Dispatcher>,
+    /// The registries Herald reads (also in `app.registries`, for the use cases).
+    pub registries: Arc<registry::reader::Registries>,
     pub metrics: Arc<metrics::Metrics>,
     /// Whether envelopes are being committed, for `/readyz`.
     pub ingest_health: Arc<http::ingest::IngestHealth>,
@@ -252,7 +254,12 @@ pub async fn build_dispatcher(
 
 /// The operator's extra CA certificates for deliveries, if any.
 fn ca_bundle(config: &Config) -> anyhow::Result<Vec<reqwest::Certificate>> {
-    let Some(path) = &config.delivery_ca_bundle else {
+    read_ca_bundle(config.delivery_ca_bundle.as_deref())
+}
+
+/// The certificates of a PEM bundle, if one is given; a file that holds none is an error.
+fn read_ca_bundle(path: Option<&Path>) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let Some(path) = path else {
         return Ok(Vec::new());
     };
     let pem = std::fs::read(path)
@@ -265,6 +272,60 @@ fn ca_bundle(config: &Config) -> anyhow::Result<Vec<reqwest::Certificate>> {
         path.display()
     );
     Ok(certs)
+}
+
+/// The registries Herald reads: the default endpoint's access from the configuration
+/// (checked here, so a half-given one stops the start), the sources' from the store.
+pub fn build_registries(
+    config: &Config,
+    store: Arc<dyn Store>,
+    cipher: Cipher,
+    metrics: Arc<metrics::Metrics>,
+) -> anyhow::Result<Arc<registry::reader::Registries>> {
+    use registry::client::Credentials;
+    let credentials = match (&config.registry_username, &config.registry_password) {
+        (Some(username), Some(password)) => {
+            crate::domain::registry::check_registry_username(username)
+                .map_err(|e| anyhow::anyhow!("--registry-username: {}", e.message))?;
+            crate::domain::registry::check_registry_password(password)
+                .map_err(|e| anyhow::anyhow!("--registry-password: {}", e.message))?;
+            Some(Credentials {
+                username: username.clone(),
+                password: password.clone(),
+            })
+        }
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!(
+            "--registry-username needs --registry-password (or HERALD_REGISTRY_PASSWORD)"
+        ),
+        (None, Some(_)) => anyhow::bail!("--registry-password needs --registry-username"),
+    };
+    let default = match (&config.registry_url, credentials) {
+        (Some(url), credentials) => Some(registry::reader::DefaultAccess {
+            url: url.clone(),
+            credentials,
+        }),
+        (None, Some(_)) => anyhow::bail!(
+            "--registry-username and --registry-password need --registry-url: the registry to read"
+        ),
+        (None, None) => None,
+    };
+    anyhow::ensure!(
+        !config.registry_timeout.is_zero(),
+        "--registry-timeout must be longer than 0s"
+    );
+    let roots = read_ca_bundle(config.registry_ca_bundle.as_deref())?;
+    if let Some(d) = &default {
+        tracing::info!(registry = %d.url, username = d.credentials.as_ref().map(|c| c.username.as_str()), "Herald reads the default endpoint's registry");
+    }
+    Ok(Arc::new(registry::reader::Registries::new(
+        store,
+        cipher,
+        metrics,
+        roots,
+        config.registry_timeout,
+        default,
+    )))
 }
 
 pub fn registry_token(config: &Config) -> anyhow::Result<RegistryToken> {
@@ -394,6 +455,7 @@ impl Application {
             None => {}
         }
         let metrics = Arc::new(metrics::Metrics::default());
+        let registries = build_registries(&config, store.clone(), cipher.clone(), metrics.clone())?;
         let (dispatcher, templates) =
             build_dispatcher(&config, store.clone(), cipher.clone(), metrics.clone()).await?;
         Ok(Self {
@@ -406,10 +468,12 @@ impl Application {
                     login_throttle: Arc::default(),
                     templates,
                     sender: Some(dispatcher.clone()),
+                    registries: Some(registries.clone()),
                     config: Arc::new(config),
                 },
                 registry_token,
                 dispatcher,
+                registries,
                 metrics,
                 ingest_health: Arc::default(),
             },
@@ -455,6 +519,25 @@ impl Application {
             if let Some(task) = state.store.wakeups(Arc::new(move || dispatcher.wake())) {
                 background.push(tokio::spawn(task));
             }
+            // Reading registries: the facts of pushes, and the events they lost.
+            let wake: Arc<dyn Fn() + Send + Sync> = {
+                let dispatcher = state.dispatcher.clone();
+                Arc::new(move || dispatcher.wake())
+            };
+            background.push(tokio::spawn(registry::facts::run(
+                state.registries.clone(),
+                config.facts_wait,
+                wake.clone(),
+            )));
+            background.push(tokio::spawn(registry::reconcile::run(
+                state.registries.clone(),
+                registry::reconcile::Settings {
+                    owner: secrets::random_token("process-"),
+                    interval: config.reconcile_interval,
+                    rate: config.reconcile_rate,
+                    wake,
+                },
+            )));
         }
         background.push(tokio::spawn(maintenance::retention_loop(state.clone())));
         let app = if config.serves_api() {

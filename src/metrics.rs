@@ -53,6 +53,25 @@ pub struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryErrorLabels {
+    pub source: String,
+    /// `unreachable`, `unauthorized` or `error`.
+    pub problem: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SynthesizedLabels {
+    pub source: String,
+    /// `push` or `delete`.
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub route: String,
     pub method: String,
@@ -74,6 +93,13 @@ pub struct Metrics {
     /// Seconds each failing webhook has failed, for the longest failing few.
     pub webhook_failing: Family<WebhookLabels, Gauge<f64, AtomicU64>>,
     pub http_requests: Family<HttpLabels, Counter>,
+    /// 1 when the last read of a source's registry worked, 0 when it failed.
+    pub registry_up: Family<SourceLabel, Gauge>,
+    pub registry_errors: Family<RegistryErrorLabels, Counter>,
+    /// Manifest facts read, by outcome (read, cached, failed).
+    pub facts: Family<OutcomeLabel, Counter>,
+    /// Events a reconcile made for pushes and deletes the registry did not send.
+    pub synthesized: Family<SynthesizedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -161,8 +187,36 @@ impl Default for Metrics {
             "HTTP requests served, by route and status",
             http_requests.clone(),
         );
+        let registry_up = Family::<SourceLabel, Gauge>::default();
+        registry.register(
+            "registry_up",
+            "1 when Herald's last read of the source's registry worked, 0 when it failed",
+            registry_up.clone(),
+        );
+        let registry_errors = Family::<RegistryErrorLabels, Counter>::default();
+        registry.register(
+            "registry_read_errors",
+            "Failed reads of a source's registry, by problem (unreachable, unauthorized, error)",
+            registry_errors.clone(),
+        );
+        let facts = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "facts",
+            "Manifest pushes whose facts Herald read, by outcome (read, cached, failed)",
+            facts.clone(),
+        );
+        let synthesized = Family::<SynthesizedLabels, Counter>::default();
+        registry.register(
+            "events_synthesized",
+            "Events a reconcile made for pushes and deletes the registry did not send",
+            synthesized.clone(),
+        );
         Self {
             registry,
+            registry_up,
+            registry_errors,
+            facts,
+            synthesized,
             events_received,
             events_ignored,
             events_duplicate,

@@ -21,7 +21,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// Ready: the database answers, every migration is applied, the store's writer is not
 /// stuck on one batch, the delivery dispatcher's claim loop goes round, each within
 /// `--ready-stall-timeout`, and envelopes are being stored (not three failures in a row,
-/// the last within that time).
+/// the last within that time). A registry Herald cannot read is named in `detail.registries`
+/// without making Herald unready: events are still stored and delivered.
 #[utoipa::path(get, path = "/readyz", operation_id = "getReadiness", tag = "operations", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let stall = state.config.ready_stall_timeout;
@@ -59,7 +60,15 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         },
     });
     if let Some(error) = ingest_error {
-        body["detail"] = serde_json::json!({ "ingest": error });
+        body["detail"]["ingest"] = serde_json::json!(error);
+    }
+    let registries = state.registries.failing();
+    if !registries.is_empty() {
+        body["detail"]["registries"] = registries
+            .into_iter()
+            .map(|(source, error)| (source, serde_json::Value::String(error)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
     }
     (status, Json(body)).into_response()
 }

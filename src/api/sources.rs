@@ -1,4 +1,5 @@
-//! `/api/v1/sources`: the registries that feed Herald besides the default one (admins).
+//! `/api/v1/sources`: the registries that feed Herald, the built-in `default` among them,
+//! their read access and their reconciles (admins).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,6 +10,7 @@ use super::ApiUser;
 use super::{ApiJson, Items};
 use crate::app::sources::{self, SourceInput};
 use crate::domain::model::Source;
+use crate::domain::registry::ReconcileStatus;
 use crate::error::{ApiResult, ErrorBody};
 use crate::AppState;
 
@@ -65,4 +67,82 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     sources::delete(&state, &user, &name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A change to a source's registry access: a field left out stays as it is; `null` (or an
+/// empty text) removes it. The password is never returned (`has_registry_password`).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSource {
+    /// The registry's address, e.g. `https://registry.example.org`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    registry_url: Option<Option<String>>,
+    /// A username with read access (pull, and the catalog for reconciles).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    registry_username: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    registry_password: Option<Option<String>>,
+}
+
+/// A field that is there, even as `null`: `Some(None)`.
+fn present<'de, D>(d: D) -> Result<Option<Option<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[utoipa::path(get, path = "/api/v1/sources/{name}", operation_id = "showSource", tag = "registry", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The source's name; `default` is the built-in one")),
+    responses((status = 200, body = Source), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Source>> {
+    Ok(Json(sources::get(&state, &user, &name).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/sources/{name}", operation_id = "updateSource", tag = "registry", security(("bearer" = [])),
+    params(("name" = String, Path)),
+    request_body = UpdateSource,
+    responses((status = 200, body = Source), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(name): Path<String>,
+    ApiJson(input): ApiJson<UpdateSource>,
+) -> ApiResult<Json<Source>> {
+    let input = sources::RegistryAccessInput {
+        registry_url: input.registry_url,
+        registry_username: input.registry_username,
+        registry_password: input.registry_password,
+    };
+    Ok(Json(sources::update(&state, &user, &name, input).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/sources/{name}/reconcile", operation_id = "reconcileSource", tag = "registry", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The source's name; `default` is the built-in one")),
+    responses((status = 202, body = ReconcileStatus, description = "Asked for; GET the same path for its progress"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Herald may not read this source's registry")))]
+pub async fn reconcile(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<ReconcileStatus>)> {
+    let status = sources::reconcile(&state, &user, &name).await?;
+    Ok((StatusCode::ACCEPTED, Json(status)))
+}
+
+#[utoipa::path(get, path = "/api/v1/sources/{name}/reconcile", operation_id = "reconcileStatus", tag = "registry", security(("bearer" = [])),
+    params(("name" = String, Path)),
+    responses((status = 200, body = ReconcileStatus), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn reconcile_status(
+    State(state): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ReconcileStatus>> {
+    Ok(Json(sources::reconcile_status(&state, &user, &name).await?))
 }

@@ -45,6 +45,10 @@ pub struct Context {
     /// process's dispatcher. Without one (the command line) the delivery is queued for the
     /// running server, which sends it with its own settings.
     pub sender: Option<Arc<Dispatcher>>,
+    /// The registries Herald reads, and how reading them went: the serving process's. The
+    /// command line has none (it reads no registry; a reconcile it asks for is run by the
+    /// server).
+    pub registries: Option<Arc<crate::registry::reader::Registries>>,
     pub config: Arc<Config>,
 }
 

@@ -6,7 +6,10 @@ use super::{Actor, Context, Error, Result};
 use crate::auth::policy::GlobalAction;
 use crate::auth::PasswordGate;
 use crate::domain::events::{validate_name, SourceKind, DEFAULT_SOURCE};
-use crate::domain::model::{Audit, NewSource, Source};
+use crate::domain::model::{Audit, NewSource, RegistryAccess, Source};
+use crate::domain::registry::{
+    check_registry_password, check_registry_username, ReconcileStatus, RegistryUrl,
+};
 
 /// The shortest token accepted: it is kept as its SHA-256 only, which guards a long random
 /// secret, not a guessable one.
@@ -103,23 +106,205 @@ pub async fn create(ctx: &Context, actor: &Actor, input: SourceInput) -> Result<
     Ok(source)
 }
 
-/// The sources (never their credentials).
-pub async fn list(ctx: &Context, actor: &Actor) -> Result<Vec<Source>> {
-    check_global(actor, GlobalAction::ManageSources)?;
-    Ok(ctx.store.list_sources().await?)
+/// The built-in source: the default endpoint, its registry access from the configuration.
+fn builtin(ctx: &Context) -> Source {
+    let config = &ctx.config;
+    Source {
+        name: DEFAULT_SOURCE.into(),
+        kind: SourceKind::Distribution,
+        auth: "bearer",
+        username: None,
+        builtin: true,
+        created_at: None,
+        registry_url: config.registry_url.as_ref().map(ToString::to_string),
+        registry_username: config.registry_username.clone(),
+        has_registry_password: config.registry_password.is_some(),
+        registry_status: None,
+    }
 }
 
-/// A source by name (never its credential).
+/// With how reading its registry went, as this process knows.
+fn with_status(ctx: &Context, mut source: Source) -> Source {
+    source.registry_status = ctx.registries.as_ref().and_then(|r| r.status(&source.name));
+    source
+}
+
+/// The sources, the built-in `default` first (never their credentials).
+pub async fn list(ctx: &Context, actor: &Actor) -> Result<Vec<Source>> {
+    check_global(actor, GlobalAction::ManageSources)?;
+    let mut all = vec![builtin(ctx)];
+    all.extend(ctx.store.list_sources().await?);
+    Ok(all.into_iter().map(|s| with_status(ctx, s)).collect())
+}
+
+/// A source by name, `default` included (never its credentials).
 pub async fn get(ctx: &Context, actor: &Actor, name: &str) -> Result<Source> {
     check_global(actor, GlobalAction::ManageSources)?;
+    if name == DEFAULT_SOURCE {
+        return Ok(with_status(ctx, builtin(ctx)));
+    }
     match ctx.store.source_credential(name).await? {
-        Some((source, _)) => Ok(source),
+        Some((source, _)) => Ok(with_status(ctx, source)),
         None => Err(Error::NotFound(format!("source '{name}' not found"))),
     }
 }
 
+/// A change to a source's registry access: each field `None` is left as it is;
+/// `Some(None)` (or an empty text) removes it.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryAccessInput {
+    pub registry_url: Option<Option<String>>,
+    pub registry_username: Option<Option<String>>,
+    pub registry_password: Option<Option<String>>,
+}
+
+/// An admin (or the operator) gives Herald read access to a source's registry, changes or
+/// removes it. The password is sealed and never shown again.
+pub async fn update(
+    ctx: &Context,
+    actor: &Actor,
+    name: &str,
+    input: RegistryAccessInput,
+) -> Result<Source> {
+    check_global(actor, GlobalAction::ManageSources)?;
+    if name == DEFAULT_SOURCE {
+        return Err(Error::invalid(
+            "name",
+            "the default endpoint's registry access is set by Herald's configuration              (--registry-url, --registry-username, --registry-password), not here",
+        ));
+    }
+    let current = ctx
+        .store
+        .registry_access(name)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("source '{name}' not found")))?;
+    let given = |field: Option<Option<String>>| {
+        field.map(|v| v.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+    };
+    let url = match given(input.registry_url) {
+        Some(Some(url)) => Some(RegistryUrl::parse(&url)?.to_string()),
+        Some(None) => None,
+        None => current.url.clone(),
+    };
+    let username = given(input.registry_username).unwrap_or(current.username.clone());
+    if let Some(u) = &username {
+        check_registry_username(u)?;
+    }
+    let password = match input.registry_password {
+        Some(Some(p)) if !p.is_empty() => {
+            check_registry_password(&p)?;
+            Some(ctx.cipher.seal(&p))
+        }
+        Some(_) => None,
+        None => current.password.clone(),
+    };
+    // Without an address there is nothing to read: credentials go with it.
+    let access = match url {
+        None => RegistryAccess::default(),
+        Some(url) => {
+            if username.is_some() != password.is_some() {
+                return Err(Error::invalid(
+                    if username.is_some() {
+                        "registry_password"
+                    } else {
+                        "registry_username"
+                    },
+                    "give both registry_username and registry_password, or neither                      (for a registry that lets anyone read)",
+                ));
+            }
+            RegistryAccess {
+                url: Some(url),
+                username,
+                password,
+            }
+        }
+    };
+    let audit = Audit::new(actor.name(), "source.update").detail(match &access.url {
+        Some(url) => format!("source '{name}' reads its registry at {url}"),
+        None => format!("source '{name}' no longer reads its registry"),
+    });
+    let source = ctx.store.set_registry_access(name, &access, &audit).await?;
+    if let Some(registries) = &ctx.registries {
+        registries.forget(name);
+    }
+    if access.url.is_some() {
+        // What happened before Herald could read it is learned now.
+        ctx.store
+            .request_reconcile(name, chrono::Utc::now())
+            .await?;
+        if let Some(registries) = &ctx.registries {
+            registries.reconcile_wanted.notify_one();
+        }
+    }
+    tracing::info!(source = %name, registry = access.url.as_deref().unwrap_or("(none)"), by = %actor.name(), "source's registry access changed");
+    Ok(with_status(ctx, source))
+}
+
+/// The registry access of a source that has one, else why not.
+async fn check_readable(ctx: &Context, name: &str) -> Result<()> {
+    let readable = if name == DEFAULT_SOURCE {
+        ctx.config.registry_url.is_some()
+    } else {
+        ctx.store
+            .registry_access(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("source '{name}' not found")))?
+            .url
+            .is_some()
+    };
+    if !readable {
+        return Err(Error::Conflict(if name == DEFAULT_SOURCE {
+            "Herald may not read the default endpoint's registry: start it with --registry-url"
+                .into()
+        } else {
+            format!(
+                "Herald may not read the registry of source '{name}': give it registry_url first"
+            )
+        }));
+    }
+    Ok(())
+}
+
+/// Asks for a reconcile of `name` now; a serving process runs it (the command line's too).
+pub async fn reconcile(ctx: &Context, actor: &Actor, name: &str) -> Result<ReconcileStatus> {
+    check_global(actor, GlobalAction::ManageSources)?;
+    check_readable(ctx, name).await?;
+    ctx.store
+        .request_reconcile(name, chrono::Utc::now())
+        .await?;
+    if let Some(registries) = &ctx.registries {
+        registries.reconcile_wanted.notify_one();
+    }
+    tracing::info!(source = %name, by = %actor.name(), "reconcile asked for");
+    reconcile_status(ctx, actor, name).await
+}
+
+/// The reconcile of `name`: running or not, its progress and the last run's result.
+pub async fn reconcile_status(ctx: &Context, actor: &Actor, name: &str) -> Result<ReconcileStatus> {
+    check_global(actor, GlobalAction::ManageSources)?;
+    check_readable(ctx, name).await?;
+    Ok(ctx
+        .store
+        .reconcile_status(name)
+        .await?
+        .unwrap_or_else(|| ReconcileStatus {
+            source: name.to_string(),
+            state: "idle".into(),
+            ..ReconcileStatus::default()
+        }))
+}
+
 pub async fn delete(ctx: &Context, actor: &Actor, name: &str) -> Result<()> {
     check_global(actor, GlobalAction::ManageSources)?;
+    if name == DEFAULT_SOURCE {
+        return Err(Error::invalid(
+            "name",
+            "the default endpoint is built in: it cannot be deleted",
+        ));
+    }
+    if let Some(registries) = &ctx.registries {
+        registries.forget(name);
+    }
     let audit = Audit::new(actor.name(), "source.destroy").detail(format!("source '{name}'"));
     ctx.store.delete_source(name, &audit).await?;
     tracing::info!(source = %name, by = %actor.name(), "source deleted");

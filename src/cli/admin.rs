@@ -144,11 +144,19 @@ pub async fn source(cmd: SourceCommand) -> anyhow::Result<()> {
                             .map(time)
                             .unwrap_or_else(|| "(built in)".into()),
                         s.username.clone().unwrap_or_default(),
+                        s.registry_url.clone().unwrap_or_default(),
                     ]
                 })
                 .collect();
             emit(table(
-                &["NAME", "KIND", "AUTH", "CREATED", "USERNAME"],
+                &[
+                    "NAME",
+                    "KIND",
+                    "AUTH",
+                    "CREATED",
+                    "USERNAME",
+                    "READS REGISTRY",
+                ],
                 &rows,
             ))
         }

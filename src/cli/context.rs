@@ -24,6 +24,7 @@ pub async fn context(args: &StoreArgs) -> anyhow::Result<app::Context> {
         login_throttle: Arc::default(),
         templates: Arc::new(templates),
         sender: None,
+        registries: None,
         config: Arc::new(config),
     })
 }

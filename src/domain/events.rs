@@ -148,6 +148,8 @@ pub struct IncomingEvent {
     pub registry_readable: bool,
     /// Why a reconcile made this event up; `None` when the registry sent it.
     pub synthesized: Option<String>,
+    /// distribution's `source.instanceID`: a new one means the registry restarted.
+    pub instance_id: Option<String>,
 }
 
 /// How an event changes the tag -> digest map of its source's repository.
@@ -281,6 +283,7 @@ impl IncomingEvent {
             occurred_at: None,
             registry_readable: false,
             synthesized: None,
+            instance_id: None,
         }
     }
 }

@@ -297,6 +297,18 @@ pub struct StoredEvent {
     pub received_at: DateTime<Utc>,
     /// When the registry says it happened, if it said so readably.
     pub occurred_at: Option<DateTime<Utc>>,
+    /// What was pushed, read from the manifest (a manifest push of a registry Herald reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facts: Option<crate::domain::artifact::ArtifactFacts>,
+    /// `pending`, `read` or `failed` when the facts are to be read; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facts_state: Option<String>,
+    /// Why the facts could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facts_error: Option<String>,
+    /// Why a reconcile made this event up; absent when the registry sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synthesized: Option<String>,
 }
 
 /// When a source last sent an event (`source` `None`: the default endpoint).

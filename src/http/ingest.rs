@@ -242,16 +242,26 @@ pub async fn receive(
     // the size, and read the body.
     let body =
         body.map_err(|e| AppError::bad_request(format!("the body could not be read: {e}")))?;
-    let events = parse_envelope(&body).map_err(|e| AppError::bad_request(e.0))?;
-    store_events(&state, &events, "default").await.map(Json)
+    let mut events = parse_envelope(&body).map_err(|e| AppError::bad_request(e.0))?;
+    let readable = state.registries.default_readable();
+    store_events(&state, &mut events, "default", readable)
+        .await
+        .map(Json)
 }
 
-/// Stores the events of one envelope or payload, wakes the dispatcher and logs.
+/// Stores the events of one envelope or payload, wakes the dispatcher and logs. When
+/// Herald may read the source's registry (`readable`), manifest pushes' facts are read
+/// after the commit, never before it.
 async fn store_events(
     state: &AppState,
-    events: &[IncomingEvent],
+    events: &mut [IncomingEvent],
     source: &str,
+    readable: bool,
 ) -> ApiResult<IngestSummary> {
+    for event in events.iter_mut() {
+        event.registry_readable = readable;
+    }
+    let events = &*events;
     let summary = match state.store.ingest(events, chrono::Utc::now()).await {
         Ok(summary) => {
             state.ingest_health.committed();
@@ -265,6 +275,12 @@ async fn store_events(
     if summary.deliveries > 0 {
         state.dispatcher.wake();
     }
+    if readable {
+        if events.iter().any(IncomingEvent::facts_pending) {
+            state.registries.facts_wanted.notify_one();
+        }
+        note_instance(state, source, events);
+    }
     state.metrics.record_ingest(events, &summary);
     tracing::info!(
         source,
@@ -277,6 +293,34 @@ async fn store_events(
         "registry envelope stored"
     );
     Ok(summary)
+}
+
+/// A registry that restarted has lost the events it had queued in memory: a new
+/// `source.instanceID` asks for a reconcile. Off the request's path (the registry has its
+/// answer once the events are committed).
+fn note_instance(state: &AppState, source: &str, events: &[IncomingEvent]) {
+    let Some(instance) = events.iter().rev().find_map(|e| e.instance_id.clone()) else {
+        return;
+    };
+    if !state.registries.instance_changed(source, &instance) {
+        return;
+    }
+    let registries = state.registries.clone();
+    let source = source.to_string();
+    tokio::spawn(async move {
+        match registries
+            .store()
+            .note_instance(&source, &instance, chrono::Utc::now())
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(source, instance, "the registry restarted (a new instance id): its queued events may be lost, so it is reconciled");
+                registries.reconcile_wanted.notify_one();
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(source, error = %e, "cannot record the registry's instance"),
+        }
+    });
 }
 
 /// Media types a source may send: distribution's, plain JSON (Harbor, zot's binary mode)
@@ -436,9 +480,13 @@ pub async fn receive_source(
 ) -> ApiResult<Json<IngestSummary>> {
     let body =
         body.map_err(|e| AppError::bad_request(format!("the body could not be read: {e}")))?;
-    let events = crate::registry::sources::translate(source.kind, &source.name, &headers, &body)
-        .map_err(|e| AppError::bad_request(e.0))?;
-    store_events(&state, &events, &source.name).await.map(Json)
+    let mut events =
+        crate::registry::sources::translate(source.kind, &source.name, &headers, &body)
+            .map_err(|e| AppError::bad_request(e.0))?;
+    let readable = source.registry_url.is_some();
+    store_events(&state, &mut events, &source.name, readable)
+        .await
+        .map(Json)
 }
 
 #[cfg(test)]

@@ -175,13 +175,13 @@ impl RegistryClient {
         Ok(Manifest { media_type, bytes })
     }
 
-    /// The digest a tag points at (`HEAD` with the manifest types), `None` if the tag is not
-    /// there.
+    /// The digest a tag points at and the manifest's media type (`HEAD` with the manifest
+    /// types), `None` if the tag is not there.
     pub async fn tag_digest(
         &self,
         repository: &str,
         tag: &str,
-    ) -> Result<Option<String>, RegistryError> {
+    ) -> Result<Option<(String, String)>, RegistryError> {
         let what = format!("the tag {repository}:{tag}");
         match self
             .fetch(
@@ -194,14 +194,20 @@ impl RegistryClient {
             )
             .await
         {
-            Ok((headers, _)) => headers
-                .get("docker-content-digest")
-                .and_then(|v| v.to_str().ok())
-                .map(|d| Some(d.trim().to_string()))
-                .ok_or_else(|| RegistryError::Invalid {
-                    what,
-                    message: "no Docker-Content-Digest header".into(),
-                }),
+            Ok((headers, _)) => {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+                };
+                let digest =
+                    header("docker-content-digest").ok_or_else(|| RegistryError::Invalid {
+                        what,
+                        message: "no Docker-Content-Digest header".into(),
+                    })?;
+                Ok(Some((digest, header("content-type").unwrap_or_default())))
+            }
             Err(RegistryError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }

@@ -48,6 +48,14 @@ struct EventFields {
     target: Option<TargetFields>,
     actor: Option<ActorFields>,
     request: Option<RequestFields>,
+    source: Option<SourceFields>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SourceFields {
+    #[serde(rename = "instanceID")]
+    instance_id: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -130,6 +138,10 @@ impl IncomingEvent {
         event.media_type = non_empty(target.media_type);
         event.actor = fields.actor.and_then(|a| non_empty(a.name));
         event.occurred_at = fields.timestamp.as_deref().and_then(parse_time);
+        event.instance_id = fields
+            .source
+            .and_then(|s| non_empty(s.instance_id))
+            .map(|id| id.chars().take(128).collect());
         let request_method = fields.request.and_then(|r| r.method);
         event.disposition = event.decide(target.url.as_deref(), false, None);
         if !matches!(event.disposition, Disposition::Ignore(_)) {

@@ -3,5 +3,8 @@
 
 pub mod client;
 pub mod envelope;
+pub mod facts;
+pub mod reader;
+pub mod reconcile;
 pub mod sources;
 pub mod token;

@@ -384,6 +384,31 @@ fn matrix() -> Vec<Row> {
             None,
             [404, 403, 403, 403, 403, A, A, A],
         ),
+        (
+            "GET",
+            "/sources/default",
+            None,
+            [200, 403, 403, 403, 403, A, A, A],
+        ),
+        (
+            "PATCH",
+            "/sources/nosuch",
+            Some(json!({"registry_url": "http://127.0.0.1:1"})),
+            [404, 403, 403, 403, 403, A, A, A],
+        ),
+        // The default endpoint reads no registry in these tests: nothing to reconcile.
+        (
+            "POST",
+            "/sources/default/reconcile",
+            None,
+            [409, 403, 403, 403, 403, A, A, A],
+        ),
+        (
+            "GET",
+            "/sources/default/reconcile",
+            None,
+            [409, 403, 403, 403, 403, A, A, A],
+        ),
     ]
 }
 

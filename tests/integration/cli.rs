@@ -826,7 +826,13 @@ async fn sources_from_the_cli_take_their_registrys_events() {
         );
     }
     let list = text(&run(&["source", "list"], "").stdout);
-    assert!(list.starts_with("NAME     KIND    AUTH"), "{list}");
+    assert!(list.starts_with("NAME "), "{list}");
+    assert!(
+        list.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("default ") && l.contains("(built in)")),
+        "the built-in source is listed first: {list}"
+    );
     assert!(
         list.lines()
             .any(|l| l.starts_with("zot1 ") && l.contains("bearer")),
@@ -839,7 +845,7 @@ async fn sources_from_the_cli_take_their_registrys_events() {
     );
     let json: serde_json::Value =
         serde_json::from_slice(&run(&["source", "list", "--json"], "").stdout).unwrap();
-    assert_eq!(json.as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(json.as_array().unwrap().len(), 3, "default and the two: {json}");
     run(&["source", "delete", "harbor1"], "");
     let out = herald(dir.path(), &["source", "delete", "harbor1"], "");
     assert!(!out.status.success() && text(&out.stderr).contains("not found"));

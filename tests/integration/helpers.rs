@@ -710,7 +710,20 @@ pub async fn tls_receiver() -> TlsReceiver {
 
 /// Creates an admin through the CLI, as a new user would, and returns an API token for it.
 pub fn cli_admin_token(dir: &std::path::Path) -> String {
+    cli_admin_token_in(dir, None)
+}
+
+/// [`cli_admin_token`] for the Herald whose database is `database` (else the data
+/// directory's SQLite).
+pub fn cli_admin_token_in(dir: &std::path::Path, database: Option<&str>) -> String {
     use std::io::Write;
+    let herald_cmd = |dir: &std::path::Path| {
+        let mut cmd = herald_cmd(dir);
+        if let Some(url) = database {
+            cmd.env("HERALD_DATABASE_URL", url);
+        }
+        cmd
+    };
     // The user commands need an existing Herald: `migrate` makes one, as `serve` would.
     let migrate = herald_cmd(dir).arg("migrate").output().unwrap();
     assert!(

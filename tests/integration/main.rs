@@ -20,6 +20,7 @@ mod postgres;
 mod proxy;
 mod recovery;
 mod registry_e2e;
+mod registry_reads;
 mod reliability;
 mod require;
 mod signin_flood;

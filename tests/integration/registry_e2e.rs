@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::helpers::*;
 
 /// Kills the registry when the test ends, however it ends.
-struct Registry(Child);
+pub(crate) struct Registry(pub(crate) Child);
 
 impl Drop for Registry {
     fn drop(&mut self) {
@@ -21,13 +21,13 @@ impl Drop for Registry {
 }
 
 /// The registry and skopeo, from Debian's packages (apt-get install docker-registry skopeo).
-fn tools() -> Option<(String, String)> {
+pub(crate) fn tools() -> Option<(String, String)> {
     use crate::require::{program, require};
     let found = program("docker-registry").and_then(|r| Ok((r, program("skopeo")?)));
     require("the registry (docker-registry) and skopeo", found)
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -71,7 +71,7 @@ fn write_image_layout(dir: &Path) {
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
-fn run(cmd: &mut Command) {
+pub(crate) fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),

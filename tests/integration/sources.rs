@@ -731,7 +731,15 @@ async fn sources_are_listed_without_credentials_and_deleted() {
     assert_eq!(list.status, 200);
     let items = list.body["items"].as_array().unwrap();
     let names: Vec<&str> = items.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["dist1", "gitlab1", "harbor1", "zot1"]);
+    assert_eq!(names, ["default", "dist1", "gitlab1", "harbor1", "zot1"]);
+    assert_eq!(
+        items[0]["builtin"], true,
+        "the default endpoint is the built-in source"
+    );
+    assert!(
+        items[0]["registry_url"].is_null(),
+        "it reads no registry here"
+    );
     let text = list.body.to_string();
     for secret in [ZOT_TOKEN, GITLAB_TOKEN, HARBOR_PASSWORD] {
         assert!(!text.contains(secret));

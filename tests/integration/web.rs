@@ -1030,8 +1030,8 @@ async fn admins_manage_sources_on_the_sources_page_with_the_apis_checks() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names.len(), 2, "{names:?}");
-    assert!(names.contains(&"zot1") && names.contains(&"harbor1"));
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.contains(&"default") && names.contains(&"zot1") && names.contains(&"harbor1"));
     let (_, html) = admin.get(&app, "/sources").await;
     assert!(html.contains("data-source=\"zot1\"") && html.contains("basic (harbor)"));
     assert!(!html.contains(token), "the token is never shown");

@@ -26,7 +26,8 @@ impl<B: Backend> History for B {
     async fn list_events(&self, limit: i64, before: Option<i64>) -> StoreResult<Page<StoredEvent>> {
         let items = sql(
             "SELECT id, registry_id, action, repository, namespace, tag, digest, actor, source, \
-             status, reason, received_at, occurred_at FROM events WHERE id < $1 \
+             status, reason, received_at, occurred_at, facts, facts_state, facts_error, \
+             synthesized FROM events WHERE id < $1 \
              ORDER BY id DESC LIMIT $2",
         )
         .bind(before.unwrap_or(i64::MAX))
@@ -49,6 +50,12 @@ impl<B: Backend> History for B {
                 reason: r.text_opt("reason")?,
                 received_at: from_ms(r.int("received_at")?),
                 occurred_at: r.int_opt("occurred_at")?.map(from_ms),
+                facts: r
+                    .text_opt("facts")?
+                    .and_then(|json| serde_json::from_str(&json).ok()),
+                facts_state: r.text_opt("facts_state")?,
+                facts_error: r.text_opt("facts_error")?,
+                synthesized: r.text_opt("synthesized")?,
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
