@@ -173,7 +173,7 @@ pub async fn recover(
 /// Sends a synthetic `ping` event now, recorded as a delivery like any other.
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/webhooks/{id}/ping", operation_id = "pingWebhook", tag = "deliveries", security(("bearer" = [])),
     params(("ns" = String, Path, description = "Namespace"), ("id" = i64, Path, description = "Webhook id")),
-    responses((status = 200, body = crate::domain::delivery::DeliveryDetail), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = crate::domain::delivery::DeliveryDetail), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "A deploy format's webhook: a ping would start a deploy", body = ErrorBody)))]
 pub async fn ping(
     State(state): State<AppState>,
     ApiUser(user): ApiUser,

@@ -67,6 +67,11 @@ pub struct WebhookView {
     pub client_certificate: Option<String>,
     /// Whether the client certificate's private key is set: it is write-only.
     pub has_client_key: bool,
+    /// Whether the deploy tool's token is set: it is write-only.
+    pub has_token: bool,
+    /// What the deploy formats read besides the event (`event_type`, `ref`, `variables`,
+    /// `registry`); `{}` for none.
+    pub format_options: crate::domain::deploy::FormatOptions,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -151,6 +156,8 @@ impl WebhookView {
             signature_public_key,
             client_certificate: w.client_certificate,
             has_client_key: w.client_key.is_some(),
+            has_token: w.token.is_some(),
+            format_options: w.format_options,
         })
     }
 }
@@ -163,6 +170,23 @@ pub fn webhook_warnings(w: &Webhook) -> Vec<String> {
             "TLS certificates are not verified: anyone on the path can read and change these requests"
                 .to_string(),
         );
+    }
+    if w.format.triggers_deploy() {
+        let never: Vec<&str> = w
+            .filters
+            .actions
+            .iter()
+            .filter(|a| **a != crate::domain::events::Action::Push)
+            .map(|a| a.as_str())
+            .collect();
+        if !never.is_empty() {
+            warnings.push(format!(
+                "the {} format triggers deploys only for pushes of tagged manifests: the \
+                 filters' {} never reach it",
+                w.format.as_str(),
+                never.join(", ")
+            ));
+        }
     }
     if let Some(certificate) = &w.client_certificate {
         warnings.extend(crate::hooks::client_cert::validity_warning(

@@ -307,6 +307,14 @@ pub async fn ping(
     super::deliveries::Sent,
 )> {
     let (access, hook) = load(ctx, actor, ns, hook, NamespaceAction::Retrigger).await?;
+    // A deploy tool would act on a ping (run a pipeline, roll out): none is sent.
+    if hook.format.triggers_deploy() {
+        return Err(Error::Conflict(format!(
+            "the {} format triggers a deploy, so no ping is sent to it: deploy formats send \
+             only pushes of tagged manifests (push a tag to test it)",
+            hook.format.as_str()
+        )));
+    }
     let now = Utc::now();
     let event_id = format!("ping-{}", &crate::secrets::random_token("")[..22]);
     let repository = if access.namespace.name.is_global() {

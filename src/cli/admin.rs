@@ -3,7 +3,7 @@
 use herald::app;
 use herald::app::sources::SourceInput;
 
-use super::context::{context, operator, read_secret};
+use super::context::{context, operator, read_secret, NotSentYet};
 use super::output::{cell, emit, emit_json, table, time};
 use super::{ActivityArgs, EventsArgs, MemberCommand, SourceCommand, TeamCommand};
 
@@ -183,7 +183,111 @@ pub async fn source(cmd: SourceCommand) -> anyhow::Result<()> {
                     .created_at
                     .map(time)
                     .unwrap_or_else(|| "(built in)".into())
-            ))
+            ))?;
+            match &source.registry_url {
+                Some(url) => {
+                    let mut line = format!(
+                        "reads its registry at {url}{}",
+                        source
+                            .registry_username
+                            .as_deref()
+                            .map(|u| format!(" as '{u}'"))
+                            .unwrap_or_default()
+                    );
+                    if let Some(s) = &source.registry_status {
+                        line.push_str(&match &s.error {
+                            None => format!("; read fine at {}", time(s.checked_at)),
+                            Some(e) => format!("; could not at {}: {e}", time(s.checked_at)),
+                        });
+                    }
+                    emit(format!("{line}\n"))?;
+                    let ctx = context(&store).await?;
+                    if let Ok(r) = app::sources::reconcile_status(&ctx, &actor, &name).await {
+                        emit(reconcile_text(&r))?;
+                    }
+                    Ok(())
+                }
+                None => emit("reads no registry (herald source update NAME --registry-url URL)\n"),
+            }
+        }
+        SourceCommand::Update {
+            name,
+            registry_url,
+            registry_username,
+            no_registry,
+            format,
+            store,
+        } => {
+            let ctx = context(&store).await?;
+            let input = if no_registry {
+                app::sources::RegistryAccessInput {
+                    registry_url: Some(None),
+                    registry_username: Some(None),
+                    registry_password: Some(None),
+                }
+            } else {
+                // A username comes with its password, asked for here.
+                let password = match &registry_username {
+                    Some(_) => Some(Some(read_secret("the registry password", false)?)),
+                    None => None,
+                };
+                app::sources::RegistryAccessInput {
+                    registry_url: registry_url.map(Some),
+                    registry_username: registry_username.map(Some),
+                    registry_password: password,
+                }
+            };
+            let source = app::sources::update(&ctx, &actor, &name, input).await?;
+            if format.json {
+                return emit_json(&source);
+            }
+            match &source.registry_url {
+                Some(url) => eprintln!(
+                    "source '{name}' reads its registry at {url}{}; a reconcile learns it now",
+                    source
+                        .registry_username
+                        .as_deref()
+                        .map(|u| format!(" as '{u}'"))
+                        .unwrap_or_default()
+                ),
+                None => eprintln!("source '{name}' no longer reads its registry"),
+            }
+            Ok(())
+        }
+        SourceCommand::Reconcile {
+            name,
+            wait,
+            format,
+            store,
+        } => {
+            let ctx = context(&store).await?;
+            let asked = app::sources::reconcile(&ctx, &actor, &name).await?;
+            let since = asked.requested_at;
+            eprintln!("asked the running `herald serve` to reconcile source '{name}'");
+            let deadline = tokio::time::Instant::now() + wait;
+            let done = loop {
+                let now = app::sources::reconcile_status(&ctx, &actor, &name).await?;
+                let finished = now.state == "idle"
+                    && now
+                        .finished_at
+                        .is_some_and(|f| since.is_none_or(|s| f >= s));
+                if wait.is_zero() || finished {
+                    break now;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(NotSentYet(format!(
+                        "the reconcile of '{name}' is asked for, but no running `herald serve` on                          this database finished it within {} ({}); it runs when one does",
+                        humantime::format_duration(wait),
+                        now.state
+                    ))
+                    .into());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            };
+            if format.json {
+                return emit_json(&done);
+            }
+            emit(reconcile_text(&done))
         }
         SourceCommand::Delete { name, store } => {
             app::sources::delete(&context(&store).await?, &actor, &name).await?;
@@ -191,6 +295,31 @@ pub async fn source(cmd: SourceCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A reconcile's state in a few lines.
+fn reconcile_text(r: &herald::domain::registry::ReconcileStatus) -> String {
+    let mut out = format!("reconcile of {}: {}", r.source, r.state);
+    if let Some(at) = r.finished_at {
+        out.push_str(&format!(", last finished {}", time(at)));
+    }
+    out.push('\n');
+    out.push_str(&format!(
+        "repositories {}, tags {}, made-up pushes {}, made-up deletes {}{}\n",
+        r.repositories,
+        r.tags,
+        r.pushes,
+        r.deletes,
+        if r.learned {
+            ""
+        } else {
+            " (the first run only learns the registry)"
+        }
+    ));
+    if let Some(e) = &r.error {
+        out.push_str(&format!("stopped: {e}\n"));
+    }
+    out
 }
 
 pub async fn events(args: EventsArgs) -> anyhow::Result<()> {

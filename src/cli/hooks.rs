@@ -95,15 +95,23 @@ fn input(name: Option<String>, f: WebhookFields, creating: bool) -> anyhow::Resu
     let read = |path: &std::path::Path| {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
     };
+    let json_or_file = |text: String| match text.strip_prefix('@') {
+        Some(path) => read(std::path::Path::new(path)),
+        None => Ok(text),
+    };
     let filters = match f.filters {
         None => None,
-        Some(text) => {
-            let json = match text.strip_prefix('@') {
-                Some(path) => read(std::path::Path::new(path))?,
-                None => text,
-            };
-            Some(serde_json::from_str(&json).context("--filters is not the API's filters JSON")?)
-        }
+        Some(text) => Some(
+            serde_json::from_str(&json_or_file(text)?)
+                .context("--filters is not the API's filters JSON")?,
+        ),
+    };
+    let format_options = match f.format_options {
+        None => None,
+        Some(text) => Some(serde_json::from_str(&json_or_file(text)?).context(
+            "--format-options is not the API's format options JSON \
+             (event_type, ref, variables, registry)",
+        )?),
     };
     let headers = if f.headers.is_empty() {
         None
@@ -128,6 +136,12 @@ fn input(name: Option<String>, f: WebhookFields, creating: bool) -> anyhow::Resu
         }
         (None, true) => (Some(None), Some(None)),
         (None, false) => (None, None),
+    };
+    // After the password: piped in, the password is the first line and the token the next.
+    let token = match (f.token, f.no_token) {
+        (true, _) => Some(Some(read_secret("the deploy tool's token", false)?)),
+        (false, true) => Some(None),
+        (false, false) => None,
     };
     let rate_limit = match f.rate_limit.as_deref() {
         None => None,
@@ -159,6 +173,8 @@ fn input(name: Option<String>, f: WebhookFields, creating: bool) -> anyhow::Resu
         signature: f.signature,
         client_certificate: client.0,
         client_key: client.1,
+        token,
+        format_options,
     })
 }
 
@@ -179,6 +195,11 @@ fn webhook_text(v: &WebhookView) -> String {
         v.signature.as_str(),
         v.circuit.as_str()
     ));
+    if v.has_token || !v.format_options.is_empty() {
+        let options = v.format_options.to_stored().unwrap_or_else(|| "{}".into());
+        let token = if v.has_token { "set" } else { "none" };
+        out.push_str(&format!("token {token}, format options {options}\n"));
+    }
     if let Some(key) = &v.signature_public_key {
         out.push_str(&format!("receivers verify v1a signatures with {key}\n"));
     }

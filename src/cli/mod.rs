@@ -258,9 +258,23 @@ pub struct WebhookFields {
     #[arg(long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
     /// The payload format: registry-event (default), registry-envelope, cloudevents,
-    /// cloudevents-binary, slack, teams, discord, mattermost, google-chat or template.
+    /// cloudevents-binary, slack, teams, discord, mattermost, google-chat, template, or a
+    /// deploy tool's: flux, keel, github-dispatch, gitlab-trigger, dockerhub.
     #[arg(long)]
     pub format: Option<String>,
+    /// Set the deploy tool's token (Flux's Receiver token, a GitHub token, a GitLab
+    /// trigger token), asked for or read from standard input (after the password, when
+    /// --username asks for one too).
+    #[arg(long)]
+    pub token: bool,
+    /// Remove the token.
+    #[arg(long, conflicts_with = "token")]
+    pub no_token: bool,
+    /// The deploy formats' options as the API's JSON, e.g. '{"event_type":"deploy"}' for
+    /// github-dispatch or '{"ref":"main","variables":{"ENV":"prod"}}' for gitlab-trigger,
+    /// or @FILE; '{}' removes them.
+    #[arg(long, value_name = "JSON")]
+    pub format_options: Option<String>,
     /// For `--format template`: a file holding the minijinja template.
     #[arg(long, value_name = "FILE")]
     pub template_file: Option<PathBuf>,
@@ -682,6 +696,40 @@ pub enum SourceCommand {
     Show {
         /// The source's name.
         name: String,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Give Herald read access to a source's registry (it then reads what each push was,
+    /// and reconciles), change it, or take it away. With --registry-username, the password
+    /// or token is asked for without echo on a terminal, else read from standard input.
+    Update {
+        /// The source's name.
+        name: String,
+        /// The registry's address, e.g. https://registry.example.org.
+        #[arg(long, conflicts_with = "no_registry")]
+        registry_url: Option<String>,
+        /// A username with read (pull and catalog) access.
+        #[arg(long, conflicts_with = "no_registry")]
+        registry_username: Option<String>,
+        /// Take the read access away.
+        #[arg(long)]
+        no_registry: bool,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Compare the source's registry with what its events said, now, and make up the pushes
+    /// and deletes it did not send; the running `herald serve` does it.
+    Reconcile {
+        /// The source's name; `default` for the default endpoint.
+        name: String,
+        /// How long to wait for the running `herald serve` to finish it and print the result;
+        /// `0s`: ask and return at once.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
         #[command(flatten)]
         format: Format,
         #[command(flatten)]

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::events::{Disposition, IncomingEvent};
+use crate::domain::events::{Disposition, EventFacts, IncomingEvent};
 use crate::domain::filters::CompiledFilters;
 use crate::domain::model::Webhook;
 
@@ -262,6 +262,8 @@ impl IngestSummary {
 pub(crate) struct Candidate {
     pub recipient: Recipient,
     pub filters: std::sync::Arc<CompiledFilters>,
+    /// Its format, which narrows what a deploy trigger gets.
+    pub format: crate::domain::format::Format,
 }
 
 /// A webhook an event gets a delivery for. `fifo` is stored on the delivery, so that
@@ -273,17 +275,40 @@ pub(crate) struct Recipient {
 }
 
 impl Candidate {
-    /// Filters are stored as JSON, NULL meaning the defaults.
-    pub(crate) fn new(id: i64, fifo: bool, filters: Option<&str>) -> Self {
+    /// Filters are stored as JSON, NULL meaning the defaults; the format by its name.
+    pub(crate) fn new(id: i64, fifo: bool, filters: Option<&str>, format: &str) -> Self {
         Self {
             recipient: Recipient {
                 webhook_id: id,
                 fifo,
             },
             filters: CompiledFilters::cached(filters),
+            format: crate::domain::format::Format::named(format).unwrap_or_default(),
         }
     }
+
+    /// Whether it gets a delivery for an event with these facts.
+    pub(crate) fn wants(&self, facts: &EventFacts) -> bool {
+        self.filters.matches(facts) && self.format.wants(facts)
+    }
+
+    /// Whether it may get one once the manifest's facts are read (see
+    /// [`CompiledFilters::matches_before_facts`]).
+    pub(crate) fn wants_before_facts(&self, facts: &EventFacts) -> bool {
+        self.filters.matches_before_facts(facts) && self.format.wants(facts)
+    }
+
+    /// Whether it gets Herald's operational events of `kind`: never as a deploy trigger.
+    pub(crate) fn wants_operational(&self, kind: crate::domain::events::Action) -> bool {
+        !self.format.triggers_deploy() && self.filters.wants_operational(kind)
+    }
 }
+
+/// Why an event whose webhooks' filters would take it went to none of them: they are all
+/// deploy triggers, and it is not a push of a tagged manifest.
+pub const DEPLOY_ONLY_TAGGED_PUSHES: &str = "the only webhooks whose filters match are deploy \
+     triggers (flux, keel, github-dispatch, gitlab-trigger, dockerhub), sent only for pushes \
+     of tagged manifests";
 
 /// An event's fate: its status, the reason, and the webhooks that get a delivery.
 /// `candidates` is `None` when the event's namespace does not exist.
@@ -317,18 +342,30 @@ pub(crate) fn decide(
             .iter()
             .filter(|c| {
                 if pending && c.filters.needs_facts() {
-                    waiting |= c.filters.matches_before_facts(facts);
+                    waiting |= c.wants_before_facts(facts);
                     return false;
                 }
-                c.filters.matches(facts)
+                c.wants(facts)
             })
             .map(|c| c.recipient)
             .collect(),
         None => Vec::new(),
     };
+    // Filters that match but formats that do not: the reason says so, not "no filter".
+    let only_deploy = matching.is_empty()
+        && !waiting
+        && event
+            .facts
+            .as_ref()
+            .is_some_and(|facts| candidates.iter().any(|c| c.filters.matches(facts)));
     match (matching.is_empty() && !waiting, default_skip) {
         (false, _) => ("accepted", None, matching),
         (true, Some(reason)) => ("skipped", Some(reason), Vec::new()),
+        (true, None) if only_deploy => (
+            "skipped",
+            Some(DEPLOY_ONLY_TAGGED_PUSHES.into()),
+            Vec::new(),
+        ),
         (true, None) if !candidates.is_empty() => (
             "skipped",
             Some("no enabled webhook's filters match".into()),

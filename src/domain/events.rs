@@ -369,3 +369,13 @@ pub struct EventFacts {
     /// Made by a reconcile for an event the registry did not send.
     pub synthesized: bool,
 }
+
+impl EventFacts {
+    /// A push of a manifest under a tag: what a deploy tool acts on (only manifests have
+    /// tags, and a push by digest names no version to deploy).
+    pub fn is_tagged_push(&self) -> bool {
+        self.action == Action::Push
+            && self.is_manifest
+            && self.tag.as_deref().is_some_and(|t| !t.is_empty())
+    }
+}

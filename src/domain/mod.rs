@@ -4,6 +4,7 @@
 pub mod artifact;
 pub mod control;
 pub mod delivery;
+pub mod deploy;
 pub mod events;
 pub mod filters;
 pub mod format;

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::domain::control::{Circuit, CircuitState, DeliveryOrder, RateLimit};
+use crate::domain::deploy::FormatOptions;
 use crate::domain::filters::Filters;
 use crate::domain::format::Format;
 use crate::domain::names::{
@@ -172,6 +173,11 @@ pub struct Webhook {
     /// sealed PEM private key. Both or neither.
     pub client_certificate: Option<String>,
     pub client_key: Option<Sealed>,
+    /// The deploy tool's secret (Flux's HMAC key, a GitHub token, a GitLab trigger token),
+    /// sealed; write-only.
+    pub token: Option<Sealed>,
+    /// What the deploy formats read besides the event (`event_type`, `ref`, ...).
+    pub format_options: FormatOptions,
 }
 
 /// What an attempt says about a webhook's health.
@@ -252,6 +258,8 @@ pub struct NewWebhook {
     pub signature: SignatureScheme,
     pub client_certificate: Option<String>,
     pub client_key: Option<Sealed>,
+    pub token: Option<Sealed>,
+    pub format_options: FormatOptions,
 }
 
 /// A partial update: `None` leaves a field as it is; `Some(None)` clears an optional one.
@@ -277,6 +285,10 @@ pub struct WebhookPatch {
     pub signing_secret: Option<(Sealed, DateTime<Utc>)>,
     /// The certificate chain and its sealed key, replaced together; `Some(None)` removes both.
     pub client_identity: Option<Option<(String, Sealed)>>,
+    /// The sealed token; `Some(None)` removes it.
+    pub token: Option<Option<Sealed>>,
+    /// Replaces every format option.
+    pub format_options: Option<FormatOptions>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -153,7 +153,7 @@ pub(crate) fn decide(
 ) -> (&'static str, Option<String>, Vec<Recipient>) {
     let ids: Vec<Recipient> = candidates
         .iter()
-        .filter(|c| c.filters.wants_operational(kind))
+        .filter(|c| c.wants_operational(kind))
         .map(|c| c.recipient)
         .collect();
     if ids.is_empty() {
@@ -181,14 +181,27 @@ mod tests {
     #[test]
     fn only_webhooks_naming_the_kind_hear_it() {
         let candidates = [
-            Candidate::new(1, false, None),
-            Candidate::new(2, false, Some(r#"{"actions": []}"#)),
+            Candidate::new(1, false, None, "registry-event"),
+            Candidate::new(2, false, Some(r#"{"actions": []}"#), "slack"),
             Candidate::new(
                 3,
                 false,
                 Some(r#"{"actions": ["push", "webhook.disabled"]}"#),
+                "registry-event",
             ),
-            Candidate::new(4, false, Some(r#"{"actions": ["delivery.exhausted"]}"#)),
+            Candidate::new(
+                4,
+                false,
+                Some(r#"{"actions": ["delivery.exhausted"]}"#),
+                "cloudevents",
+            ),
+            // A deploy trigger never hears of Herald's own events, whatever it names.
+            Candidate::new(
+                5,
+                false,
+                Some(r#"{"actions": ["push", "webhook.disabled", "delivery.exhausted"]}"#),
+                "github-dispatch",
+            ),
         ];
         let ids = |kind| -> Vec<i64> {
             decide(kind, &candidates)

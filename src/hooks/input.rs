@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer};
 
 use crate::domain::control::{DeliveryOrder, RateLimit};
+use crate::domain::deploy::{check_settings, FormatOptions};
 use crate::domain::filters::Filters;
 use crate::domain::format::Format;
 use crate::domain::model::{Audit, NewWebhook, StoredHeader, Webhook, WebhookPatch};
@@ -58,6 +59,16 @@ pub struct WebhookInput {
     /// The PEM private key of `client_certificate` (PKCS#8, RSA or EC); write-only.
     #[serde(default, deserialize_with = "double_option")]
     pub client_key: Option<Option<String>>,
+    /// The deploy tool's secret, write-only (`has_token` says whether one is set): Flux's
+    /// Receiver token (the HMAC key of `X-Signature`) for `flux`, a GitHub token (sent as
+    /// `Authorization: Bearer`) for `github-dispatch`, the pipeline trigger token for
+    /// `gitlab-trigger`. Those formats need it; the others refuse it. `null` removes it.
+    #[serde(default, deserialize_with = "double_option")]
+    pub token: Option<Option<String>>,
+    /// What the deploy formats read besides the event: `event_type` (`github-dispatch`,
+    /// required), `ref` and `variables` (`gitlab-trigger`; `ref` required), `registry`
+    /// (every deploy format). Replaces the options as a whole; `{}` removes them.
+    pub format_options: Option<FormatOptions>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -123,8 +134,16 @@ impl WebhookInput {
         let username = p.take(parse_username(flat(&self.username)));
         let password = p.take(parse_password(flat(&self.password), cipher));
         let headers = p.take(parse_headers(&self.headers.unwrap_or_default(), cipher));
+        // A deploy trigger gets only pushes (of tagged manifests): its filters say so.
+        let default_filters = match format.triggers_deploy() {
+            true => Filters {
+                actions: vec![crate::domain::events::Action::Push],
+                ..Filters::default()
+            },
+            false => Filters::default(),
+        };
         let filters = p
-            .take(self.filters.unwrap_or_default().validate())
+            .take(self.filters.unwrap_or(default_filters).validate())
             .unwrap_or_default();
         let rate_limit = p
             .take(
@@ -170,6 +189,16 @@ impl WebhookInput {
             }
         };
         let (client_certificate, client_key) = identity.unzip();
+        let token = p.take(parse_token(flat(&self.token), cipher)).flatten();
+        let format_options = self.format_options.unwrap_or_default();
+        if let Some(password) = &password {
+            p.take(check_settings(
+                format,
+                &format_options,
+                token.is_some(),
+                password.is_some(),
+            ));
+        }
         match (name, url, method, content_type, username, password, headers) {
             (
                 Some(name),
@@ -197,6 +226,8 @@ impl WebhookInput {
                 signature,
                 client_certificate,
                 client_key,
+                token,
+                format_options,
             }),
             _ => Err(p.0),
         }
@@ -258,6 +289,11 @@ impl WebhookInput {
                 .and_then(|s| p.take(SignatureScheme::parse(s))),
             signing_secret: None,
             client_identity: None,
+            token: self
+                .token
+                .as_ref()
+                .and_then(|t| p.take(parse_token(t.as_deref().unwrap_or(""), cipher))),
+            format_options: self.format_options.clone(),
         };
         match (&self.client_certificate, &self.client_key) {
             (None, None) => {}
@@ -337,6 +373,22 @@ pub async fn check_patch(
         patch.request_method.unwrap_or(current.request_method),
     )?;
     check_content_type(format, patch.content_type.unwrap_or(current.content_type))?;
+    // The format's token and options as they will be, whichever of them the update names.
+    check_settings(
+        format,
+        patch
+            .format_options
+            .as_ref()
+            .unwrap_or(&current.format_options),
+        match &patch.token {
+            Some(token) => token.is_some(),
+            None => current.token.is_some(),
+        },
+        match &patch.password {
+            Some(password) => password.is_some(),
+            None => current.password.is_some(),
+        },
+    )?;
     let template = match &patch.template {
         Some(t) => t.as_deref(),
         None => current.template.as_deref(),
@@ -403,6 +455,22 @@ fn parse_password(s: &str, cipher: &Cipher) -> Result<Option<Sealed>, Invalid> {
         return Err(Invalid::new(
             "password",
             "a password has at most 1024 bytes, without control characters",
+        ));
+    }
+    Ok(Some(cipher.seal(s)))
+}
+
+/// A deploy tool's token, sealed; empty means none. Surrounding white space (a line end
+/// from a file or a pipe) is not part of it.
+fn parse_token(s: &str, cipher: &Cipher) -> Result<Option<Sealed>, Invalid> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.len() > 4096 || s.chars().any(char::is_control) {
+        return Err(Invalid::new(
+            "token",
+            "a token has at most 4096 bytes, without control characters",
         ));
     }
     Ok(Some(cipher.seal(s)))
@@ -505,6 +573,8 @@ pub fn audit_for_patch(actor: &str, patch: &WebhookPatch) -> Audit {
         ("ordering", patch.ordering.is_some()),
         ("signature", patch.signature.is_some()),
         ("client_certificate", patch.client_identity.is_some()),
+        ("token", patch.token.is_some()),
+        ("format_options", patch.format_options.is_some()),
     ];
     let changed: Vec<&str> = fields
         .iter()

@@ -4,6 +4,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
 use crate::domain::delivery::StoredRequest;
+use crate::domain::deploy::TokenUse;
 use crate::domain::model::Webhook;
 use crate::domain::names::{ContentType, RequestMethod};
 use crate::hooks::client_cert::ClientIdentity;
@@ -27,6 +28,8 @@ pub struct OutgoingRequest {
     pub url: String,
     pub headers: Vec<OutgoingHeader>,
     pub body: String,
+    /// The body as stored and shown, when it holds a secret (GitLab's trigger token).
+    pub body_redacted: Option<String>,
     /// True when `body` is the event exactly as received (stored once, with the event).
     pub body_is_event: bool,
     pub tls_verify: bool,
@@ -53,7 +56,10 @@ impl OutgoingRequest {
                     (h.name.clone(), value)
                 })
                 .collect(),
-            body: self.body.clone(),
+            body: self
+                .body_redacted
+                .clone()
+                .unwrap_or_else(|| self.body.clone()),
         }
     }
 }
@@ -68,6 +74,12 @@ pub fn render(
     rendered: formats::Rendered,
 ) -> Result<OutgoingRequest, String> {
     let format_headers = rendered.headers;
+    let token = webhook
+        .token
+        .as_ref()
+        .map(|sealed| cipher.open(sealed))
+        .transpose()?;
+    let token_use = webhook.format.token_use();
     let (body, body_is_event) = match webhook.content_type {
         ContentType::Json => (rendered.body, rendered.body_is_event),
         ContentType::Form => {
@@ -81,6 +93,14 @@ pub fn render(
         (ContentType::Json, Some(ct)) => ct,
         (ct, _) => ct.as_str(),
     };
+    // GitLab reads the trigger token from the body: the stored copy shows it redacted.
+    let (body, body_redacted) = match (token_use, &token) {
+        (Some(TokenUse::BodyField), Some(token)) => (
+            with_token(&body, token)?,
+            Some(with_token(&body, REDACTED)?),
+        ),
+        _ => (body, None),
+    };
     let mut headers = vec![OutgoingHeader {
         name: "Content-Type".into(),
         value: content_type.into(),
@@ -91,6 +111,14 @@ pub fn render(
         headers.push(OutgoingHeader {
             name: "Authorization".into(),
             value: format!("Basic {}", B64.encode(format!("{user}:{password}"))),
+            secret: true,
+        });
+    }
+    if let (Some(TokenUse::Bearer), Some(token)) = (token_use, &token) {
+        headers.retain(|h| !h.name.eq_ignore_ascii_case("authorization"));
+        headers.push(OutgoingHeader {
+            name: "Authorization".into(),
+            value: format!("Bearer {token}"),
             secret: true,
         });
     }
@@ -153,6 +181,15 @@ pub fn render(
             });
         }
     }
+    // Flux's generic-hmac Receiver: the hex HMAC-SHA256 of exactly the bytes sent.
+    if let (Some(TokenUse::HmacSignature), Some(token)) = (token_use, &token) {
+        headers.retain(|h| !h.name.eq_ignore_ascii_case(signing::X_SIGNATURE));
+        headers.push(OutgoingHeader {
+            name: signing::X_SIGNATURE.into(),
+            value: signing::x_signature(token.as_bytes(), body.as_bytes()),
+            secret: false,
+        });
+    }
     let client_identity = match (&webhook.client_certificate, &webhook.client_key) {
         (Some(certificate), Some(sealed)) => {
             Some(ClientIdentity::new(certificate, &cipher.open(sealed)?))
@@ -164,6 +201,7 @@ pub fn render(
         url: webhook.url.as_str().to_string(),
         headers,
         body,
+        body_redacted,
         body_is_event,
         tls_verify: webhook.tls_verify,
         client_identity,
@@ -173,6 +211,14 @@ pub fn render(
                 | crate::domain::format::Format::CloudeventsBinary
         ),
     })
+}
+
+/// The JSON object `body` with a `token` field; `body` is a deploy format's own object.
+fn with_token(body: &str, token: &str) -> Result<String, String> {
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(body).map_err(|e| format!("the body is not a JSON object: {e}"))?;
+    object.insert("token".into(), serde_json::Value::String(token.into()));
+    serde_json::to_string(&object).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -211,6 +257,8 @@ mod tests {
             signature: Default::default(),
             client_certificate: None,
             client_key: None,
+            token: None,
+            format_options: Default::default(),
         }
     }
 
@@ -284,5 +332,80 @@ mod tests {
             header(&r, "authorization").is_none(),
             "basic auth needs both username and password"
         );
+    }
+
+    fn deploy(
+        cipher: &Cipher,
+        format: crate::domain::format::Format,
+        options: serde_json::Value,
+    ) -> Webhook {
+        let mut w = webhook(cipher);
+        w.username = None;
+        w.password = None;
+        w.headers = vec![];
+        w.format = format;
+        w.token = Some(cipher.seal("tok-3n"));
+        w.format_options = serde_json::from_value(options).unwrap();
+        w
+    }
+
+    fn rendered(w: &Webhook, fixture: &str) -> formats::Rendered {
+        let bytes = std::fs::read(format!(
+            "{}/tests/fixtures/{fixture}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let event = crate::registry::envelope::split_envelope(&bytes).unwrap()[0]
+            .get()
+            .to_string();
+        formats::render_with(w.format, &w.format_options, &event, &Default::default()).unwrap()
+    }
+
+    const TAGGED: &str = "distribution-2.8.2/push-manifest-tagged.json";
+
+    #[test]
+    fn gitlab_token_goes_in_the_body_and_is_redacted_when_stored() {
+        use crate::domain::format::Format;
+        let cipher = Cipher::from_key(&[3; 32]);
+        let w = deploy(
+            &cipher,
+            Format::GitlabTrigger,
+            serde_json::json!({"ref": "main"}),
+        );
+        let r = render(&w, &cipher, 5, "push", rendered(&w, TAGGED)).unwrap();
+        let sent: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(sent["token"], "tok-3n");
+        assert_eq!(sent["ref"], "main");
+        let stored = r.redacted();
+        assert!(!stored.body.contains("tok-3n"), "{}", stored.body);
+        let shown: serde_json::Value = serde_json::from_str(&stored.body).unwrap();
+        assert_eq!(shown["token"], REDACTED);
+        assert_eq!(shown["variables"], sent["variables"]);
+        assert!(header(&r, "authorization").is_none());
+    }
+
+    #[test]
+    fn github_token_is_a_redacted_bearer_and_flux_signs_the_body() {
+        use crate::domain::format::Format;
+        let cipher = Cipher::from_key(&[3; 32]);
+        let w = deploy(
+            &cipher,
+            Format::GithubDispatch,
+            serde_json::json!({"event_type": "deploy"}),
+        );
+        let r = render(&w, &cipher, 5, "push", rendered(&w, TAGGED)).unwrap();
+        assert_eq!(header(&r, "authorization"), Some("Bearer tok-3n"));
+        assert_eq!(header(&r, "accept"), Some("application/vnd.github+json"));
+        assert!(r
+            .redacted()
+            .headers
+            .contains(&("Authorization".into(), REDACTED.into())));
+        let w = deploy(&cipher, Format::Flux, serde_json::json!({}));
+        let r = render(&w, &cipher, 5, "push", rendered(&w, TAGGED)).unwrap();
+        assert_eq!(
+            header(&r, "x-signature"),
+            Some(signing::x_signature(b"tok-3n", r.body.as_bytes()).as_str())
+        );
+        assert!(!r.body.contains("tok-3n") && header(&r, "authorization").is_none());
     }
 }

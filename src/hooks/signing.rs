@@ -106,6 +106,27 @@ fn mac(secret: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> Option<HmacS
     Some(mac)
 }
 
+/// The header Flux's `generic-hmac` Receiver reads its signature from.
+pub const X_SIGNATURE: &str = "X-Signature";
+
+/// `sha256=<hex>`: the HMAC-SHA256 of `body` keyed with `key`, as go-github's
+/// `ValidateSignature` (which Flux's notification-controller calls) parses and checks it.
+/// It never fails (HMAC takes keys of any length); if it did, the bare `sha256=` would be
+/// refused by the receiver rather than anything sent unsigned.
+pub fn x_signature(key: &[u8], body: &[u8]) -> String {
+    let hex = HmacSha256::new_from_slice(key)
+        .map(|mut mac| {
+            mac.update(body);
+            mac.finalize()
+                .into_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    format!("sha256={hex}")
+}
+
 /// One signature, `v1,<base64>`. `msg_id` must not contain a `.`: Herald generates it.
 pub fn sign(secret: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
     match mac(secret, msg_id, timestamp, body) {
@@ -297,6 +318,15 @@ pub fn header_for_keys(keys: &[SigningKey], msg_id: &str, timestamp: i64, body: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 4231's second HMAC-SHA256 case, in the `sha256=<hex>` form Flux reads.
+    #[test]
+    fn x_signature_is_the_hex_hmac_sha256() {
+        assert_eq!(
+            x_signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
 
     const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const SPEC_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";

@@ -5,7 +5,7 @@ use std::time::Duration;
 use herald::config::Config;
 use herald::Application;
 
-fn herald(dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
+pub(crate) fn herald(dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(args)
         .env("HERALD_DATA_DIR", dir)
@@ -845,7 +845,11 @@ async fn sources_from_the_cli_take_their_registrys_events() {
     );
     let json: serde_json::Value =
         serde_json::from_slice(&run(&["source", "list", "--json"], "").stdout).unwrap();
-    assert_eq!(json.as_array().unwrap().len(), 3, "default and the two: {json}");
+    assert_eq!(
+        json.as_array().unwrap().len(),
+        3,
+        "default and the two: {json}"
+    );
     run(&["source", "delete", "harbor1"], "");
     let out = herald(dir.path(), &["source", "delete", "harbor1"], "");
     assert!(!out.status.success() && text(&out.stderr).contains("not found"));

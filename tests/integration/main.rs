@@ -8,6 +8,7 @@ mod cli;
 mod conformance;
 mod deliveries;
 mod delivery_control;
+mod deploy;
 mod filters;
 mod helpers;
 mod ingest;

@@ -799,3 +799,101 @@ async fn a_push_lost_while_herald_was_down_is_delivered_once_herald_starts() {
         .contains("sent no push event"));
     hook.assert_quiet(Duration::from_millis(1500)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gives_a_source_read_access_and_reconciles_it() {
+    use crate::cli::herald;
+    let Some((bin, skopeo)) = kit() else {
+        return;
+    };
+    let home = RegistryHome::new(bin, skopeo, None);
+    let _registry = home.start().await;
+    for (tag, variant) in [("1.0", "one"), ("2.0", "two")] {
+        let layout = home.dir.path().join(variant);
+        image_layout(&layout, variant);
+        home.push(&layout, &format!("acme/web:{tag}"), false);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let cli = |args: Vec<String>, stdin: &'static str| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                herald(&dir, &args, stdin)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(cli(args(&["migrate"]), "").await.status.success());
+    let made = cli(
+        args(&["source", "create", "reg1", "--kind", "distribution"]),
+        "reg1-token-0123456789abcdefghij\n",
+    )
+    .await;
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let url = home.url();
+    let given = cli(
+        args(&[
+            "source",
+            "update",
+            "reg1",
+            "--registry-url",
+            &url,
+            "--registry-username",
+            USER,
+        ]),
+        "reader-secret\n",
+    )
+    .await;
+    assert!(given.status.success(), "{}", text(&given.stderr));
+    assert!(text(&given.stderr).contains(&format!("reads its registry at {url} as 'reader'")));
+    // The server on that data directory runs what the command line asks for.
+    let config = herald::config::Config::from_args([
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--template-sandbox-exe",
+        env!("CARGO_BIN_EXE_herald"),
+        "--reconcile-interval",
+        "0s",
+    ])
+    .unwrap();
+    let app = herald::Application::build(config).await.unwrap();
+    tokio::spawn(app.run(std::future::pending()));
+    let first = cli(args(&["source", "reconcile", "reg1", "--wait", "30s"]), "").await;
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let report = text(&first.stdout);
+    // The run at the server's start learned the registry; this one finds nothing new.
+    assert!(
+        report.contains("repositories 1, tags 2, made-up pushes 0, made-up deletes 0"),
+        "{report}"
+    );
+    home.delete("acme/web:2.0");
+    let second = cli(args(&["source", "reconcile", "reg1", "--wait", "30s"]), "").await;
+    let report = text(&second.stdout);
+    assert!(
+        report.contains("made-up pushes 0, made-up deletes 1"),
+        "{report}"
+    );
+    let shown = text(&cli(args(&["source", "show", "reg1"]), "").await.stdout);
+    assert!(
+        shown.contains(&format!("reads its registry at {url} as 'reader'")),
+        "{shown}"
+    );
+    let listed = text(&cli(args(&["source", "list", "--json"]), "").await.stdout);
+    let sources: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(sources[1]["has_registry_password"], true, "{listed}");
+    assert!(
+        !listed.contains("reader-secret"),
+        "the password is never shown"
+    );
+    let removed = cli(args(&["source", "update", "reg1", "--no-registry"]), "").await;
+    assert!(text(&removed.stderr).contains("no longer reads its registry"));
+    let refused = cli(args(&["source", "reconcile", "reg1", "--wait", "0s"]), "").await;
+    assert_eq!(refused.status.code(), Some(5), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("give it registry_url first"));
+}

@@ -177,6 +177,8 @@ fn new_webhook(name: &str, headers: Vec<StoredHeader>) -> NewWebhook {
         signature: Default::default(),
         client_certificate: None,
         client_key: None,
+        token: None,
+        format_options: Default::default(),
     }
 }
 
@@ -497,6 +499,61 @@ async fn webhooks_and_headers(store: Arc<dyn Store>) {
     );
     assert_eq!(cleared.signature, SignatureScheme::V1a, "kept");
     assert_eq!(cleared.signing_secrets.len(), 2, "kept");
+
+    // A deploy format's sealed token (bytes kept exactly, NUL too) and its options are
+    // written, kept by patches that do not name them, and cleared.
+    let options: herald::domain::deploy::FormatOptions = serde_json::from_value(
+        serde_json::json!({"ref": "main", "variables": {"ENV": "prod"}, "registry": "r:5000"}),
+    )
+    .unwrap();
+    let deploy = store
+        .update_webhook(
+            &acme,
+            hook.id,
+            WebhookPatch {
+                format: Some(herald::domain::format::Format::GitlabTrigger),
+                token: Some(Some(Sealed(vec![9, 0, 9]))),
+                format_options: Some(options.clone()),
+                ..Default::default()
+            },
+            &audit("webhook.update"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deploy.token, Some(Sealed(vec![9, 0, 9])));
+    assert_eq!(deploy.format_options, options);
+    let kept = store
+        .update_webhook(
+            &acme,
+            hook.id,
+            WebhookPatch {
+                tls_verify: Some(true),
+                ..Default::default()
+            },
+            &audit("webhook.update"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (kept.token, kept.format_options),
+        (Some(Sealed(vec![9, 0, 9])), options)
+    );
+    let cleared = store
+        .update_webhook(
+            &acme,
+            hook.id,
+            WebhookPatch {
+                format: Some(Default::default()),
+                token: Some(None),
+                format_options: Some(Default::default()),
+                ..Default::default()
+            },
+            &audit("webhook.update"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.token, None);
+    assert!(cleared.format_options.is_empty());
     let other = store
         .create_webhook(
             &acme,
@@ -545,8 +602,9 @@ async fn webhooks_and_headers(store: Arc<dyn Store>) {
         destroyed.webhook_host.as_deref(),
         Some("receiver.example.org")
     );
-    // Ten changes made it (two of them the scheme and client certificate updates).
-    assert_eq!(trail.items.len(), 10, "failed changes leave no entry");
+    // Thirteen changes made it (two of them the scheme and client certificate updates,
+    // three the deploy token and options).
+    assert_eq!(trail.items.len(), 13, "failed changes leave no entry");
 }
 
 async fn ingest_and_events(store: Arc<dyn Store>) {

@@ -250,6 +250,7 @@ impl Dispatcher {
         let manual = lease.is_none();
         let rendered = formats::render(
             job.webhook.format,
+            &job.webhook.format_options,
             job.webhook.template.as_deref(),
             &job.event_body,
             &job.event,

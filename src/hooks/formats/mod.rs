@@ -1,9 +1,11 @@
 //! Payload formats: the body a webhook receives, in the shape its receiver speaks. The
-//! CloudEvents modes live in `cloudevents.rs`, the chat services in `chat.rs`, and
-//! Herald's own operational events in every format in `operational.rs`.
+//! CloudEvents modes live in `cloudevents.rs`, the chat services in `chat.rs`, the deploy
+//! tools in `deploy.rs`, and Herald's own operational events in every format in
+//! `operational.rs`.
 
 mod chat;
 mod cloudevents;
+mod deploy;
 mod operational;
 mod view;
 
@@ -12,6 +14,7 @@ use cloudevents::{cloudevent, cloudevent_binary};
 use view::view;
 
 use crate::domain::delivery::EventRecord;
+use crate::domain::deploy::FormatOptions;
 use crate::domain::format::Format;
 use crate::hooks::templates::TemplateSandbox;
 
@@ -38,10 +41,12 @@ impl Rendered {
     }
 }
 
-/// Renders `event` (the raw JSON object) in `format`; templates run in the sandbox. Never
-/// panics; an `Err` says why the body could not be made (a template's error, a limit hit).
+/// Renders `event` (the raw JSON object) in `format`, with the webhook's format options;
+/// templates run in the sandbox. Never panics; an `Err` says why the body could not be
+/// made (a template's error, a limit hit, an event a deploy format does not trigger on).
 pub async fn render(
     format: Format,
+    options: &FormatOptions,
     template: Option<&str>,
     event: &str,
     record: &EventRecord,
@@ -61,7 +66,7 @@ pub async fn render(
         (Format::Template, None) => {
             Err("the webhook's format is template but it has no template".into())
         }
-        (format, _) => render_builtin(format, event, record),
+        (format, _) => render_with(format, options, event, record),
     };
     // Every delivery of a made-up event says so, whatever its format.
     rendered.map(|mut r| {
@@ -87,9 +92,19 @@ fn header_text(text: &str) -> String {
         .collect()
 }
 
-/// The formats Herald writes itself, rendered in this process.
+/// The formats Herald writes itself, rendered in this process, with no format options.
 pub fn render_builtin(
     format: Format,
+    event: &str,
+    record: &EventRecord,
+) -> Result<Rendered, String> {
+    render_with(format, &FormatOptions::default(), event, record)
+}
+
+/// The formats Herald writes itself, with the webhook's format options.
+pub fn render_with(
+    format: Format,
+    options: &FormatOptions,
     event: &str,
     record: &EventRecord,
 ) -> Result<Rendered, String> {
@@ -116,6 +131,11 @@ pub fn render_builtin(
         Format::Mattermost => mattermost(&view()).map(Rendered::plain),
         Format::GoogleChat => google_chat(&view()).map(Rendered::plain),
         Format::Template => Err("a template is rendered in the sandbox".into()),
+        Format::Flux
+        | Format::Keel
+        | Format::GithubDispatch
+        | Format::GitlabTrigger
+        | Format::Dockerhub => deploy::render(format, options, &view(), record),
     }
 }
 
@@ -131,7 +151,7 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    fn event(fixture: &str) -> String {
+    pub(super) fn event(fixture: &str) -> String {
         let bytes = std::fs::read(format!(
             "{}/tests/fixtures/{fixture}",
             env!("CARGO_MANIFEST_DIR")

@@ -82,6 +82,15 @@ pub(super) fn render(format: Format, event: &str) -> Result<Rendered, String> {
         Format::GoogleChat => {
             plain(serde_json::json!({ "text": chat(entities, GOOGLE_CHAT_TEXT_MAX) }))
         }
+        // Ingest never gives them one; a retrigger after a change of format lands here.
+        Format::Flux
+        | Format::Keel
+        | Format::GithubDispatch
+        | Format::GitlabTrigger
+        | Format::Dockerhub => Err(format!(
+            "the {} format triggers deploys; Herald's own events are never sent to it",
+            format.as_str()
+        )),
     }
 }
 

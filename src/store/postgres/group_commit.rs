@@ -222,8 +222,8 @@ async fn load_candidates(
     if cache.contains_key(namespace) {
         return Ok(());
     }
-    let rows: Vec<(i64, bool, Option<String>)> = sqlx::query_as(
-        "SELECT w.id, w.ordering = 'fifo', w.filters \
+    let rows: Vec<(i64, bool, Option<String>, String)> = sqlx::query_as(
+        "SELECT w.id, w.ordering = 'fifo', w.filters, w.format \
          FROM namespaces n JOIN webhooks w ON w.namespace_id = n.id \
          WHERE n.name = $1 AND w.enabled",
     )
@@ -240,7 +240,7 @@ async fn load_candidates(
     } else {
         Some(
             rows.into_iter()
-                .map(|(id, fifo, f)| Candidate::new(id, fifo, f.as_deref()))
+                .map(|(id, fifo, f, format)| Candidate::new(id, fifo, f.as_deref(), &format))
                 .collect(),
         )
     };

@@ -130,9 +130,9 @@ impl<B: Backend> Hooks for B {
             "INSERT INTO webhooks (namespace_id, name, url, request_method, content_type, \
              username, password, enabled, created_at, updated_at, signing_secret, filters, \
              format, template, tls_verify, rate_limit_milli, ordering, signature, \
-             client_certificate, client_key) \
+             client_certificate, client_key, token, format_options) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9, $10, $11, $12, $13, \
-             $14, $15, $16, $17, $18) \
+             $14, $15, $16, $17, $18, $19, $20) \
              RETURNING id",
         )
         .bind(ns.id)
@@ -153,6 +153,8 @@ impl<B: Backend> Hooks for B {
         .bind(new.signature.as_str())
         .bind(&new.client_certificate)
         .bind(new.client_key.as_ref().map(|s| s.0.as_slice()))
+        .bind(new.token.as_ref().map(|s| s.0.as_slice()))
+        .bind(new.format_options.to_stored())
         .one(&mut tx)
         .await
         .map_err(|e| conflict_on_unique(e, || taken_webhook_name(new.name.as_str(), namespace)))?
@@ -192,6 +194,8 @@ impl<B: Backend> Hooks for B {
             Some(None) => (None, None),
             None => (current.client_certificate, current.client_key),
         };
+        let token = patch.token.unwrap_or(current.token);
+        let format_options = patch.format_options.unwrap_or(current.format_options);
         let mut tx = self.begin().await?;
         // Updating the webhook first locks its row, so concurrent header changes queue.
         sql(
@@ -199,6 +203,7 @@ impl<B: Backend> Hooks for B {
              username = $5, password = $6, enabled = $7, updated_at = $8, filters = $10, \
              format = $11, template = $12, tls_verify = $13, \
              signature = $16, client_certificate = $17, client_key = $18, \
+             token = $19, format_options = $20, \
              failing_since = CASE WHEN NOT enabled THEN NULL ELSE failing_since END, \
              rate_limit_milli = $14, ordering = $15, \
              circuit_state = CASE WHEN NOT enabled THEN 'closed' ELSE circuit_state END, \
@@ -226,6 +231,8 @@ impl<B: Backend> Hooks for B {
         .bind(signature.as_str())
         .bind(&client_certificate)
         .bind(client_key.as_ref().map(|s| s.0.as_slice()))
+        .bind(token.as_ref().map(|s| s.0.as_slice()))
+        .bind(format_options.to_stored())
         .exec(&mut tx)
         .await
         .map_err(|e| conflict_on_unique(e, || taken_webhook_name(name.as_str(), namespace)))?;

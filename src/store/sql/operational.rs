@@ -45,10 +45,12 @@ pub(crate) async fn announce(
     let namespace = about.text("namespace")?;
     // The webhook's own namespace hears about it, and the global one about every
     // namespace's; the webhook itself never does.
-    let candidates = sql("SELECT w.id, w.ordering = 'fifo' AS fifo, w.filters \
+    let candidates = sql(
+        "SELECT w.id, w.ordering = 'fifo' AS fifo, w.filters, w.format \
          FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id \
          WHERE w.enabled AND (w.namespace_id = $1 OR n.name = $2) AND w.id <> $3 \
-         ORDER BY w.id")
+         ORDER BY w.id",
+    )
     .bind(about.int("namespace_id")?)
     .bind(NamespaceName::GLOBAL)
     .bind(a.webhook_id)

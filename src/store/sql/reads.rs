@@ -168,7 +168,7 @@ impl<B: Backend> RegistryReads for B {
             synthesized: event.text_opt("synthesized")?.is_some(),
         };
         let candidates: Vec<Candidate> = sql(format!(
-            "SELECT w.id, w.ordering = 'fifo' AS fifo, w.filters FROM namespaces n \
+            "SELECT w.id, w.ordering = 'fifo' AS fifo, w.filters, w.format FROM namespaces n \
              JOIN webhooks w ON w.namespace_id = n.id WHERE n.name = $1 AND w.enabled \
              ORDER BY w.id{}",
             locking::<B>(" FOR SHARE OF w")
@@ -182,7 +182,7 @@ impl<B: Backend> RegistryReads for B {
         let mut created = 0;
         for c in candidates.iter().filter(|c| c.filters.needs_facts()) {
             let insert = match outcome {
-                Ok(_) if c.filters.matches(&facts) => sql(
+                Ok(_) if c.wants(&facts) => sql(
                     "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
                      created_at, updated_at, fifo) VALUES ($1, $2, 'pending', $3, $3, $3, $4)",
                 )
@@ -190,7 +190,7 @@ impl<B: Backend> RegistryReads for B {
                 .bind(event_id)
                 .bind(to_ms(now))
                 .bind(c.recipient.fifo),
-                Err(why) if c.filters.matches_before_facts(&facts) => sql(
+                Err(why) if c.wants_before_facts(&facts) => sql(
                     "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
                      created_at, updated_at, fifo, last_error) \
                      VALUES ($1, $2, 'failed', NULL, $3, $3, $4, $5)",

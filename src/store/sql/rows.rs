@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use super::SqlRow;
 use crate::domain::control::{Circuit, CircuitState, DeliveryOrder, RateLimit};
 use crate::domain::delivery::{DeliveryState, DeliverySummary, EventRef};
+use crate::domain::deploy::FormatOptions;
 use crate::domain::format::Format;
 use crate::domain::model::{
     ApiToken, Namespace, Page, Source, StoredHeader, User, Webhook, WebhookStatus,
@@ -34,7 +35,7 @@ pub(crate) const WEBHOOK_COLUMNS: &str = "SELECT w.id, n.name AS namespace, w.na
      w.failing_since, w.filters, w.format, w.template, w.tls_verify, \
      w.rate_limit_milli, w.ordering, w.circuit_state, w.circuit_failures, \
      w.circuit_open_until, w.circuit_cooldown_ms, w.circuit_probe, \
-     w.signature, w.client_certificate, w.client_key";
+     w.signature, w.client_certificate, w.client_key, w.token, w.format_options";
 
 pub(crate) fn webhook_select() -> String {
     format!("{WEBHOOK_COLUMNS} FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id")
@@ -87,6 +88,8 @@ pub(crate) fn webhook(row: &impl SqlRow, headers: Vec<StoredHeader>) -> StoreRes
         signature: SignatureScheme::parse(&row.text("signature")?).unwrap_or_default(),
         client_certificate: row.text_opt("client_certificate")?,
         client_key: row.bytes_opt("client_key")?.map(Sealed),
+        token: row.bytes_opt("token")?.map(Sealed),
+        format_options: FormatOptions::from_stored(row.text_opt("format_options")?.as_deref()),
     })
 }
 
@@ -234,11 +237,12 @@ pub(crate) fn stored_state(delivery_id: i64, text: &str) -> StoreResult<Delivery
     })
 }
 
-/// An enabled webhook as ingest weighs it, from `id`, `fifo` and `filters`.
+/// An enabled webhook as ingest weighs it, from `id`, `fifo`, `filters` and `format`.
 pub(crate) fn candidate(row: &impl SqlRow) -> StoreResult<crate::domain::delivery::Candidate> {
     Ok(crate::domain::delivery::Candidate::new(
         row.int("id")?,
         row.flag("fifo")?,
         row.text_opt("filters")?.as_deref(),
+        &row.text("format")?,
     ))
 }

@@ -258,7 +258,7 @@ fn load_candidates(
         None => None,
         Some(id) => {
             let mut statement = conn.prepare_cached(
-                "SELECT id, ordering = 'fifo', filters FROM webhooks \
+                "SELECT id, ordering = 'fifo', filters, format FROM webhooks \
                  WHERE namespace_id = ?1 AND enabled = 1",
             )?;
             let rows = statement.query_map([id], |row| {
@@ -266,12 +266,13 @@ fn load_candidates(
                     row.get::<_, i64>(0)?,
                     row.get::<_, bool>(1)?,
                     row.get::<_, Option<String>>(2)?,
+                    row.get::<_, String>(3)?,
                 ))
             })?;
             let mut list = Vec::new();
             for row in rows {
-                let (id, fifo, filters) = row?;
-                list.push(Candidate::new(id, fifo, filters.as_deref()));
+                let (id, fifo, filters, format) = row?;
+                list.push(Candidate::new(id, fifo, filters.as_deref(), &format));
             }
             Some(list)
         }

@@ -53,11 +53,14 @@ pub(super) fn id_of(raw: &str, what: &str) -> Result<i64, AppError> {
 pub(super) fn errors_of(e: &crate::error::AppError) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
     for p in &e.problems {
-        map.entry(p.field.clone())
+        map.entry(form_field(&p.field))
             .or_insert_with(|| p.message.clone());
     }
     if map.is_empty() {
-        let field = e.field.clone().unwrap_or_else(|| "name".to_string());
+        let field = e
+            .field
+            .as_deref()
+            .map_or_else(|| "name".to_string(), form_field);
         map.insert(field, e.message.clone());
     }
     map
@@ -66,10 +69,19 @@ pub(super) fn errors_of(e: &crate::error::AppError) -> BTreeMap<String, String> 
 pub(super) fn errors_map(problems: &[Invalid]) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
     for p in problems {
-        map.entry(p.field.clone())
+        map.entry(form_field(&p.field))
             .or_insert_with(|| p.message.clone());
     }
     map
+}
+
+/// The form field a problem belongs to: each format option is a key of the one format
+/// options field (its message names the option).
+fn form_field(field: &str) -> String {
+    match field.split_once('.') {
+        Some(("format_options", _)) => "format_options".into(),
+        _ => field.to_string(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -229,6 +241,9 @@ pub(super) fn webhook_row(w: &Webhook) -> Value {
         content_type => w.content_type,
         username => w.username,
         has_password => w.password.is_some(),
+        has_token => w.token.is_some(),
+        triggers_deploy => w.format.triggers_deploy(),
+        format_options => w.format_options.to_stored().unwrap_or_default(),
         enabled => w.enabled,
         created_at => w.created_at,
         updated_at => w.updated_at,

@@ -65,7 +65,18 @@ pub async fn ping(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     web.check_csrf(&form.csrf)?;
-    let (_, hook, delivery, _) = app::webhooks::ping(&state, &web.actor(), &ns, Id(&id)).await?;
+    let pinged = app::webhooks::ping(&state, &web.actor(), &ns, Id(&id)).await;
+    let (_, hook, delivery, _) = match pinged {
+        // A deploy webhook takes no test event: back to its page, saying why.
+        Err(app::Error::Conflict(why)) => {
+            return Ok(redirect_with(
+                &format!("/namespaces/{ns}/webhooks/{id}"),
+                "error",
+                &why,
+            ))
+        }
+        other => other?,
+    };
     let d = &delivery.summary;
     let (kind, outcome) = match (d.state, d.last_status, &d.last_error) {
         (DeliveryState::Succeeded, Some(status), _) => ("success", format!("answered {status}")),

@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::domain::deploy::FormatOptions;
+use crate::domain::names::Invalid;
+
 #[derive(Deserialize, Default)]
 pub struct WebhookForm {
     #[serde(default)]
@@ -106,6 +109,14 @@ pub struct WebhookForm {
     pub client_key: String,
     #[serde(default)]
     pub remove_client_certificate: Option<String>,
+    /// The deploy tool's token; never shown again. Blank keeps the current one.
+    #[serde(default)]
+    pub token: String,
+    #[serde(default)]
+    pub clear_token: Option<String>,
+    /// The format options as the API's JSON object; blank: none.
+    #[serde(default)]
+    pub format_options: String,
 }
 
 impl WebhookForm {
@@ -124,7 +135,7 @@ impl WebhookForm {
         values
     }
 
-    fn boxes(&self) -> [(&'static str, &Option<String>); 23] {
+    fn boxes(&self) -> [(&'static str, &Option<String>); 24] {
         [
             ("action_push", &self.action_push),
             ("action_delete", &self.action_delete),
@@ -149,6 +160,7 @@ impl WebhookForm {
             ("exclude_synthesized", &self.exclude_synthesized),
             ("skip_tls_verify", &self.skip_tls_verify),
             ("clear_password", &self.clear_password),
+            ("clear_token", &self.clear_token),
         ]
     }
 
@@ -173,6 +185,7 @@ impl WebhookForm {
                 "client_certificate".to_string(),
                 self.client_certificate.clone(),
             ),
+            ("format_options".to_string(), self.format_options.clone()),
         ])
     }
 
@@ -200,6 +213,36 @@ impl WebhookForm {
         }
         let given = |s: &str| (!s.trim().is_empty()).then(|| Some(s.to_string()));
         (given(&self.client_certificate), given(&self.client_key))
+    }
+
+    /// The token field as webhook input: blank keeps the current one (for a new webhook:
+    /// none), the remove box clears it.
+    pub fn token(&self) -> Option<Option<String>> {
+        if self.clear_token.is_some() {
+            return Some(None);
+        }
+        (!self.token.trim().is_empty()).then(|| Some(self.token.clone()))
+    }
+
+    /// The format options field as webhook input, when the form carries it: blank is none;
+    /// text that is not the API's JSON object is refused, named as the API names it.
+    pub fn format_options(&self) -> Result<Option<FormatOptions>, Invalid> {
+        if self.filters_present.is_none() {
+            return Ok(None);
+        }
+        let text = self.format_options.trim();
+        if text.is_empty() {
+            return Ok(Some(FormatOptions::default()));
+        }
+        serde_json::from_str(text).map(Some).map_err(|e| {
+            Invalid::new(
+                "format_options",
+                format!(
+                    "format options are a JSON object of event_type, ref, variables and \
+                     registry: {e}"
+                ),
+            )
+        })
     }
 
     /// The filters of the edit form; `None` when the form has no filter fields.
@@ -264,5 +307,20 @@ impl WebhookForm {
             subject_tags: list(&self.subject_tags),
             exclude_synthesized: self.exclude_synthesized.is_some(),
         })
+    }
+}
+
+/// `parsed` with one more problem, found outside the input (the form's own parsing).
+pub fn with_problem<T>(
+    parsed: Result<T, Vec<Invalid>>,
+    problem: Option<Invalid>,
+) -> Result<T, Vec<Invalid>> {
+    match (parsed, problem) {
+        (parsed, None) => parsed,
+        (Ok(_), Some(problem)) => Err(vec![problem]),
+        (Err(mut problems), Some(problem)) => {
+            problems.push(problem);
+            Err(problems)
+        }
     }
 }

@@ -7,7 +7,7 @@ use minijinja::{context, Value};
 use serde::Deserialize;
 
 use super::namespaces::namespace_page;
-use super::webhook_form::WebhookForm;
+use super::webhook_form::{with_problem, WebhookForm};
 use super::{
     delivery_view, errors_map, errors_of, health_view, load_webhook, page, webhook_row, CsrfOnly,
     Refused,
@@ -74,6 +74,11 @@ pub async fn create_webhook(
         .as_ref()
         .map(|_| form.skip_tls_verify.is_none());
     let (rate_limit, ordering) = (form.rate_limit(), form.ordering());
+    let token = form.token();
+    let (format_options, options_problem) = match form.format_options() {
+        Ok(options) => (options, None),
+        Err(problem) => (None, Some(problem)),
+    };
     let input = WebhookInput {
         name: Some(form.name),
         url: Some(form.url),
@@ -92,8 +97,10 @@ pub async fn create_webhook(
         signature: Some(form.signature.clone()).filter(|s| !s.is_empty()),
         client_certificate,
         client_key,
+        token,
+        format_options,
     };
-    let new = input.into_new(&state.cipher);
+    let new = with_problem(input.into_new(&state.cipher), options_problem);
     match app::webhooks::create(&state, &web.actor(), &ns, new)
         .await
         .map_err(crate::error::AppError::from)
@@ -284,6 +291,11 @@ pub async fn edit_webhook(
     let filters = form.filters();
     let (rate_limit, ordering) = (form.rate_limit(), form.ordering());
     let (client_certificate, client_key) = form.client_identity();
+    let token = form.token();
+    let (format_options, options_problem) = match form.format_options() {
+        Ok(options) => (options, None),
+        Err(problem) => (None, Some(problem)),
+    };
     let password = if form.clear_password.is_some() {
         Some(None)
     } else if form.password.is_empty() {
@@ -312,9 +324,11 @@ pub async fn edit_webhook(
         signature: Some(form.signature.clone()).filter(|s| !s.is_empty()),
         client_certificate,
         client_key,
+        token,
+        format_options,
     };
     // The UI shows every problem of the form at once; the API reports the first.
-    let patch = match input.into_patch(&state.cipher) {
+    let patch = match with_problem(input.into_patch(&state.cipher), options_problem) {
         Ok(p) => p,
         Err(problems) => {
             let refused = Refused::new("edit-webhook", errors_map(&problems), values);
