@@ -107,6 +107,11 @@ pub fn router() -> Router<AppState> {
             post(pages::sources::delete_source),
         )
         .route(
+            "/sources/{name}/registry",
+            post(pages::sources::update_registry),
+        )
+        .route("/sources/{name}/reconcile", post(pages::sources::reconcile))
+        .route(
             "/tokens",
             get(pages::tokens::tokens).post(pages::tokens::create_token),
         )

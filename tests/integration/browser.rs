@@ -445,6 +445,16 @@ async fn populated_app() -> (TestApp, Receiver, Vec<String>) {
         )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
+    // Read access to a registry that is not there (nothing listens on loopback's port 9):
+    // its page shows the access, the problem and the reconcile.
+    let r = app
+        .api(
+            "PATCH",
+            "/sources/zot1",
+            Some(json!({"registry_url": "http://127.0.0.1:9", "registry_username": "reader", "registry_password": "reader-password"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
     let webhook = format!("/namespaces/acme/webhooks/{hook}");
     let dead_page = format!("/namespaces/acme/webhooks/{dead}");
     let pages = vec![
@@ -467,6 +477,7 @@ async fn populated_app() -> (TestApp, Receiver, Vec<String>) {
         "/namespaces/nowhere".to_string(),
         format!("{webhook}/edit"),
         "/sources/zot1".to_string(),
+        "/sources/default".to_string(),
     ];
     (app, rx, pages)
 }

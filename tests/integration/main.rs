@@ -22,6 +22,7 @@ mod proxy;
 mod recovery;
 mod registry_e2e;
 mod registry_reads;
+mod registry_token;
 mod reliability;
 mod require;
 mod signin_flood;

@@ -313,7 +313,8 @@ async fn registry_and_herald() -> Option<(RegistryHome, Registry, TestApp)> {
     Some((home, registry, app))
 }
 
-async fn reconciled(app: &TestApp, runs_before: Option<&str>) -> Value {
+/// The default source's reconcile once it has finished a run after `runs_before`.
+pub(crate) async fn reconciled(app: &TestApp, runs_before: Option<&str>) -> Value {
     eventually(
         Duration::from_secs(30),
         "the reconcile finished",
@@ -896,4 +897,193 @@ async fn the_cli_gives_a_source_read_access_and_reconciles_it() {
     let refused = cli(args(&["source", "reconcile", "reg1", "--wait", "0s"]), "").await;
     assert_eq!(refused.status.code(), Some(5), "{}", text(&refused.stderr));
     assert!(text(&refused.stderr).contains("give it registry_url first"));
+}
+
+/// The source's page, as an admin uses it: give a source read access (refused input next
+/// to its field, wrong credentials reported), see the first reconcile learn the registry,
+/// ask for another that makes up a push the registry never sent, see it on the events page,
+/// and take the access away. The built-in source is listed once, first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_gives_a_source_read_access_and_reconciles_it_on_its_page() {
+    use crate::web::{flash_of, sign_in_as};
+    let Some((bin, skopeo)) = kit() else {
+        return;
+    };
+    // This registry notifies no one: everything Herald learns, it reads.
+    let home = RegistryHome::new(bin, skopeo, None);
+    let _registry = home.start().await;
+    let one = home.dir.path().join("one");
+    image_layout(&one, "one");
+    home.push(&one, "acme/web:1.0", false);
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let made = app
+        .api(
+            "POST",
+            "/sources",
+            Some(json!({"name": "dist1", "kind": "distribution", "token": "dist1-token-0123456789abcdef"})),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{:#}", made.body);
+    let admin = sign_in_as(&app, "admin", "admin-password").await;
+    let csrf = admin.csrf(&app).await;
+
+    let (status, list) = admin.get(&app, "/sources").await;
+    assert_eq!(status, 200);
+    assert_eq!(list.matches("data-source=\"default\"").count(), 1, "{list}");
+    assert!(list.find("data-source=\"default\"") < list.find("data-source=\"dist1\""));
+    let page = |path: &'static str| {
+        let admin = &admin;
+        let app = &app;
+        async move { admin.get(app, path).await.1 }
+    };
+    assert!(page("/sources/dist1")
+        .await
+        .contains("not read: Herald knows only"));
+
+    // Refused: the page comes back with the message next to the field, nothing saved.
+    let res = admin
+        .post(
+            &app,
+            "/sources/dist1/registry",
+            &[
+                ("csrf", csrf.as_str()),
+                ("registry_url", "ftp://127.0.0.1/"),
+                ("registry_username", USER),
+                ("registry_password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    let refused = res.text().await.unwrap();
+    assert!(
+        refused.contains("id=\"registry-registry_url-error\"")
+            && refused.contains("aria-invalid=\"true\""),
+        "{refused}"
+    );
+    let source = app.api("GET", "/sources/dist1", None).await.body;
+    assert!(source["registry_url"].is_null(), "{source:#}");
+
+    // Wrong password: saved, and the page says the registry refused it.
+    let url = home.url();
+    let give = |password: &'static str| {
+        let url = url.clone();
+        let csrf = csrf.clone();
+        let admin = &admin;
+        let app = &app;
+        async move {
+            admin
+                .post(
+                    app,
+                    "/sources/dist1/registry",
+                    &[
+                        ("csrf", csrf.as_str()),
+                        ("registry_url", url.as_str()),
+                        ("registry_username", USER),
+                        ("registry_password", password),
+                    ],
+                )
+                .await
+        }
+    };
+    let res = give("not-the-password").await;
+    assert_eq!(res.status(), 303);
+    assert!(flash_of(&res).contains("Herald reads the registry of 'dist1'"));
+    eventually(
+        Duration::from_secs(20),
+        "the page says the credentials were refused",
+        || async {
+            let html = page("/sources/dist1").await;
+            if html.contains("badge problem\">unauthorized") {
+                Ok(())
+            } else {
+                Err(html)
+            }
+        },
+    )
+    .await;
+    let stored = app
+        .api("GET", "/sources/dist1", None)
+        .await
+        .body
+        .to_string();
+    assert!(
+        !stored.contains("not-the-password"),
+        "never shown: {stored}"
+    );
+
+    // The right password: the first reconcile learns the registry's one tag.
+    assert_eq!(give(PASSWORD).await.status(), 303);
+    eventually(
+        Duration::from_secs(30),
+        "the first reconcile learned the registry",
+        || async {
+            let html = page("/sources/dist1").await;
+            let done = html.contains("badge on\">readable")
+                && html.contains("1 repositories, 1 tags")
+                && html.contains("0 pushes, 0 deletes");
+            if done {
+                Ok(())
+            } else {
+                Err(html)
+            }
+        },
+    )
+    .await;
+
+    // A push the registry never sent, made up by the reconcile the page asks for.
+    let two = home.dir.path().join("two");
+    image_layout(&two, "two");
+    home.push(&two, "acme/web:2.0", false);
+    let res = admin
+        .post(&app, "/sources/dist1/reconcile", &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(flash_of(&res).contains("Reconcile of 'dist1' asked for"));
+    eventually(
+        Duration::from_secs(30),
+        "the reconcile made up the push",
+        || async {
+            let html = page("/sources/dist1").await;
+            if html.contains("1 pushes, 0 deletes") {
+                Ok(())
+            } else {
+                Err(html)
+            }
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the events page shows what the push was and that a reconcile made it",
+        || async {
+            let html = page("/events").await;
+            let row = html
+                .split("<tr data-event=")
+                .find(|r| r.contains("web:2.0"))
+                .unwrap_or_default()
+                .to_string();
+            if row.contains("made by a reconcile") && row.contains("class=\"facts\">image") {
+                Ok(())
+            } else {
+                Err(html)
+            }
+        },
+    )
+    .await;
+
+    // Taken away: no reads, no reconciles.
+    let res = admin
+        .post(
+            &app,
+            "/sources/dist1/registry",
+            &[("csrf", csrf.as_str()), ("remove", "1")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(flash_of(&res).contains("no longer reads"));
+    let html = page("/sources/dist1").await;
+    assert!(html.contains("not read: Herald knows only") && !html.contains("Reconcile now"));
+    let asked = app.api("POST", "/sources/dist1/reconcile", None).await;
+    assert_eq!(asked.status, 409, "{:#}", asked.body);
 }

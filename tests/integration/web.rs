@@ -567,7 +567,7 @@ pub(crate) async fn sign_in_as(app: &TestApp, user: &str, password: &str) -> Web
 }
 
 /// The message a redirect carries for the next page, decoded.
-fn flash_of(res: &reqwest::Response) -> String {
+pub(crate) fn flash_of(res: &reqwest::Response) -> String {
     let cookie = set_cookies(res)
         .into_iter()
         .find(|c| c.starts_with("herald_flash="))

@@ -1,4 +1,4 @@
-//! Sources: the registries that feed Herald besides the default one (admins).
+//! Sources: the registries that feed Herald, the built-in default one first (admins).
 
 use std::collections::BTreeMap;
 
@@ -25,17 +25,19 @@ async fn sources_page(
     refused: Refused,
 ) -> WebResult {
     let sources = sources::list(state, &web.actor()).await?;
-    // When each last sent an event: the default endpoint first (source NULL).
+    // When each last sent an event (the built-in source's events have source NULL).
     let last = state.store.last_events_by_source().await?;
     let last_of = |name: Option<&str>| {
         last.iter()
             .find(|a| a.source.as_deref() == name)
             .and_then(|a| a.last_event_at)
     };
-    let default_last_event = last_of(None);
     let rows: Vec<_> = sources
         .iter()
-        .map(|s| context! { last_event_at => last_of(Some(&s.name)), ..minijinja::Value::from_serialize(s) })
+        .map(|s| {
+            let own = (!s.builtin).then_some(s.name.as_str());
+            context! { last_event_at => last_of(own), ..minijinja::Value::from_serialize(s) }
+        })
         .collect();
     Ok(page(
         web,
@@ -43,7 +45,6 @@ async fn sources_page(
         status,
         context! {
             sources => rows,
-            default_last_event,
             ..refused.context(status, "/sources")
         },
     ))
@@ -67,37 +68,158 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
 }
 
 /// A source's page: its endpoint, when it last sent an event, and what to paste into its
-/// registry's configuration (the credential as a placeholder: Herald keeps only a hash).
+/// registry's configuration (the credential as a placeholder: Herald keeps only a hash);
+/// how Herald reads its registry, and its reconciles.
 pub async fn source(
     State(state): State<AppState>,
     web: WebUser,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> WebResult {
-    let found = sources::list(&state, &web.actor())
-        .await?
-        .into_iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| AppError::not_found(format!("source '{name}' not found")))?;
-    let url = format!(
-        "{}/v2/sources/{}/events",
-        base_url(&state, &headers),
-        found.name
-    );
+    source_page(
+        &state,
+        &web,
+        &headers,
+        &name,
+        StatusCode::OK,
+        Refused::default(),
+    )
+    .await
+}
+
+async fn source_page(
+    state: &AppState,
+    web: &WebUser,
+    headers: &HeaderMap,
+    name: &str,
+    status: StatusCode,
+    refused: Refused,
+) -> WebResult {
+    let found = sources::get(state, &web.actor(), name).await?;
+    let base = base_url(state, headers);
+    let url = if found.builtin {
+        format!("{base}/v2/webhooks/events")
+    } else {
+        format!("{base}/v2/sources/{}/events", found.name)
+    };
     let snippet = crate::registry::sources::config_snippet(&found, &url);
+    let own = (!found.builtin).then_some(found.name.as_str());
     let last_event_at = state
         .store
         .last_events_by_source()
         .await?
         .into_iter()
-        .find(|a| a.source.as_deref() == Some(found.name.as_str()))
+        .find(|a| a.source.as_deref() == own)
         .and_then(|a| a.last_event_at);
+    // A source Herald may not read has no reconcile to show.
+    let reconcile = match found.registry_url {
+        Some(_) => Some(sources::reconcile_status(state, &web.actor(), name).await?),
+        None => None,
+    };
+    let address = format!("/sources/{}", found.name);
     Ok(page(
-        &web,
+        web,
         "source.html",
-        StatusCode::OK,
-        context! { source => found, url, snippet, last_event_at },
+        status,
+        context! {
+            source => found,
+            url,
+            snippet,
+            last_event_at,
+            reconcile,
+            ..refused.context(status, &address)
+        },
     ))
+}
+
+#[derive(Deserialize)]
+pub struct RegistryForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    registry_url: String,
+    #[serde(default)]
+    registry_username: String,
+    #[serde(default)]
+    registry_password: String,
+    /// "Stop reading this registry".
+    #[serde(default)]
+    remove: Option<String>,
+}
+
+/// Gives Herald read access to a source's registry, changes it or takes it away. An empty
+/// password keeps the one Herald has; a new address or username needs it given again only
+/// when there was none.
+pub async fn update_registry(
+    State(state): State<AppState>,
+    web: WebUser,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<RegistryForm>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    let input = if form.remove.is_some() {
+        sources::RegistryAccessInput {
+            registry_url: Some(None),
+            registry_username: Some(None),
+            registry_password: Some(None),
+        }
+    } else {
+        sources::RegistryAccessInput {
+            registry_url: Some(given(form.registry_url.clone())),
+            registry_username: Some(given(form.registry_username.clone())),
+            registry_password: given(form.registry_password).map(Some),
+        }
+    };
+    match sources::update(&state, &web.actor(), &name, input)
+        .await
+        .map_err(AppError::from)
+    {
+        Ok(source) => Ok(redirect_with(
+            &format!("/sources/{}", source.name),
+            "success",
+            &match source.registry_url {
+                Some(url) => format!(
+                    "Herald reads the registry of '{}' at {url}; a first reconcile learns its tags now",
+                    source.name
+                ),
+                None => format!("Herald no longer reads the registry of '{}'", source.name),
+            },
+        )),
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            let field = e.field.clone().unwrap_or_else(|| "registry_url".to_string());
+            let values = BTreeMap::from([
+                ("registry_url".to_string(), form.registry_url),
+                ("registry_username".to_string(), form.registry_username),
+            ]);
+            let refused = Refused::one("registry", field, e.message).with_values(values);
+            source_page(&state, &web, &headers, &name, e.status, refused).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Asks for a reconcile now; the page shows its progress.
+pub async fn reconcile(
+    State(state): State<AppState>,
+    web: WebUser,
+    Path(name): Path<String>,
+    Form(form): Form<DeleteForm>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    let to = format!("/sources/{name}");
+    match sources::reconcile(&state, &web.actor(), &name)
+        .await
+        .map_err(AppError::from)
+    {
+        Ok(_) => Ok(redirect_with(
+            &to,
+            "success",
+            &format!("Reconcile of '{name}' asked for: this page shows its progress"),
+        )),
+        Err(e) if e.status == StatusCode::CONFLICT => Ok(redirect_with(&to, "error", &e.message)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Deserialize)]
