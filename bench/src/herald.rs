@@ -56,6 +56,8 @@ pub(crate) struct Herald {
     pub(crate) api_token: String,
     pub(crate) database: Option<String>,
     pub(crate) dir: tempfile::TempDir,
+    /// More `serve` flags (a scenario's own settings).
+    pub(crate) serve_args: Vec<String>,
 }
 
 impl Drop for Herald {
@@ -68,6 +70,14 @@ impl Herald {
     /// A fresh Herald: SQLite in its data directory, or (`pg_admin`) a new PostgreSQL
     /// database, which `drop_bench_databases` removes at the end of the run.
     pub(crate) async fn start(pg_admin: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with(pg_admin, &[]).await
+    }
+
+    /// A fresh Herald whose `serve` gets `serve_args` too.
+    pub(crate) async fn start_with(
+        pg_admin: Option<&str>,
+        serve_args: &[String],
+    ) -> anyhow::Result<Self> {
         let binary = herald_binary()?;
         let database = match pg_admin {
             Some(admin) => Some(create_database(admin).await?),
@@ -82,6 +92,7 @@ impl Herald {
             api_token: String::new(),
             database,
             dir,
+            serve_args: serve_args.to_vec(),
         };
         // The user commands work on an existing database only: `migrate` creates it.
         herald.cli(&["migrate"], "")?;
@@ -163,6 +174,7 @@ impl Herald {
         }
         Ok(cmd
             .arg("serve")
+            .args(&self.serve_args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?)
@@ -186,11 +198,7 @@ impl Herald {
     /// A namespace `acme` with `n` enabled webhooks to `url`, created over the REST API.
     pub(crate) async fn webhooks(&self, n: usize, url: &str) -> anyhow::Result<()> {
         use reqwest::Method;
-        let api = Api {
-            client: reqwest::Client::new(),
-            base: self.base.clone(),
-            token: self.api_token.clone(),
-        };
+        let api = self.api();
         api.call(
             Method::POST,
             "/namespaces",
@@ -223,6 +231,15 @@ impl Herald {
             done??;
         }
         Ok(())
+    }
+
+    /// The REST API as the bench user.
+    pub(crate) fn api(&self) -> Api {
+        Api {
+            client: reqwest::Client::new(),
+            base: self.base.clone(),
+            token: self.api_token.clone(),
+        }
     }
 
     /// Writes `n` finished deliveries (event, delivery, attempt each) straight into the
@@ -349,6 +366,9 @@ impl Api {
             .send()
             .await?;
         anyhow::ensure!(res.status().is_success(), "{path}: {}", res.status());
+        if res.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(serde_json::Value::Null);
+        }
         Ok(serde_json::from_slice(&res.bytes().await?)?)
     }
 }

@@ -15,9 +15,21 @@ pub(crate) const TEMPLATE: &str =
 pub(crate) const TEMPLATE_ID: &str = "2045f19c-7a89-451b-8ea6-bfb7cac6a943";
 pub(crate) const MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
 
+/// The manifest digest the template's push names.
+pub(crate) const TEMPLATE_DIGEST: &str =
+    "sha256:7a6c8d1827831df4d97af55fb131c0c0f3146961996ce75cb482291fd1c81a31";
+
 /// A one-event envelope (a manifest push to `acme/web`) with a unique event id.
 pub(crate) fn envelope(id: &str) -> Vec<u8> {
     TEMPLATE.replace(TEMPLATE_ID, id).into_bytes()
+}
+
+/// The same push, of the manifest `digest`.
+pub(crate) fn envelope_of(id: &str, digest: &str) -> Vec<u8> {
+    TEMPLATE
+        .replace(TEMPLATE_ID, id)
+        .replace(TEMPLATE_DIGEST, digest)
+        .into_bytes()
 }
 
 /// Posts `n` one-event envelopes over `connections` concurrent keep-alive connections,
@@ -109,6 +121,18 @@ pub(crate) async fn latency_run(
     rate: u64,
     secs: u64,
 ) -> anyhow::Result<Latency> {
+    latency_run_of(url, prefix, arrivals, rate, secs, &|id, _| envelope(id)).await
+}
+
+/// `latency_run` with the envelopes `body(id, i)` makes.
+pub(crate) async fn latency_run_of(
+    url: &str,
+    prefix: &str,
+    arrivals: &Arrivals,
+    rate: u64,
+    secs: u64,
+    body: &(dyn Fn(&str, u64) -> Vec<u8> + Sync),
+) -> anyhow::Result<Latency> {
     if let Ok(mut t) = arrivals.times.lock() {
         t.clear();
     }
@@ -131,12 +155,13 @@ pub(crate) async fn latency_run(
             refused.clone(),
         );
         let id = format!("{prefix}-{i:012}");
+        let bytes = body(&id, i);
         tasks.push(tokio::spawn(async move {
             let res = client
                 .post(&url)
                 .bearer_auth(TOKEN)
                 .header("content-type", MEDIA_TYPE)
-                .body(envelope(&id))
+                .body(bytes)
                 .send()
                 .await;
             match res {

@@ -15,6 +15,7 @@
 mod herald;
 mod load;
 mod receiver;
+mod registry;
 mod report;
 mod scenarios;
 
@@ -54,6 +55,10 @@ pub(crate) struct Cli {
     /// Events of the recovery scenario, 0 to skip it (default 5,000; smoke 200).
     #[arg(long, global = true)]
     recovery_events: Option<usize>,
+    /// Repositories of the reconcile scenario's registry, 10 tags each, 0 to skip it
+    /// (default 10,000; smoke 20).
+    #[arg(long, global = true)]
+    reconcile_repos: Option<usize>,
     /// Seconds of the fixed-rate latency scenario (default 30; smoke 2).
     #[arg(long, global = true)]
     pub(crate) latency_secs: Option<u64>,
@@ -87,6 +92,8 @@ pub(crate) struct Sizes {
     pub(crate) fanout_webhooks: usize,
     pub(crate) growth_deliveries: usize,
     pub(crate) recovery_events: usize,
+    pub(crate) reconcile_repos: usize,
+    pub(crate) reconcile_tags: usize,
     /// How long to wait for deliveries before giving up on a scenario.
     pub(crate) patience: Duration,
 }
@@ -102,6 +109,8 @@ impl Sizes {
                 fanout_webhooks: 20,
                 growth_deliveries: 2_000,
                 recovery_events: 200,
+                reconcile_repos: 20,
+                reconcile_tags: 10,
                 patience: Duration::from_secs(30),
             }
         } else {
@@ -113,6 +122,8 @@ impl Sizes {
                 fanout_webhooks: 1_000,
                 growth_deliveries: 1_000_000,
                 recovery_events: 5_000,
+                reconcile_repos: 10_000,
+                reconcile_tags: 10,
                 patience: Duration::from_secs(600),
             }
         };
@@ -121,6 +132,7 @@ impl Sizes {
             growth_deliveries: cli.growth_deliveries.unwrap_or(base.growth_deliveries),
             latency_secs: cli.latency_secs.unwrap_or(base.latency_secs),
             recovery_events: cli.recovery_events.unwrap_or(base.recovery_events),
+            reconcile_repos: cli.reconcile_repos.unwrap_or(base.reconcile_repos),
             ..base
         }
     }

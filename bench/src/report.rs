@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::load::Latency;
+use crate::registry::ReconcileFigures;
 use crate::scenarios::Results;
 use crate::{Cli, Sizes};
 
@@ -151,6 +152,62 @@ pub(crate) fn build_report(
         b,
         "<= 5; <= 15",
     );
+    let rec =
+        |r: &Results, f: fn(&ReconcileFigures) -> Option<f64>| r.reconcile.as_ref().and_then(f);
+    let catalog = format!("{} x {}", sizes.reconcile_repos, sizes.reconcile_tags);
+    let (a, b) = both(&|r| rec(r, |f| f.learn_secs), 1);
+    report.add(
+        &format!("8. reconcile, first run over {catalog} tags (s)"),
+        a,
+        b,
+        "",
+    );
+    let (a, b) = both(&|r| rec(r, |f| f.learn_rate), 0);
+    report.add("8. reconcile: registry requests/s", a, b, "");
+    let (a, b) = both(&|r| rec(r, |f| Some(f.anon_peak)), 1);
+    report.add("8. reconcile: anonymous memory at its peak (MiB)", a, b, "");
+    let (a, b) = both(&|r| rec(r, |f| Some(f.anon_peak_small)), 1);
+    report.add(
+        "8. the same with a tenth of the catalog (MiB)",
+        a,
+        b,
+        "about the same",
+    );
+    let (a, b) = both(&|r| rec(r, |f| Some(f.rss_peak)), 1);
+    report.add("8. reconcile: peak RSS (MiB)", a, b, "");
+    let (a, b) = both(&|r| rec(r, |f| f.second_secs), 1);
+    report.add("8. reconcile, second run, 1 % of tags moved (s)", a, b, "");
+    let (a, b) = both(&|r| rec(r, |f| Some(f.pushes? - f.arrived?)), 0);
+    report.add("8. made-up pushes not delivered", a, b, "0");
+    let fl = |r: &Results, with: bool, f: fn(&Latency) -> f64| {
+        r.facts_latency
+            .as_ref()
+            .map(|(w, x)| f(if with { x } else { w }))
+    };
+    let rate = sizes.latency_rate;
+    let (a, b) = both(&|r| fl(r, false, |l| l.p99), 1);
+    report.add(
+        &format!("9. reading the registry, p99 at {rate}/s, no facts filter (ms)"),
+        a,
+        b,
+        "as 3.",
+    );
+    let (a, b) = both(&|r| fl(r, true, |l| l.p50), 1);
+    report.add(
+        &format!("9. reading the registry, p50 at {rate}/s, facts filter (ms)"),
+        a,
+        b,
+        "",
+    );
+    let (a, b) = both(&|r| fl(r, true, |l| l.p99), 1);
+    report.add(
+        &format!("9. reading the registry, p99 at {rate}/s, facts filter (ms)"),
+        a,
+        b,
+        "",
+    );
+    let (a, b) = both(&|r| fl(r, true, |l| l.samples as f64), 0);
+    report.add("9. facts filter: latency samples", a, b, "");
     report
 }
 

@@ -1,5 +1,5 @@
 //! The scenarios, run once per backend: ingest, end-to-end, latency at a fixed rate,
-//! fan-out, growth with stored history, and memory.
+//! fan-out, growth with stored history, memory, recovery, and reading the registry.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::herald::{memory_mib, AnonPeak, Herald};
 use crate::load::{blast, latency_run, Latency};
 use crate::receiver::{start_receiver, wait_count, wait_distinct, Arrivals};
+use crate::registry::{facts_latency, reconcile_scenario, ReconcileFigures};
 use crate::{Cli, Sizes};
 
 /// One backend's figures.
@@ -28,6 +29,10 @@ pub(crate) struct Results {
     /// Seconds from the SIGKILL (PostgreSQL) or the restart (SQLite) until every accepted
     /// event had arrived.
     pub(crate) recovery_secs: Option<f64>,
+    pub(crate) reconcile: Option<ReconcileFigures>,
+    /// Push-to-receiver latency reading the registry: a webhook without a facts filter,
+    /// and one with.
+    pub(crate) facts_latency: Option<(Latency, Latency)>,
     pub(crate) notes: Vec<String>,
 }
 
@@ -184,6 +189,12 @@ pub(crate) async fn run_suite(
         );
         r.growth_latency = Some(latency);
     }
+
+    // 8. Reading the registry: a reconcile of a large catalog, and latency with facts.
+    if sizes.reconcile_repos > 0 {
+        r.reconcile = Some(reconcile_scenario(sizes, pg_admin, &receiver_url, &arrivals).await?);
+    }
+    r.facts_latency = Some(facts_latency(sizes, pg_admin, &receiver_url, &arrivals, run).await?);
 
     // 7. Recovery after a crash.
     if sizes.recovery_events > 0 {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LINK, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
+use sha2::Digest;
 
 use crate::domain::artifact::{INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES};
 use crate::domain::registry::RegistryUrl;
@@ -167,6 +168,17 @@ impl RegistryClient {
                 &what,
             )
             .await?;
+        // Facts are kept per digest for good: bytes that are not the digest's (a cache or
+        // proxy in between gone wrong) must not be taken for it.
+        if let Some(hex) = reference.strip_prefix("sha256:") {
+            let got = format!("{:x}", sha2::Sha256::digest(&bytes));
+            if !got.eq_ignore_ascii_case(hex) {
+                return Err(RegistryError::Invalid {
+                    what,
+                    message: format!("its content's digest is sha256:{got}"),
+                });
+            }
+        }
         let media_type = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())

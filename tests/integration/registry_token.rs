@@ -40,6 +40,8 @@ struct Standin {
     /// Where the tag list is redirected: another host on loopback.
     elsewhere: String,
     realm: String,
+    /// A cache gone wrong: manifests asked for by digest come back as other bytes.
+    corrupt: std::sync::atomic::AtomicBool,
 }
 
 fn digest(bytes: &[u8]) -> String {
@@ -146,6 +148,12 @@ async fn registry(
         .get(reference)
         .or_else(|| tags.values().find(|m| digest(m) == reference))
         .cloned();
+    let by_digest = reference.starts_with("sha256:");
+    let found = if by_digest && s.corrupt.load(std::sync::atomic::Ordering::SeqCst) {
+        Some(manifest("not what was asked for"))
+    } else {
+        found
+    };
     let Some(bytes) = found else {
         return (
             StatusCode::NOT_FOUND,
@@ -192,6 +200,7 @@ async fn start_standin() -> (String, Arc<Standin>) {
         seen: Mutex::default(),
         elsewhere: format!("http://{}", other.local_addr().unwrap()),
         realm: format!("{base}/token"),
+        corrupt: Default::default(),
     });
     let app = Router::new()
         .route("/token", get(token))
@@ -213,6 +222,8 @@ fn reading(url: &str, password: &str) -> Vec<String> {
         password,
         "--reconcile-interval",
         "0s",
+        "--facts-wait",
+        "3s",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -293,6 +304,41 @@ async fn a_token_auth_registry_is_read_and_credentials_never_follow_a_redirect()
         stored["facts"]["annotations"]["org.opencontainers.image.version"],
         "2.0"
     );
+
+    // Bytes that are not the digest's are refused, not kept as its facts.
+    standin
+        .corrupt
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    standin
+        .tags
+        .lock()
+        .unwrap()
+        .insert("3.0".into(), manifest("3.0"));
+    assert_eq!(
+        app.api("POST", "/sources/default/reconcile", None)
+            .await
+            .status,
+        202
+    );
+    reconciled(&app, done["finished_at"].as_str()).await;
+    let refused = eventually(Duration::from_secs(20), "the facts are refused", || async {
+        let e = app.api("GET", "/events?limit=1", None).await.body;
+        if e["items"][0]["facts_state"] == "failed" {
+            Ok(e["items"][0].clone())
+        } else {
+            Err(format!("{e:#}"))
+        }
+    })
+    .await;
+    assert_eq!(refused["tag"], "3.0");
+    assert!(
+        refused["facts_error"]
+            .as_str()
+            .unwrap()
+            .contains("its content's digest is sha256:"),
+        "{refused:#}"
+    );
+    assert!(refused["facts"].is_null());
 
     let seen = standin.seen.lock().unwrap();
     assert!(
