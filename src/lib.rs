@@ -467,7 +467,7 @@ impl Application {
         let registries = build_registries(&config, store.clone(), cipher.clone(), metrics.clone())?;
         let (dispatcher, templates) =
             build_dispatcher(&config, store.clone(), cipher.clone(), metrics.clone()).await?;
-        Ok(Self {
+        let app = Self {
             listener,
             state: AppState {
                 app: app::Context {
@@ -487,7 +487,13 @@ impl Application {
                 ingest_health: Arc::default(),
             },
             _owner: owner,
-        })
+        };
+        if app.state.config.serves_api() {
+            // Sources that read their events from NATS: checked now, so a broken setting
+            // stops the start instead of leaving events unread.
+            http::ingest_nats::check_all(&app.state).await?;
+        }
+        Ok(app)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -549,6 +555,9 @@ impl Application {
             )));
         }
         background.push(tokio::spawn(maintenance::retention_loop(state.clone())));
+        if config.serves_api() {
+            background.push(tokio::spawn(http::ingest_nats::run(state.clone())));
+        }
         let app = if config.serves_api() {
             http::app(state.clone())
         } else {

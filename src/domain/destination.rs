@@ -79,7 +79,12 @@ pub fn broker_target(url: &url::Url) -> Result<Option<BrokerTarget>, Invalid> {
         Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
         Some(url::Host::Ipv4(ip)) => ip.to_string(),
         Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        _ => return Err(err(format!("a {scheme} URL needs a host"))),
+        _ => {
+            return Err(err(format!(
+                "{} {scheme} URL needs a host",
+                article(scheme)
+            )))
+        }
     };
     let port = url.port().unwrap_or(match scheme {
         "nats" => 4222,
@@ -88,7 +93,10 @@ pub fn broker_target(url: &url::Url) -> Result<Option<BrokerTarget>, Invalid> {
         _ => 1883,
     });
     if url.fragment().is_some() {
-        return Err(err(format!("a {scheme} URL has no #fragment")));
+        return Err(err(match scheme {
+            "mqtt" => "an mqtt topic to publish to has no wildcards ('+', '#')".into(),
+            _ => format!("{} {scheme} URL has no #fragment", article(scheme)),
+        }));
     }
     let path = url.path().strip_prefix('/').unwrap_or(url.path());
     let decoded = percent_encoding::percent_decode_str(path)
@@ -186,10 +194,19 @@ pub fn broker_target(url: &url::Url) -> Result<Option<BrokerTarget>, Invalid> {
             _ => "none",
         };
         return Err(err(format!(
-            "a {scheme} URL does not take ?{key}= (it takes {known})"
+            "{} {scheme} URL does not take ?{key}= (it takes {known})",
+            article(scheme)
         )));
     }
     Ok(Some(BrokerTarget { host, port, broker }))
+}
+
+fn article(scheme: &str) -> &'static str {
+    if scheme.starts_with(['a', 'm']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 fn check_nats_subject(subject: &str) -> Result<(), Invalid> {

@@ -791,3 +791,157 @@ async fn mqtt_deliveries_are_qos1_publishes_with_user_properties() {
     check_message(&secret, &got.payload, &headers);
     poller.abort();
 }
+
+// ---------------------------------------------------------------- the NATS source
+
+/// A zot event in CloudEvents binary mode, as zot's NATS sink publishes it: its
+/// attributes as `ce-*` headers, its data as the payload.
+fn zot_message(id: &str) -> (async_nats::HeaderMap, Vec<u8>) {
+    let ce: Value = serde_json::from_slice(&fixture("zot/image-updated.json")).unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    for attribute in ["specversion", "source", "type", "time"] {
+        headers.insert(
+            format!("ce-{attribute}").as_str(),
+            ce[attribute].as_str().unwrap(),
+        );
+    }
+    headers.insert("ce-id", id);
+    headers.insert("content-type", "application/json");
+    (headers, serde_json::to_vec(&ce["data"]).unwrap())
+}
+
+async fn consumer_counts(js: &async_nats::jetstream::Context, stream: &str) -> (usize, u64) {
+    let info = js
+        .get_stream(stream)
+        .await
+        .unwrap()
+        .consumer_info("herald-zot1")
+        .await
+        .unwrap();
+    (info.num_ack_pending, info.num_pending)
+}
+
+#[tokio::test]
+async fn a_zot_source_reads_its_events_from_nats_and_acks_only_after_the_commit() {
+    let Some(client) = nats_client(4222).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    let stream = unique("ZOT_");
+    let subject = format!("zot.{stream}");
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{subject}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    app.enabled_webhook(
+        "acme",
+        json!({"name": "hook", "url": rx.url("/"), "request_method": "POST",
+               "filters": {"actions": ["push"]}}),
+    )
+    .await;
+    let r = app
+        .api(
+            "POST",
+            "/sources",
+            Some(json!({"name": "zot1", "kind": "zot", "token": "zot-token-0123456789abcdefghij"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    // Refused: a subject without a stream setting, and a Harbor source.
+    let r = app
+        .api(
+            "PATCH",
+            "/sources/zot1",
+            Some(json!({"nats_url": "nats://127.0.0.1:4222", "nats_subject": "x"})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let r = app
+        .api(
+            "PATCH",
+            "/sources/zot1",
+            Some(json!({"nats_url": "nats://127.0.0.1:4222",
+                        "nats_subject": format!("{subject}.>"), "nats_stream": stream})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["nats_consumer"], "herald-zot1");
+
+    let (headers, payload) = zot_message(&unique("zot-"));
+    js.publish_with_headers(format!("{subject}.events"), headers, payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let got = rx.next().await;
+    assert_eq!(got.json()["data"]["name"], "acme/web", "{}", got.body);
+    eventually(
+        Duration::from_secs(10),
+        "the message is acknowledged",
+        || async { consumer_counts(&js, &stream).await == (0, 0) },
+    )
+    .await;
+
+    // While events cannot be stored, the message stays unacknowledged and comes again.
+    app.raw_sql(
+        "CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END",
+        "CREATE FUNCTION disk_full() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER disk_full BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION disk_full()",
+    )
+    .await;
+    let (headers, payload) = zot_message(&unique("zot-"));
+    js.publish_with_headers(format!("{subject}.events"), headers, payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the message was tried and not acked",
+        || async {
+            let info = js
+                .get_stream(&stream)
+                .await
+                .unwrap()
+                .consumer_info("herald-zot1")
+                .await
+                .unwrap();
+            info.num_pending == 0 && info.num_ack_pending == 1
+        },
+    )
+    .await;
+    rx.assert_quiet(Duration::from_millis(300)).await;
+    app.raw_sql("DROP TRIGGER disk_full", "DROP TRIGGER disk_full ON events")
+        .await;
+    let got = tokio::time::timeout(Duration::from_secs(15), rx.next())
+        .await
+        .expect("the redelivered message is stored and delivered");
+    assert_eq!(got.json()["data"]["name"], "acme/web");
+    eventually(
+        Duration::from_secs(10),
+        "the message is acknowledged",
+        || async { consumer_counts(&js, &stream).await == (0, 0) },
+    )
+    .await;
+
+    // Not a payload of the source's kind: dropped (terminated), never redelivered.
+    js.publish(format!("{subject}.events"), "not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the bad message is settled",
+        || async { consumer_counts(&js, &stream).await == (0, 0) },
+    )
+    .await;
+    rx.assert_quiet(Duration::from_millis(300)).await;
+    js.delete_stream(&stream).await.unwrap();
+}

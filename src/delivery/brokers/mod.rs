@@ -53,7 +53,8 @@ pub(crate) enum Failure {
 /// A pooled connection to one broker.
 #[derive(Clone)]
 enum Connection {
-    Nats(nats::Conn),
+    /// Boxed: the NATS client and its JetStream context are large.
+    Nats(Box<nats::Conn>),
     Amqp(amqp::Conn),
     Redis(redis::Conn),
     Mqtt(mqtt::Conn),
@@ -251,10 +252,10 @@ impl Brokers {
         credentials: Option<&BrokerCredentials>,
     ) -> Result<Connection, String> {
         Ok(match &target.broker {
-            Broker::Nats { .. } => Connection::Nats(
+            Broker::Nats { .. } => Connection::Nats(Box::new(
                 nats::Conn::connect(addr, credentials, self.connect_timeout, self.total_timeout)
                     .await?,
-            ),
+            )),
             Broker::Amqp { vhost, .. } => Connection::Amqp(
                 amqp::Conn::connect(addr, vhost, credentials, self.connect_timeout).await?,
             ),
