@@ -28,8 +28,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::delivery::brokers::Brokers;
 use crate::delivery::client::HttpSender;
 use crate::delivery::ssrf::SsrfGuard;
+use crate::delivery::transport::Transport;
 use crate::delivery::worker::{Dispatcher, DispatcherConfig};
 use crate::hooks::templates::TemplateSandbox;
 use crate::registry::token::RegistryToken;
@@ -224,14 +226,21 @@ pub async fn build_dispatcher(
     metrics: Arc<metrics::Metrics>,
 ) -> anyhow::Result<(Arc<Dispatcher>, Arc<TemplateSandbox>)> {
     let allow = config.delivery_allow_networks.clone().unwrap_or_default();
-    let sender = HttpSender::new(
+    let guard = SsrfGuard::new(allow);
+    let http = HttpSender::new(
         config.delivery_connect_timeout,
         config.delivery_timeout,
-        SsrfGuard::new(allow),
+        guard.clone(),
         &ca_bundle(config)?,
         config.egress(),
         config.webhook_origin(),
     )?;
+    let brokers = Brokers::new(
+        guard,
+        config.delivery_connect_timeout,
+        config.delivery_timeout,
+    );
+    let sender = Transport::new(http, brokers);
     let templates = Arc::new(TemplateSandbox::start(config.template_sandbox_exe()?).await?);
     let dispatcher = Dispatcher::new(
         store,
@@ -458,7 +467,7 @@ impl Application {
         let registries = build_registries(&config, store.clone(), cipher.clone(), metrics.clone())?;
         let (dispatcher, templates) =
             build_dispatcher(&config, store.clone(), cipher.clone(), metrics.clone()).await?;
-        Ok(Self {
+        let app = Self {
             listener,
             state: AppState {
                 app: app::Context {
@@ -478,7 +487,13 @@ impl Application {
                 ingest_health: Arc::default(),
             },
             _owner: owner,
-        })
+        };
+        if app.state.config.serves_api() {
+            // Sources that read their events from NATS: checked now, so a broken setting
+            // stops the start instead of leaving events unread.
+            http::ingest_nats::check_all(&app.state).await?;
+        }
+        Ok(app)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -540,6 +555,9 @@ impl Application {
             )));
         }
         background.push(tokio::spawn(maintenance::retention_loop(state.clone())));
+        if config.serves_api() {
+            background.push(tokio::spawn(http::ingest_nats::run(state.clone())));
+        }
         let app = if config.serves_api() {
             http::app(state.clone())
         } else {

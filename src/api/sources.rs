@@ -85,6 +85,18 @@ pub struct UpdateSource {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     registry_password: Option<Option<String>>,
+    /// Read this source's events from NATS instead of HTTP (zot and distribution sources):
+    /// the server, `nats://[user:password@]host:4222` (its credentials are sealed and never
+    /// returned); `null` stops it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    nats_url: Option<Option<String>>,
+    /// The subject the registry publishes to (wildcards allowed).
+    nats_subject: Option<String>,
+    /// The JetStream stream that captures the subject.
+    nats_stream: Option<String>,
+    /// The durable consumer's name (default `herald-<source>`).
+    nats_consumer: Option<String>,
 }
 
 /// A field that is there, even as `null`: `Some(None)`.
@@ -116,12 +128,27 @@ pub async fn update(
     Path(name): Path<String>,
     ApiJson(input): ApiJson<UpdateSource>,
 ) -> ApiResult<Json<Source>> {
-    let input = sources::RegistryAccessInput {
+    let nats = sources::NatsInput {
+        url: input.nats_url,
+        subject: input.nats_subject,
+        stream: input.nats_stream,
+        consumer: input.nats_consumer,
+    };
+    let registry = sources::RegistryAccessInput {
         registry_url: input.registry_url,
         registry_username: input.registry_username,
         registry_password: input.registry_password,
     };
-    Ok(Json(sources::update(&state, &user, &name, input).await?))
+    let registry_given = registry.registry_url.is_some()
+        || registry.registry_username.is_some()
+        || registry.registry_password.is_some();
+    if nats.is_empty() {
+        return Ok(Json(sources::update(&state, &user, &name, registry).await?));
+    }
+    if registry_given {
+        sources::update(&state, &user, &name, registry).await?;
+    }
+    Ok(Json(sources::set_nats(&state, &user, &name, nats).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/sources/{name}/reconcile", operation_id = "reconcileSource", tag = "registry", security(("bearer" = [])),

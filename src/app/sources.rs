@@ -120,6 +120,10 @@ fn builtin(ctx: &Context) -> Source {
         registry_username: config.registry_username.clone(),
         has_registry_password: config.registry_password.is_some(),
         registry_status: None,
+        nats_url: None,
+        nats_subject: None,
+        nats_stream: None,
+        nats_consumer: None,
     }
 }
 
@@ -309,4 +313,177 @@ pub async fn delete(ctx: &Context, actor: &Actor, name: &str) -> Result<()> {
     ctx.store.delete_source(name, &audit).await?;
     tracing::info!(source = %name, by = %actor.name(), "source deleted");
     Ok(())
+}
+
+/// A change to where a source reads its events from NATS: a field left out stays as it is;
+/// `url: Some(None)` (or an empty text) stops reading from NATS. Credentials come in the
+/// URL's user part (`nats://user:password@host:4222`), are sealed, and are never shown.
+#[derive(Debug, Clone, Default)]
+pub struct NatsInput {
+    pub url: Option<Option<String>>,
+    pub subject: Option<String>,
+    pub stream: Option<String>,
+    pub consumer: Option<String>,
+}
+
+impl NatsInput {
+    pub fn is_empty(&self) -> bool {
+        self.url.is_none()
+            && self.subject.is_none()
+            && self.stream.is_none()
+            && self.consumer.is_none()
+    }
+}
+
+/// A JetStream stream's or consumer's name: what the server accepts in an API subject.
+fn check_nats_name(field: &str, name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 255
+        || name.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+        })
+    {
+        return Err(Error::invalid(
+            field,
+            format!("{field} is 1 to 255 characters without spaces, '.', '*', '>', '/' or '\\'"),
+        ));
+    }
+    Ok(())
+}
+
+/// An admin (or the operator) makes a `zot` or `distribution` source read its events from
+/// a NATS subject, changes where, or stops it. The running `herald serve` picks the change
+/// up within seconds.
+pub async fn set_nats(
+    ctx: &Context,
+    actor: &Actor,
+    name: &str,
+    input: NatsInput,
+) -> Result<Source> {
+    use crate::domain::model::NatsIntake;
+    check_global(actor, GlobalAction::ManageSources)?;
+    if name == DEFAULT_SOURCE {
+        return Err(Error::invalid(
+            "name",
+            "the default endpoint receives over HTTP; create a source to read from NATS",
+        ));
+    }
+    let source = get(ctx, actor, name).await?;
+    let current = ctx
+        .store
+        .nats_intakes()
+        .await?
+        .into_iter()
+        .find(|(s, _)| s.name == name)
+        .map(|(_, i)| i);
+    let url_given = input
+        .url
+        .clone()
+        .map(|u| u.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()));
+    let intake = match url_given {
+        Some(None) => None,
+        url => {
+            if !matches!(source.kind, SourceKind::Zot | SourceKind::Distribution) {
+                return Err(Error::invalid(
+                    "nats_url",
+                    format!(
+                        "a {} source receives over HTTP; NATS is for zot and distribution sources",
+                        source.kind.as_str()
+                    ),
+                ));
+            }
+            let (url, username, password) = match url {
+                Some(Some(given)) => {
+                    let (plain, credentials) =
+                        crate::domain::destination::split_credentials(&given);
+                    let parsed = url::Url::parse(&plain).map_err(|_| {
+                        Error::invalid("nats_url", "nats_url is not a URL: give nats://host:4222")
+                    })?;
+                    if parsed.scheme() != "nats"
+                        || parsed.host_str().is_none_or(str::is_empty)
+                        || !matches!(parsed.path(), "" | "/")
+                        || parsed.query().is_some()
+                    {
+                        return Err(Error::invalid(
+                            "nats_url",
+                            "nats_url is the server's address alone: nats://host:4222 \
+                             (the subject goes in nats_subject)",
+                        ));
+                    }
+                    let url = format!(
+                        "nats://{}:{}",
+                        parsed.host_str().unwrap_or_default(),
+                        parsed.port().unwrap_or(4222)
+                    );
+                    let (username, password) = match credentials {
+                        Some(c) => (c.username, c.password.map(|p| ctx.cipher.seal(&p))),
+                        None => (None, None),
+                    };
+                    (url, username, password)
+                }
+                _ => match &current {
+                    Some(c) => (c.url.clone(), c.username.clone(), c.password.clone()),
+                    None => return Err(Error::invalid(
+                        "nats_url",
+                        "give nats_url (nats://host:4222) to read this source's events from NATS",
+                    )),
+                },
+            };
+            let pick = |given: &Option<String>, now: Option<&String>| {
+                given
+                    .as_ref()
+                    .map(|t| t.trim().to_string())
+                    .or_else(|| now.cloned())
+                    .filter(|t| !t.is_empty())
+            };
+            let subject =
+                pick(&input.subject, current.as_ref().map(|c| &c.subject)).ok_or_else(|| {
+                    Error::invalid(
+                        "nats_subject",
+                        "give nats_subject: the subject zot publishes to",
+                    )
+                })?;
+            if subject.len() > 255
+                || subject.chars().any(|c| c.is_whitespace() || c.is_control())
+                || subject.split('.').any(str::is_empty)
+            {
+                return Err(Error::invalid(
+                    "nats_subject",
+                    "nats_subject is tokens separated by '.', without spaces",
+                ));
+            }
+            let stream =
+                pick(&input.stream, current.as_ref().map(|c| &c.stream)).ok_or_else(|| {
+                    Error::invalid(
+                        "nats_stream",
+                        "give nats_stream: the JetStream stream that captures the subject",
+                    )
+                })?;
+            check_nats_name("nats_stream", &stream)?;
+            let consumer = pick(&input.consumer, current.as_ref().map(|c| &c.consumer))
+                .unwrap_or_else(|| format!("herald-{name}"));
+            check_nats_name("nats_consumer", &consumer)?;
+            Some(NatsIntake {
+                url,
+                subject,
+                stream,
+                consumer,
+                username,
+                password,
+            })
+        }
+    };
+    let audit = Audit::new(actor.name(), "source.update").detail(match &intake {
+        Some(i) => format!(
+            "source '{name}' reads its events from NATS {} subject {} (stream {})",
+            i.url, i.subject, i.stream
+        ),
+        None => format!("source '{name}' no longer reads from NATS"),
+    });
+    let source = ctx
+        .store
+        .set_nats_intake(name, intake.as_ref(), &audit)
+        .await?;
+    tracing::info!(source = %name, nats = source.nats_url.as_deref().unwrap_or("(none)"), by = %actor.name(), "source's NATS intake changed");
+    Ok(with_status(ctx, source))
 }

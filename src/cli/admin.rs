@@ -215,10 +215,47 @@ pub async fn source(cmd: SourceCommand) -> anyhow::Result<()> {
             registry_url,
             registry_username,
             no_registry,
+            nats_url,
+            nats_subject,
+            nats_stream,
+            nats_consumer,
+            no_nats,
             format,
             store,
         } => {
             let ctx = context(&store).await?;
+            let nats = app::sources::NatsInput {
+                url: if no_nats {
+                    Some(None)
+                } else {
+                    nats_url.map(Some)
+                },
+                subject: nats_subject,
+                stream: nats_stream,
+                consumer: nats_consumer,
+            };
+            let registry_given =
+                no_registry || registry_url.is_some() || registry_username.is_some();
+            if !nats.is_empty() {
+                if registry_given {
+                    anyhow::bail!(
+                        "change the registry access and the NATS settings in two commands"
+                    );
+                }
+                let source = app::sources::set_nats(&ctx, &actor, &name, nats).await?;
+                if format.json {
+                    return emit_json(&source);
+                }
+                match (&source.nats_url, &source.nats_subject, &source.nats_stream) {
+                    (Some(url), Some(subject), Some(stream)) => eprintln!(
+                        "source '{name}' reads its events from NATS at {url}, subject {subject} \
+                         (stream {stream}, consumer {}); the running `herald serve` starts within seconds",
+                        source.nats_consumer.as_deref().unwrap_or_default()
+                    ),
+                    _ => eprintln!("source '{name}' no longer reads its events from NATS"),
+                }
+                return Ok(());
+            }
             let input = if no_registry {
                 app::sources::RegistryAccessInput {
                     registry_url: Some(None),

@@ -716,6 +716,22 @@ pub enum SourceCommand {
         /// Take the read access away.
         #[arg(long)]
         no_registry: bool,
+        /// Read the source's events from NATS (zot and distribution sources): the server,
+        /// nats://[user:password@]host:4222; its credentials are sealed, never shown.
+        #[arg(long, conflicts_with = "no_nats")]
+        nats_url: Option<String>,
+        /// The subject the registry publishes to (wildcards allowed).
+        #[arg(long, conflicts_with = "no_nats")]
+        nats_subject: Option<String>,
+        /// The JetStream stream that captures the subject.
+        #[arg(long, conflicts_with = "no_nats")]
+        nats_stream: Option<String>,
+        /// The durable consumer's name (default herald-NAME).
+        #[arg(long, conflicts_with = "no_nats")]
+        nats_consumer: Option<String>,
+        /// Stop reading the source's events from NATS.
+        #[arg(long)]
+        no_nats: bool,
         #[command(flatten)]
         format: Format,
         #[command(flatten)]

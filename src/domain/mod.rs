@@ -5,6 +5,7 @@ pub mod artifact;
 pub mod control;
 pub mod delivery;
 pub mod deploy;
+pub mod destination;
 pub mod events;
 pub mod filters;
 pub mod format;

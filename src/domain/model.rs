@@ -363,6 +363,30 @@ pub struct Source {
     /// yet, or no registry access).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry_status: Option<RegistryStatus>,
+    /// Where the source's events come from when it reads them from NATS (its credentials
+    /// are never shown): the server, the subject, the JetStream stream and the durable
+    /// consumer's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_stream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_consumer: Option<String>,
+}
+
+/// A source that reads its events from a NATS subject (zot's NATS sink), as a durable
+/// JetStream pull consumer, instead of receiving them over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsIntake {
+    /// `nats://host:port`, without credentials.
+    pub url: String,
+    pub subject: String,
+    pub stream: String,
+    pub consumer: String,
+    pub username: Option<String>,
+    pub password: Option<Sealed>,
 }
 
 /// The last outcome of reading a source's registry.

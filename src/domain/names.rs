@@ -152,34 +152,41 @@ impl WebhookName {
     }
 }
 
-/// An http(s) URL that a delivery may be sent to.
+/// A URL that a delivery may be sent to: an http(s) receiver or a broker
+/// (`nats`, `amqp`, `redis`, `mqtt`; see `domain::destination`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct WebhookUrl(String);
 
 impl WebhookUrl {
     /// Accepts `http://` and `https://` URLs; a bare host such as `example.org` becomes
-    /// `http://example.org` (as Portus did). Credentials in the URL are refused because
-    /// they would be stored and shown in plain text: `username`/`password` exist for that.
+    /// `http://example.org` (as Portus did). Broker URLs are accepted when their shape is
+    /// right (`destination::broker_target`). Credentials in the URL are refused because
+    /// they would be stored and shown in plain text: `username`/`password` exist for that
+    /// (the input layer moves a broker URL's credentials there before this check).
     pub fn parse(input: &str) -> Result<Self, Invalid> {
-        let s = input.trim();
+        let trimmed = input.trim();
+        // Messages quote the URL without its user part: it may hold a password.
+        let shown = super::destination::redact_userinfo(trimmed);
+        let s = shown.as_str();
         let err = |m: String| Invalid::new("url", m);
         if s.is_empty() {
             return Err(err("a webhook needs a URL".into()));
         }
-        if s.len() > 2048 {
+        if trimmed.len() > 2048 {
             return Err(err("the URL is longer than 2048 characters".into()));
         }
-        let candidate = if s.contains("://") {
-            s.to_string()
+        let candidate = if trimmed.contains("://") {
+            trimmed.to_string()
         } else {
-            format!("http://{s}")
+            format!("http://{trimmed}")
         };
         let url = url::Url::parse(&candidate)
             .map_err(|e| err(format!("'{s}' is not a valid URL ({e})")))?;
-        if url.scheme() != "http" && url.scheme() != "https" {
+        let broker = super::destination::broker_target(&url)?;
+        if broker.is_none() && url.scheme() != "http" && url.scheme() != "https" {
             return Err(err(format!(
-                "the URL scheme must be http or https, not '{}'",
+                "the URL scheme must be http, https, nats, amqp, redis or mqtt, not '{}'",
                 url.scheme()
             )));
         }
@@ -204,6 +211,20 @@ impl WebhookUrl {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The broker this URL names, or `None` for an http(s) receiver.
+    pub fn broker(&self) -> Option<super::destination::BrokerTarget> {
+        url::Url::parse(&self.0)
+            .ok()
+            .and_then(|u| super::destination::broker_target(&u).ok().flatten())
+    }
+
+    /// Whether deliveries go to a message broker rather than over HTTP.
+    pub fn is_broker(&self) -> bool {
+        self.0
+            .split_once("://")
+            .is_some_and(|(scheme, _)| super::destination::is_broker_scheme(scheme))
     }
 
     pub fn host(&self) -> String {

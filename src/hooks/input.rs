@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::domain::control::{DeliveryOrder, RateLimit};
 use crate::domain::deploy::{check_settings, FormatOptions};
+use crate::domain::destination::split_credentials;
 use crate::domain::filters::Filters;
 use crate::domain::format::Format;
 use crate::domain::model::{Audit, NewWebhook, StoredHeader, Webhook, WebhookPatch};
@@ -106,7 +107,18 @@ impl WebhookInput {
             ));
         }
         let name = p.take(WebhookName::parse(self.name.as_deref().unwrap_or("")));
-        let url = p.take(WebhookUrl::parse(self.url.as_deref().unwrap_or("")));
+        let (url, from_url) = split_credentials(self.url.as_deref().unwrap_or(""));
+        let url = p.take(WebhookUrl::parse(&url));
+        let (username, password) = match &from_url {
+            None => (flat(&self.username), flat(&self.password)),
+            Some(c) => {
+                p.take(credentials_once(&self.username, &self.password));
+                (
+                    c.username.as_deref().unwrap_or(""),
+                    c.password.as_deref().unwrap_or(""),
+                )
+            }
+        };
         let format = p
             .take(
                 self.format
@@ -131,8 +143,8 @@ impl WebhookInput {
                 .map_or(Ok(ContentType::default()), ContentType::parse)
                 .and_then(|c| check_content_type(format, c)),
         );
-        let username = p.take(parse_username(flat(&self.username)));
-        let password = p.take(parse_password(flat(&self.password), cipher));
+        let username = p.take(parse_username(username));
+        let password = p.take(parse_password(password, cipher));
         let headers = p.take(parse_headers(&self.headers.unwrap_or_default(), cipher));
         // A deploy trigger gets only pushes (of tagged manifests): its filters say so.
         let default_filters = match format.triggers_deploy() {
@@ -236,15 +248,16 @@ impl WebhookInput {
     /// A partial update of the fields given.
     pub fn into_patch(self, cipher: &Cipher) -> Result<WebhookPatch, Vec<Invalid>> {
         let mut p = Problems(Vec::new());
+        let (url, from_url) = match self.url.as_deref().map(split_credentials) {
+            Some((url, credentials)) => (Some(url), credentials),
+            None => (None, None),
+        };
         let mut patch = WebhookPatch {
             name: self
                 .name
                 .as_deref()
                 .and_then(|n| p.take(WebhookName::parse(n))),
-            url: self
-                .url
-                .as_deref()
-                .and_then(|u| p.take(WebhookUrl::parse(u))),
+            url: url.as_deref().and_then(|u| p.take(WebhookUrl::parse(u))),
             request_method: self
                 .request_method
                 .as_deref()
@@ -295,6 +308,12 @@ impl WebhookInput {
                 .and_then(|t| p.take(parse_token(t.as_deref().unwrap_or(""), cipher))),
             format_options: self.format_options.clone(),
         };
+        // A broker URL's credentials replace the webhook's username and password.
+        if let Some(c) = from_url {
+            p.take(credentials_once(&self.username, &self.password));
+            patch.username = p.take(parse_username(c.username.as_deref().unwrap_or("")));
+            patch.password = p.take(parse_password(c.password.as_deref().unwrap_or(""), cipher));
+        }
         match (&self.client_certificate, &self.client_key) {
             (None, None) => {}
             // Removing the certificate removes its key: a key alone is of no use.
@@ -426,6 +445,21 @@ fn client_identity(
             Ok(Some((checked.certificate, cipher.seal(&checked.key))))
         }
     }
+}
+
+/// Credentials come either in a broker URL's user part or in `username`/`password`:
+/// both at once would leave one of them silently unused.
+fn credentials_once(
+    username: &Option<Option<String>>,
+    password: &Option<Option<String>>,
+) -> Result<(), Invalid> {
+    if flat(username).trim().is_empty() && flat(password).is_empty() {
+        return Ok(());
+    }
+    Err(Invalid::new(
+        "url",
+        "the URL holds credentials and username/password are given too: give them once",
+    ))
 }
 
 fn flat(v: &Option<Option<String>>) -> &str {

@@ -37,6 +37,23 @@ pub struct OutgoingRequest {
     pub client_identity: Option<ClientIdentity>,
     /// Ask the receiver first (CloudEvents webhook validation): the CloudEvents formats.
     pub validation_handshake: bool,
+    /// A broker webhook's username and password, which authenticate the connection to the
+    /// broker instead of travelling as a header.
+    pub broker_credentials: Option<BrokerCredentials>,
+}
+
+/// What a broker connection authenticates with; either part may be missing (Redis takes a
+/// password alone).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct BrokerCredentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for BrokerCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrokerCredentials([redacted])")
+    }
 }
 
 impl OutgoingRequest {
@@ -106,7 +123,15 @@ pub fn render(
         value: content_type.into(),
         secret: false,
     }];
-    if let (Some(user), Some(sealed)) = (&webhook.username, &webhook.password) {
+    let broker = webhook.url.is_broker();
+    let broker_credentials = match (broker, &webhook.username, &webhook.password) {
+        (false, _, _) | (true, None, None) => None,
+        (true, username, password) => Some(BrokerCredentials {
+            username: username.clone(),
+            password: password.as_ref().map(|p| cipher.open(p)).transpose()?,
+        }),
+    };
+    if let (false, Some(user), Some(sealed)) = (broker, &webhook.username, &webhook.password) {
         let password = cipher.open(sealed)?;
         headers.push(OutgoingHeader {
             name: "Authorization".into(),
@@ -114,7 +139,7 @@ pub fn render(
             secret: true,
         });
     }
-    if let (Some(TokenUse::Bearer), Some(token)) = (token_use, &token) {
+    if let (Some(TokenUse::Bearer), Some(token), false) = (token_use, &token, broker) {
         headers.retain(|h| !h.name.eq_ignore_ascii_case("authorization"));
         headers.push(OutgoingHeader {
             name: "Authorization".into(),
@@ -205,11 +230,13 @@ pub fn render(
         body_is_event,
         tls_verify: webhook.tls_verify,
         client_identity,
-        validation_handshake: matches!(
-            webhook.format,
-            crate::domain::format::Format::Cloudevents
-                | crate::domain::format::Format::CloudeventsBinary
-        ),
+        validation_handshake: !broker
+            && matches!(
+                webhook.format,
+                crate::domain::format::Format::Cloudevents
+                    | crate::domain::format::Format::CloudeventsBinary
+            ),
+        broker_credentials,
     })
 }
 

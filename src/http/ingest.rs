@@ -252,7 +252,7 @@ pub async fn receive(
 /// Stores the events of one envelope or payload, wakes the dispatcher and logs. When
 /// Herald may read the source's registry (`readable`), manifest pushes' facts are read
 /// after the commit, never before it.
-async fn store_events(
+pub(crate) async fn store_events(
     state: &AppState,
     events: &mut [IncomingEvent],
     source: &str,

@@ -3,6 +3,7 @@
 //! layers every request passes through. A worker-only process serves operations alone.
 
 pub mod ingest;
+pub mod ingest_nats;
 mod layers;
 mod openapi;
 

@@ -229,6 +229,15 @@ pub trait Sources: Send + Sync {
         access: &RegistryAccess,
         audit: &Audit,
     ) -> StoreResult<Source>;
+    /// The sources that read their events from NATS, with where and how.
+    async fn nats_intakes(&self) -> StoreResult<Vec<(Source, NatsIntake)>>;
+    /// Sets (or, with `None`, removes) where a source reads its events from NATS.
+    async fn set_nats_intake(
+        &self,
+        name: &str,
+        intake: Option<&NatsIntake>,
+        audit: &Audit,
+    ) -> StoreResult<Source>;
 }
 
 /// Namespaces, webhooks and headers. Every change writes its audit entry in the same

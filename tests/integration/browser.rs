@@ -627,7 +627,7 @@ async fn a_refused_form_takes_focus_names_its_fields_and_a_reload_sends_nothing(
     assert_eq!(b.url().await, app.url("/namespaces/acme"));
     let summary = b.text("#error-summary").await;
     assert!(
-        summary.contains("URL: the URL scheme must be http or https"),
+        summary.contains("URL: the URL scheme must be http, https, nats, amqp, redis or mqtt"),
         "{summary}"
     );
     // The field: invalid, described by its message, which is not part of its name.

@@ -3,6 +3,7 @@
 
 mod authz;
 mod axe;
+mod brokers;
 mod browser;
 mod cli;
 mod conformance;

@@ -2876,6 +2876,29 @@ async fn registry_reads(store: Arc<dyn Store>) {
     let read = store.registry_access("zot").await.unwrap().unwrap();
     assert_eq!(read.password.unwrap().0, vec![9, 0, 9]);
     assert!(store.registry_access("nope").await.unwrap().is_none());
+    // Reading from NATS: set whole, the password sealed and never shown, then removed.
+    let intake = herald::domain::model::NatsIntake {
+        url: "nats://127.0.0.1:4222".into(),
+        subject: "zot.>".into(),
+        stream: "ZOT".into(),
+        consumer: "herald-zot".into(),
+        username: Some("reader".into()),
+        password: Some(Sealed(vec![7, 7])),
+    };
+    let updated = store
+        .set_nats_intake("zot", Some(&intake), &audit("source.update"))
+        .await
+        .unwrap();
+    assert_eq!(updated.nats_stream.as_deref(), Some("ZOT"));
+    let listed = store.nats_intakes().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].1, intake);
+    let cleared = store
+        .set_nats_intake("zot", None, &audit("source.update"))
+        .await
+        .unwrap();
+    assert!(cleared.nats_url.is_none());
+    assert!(store.nats_intakes().await.unwrap().is_empty());
     store
         .delete_source("zot", &audit("source.destroy"))
         .await

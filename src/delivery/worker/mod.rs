@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::delivery::client::HttpSender;
 use crate::delivery::client::{ReceiverResponse, SendError};
 use crate::delivery::operational;
+use crate::delivery::transport::Transport;
 use crate::domain::control::{CircuitChange, CircuitRule, HealthChange, TokenBucket};
 use crate::domain::retry::RetrySchedule;
 use crate::domain::verdict::{retry_after, verdict, Attempted, Verdict};
@@ -138,7 +138,7 @@ pub struct DispatcherConfig {
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
-    sender: HttpSender,
+    sender: Transport,
     cipher: Cipher,
     templates: Arc<TemplateSandbox>,
     config: DispatcherConfig,
@@ -166,7 +166,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
-        sender: HttpSender,
+        sender: Transport,
         cipher: Cipher,
         templates: Arc<TemplateSandbox>,
         config: DispatcherConfig,

@@ -184,6 +184,10 @@ pub(crate) fn source(row: &impl SqlRow) -> StoreResult<Source> {
         registry_username: row.text_opt("registry_username")?,
         has_registry_password: row.flag("has_registry_password")?,
         registry_status: None,
+        nats_url: row.text_opt("nats_url")?,
+        nats_subject: row.text_opt("nats_subject")?,
+        nats_stream: row.text_opt("nats_stream")?,
+        nats_consumer: row.text_opt("nats_consumer")?,
     })
 }
 

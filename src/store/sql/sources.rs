@@ -5,13 +5,14 @@ use chrono::Utc;
 
 use super::history::write_activity;
 use super::{conflict_on_unique, rows, sql, Backend, SqlRow, Tx};
-use crate::domain::model::{Audit, NewSource, RegistryAccess, Source};
+use crate::domain::model::{Audit, NatsIntake, NewSource, RegistryAccess, Source};
 use crate::secrets::Sealed;
 use crate::store::{to_ms, Sources, StoreError, StoreResult};
 
 /// What a `Source` is read from (its credential hash too, which `rows::source` leaves).
 const SOURCE_COLUMNS: &str = "name, kind, username, secret_hash, created_at, registry_url, \
-     registry_username, registry_password IS NOT NULL AS has_registry_password";
+     registry_username, registry_password IS NOT NULL AS has_registry_password, nats_url, \
+     nats_subject, nats_stream, nats_consumer";
 
 #[async_trait]
 impl<B: Backend> Sources for B {
@@ -88,6 +89,61 @@ impl<B: Backend> Sources for B {
         .bind(access.url.as_deref())
         .bind(access.username.as_deref())
         .bind(access.password.as_ref().map(|p| p.0.as_slice()))
+        .bind(name)
+        .opt(&mut tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("source '{name}'")))?;
+        let source = rows::source(&row)?;
+        write_activity(&mut tx, audit, None, None, None, None).await?;
+        tx.commit().await?;
+        Ok(source)
+    }
+
+    async fn nats_intakes(&self) -> StoreResult<Vec<(Source, NatsIntake)>> {
+        let rows = sql(format!(
+            "SELECT {SOURCE_COLUMNS}, nats_username, nats_password FROM sources \
+             WHERE nats_url IS NOT NULL ORDER BY name"
+        ))
+        .all(&mut self.reader())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let source = rows::source(r)?;
+                let intake = NatsIntake {
+                    url: r.text("nats_url")?,
+                    subject: r.text_opt("nats_subject")?.unwrap_or_default(),
+                    stream: r.text_opt("nats_stream")?.unwrap_or_default(),
+                    consumer: r.text_opt("nats_consumer")?.unwrap_or_default(),
+                    username: r.text_opt("nats_username")?,
+                    password: r.bytes_opt("nats_password")?.map(Sealed),
+                };
+                Ok((source, intake))
+            })
+            .collect()
+    }
+
+    async fn set_nats_intake(
+        &self,
+        name: &str,
+        intake: Option<&NatsIntake>,
+        audit: &Audit,
+    ) -> StoreResult<Source> {
+        let mut tx = self.begin().await?;
+        let row = sql(format!(
+            "UPDATE sources SET nats_url = $1, nats_subject = $2, nats_stream = $3, \
+             nats_consumer = $4, nats_username = $5, nats_password = $6 \
+             WHERE name = $7 RETURNING {SOURCE_COLUMNS}"
+        ))
+        .bind(intake.map(|i| i.url.as_str()))
+        .bind(intake.map(|i| i.subject.as_str()))
+        .bind(intake.map(|i| i.stream.as_str()))
+        .bind(intake.map(|i| i.consumer.as_str()))
+        .bind(intake.and_then(|i| i.username.as_deref()))
+        .bind(
+            intake
+                .and_then(|i| i.password.as_ref())
+                .map(|p| p.0.as_slice()),
+        )
         .bind(name)
         .opt(&mut tx)
         .await?
