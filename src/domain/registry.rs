@@ -216,6 +216,17 @@ pub struct PendingFacts {
     pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// What reading one event's facts came to, for the store to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactsRead {
+    pub event_id: i64,
+    /// The facts, or why they could not be read.
+    pub outcome: Result<crate::domain::artifact::ArtifactFacts, String>,
+    /// The digest to keep the facts under, when they were read from the registry (not
+    /// from what was kept before).
+    pub cache: Option<String>,
+}
+
 /// A reconcile's progress and outcome, as the API and the UI show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReconcileStatus {

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::client::RegistryError;
 use super::reader::Registries;
 use crate::domain::artifact::{bounded_tags, from_manifest, ArtifactFacts};
-use crate::domain::registry::PendingFacts;
+use crate::domain::registry::{FactsRead, PendingFacts};
 use crate::metrics::OutcomeLabel;
 
 /// Events read at once.
@@ -32,10 +33,13 @@ enum NotRead {
 }
 
 /// Reads facts whenever ingest says there are some to read, and every second for what was
-/// left (another process's, or after a failed read). `wake` tells the dispatcher about
-/// the deliveries made.
+/// left (another process's, or after a failed read). Reads go on in parallel; what they
+/// came to is recorded a batch at a time, each batch whatever reads have finished, so a
+/// push's deliveries wait for no slower read and the store commits once per batch, not
+/// twice per push. `wake` tells the dispatcher about the deliveries made.
 pub async fn run(registries: Arc<Registries>, wait: Duration, wake: Arc<dyn Fn() + Send + Sync>) {
     let mut retry_at: HashMap<i64, Instant> = HashMap::new();
+    let slots = Arc::new(Semaphore::new(CONCURRENCY));
     loop {
         tokio::select! {
             _ = registries.facts_wanted.notified() => {}
@@ -50,49 +54,87 @@ pub async fn run(registries: Arc<Registries>, wait: Duration, wake: Arc<dyn Fn()
         };
         let now = Instant::now();
         retry_at.retain(|id, _| pending.iter().any(|p| p.event_id == *id));
-        let due: Vec<PendingFacts> = pending
+        let mut reads = JoinSet::new();
+        for p in pending
             .into_iter()
             .filter(|p| retry_at.get(&p.event_id).is_none_or(|at| *at <= now))
-            .collect();
-        let mut reads = JoinSet::new();
-        for p in due {
-            if reads.len() >= CONCURRENCY {
-                if let Some(Ok((id, retry))) = reads.join_next().await {
-                    note_retry(&mut retry_at, id, retry);
-                }
-            }
-            let registries = registries.clone();
-            let wake = wake.clone();
+        {
+            let (registries, slots) = (registries.clone(), slots.clone());
             reads.spawn(async move {
+                let _slot = slots.acquire_owned().await;
                 let id = p.event_id;
-                (id, resolve(&registries, p, wait, &*wake).await)
+                (id, resolve(&registries, p, wait).await)
             });
         }
-        while let Some(joined) = reads.join_next().await {
-            if let Ok((id, retry)) = joined {
-                note_retry(&mut retry_at, id, retry);
+        while let Some(first) = reads.join_next().await {
+            let mut done = Vec::new();
+            let mut take = |joined: Result<(i64, Option<FactsRead>), _>| match joined {
+                Ok((_, Some(read))) => done.push(read),
+                Ok((id, None)) => {
+                    retry_at.insert(id, Instant::now() + RETRY_AFTER);
+                }
+                Err(_) => {}
+            };
+            take(first);
+            while let Some(next) = reads.try_join_next() {
+                take(next);
+            }
+            for id in record(&registries, &done, &*wake).await {
+                retry_at.insert(id, Instant::now() + RETRY_AFTER);
             }
         }
     }
 }
 
-fn note_retry(retry_at: &mut HashMap<i64, Instant>, id: i64, retry: bool) {
-    if retry {
-        retry_at.insert(id, Instant::now() + RETRY_AFTER);
-    } else {
-        retry_at.remove(&id);
+/// Records finished reads in one transaction; the events to try again (none, or all of
+/// them when the store failed).
+async fn record(
+    registries: &Registries,
+    done: &[FactsRead],
+    wake: &(dyn Fn() + Send + Sync),
+) -> Vec<i64> {
+    if done.is_empty() {
+        return Vec::new();
     }
+    let made = match registries.store().complete_facts(done, Utc::now()).await {
+        Ok(made) => made,
+        Err(e) => {
+            tracing::warn!(error = %e, reads = done.len(), "cannot record the facts of pushes");
+            return done.iter().map(|r| r.event_id).collect();
+        }
+    };
+    let mut woken = false;
+    for (read, made) in done.iter().zip(made) {
+        // `None`: another process recorded it first.
+        let Some(made) = made else { continue };
+        let outcome = if read.outcome.is_ok() {
+            "read"
+        } else {
+            "failed"
+        };
+        registries
+            .metrics()
+            .facts
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+        if let Err(why) = &read.outcome {
+            tracing::warn!(event_id = read.event_id, error = %why,
+                "the facts of a push could not be read; webhooks that filter on them did not get it");
+        }
+        woken |= made > 0;
+    }
+    if woken {
+        wake();
+    }
+    Vec::new()
 }
 
-/// Reads one event's facts and records them; true when it is to be tried again.
-async fn resolve(
-    registries: &Registries,
-    p: PendingFacts,
-    wait: Duration,
-    wake: &(dyn Fn() + Send + Sync),
-) -> bool {
-    let outcome = match read(registries, &p).await {
-        Ok(mut facts) => {
+/// Reads one event's facts; `None` when it is to be tried again.
+async fn resolve(registries: &Registries, p: PendingFacts, wait: Duration) -> Option<FactsRead> {
+    let (outcome, cache) = match read(registries, &p).await {
+        Ok((mut facts, fresh)) => {
             if let Some(subject) = facts.subject.clone() {
                 match registries
                     .store()
@@ -102,58 +144,35 @@ async fn resolve(
                     Ok(tags) => facts.subject_tags = bounded_tags(tags),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the tags of a referrer's subject");
-                        return true;
+                        return None;
                     }
                 }
             }
-            Ok(facts)
+            (Ok(facts), fresh.then(|| p.digest.clone()))
         }
-        Err(NotRead::Final(why)) => Err(why),
+        Err(NotRead::Final(why)) => (Err(why), None),
         Err(NotRead::Retry(why)) => {
             let waited = Utc::now() - p.received_at;
             if waited.to_std().unwrap_or_default() < wait {
-                return true;
+                return None;
             }
-            Err(format!(
+            let why = format!(
                 "the registry could not be read within {}: {why}",
                 humantime::format_duration(wait)
-            ))
+            );
+            (Err(why), None)
         }
     };
-    let label = if outcome.is_ok() { "read" } else { "failed" };
-    match registries
-        .store()
-        .complete_facts(p.event_id, &outcome, Utc::now())
-        .await
-    {
-        Ok(Some(made)) => {
-            registries
-                .metrics()
-                .facts
-                .get_or_create(&OutcomeLabel {
-                    outcome: label.into(),
-                })
-                .inc();
-            if made > 0 {
-                wake();
-            }
-            if let Err(why) = &outcome {
-                tracing::warn!(event_id = p.event_id, source = %p.source, error = %why,
-                    "the facts of a push could not be read; webhooks that filter on them did not get it");
-            }
-            false
-        }
-        // Another process recorded it first.
-        Ok(None) => false,
-        Err(e) => {
-            tracing::warn!(event_id = p.event_id, error = %e, "cannot record the facts of a push");
-            true
-        }
-    }
+    Some(FactsRead {
+        event_id: p.event_id,
+        outcome,
+        cache,
+    })
 }
 
-/// The manifest's facts: from the cache (digests are immutable), else from the registry.
-async fn read(registries: &Registries, p: &PendingFacts) -> Result<ArtifactFacts, NotRead> {
+/// The manifest's facts: from the cache (digests are immutable), else from the registry
+/// (then `true`: to be kept).
+async fn read(registries: &Registries, p: &PendingFacts) -> Result<(ArtifactFacts, bool), NotRead> {
     if let Ok(Some(facts)) = registries.store().cached_manifest(&p.digest).await {
         registries
             .metrics()
@@ -162,7 +181,7 @@ async fn read(registries: &Registries, p: &PendingFacts) -> Result<ArtifactFacts
                 outcome: "cached".into(),
             })
             .inc();
-        return Ok(facts);
+        return Ok((facts, false));
     }
     let client = match registries.client(&p.source).await {
         Ok(Some(client)) => client,
@@ -194,8 +213,5 @@ async fn read(registries: &Registries, p: &PendingFacts) -> Result<ArtifactFacts
     // pushed under one such tag, so the facts are kept for the digest as they are.
     let facts = from_manifest(&manifest.media_type, &manifest.bytes, p.tag.as_deref())
         .map_err(|e| NotRead::Final(e.to_string()))?;
-    if let Err(e) = registries.store().cache_manifest(&p.digest, &facts).await {
-        tracing::warn!(error = %e, "cannot keep a manifest's facts");
-    }
-    Ok(facts)
+    Ok((facts, true))
 }

@@ -14,7 +14,7 @@ use crate::domain::artifact::ArtifactFacts;
 use crate::domain::events::IncomingEvent;
 use crate::domain::filters::Filters;
 use crate::domain::names::NamespaceName;
-use crate::domain::registry::{PendingFacts, ReconcileStatus};
+use crate::domain::registry::{FactsRead, PendingFacts, ReconcileStatus};
 use crate::secrets::Sealed;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -571,7 +571,6 @@ pub trait RegistryReads: Send + Sync {
     async fn pending_facts(&self, limit: i64) -> StoreResult<Vec<PendingFacts>>;
     /// A manifest's facts as read before (digests are immutable).
     async fn cached_manifest(&self, digest: &str) -> StoreResult<Option<ArtifactFacts>>;
-    async fn cache_manifest(&self, digest: &str, facts: &ArtifactFacts) -> StoreResult<()>;
     /// The tags of `source`'s `repository` that point at `digest`, as Herald knows them.
     async fn tags_of_digest(
         &self,
@@ -579,16 +578,17 @@ pub trait RegistryReads: Send + Sync {
         repository: &str,
         digest: &str,
     ) -> StoreResult<Vec<String>>;
-    /// Records an event's facts, or why they could not be read, and in the same
-    /// transaction the deliveries of the webhooks that waited for them: pending where the
-    /// facts match, failed (saying why) where they could not be read. `None` when the event
-    /// was no longer waiting (another process did it first).
+    /// Records what reads of facts came to, in one transaction (one commit for a batch,
+    /// not two per push): each event's facts or why they could not be read, the manifests
+    /// read kept by digest, and the deliveries of the webhooks that waited for them:
+    /// pending where the facts match, failed (saying why) where they could not be read.
+    /// For each read, the deliveries made, or `None` when the event was no longer waiting
+    /// (another process did it first).
     async fn complete_facts(
         &self,
-        event_id: i64,
-        outcome: &Result<ArtifactFacts, String>,
+        reads: &[FactsRead],
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<usize>>;
+    ) -> StoreResult<Vec<Option<usize>>>;
     /// `source`'s tags of `repository` (tag, digest), by tag.
     async fn known_tags(
         &self,

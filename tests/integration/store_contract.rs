@@ -2588,6 +2588,7 @@ fn readable_push(id: &str, repository: &str, tag: Option<&str>, digest: &str) ->
 async fn registry_reads(store: Arc<dyn Store>) {
     use herald::domain::artifact::ArtifactKind::Referrer;
     use herald::domain::artifact::{ArtifactFacts, ArtifactKind, FactsOrigin};
+    use herald::domain::registry::FactsRead;
     let plain = acme_with_hook(&store).await;
     let mut sbom_hook = new_webhook("sboms", vec![]);
     sbom_hook.filters = Filters {
@@ -2644,33 +2645,38 @@ async fn registry_reads(store: Arc<dyn Store>) {
         origin: FactsOrigin::Registry,
     };
     let referrer_id = pending[1].event_id;
+    let referrer_read = FactsRead {
+        event_id: referrer_id,
+        outcome: Ok(facts.clone()),
+        cache: Some("sha256:bbb".into()),
+    };
+    assert!(store.cached_manifest("sha256:bbb").await.unwrap().is_none());
     assert_eq!(
         store
-            .complete_facts(referrer_id, &Ok(facts.clone()), now)
+            .complete_facts(std::slice::from_ref(&referrer_read), now)
             .await
             .unwrap(),
-        Some(1)
-    );
-    assert_eq!(
-        store
-            .complete_facts(referrer_id, &Ok(facts.clone()), now)
-            .await
-            .unwrap(),
-        None,
-        "completed once"
+        vec![Some(1)]
     );
     let delivered = store.list_deliveries(sboms, 10, None).await.unwrap().items;
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0].state, DeliveryState::Pending);
-    // The image's facts cannot be read: the waiting webhook's delivery says why, unsent.
+    // In one batch: the referrer again (completed once; its manifest kept once) and the
+    // image, whose facts cannot be read: the waiting webhook's delivery says why, unsent.
     let image_id = pending[0].event_id;
     let why = "the registry at http://127.0.0.1:1 cannot be reached: refused".to_string();
+    let image_read = FactsRead {
+        event_id: image_id,
+        outcome: Err(why),
+        cache: None,
+    };
     assert_eq!(
         store
-            .complete_facts(image_id, &Err(why), now)
+            .complete_facts(&[referrer_read, image_read], now)
             .await
             .unwrap(),
-        Some(1)
+        vec![None, Some(1)],
+        "the referrer was completed once"
     );
     let failed = store.list_deliveries(sboms, 10, None).await.unwrap().items;
     assert_eq!(failed.len(), 2);
@@ -2696,10 +2702,7 @@ async fn registry_reads(store: Arc<dyn Store>) {
             .len(),
         2
     );
-    // A digest's facts are kept once.
-    assert!(store.cached_manifest("sha256:bbb").await.unwrap().is_none());
-    store.cache_manifest("sha256:bbb", &facts).await.unwrap();
-    store.cache_manifest("sha256:bbb", &facts).await.unwrap();
+    // The manifest read is kept by its digest.
     assert_eq!(
         store.cached_manifest("sha256:bbb").await.unwrap(),
         Some(facts)

@@ -9,7 +9,7 @@ use crate::domain::artifact::ArtifactFacts;
 use crate::domain::delivery::Candidate;
 use crate::domain::events::{path_in_namespace, Action, EventFacts, DEFAULT_SOURCE};
 use crate::domain::names::NamespaceName;
-use crate::domain::registry::{PendingFacts, ReconcileStatus};
+use crate::domain::registry::{FactsRead, PendingFacts, ReconcileStatus};
 use crate::store::{from_ms, to_ms, RegistryReads, StoreError, StoreResult};
 
 const RECONCILE_COLUMNS: &str = "source, requested_at, started_at, finished_at, cursor, learned, \
@@ -80,20 +80,6 @@ impl<B: Backend> RegistryReads for B {
             .and_then(|json| serde_json::from_str(&json).ok()))
     }
 
-    async fn cache_manifest(&self, digest: &str, facts: &ArtifactFacts) -> StoreResult<()> {
-        let json = serde_json::to_string(facts).unwrap_or_default();
-        sql(
-            "INSERT INTO manifest_facts (digest, facts, read_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (digest) DO NOTHING",
-        )
-        .bind(digest)
-        .bind(json)
-        .bind(to_ms(Utc::now()))
-        .exec(&mut self.writer())
-        .await?;
-        Ok(())
-    }
-
     async fn tags_of_digest(
         &self,
         source: &str,
@@ -116,99 +102,27 @@ impl<B: Backend> RegistryReads for B {
 
     async fn complete_facts(
         &self,
-        event_id: i64,
-        outcome: &Result<ArtifactFacts, String>,
+        reads: &[FactsRead],
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<usize>> {
+    ) -> StoreResult<Vec<Option<usize>>> {
         let mut tx = self.begin().await?;
-        let (state, facts, error) = match outcome {
-            Ok(facts) => ("read", serde_json::to_string(facts).ok(), None),
-            Err(why) => ("failed", None, Some(why.as_str())),
-        };
-        // The guard against a second process: only a still pending event is completed.
-        let changed = sql(
-            "UPDATE events SET facts_state = $1, facts = $2, facts_error = $3 \
-             WHERE id = $4 AND facts_state = 'pending'",
-        )
-        .bind(state)
-        .bind(facts)
-        .bind(error)
-        .bind(event_id)
-        .exec(&mut tx)
-        .await?;
-        if changed == 0 {
-            return Ok(None);
-        }
-        let event = sql(
-            "SELECT action, repository, namespace, tag, source, synthesized FROM events \
-             WHERE id = $1",
-        )
-        .bind(event_id)
-        .one(&mut tx)
-        .await?;
-        let namespace = event.text_opt("namespace")?;
-        let (Some(namespace), Some(action)) = (
-            namespace.and_then(|n| NamespaceName::parse(&n).ok()),
-            event.text_opt("action")?.as_deref().and_then(Action::parse),
-        ) else {
-            tx.commit().await?;
-            return Ok(Some(0));
-        };
-        let facts = EventFacts {
-            action,
-            path: path_in_namespace(
-                &namespace,
-                event.text_opt("repository")?.as_deref().unwrap_or_default(),
-            ),
-            tag: event.text_opt("tag")?,
-            is_manifest: true,
-            request_method: None,
-            source: event.text_opt("source")?,
-            artifact: outcome.as_ref().ok().cloned(),
-            synthesized: event.text_opt("synthesized")?.is_some(),
-        };
-        let candidates: Vec<Candidate> = sql(format!(
-            "SELECT w.id, w.ordering = 'fifo' AS fifo, w.filters, w.format FROM namespaces n \
-             JOIN webhooks w ON w.namespace_id = n.id WHERE n.name = $1 AND w.enabled \
-             ORDER BY w.id{}",
-            locking::<B>(" FOR SHARE OF w")
-        ))
-        .bind(namespace.as_str())
-        .all(&mut tx)
-        .await?
-        .iter()
-        .map(super::rows::candidate)
-        .collect::<StoreResult<_>>()?;
-        let mut created = 0;
-        for c in candidates.iter().filter(|c| c.filters.needs_facts()) {
-            let insert = match outcome {
-                Ok(_) if c.wants(&facts) => sql(
-                    "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
-                     created_at, updated_at, fifo) VALUES ($1, $2, 'pending', $3, $3, $3, $4)",
+        let mut made = Vec::with_capacity(reads.len());
+        for read in reads {
+            if let (Some(digest), Ok(facts)) = (&read.cache, &read.outcome) {
+                sql(
+                    "INSERT INTO manifest_facts (digest, facts, read_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (digest) DO NOTHING",
                 )
-                .bind(c.recipient.webhook_id)
-                .bind(event_id)
+                .bind(digest.as_str())
+                .bind(serde_json::to_string(facts).unwrap_or_default())
                 .bind(to_ms(now))
-                .bind(c.recipient.fifo),
-                Err(why) if c.wants_before_facts(&facts) => sql(
-                    "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
-                     created_at, updated_at, fifo, last_error) \
-                     VALUES ($1, $2, 'failed', NULL, $3, $3, $4, $5)",
-                )
-                .bind(c.recipient.webhook_id)
-                .bind(event_id)
-                .bind(to_ms(now))
-                .bind(c.recipient.fifo)
-                .bind(format!(
-                    "not sent: this webhook filters on what was pushed, and {why}"
-                )),
-                _ => continue,
-            };
-            insert.exec(&mut tx).await?;
-            created += 1;
+                .exec(&mut tx)
+                .await?;
+            }
+            made.push(complete_one::<B>(&mut tx, read.event_id, &read.outcome, now).await?);
         }
         tx.commit().await?;
-        Ok(Some(created))
+        Ok(made)
     }
 
     async fn known_tags(
@@ -433,4 +347,100 @@ impl<B: Backend> RegistryReads for B {
         tx.commit().await?;
         Ok(restarted)
     }
+}
+
+/// One read's facts recorded, and the deliveries of the webhooks that waited for them,
+/// in the caller's transaction; `None` when the event was no longer waiting.
+async fn complete_one<B: Backend>(
+    tx: &mut B::Tx,
+    event_id: i64,
+    outcome: &Result<ArtifactFacts, String>,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<usize>> {
+    let (state, facts, error) = match outcome {
+        Ok(facts) => ("read", serde_json::to_string(facts).ok(), None),
+        Err(why) => ("failed", None, Some(why.as_str())),
+    };
+    // The guard against a second process: only a still pending event is completed.
+    let changed = sql(
+        "UPDATE events SET facts_state = $1, facts = $2, facts_error = $3 \
+         WHERE id = $4 AND facts_state = 'pending'",
+    )
+    .bind(state)
+    .bind(facts)
+    .bind(error)
+    .bind(event_id)
+    .exec(tx)
+    .await?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    let event = sql(
+        "SELECT action, repository, namespace, tag, source, synthesized FROM events \
+         WHERE id = $1",
+    )
+    .bind(event_id)
+    .one(tx)
+    .await?;
+    let namespace = event.text_opt("namespace")?;
+    let (Some(namespace), Some(action)) = (
+        namespace.and_then(|n| NamespaceName::parse(&n).ok()),
+        event.text_opt("action")?.as_deref().and_then(Action::parse),
+    ) else {
+        return Ok(Some(0));
+    };
+    let facts = EventFacts {
+        action,
+        path: path_in_namespace(
+            &namespace,
+            event.text_opt("repository")?.as_deref().unwrap_or_default(),
+        ),
+        tag: event.text_opt("tag")?,
+        is_manifest: true,
+        request_method: None,
+        source: event.text_opt("source")?,
+        artifact: outcome.as_ref().ok().cloned(),
+        synthesized: event.text_opt("synthesized")?.is_some(),
+    };
+    let candidates: Vec<Candidate> = sql(format!(
+        "SELECT w.id, w.ordering = 'fifo' AS fifo, w.filters, w.format FROM namespaces n \
+         JOIN webhooks w ON w.namespace_id = n.id WHERE n.name = $1 AND w.enabled \
+         ORDER BY w.id{}",
+        locking::<B>(" FOR SHARE OF w")
+    ))
+    .bind(namespace.as_str())
+    .all(tx)
+    .await?
+    .iter()
+    .map(super::rows::candidate)
+    .collect::<StoreResult<_>>()?;
+    let mut created = 0;
+    for c in candidates.iter().filter(|c| c.filters.needs_facts()) {
+        let insert = match outcome {
+            Ok(_) if c.wants(&facts) => sql(
+                "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
+                 created_at, updated_at, fifo) VALUES ($1, $2, 'pending', $3, $3, $3, $4)",
+            )
+            .bind(c.recipient.webhook_id)
+            .bind(event_id)
+            .bind(to_ms(now))
+            .bind(c.recipient.fifo),
+            Err(why) if c.wants_before_facts(&facts) => sql(
+                "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
+                 created_at, updated_at, fifo, last_error) \
+                 VALUES ($1, $2, 'failed', NULL, $3, $3, $4, $5)",
+            )
+            .bind(c.recipient.webhook_id)
+            .bind(event_id)
+            .bind(to_ms(now))
+            .bind(c.recipient.fifo)
+            .bind(format!(
+                "not sent: this webhook filters on what was pushed, and {why}"
+            )),
+            _ => continue,
+        };
+        insert.exec(tx).await?;
+        created += 1;
+    }
+    Ok(Some(created))
 }
