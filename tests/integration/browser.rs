@@ -94,7 +94,7 @@ async fn an_owner_manages_a_webhook_and_a_viewer_only_reads() {
     assert!(b
         .text("#new-webhook-url-error")
         .await
-        .contains("must be http or https"));
+        .contains("must be http, https, nats, amqp, redis or mqtt"));
     assert_eq!(
         b.value("#new-webhook input[name=name]").await,
         "deploy",
@@ -643,7 +643,7 @@ async fn a_refused_form_takes_focus_names_its_fields_and_a_reload_sends_nothing(
     assert!(field[1]
         .as_str()
         .unwrap_or_default()
-        .contains("must be http or https"));
+        .contains("must be http, https, nats, amqp, redis or mqtt"));
     assert_eq!(field[2], false, "the message is outside the label");
     let url_field = b.find("#new-webhook-url").await;
     assert_eq!(b.computed_label(&url_field).await, "URL");
