@@ -792,6 +792,144 @@ async fn mqtt_deliveries_are_qos1_publishes_with_user_properties() {
     poller.abort();
 }
 
+/// A private Mosquitto on `port`, anonymous, persisting its sessions and queued messages
+/// in `store` so that a subscriber's persistent session survives a restart.
+fn mosquitto(exe: &str, port: u16, store: &std::path::Path) -> Server {
+    // Started as root, Mosquitto runs as its own user: it must be able to write there.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(store, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = store.join("mosquitto.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}/\n",
+            store.display()
+        ),
+    )
+    .unwrap();
+    Server(
+        Command::new(exe)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A QoS 1 subscriber with a persistent session (clean start off, a session expiry) that
+/// reconnects by itself; every event id it reads goes to the channel.
+async fn mqtt_subscriber(
+    port: u16,
+    topic: &str,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Publish>,
+) {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut options = MqttOptions::new(unique("sub-"), "127.0.0.1", port);
+    options
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(600));
+    let (client, mut events) = AsyncClient::new(options, 64);
+    client
+        .subscribe(topic.to_string(), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let subscribed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let ready = subscribed.clone();
+    let poller = tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => ready.notify_one(),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send(p);
+                }
+                Ok(_) => {}
+                // The broker is away: the next poll reconnects, with the same session.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
+        .await
+        .expect("the subscription is acknowledged");
+    (poller, rx)
+}
+
+#[tokio::test]
+async fn a_mosquitto_restarted_mid_burst_loses_nothing() {
+    let Some(exe) = require("mosquitto", program("mosquitto")) else {
+        return;
+    };
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let mut server = mosquitto(&exe, port, store.path());
+    eventually(Duration::from_secs(10), "mosquitto listens", || {
+        port_open(port)
+    })
+    .await;
+    let topic = format!("herald/{}", unique("burst"));
+    let (poller, mut rx) = mqtt_subscriber(port, &topic).await;
+    let schedule = ["0s"; 1]
+        .into_iter()
+        .chain(["300ms"; 60])
+        .collect::<Vec<_>>()
+        .join(",");
+    let app = spawn_app_with(&["--retry-schedule", &schedule, "--delivery-timeout", "2s"]).await;
+    app.create_namespace("acme").await;
+    let (id, secret) = hook(&app, "mqtt", &format!("mqtt://127.0.0.1:{port}/{topic}")).await;
+    const N: usize = 30;
+    let mut sent = std::collections::BTreeSet::new();
+    for i in 0..N {
+        let event = format!("burst-{i}-{topic}");
+        app.post_envelope(push(&event)).await;
+        sent.insert(event);
+        if i == N / 2 {
+            // A clean stop (SIGTERM), so that Mosquitto writes its sessions to disk.
+            let stopped = Command::new("kill")
+                .args(["-TERM", &server.0.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(stopped.success());
+            server.0.wait().unwrap();
+            server = mosquitto(&exe, port, store.path());
+        }
+    }
+    app.wait_deliveries("acme", id, |d| {
+        d.as_array().unwrap().len() == N
+            && d.as_array()
+                .unwrap()
+                .iter()
+                .all(|x| x["state"] == "succeeded")
+    })
+    .await;
+    // Every event reaches the subscriber at least once, signed.
+    let mut got = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < N {
+        let p = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {N} arrived: {got:?}", got.len()))
+            .unwrap();
+        let properties = p.properties.clone().unwrap();
+        let mut headers = properties.user_properties.clone();
+        headers.push(("content-type".into(), properties.content_type.unwrap()));
+        check_message(&secret, &p.payload, &headers);
+        let body: Value = serde_json::from_slice(&p.payload).unwrap();
+        got.insert(body["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, sent);
+    poller.abort();
+    drop(server);
+}
+
 // ---------------------------------------------------------------- the NATS source
 
 /// A zot event in CloudEvents binary mode, as zot's NATS sink publishes it: its
