@@ -819,11 +819,12 @@ fn mosquitto(exe: &str, port: u16, store: &std::path::Path) -> Server {
     )
 }
 
-/// A QoS 1 subscriber with a persistent session (clean start off, a session expiry) that
-/// reconnects by itself; every event id it reads goes to the channel.
+/// A QoS 1 subscriber that reconnects by itself, with a persistent session (clean start
+/// off, a session expiry) when asked; every message it reads goes to the channel.
 async fn mqtt_subscriber(
     port: u16,
     topic: &str,
+    persistent: bool,
 ) -> (
     tokio::task::JoinHandle<()>,
     tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Publish>,
@@ -832,9 +833,11 @@ async fn mqtt_subscriber(
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
     let mut options = MqttOptions::new(unique("sub-"), "127.0.0.1", port);
-    options
-        .set_clean_start(false)
-        .set_session_expiry_interval(Some(600));
+    if persistent {
+        options
+            .set_clean_start(false)
+            .set_session_expiry_interval(Some(600));
+    }
     let (client, mut events) = AsyncClient::new(options, 64);
     client
         .subscribe(topic.to_string(), QoS::AtLeastOnce)
@@ -876,7 +879,7 @@ async fn a_mosquitto_restarted_mid_burst_loses_nothing() {
     })
     .await;
     let topic = format!("herald/{}", unique("burst"));
-    let (poller, mut rx) = mqtt_subscriber(port, &topic).await;
+    let (poller, mut rx) = mqtt_subscriber(port, &topic, true).await;
     let schedule = ["0s"; 1]
         .into_iter()
         .chain(["300ms"; 60])
@@ -928,6 +931,134 @@ async fn a_mosquitto_restarted_mid_burst_loses_nothing() {
     assert_eq!(got, sent);
     poller.abort();
     drop(server);
+}
+
+/// How a stand-in for an MQTT 3.1.1-only broker refuses an MQTT 5 CONNECT.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    /// A v5 CONNACK, reason 0x84 "unsupported protocol version", then close.
+    V5Connack,
+    /// A 3.1.1 CONNACK, return code 0x01 "unacceptable protocol version", then close: what
+    /// a broker that knows nothing of v5 answers.
+    V311Connack,
+    /// Close the connection without a word.
+    Close,
+}
+
+/// A loopback stand-in for a broker that speaks MQTT 3.1.1 only (Debian's Mosquitto 2.0.11
+/// cannot be told to refuse v5: its listener `protocol` chooses mqtt or websockets, and
+/// `accept_protocol_versions` came later). It reads each connection's CONNECT: a v5 one
+/// is refused as `refusal` says, any other is piped to the real Mosquitto on 1883, which
+/// then does the rest. Returns its port and how many v5 CONNECTs it refused.
+async fn mqtt_311_only(
+    refusal: Refusal,
+) -> (u16, std::sync::Arc<AtomicU32>, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refused = std::sync::Arc::new(AtomicU32::new(0));
+    let counted = refused.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                // The fixed header, the remaining length (a varint), the rest.
+                let mut head = vec![client.read_u8().await?];
+                let (mut length, mut shift) = (0usize, 0);
+                loop {
+                    let byte = client.read_u8().await?;
+                    head.push(byte);
+                    length |= ((byte & 0x7f) as usize) << shift;
+                    shift += 7;
+                    if byte & 0x80 == 0 {
+                        break;
+                    }
+                }
+                let mut rest = vec![0; length];
+                client.read_exact(&mut rest).await?;
+                // Protocol name ("MQTT", length-prefixed), then the protocol level.
+                let name = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+                if rest[2 + name] == 5 {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    match refusal {
+                        Refusal::V5Connack => client.write_all(&[0x20, 3, 0, 0x84, 0]).await?,
+                        Refusal::V311Connack => client.write_all(&[0x20, 2, 0, 0x01]).await?,
+                        Refusal::Close => {}
+                    }
+                    return client.shutdown().await;
+                }
+                let mut broker = tokio::net::TcpStream::connect("127.0.0.1:1883").await?;
+                broker.write_all(&head).await?;
+                broker.write_all(&rest).await?;
+                tokio::io::copy_bidirectional(&mut client, &mut broker)
+                    .await
+                    .map(|_| ())
+            });
+        }
+    });
+    (port, refused, task)
+}
+
+#[tokio::test]
+async fn a_broker_that_refuses_mqtt_5_gets_3_1_1_without_headers() {
+    if require(
+        "Mosquitto",
+        std::net::TcpStream::connect("127.0.0.1:1883")
+            .map_err(|e| format!("no MQTT broker on 127.0.0.1:1883: {e}")),
+    )
+    .is_none()
+    {
+        return;
+    }
+    let topic = format!("herald/{}", unique("v311"));
+    let (poller, mut rx) = mqtt_subscriber(1883, &format!("{topic}/#"), false).await;
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let mut hooks = Vec::new();
+    for refusal in [Refusal::V5Connack, Refusal::V311Connack, Refusal::Close] {
+        let (port, refused, stub) = mqtt_311_only(refusal).await;
+        let url = format!("mqtt://127.0.0.1:{port}/{topic}/{refusal:?}");
+        let (id, _) = hook(&app, &format!("{refusal:?}").to_lowercase(), &url).await;
+        hooks.push((refusal, id, refused, stub));
+    }
+    let event = unique("ev");
+    app.post_envelope(push(&event)).await;
+    for (refusal, id, refused, _) in &hooks {
+        let d = delivery_in(&app, *id, "succeeded").await;
+        let answer: Value =
+            serde_json::from_str(d["attempts"][0]["response_body"].as_str().unwrap()).unwrap();
+        assert_eq!(answer["protocol"], "MQTT 3.1.1", "{refusal:?}: {answer}");
+        assert_eq!(answer["puback"], "success", "{refusal:?}: {answer}");
+        assert!(
+            answer["headers"].as_str().unwrap().contains("not sent"),
+            "{answer}"
+        );
+        assert_eq!(d["attempts"].as_array().unwrap().len(), 1, "{refusal:?}");
+        assert!(refused.load(Ordering::SeqCst) >= 1, "{refusal:?}");
+    }
+    // Through the real broker: the body as ever, no properties (3.1.1 has none).
+    let mut topics = std::collections::BTreeSet::new();
+    while topics.len() < hooks.len() {
+        let p = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the subscriber gets every message")
+            .unwrap();
+        let got: Value = serde_json::from_slice(&p.payload).unwrap();
+        assert_eq!(got["id"], event.as_str());
+        assert!(
+            p.properties
+                .as_ref()
+                .is_none_or(|p| p.user_properties.is_empty() && p.content_type.is_none()),
+            "{:?}",
+            p.properties
+        );
+        topics.insert(String::from_utf8(p.topic.to_vec()).unwrap());
+    }
+    assert_eq!(topics.len(), 3, "{topics:?}");
+    poller.abort();
+    for (_, _, _, stub) in hooks {
+        stub.abort();
+    }
 }
 
 // ---------------------------------------------------------------- the NATS source
