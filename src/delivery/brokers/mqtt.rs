@@ -378,3 +378,34 @@ async fn run(mut events: Driver, inner: std::sync::Weak<Inner>) {
         let _ = answer.send(Err(Failure::Broken(error.clone())));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::v5::StateError;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn only_a_refusal_of_mqtt_5_itself_falls_back_to_3_1_1() {
+        let falls_back = [
+            ConnectionError::ConnectionRefused(ConnectReturnCode::UnsupportedProtocolVersion),
+            ConnectionError::MqttState(StateError::ConnectionAborted),
+            ConnectionError::MqttState(StateError::Deserialization(
+                rumqttc::v5::mqttbytes::Error::InvalidConnectReturnCode(1),
+            )),
+            ConnectionError::MqttState(StateError::Io(Error::from(ErrorKind::ConnectionReset))),
+        ];
+        for e in &falls_back {
+            assert!(refuses_v5(e), "{e}");
+        }
+        let stays = [
+            ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized),
+            ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword),
+            // Nothing listens: 3.1.1 would not fare better.
+            ConnectionError::Io(Error::from(ErrorKind::ConnectionRefused)),
+        ];
+        for e in &stays {
+            assert!(!refuses_v5(e), "{e}");
+        }
+    }
+}
