@@ -121,16 +121,19 @@ pub(crate) async fn latency_run(
     rate: u64,
     secs: u64,
 ) -> anyhow::Result<Latency> {
-    latency_run_of(url, prefix, arrivals, rate, secs, &|id, _| envelope(id)).await
+    latency_run_of(url, prefix, arrivals, rate, rate * secs, &|id, _| {
+        envelope(id)
+    })
+    .await
 }
 
-/// `latency_run` with the envelopes `body(id, i)` makes.
+/// `latency_run` of `total` envelopes, made by `body(id, i)`.
 pub(crate) async fn latency_run_of(
     url: &str,
     prefix: &str,
     arrivals: &Arrivals,
     rate: u64,
-    secs: u64,
+    total: u64,
     body: &(dyn Fn(&str, u64) -> Vec<u8> + Sync),
 ) -> anyhow::Result<Latency> {
     if let Ok(mut t) = arrivals.times.lock() {
@@ -142,7 +145,6 @@ pub(crate) async fn latency_run_of(
         .build()?;
     let answered: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
     let refused = Arc::new(AtomicU64::new(0));
-    let total = rate * secs;
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = Vec::new();

@@ -12,6 +12,7 @@
 //! `receiver.rs` the webhook receiver, `scenarios.rs` the measurements and `report.rs` the
 //! table and BENCHMARKS.md.
 
+mod brokers;
 mod herald;
 mod load;
 mod receiver;
@@ -59,6 +60,10 @@ pub(crate) struct Cli {
     /// (default 10,000; smoke 20).
     #[arg(long, global = true)]
     reconcile_repos: Option<usize>,
+    /// Events of each destination's burst in scenario 10, 0 to skip it (default 20,000;
+    /// smoke 100).
+    #[arg(long, global = true)]
+    broker_events: Option<usize>,
     /// Seconds of the fixed-rate latency scenario (default 30; smoke 2).
     #[arg(long, global = true)]
     pub(crate) latency_secs: Option<u64>,
@@ -94,6 +99,10 @@ pub(crate) struct Sizes {
     pub(crate) recovery_events: usize,
     pub(crate) reconcile_repos: usize,
     pub(crate) reconcile_tags: usize,
+    /// Scenario 10: each destination's burst, and its latency run's envelopes (sent at
+    /// `latency_rate`).
+    pub(crate) broker_events: usize,
+    pub(crate) broker_latency_events: u64,
     /// How long to wait for deliveries before giving up on a scenario.
     pub(crate) patience: Duration,
 }
@@ -111,6 +120,9 @@ impl Sizes {
                 recovery_events: 200,
                 reconcile_repos: 20,
                 reconcile_tags: 10,
+                broker_events: 100,
+                // A fifth of a second at 100/s: the smoke run stays quick.
+                broker_latency_events: 20,
                 patience: Duration::from_secs(30),
             }
         } else {
@@ -124,6 +136,8 @@ impl Sizes {
                 recovery_events: 5_000,
                 reconcile_repos: 10_000,
                 reconcile_tags: 10,
+                broker_events: 20_000,
+                broker_latency_events: 0,
                 patience: Duration::from_secs(600),
             }
         };
@@ -133,6 +147,13 @@ impl Sizes {
             latency_secs: cli.latency_secs.unwrap_or(base.latency_secs),
             recovery_events: cli.recovery_events.unwrap_or(base.recovery_events),
             reconcile_repos: cli.reconcile_repos.unwrap_or(base.reconcile_repos),
+            broker_events: cli.broker_events.unwrap_or(base.broker_events),
+            // Full size: as long as scenario 3's run.
+            broker_latency_events: if cli.smoke {
+                base.broker_latency_events
+            } else {
+                base.latency_rate * cli.latency_secs.unwrap_or(base.latency_secs)
+            },
             ..base
         }
     }

@@ -28,6 +28,28 @@ impl Arrivals {
         }
     }
 
+    /// Counts one delivery whose body is `body` and, when asked, notes when its event
+    /// arrived: the HTTP receiver and the brokers' consumers alike.
+    pub(crate) fn arrived(&self, body: &[u8]) {
+        let now = Instant::now();
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let id = || {
+            serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v["id"].as_str().map(str::to_string))
+        };
+        if self.record_times.load(Ordering::Relaxed) {
+            if let (Some(id), Ok(mut t)) = (id(), self.times.lock()) {
+                t.push((id, now));
+            }
+        }
+        if let Ok(mut distinct) = self.distinct.lock() {
+            if let (Some(d), Some(id)) = (distinct.as_mut(), id()) {
+                d.insert(id);
+            }
+        }
+    }
+
     pub(crate) fn distinct(&self) -> usize {
         self.distinct
             .lock()
@@ -38,23 +60,7 @@ impl Arrivals {
 }
 
 pub(crate) async fn receive(State(a): State<Arrivals>, body: Bytes) -> &'static str {
-    let now = Instant::now();
-    a.count.fetch_add(1, Ordering::Relaxed);
-    let id = || {
-        serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["id"].as_str().map(str::to_string))
-    };
-    if a.record_times.load(Ordering::Relaxed) {
-        if let (Some(id), Ok(mut t)) = (id(), a.times.lock()) {
-            t.push((id, now));
-        }
-    }
-    if let Ok(mut distinct) = a.distinct.lock() {
-        if let (Some(d), Some(id)) = (distinct.as_mut(), id()) {
-            d.insert(id);
-        }
-    }
+    a.arrived(&body);
     "ok"
 }
 

@@ -376,7 +376,7 @@ pub(crate) async fn facts_latency(
         &format!("fp{run}"),
         arrivals,
         sizes.latency_rate,
-        sizes.latency_secs,
+        total,
         &plain,
     )
     .await?;
@@ -403,7 +403,7 @@ pub(crate) async fn facts_latency(
         &format!("ff{run}"),
         arrivals,
         sizes.latency_rate,
-        sizes.latency_secs,
+        total,
         &needing,
     )
     .await?;

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::brokers::{DestinationFigures, DESTINATIONS};
 use crate::load::Latency;
 use crate::registry::ReconcileFigures;
 use crate::scenarios::Results;
@@ -208,6 +209,29 @@ pub(crate) fn build_report(
     );
     let (a, b) = both(&|r| fl(r, true, |l| l.samples as f64), 0);
     report.add("9. facts filter: latency samples", a, b, "");
+    for (i, name) in DESTINATIONS.iter().enumerate() {
+        fn at(r: &Results, i: usize) -> Option<&DestinationFigures> {
+            r.destinations.get(i)
+        }
+        let target = if i == 0 { "" } else { "as fast as HTTP" };
+        let (a, b) = both(&|r| at(r, i)?.e2e, 0);
+        report.add(
+            &format!(
+                "10. {name}: end-to-end deliveries/s ({} events)",
+                sizes.broker_events
+            ),
+            a,
+            b,
+            target,
+        );
+        let (a, b) = both(&|r| at(r, i)?.latency.as_ref().map(|l| l.p99), 1);
+        report.add(
+            &format!("10. {name}: latency p99 at {rate}/s (ms)"),
+            a,
+            b,
+            target,
+        );
+    }
     report
 }
 

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::brokers::{destinations, DestinationFigures};
 use crate::herald::{memory_mib, AnonPeak, Herald};
 use crate::load::{blast, latency_run, Latency};
 use crate::receiver::{start_receiver, wait_count, wait_distinct, Arrivals};
@@ -33,10 +34,12 @@ pub(crate) struct Results {
     /// Push-to-receiver latency reading the registry: a webhook without a facts filter,
     /// and one with.
     pub(crate) facts_latency: Option<(Latency, Latency)>,
+    /// Scenario 10: per destination kind (`brokers::DESTINATIONS`), the same burst and rate.
+    pub(crate) destinations: Vec<DestinationFigures>,
     pub(crate) notes: Vec<String>,
 }
 
-/// Scenarios 1-6 against one backend (`database`: None for SQLite).
+/// Scenarios 1-10 against one backend (`database`: None for SQLite).
 pub(crate) async fn run_suite(
     cli: &Cli,
     sizes: &Sizes,
@@ -209,6 +212,15 @@ pub(crate) async fn run_suite(
         )
         .await?;
         println!("  recovery: {:?} s", r.recovery_secs);
+    }
+
+    // 10. Each destination kind: HTTP and the four brokers, the same burst and rate.
+    if sizes.broker_events > 0 {
+        println!(
+            "  destinations: {} events each, then {} at {}/s",
+            sizes.broker_events, sizes.broker_latency_events, sizes.latency_rate
+        );
+        r.destinations = destinations(cli, sizes, pg_admin, run, &mut r.notes).await?;
     }
     Ok(r)
 }

@@ -792,6 +792,275 @@ async fn mqtt_deliveries_are_qos1_publishes_with_user_properties() {
     poller.abort();
 }
 
+/// A private Mosquitto on `port`, anonymous, persisting its sessions and queued messages
+/// in `store` so that a subscriber's persistent session survives a restart.
+fn mosquitto(exe: &str, port: u16, store: &std::path::Path) -> Server {
+    // Started as root, Mosquitto runs as its own user: it must be able to write there.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(store, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = store.join("mosquitto.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}/\n",
+            store.display()
+        ),
+    )
+    .unwrap();
+    Server(
+        Command::new(exe)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A QoS 1 subscriber that reconnects by itself, with a persistent session (clean start
+/// off, a session expiry) when asked; every message it reads goes to the channel.
+async fn mqtt_subscriber(
+    port: u16,
+    topic: &str,
+    persistent: bool,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Publish>,
+) {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut options = MqttOptions::new(unique("sub-"), "127.0.0.1", port);
+    if persistent {
+        options
+            .set_clean_start(false)
+            .set_session_expiry_interval(Some(600));
+    }
+    let (client, mut events) = AsyncClient::new(options, 64);
+    client
+        .subscribe(topic.to_string(), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let subscribed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let ready = subscribed.clone();
+    let poller = tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => ready.notify_one(),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send(p);
+                }
+                Ok(_) => {}
+                // The broker is away: the next poll reconnects, with the same session.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
+        .await
+        .expect("the subscription is acknowledged");
+    (poller, rx)
+}
+
+#[tokio::test]
+async fn a_mosquitto_restarted_mid_burst_loses_nothing() {
+    let Some(exe) = require("mosquitto", program("mosquitto")) else {
+        return;
+    };
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let mut server = mosquitto(&exe, port, store.path());
+    eventually(Duration::from_secs(10), "mosquitto listens", || {
+        port_open(port)
+    })
+    .await;
+    let topic = format!("herald/{}", unique("burst"));
+    let (poller, mut rx) = mqtt_subscriber(port, &topic, true).await;
+    let schedule = ["0s"; 1]
+        .into_iter()
+        .chain(["300ms"; 60])
+        .collect::<Vec<_>>()
+        .join(",");
+    let app = spawn_app_with(&["--retry-schedule", &schedule, "--delivery-timeout", "2s"]).await;
+    app.create_namespace("acme").await;
+    let (id, secret) = hook(&app, "mqtt", &format!("mqtt://127.0.0.1:{port}/{topic}")).await;
+    const N: usize = 30;
+    let mut sent = std::collections::BTreeSet::new();
+    for i in 0..N {
+        let event = format!("burst-{i}-{topic}");
+        app.post_envelope(push(&event)).await;
+        sent.insert(event);
+        if i == N / 2 {
+            // A clean stop (SIGTERM), so that Mosquitto writes its sessions to disk.
+            let stopped = Command::new("kill")
+                .args(["-TERM", &server.0.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(stopped.success());
+            server.0.wait().unwrap();
+            server = mosquitto(&exe, port, store.path());
+        }
+    }
+    app.wait_deliveries("acme", id, |d| {
+        d.as_array().unwrap().len() == N
+            && d.as_array()
+                .unwrap()
+                .iter()
+                .all(|x| x["state"] == "succeeded")
+    })
+    .await;
+    // Every event reaches the subscriber at least once, signed.
+    let mut got = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < N {
+        let p = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {N} arrived: {got:?}", got.len()))
+            .unwrap();
+        let properties = p.properties.clone().unwrap();
+        let mut headers = properties.user_properties.clone();
+        headers.push(("content-type".into(), properties.content_type.unwrap()));
+        check_message(&secret, &p.payload, &headers);
+        let body: Value = serde_json::from_slice(&p.payload).unwrap();
+        got.insert(body["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, sent);
+    poller.abort();
+    drop(server);
+}
+
+/// How a stand-in for an MQTT 3.1.1-only broker refuses an MQTT 5 CONNECT.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    /// A v5 CONNACK, reason 0x84 "unsupported protocol version", then close.
+    V5Connack,
+    /// A 3.1.1 CONNACK, return code 0x01 "unacceptable protocol version", then close: what
+    /// a broker that knows nothing of v5 answers.
+    V311Connack,
+    /// Close the connection without a word.
+    Close,
+}
+
+/// A loopback stand-in for a broker that speaks MQTT 3.1.1 only (Debian's Mosquitto 2.0.11
+/// cannot be told to refuse v5: its listener `protocol` chooses mqtt or websockets, and
+/// `accept_protocol_versions` came later). It reads each connection's CONNECT: a v5 one
+/// is refused as `refusal` says, any other is piped to the real Mosquitto on 1883, which
+/// then does the rest. Returns its port and how many v5 CONNECTs it refused.
+async fn mqtt_311_only(
+    refusal: Refusal,
+) -> (u16, std::sync::Arc<AtomicU32>, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refused = std::sync::Arc::new(AtomicU32::new(0));
+    let counted = refused.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                // The fixed header, the remaining length (a varint), the rest.
+                let mut head = vec![client.read_u8().await?];
+                let (mut length, mut shift) = (0usize, 0);
+                loop {
+                    let byte = client.read_u8().await?;
+                    head.push(byte);
+                    length |= ((byte & 0x7f) as usize) << shift;
+                    shift += 7;
+                    if byte & 0x80 == 0 {
+                        break;
+                    }
+                }
+                let mut rest = vec![0; length];
+                client.read_exact(&mut rest).await?;
+                // Protocol name ("MQTT", length-prefixed), then the protocol level.
+                let name = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+                if rest[2 + name] == 5 {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    match refusal {
+                        Refusal::V5Connack => client.write_all(&[0x20, 3, 0, 0x84, 0]).await?,
+                        Refusal::V311Connack => client.write_all(&[0x20, 2, 0, 0x01]).await?,
+                        Refusal::Close => {}
+                    }
+                    return client.shutdown().await;
+                }
+                let mut broker = tokio::net::TcpStream::connect("127.0.0.1:1883").await?;
+                broker.write_all(&head).await?;
+                broker.write_all(&rest).await?;
+                tokio::io::copy_bidirectional(&mut client, &mut broker)
+                    .await
+                    .map(|_| ())
+            });
+        }
+    });
+    (port, refused, task)
+}
+
+#[tokio::test]
+async fn a_broker_that_refuses_mqtt_5_gets_3_1_1_without_headers() {
+    if require(
+        "Mosquitto",
+        std::net::TcpStream::connect("127.0.0.1:1883")
+            .map_err(|e| format!("no MQTT broker on 127.0.0.1:1883: {e}")),
+    )
+    .is_none()
+    {
+        return;
+    }
+    let topic = format!("herald/{}", unique("v311"));
+    let (poller, mut rx) = mqtt_subscriber(1883, &format!("{topic}/#"), false).await;
+    let app = spawn_app().await;
+    app.create_namespace("acme").await;
+    let mut hooks = Vec::new();
+    for refusal in [Refusal::V5Connack, Refusal::V311Connack, Refusal::Close] {
+        let (port, refused, stub) = mqtt_311_only(refusal).await;
+        let url = format!("mqtt://127.0.0.1:{port}/{topic}/{refusal:?}");
+        let (id, _) = hook(&app, &format!("{refusal:?}").to_lowercase(), &url).await;
+        hooks.push((refusal, id, refused, stub));
+    }
+    let event = unique("ev");
+    app.post_envelope(push(&event)).await;
+    for (refusal, id, refused, _) in &hooks {
+        let d = delivery_in(&app, *id, "succeeded").await;
+        let answer: Value =
+            serde_json::from_str(d["attempts"][0]["response_body"].as_str().unwrap()).unwrap();
+        assert_eq!(answer["protocol"], "MQTT 3.1.1", "{refusal:?}: {answer}");
+        assert_eq!(answer["puback"], "success", "{refusal:?}: {answer}");
+        assert!(
+            answer["headers"].as_str().unwrap().contains("not sent"),
+            "{answer}"
+        );
+        assert_eq!(d["attempts"].as_array().unwrap().len(), 1, "{refusal:?}");
+        assert!(refused.load(Ordering::SeqCst) >= 1, "{refusal:?}");
+    }
+    // Through the real broker: the body as ever, no properties (3.1.1 has none).
+    let mut topics = std::collections::BTreeSet::new();
+    while topics.len() < hooks.len() {
+        let p = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the subscriber gets every message")
+            .unwrap();
+        let got: Value = serde_json::from_slice(&p.payload).unwrap();
+        assert_eq!(got["id"], event.as_str());
+        assert!(
+            p.properties
+                .as_ref()
+                .is_none_or(|p| p.user_properties.is_empty() && p.content_type.is_none()),
+            "{:?}",
+            p.properties
+        );
+        topics.insert(String::from_utf8(p.topic.to_vec()).unwrap());
+    }
+    assert_eq!(topics.len(), 3, "{topics:?}");
+    poller.abort();
+    for (_, _, _, stub) in hooks {
+        stub.abort();
+    }
+}
+
 // ---------------------------------------------------------------- the NATS source
 
 /// A zot event in CloudEvents binary mode, as zot's NATS sink publishes it: its
