@@ -229,7 +229,13 @@ async fn failed_deliveries_of_a_window_can_be_recovered() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["requeued"], 3);
     for _ in 0..3 {
-        rx.next().await;
+        if rx.next_within(Duration::from_secs(10)).await.is_none() {
+            let d = app
+                .api("GET", &format!("{base}/deliveries"), None)
+                .await
+                .body;
+            panic!("a recovered delivery was not sent within 10 s: {d:#}");
+        }
     }
     app.wait_deliveries("acme", hook, |d| {
         d.as_array()

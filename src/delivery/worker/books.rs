@@ -143,8 +143,8 @@ impl InFlight {
         }
     }
 
-    /// The new task's number; `None` when the delivery was already held, and then its task
-    /// goes on under the new token.
+    /// The new task's number; `None` when the delivery was already held and waiting to be
+    /// sent, and then its task goes on under the new token.
     pub(super) fn insert(
         &mut self,
         claim: Claim,
@@ -153,9 +153,32 @@ impl InFlight {
         now: Instant,
     ) -> Option<u64> {
         if let Some(held) = self.held.get_mut(&claim.delivery_id) {
-            held.token = claim.token;
-            held.expires = expires;
-            return None;
+            if !held.sending {
+                held.token = claim.token;
+                held.expires = expires;
+                return None;
+            }
+            // Claimed again once its task has sent: the attempt's result is committed and
+            // a retry or a recover made it due again while the old task was still on its
+            // way out. That task must not take this claim with it (it would sit leased and
+            // unsent until the lease ran out): a new task sends it, and the old one's
+            // `remove` no longer matches.
+            self.tasks += 1;
+            if held.lane == Lane::Fast {
+                self.fast_held = self.fast_held.saturating_sub(1);
+            }
+            if lane == Lane::Fast {
+                self.fast_held += 1;
+            }
+            *held = Held {
+                token: claim.token,
+                expires,
+                webhook_id: claim.webhook_id,
+                lane,
+                task: self.tasks,
+                sending: false,
+            };
+            return Some(self.tasks);
         }
         self.tasks += 1;
         self.held.insert(

@@ -21,6 +21,28 @@ fn with_fast_hook(now: Instant) -> InFlight {
 }
 
 #[test]
+fn a_delivery_claimed_again_after_its_send_gets_a_task_of_its_own() {
+    let now = Instant::now();
+    let mut f = with_fast_hook(now);
+    let first = f.insert(claim(3, 10, 1), now, Lane::Fast, now).unwrap();
+    assert!(matches!(f.start_sending(3, first), Start::Send));
+    // Its result is committed and a recover makes it due again before the task ends.
+    let second = f
+        .insert(claim(3, 10, 2), now, Lane::Fast, now)
+        .expect("a new task sends the new claim");
+    assert_ne!(first, second);
+    assert_eq!((f.fast_held, f.hooks[&10].held), (1, 1), "counted once");
+    assert_eq!(
+        f.remove(3, first),
+        None,
+        "the old task's end leaves the new claim"
+    );
+    assert!(matches!(f.start_sending(3, second), Start::Send));
+    assert!(f.remove(3, second).is_some());
+    assert_eq!((f.fast_held, f.hooks[&10].held), (0, 0));
+}
+
+#[test]
 fn in_flight_ignores_reclaims_and_other_tasks() {
     let mut f = InFlight::default();
     let now = Instant::now();
