@@ -21,6 +21,8 @@ use crate::metrics::OutcomeLabel;
 const BATCH: i64 = 64;
 /// Manifests read from registries at once.
 const CONCURRENCY: usize = 8;
+/// Batches of reads being recorded at once.
+const RECORDING: usize = 4;
 /// How long a failed read waits before the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
@@ -36,7 +38,8 @@ enum NotRead {
 /// left (another process's, or after a failed read). Reads go on in parallel; what they
 /// came to is recorded a batch at a time, each batch whatever reads have finished, so a
 /// push's deliveries wait for no slower read and the store commits once per batch, not
-/// twice per push. `wake` tells the dispatcher about the deliveries made.
+/// twice per push; a few batches are recorded at once. `wake` tells the dispatcher about
+/// the deliveries made.
 pub async fn run(registries: Arc<Registries>, wait: Duration, wake: Arc<dyn Fn() + Send + Sync>) {
     let mut retry_at: HashMap<i64, Instant> = HashMap::new();
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
@@ -66,6 +69,14 @@ pub async fn run(registries: Arc<Registries>, wait: Duration, wake: Arc<dyn Fn()
                 (id, resolve(&registries, p, wait).await)
             });
         }
+        // Recorded beside the reads still going, a few batches at once: PostgreSQL commits
+        // them in parallel, SQLite's one writer takes them in turn, one commit each.
+        let mut records: JoinSet<Vec<i64>> = JoinSet::new();
+        let again = |ids: Vec<i64>, retry_at: &mut HashMap<i64, Instant>| {
+            for id in ids {
+                retry_at.insert(id, Instant::now() + RETRY_AFTER);
+            }
+        };
         while let Some(first) = reads.join_next().await {
             let mut done = Vec::new();
             let mut take = |joined: Result<(i64, Option<FactsRead>), _>| match joined {
@@ -79,8 +90,17 @@ pub async fn run(registries: Arc<Registries>, wait: Duration, wake: Arc<dyn Fn()
             while let Some(next) = reads.try_join_next() {
                 take(next);
             }
-            for id in record(&registries, &done, &*wake).await {
-                retry_at.insert(id, Instant::now() + RETRY_AFTER);
+            while records.len() >= RECORDING {
+                if let Some(Ok(ids)) = records.join_next().await {
+                    again(ids, &mut retry_at);
+                }
+            }
+            let (registries, wake) = (registries.clone(), wake.clone());
+            records.spawn(async move { record(&registries, &done, &*wake).await });
+        }
+        while let Some(joined) = records.join_next().await {
+            if let Ok(ids) = joined {
+                again(ids, &mut retry_at);
             }
         }
     }
