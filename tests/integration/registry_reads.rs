@@ -937,6 +937,18 @@ async fn an_admin_gives_a_source_read_access_and_reconciles_it_on_its_page() {
         let app = &app;
         async move { admin.get(app, path).await.1 }
     };
+    // Waits until the page at `path` shows every one of `needles`.
+    let shows = async |within: u64, what: &str, path: &'static str, needles: &[&str]| {
+        eventually(Duration::from_secs(within), what, || async {
+            let html = page(path).await;
+            if needles.iter().all(|n| html.contains(n)) {
+                Ok(())
+            } else {
+                Err(html)
+            }
+        })
+        .await
+    };
     assert!(page("/sources/dist1")
         .await
         .contains("not read: Herald knows only"));
@@ -989,17 +1001,11 @@ async fn an_admin_gives_a_source_read_access_and_reconciles_it_on_its_page() {
     let res = give("not-the-password").await;
     assert_eq!(res.status(), 303);
     assert!(flash_of(&res).contains("Herald reads the registry of 'dist1'"));
-    eventually(
-        Duration::from_secs(20),
+    shows(
+        20,
         "the page says the credentials were refused",
-        || async {
-            let html = page("/sources/dist1").await;
-            if html.contains("badge problem\">unauthorized") {
-                Ok(())
-            } else {
-                Err(html)
-            }
-        },
+        "/sources/dist1",
+        &["badge problem\">unauthorized"],
     )
     .await;
     let stored = app
@@ -1014,20 +1020,15 @@ async fn an_admin_gives_a_source_read_access_and_reconciles_it_on_its_page() {
 
     // The right password: the first reconcile learns the registry's one tag.
     assert_eq!(give(PASSWORD).await.status(), 303);
-    eventually(
-        Duration::from_secs(30),
+    shows(
+        30,
         "the first reconcile learned the registry",
-        || async {
-            let html = page("/sources/dist1").await;
-            let done = html.contains("badge on\">readable")
-                && html.contains("1 repositories, 1 tags")
-                && html.contains("0 pushes, 0 deletes");
-            if done {
-                Ok(())
-            } else {
-                Err(html)
-            }
-        },
+        "/sources/dist1",
+        &[
+            "badge on\">readable",
+            "1 repositories, 1 tags",
+            "0 pushes, 0 deletes",
+        ],
     )
     .await;
 
@@ -1040,17 +1041,11 @@ async fn an_admin_gives_a_source_read_access_and_reconciles_it_on_its_page() {
         .await;
     assert_eq!(res.status(), 303);
     assert!(flash_of(&res).contains("Reconcile of 'dist1' asked for"));
-    eventually(
-        Duration::from_secs(30),
+    shows(
+        30,
         "the reconcile made up the push",
-        || async {
-            let html = page("/sources/dist1").await;
-            if html.contains("1 pushes, 0 deletes") {
-                Ok(())
-            } else {
-                Err(html)
-            }
-        },
+        "/sources/dist1",
+        &["1 pushes, 0 deletes"],
     )
     .await;
     eventually(
