@@ -149,6 +149,18 @@ pub struct Config {
     )]
     pub delivery_concurrency_per_webhook: usize,
 
+    /// Deliveries in flight at once to one webhook whose URL is a broker's (nats, amqp,
+    /// redis, mqtt). A broker takes many publishes pipelined on one pooled connection and
+    /// acknowledges each after storing it, so one webhook's rate is this divided by the
+    /// acknowledgement time: at 8, a persisting broker is held to a third of its rate.
+    #[arg(
+        long,
+        env = "HERALD_DELIVERY_CONCURRENCY_PER_BROKER",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub delivery_concurrency_per_broker: u32,
+
     /// Requests to slow receivers (out for over a second of late) and to webhooks not heard
     /// from yet, out at once, two per webhook at most; they never take one of
     /// --delivery-concurrency's slots, so hanging receivers cannot hold up fast ones.
@@ -486,6 +498,10 @@ impl Config {
             (
                 "delivery_concurrency_per_webhook",
                 self.delivery_concurrency_per_webhook.to_string(),
+            ),
+            (
+                "delivery_concurrency_per_broker",
+                self.delivery_concurrency_per_broker.to_string(),
             ),
             ("delivery_slow_lane", self.delivery_slow_lane.to_string()),
             (

@@ -250,6 +250,7 @@ pub async fn build_dispatcher(
         DispatcherConfig {
             concurrency: config.delivery_concurrency,
             per_webhook: config.delivery_concurrency_per_webhook,
+            per_broker: config.delivery_concurrency_per_broker as usize,
             slow_lane: config.delivery_slow_lane as usize,
             schedule: config.retry_schedule.clone(),
             lease: config.delivery_lease(),

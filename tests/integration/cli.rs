@@ -111,6 +111,18 @@ fn bad_cli_input_is_refused_with_a_reason() {
     let out = herald(dir.path(), &["user", "create", "carol"], "long-enough-pw\n");
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("already exists"));
+    // A broker webhook with no publish allowed in flight could never deliver.
+    let out = herald(
+        dir.path(),
+        &["--delivery-concurrency-per-broker", "0", "serve"],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("invalid value '0' for '--delivery-concurrency-per-broker"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub(super) struct Hook {
     /// When an attempt of it last failed here: a failure may open its circuit or disable
     /// it, so a job loaded before it is loaded again.
     pub(super) failed_at: Option<Instant>,
+    /// Its URL is a broker's, learned from its loaded jobs: it takes the broker send limit.
+    pub(super) broker: bool,
 }
 
 impl Hook {
@@ -61,7 +63,29 @@ impl Hook {
             bucket: None,
             fifo: false,
             failed_at: None,
+            broker: false,
         }
+    }
+}
+
+/// Sends out at once to one fast webhook, by its destination's kind
+/// (`--delivery-concurrency-per-webhook`, `--delivery-concurrency-per-broker`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SendLimits {
+    pub(super) http: usize,
+    pub(super) broker: usize,
+}
+
+impl SendLimits {
+    pub(super) fn of(&self, hook: Option<&Hook>) -> usize {
+        let broker = hook.is_some_and(|h| h.broker);
+        if broker { self.broker } else { self.http }.max(1)
+    }
+
+    /// The least a fast webhook holds before claims pass over it (see `webhook_cap`):
+    /// twice its send limit.
+    pub(super) fn floor(&self, hook: Option<&Hook>) -> usize {
+        self.of(hook) * 2
     }
 }
 
@@ -135,6 +159,17 @@ impl InFlight {
     /// A fast-lane claim and its jobs' read took `took`.
     pub(super) fn claim_round(&mut self, took: Duration) {
         self.round = Some(self.round.map_or(took, |r| (r * 3 + took) / 4));
+    }
+
+    /// What a loaded job says of its webhook's destination. A webhook whose URL changed
+    /// kind gets a new send limit; sends holding the old one finish under it.
+    pub(super) fn learn_destination(&mut self, webhook_id: i64, broker: bool) {
+        if let Some(hook) = self.hooks.get_mut(&webhook_id) {
+            if hook.broker != broker {
+                hook.broker = broker;
+                hook.permits = None;
+            }
+        }
     }
 
     pub(super) fn attempt_failed(&mut self, webhook_id: i64, now: Instant) {
@@ -255,8 +290,7 @@ impl InFlight {
     /// What to claim next; forgets webhooks idle for `PACE_MEMORY` (a rate limit's bucket
     /// only once it is full again). A webhook whose bucket is empty is passed over by every
     /// claim until its next token; a fast one with tokens is claimed on its own.
-    /// `floor`: the least `webhook_cap` of a fast webhook.
-    pub(super) fn plan(&mut self, hold_cap: usize, floor: usize, now: Instant) -> Plan {
+    pub(super) fn plan(&mut self, hold_cap: usize, limits: SendLimits, now: Instant) -> Plan {
         self.hooks.retain(|_, hook| {
             hook.held > 0
                 || hook.stale > 0
@@ -278,7 +312,7 @@ impl InFlight {
             }
             if hook.fast {
                 plan.slow_skip.push(id);
-                let webhook_cap = webhook_cap(floor, hook.pace, self.round);
+                let webhook_cap = webhook_cap(limits.floor(Some(hook)), hook.pace, self.round);
                 if hook.held < webhook_cap {
                     match tokens {
                         Some(n) => plan.fast_limited.push((id, n.min(webhook_cap - hook.held))),
@@ -299,12 +333,13 @@ impl InFlight {
     pub(super) fn fast_limit(
         &mut self,
         webhook_id: i64,
-        per_webhook: usize,
+        limits: SendLimits,
     ) -> Option<Arc<Semaphore>> {
         let hook = self.hooks.get_mut(&webhook_id).filter(|h| h.fast)?;
+        let size = limits.of(Some(hook));
         Some(
             hook.permits
-                .get_or_insert_with(|| Arc::new(Semaphore::new(per_webhook)))
+                .get_or_insert_with(|| Arc::new(Semaphore::new(size)))
                 .clone(),
         )
     }

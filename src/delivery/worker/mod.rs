@@ -125,6 +125,8 @@ impl Drop for Forget {
 pub struct DispatcherConfig {
     pub concurrency: usize,
     pub per_webhook: usize,
+    /// The same for a webhook whose URL is a broker's.
+    pub per_broker: usize,
     /// Places in the slow lane.
     pub slow_lane: usize,
     pub schedule: RetrySchedule,
@@ -241,10 +243,11 @@ impl Dispatcher {
         self.config.concurrency.max(1) * 2
     }
 
-    /// The least a fast webhook holds before the claim loop passes over it (see
-    /// `books::webhook_cap`): twice its send limit.
-    fn webhook_floor(&self) -> usize {
-        self.config.per_webhook.max(1) * 2
+    fn limits(&self) -> SendLimits {
+        SendLimits {
+            http: self.config.per_webhook,
+            broker: self.config.per_broker,
+        }
     }
 
     /// The claim loop; runs until shutdown.
@@ -259,7 +262,7 @@ impl Dispatcher {
             }
             let plan = self
                 .books()
-                .plan(self.hold_cap(), self.webhook_floor(), Instant::now());
+                .plan(self.hold_cap(), self.limits(), Instant::now());
             let now = Utc::now();
             // Taken before claiming, so it is never later than the stored lease's end.
             let expires = Instant::now() + self.config.lease;
@@ -424,6 +427,12 @@ impl Dispatcher {
                 HashMap::new()
             }
         };
+        {
+            let mut books = self.books();
+            for job in jobs.values() {
+                books.learn_destination(job.webhook.id, job.webhook.url.is_broker());
+            }
+        }
         for (claim, task, place) in admitted {
             let job = jobs
                 .remove(&claim.delivery_id)
@@ -462,8 +471,8 @@ impl Dispatcher {
                 .as_ref()
                 .and_then(|(held, _, _)| books.hooks.get(&held.webhook_id));
             let fifo = hook.is_some_and(|hook| hook.fifo);
-            let cap =
-                books::webhook_cap(self.webhook_floor(), hook.and_then(|h| h.pace), books.round);
+            let floor = self.limits().floor(hook);
+            let cap = books::webhook_cap(floor, hook.and_then(|h| h.pace), books.round);
             (removed, fifo, cap)
         };
         if let Some((held, webhook_left, fast_left)) = removed {

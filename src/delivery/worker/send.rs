@@ -17,9 +17,7 @@ impl Dispatcher {
             None => {
                 // The webhook's own limit first: waiting for it holds no global slot. It is
                 // gone, or closed while waiting, when the webhook turns slow.
-                let limit = self
-                    .books()
-                    .fast_limit(claim.webhook_id, self.config.per_webhook.max(1));
+                let limit = self.books().fast_limit(claim.webhook_id, self.limits());
                 let hook_permit = match limit {
                     Some(limit) => limit.acquire_owned().await.ok(),
                     None => None,

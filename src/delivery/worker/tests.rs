@@ -11,6 +11,14 @@ fn claim(delivery_id: i64, webhook_id: i64, token: i64) -> Claim {
 
 const MS: Duration = Duration::from_millis(1);
 
+/// Send limits of `n` for HTTP webhooks and 64 for broker ones.
+fn http(n: usize) -> SendLimits {
+    SendLimits {
+        http: n,
+        broker: 64,
+    }
+}
+
 /// Books in which webhook 10 has answered quickly and holds nothing.
 fn with_fast_hook(now: Instant) -> InFlight {
     let mut f = InFlight::default();
@@ -65,7 +73,7 @@ fn new_webhooks_start_slow_and_move_up_when_they_answer_quickly() {
     let now = Instant::now();
     let first = f.insert(claim(1, 10, 1), now, Lane::Slow, now).unwrap();
     assert_eq!(
-        f.plan(4, 2, now),
+        f.plan(4, http(1), now),
         Plan {
             fast_room: 4,
             ..Plan::default()
@@ -73,12 +81,12 @@ fn new_webhooks_start_slow_and_move_up_when_they_answer_quickly() {
         "unknown, it is neither fast nor passed over"
     );
     f.insert(claim(2, 10, 1), now, Lane::Slow, now).unwrap();
-    let plan = f.plan(4, 2, now);
+    let plan = f.plan(4, http(1), now);
     assert_eq!((plan.slow_skip, plan.passing_over), (vec![10], true));
     assert!(f.answered(10, 5 * MS, false, now), "a quick answer");
     assert!(!f.answered(10, 5 * MS, false, now), "already fast");
     f.remove(1, first).unwrap();
-    let plan = f.plan(4, 2, now);
+    let plan = f.plan(4, http(1), now);
     assert_eq!((plan.fast, plan.slow_skip), (vec![10], vec![10]));
     assert_eq!(plan.fast_room, 4, "slow-lane deliveries take no fast room");
 }
@@ -91,14 +99,14 @@ fn a_stale_request_moves_its_webhook_to_the_slow_lane() {
     let waiting = f.insert(claim(6, 10, 1), now, Lane::Fast, now).unwrap();
     f.insert(claim(7, 10, 1), now, Lane::Fast, now).unwrap();
     assert_eq!(f.start_sending(5, out), Start::Send);
-    let limit = f.fast_limit(10, 8).unwrap();
+    let limit = f.fast_limit(10, http(8)).unwrap();
     assert_eq!(f.fast_held, 3);
 
     let mut handed_back: Vec<i64> = f.went_stale(10).unwrap().iter().map(|c| c.0).collect();
     handed_back.sort();
     assert_eq!(handed_back, [6, 7], "what waits is handed back");
     assert!(limit.is_closed(), "and stops waiting");
-    assert!(f.fast_limit(10, 8).is_none());
+    assert!(f.fast_limit(10, http(8)).is_none());
     assert_eq!((f.fast_held, f.hooks[&10].held), (1, 1));
     assert_eq!(f.start_sending(6, waiting), Start::Gone);
     assert_eq!(
@@ -113,7 +121,7 @@ fn a_stale_request_moves_its_webhook_to_the_slow_lane() {
 
     f.moved_to_slow_lane(5, out);
     assert_eq!((f.fast_held, f.held[&5].lane), (0, Lane::Slow));
-    let plan = f.plan(4, 2, now);
+    let plan = f.plan(4, http(1), now);
     assert!(plan.fast.is_empty() && plan.fast_room == 4);
     // Quick answers while a stale request is out do not bring it back.
     assert!(!f.answered(10, MS, false, now));
@@ -140,28 +148,28 @@ fn a_rate_limited_webhook_is_claimed_for_its_tokens_and_passed_over_without() {
     };
     assert!(f.admit(&limited(1), 1, now), "a full bucket: two tokens");
     f.insert(limited(1), now, Lane::Fast, now).unwrap();
-    let plan = f.plan(16, 16, now);
+    let plan = f.plan(16, http(8), now);
     assert_eq!(plan.fast_limited, [(10, 1)], "claimed alone, for one");
     assert!(plan.fast.is_empty());
     assert!(f.admit(&limited(2), 1, now));
     assert!(!f.admit(&limited(3), 1, now), "no token left");
-    let plan = f.plan(16, 16, now);
+    let plan = f.plan(16, http(8), now);
     assert!(plan.fast_limited.is_empty() && plan.slow_skip.contains(&10));
     assert_eq!(plan.next_token, Some(now + Duration::from_millis(500)));
     let later = now + Duration::from_millis(500);
-    assert_eq!(f.plan(16, 16, later).fast_limited, [(10, 1)]);
+    assert_eq!(f.plan(16, http(8), later).fast_limited, [(10, 1)]);
     // Claims without a limit: the webhook's was removed.
     assert!(f.admit(&claim(4, 10, 1), 1, later));
-    assert_eq!(f.plan(16, 16, later).fast, [10]);
+    assert_eq!(f.plan(16, http(8), later).fast, [10]);
 }
 
 #[test]
 fn idle_webhooks_are_forgotten() {
     let now = Instant::now();
     let mut f = with_fast_hook(now);
-    assert_eq!(f.plan(4, 2, now).fast, [10]);
+    assert_eq!(f.plan(4, http(1), now).fast, [10]);
     let later = now + PACE_MEMORY + Duration::from_secs(1);
-    assert!(f.plan(4, 2, later).fast.is_empty());
+    assert!(f.plan(4, http(1), later).fast.is_empty());
     assert!(f.hooks.is_empty());
 }
 
@@ -196,14 +204,42 @@ fn a_webhook_that_answers_within_a_claim_round_holds_enough_for_two() {
     for id in 1..=7 {
         f.insert(claim(id, 10, 1), now, Lane::Fast, now).unwrap();
     }
-    let plan = f.plan(64, 2, now);
+    let plan = f.plan(64, http(1), now);
     assert_eq!((plan.fast, plan.passing_over), (vec![10], false), "7 of 8");
     f.insert(claim(8, 10, 1), now, Lane::Fast, now).unwrap();
-    let plan = f.plan(64, 2, now);
+    let plan = f.plan(64, http(1), now);
     assert_eq!((plan.fast.len(), plan.passing_over), (0, true), "8 of 8");
     // Rounds that get quicker lower the cap again.
     for _ in 0..20 {
         f.claim_round(MS);
     }
     assert_eq!(webhook_cap(2, f.hooks[&10].pace, f.round), 2);
+}
+
+#[test]
+fn a_broker_webhook_takes_the_broker_send_limit() {
+    let now = Instant::now();
+    let mut f = with_fast_hook(now);
+    let limits = http(8);
+    assert_eq!(f.fast_limit(10, limits).unwrap().available_permits(), 8);
+    for id in 0..20 {
+        f.insert(claim(id, 10, 1), now, Lane::Fast, now).unwrap();
+    }
+    assert!(
+        f.plan(256, limits, now).passing_over,
+        "an HTTP webhook holding 20 of 16"
+    );
+
+    f.learn_destination(10, true);
+    assert_eq!(f.fast_limit(10, limits).unwrap().available_permits(), 64);
+    let plan = f.plan(256, limits, now);
+    assert_eq!(plan.fast, [10], "a broker webhook is claimed up to 128");
+    assert!(!plan.passing_over);
+
+    f.learn_destination(10, false);
+    assert_eq!(
+        f.fast_limit(10, limits).unwrap().available_permits(),
+        8,
+        "its URL changed back to HTTP"
+    );
 }
