@@ -100,6 +100,16 @@ pub struct Metrics {
     pub facts: Family<OutcomeLabel, Counter>,
     /// Events a reconcile made for pushes and deletes the registry did not send.
     pub synthesized: Family<SynthesizedLabels, Counter>,
+    /// How long each claim of due deliveries took, its jobs' read included.
+    pub claim_round: Histogram,
+    /// Deliveries this process started, by how it got them: `hand_off` (born claimed by
+    /// its own ingest) or `claim` (a claim query: retries, restarts, overflow).
+    pub deliveries_taken: Family<TakenLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TakenLabel {
+    pub by: String,
 }
 
 impl Default for Metrics {
@@ -211,8 +221,24 @@ impl Default for Metrics {
             "Events a reconcile made for pushes and deletes the registry did not send",
             synthesized.clone(),
         );
+        // 0.5 ms to ~8 s.
+        let claim_round = Histogram::new(exponential_buckets(0.0005, 2.0, 15));
+        registry.register_with_unit(
+            "claim_round",
+            "How long a claim of due deliveries took, its jobs' read included",
+            prometheus_client::registry::Unit::Seconds,
+            claim_round.clone(),
+        );
+        let deliveries_taken = Family::<TakenLabel, Counter>::default();
+        registry.register(
+            "deliveries_taken",
+            "Deliveries this process started, by how it got them: hand_off (born claimed by its own ingest) or claim",
+            deliveries_taken.clone(),
+        );
         Self {
             registry,
+            claim_round,
+            deliveries_taken,
             registry_up,
             registry_errors,
             facts,
@@ -258,6 +284,15 @@ impl Metrics {
                 .inc();
         }
         self.events_duplicate.inc_by(summary.duplicates as u64);
+    }
+
+    /// `n` deliveries started, got by `by` (`hand_off` or `claim`).
+    pub fn record_taken(&self, by: &str, n: usize) {
+        if n > 0 {
+            self.deliveries_taken
+                .get_or_create(&TakenLabel { by: by.into() })
+                .inc_by(n as u64);
+        }
     }
 
     pub fn record_attempt(&self, outcome: &str, duration: Duration) {

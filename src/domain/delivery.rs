@@ -242,7 +242,27 @@ pub struct IngestSummary {
     /// delivery, as committed: what the metrics count.
     #[serde(skip)]
     pub not_delivered: Vec<(&'static str, String)>,
+    /// The deliveries born claimed by this process (see [`HandOff`]), committed leased to it.
+    #[serde(skip)]
+    pub handed_off: Vec<Claim>,
 }
+
+/// A dispatcher's offer to take deliveries straight from the ingest commit that creates
+/// them, leased to it in that same transaction ("born claimed"): no claim commit and no
+/// candidate query stand between a push and its send. The store asks `take` once per
+/// delivery, inside the transaction, and only for a webhook whose rules allow it (not fifo,
+/// no rate limit, circuit closed); it says yes while the dispatcher has room for that
+/// webhook. A delivery not taken is committed unleased and claimed as ever, so the offer
+/// changes who sends first, never whether a delivery is stored.
+pub trait HandOff: Send + Sync {
+    fn take(&self, webhook_id: i64) -> bool;
+    /// The end of the lease of what is taken.
+    fn lease_until(&self) -> DateTime<Utc>;
+}
+
+/// The token of a delivery born claimed: its first lease, as a claim's `lease_token + 1`
+/// would give a new row.
+pub const BORN_CLAIMED_TOKEN: i64 = 1;
 
 impl IngestSummary {
     /// Counts a newly stored event under the status and reason [`decide`] gave it.
@@ -272,15 +292,26 @@ pub(crate) struct Candidate {
 pub(crate) struct Recipient {
     pub webhook_id: i64,
     pub fifo: bool,
+    /// Its deliveries may be born claimed ([`HandOff`]): not fifo, no rate limit and its
+    /// circuit closed, so no rule the claim query applies is passed over.
+    pub may_hand_off: bool,
 }
 
 impl Candidate {
     /// Filters are stored as JSON, NULL meaning the defaults; the format by its name.
-    pub(crate) fn new(id: i64, fifo: bool, filters: Option<&str>, format: &str) -> Self {
+    /// `plain`: no rate limit and a closed circuit.
+    pub(crate) fn new(
+        id: i64,
+        fifo: bool,
+        plain: bool,
+        filters: Option<&str>,
+        format: &str,
+    ) -> Self {
         Self {
             recipient: Recipient {
                 webhook_id: id,
                 fifo,
+                may_hand_off: plain && !fifo,
             },
             filters: CompiledFilters::cached(filters),
             format: crate::domain::format::Format::named(format).unwrap_or_default(),

@@ -181,17 +181,19 @@ mod tests {
     #[test]
     fn only_webhooks_naming_the_kind_hear_it() {
         let candidates = [
-            Candidate::new(1, false, None, "registry-event"),
-            Candidate::new(2, false, Some(r#"{"actions": []}"#), "slack"),
+            Candidate::new(1, false, true, None, "registry-event"),
+            Candidate::new(2, false, true, Some(r#"{"actions": []}"#), "slack"),
             Candidate::new(
                 3,
                 false,
+                true,
                 Some(r#"{"actions": ["push", "webhook.disabled"]}"#),
                 "registry-event",
             ),
             Candidate::new(
                 4,
                 false,
+                true,
                 Some(r#"{"actions": ["delivery.exhausted"]}"#),
                 "cloudevents",
             ),
@@ -199,6 +201,7 @@ mod tests {
             Candidate::new(
                 5,
                 false,
+                true,
                 Some(r#"{"actions": ["push", "webhook.disabled", "delivery.exhausted"]}"#),
                 "github-dispatch",
             ),

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio::sync::Semaphore;
 
-use crate::domain::delivery::IngestSummary;
+use crate::domain::delivery::{HandOff, IngestSummary};
 use crate::domain::events::IncomingEvent;
 use crate::domain::model::Source;
 use crate::error::{ApiResult, AppError, ErrorBody};
@@ -262,7 +262,14 @@ pub(crate) async fn store_events(
         event.registry_readable = readable;
     }
     let events = &*events;
-    let summary = match state.store.ingest(events, chrono::Utc::now()).await {
+    // Deliveries the dispatcher has room for are born claimed by this process.
+    let ticket = state.dispatcher.ticket();
+    let offer = ticket.clone().map(|t| t as Arc<dyn HandOff>);
+    let ingested = state
+        .store
+        .ingest_handing_off(events, chrono::Utc::now(), offer)
+        .await;
+    let mut summary = match ingested {
         Ok(summary) => {
             state.ingest_health.committed();
             summary
@@ -272,8 +279,12 @@ pub(crate) async fn store_events(
             return Err(e.into());
         }
     };
-    if summary.deliveries > 0 {
+    let handed_off = std::mem::take(&mut summary.handed_off);
+    if summary.deliveries > handed_off.len() {
         state.dispatcher.wake();
+    }
+    if let Some(ticket) = ticket {
+        state.dispatcher.hand_off(ticket, handed_off);
     }
     if readable {
         if events.iter().any(IncomingEvent::facts_pending) {

@@ -133,6 +133,16 @@ pub trait DeliveryQueue: Send + Sync {
         &self,
         events: &[IncomingEvent],
         now: DateTime<Utc>,
+    ) -> StoreResult<IngestSummary> {
+        self.ingest_handing_off(events, now, None).await
+    }
+    /// `ingest`, with the deliveries `hand_off` takes committed leased to this process
+    /// (`IngestSummary::handed_off`) in the same transaction.
+    async fn ingest_handing_off(
+        &self,
+        events: &[IncomingEvent],
+        now: DateTime<Utc>,
+        hand_off: Option<Arc<dyn HandOff>>,
     ) -> StoreResult<IngestSummary>;
     /// Leases up to `limit` due deliveries until `lease_until`; a crashed worker's lease
     /// expires. Several processes may claim at once: each delivery goes to one of them.

@@ -19,13 +19,6 @@ use crate::store_contract::{acme_with_hook, pg_store, pushes, secs, sqlite_store
 
 const DAY: Duration = Duration::from_secs(86_400);
 
-fn push_with_id(i: usize) -> Vec<u8> {
-    String::from_utf8(fixture("distribution-2.8.2/push-manifest-tagged.json"))
-        .unwrap()
-        .replace("2045f19c", &format!("{i:08}"))
-        .into_bytes()
-}
-
 /// The event id `push_with_id(i)` gives.
 fn event_id(i: usize) -> String {
     format!("{i:08}-7a89-451b-8ea6-bfb7cac6a943")

@@ -22,6 +22,14 @@ pub fn fixture(name: &str) -> Vec<u8> {
 }
 
 /// The event objects of a fixture envelope, each as the exact text the registry sent.
+/// distribution's tagged manifest push with an event id of its own (`i`, 8 digits).
+pub fn push_with_id(i: usize) -> Vec<u8> {
+    String::from_utf8(fixture("distribution-2.8.2/push-manifest-tagged.json"))
+        .unwrap()
+        .replace("2045f19c", &format!("{i:08}"))
+        .into_bytes()
+}
+
 pub fn fixture_events(name: &str) -> Vec<String> {
     let bytes = fixture(name);
     herald::registry::envelope::split_envelope(&bytes)

@@ -11,6 +11,7 @@ mod deliveries;
 mod delivery_control;
 mod deploy;
 mod filters;
+mod hand_off;
 mod helpers;
 mod ingest;
 mod multiprocess;

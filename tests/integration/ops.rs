@@ -11,13 +11,6 @@ use crate::helpers::*;
 
 const PUSH: &str = "distribution-2.8.2/push-manifest-tagged.json";
 
-fn push_with_id(i: usize) -> Vec<u8> {
-    String::from_utf8(fixture(PUSH))
-        .unwrap()
-        .replace("2045f19c", &format!("{i:08}"))
-        .into_bytes()
-}
-
 #[tokio::test]
 async fn metrics_count_events_deliveries_and_requests() {
     let app = spawn_app().await;

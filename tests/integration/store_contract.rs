@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use herald::config::Config;
 use herald::domain::control::{CircuitRule, CircuitState};
 use herald::domain::delivery::{
-    AttemptRecord, Claim, ClaimScope, DeliveryState, Outcome, StoredRequest,
+    AttemptRecord, Claim, ClaimScope, DeliveryState, HandOff, Outcome, StoredRequest,
 };
 use herald::domain::events::Action;
 use herald::domain::events::IncomingEvent;
@@ -111,6 +111,7 @@ contract!(
     send_requests,
     webhook_figures,
     registry_reads,
+    deliveries_born_claimed,
 );
 
 /// Every method of the traits `Store` is made of (as `src/store/mod.rs` declares them) is
@@ -2911,4 +2912,97 @@ async fn registry_reads(store: Arc<dyn Store>) {
         "forgotten with its source"
     );
     assert!(store.reconcile_status("zot").await.unwrap().is_none());
+}
+
+/// Takes up to `room` deliveries of any webhook, remembering what it was asked.
+struct Offer {
+    room: std::sync::Mutex<usize>,
+    asked: std::sync::Mutex<Vec<i64>>,
+    until: DateTime<Utc>,
+}
+
+impl HandOff for Offer {
+    fn take(&self, webhook_id: i64) -> bool {
+        self.asked.lock().unwrap().push(webhook_id);
+        let mut room = self.room.lock().unwrap();
+        let taken = *room > 0;
+        *room = room.saturating_sub(1);
+        taken
+    }
+
+    fn lease_until(&self) -> DateTime<Utc> {
+        self.until
+    }
+}
+
+/// Ingest leases what the offer takes in its own transaction, asks only for webhooks whose
+/// rules allow it (here not the fifo one), and leaves the rest to claims.
+async fn deliveries_born_claimed(store: Arc<dyn Store>) {
+    let (plain, ordered) = acme_with_two_hooks(&store).await;
+    let fifo = WebhookPatch {
+        ordering: Some(herald::domain::control::DeliveryOrder::Fifo),
+        ..Default::default()
+    };
+    store
+        .update_webhook(&ns("acme"), ordered, fifo, &audit("webhook.update"))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let offer = Arc::new(Offer {
+        room: std::sync::Mutex::new(1),
+        asked: std::sync::Mutex::new(Vec::new()),
+        until: now + secs(600),
+    });
+    let summary = store
+        .ingest_handing_off(&pushes(2, "bbbb"), now - secs(1), Some(offer.clone()))
+        .await
+        .unwrap();
+    assert_eq!(summary.deliveries, 4);
+    assert_eq!(
+        *offer.asked.lock().unwrap(),
+        [plain, plain],
+        "never asked for the fifo webhook"
+    );
+    assert_eq!(summary.handed_off.len(), 1, "as much as the offer took");
+    let born = summary.handed_off[0];
+    assert_eq!(
+        (born.webhook_id, born.rate_limit, born.fifo),
+        (plain, None, false)
+    );
+
+    // Leased: claims pass over it, and its token is the one to write its result under.
+    let claims = store.claim_due(now, now + secs(600), 10).await.unwrap();
+    let mut claimed: Vec<i64> = claims.iter().map(|c| c.webhook_id).collect();
+    claimed.sort();
+    assert_eq!(
+        claimed,
+        [plain, ordered],
+        "the other plain one and the first fifo one"
+    );
+    assert!(claims.iter().all(|c| c.delivery_id != born.delivery_id));
+    store
+        .record_attempt(attempt(
+            born.delivery_id,
+            Some(born.token + 1),
+            Outcome::Succeeded,
+            200,
+        ))
+        .await
+        .expect_err("an older or newer token is not its claim's");
+    store
+        .record_attempt(attempt(
+            born.delivery_id,
+            Some(born.token),
+            Outcome::Succeeded,
+            200,
+        ))
+        .await
+        .unwrap();
+    let job = store.load_job(born.delivery_id).await.unwrap();
+    assert_eq!(job.state, DeliveryState::Succeeded);
+
+    // Without an offer nothing is leased.
+    let summary = store.ingest(&pushes(1, "cccc"), now).await.unwrap();
+    assert!(summary.handed_off.is_empty());
+    assert_eq!(store.release_all_claims().await.unwrap(), 2);
 }

@@ -49,6 +49,8 @@ pub(super) struct Hook {
     pub(super) failed_at: Option<Instant>,
     /// Its URL is a broker's, learned from its loaded jobs: it takes the broker send limit.
     pub(super) broker: bool,
+    /// Room ingests took for deliveries born claimed, not yet held (see `reserve`).
+    pub(super) reserved: usize,
 }
 
 impl Hook {
@@ -64,6 +66,7 @@ impl Hook {
             fifo: false,
             failed_at: None,
             broker: false,
+            reserved: 0,
         }
     }
 }
@@ -101,6 +104,8 @@ pub(super) struct InFlight {
     pub(super) tasks: u64,
     /// A moving average of a fast-lane claim's round: its commit and its jobs' read.
     pub(super) round: Option<Duration>,
+    /// Fast-lane room ingests took for deliveries born claimed, not yet held.
+    pub(super) reserved: usize,
 }
 
 /// Deliveries of one fast webhook held before claims pass over it, so one webhook's backlog
@@ -293,12 +298,13 @@ impl InFlight {
     pub(super) fn plan(&mut self, hold_cap: usize, limits: SendLimits, now: Instant) -> Plan {
         self.hooks.retain(|_, hook| {
             hook.held > 0
+                || hook.reserved > 0
                 || hook.stale > 0
                 || now.duration_since(hook.touched) < PACE_MEMORY
                 || hook.bucket.as_mut().is_some_and(|b| !b.is_full(now))
         });
         let mut plan = Plan {
-            fast_room: hold_cap.saturating_sub(self.fast_held),
+            fast_room: hold_cap.saturating_sub(self.fast_held + self.reserved),
             ..Plan::default()
         };
         for (&id, hook) in &mut self.hooks {
@@ -313,9 +319,10 @@ impl InFlight {
             if hook.fast {
                 plan.slow_skip.push(id);
                 let webhook_cap = webhook_cap(limits.floor(Some(hook)), hook.pace, self.round);
-                if hook.held < webhook_cap {
+                let holds = hook.held + hook.reserved;
+                if holds < webhook_cap {
                     match tokens {
-                        Some(n) => plan.fast_limited.push((id, n.min(webhook_cap - hook.held))),
+                        Some(n) => plan.fast_limited.push((id, n.min(webhook_cap - holds))),
                         None => plan.fast.push(id),
                     }
                 } else {
@@ -327,6 +334,39 @@ impl InFlight {
             }
         }
         plan
+    }
+
+    /// Takes room for one delivery of `webhook_id` born claimed, as a claim would: only a
+    /// fast webhook without a rate limit or fifo order here, below its cap, while the fast
+    /// lane holds less than `hold_cap`. Held once its claim is inserted; `unreserve` gives
+    /// the room back either way.
+    pub(super) fn reserve(&mut self, webhook_id: i64, hold_cap: usize, limits: SendLimits) -> bool {
+        if self.fast_held + self.reserved >= hold_cap {
+            return false;
+        }
+        let round = self.round;
+        let Some(hook) = self.hooks.get_mut(&webhook_id) else {
+            return false;
+        };
+        if !hook.fast || hook.fifo || hook.bucket.is_some() {
+            return false;
+        }
+        let cap = webhook_cap(limits.floor(Some(hook)), hook.pace, round);
+        if hook.held + hook.reserved >= cap {
+            return false;
+        }
+        hook.reserved += 1;
+        self.reserved += 1;
+        true
+    }
+
+    pub(super) fn unreserve(&mut self, reserved: &HashMap<i64, usize>) {
+        for (webhook_id, &n) in reserved {
+            if let Some(hook) = self.hooks.get_mut(webhook_id) {
+                hook.reserved = hook.reserved.saturating_sub(n);
+            }
+            self.reserved = self.reserved.saturating_sub(n);
+        }
     }
 
     /// The fast-lane limit of a webhook in the fast lane.

@@ -47,11 +47,29 @@ use crate::hooks::templates::TemplateSandbox;
 use crate::metrics::Metrics;
 use crate::secrets::Cipher;
 mod books;
+mod hand_off;
 mod send;
 #[cfg(test)]
 mod tests;
 
 use books::*;
+pub use hand_off::Ticket;
+
+/// How a delivery came to be started here, for `herald_deliveries_taken_total`.
+#[derive(Clone, Copy)]
+enum Taken {
+    Claim,
+    HandOff,
+}
+
+impl Taken {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Claim => "claim",
+            Self::HandOff => "hand_off",
+        }
+    }
+}
 
 use crate::domain::delivery::{AttemptRecord, Claim, ClaimScope, DeliveryJob, Outcome};
 use crate::domain::model::Health;
@@ -287,7 +305,11 @@ impl Dispatcher {
                         fast_room = fast_room.saturating_sub(claims.len());
                         let claimed = !claims.is_empty();
                         let claims = claims.into_iter().map(|c| (c, None)).collect();
-                        self.start(claims, expires, Lane::Fast, &mut refused).await;
+                        self.start(claims, expires, Lane::Fast, Taken::Claim, &mut refused)
+                            .await;
+                        self.metrics
+                            .claim_round
+                            .observe(round.elapsed().as_secs_f64());
                         if claimed {
                             self.books().claim_round(round.elapsed());
                         }
@@ -307,6 +329,7 @@ impl Dispatcher {
                     break;
                 }
                 let scope = ClaimScope::Only(std::slice::from_ref(&webhook_id));
+                let round = Instant::now();
                 match self
                     .store
                     .claim_due_in(now, lease_until, limit as i64, scope)
@@ -315,7 +338,11 @@ impl Dispatcher {
                     Ok(claims) => {
                         fast_room = fast_room.saturating_sub(claims.len());
                         let claims = claims.into_iter().map(|c| (c, None)).collect();
-                        self.start(claims, expires, Lane::Fast, &mut refused).await;
+                        self.start(claims, expires, Lane::Fast, Taken::Claim, &mut refused)
+                            .await;
+                        self.metrics
+                            .claim_round
+                            .observe(round.elapsed().as_secs_f64());
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "claiming deliveries failed");
@@ -337,6 +364,7 @@ impl Dispatcher {
                 if !places.is_empty() {
                     self.slow_work.store(false, Ordering::SeqCst);
                     let scope = ClaimScope::OnePerWebhookSkipping(&plan.slow_skip);
+                    let round = Instant::now();
                     match self
                         .store
                         .claim_due_in(now, lease_until, places.len() as i64, scope)
@@ -350,8 +378,12 @@ impl Dispatcher {
                                 more = true;
                             }
                             let claims = claims.into_iter().zip(places.into_iter().map(Some));
-                            self.start(claims.collect(), expires, Lane::Slow, &mut refused)
+                            let claims = claims.collect();
+                            self.start(claims, expires, Lane::Slow, Taken::Claim, &mut refused)
                                 .await;
+                            self.metrics
+                                .claim_round
+                                .observe(round.elapsed().as_secs_f64());
                         }
                         Err(e) => {
                             self.slow_work.store(true, Ordering::SeqCst);
@@ -397,6 +429,7 @@ impl Dispatcher {
         claims: Vec<(Claim, Option<OwnedSemaphorePermit>)>,
         expires: Instant,
         lane: Lane,
+        taken: Taken,
         refused: &mut Vec<i64>,
     ) {
         let mut admitted = Vec::with_capacity(claims.len());
@@ -414,6 +447,7 @@ impl Dispatcher {
                 }
             }
         }
+        self.metrics.record_taken(taken.label(), admitted.len());
         if admitted.is_empty() {
             return;
         }

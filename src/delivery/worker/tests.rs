@@ -243,3 +243,60 @@ fn a_broker_webhook_takes_the_broker_send_limit() {
         "its URL changed back to HTTP"
     );
 }
+
+#[test]
+fn ingest_room_is_a_claims_room() {
+    let now = Instant::now();
+    let mut f = with_fast_hook(now);
+    let limits = http(1); // a cap of 2 per webhook
+    assert!(
+        !f.reserve(11, 8, limits),
+        "a webhook not known here is claimed"
+    );
+    assert!(f.reserve(10, 8, limits));
+    assert!(f.reserve(10, 8, limits));
+    assert!(!f.reserve(10, 8, limits), "its cap counts what is reserved");
+    let plan = f.plan(8, limits, now);
+    assert!(
+        plan.passing_over && plan.fast.is_empty(),
+        "claims pass it over"
+    );
+    assert_eq!(plan.fast_room, 6, "reserved room is not a claim's");
+
+    // The ingest committed one of the two; the ticket gives both back once it is held.
+    f.insert(claim(1, 10, 1), now, Lane::Fast, now).unwrap();
+    f.unreserve(&HashMap::from([(10, 2)]));
+    assert_eq!((f.reserved, f.hooks[&10].reserved, f.fast_held), (0, 0, 1));
+    assert!(f.reserve(10, 8, limits), "room for one more");
+    assert!(!f.reserve(10, 1, limits), "nor past the fast lane's hold");
+}
+
+#[test]
+fn no_ingest_room_for_a_slow_fifo_or_rate_limited_webhook() {
+    let now = Instant::now();
+    let mut f = with_fast_hook(now);
+    let limits = http(8);
+    let mut fifo = claim(1, 10, 1);
+    fifo.fifo = true;
+    assert!(f.admit(&fifo, 1, now));
+    assert!(
+        !f.reserve(10, 64, limits),
+        "fifo: each delivery waits for the one before"
+    );
+
+    let mut f = with_fast_hook(now);
+    let mut limited = claim(1, 10, 1);
+    limited.rate_limit = Some(crate::domain::control::RateLimit::from_milli(10_000).unwrap());
+    assert!(f.admit(&limited, 1, now));
+    assert!(
+        !f.reserve(10, 64, limits),
+        "a rate limit is taken by claims only"
+    );
+
+    let mut f = with_fast_hook(now);
+    f.went_stale(10);
+    assert!(
+        !f.reserve(10, 64, limits),
+        "slow webhooks wait for the slow lane"
+    );
+}

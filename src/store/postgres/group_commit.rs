@@ -24,7 +24,9 @@ use sqlx::{Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::WAKEUP_CHANNEL;
-use crate::domain::delivery::{decide, AttemptRecord, Candidate, IngestSummary};
+use crate::domain::delivery::{
+    decide, AttemptRecord, Candidate, Claim, HandOff, IngestSummary, BORN_CLAIMED_TOKEN,
+};
 use crate::domain::events::{Disposition, IncomingEvent, TagUpdate};
 use crate::store::writer::{Busy, MAX_BATCH};
 use crate::store::{lease_lost, to_ms, StoreError, StoreResult};
@@ -34,6 +36,9 @@ pub(super) enum Job {
     Ingest {
         events: Vec<IncomingEvent>,
         now: DateTime<Utc>,
+        hand_off: Option<Arc<dyn HandOff>>,
+        /// This process's worker id, which born-claimed deliveries are leased to.
+        worker: Option<i64>,
     },
     Attempt(Box<AttemptRecord>),
 }
@@ -42,6 +47,16 @@ pub(super) enum Job {
 pub(super) enum Done {
     Ingested(IngestSummary),
     Recorded,
+}
+
+/// An ingest job of the batch, borrowed.
+struct Envelope<'a> {
+    /// Its place in the batch.
+    index: usize,
+    events: &'a [IncomingEvent],
+    now: DateTime<Utc>,
+    hand_off: Option<&'a dyn HandOff>,
+    worker: Option<i64>,
 }
 
 struct Queued {
@@ -145,11 +160,22 @@ fn missing() -> StoreError {
 async fn write_together(pool: &PgPool, jobs: &[&Job]) -> StoreResult<Vec<StoreResult<Done>>> {
     let mut tx = pool.begin().await?;
     let mut results: Vec<Option<StoreResult<Done>>> = jobs.iter().map(|_| None).collect();
-    let envelopes: Vec<(usize, &[IncomingEvent], DateTime<Utc>)> = jobs
+    let envelopes: Vec<Envelope> = jobs
         .iter()
         .enumerate()
-        .filter_map(|(i, job)| match job {
-            Job::Ingest { events, now } => Some((i, events.as_slice(), *now)),
+        .filter_map(|(index, job)| match job {
+            Job::Ingest {
+                events,
+                now,
+                hand_off,
+                worker,
+            } => Some(Envelope {
+                index,
+                events,
+                now: *now,
+                hand_off: hand_off.as_deref(),
+                worker: *worker,
+            }),
             Job::Attempt(_) => None,
         })
         .collect();
@@ -164,9 +190,10 @@ async fn write_together(pool: &PgPool, jobs: &[&Job]) -> StoreResult<Vec<StoreRe
     let mut deliveries = 0;
     if !envelopes.is_empty() {
         let summaries = ingest(&mut tx, &envelopes).await?;
-        for ((i, _, _), summary) in envelopes.iter().zip(summaries) {
-            deliveries += summary.deliveries;
-            results[*i] = Some(Ok(Done::Ingested(summary)));
+        for (envelope, summary) in envelopes.iter().zip(summaries) {
+            // Born-claimed deliveries need no claimer woken.
+            deliveries += summary.deliveries - summary.handed_off.len();
+            results[envelope.index] = Some(Ok(Done::Ingested(summary)));
         }
     }
     if !attempts.is_empty() {
@@ -222,8 +249,9 @@ async fn load_candidates(
     if cache.contains_key(namespace) {
         return Ok(());
     }
-    let rows: Vec<(i64, bool, Option<String>, String)> = sqlx::query_as(
-        "SELECT w.id, w.ordering = 'fifo', w.filters, w.format \
+    let rows: Vec<(i64, bool, bool, Option<String>, String)> = sqlx::query_as(
+        "SELECT w.id, w.ordering = 'fifo', \
+         w.rate_limit_milli IS NULL AND w.circuit_open_until IS NULL, w.filters, w.format \
          FROM namespaces n JOIN webhooks w ON w.namespace_id = n.id \
          WHERE n.name = $1 AND w.enabled",
     )
@@ -240,7 +268,9 @@ async fn load_candidates(
     } else {
         Some(
             rows.into_iter()
-                .map(|(id, fifo, f, format)| Candidate::new(id, fifo, f.as_deref(), &format))
+                .map(|(id, fifo, plain, f, format)| {
+                    Candidate::new(id, fifo, plain, f.as_deref(), &format)
+                })
                 .collect(),
         )
     };
@@ -253,12 +283,12 @@ async fn load_candidates(
 /// is a duplicate, as if the envelopes had been written one after another.
 async fn ingest(
     tx: &mut Transaction<'static, Postgres>,
-    envelopes: &[(usize, &[IncomingEvent], DateTime<Utc>)],
+    envelopes: &[Envelope<'_>],
 ) -> StoreResult<Vec<IngestSummary>> {
     let mut cache = NamespaceCache::new();
     // Each event's fate is decided before it is stored, so the row says why.
     let mut decided = Vec::new();
-    for (_, events, now) in envelopes {
+    for Envelope { events, now, .. } in envelopes {
         for event in events.iter() {
             let candidates = match (&event.disposition, &event.namespace) {
                 (Disposition::Ignore(_), _) | (_, None) => None,
@@ -311,9 +341,14 @@ async fn ingest(
     let mut summaries = Vec::with_capacity(envelopes.len());
     let (mut webhook_ids, mut event_ids, mut times, mut fifo) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut leases, mut claimed_by) = (Vec::new(), Vec::new());
+    // Which envelope each born-claimed delivery (by event and webhook) belongs to.
+    let mut born: HashMap<(i64, i64), usize> = HashMap::new();
     let mut decided = decided.into_iter();
     let mut tag_updates = Vec::new();
-    for (_, events, _) in envelopes {
+    for (index, envelope) in envelopes.iter().enumerate() {
+        let events = envelope.events;
+        let lease_until = envelope.hand_off.map(|h| to_ms(h.lease_until()));
         let mut summary = IngestSummary::default();
         for (event, now, status, reason, webhooks) in decided.by_ref().take(events.len()) {
             let event_id = match event.registry_id.as_deref() {
@@ -338,29 +373,57 @@ async fn ingest(
             }
             summary.deliveries += webhooks.len();
             for to in webhooks {
+                let lease = match (envelope.hand_off, lease_until) {
+                    (Some(h), Some(until)) if to.may_hand_off && h.take(to.webhook_id) => {
+                        born.insert((event_id, to.webhook_id), index);
+                        Some(until)
+                    }
+                    _ => None,
+                };
                 webhook_ids.push(to.webhook_id);
                 event_ids.push(event_id);
                 times.push(now);
                 fifo.push(to.fifo);
+                claimed_by.push(lease.and(envelope.worker));
+                leases.push(lease);
             }
         }
         summaries.push(summary);
     }
     if !webhook_ids.is_empty() {
         // In order, so that delivery ids follow ingest order (fifo webhooks rely on it).
-        sqlx::query(
-            "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
-             created_at, updated_at, fifo) \
-             SELECT w, e, 'pending', t, t, t, f \
-             FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BOOLEAN[]) \
-               AS u(w, e, t, f)",
+        // Born-claimed ones are leased as a claim would lease them.
+        let leased: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "WITH made AS ( \
+               INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
+                 created_at, updated_at, fifo, locked_until, lease_token, claimed_by) \
+               SELECT w, e, 'pending', t, t, t, f, l, \
+                 CASE WHEN l IS NULL THEN 0 ELSE $7 END, c \
+               FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BOOLEAN[], \
+                 $5::BIGINT[], $6::BIGINT[]) AS u(w, e, t, f, l, c) \
+               RETURNING id, event_id, webhook_id, locked_until) \
+             SELECT id, event_id, webhook_id FROM made WHERE locked_until IS NOT NULL",
         )
         .bind(webhook_ids)
         .bind(event_ids)
         .bind(times)
         .bind(fifo)
-        .execute(&mut **tx)
+        .bind(leases)
+        .bind(claimed_by)
+        .bind(BORN_CLAIMED_TOKEN)
+        .fetch_all(&mut **tx)
         .await?;
+        for (delivery_id, event_id, webhook_id) in leased {
+            if let Some(&index) = born.get(&(event_id, webhook_id)) {
+                summaries[index].handed_off.push(Claim {
+                    delivery_id,
+                    webhook_id,
+                    token: BORN_CLAIMED_TOKEN,
+                    rate_limit: None,
+                    fifo: false,
+                });
+            }
+        }
     }
     // Only tagged manifest pushes and deletes of readable registries: rare, and in order.
     for (source, update, now) in tag_updates {

@@ -4,27 +4,30 @@
 use super::group_commit::{Done, Job};
 use super::PgStore;
 use crate::domain::delivery::{
-    one_per_webhook_window, AttemptRecord, Claim, ClaimScope, IngestSummary,
+    one_per_webhook_window, AttemptRecord, Claim, ClaimScope, HandOff, IngestSummary,
 };
 use crate::domain::events::IncomingEvent;
 use crate::store::{to_ms, DeliveryQueue, StoreError, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use crate::domain::control::RateLimit;
 use crate::store::sql::control::{claim_gate, TAKE_PROBE};
 
 #[async_trait]
 impl DeliveryQueue for PgStore {
-    async fn ingest(
+    async fn ingest_handing_off(
         &self,
         events: &[IncomingEvent],
         now: DateTime<Utc>,
+        hand_off: Option<Arc<dyn HandOff>>,
     ) -> StoreResult<IngestSummary> {
         let job = Job::Ingest {
             events: events.to_vec(),
             now,
+            hand_off,
+            worker: self.worker_id.get().copied(),
         };
         match self.writer.submit(job).await? {
             Done::Ingested(summary) => Ok(summary),

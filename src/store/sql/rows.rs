@@ -241,11 +241,13 @@ pub(crate) fn stored_state(delivery_id: i64, text: &str) -> StoreResult<Delivery
     })
 }
 
-/// An enabled webhook as ingest weighs it, from `id`, `fifo`, `filters` and `format`.
+/// An enabled webhook as the delivery of a later event (facts, operational) weighs it, from
+/// `id`, `fifo`, `filters` and `format`. Those deliveries are never born claimed.
 pub(crate) fn candidate(row: &impl SqlRow) -> StoreResult<crate::domain::delivery::Candidate> {
     Ok(crate::domain::delivery::Candidate::new(
         row.int("id")?,
         row.flag("fifo")?,
+        false,
         row.text_opt("filters")?.as_deref(),
         &row.text("format")?,
     ))

@@ -28,7 +28,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::control::RateLimit;
-use crate::domain::delivery::{decide, AttemptRecord, Candidate, Claim, IngestSummary};
+use crate::domain::delivery::{
+    decide, AttemptRecord, Candidate, Claim, HandOff, IngestSummary, BORN_CLAIMED_TOKEN,
+};
 use crate::domain::events::{Disposition, IncomingEvent, TagUpdate};
 use crate::store::sql::control::{claim_gate, TAKE_PROBE};
 use crate::store::writer::{Busy, MAX_BATCH};
@@ -42,6 +44,7 @@ pub(super) enum Job {
     Ingest {
         events: Vec<IncomingEvent>,
         now: DateTime<Utc>,
+        hand_off: Option<Arc<dyn HandOff>>,
     },
     Attempt(Box<AttemptRecord>),
     /// Takes those of `ids` still due and free at `now`, until `lease_until`.
@@ -227,7 +230,11 @@ fn write_isolated(conn: &mut Connection, batch: &[Queued]) -> StoreResult<Vec<St
 
 fn apply(conn: &Connection, job: &Job, cache: &mut NamespaceCache) -> StoreResult<Done> {
     match job {
-        Job::Ingest { events, now } => ingest(conn, events, *now, cache).map(Done::Ingested),
+        Job::Ingest {
+            events,
+            now,
+            hand_off,
+        } => ingest(conn, events, *now, hand_off.as_deref(), cache).map(Done::Ingested),
         Job::Attempt(record) => record_attempt(conn, record).map(|()| Done::Recorded),
         Job::Claim {
             ids,
@@ -258,21 +265,23 @@ fn load_candidates(
         None => None,
         Some(id) => {
             let mut statement = conn.prepare_cached(
-                "SELECT id, ordering = 'fifo', filters, format FROM webhooks \
-                 WHERE namespace_id = ?1 AND enabled = 1",
+                "SELECT id, ordering = 'fifo', \
+                 rate_limit_milli IS NULL AND circuit_open_until IS NULL, filters, format \
+                 FROM webhooks WHERE namespace_id = ?1 AND enabled = 1",
             )?;
             let rows = statement.query_map([id], |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     row.get::<_, bool>(1)?,
-                    row.get::<_, Option<String>>(2)?,
-                    row.get::<_, String>(3)?,
+                    row.get::<_, bool>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                    row.get::<_, String>(4)?,
                 ))
             })?;
             let mut list = Vec::new();
             for row in rows {
-                let (id, fifo, filters, format) = row?;
-                list.push(Candidate::new(id, fifo, filters.as_deref(), &format));
+                let (id, fifo, plain, filters, format) = row?;
+                list.push(Candidate::new(id, fifo, plain, filters.as_deref(), &format));
             }
             Some(list)
         }
@@ -286,10 +295,12 @@ fn ingest(
     conn: &Connection,
     events: &[IncomingEvent],
     now: DateTime<Utc>,
+    hand_off: Option<&dyn HandOff>,
     cache: &mut NamespaceCache,
 ) -> StoreResult<IngestSummary> {
     let mut summary = IngestSummary::default();
     let now = to_ms(now);
+    let lease_until = hand_off.map(|h| to_ms(h.lease_until()));
     for event in events {
         // Decide the event's fate before storing it, so the row says why.
         let found = match (&event.disposition, &event.namespace) {
@@ -343,8 +354,37 @@ fn ingest(
              created_at, updated_at, fifo) VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4)",
         )?;
         for to in webhooks {
-            insert.execute(params![to.webhook_id, event_id, now, to.fifo])?;
             summary.deliveries += 1;
+            let born_claimed = match (hand_off, lease_until) {
+                (Some(h), Some(until)) if to.may_hand_off && h.take(to.webhook_id) => until,
+                _ => {
+                    insert.execute(params![to.webhook_id, event_id, now, to.fifo])?;
+                    continue;
+                }
+            };
+            let delivery_id: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO deliveries (webhook_id, event_id, state, next_attempt_at, \
+                     created_at, updated_at, fifo, locked_until, lease_token) \
+                     VALUES (?1, ?2, 'pending', ?3, ?3, ?3, 0, ?4, ?5) RETURNING id",
+                )?
+                .query_row(
+                    params![
+                        to.webhook_id,
+                        event_id,
+                        now,
+                        born_claimed,
+                        BORN_CLAIMED_TOKEN
+                    ],
+                    |row| row.get(0),
+                )?;
+            summary.handed_off.push(Claim {
+                delivery_id,
+                webhook_id: to.webhook_id,
+                token: BORN_CLAIMED_TOKEN,
+                rate_limit: None,
+                fifo: false,
+            });
         }
     }
     Ok(summary)

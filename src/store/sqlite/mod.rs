@@ -2,7 +2,7 @@
 //! registry always means the events are on disk.
 
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +17,7 @@ use super::sql::control::claim_gate;
 use super::sql::{json_ids, Backend};
 use super::{
     one_per_webhook_window, to_ms, AttemptRecord, Claim, ClaimScope, DeliveryQueue, Engine,
-    IngestSummary, StoreError, StoreResult,
+    HandOff, IngestSummary, StoreError, StoreResult,
 };
 use crate::domain::events::IncomingEvent;
 use group_commit::{Done, GroupCommit, Job};
@@ -168,14 +168,16 @@ impl Engine for SqliteStore {
 /// writer thread, one transaction per batch.
 #[async_trait]
 impl DeliveryQueue for SqliteStore {
-    async fn ingest(
+    async fn ingest_handing_off(
         &self,
         events: &[IncomingEvent],
         now: DateTime<Utc>,
+        hand_off: Option<Arc<dyn HandOff>>,
     ) -> StoreResult<IngestSummary> {
         let job = Job::Ingest {
             events: events.to_vec(),
             now,
+            hand_off,
         };
         match self.writer.submit(job).await? {
             Done::Ingested(summary) => Ok(summary),
