@@ -191,6 +191,14 @@ impl Herald {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// One sample of the process's `/metrics` (Prometheus text).
+    pub(crate) async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(format!("{}/metrics", self.base))
+            .await?
+            .text()
+            .await?)
+    }
+
     pub(crate) fn ingest_url(&self) -> String {
         format!("{}/v2/webhooks/events", self.base)
     }

@@ -29,6 +29,7 @@ pub(crate) fn fmt(v: Option<f64>, digits: usize) -> String {
 pub(crate) fn build_report(
     sizes: &Sizes,
     trivial: f64,
+    fsync: Option<(f64, f64)>,
     s: &Results,
     p: Option<&Results>,
 ) -> Report {
@@ -64,6 +65,10 @@ pub(crate) fn build_report(
         b,
         ">= 0.8",
     );
+    let (a, b) = both(&|r| r.handed_off_share, 2);
+    report.add("1-2. deliveries born claimed (share)", a, b, "");
+    let (a, b) = both(&|r| r.claim_round_ms, 1);
+    report.add("1-2. mean claim round (ms)", a, b, "");
     let lat = |r: &Results, f: fn(&Latency) -> f64| r.latency.as_ref().map(f);
     let (a, b) = both(&|r| lat(r, |l| l.p50), 1);
     report.add(
@@ -88,6 +93,10 @@ pub(crate) fn build_report(
     );
     let (a, b) = both(&|r| lat(r, |l| l.samples as f64), 0);
     report.add("3. latency samples", a, b, "");
+    // SQLite commits on this disk; PostgreSQL's data directory may be on another.
+    let (p50, p99) = (fsync.map(|f| f.0), fsync.map(|f| f.1));
+    report.add("3. this disk's fsync p50 (ms)", fmt(p50, 2), "-".into(), "");
+    report.add("3. this disk's fsync p99 (ms)", fmt(p99, 2), "-".into(), "");
     let (a, b) = both(&|r| lat(r, |l| l.refused as f64), 0);
     report.add(
         &format!("3. envelopes refused (503) at {}/s", sizes.latency_rate),

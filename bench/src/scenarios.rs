@@ -20,6 +20,10 @@ pub(crate) struct Results {
     /// arrived per second while it went on.
     pub(crate) burst_ingest: Option<f64>,
     pub(crate) burst_delivered: Option<f64>,
+    /// Scenarios 1-2: the share of deliveries born claimed (handed off by ingest), and the
+    /// mean claim round (ms), from Herald's own metrics.
+    pub(crate) handed_off_share: Option<f64>,
+    pub(crate) claim_round_ms: Option<f64>,
     pub(crate) latency: Option<Latency>,
     pub(crate) rss_idle: f64,
     pub(crate) rss_peak: f64,
@@ -113,6 +117,15 @@ pub(crate) async fn run_suite(
     );
     // Drain whatever is left before measuring latency.
     wait_count(&arrivals, n as u64, sizes.patience).await;
+    if let Ok(text) = herald.metrics().await {
+        let handed = metric(&text, "herald_deliveries_taken_total{by=\"hand_off\"}");
+        let claimed = metric(&text, "herald_deliveries_taken_total{by=\"claim\"}");
+        let total = handed.unwrap_or(0.0) + claimed.unwrap_or(0.0);
+        r.handed_off_share = (total > 0.0).then(|| handed.unwrap_or(0.0) / total);
+        let rounds = metric(&text, "herald_claim_round_seconds_count").filter(|n| *n > 0.0);
+        r.claim_round_ms = rounds
+            .and_then(|n| Some(metric(&text, "herald_claim_round_seconds_sum")? / n * 1000.0));
+    }
 
     // 3. Latency at a fixed rate.
     println!(
@@ -288,4 +301,12 @@ async fn recovery(
         ));
     }
     Ok(all.then_some(secs))
+}
+
+/// The value of the sample named exactly `name` (with its labels) in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }
