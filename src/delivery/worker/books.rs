@@ -51,6 +51,10 @@ pub(super) struct Hook {
     pub(super) broker: bool,
     /// Room ingests took for deliveries born claimed, not yet held (see `reserve`).
     pub(super) reserved: usize,
+    /// It may have due deliveries in the database: ingest has not handed it any since it
+    /// refused one, until a claim of it came back short, so new deliveries never pass
+    /// older ones waiting there. A webhook new here may have some.
+    pub(super) backlog: bool,
 }
 
 impl Hook {
@@ -67,6 +71,7 @@ impl Hook {
             failed_at: None,
             broker: false,
             reserved: 0,
+            backlog: true,
         }
     }
 }
@@ -337,27 +342,37 @@ impl InFlight {
     }
 
     /// Takes room for one delivery of `webhook_id` born claimed, as a claim would: only a
-    /// fast webhook without a rate limit or fifo order here, below its cap, while the fast
-    /// lane holds less than `hold_cap`. Held once its claim is inserted; `unreserve` gives
+    /// fast webhook without a rate limit or fifo order here and without a backlog, below
+    /// its cap, while the fast lane holds less than `hold_cap`. Held once its claim is inserted; `unreserve` gives
     /// the room back either way.
     pub(super) fn reserve(&mut self, webhook_id: i64, hold_cap: usize, limits: SendLimits) -> bool {
-        if self.fast_held + self.reserved >= hold_cap {
-            return false;
-        }
         let round = self.round;
+        let full = self.fast_held + self.reserved >= hold_cap;
         let Some(hook) = self.hooks.get_mut(&webhook_id) else {
             return false;
         };
-        if !hook.fast || hook.fifo || hook.bucket.is_some() {
+        if hook.fifo || hook.bucket.is_some() {
             return false;
         }
         let cap = webhook_cap(limits.floor(Some(hook)), hook.pace, round);
-        if hook.held + hook.reserved >= cap {
+        if full || !hook.fast || hook.backlog || hook.held + hook.reserved >= cap {
+            // What it refuses is committed unleased: claims take it, oldest first.
+            hook.backlog = true;
             return false;
         }
         hook.reserved += 1;
         self.reserved += 1;
         true
+    }
+
+    /// A claim of these webhooks took all their due deliveries: ingest may hand them new
+    /// ones again.
+    pub(super) fn drained(&mut self, webhooks: &[i64]) {
+        for id in webhooks {
+            if let Some(hook) = self.hooks.get_mut(id) {
+                hook.backlog = false;
+            }
+        }
     }
 
     pub(super) fn unreserve(&mut self, reserved: &HashMap<i64, usize>) {

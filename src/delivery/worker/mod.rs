@@ -302,6 +302,9 @@ impl Dispatcher {
                 {
                     Ok(claims) => {
                         more |= claims.len() == limit;
+                        if claims.len() < limit {
+                            self.books().drained(&plan.fast);
+                        }
                         fast_room = fast_room.saturating_sub(claims.len());
                         let claimed = !claims.is_empty();
                         let claims = claims.into_iter().map(|c| (c, None)).collect();

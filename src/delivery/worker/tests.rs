@@ -25,6 +25,7 @@ fn with_fast_hook(now: Instant) -> InFlight {
     let task = f.insert(claim(100, 10, 1), now, Lane::Slow, now).unwrap();
     assert!(f.answered(10, 5 * MS, false, now));
     assert!(f.remove(100, task).is_some());
+    f.drained(&[10]);
     f
 }
 
@@ -267,7 +268,16 @@ fn ingest_room_is_a_claims_room() {
     f.insert(claim(1, 10, 1), now, Lane::Fast, now).unwrap();
     f.unreserve(&HashMap::from([(10, 2)]));
     assert_eq!((f.reserved, f.hooks[&10].reserved, f.fast_held), (0, 0, 1));
-    assert!(f.reserve(10, 8, limits), "room for one more");
+    assert!(
+        !f.reserve(10, 8, limits),
+        "it refused one: that one waits in the database"
+    );
+    f.drained(&[10]);
+    assert!(
+        f.reserve(10, 8, limits),
+        "a claim took it: room for one more"
+    );
+    f.drained(&[10]);
     assert!(!f.reserve(10, 1, limits), "nor past the fast lane's hold");
 }
 
