@@ -110,6 +110,7 @@ pub fn router() -> Router<AppState> {
             "/sources/{name}/registry",
             post(pages::sources::update_registry),
         )
+        .route("/sources/{name}/nats", post(pages::sources::update_nats))
         .route("/sources/{name}/reconcile", post(pages::sources::reconcile))
         .route(
             "/tokens",

@@ -1214,3 +1214,115 @@ async fn a_zot_source_reads_its_events_from_nats_and_acks_only_after_the_commit(
     rx.assert_quiet(Duration::from_millis(300)).await;
     js.delete_stream(&stream).await.unwrap();
 }
+
+/// The same intake set up on the source's page, as an admin without the API would: refused
+/// input is shown beside its field, the page says where events come from, and the events
+/// published there are delivered; then the admin stops it.
+#[tokio::test]
+async fn an_admin_makes_a_zot_source_read_from_nats_on_its_page() {
+    use crate::web::{flash_of, sign_in_as};
+    let Some(client) = nats_client(4222).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    let stream = unique("ZOTUI_");
+    let subject = format!("zot.{stream}");
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{subject}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    app.enabled_webhook(
+        "acme",
+        json!({"name": "hook", "url": rx.url("/"), "request_method": "POST"}),
+    )
+    .await;
+    let r = app
+        .api(
+            "POST",
+            "/sources",
+            Some(json!({"name": "zot1", "kind": "zot", "token": "zot-token-0123456789abcdefghij"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let admin = sign_in_as(&app, "admin", "admin-password").await;
+    let csrf = admin.csrf(&app).await;
+    let (status, page) = admin.get(&app, "/sources/zot1").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("not used: events arrive over HTTP"), "{page}");
+
+    let wanted = format!("{subject}.>");
+    let form = |subject: &'static str| {
+        let (csrf, wanted, stream) = (csrf.clone(), wanted.clone(), stream.clone());
+        let admin = &admin;
+        let app = &app;
+        async move {
+            let subject = if subject.is_empty() {
+                wanted
+            } else {
+                subject.to_string()
+            };
+            admin
+                .post(
+                    app,
+                    "/sources/zot1/nats",
+                    &[
+                        ("csrf", csrf.as_str()),
+                        ("nats_url", "nats://127.0.0.1:4222"),
+                        ("nats_subject", subject.as_str()),
+                        ("nats_stream", stream.as_str()),
+                        ("nats_consumer", ""),
+                    ],
+                )
+                .await
+        }
+    };
+    let res = form("zot events").await;
+    assert_eq!(res.status(), 422);
+    let refused = res.text().await.unwrap();
+    assert!(
+        refused.contains("nats_subject is tokens separated by"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("value=\"zot events\""),
+        "what was typed is kept"
+    );
+
+    let res = form("").await;
+    assert_eq!(res.status(), 303);
+    assert!(flash_of(&res).contains("reads its events from NATS"));
+    let (_, page) = admin.get(&app, "/sources/zot1").await;
+    assert!(
+        page.contains(&wanted) && page.contains("herald-zot1"),
+        "{page}"
+    );
+    assert!(page.contains("Stop reading from NATS"));
+
+    let (headers, payload) = zot_message(&unique("zot-"));
+    js.publish_with_headers(format!("{subject}.events"), headers, payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let got = rx.next().await;
+    assert_eq!(got.json()["data"]["name"], "acme/web", "{}", got.body);
+
+    let res = admin
+        .post(
+            &app,
+            "/sources/zot1/nats",
+            &[("csrf", csrf.as_str()), ("remove", "1")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(flash_of(&res).contains("no longer reads its events from NATS"));
+    let r = app.api("GET", "/sources/zot1", None).await;
+    assert!(r.body.get("nats_url").is_none(), "{:#}", r.body);
+    js.delete_stream(&stream).await.unwrap();
+}

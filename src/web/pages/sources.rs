@@ -199,6 +199,77 @@ pub async fn update_registry(
     }
 }
 
+#[derive(Deserialize)]
+pub struct NatsForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    nats_url: String,
+    #[serde(default)]
+    nats_subject: String,
+    #[serde(default)]
+    nats_stream: String,
+    #[serde(default)]
+    nats_consumer: String,
+    /// "Stop reading from NATS".
+    #[serde(default)]
+    remove: Option<String>,
+}
+
+/// Makes a zot or distribution source read its events from a NATS subject, changes where,
+/// or stops it: the API's `PATCH /sources/{name}` with `nats_*`, through the same rules. An
+/// empty address keeps the one Herald has (and the credentials in it), as an empty password
+/// does.
+pub async fn update_nats(
+    State(state): State<AppState>,
+    web: WebUser,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<NatsForm>,
+) -> WebResult {
+    web.check_csrf(&form.csrf)?;
+    let input = if form.remove.is_some() {
+        sources::NatsInput {
+            url: Some(None),
+            ..Default::default()
+        }
+    } else {
+        sources::NatsInput {
+            url: given(form.nats_url.clone()).map(Some),
+            subject: given(form.nats_subject.clone()),
+            stream: given(form.nats_stream.clone()),
+            consumer: given(form.nats_consumer.clone()),
+        }
+    };
+    match sources::set_nats(&state, &web.actor(), &name, input)
+        .await
+        .map_err(AppError::from)
+    {
+        Ok(source) => Ok(redirect_with(
+            &format!("/sources/{}", source.name),
+            "success",
+            &match (&source.nats_url, &source.nats_subject) {
+                (Some(url), Some(subject)) => format!(
+                    "'{}' reads its events from NATS at {url}, subject {subject}",
+                    source.name
+                ),
+                _ => format!("'{}' no longer reads its events from NATS", source.name),
+            },
+        )),
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            let field = e.field.clone().unwrap_or_else(|| "nats_url".to_string());
+            let values = BTreeMap::from([
+                ("nats_subject".to_string(), form.nats_subject),
+                ("nats_stream".to_string(), form.nats_stream),
+                ("nats_consumer".to_string(), form.nats_consumer),
+            ]);
+            let refused = Refused::one("nats", field, e.message).with_values(values);
+            source_page(&state, &web, &headers, &name, e.status, refused).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Asks for a reconcile now; the page shows its progress.
 pub async fn reconcile(
     State(state): State<AppState>,
