@@ -256,6 +256,7 @@ pub async fn build_dispatcher(
             lease: config.delivery_lease(),
             disable_after: config.auto_disable_after,
             circuit: config.circuit(),
+            hand_off: config.database_url().starts_with("sqlite:"),
         },
         metrics,
     );

@@ -58,9 +58,10 @@ impl Drop for Ticket {
 }
 
 impl Dispatcher {
-    /// An offer for one ingest; `None` while shutting down.
+    /// An offer for one ingest; `None` while shutting down, or where ingest hands nothing
+    /// off (`DispatcherConfig::hand_off`).
     pub fn ticket(self: &Arc<Self>) -> Option<Arc<Ticket>> {
-        if self.stopping.load(Ordering::SeqCst) {
+        if !self.config.hand_off || self.stopping.load(Ordering::SeqCst) {
             return None;
         }
         let expires = Instant::now() + self.config.lease;

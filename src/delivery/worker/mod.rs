@@ -154,6 +154,11 @@ pub struct DispatcherConfig {
     pub disable_after: Duration,
     /// When a webhook's circuit opens, and for how long.
     pub circuit: CircuitRule,
+    /// Whether ingest hands deliveries to this dispatcher (see `hand_off.rs`). Off on
+    /// PostgreSQL for now: each hand-off still reads its job, one query per envelope,
+    /// which a PostgreSQL server on the same cores pays for with its ingest (measured: 0.6x
+    /// ingest and end-to-end, 2x p99 at 1,000/s); claims read 256 jobs at once.
+    pub hand_off: bool,
 }
 
 pub struct Dispatcher {
