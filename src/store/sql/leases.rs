@@ -19,7 +19,6 @@ impl<B: Backend> Leases for B {
     async fn load_job(&self, delivery_id: i64) -> StoreResult<DeliveryJob> {
         let row = sql(format!("{} WHERE d.id = $1", job_select::<B>()))
             .bind(delivery_id)
-            .replanned()
             .opt(&mut self.reader())
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("delivery {delivery_id}")))?;
@@ -37,7 +36,6 @@ impl<B: Backend> Leases for B {
             B::IN_JSON_IDS
         ))
         .bind(json_ids(delivery_ids))
-        .replanned()
         .all(&mut self.reader())
         .await?
         .iter()

@@ -116,8 +116,6 @@ impl From<Option<&[u8]>> for Arg {
 pub struct Sql {
     text: Cow<'static, str>,
     args: Vec<Arg>,
-    /// Planned for its arguments each time on PostgreSQL (see `Sql::replanned`).
-    replanned: bool,
 }
 
 /// A statement; `.bind()` its arguments in `$1, $2, ...` order.
@@ -125,24 +123,12 @@ pub fn sql(text: impl Into<Cow<'static, str>>) -> Sql {
     Sql {
         text: text.into(),
         args: Vec::new(),
-        replanned: false,
     }
 }
 
 impl Sql {
     pub fn bind(mut self, arg: impl Into<Arg>) -> Self {
         self.args.push(arg.into());
-        self
-    }
-
-    /// Not kept as a prepared statement on PostgreSQL, so it is planned for its arguments
-    /// each time. A kept statement gets a generic plan after five runs, and one made while
-    /// the tables were nearly empty (a new Herald) scans them whole: looking up one
-    /// delivery's job then read every delivery and event (measured: ingest fell from
-    /// 3,900 to 130 envelopes/s once deliveries were handed off one by one). SQLite plans
-    /// from its indexes alone and keeps its statements.
-    pub fn replanned(mut self) -> Self {
-        self.replanned = true;
         self
     }
 
@@ -248,19 +234,7 @@ macro_rules! bound {
                 Arg::Flag(v) => query.bind(*v),
                 Arg::Bytes(v) => query.bind(v.as_deref()),
             })
-            .persistent(!($q.replanned && <$db as Replans>::REPLANS))
     };
-}
-
-/// Whether `Sql::replanned` applies to a database.
-trait Replans {
-    const REPLANS: bool;
-}
-impl Replans for Postgres {
-    const REPLANS: bool = true;
-}
-impl Replans for Sqlite {
-    const REPLANS: bool = false;
 }
 
 /// `Conn` for one executor type; `$exec` turns `self` into the driver's executor.
