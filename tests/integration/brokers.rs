@@ -1090,13 +1090,21 @@ async fn consumer_counts(js: &async_nats::jetstream::Context, stream: &str) -> (
     (info.num_ack_pending, info.num_pending)
 }
 
-#[tokio::test]
-async fn a_zot_source_reads_its_events_from_nats_and_acks_only_after_the_commit() {
-    let Some(client) = nats_client(4222).await else {
-        return;
-    };
-    let js = async_nats::jetstream::new(client);
-    let stream = unique("ZOT_");
+/// A JetStream stream of its own capturing `<subject>.>`, and a Herald with a webhook in
+/// `acme` (`webhook`'s fields added to it) and a zot source `zot1` that does not read from
+/// NATS yet.
+struct ZotOverNats {
+    js: async_nats::jetstream::Context,
+    stream: String,
+    subject: String,
+    app: TestApp,
+    rx: Receiver,
+}
+
+/// `None` only outside CI without a NATS server (`require`).
+async fn zot_over_nats(prefix: &str, webhook: Value) -> Option<ZotOverNats> {
+    let js = async_nats::jetstream::new(nats_client(4222).await?);
+    let stream = unique(prefix);
     let subject = format!("zot.{stream}");
     js.create_stream(async_nats::jetstream::stream::Config {
         name: stream.clone(),
@@ -1108,12 +1116,11 @@ async fn a_zot_source_reads_its_events_from_nats_and_acks_only_after_the_commit(
     let app = spawn_app().await;
     let rx = Receiver::start().await;
     app.create_namespace("acme").await;
-    app.enabled_webhook(
-        "acme",
-        json!({"name": "hook", "url": rx.url("/"), "request_method": "POST",
-               "filters": {"actions": ["push"]}}),
-    )
-    .await;
+    let mut body = json!({"name": "hook", "url": rx.url("/"), "request_method": "POST"});
+    for (field, value) in webhook.as_object().unwrap() {
+        body[field] = value.clone();
+    }
+    app.enabled_webhook("acme", body).await;
     let r = app
         .api(
             "POST",
@@ -1122,6 +1129,27 @@ async fn a_zot_source_reads_its_events_from_nats_and_acks_only_after_the_commit(
         )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
+    Some(ZotOverNats {
+        js,
+        stream,
+        subject,
+        app,
+        rx,
+    })
+}
+
+#[tokio::test]
+async fn a_zot_source_reads_its_events_from_nats_and_acks_only_after_the_commit() {
+    let Some(ZotOverNats {
+        js,
+        stream,
+        subject,
+        app,
+        rx,
+    }) = zot_over_nats("ZOT_", json!({"filters": {"actions": ["push"]}})).await
+    else {
+        return;
+    };
     // Refused: a subject without a stream setting, and a Harbor source.
     let r = app
         .api(
@@ -1221,35 +1249,16 @@ async fn a_zot_source_reads_its_events_from_nats_and_acks_only_after_the_commit(
 #[tokio::test]
 async fn an_admin_makes_a_zot_source_read_from_nats_on_its_page() {
     use crate::web::{flash_of, sign_in_as};
-    let Some(client) = nats_client(4222).await else {
+    let Some(ZotOverNats {
+        js,
+        stream,
+        subject,
+        app,
+        rx,
+    }) = zot_over_nats("ZOTUI_", json!({})).await
+    else {
         return;
     };
-    let js = async_nats::jetstream::new(client);
-    let stream = unique("ZOTUI_");
-    let subject = format!("zot.{stream}");
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: stream.clone(),
-        subjects: vec![format!("{subject}.>")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let app = spawn_app().await;
-    let rx = Receiver::start().await;
-    app.create_namespace("acme").await;
-    app.enabled_webhook(
-        "acme",
-        json!({"name": "hook", "url": rx.url("/"), "request_method": "POST"}),
-    )
-    .await;
-    let r = app
-        .api(
-            "POST",
-            "/sources",
-            Some(json!({"name": "zot1", "kind": "zot", "token": "zot-token-0123456789abcdefghij"})),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
     let admin = sign_in_as(&app, "admin", "admin-password").await;
     let csrf = admin.csrf(&app).await;
     let (status, page) = admin.get(&app, "/sources/zot1").await;
