@@ -47,6 +47,11 @@ async fn a_fast_webhooks_deliveries_are_born_claimed_and_sent_once() {
     app.post_envelope(push_with_id(0)).await;
     succeeded(&app, 1).await;
     assert_eq!(counter(&app, HANDED_OFF).await, 0);
+    assert_eq!(counter(&app, CLAIMED).await, 1);
+    assert!(
+        counter(&app, "herald_claim_round_seconds_count").await >= 1,
+        "the claim's round is timed"
+    );
     const N: usize = 20;
     for i in 1..=N {
         assert_eq!(

@@ -55,18 +55,26 @@ mod tests;
 use books::*;
 pub use hand_off::Ticket;
 
-/// How a delivery came to be started here, for `herald_deliveries_taken_total`.
+/// How deliveries came to be started here, for `herald_deliveries_taken_total`: a claim
+/// (with when its round began, for `herald_claim_round_seconds`) or a hand-off.
 #[derive(Clone, Copy)]
 enum Taken {
-    Claim,
+    Claim(Instant),
     HandOff,
 }
 
 impl Taken {
     fn label(self) -> &'static str {
         match self {
-            Self::Claim => "claim",
+            Self::Claim(_) => "claim",
             Self::HandOff => "hand_off",
+        }
+    }
+
+    /// A claim's round ends once its jobs are read (or there were none to read).
+    fn round_ended(self, metrics: &Metrics) {
+        if let Self::Claim(began) = self {
+            metrics.claim_round.observe(began.elapsed().as_secs_f64());
         }
     }
 }
@@ -315,11 +323,9 @@ impl Dispatcher {
                         fast_room = fast_room.saturating_sub(claims.len());
                         let claimed = !claims.is_empty();
                         let claims = claims.into_iter().map(|c| (c, None)).collect();
-                        self.start(claims, expires, Lane::Fast, Taken::Claim, &mut refused)
+                        let taken = Taken::Claim(round);
+                        self.start(claims, expires, Lane::Fast, taken, &mut refused)
                             .await;
-                        self.metrics
-                            .claim_round
-                            .observe(round.elapsed().as_secs_f64());
                         if claimed {
                             self.books().claim_round(round.elapsed());
                         }
@@ -348,11 +354,9 @@ impl Dispatcher {
                     Ok(claims) => {
                         fast_room = fast_room.saturating_sub(claims.len());
                         let claims = claims.into_iter().map(|c| (c, None)).collect();
-                        self.start(claims, expires, Lane::Fast, Taken::Claim, &mut refused)
+                        let taken = Taken::Claim(round);
+                        self.start(claims, expires, Lane::Fast, taken, &mut refused)
                             .await;
-                        self.metrics
-                            .claim_round
-                            .observe(round.elapsed().as_secs_f64());
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "claiming deliveries failed");
@@ -389,11 +393,9 @@ impl Dispatcher {
                             }
                             let claims = claims.into_iter().zip(places.into_iter().map(Some));
                             let claims = claims.collect();
-                            self.start(claims, expires, Lane::Slow, Taken::Claim, &mut refused)
+                            let taken = Taken::Claim(round);
+                            self.start(claims, expires, Lane::Slow, taken, &mut refused)
                                 .await;
-                            self.metrics
-                                .claim_round
-                                .observe(round.elapsed().as_secs_f64());
                         }
                         Err(e) => {
                             self.slow_work.store(true, Ordering::SeqCst);
@@ -459,6 +461,7 @@ impl Dispatcher {
         }
         self.metrics.record_taken(taken.label(), admitted.len());
         if admitted.is_empty() {
+            taken.round_ended(&self.metrics);
             return;
         }
         let ids: Vec<i64> = admitted.iter().map(|(c, _, _)| c.delivery_id).collect();
@@ -471,6 +474,7 @@ impl Dispatcher {
                 HashMap::new()
             }
         };
+        taken.round_ended(&self.metrics);
         {
             let mut books = self.books();
             for job in jobs.values() {
