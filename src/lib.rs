@@ -256,7 +256,6 @@ pub async fn build_dispatcher(
             lease: config.delivery_lease(),
             disable_after: config.auto_disable_after,
             circuit: config.circuit(),
-            hand_off: config.database_url().starts_with("sqlite:"),
         },
         metrics,
     );

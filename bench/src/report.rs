@@ -69,6 +69,8 @@ pub(crate) fn build_report(
     report.add("1-2. deliveries born claimed (share)", a, b, "");
     let (a, b) = both(&|r| r.claim_round_ms, 1);
     report.add("1-2. mean claim round (ms)", a, b, "");
+    let (a, b) = both(&|r| r.latency_handed_off_share, 2);
+    report.add("3. deliveries born claimed (share)", a, b, "");
     let lat = |r: &Results, f: fn(&Latency) -> f64| r.latency.as_ref().map(f);
     let (a, b) = both(&|r| lat(r, |l| l.p50), 1);
     report.add(

@@ -24,6 +24,8 @@ pub(crate) struct Results {
     /// mean claim round (ms), from Herald's own metrics.
     pub(crate) handed_off_share: Option<f64>,
     pub(crate) claim_round_ms: Option<f64>,
+    /// The same share during scenario 3.
+    pub(crate) latency_handed_off_share: Option<f64>,
     pub(crate) latency: Option<Latency>,
     pub(crate) rss_idle: f64,
     pub(crate) rss_peak: f64,
@@ -117,11 +119,11 @@ pub(crate) async fn run_suite(
     );
     // Drain whatever is left before measuring latency.
     wait_count(&arrivals, n as u64, sizes.patience).await;
+    let mut taken_before = (0.0, 0.0);
     if let Ok(text) = herald.metrics().await {
-        let handed = metric(&text, "herald_deliveries_taken_total{by=\"hand_off\"}");
-        let claimed = metric(&text, "herald_deliveries_taken_total{by=\"claim\"}");
-        let total = handed.unwrap_or(0.0) + claimed.unwrap_or(0.0);
-        r.handed_off_share = (total > 0.0).then(|| handed.unwrap_or(0.0) / total);
+        let (handed, total) = taken(&text);
+        taken_before = (handed, total);
+        r.handed_off_share = (total > 0.0).then(|| handed / total);
         let rounds = metric(&text, "herald_claim_round_seconds_count").filter(|n| *n > 0.0);
         r.claim_round_ms = rounds
             .and_then(|n| Some(metric(&text, "herald_claim_round_seconds_sum")? / n * 1000.0));
@@ -145,6 +147,11 @@ pub(crate) async fn run_suite(
         latency.p50, latency.p99
     );
     r.latency = Some(latency);
+    if let Ok(text) = herald.metrics().await {
+        let (handed, total) = taken(&text);
+        let (handed, total) = (handed - taken_before.0, total - taken_before.1);
+        r.latency_handed_off_share = (total > 0.0).then(|| handed / total);
+    }
     r.rss_peak = memory_mib(herald.pid()).0;
     r.rss_anon_peak = anon.mib();
     drop(herald);
@@ -309,4 +316,12 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         let value = line.strip_prefix(name)?.strip_prefix(' ')?;
         value.trim().parse().ok()
     })
+}
+
+/// Deliveries started by hand-off, and in all, from `/metrics`.
+fn taken(metrics: &str) -> (f64, f64) {
+    let handed = metric(metrics, "herald_deliveries_taken_total{by=\"hand_off\"}");
+    let claimed = metric(metrics, "herald_deliveries_taken_total{by=\"claim\"}");
+    let handed = handed.unwrap_or(0.0);
+    (handed, handed + claimed.unwrap_or(0.0))
 }

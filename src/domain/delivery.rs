@@ -113,11 +113,66 @@ pub struct DeliveryJob {
     /// When the schedule would try next, for a delivery still waiting.
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub state: DeliveryState,
-    pub webhook: Webhook,
+    /// Shared: a hand-off gives every delivery of a webhook the one cached copy.
+    pub webhook: std::sync::Arc<Webhook>,
     pub event_action: String,
-    pub event_body: String,
+    /// Shared by the deliveries of one event that a hand-off starts.
+    pub event_body: std::sync::Arc<str>,
     /// What ingest read from the event, whichever registry sent it.
-    pub event: EventRecord,
+    pub event: std::sync::Arc<EventRecord>,
+}
+
+impl DeliveryJob {
+    /// The job of a delivery born claimed, as the ingest that made it knows it: new and
+    /// due, for `event`, with the webhook's settings at the revision ingest read and the
+    /// health that let it be handed off (see `Candidate::new`).
+    pub fn born(claim: &Claim, webhook: std::sync::Arc<Webhook>, event: &BornEvent) -> Self {
+        Self {
+            delivery_id: claim.delivery_id,
+            attempts_so_far: 0,
+            automatic_attempts: 0,
+            next_attempt_at: Some(event.record.received_at),
+            state: DeliveryState::Pending,
+            webhook,
+            event_action: event.record.action.clone(),
+            event_body: event.body.clone(),
+            event: event.record.clone(),
+        }
+    }
+}
+
+/// An ingested event as the deliveries born of it share it.
+#[derive(Debug, Clone)]
+pub struct BornEvent {
+    pub body: std::sync::Arc<str>,
+    pub record: std::sync::Arc<EventRecord>,
+}
+
+impl BornEvent {
+    /// What ingest stored of `event`, received at `received_at`; times to the millisecond,
+    /// as stored.
+    pub fn new(event: &IncomingEvent, received_at: DateTime<Utc>) -> Self {
+        let stored =
+            |t: DateTime<Utc>| DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t);
+        Self {
+            body: event.body.as_str().into(),
+            record: std::sync::Arc::new(EventRecord {
+                registry_id: event.registry_id.clone(),
+                action: event.action.clone().unwrap_or_default(),
+                repository: event.repository.clone(),
+                tag: event.tag.clone(),
+                digest: event.digest.clone(),
+                media_type: event.media_type.clone(),
+                actor: event.actor.clone(),
+                received_at: stored(received_at),
+                source: event.source.clone(),
+                occurred_at: event.occurred_at.map(stored),
+                // Read from the manifest after the commit, if at all.
+                facts: None,
+                synthesized: event.synthesized.clone(),
+            }),
+        }
+    }
 }
 
 /// The facts ingest read from an event and stored beside its body: formats that speak of
@@ -244,16 +299,28 @@ pub struct IngestSummary {
     pub not_delivered: Vec<(&'static str, String)>,
     /// The deliveries born claimed by this process (see [`HandOff`]), committed leased to it.
     #[serde(skip)]
-    pub handed_off: Vec<Claim>,
+    pub handed_off: Vec<BornClaimed>,
+}
+
+/// A delivery born claimed, with what its send needs besides the event and the webhook's
+/// settings, which the dispatcher has: so a hand-off reads nothing back from the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BornClaimed {
+    pub claim: Claim,
+    /// Which event it is for: its index in the events given to ingest.
+    pub event: usize,
+    /// The webhook's settings revision as the ingest transaction read it. A copy of the
+    /// settings at another revision is stale and not used for it.
+    pub revision: i64,
 }
 
 /// A dispatcher's offer to take deliveries straight from the ingest commit that creates
 /// them, leased to it in that same transaction ("born claimed"): no claim commit and no
 /// candidate query stand between a push and its send. The store asks `take` once per
 /// delivery, inside the transaction, and only for a webhook whose rules allow it (not fifo,
-/// no rate limit, circuit closed); it says yes while the dispatcher has room for that
-/// webhook. A delivery not taken is committed unleased and claimed as ever, so the offer
-/// changes who sends first, never whether a delivery is stored.
+/// no rate limit, circuit closed, no failure counted); it says yes while the dispatcher has
+/// room for that webhook. A delivery not taken is committed unleased and claimed as ever,
+/// so the offer changes who sends first, never whether a delivery is stored.
 pub trait HandOff: Send + Sync {
     fn take(&self, webhook_id: i64) -> bool;
     /// The end of the lease of what is taken.
@@ -292,18 +359,22 @@ pub(crate) struct Candidate {
 pub(crate) struct Recipient {
     pub webhook_id: i64,
     pub fifo: bool,
-    /// Its deliveries may be born claimed ([`HandOff`]): not fifo, no rate limit and its
-    /// circuit closed, so no rule the claim query applies is passed over.
+    /// Its deliveries may be born claimed ([`HandOff`]): not fifo, no rate limit and in
+    /// perfect health, so no rule the claim query applies is passed over.
     pub may_hand_off: bool,
+    /// Its settings' revision, which changes with each change of its settings.
+    pub revision: i64,
 }
 
 impl Candidate {
     /// Filters are stored as JSON, NULL meaning the defaults; the format by its name.
-    /// `plain`: no rate limit and a closed circuit.
+    /// `plain`: no rate limit and in perfect health (no failure counted, circuit closed),
+    /// the health a send of a handed-off delivery assumes.
     pub(crate) fn new(
         id: i64,
         fifo: bool,
         plain: bool,
+        revision: i64,
         filters: Option<&str>,
         format: &str,
     ) -> Self {
@@ -312,6 +383,7 @@ impl Candidate {
                 webhook_id: id,
                 fifo,
                 may_hand_off: plain && !fifo,
+                revision,
             },
             filters: CompiledFilters::cached(filters),
             format: crate::domain::format::Format::named(format).unwrap_or_default(),

@@ -178,6 +178,8 @@ pub struct Webhook {
     pub token: Option<Sealed>,
     /// What the deploy formats read besides the event (`event_type`, `ref`, ...).
     pub format_options: FormatOptions,
+    /// Moves with every change of its settings: tells a cached copy from the current one.
+    pub revision: i64,
 }
 
 /// What an attempt says about a webhook's health.

@@ -181,12 +181,13 @@ mod tests {
     #[test]
     fn only_webhooks_naming_the_kind_hear_it() {
         let candidates = [
-            Candidate::new(1, false, true, None, "registry-event"),
-            Candidate::new(2, false, true, Some(r#"{"actions": []}"#), "slack"),
+            Candidate::new(1, false, true, 0, None, "registry-event"),
+            Candidate::new(2, false, true, 0, Some(r#"{"actions": []}"#), "slack"),
             Candidate::new(
                 3,
                 false,
                 true,
+                0,
                 Some(r#"{"actions": ["push", "webhook.disabled"]}"#),
                 "registry-event",
             ),
@@ -194,6 +195,7 @@ mod tests {
                 4,
                 false,
                 true,
+                0,
                 Some(r#"{"actions": ["delivery.exhausted"]}"#),
                 "cloudevents",
             ),
@@ -202,6 +204,7 @@ mod tests {
                 5,
                 false,
                 true,
+                0,
                 Some(r#"{"actions": ["push", "webhook.disabled", "delivery.exhausted"]}"#),
                 "github-dispatch",
             ),

@@ -249,12 +249,13 @@ fn with_token(body: &str, token: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::model::StoredHeader;
     use crate::domain::names::*;
 
-    fn webhook(cipher: &Cipher) -> Webhook {
+    /// A webhook with every setting given (shared with the dispatcher's tests).
+    pub(crate) fn webhook(cipher: &Cipher) -> Webhook {
         Webhook {
             id: 1,
             namespace: NamespaceName::parse("acme").unwrap(),
@@ -286,6 +287,7 @@ mod tests {
             client_key: None,
             token: None,
             format_options: Default::default(),
+            revision: 0,
         }
     }
 

@@ -265,9 +265,10 @@ pub(crate) async fn store_events(
     // Deliveries the dispatcher has room for are born claimed by this process.
     let ticket = state.dispatcher.ticket();
     let offer = ticket.clone().map(|t| t as Arc<dyn HandOff>);
+    let received_at = chrono::Utc::now();
     let ingested = state
         .store
-        .ingest_handing_off(events, chrono::Utc::now(), offer)
+        .ingest_handing_off(events, received_at, offer)
         .await;
     let mut summary = match ingested {
         Ok(summary) => {
@@ -284,7 +285,9 @@ pub(crate) async fn store_events(
         state.dispatcher.wake();
     }
     if let Some(ticket) = ticket {
-        state.dispatcher.hand_off(ticket, handed_off);
+        state
+            .dispatcher
+            .hand_off(ticket, handed_off, events, received_at);
     }
     if readable {
         if events.iter().any(IncomingEvent::facts_pending) {

@@ -112,6 +112,7 @@ contract!(
     webhook_figures,
     registry_reads,
     deliveries_born_claimed,
+    hand_offs_see_each_settings_change_and_only_perfect_health,
 );
 
 /// Every method of the traits `Store` is made of (as `src/store/mod.rs` declares them) is
@@ -854,7 +855,7 @@ async fn claims_leases_and_attempts(store: Arc<dyn Store>) {
     let request = done.request.unwrap();
     assert_eq!(request.method, "POST");
     assert_eq!(
-        request.body, job.event_body,
+        request.body, *job.event_body,
         "the event body is stored once"
     );
     assert_eq!(
@@ -1771,7 +1772,7 @@ async fn requeue_and_ping(store: Arc<dyn Store>) {
     assert!(claimed.iter().all(|c| c.delivery_id != ping));
     let job = store.load_job(ping).await.unwrap();
     assert_eq!(
-        (job.event_action.as_str(), job.event_body.as_str()),
+        (job.event_action.as_str(), &*job.event_body),
         ("ping", body)
     );
     not_found(
@@ -2964,7 +2965,17 @@ async fn deliveries_born_claimed(store: Arc<dyn Store>) {
         "never asked for the fifo webhook"
     );
     assert_eq!(summary.handed_off.len(), 1, "as much as the offer took");
-    let born = summary.handed_off[0];
+    let revision = store
+        .get_webhook(&ns("acme"), plain)
+        .await
+        .unwrap()
+        .revision;
+    assert_eq!(
+        (summary.handed_off[0].event, summary.handed_off[0].revision),
+        (0, revision),
+        "the first event's, with the revision read in the transaction"
+    );
+    let born = summary.handed_off[0].claim;
     assert_eq!(
         (born.webhook_id, born.rate_limit, born.fifo),
         (plain, None, false)
@@ -3005,4 +3016,85 @@ async fn deliveries_born_claimed(store: Arc<dyn Store>) {
     let summary = store.ingest(&pushes(1, "cccc"), now).await.unwrap();
     assert!(summary.handed_off.is_empty());
     assert_eq!(store.release_all_claims().await.unwrap(), 2);
+}
+
+/// Every change of a webhook's settings moves its revision (so no hand-off uses a copy
+/// from before it), and a webhook with a failure counted is not offered until it succeeds.
+async fn hand_offs_see_each_settings_change_and_only_perfect_health(store: Arc<dyn Store>) {
+    let id = acme_with_hook(&store).await;
+    let revision = || {
+        let store = store.clone();
+        async move { store.get_webhook(&ns("acme"), id).await.unwrap().revision }
+    };
+    let mut last = revision().await;
+    let patch = WebhookPatch {
+        url: Some(WebhookUrl::parse("http://127.0.0.1:9/changed").unwrap()),
+        ..Default::default()
+    };
+    store
+        .update_webhook(&ns("acme"), id, patch, &audit("webhook.update"))
+        .await
+        .unwrap();
+    assert!(revision().await > last, "an update");
+    last = revision().await;
+    let header = StoredHeader {
+        name: HeaderName::parse("X-Team").unwrap(),
+        value: Sealed(b"a".to_vec()),
+    };
+    store
+        .set_header(&ns("acme"), id, header, &audit("webhook.header"))
+        .await
+        .unwrap();
+    assert!(revision().await > last, "a header set");
+    last = revision().await;
+    store
+        .delete_header(&ns("acme"), id, "x-team", &audit("webhook.header"))
+        .await
+        .unwrap();
+    assert!(revision().await > last, "a header deleted");
+    last = revision().await;
+    store
+        .rotate_signing_secret(
+            &ns("acme"),
+            id,
+            Sealed(vec![9, 9]),
+            Utc::now() + secs(60),
+            &audit("webhook.rotate"),
+        )
+        .await
+        .unwrap();
+    assert!(revision().await > last, "a key rotated");
+
+    // Ingest after an attempt: deliveries made, and deliveries offered and taken.
+    let after = |health: Health, digest: &'static str| {
+        let store = store.clone();
+        async move {
+            let rule = CircuitRule::new(3, Duration::from_secs(30));
+            let day = Duration::from_secs(86_400);
+            store
+                .webhook_health_after(id, None, health, Utc::now(), day, rule)
+                .await
+                .unwrap();
+            let offer = Arc::new(Offer {
+                room: std::sync::Mutex::new(10),
+                asked: std::sync::Mutex::new(Vec::new()),
+                until: Utc::now() + secs(600),
+            });
+            let summary = store
+                .ingest_handing_off(&pushes(1, digest), Utc::now(), Some(offer))
+                .await
+                .unwrap();
+            (summary.deliveries, summary.handed_off.len())
+        }
+    };
+    assert_eq!(
+        after(Health::Failed, "dddd").await,
+        (1, 0),
+        "a failure counted"
+    );
+    assert_eq!(
+        after(Health::Succeeded, "eeee").await,
+        (1, 1),
+        "healthy again"
+    );
 }

@@ -143,6 +143,16 @@ pub(super) struct Plan {
     pub(super) next_token: Option<Instant>,
 }
 
+/// What room a hand-off finds for one delivery (`InFlight::reserve`).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Room {
+    /// Reserved in the fast lane.
+    Fast,
+    /// Its webhook is not heard from: a slow-lane place, if one is free, is its room.
+    NotHeardFrom,
+    None,
+}
+
 /// Whether a delivery that got its slots goes out.
 #[derive(Debug, PartialEq)]
 pub(super) enum Start {
@@ -343,26 +353,28 @@ impl InFlight {
 
     /// Takes room for one delivery of `webhook_id` born claimed, as a claim would: only a
     /// fast webhook without a rate limit or fifo order here and without a backlog, below
-    /// its cap, while the fast lane holds less than `hold_cap`. Held once its claim is inserted; `unreserve` gives
-    /// the room back either way.
-    pub(super) fn reserve(&mut self, webhook_id: i64, hold_cap: usize, limits: SendLimits) -> bool {
+    /// its cap, while the fast lane holds less than `hold_cap`. Held once its claim is
+    /// inserted; `unreserve` gives the room back either way. A webhook not heard from
+    /// (new, or idle for `PACE_MEMORY`) has no room here but may get a slow-lane place,
+    /// as its first claim would.
+    pub(super) fn reserve(&mut self, webhook_id: i64, hold_cap: usize, limits: SendLimits) -> Room {
         let round = self.round;
         let full = self.fast_held + self.reserved >= hold_cap;
         let Some(hook) = self.hooks.get_mut(&webhook_id) else {
-            return false;
+            return Room::NotHeardFrom;
         };
         if hook.fifo || hook.bucket.is_some() {
-            return false;
+            return Room::None;
         }
         let cap = webhook_cap(limits.floor(Some(hook)), hook.pace, round);
         if full || !hook.fast || hook.backlog || hook.held + hook.reserved >= cap {
             // What it refuses is committed unleased: claims take it, oldest first.
             hook.backlog = true;
-            return false;
+            return Room::None;
         }
         hook.reserved += 1;
         self.reserved += 1;
-        true
+        Room::Fast
     }
 
     /// A claim of these webhooks took all their due deliveries: ingest may hand them new

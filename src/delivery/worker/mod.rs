@@ -131,6 +131,10 @@ struct Loaded {
     at: Instant,
 }
 
+/// A delivery to start: its claim, its slow-lane place if it has one, and its job when
+/// it is known already (a hand-off's).
+type Arrival = (Claim, Option<OwnedSemaphorePermit>, Option<Loaded>);
+
 /// How long a job loaded with its claim is sent as loaded.
 const JOB_FRESH_FOR: Duration = Duration::from_secs(1);
 
@@ -162,13 +166,6 @@ pub struct DispatcherConfig {
     pub disable_after: Duration,
     /// When a webhook's circuit opens, and for how long.
     pub circuit: CircuitRule,
-    /// Whether ingest hands deliveries to this dispatcher (see `hand_off.rs`). Off on
-    /// PostgreSQL for now: each hand-off still reads its job, one query per envelope. Kept
-    /// prepared, that query got a generic plan made while the tables were nearly empty (a
-    /// scan of every delivery and event per read: ingest fell to 130 envelopes/s); planned
-    /// each time, the planning cost 0.6x ingest and 2x p99 at 1,000/s, on a server sharing
-    /// the two cores. Claims read up to 256 jobs at once.
-    pub hand_off: bool,
 }
 
 pub struct Dispatcher {
@@ -194,8 +191,13 @@ pub struct Dispatcher {
     slow_work: AtomicBool,
     /// Set on shutdown: the claim loop stops taking new work.
     stopping: AtomicBool,
+    /// Set once the claim loop runs: only then does ingest hand deliveries to this process
+    /// (not in an API-only one, nor before it has recovered its claims).
+    claiming: AtomicBool,
     /// When the claim loop last went round (Unix ms), for the readiness check.
     heartbeat: AtomicI64,
+    /// Webhooks' settings that hand-offs make jobs with (`hand_off.rs`).
+    settings: Mutex<hand_off::Settings>,
 }
 
 impl Dispatcher {
@@ -220,7 +222,9 @@ impl Dispatcher {
             metrics,
             slow_work: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
+            claiming: AtomicBool::new(false),
             heartbeat: AtomicI64::new(0),
+            settings: Mutex::default(),
         })
     }
 
@@ -285,6 +289,7 @@ impl Dispatcher {
 
     /// The claim loop; runs until shutdown.
     pub async fn run(self: Arc<Self>) {
+        self.claiming.store(true, Ordering::SeqCst);
         // When a slow-lane claim last found nothing.
         let mut slow_found_nothing: Option<Instant> = None;
         loop {
@@ -322,7 +327,7 @@ impl Dispatcher {
                         }
                         fast_room = fast_room.saturating_sub(claims.len());
                         let claimed = !claims.is_empty();
-                        let claims = claims.into_iter().map(|c| (c, None)).collect();
+                        let claims = claims.into_iter().map(|c| (c, None, None)).collect();
                         let taken = Taken::Claim(round);
                         self.start(claims, expires, Lane::Fast, taken, &mut refused)
                             .await;
@@ -353,7 +358,7 @@ impl Dispatcher {
                 {
                     Ok(claims) => {
                         fast_room = fast_room.saturating_sub(claims.len());
-                        let claims = claims.into_iter().map(|c| (c, None)).collect();
+                        let claims = claims.into_iter().map(|c| (c, None, None)).collect();
                         let taken = Taken::Claim(round);
                         self.start(claims, expires, Lane::Fast, taken, &mut refused)
                             .await;
@@ -391,7 +396,8 @@ impl Dispatcher {
                                 self.slow_work.store(true, Ordering::SeqCst);
                                 more = true;
                             }
-                            let claims = claims.into_iter().zip(places.into_iter().map(Some));
+                            let claims = claims.into_iter().zip(places);
+                            let claims = claims.map(|(c, place)| (c, Some(place), None));
                             let claims = claims.collect();
                             let taken = Taken::Claim(round);
                             self.start(claims, expires, Lane::Slow, taken, &mut refused)
@@ -433,12 +439,13 @@ impl Dispatcher {
         }
     }
 
-    /// Starts a task for each new claim, with its job loaded for all of them in one query;
-    /// a delivery already held goes on in its own task, under the new token. A claim its
-    /// webhook's rate limit has no token for goes to `refused`, to be given back unsent.
+    /// Starts a task for each new claim, with its job: known already (a hand-off's) or
+    /// loaded for all the others in one query; a delivery already held goes on in its own
+    /// task, under the new token. A claim its webhook's rate limit has no token for goes to
+    /// `refused`, to be given back unsent.
     async fn start(
         self: &Arc<Self>,
-        claims: Vec<(Claim, Option<OwnedSemaphorePermit>)>,
+        claims: Vec<Arrival>,
         expires: Instant,
         lane: Lane,
         taken: Taken,
@@ -449,42 +456,59 @@ impl Dispatcher {
         {
             let mut books = self.books();
             let now = Instant::now();
-            for (claim, place) in claims {
+            for (claim, place, known) in claims {
                 if !books.admit(&claim, processes, now) {
                     refused.push(claim.delivery_id);
                     continue;
                 }
                 if let Some(task) = books.insert(claim, expires, lane, now) {
-                    admitted.push((claim, task, place));
+                    admitted.push((claim, task, place, known));
                 }
             }
         }
         self.metrics.record_taken(taken.label(), admitted.len());
-        if admitted.is_empty() {
-            taken.round_ended(&self.metrics);
-            return;
-        }
-        let ids: Vec<i64> = admitted.iter().map(|(c, _, _)| c.delivery_id).collect();
+        let ids: Vec<i64> = admitted
+            .iter()
+            .filter(|(_, _, _, known)| known.is_none())
+            .map(|(c, _, _, _)| c.delivery_id)
+            .collect();
         let loaded_at = Instant::now();
-        let mut jobs: HashMap<i64, DeliveryJob> = match self.store.load_jobs(&ids).await {
-            Ok(jobs) => jobs.into_iter().map(|j| (j.delivery_id, j)).collect(),
-            Err(e) => {
-                // Each task loads its own instead.
-                tracing::warn!(error = %e, "could not load the claimed deliveries' jobs");
-                HashMap::new()
+        let mut jobs: HashMap<i64, DeliveryJob> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            match self.store.load_jobs(&ids).await {
+                Ok(jobs) => jobs.into_iter().map(|j| (j.delivery_id, j)).collect(),
+                Err(e) => {
+                    // Each task loads its own instead.
+                    tracing::warn!(error = %e, "could not load the claimed deliveries' jobs");
+                    HashMap::new()
+                }
             }
         };
         taken.round_ended(&self.metrics);
+        if !jobs.is_empty() {
+            let mut settings = self
+                .settings
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for job in jobs.values() {
+                settings.keep(&job.webhook);
+            }
+        }
         {
             let mut books = self.books();
-            for job in jobs.values() {
+            let known = admitted
+                .iter()
+                .filter_map(|(_, _, _, known)| known.as_ref());
+            for job in jobs.values().chain(known.map(|l| &l.job)) {
                 books.learn_destination(job.webhook.id, job.webhook.url.is_broker());
             }
         }
-        for (claim, task, place) in admitted {
-            let job = jobs
-                .remove(&claim.delivery_id)
-                .map(|job| Loaded { job, at: loaded_at });
+        for (claim, task, place, known) in admitted {
+            let job = known.or_else(|| {
+                jobs.remove(&claim.delivery_id)
+                    .map(|job| Loaded { job, at: loaded_at })
+            });
             let this = self.clone();
             tokio::spawn(async move {
                 // Forgotten however the task ends, a panicking send included: a delivery

@@ -250,13 +250,18 @@ fn ingest_room_is_a_claims_room() {
     let now = Instant::now();
     let mut f = with_fast_hook(now);
     let limits = http(1); // a cap of 2 per webhook
-    assert!(
-        !f.reserve(11, 8, limits),
-        "a webhook not known here is claimed"
+    assert_eq!(
+        f.reserve(11, 8, limits),
+        Room::NotHeardFrom,
+        "a webhook not known here gets no fast room"
     );
-    assert!(f.reserve(10, 8, limits));
-    assert!(f.reserve(10, 8, limits));
-    assert!(!f.reserve(10, 8, limits), "its cap counts what is reserved");
+    assert_eq!(f.reserve(10, 8, limits), Room::Fast);
+    assert_eq!(f.reserve(10, 8, limits), Room::Fast);
+    assert_eq!(
+        f.reserve(10, 8, limits),
+        Room::None,
+        "its cap counts what is reserved"
+    );
     let plan = f.plan(8, limits, now);
     assert!(
         plan.passing_over && plan.fast.is_empty(),
@@ -268,17 +273,23 @@ fn ingest_room_is_a_claims_room() {
     f.insert(claim(1, 10, 1), now, Lane::Fast, now).unwrap();
     f.unreserve(&HashMap::from([(10, 2)]));
     assert_eq!((f.reserved, f.hooks[&10].reserved, f.fast_held), (0, 0, 1));
-    assert!(
-        !f.reserve(10, 8, limits),
+    assert_eq!(
+        f.reserve(10, 8, limits),
+        Room::None,
         "it refused one: that one waits in the database"
     );
     f.drained(&[10]);
-    assert!(
+    assert_eq!(
         f.reserve(10, 8, limits),
+        Room::Fast,
         "a claim took it: room for one more"
     );
     f.drained(&[10]);
-    assert!(!f.reserve(10, 1, limits), "nor past the fast lane's hold");
+    assert_eq!(
+        f.reserve(10, 1, limits),
+        Room::None,
+        "nor past the fast lane's hold"
+    );
 }
 
 #[test]
@@ -290,7 +301,7 @@ fn no_ingest_room_for_a_slow_fifo_or_rate_limited_webhook() {
     fifo.fifo = true;
     assert!(f.admit(&fifo, 1, now));
     assert!(
-        !f.reserve(10, 64, limits),
+        f.reserve(10, 64, limits) == Room::None,
         "fifo: each delivery waits for the one before"
     );
 
@@ -299,14 +310,51 @@ fn no_ingest_room_for_a_slow_fifo_or_rate_limited_webhook() {
     limited.rate_limit = Some(crate::domain::control::RateLimit::from_milli(10_000).unwrap());
     assert!(f.admit(&limited, 1, now));
     assert!(
-        !f.reserve(10, 64, limits),
+        f.reserve(10, 64, limits) == Room::None,
         "a rate limit is taken by claims only"
     );
 
     let mut f = with_fast_hook(now);
     f.went_stale(10);
     assert!(
-        !f.reserve(10, 64, limits),
+        f.reserve(10, 64, limits) == Room::None,
         "slow webhooks wait for the slow lane"
+    );
+}
+
+#[test]
+fn a_hand_off_uses_kept_settings_only_at_the_revision_ingest_read() {
+    use crate::domain::control::CircuitState;
+    let cipher = crate::secrets::Cipher::from_key(&[3; 32]);
+    let mut hook = crate::hooks::payload::tests::webhook(&cipher);
+    hook.revision = 4;
+    hook.failing_since = Some(Utc::now());
+    hook.circuit.failures = 1;
+    let mut settings = hand_off::Settings::default();
+    settings.keep(&Arc::new(hook.clone()));
+    let now = Utc::now();
+    let kept = settings.at(hook.id, 4, now).expect("at its revision");
+    assert!(
+        kept.failing_since.is_none() && kept.circuit.state == CircuitState::Closed,
+        "kept in the perfect health a hand-off's ingest found"
+    );
+    assert_eq!(kept.circuit.failures, 0);
+    assert!(settings.at(hook.id, 5, now).is_none(), "changed since");
+    assert!(
+        settings.at(hook.id + 1, 4, now).is_none(),
+        "another webhook"
+    );
+
+    // A rotated-out key that has stopped signing: read again, not signed with.
+    let key = |byte| crate::secrets::Sealed(vec![byte; 8]);
+    hook.signing_secrets = vec![key(1), key(2)];
+    hook.previous_secret_until = Some(now + chrono::Duration::seconds(60));
+    hook.revision = 5;
+    settings.keep(&Arc::new(hook));
+    assert!(settings.at(1, 5, now).is_some());
+    let later = now + chrono::Duration::seconds(61);
+    assert!(
+        settings.at(1, 5, later).is_none(),
+        "its previous key expired"
     );
 }

@@ -25,9 +25,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::WAKEUP_CHANNEL;
 use crate::domain::delivery::{
-    decide, AttemptRecord, Candidate, Claim, HandOff, IngestSummary, BORN_CLAIMED_TOKEN,
+    decide, AttemptRecord, BornClaimed, Candidate, Claim, HandOff, IngestSummary,
+    BORN_CLAIMED_TOKEN,
 };
 use crate::domain::events::{Disposition, IncomingEvent, TagUpdate};
+use crate::store::sql::control::CANDIDATE_COLUMNS;
 use crate::store::writer::{Busy, MAX_BATCH};
 use crate::store::{lease_lost, to_ms, StoreError, StoreResult};
 
@@ -249,12 +251,11 @@ async fn load_candidates(
     if cache.contains_key(namespace) {
         return Ok(());
     }
-    let rows: Vec<(i64, bool, bool, Option<String>, String)> = sqlx::query_as(
-        "SELECT w.id, w.ordering = 'fifo', \
-         w.rate_limit_milli IS NULL AND w.circuit_open_until IS NULL, w.filters, w.format \
+    let rows: Vec<(i64, bool, bool, i64, Option<String>, String)> = sqlx::query_as(&format!(
+        "SELECT {CANDIDATE_COLUMNS} \
          FROM namespaces n JOIN webhooks w ON w.namespace_id = n.id \
-         WHERE n.name = $1 AND w.enabled",
-    )
+         WHERE n.name = $1 AND w.enabled"
+    ))
     .bind(namespace)
     .fetch_all(&mut **tx)
     .await?;
@@ -268,8 +269,8 @@ async fn load_candidates(
     } else {
         Some(
             rows.into_iter()
-                .map(|(id, fifo, plain, f, format)| {
-                    Candidate::new(id, fifo, plain, f.as_deref(), &format)
+                .map(|(id, fifo, plain, revision, f, format)| {
+                    Candidate::new(id, fifo, plain, revision, f.as_deref(), &format)
                 })
                 .collect(),
         )
@@ -342,15 +343,18 @@ async fn ingest(
     let (mut webhook_ids, mut event_ids, mut times, mut fifo) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut leases, mut claimed_by) = (Vec::new(), Vec::new());
-    // Which envelope each born-claimed delivery (by event and webhook) belongs to.
-    let mut born: HashMap<(i64, i64), usize> = HashMap::new();
+    // Where each born-claimed delivery (by event and webhook) belongs: its envelope, its
+    // event's index there and its webhook's revision.
+    let mut born: HashMap<(i64, i64), (usize, usize, i64)> = HashMap::new();
     let mut decided = decided.into_iter();
     let mut tag_updates = Vec::new();
     for (index, envelope) in envelopes.iter().enumerate() {
         let events = envelope.events;
         let lease_until = envelope.hand_off.map(|h| to_ms(h.lease_until()));
         let mut summary = IngestSummary::default();
-        for (event, now, status, reason, webhooks) in decided.by_ref().take(events.len()) {
+        for (position, (event, now, status, reason, webhooks)) in
+            decided.by_ref().take(events.len()).enumerate()
+        {
             let event_id = match event.registry_id.as_deref() {
                 // The first of its id in the batch takes the stored row; later ones are
                 // duplicates, like those already stored.
@@ -375,7 +379,7 @@ async fn ingest(
             for to in webhooks {
                 let lease = match (envelope.hand_off, lease_until) {
                     (Some(h), Some(until)) if to.may_hand_off && h.take(to.webhook_id) => {
-                        born.insert((event_id, to.webhook_id), index);
+                        born.insert((event_id, to.webhook_id), (index, position, to.revision));
                         Some(until)
                     }
                     _ => None,
@@ -414,13 +418,17 @@ async fn ingest(
         .fetch_all(&mut **tx)
         .await?;
         for (delivery_id, event_id, webhook_id) in leased {
-            if let Some(&index) = born.get(&(event_id, webhook_id)) {
-                summaries[index].handed_off.push(Claim {
-                    delivery_id,
-                    webhook_id,
-                    token: BORN_CLAIMED_TOKEN,
-                    rate_limit: None,
-                    fifo: false,
+            if let Some(&(index, event, revision)) = born.get(&(event_id, webhook_id)) {
+                summaries[index].handed_off.push(BornClaimed {
+                    claim: Claim {
+                        delivery_id,
+                        webhook_id,
+                        token: BORN_CLAIMED_TOKEN,
+                        rate_limit: None,
+                        fifo: false,
+                    },
+                    event,
+                    revision,
                 });
             }
         }

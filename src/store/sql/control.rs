@@ -34,3 +34,12 @@ pub(crate) const FREE_ORPHANED_PROBES: &str = "UPDATE webhooks SET circuit_open_
      WHERE circuit_state = 'half-open' AND circuit_open_until > $1 \
        AND EXISTS (SELECT 1 FROM deliveries d \
          WHERE d.id = webhooks.circuit_probe AND d.locked_until IS NULL)";
+
+/// What ingest reads of each enabled webhook (`webhooks w`) an event may go to: its id,
+/// whether it is fifo, whether it is plain (no rate limit, no failure counted, circuit
+/// closed: its deliveries may be born claimed, and their sends assume that health), its
+/// settings' revision, its filters and its format. One rule for both databases.
+pub(crate) const CANDIDATE_COLUMNS: &str = "w.id, w.ordering = 'fifo', \
+     w.rate_limit_milli IS NULL AND w.failing_since IS NULL AND w.circuit_state = 'closed' \
+       AND w.circuit_failures = 0 AND w.circuit_open_until IS NULL AND w.circuit_probe IS NULL, \
+     w.revision, w.filters, w.format";

@@ -201,6 +201,7 @@ impl<B: Backend> Hooks for B {
         sql(
             "UPDATE webhooks SET name = $1, url = $2, request_method = $3, content_type = $4, \
              username = $5, password = $6, enabled = $7, updated_at = $8, filters = $10, \
+             revision = revision + 1, \
              format = $11, template = $12, tls_verify = $13, \
              signature = $16, client_certificate = $17, client_key = $18, \
              token = $19, format_options = $20, \
@@ -286,7 +287,7 @@ impl<B: Backend> Hooks for B {
         let mut tx = self.begin().await?;
         // First, so the webhook's row lock serialises concurrent changes of its headers
         // (SQLite's single writer does the same) and "was it new" stays exact.
-        sql("UPDATE webhooks SET updated_at = $1 WHERE id = $2")
+        sql(BUMP_REVISION)
             .bind(to_ms(Utc::now()))
             .bind(webhook_id)
             .exec(&mut tx)
@@ -317,6 +318,11 @@ impl<B: Backend> Hooks for B {
     ) -> StoreResult<()> {
         let hook = self.get_webhook(namespace, webhook_id).await?;
         let mut tx = self.begin().await?;
+        sql(BUMP_REVISION)
+            .bind(to_ms(Utc::now()))
+            .bind(webhook_id)
+            .exec(&mut tx)
+            .await?;
         let removed =
             sql("DELETE FROM webhook_headers WHERE webhook_id = $1 AND lower(name) = lower($2)")
                 .bind(webhook_id)
@@ -558,6 +564,11 @@ async fn replace_headers(
     Ok(())
 }
 
+/// A change of a webhook's headers: first, so the webhook's row lock serialises concurrent
+/// changes of them, and its settings' revision moves. `$1`: now, `$2`: the webhook.
+const BUMP_REVISION: &str =
+    "UPDATE webhooks SET updated_at = $1, revision = revision + 1 WHERE id = $2";
+
 /// Makes `secret` the current signing key; the current one moves aside and keeps signing
 /// until `keep_previous_until` (a rotation, or a change of signature scheme).
 async fn rotate_in(
@@ -568,7 +579,8 @@ async fn rotate_in(
 ) -> StoreResult<()> {
     sql(
         "UPDATE webhooks SET previous_signing_secret = signing_secret, \
-         previous_secret_until = $1, signing_secret = $2, updated_at = $3 WHERE id = $4",
+         previous_secret_until = $1, signing_secret = $2, updated_at = $3, \
+         revision = revision + 1 WHERE id = $4",
     )
     .bind(to_ms(keep_previous_until))
     .bind(&secret.0)

@@ -2,6 +2,8 @@
 //! ending claims, and the queue's figures. Claims themselves, ingest and results are each
 //! backend's own (`DeliveryQueue`).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -167,10 +169,10 @@ fn job(row: &impl SqlRow) -> StoreResult<DeliveryJob> {
         automatic_attempts: row.int("automatic_attempts")?,
         next_attempt_at: opt_ms(row.int_opt("delivery_next_attempt_at")?),
         state: stored_state(delivery_id, &row.text("delivery_state")?)?,
-        webhook: rows::webhook(row, headers)?,
+        webhook: Arc::new(rows::webhook(row, headers)?),
         event_action: action.clone(),
-        event_body: row.text("event_body")?,
-        event: EventRecord {
+        event_body: row.text("event_body")?.into(),
+        event: Arc::new(EventRecord {
             action,
             registry_id: row.text_opt("event_registry_id")?,
             repository: row.text_opt("event_repository")?,
@@ -185,7 +187,7 @@ fn job(row: &impl SqlRow) -> StoreResult<DeliveryJob> {
                 .text_opt("event_facts")?
                 .and_then(|json| serde_json::from_str(&json).ok()),
             synthesized: row.text_opt("event_synthesized")?,
-        },
+        }),
     })
 }
 

@@ -35,7 +35,7 @@ pub(crate) const WEBHOOK_COLUMNS: &str = "SELECT w.id, n.name AS namespace, w.na
      w.failing_since, w.filters, w.format, w.template, w.tls_verify, \
      w.rate_limit_milli, w.ordering, w.circuit_state, w.circuit_failures, \
      w.circuit_open_until, w.circuit_cooldown_ms, w.circuit_probe, \
-     w.signature, w.client_certificate, w.client_key, w.token, w.format_options";
+     w.signature, w.client_certificate, w.client_key, w.token, w.format_options, w.revision";
 
 pub(crate) fn webhook_select() -> String {
     format!("{WEBHOOK_COLUMNS} FROM webhooks w JOIN namespaces n ON n.id = w.namespace_id")
@@ -90,6 +90,7 @@ pub(crate) fn webhook(row: &impl SqlRow, headers: Vec<StoredHeader>) -> StoreRes
         client_key: row.bytes_opt("client_key")?.map(Sealed),
         token: row.bytes_opt("token")?.map(Sealed),
         format_options: FormatOptions::from_stored(row.text_opt("format_options")?.as_deref()),
+        revision: row.int("revision")?,
     })
 }
 
@@ -248,6 +249,7 @@ pub(crate) fn candidate(row: &impl SqlRow) -> StoreResult<crate::domain::deliver
         row.int("id")?,
         row.flag("fifo")?,
         false,
+        0,
         row.text_opt("filters")?.as_deref(),
         &row.text("format")?,
     ))

@@ -29,10 +29,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::control::RateLimit;
 use crate::domain::delivery::{
-    decide, AttemptRecord, Candidate, Claim, HandOff, IngestSummary, BORN_CLAIMED_TOKEN,
+    decide, AttemptRecord, BornClaimed, Candidate, Claim, HandOff, IngestSummary,
+    BORN_CLAIMED_TOKEN,
 };
 use crate::domain::events::{Disposition, IncomingEvent, TagUpdate};
-use crate::store::sql::control::{claim_gate, TAKE_PROBE};
+use crate::store::sql::control::{claim_gate, CANDIDATE_COLUMNS, TAKE_PROBE};
 use crate::store::writer::{Busy, MAX_BATCH};
 use crate::store::{lease_lost, to_ms, StoreError, StoreResult};
 
@@ -264,24 +265,31 @@ fn load_candidates(
     let found = match id {
         None => None,
         Some(id) => {
-            let mut statement = conn.prepare_cached(
-                "SELECT id, ordering = 'fifo', \
-                 rate_limit_milli IS NULL AND circuit_open_until IS NULL, filters, format \
-                 FROM webhooks WHERE namespace_id = ?1 AND enabled = 1",
-            )?;
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {CANDIDATE_COLUMNS} FROM webhooks w \
+                 WHERE w.namespace_id = ?1 AND w.enabled = 1"
+            ))?;
             let rows = statement.query_map([id], |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     row.get::<_, bool>(1)?,
                     row.get::<_, bool>(2)?,
-                    row.get::<_, Option<String>>(3)?,
-                    row.get::<_, String>(4)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                    row.get::<_, String>(5)?,
                 ))
             })?;
             let mut list = Vec::new();
             for row in rows {
-                let (id, fifo, plain, filters, format) = row?;
-                list.push(Candidate::new(id, fifo, plain, filters.as_deref(), &format));
+                let (id, fifo, plain, revision, filters, format) = row?;
+                list.push(Candidate::new(
+                    id,
+                    fifo,
+                    plain,
+                    revision,
+                    filters.as_deref(),
+                    &format,
+                ));
             }
             Some(list)
         }
@@ -301,7 +309,7 @@ fn ingest(
     let mut summary = IngestSummary::default();
     let now = to_ms(now);
     let lease_until = hand_off.map(|h| to_ms(h.lease_until()));
-    for event in events {
+    for (index, event) in events.iter().enumerate() {
         // Decide the event's fate before storing it, so the row says why.
         let found = match (&event.disposition, &event.namespace) {
             (Disposition::Ignore(_), _) | (_, None) => None,
@@ -378,12 +386,16 @@ fn ingest(
                     ],
                     |row| row.get(0),
                 )?;
-            summary.handed_off.push(Claim {
-                delivery_id,
-                webhook_id: to.webhook_id,
-                token: BORN_CLAIMED_TOKEN,
-                rate_limit: None,
-                fifo: false,
+            summary.handed_off.push(BornClaimed {
+                claim: Claim {
+                    delivery_id,
+                    webhook_id: to.webhook_id,
+                    token: BORN_CLAIMED_TOKEN,
+                    rate_limit: None,
+                    fifo: false,
+                },
+                event: index,
+                revision: to.revision,
             });
         }
     }
