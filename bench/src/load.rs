@@ -1,4 +1,4 @@
-//! The load client: envelopes as the registry posts them, as fast as they are answered
+//! The load client: envelopes as the registry posts them, as fast as they are accepted
 //! (`blast`) or at a fixed rate, timing each delivery's arrival (`latency_run`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +33,7 @@ pub(crate) fn envelope_of(id: &str, digest: &str) -> Vec<u8> {
 }
 
 /// Posts `n` one-event envelopes over `connections` concurrent keep-alive connections,
-/// retrying like the registry until each is answered 2xx; returns envelopes/s.
+/// retrying like the registry until each is accepted 2xx; returns envelopes/s.
 pub(crate) async fn blast(
     url: &str,
     prefix: &str,
@@ -112,8 +112,9 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-/// Sends at `rate` per second for `secs`; latency is from the ingest answer to the
-/// receiver's arrival (zero when the delivery arrived before the answer was read).
+/// Sends at `rate` per second for `secs`; latency is from the envelope's send to the
+/// receiver's arrival, for the envelopes Herald accepted. (Not from the ingest's answer: a
+/// delivery born claimed often arrives before the answer is read.)
 pub(crate) async fn latency_run(
     url: &str,
     prefix: &str,
@@ -143,22 +144,23 @@ pub(crate) async fn latency_run_of(
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
-    let answered: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let accepted: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
     let refused = Arc::new(AtomicU64::new(0));
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = Vec::new();
     for i in 0..total {
         ticker.tick().await;
-        let (client, url, answered, refused) = (
+        let (client, url, accepted, refused) = (
             client.clone(),
             url.to_string(),
-            answered.clone(),
+            accepted.clone(),
             refused.clone(),
         );
         let id = format!("{prefix}-{i:012}");
         let bytes = body(&id, i);
         tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
             let res = client
                 .post(&url)
                 .bearer_auth(TOKEN)
@@ -168,9 +170,8 @@ pub(crate) async fn latency_run_of(
                 .await;
             match res {
                 Ok(r) if r.status().is_success() => {
-                    let at = Instant::now();
-                    if let Ok(mut a) = answered.lock() {
-                        a.push((id, at));
+                    if let Ok(mut a) = accepted.lock() {
+                        a.push((id, sent));
                     }
                 }
                 _ => {
@@ -184,7 +185,7 @@ pub(crate) async fn latency_run_of(
     }
     // Let the last deliveries arrive.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let expected = answered.lock().map(|a| a.len()).unwrap_or(0);
+    let expected = accepted.lock().map(|a| a.len()).unwrap_or(0);
     while arrivals.times.lock().map(|t| t.len()).unwrap_or(0) < expected
         && Instant::now() < deadline
     {
@@ -196,7 +197,7 @@ pub(crate) async fn latency_run_of(
         .lock()
         .map(|t| t.iter().cloned().collect())
         .unwrap_or_default();
-    let mut ms: Vec<f64> = answered
+    let mut ms: Vec<f64> = accepted
         .lock()
         .map(|a| {
             a.iter()

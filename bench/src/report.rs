@@ -296,7 +296,8 @@ pub(crate) fn write_report(
          process (`herald serve`, release build, default settings: SQLite in WAL mode with \
          synchronous=FULL, i.e. an fsync per commit); the load client ({} keep-alive \
          connections) and the receiver share the benchmark process; all traffic is on loopback. \
-         Each event is a one-event envelope (a tagged manifest push) with a unique id.\n\n",
+         Each event is a one-event envelope (a tagged manifest push) with a unique id. \
+         Latencies run from the envelope's send to the receiver's arrival.\n\n",
         if cli.smoke { " --smoke" } else { "" },
         chrono::Utc::now().format("%Y-%m-%d %H:%M"),
         machine(),

@@ -166,3 +166,31 @@ async fn fifo_and_rate_limited_webhooks_are_never_handed_off() {
     assert_eq!(order.len(), N + 1);
     assert_eq!(order, sorted, "in push order");
 }
+
+/// One event for many webhooks not heard from: each first delivery is handed off, in a
+/// slow-lane place, so none waits for a claim round.
+#[tokio::test]
+async fn an_event_for_new_webhooks_is_handed_to_each_at_once() {
+    let app = spawn_app().await;
+    let rx = Receiver::start().await;
+    app.create_namespace("acme").await;
+    const N: usize = 20;
+    for i in 0..N {
+        let path = format!("/{i}");
+        app.enabled_webhook(
+            "acme",
+            json!({"name": format!("d{i}"), "url": rx.url(&path)}),
+        )
+        .await;
+    }
+    let r = app.post_envelope(push_with_id(0)).await;
+    assert_eq!(r.body["deliveries"], N);
+    succeeded(&app, N as u64).await;
+    let mut paths = std::collections::HashSet::new();
+    for _ in 0..N {
+        paths.insert(rx.next().await.path);
+    }
+    assert_eq!(paths.len(), N, "each webhook got it once");
+    assert_eq!(counter(&app, HANDED_OFF).await, N as u64);
+    assert_eq!(counter(&app, CLAIMED).await, 0);
+}

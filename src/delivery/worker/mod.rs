@@ -11,7 +11,8 @@
 //!
 //! **Slow lane**: every other webhook, slow ones and those not heard from yet (new, or since
 //! this process started). Their deliveries are claimed one per webhook per claim
-//! (`ClaimScope::OnePerWebhookSkipping`), [`SLOW_PER_WEBHOOK`] (2) per webhook at most, and
+//! (`ClaimScope::OnePerWebhookSkipping`; a new webhook's first may be handed off by ingest,
+//! `hand_off.rs`), [`SLOW_PER_WEBHOOK`] (2) per webhook at most, and
 //! each holds one of the `--delivery-slow-lane` places (1,024) from its claim until its
 //! receiver answers, never a fast slot nor fast claim room. A hanging receiver so costs an
 //! idle socket or two, and nothing a fast webhook needs.
