@@ -20,6 +20,10 @@ use crate::domain::delivery::{BornClaimed, BornEvent, HandOff};
 use crate::domain::events::IncomingEvent;
 use crate::domain::model::Webhook;
 
+/// Most hand-offs started at once, so that with many jobs to read (an event for many new
+/// webhooks) the first are sent while the others are read.
+const START_CHUNK: usize = 64;
+
 /// Most webhooks whose settings the dispatcher keeps; past it the copies are dropped and
 /// read again as needed.
 const SETTINGS_KEPT: usize = 4096;
@@ -198,13 +202,14 @@ impl Dispatcher {
         tokio::spawn(async move {
             let mut refused = Vec::new();
             let expires = ticket.expires;
-            if !fast.is_empty() {
-                this.start(fast, expires, Lane::Fast, Taken::HandOff, &mut refused)
-                    .await;
-            }
-            if !slow.is_empty() {
-                this.start(slow, expires, Lane::Slow, Taken::HandOff, &mut refused)
-                    .await;
+            for (mut arrivals, lane) in [(fast, Lane::Fast), (slow, Lane::Slow)] {
+                // In chunks: the first sends go while the rest's jobs are read.
+                while !arrivals.is_empty() {
+                    let rest = arrivals.split_off(arrivals.len().min(START_CHUNK));
+                    this.start(arrivals, expires, lane, Taken::HandOff, &mut refused)
+                        .await;
+                    arrivals = rest;
+                }
             }
             drop(ticket);
             if !refused.is_empty() {
