@@ -89,12 +89,6 @@ pub struct Ticket {
     places: Mutex<HashMap<i64, OwnedSemaphorePermit>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl HandOff for Ticket {
     fn take(&self, webhook_id: i64) -> bool {
         let dispatcher = &self.dispatcher;

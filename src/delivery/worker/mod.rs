@@ -136,6 +136,14 @@ struct Loaded {
 /// it is known already (a hand-off's).
 type Arrival = (Claim, Option<OwnedSemaphorePermit>, Option<Loaded>);
 
+/// The dispatcher's locks guard updates that cannot panic half-way: a poisoned one is
+/// still sound.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// How long a job loaded with its claim is sent as loaded.
 const JOB_FRESH_FOR: Duration = Duration::from_secs(1);
 
@@ -246,9 +254,7 @@ impl Dispatcher {
 
     /// The books. Their updates cannot panic half-way, so a poisoned lock is still sound.
     fn books(&self) -> MutexGuard<'_, InFlight> {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.in_flight)
     }
 
     /// Graceful shutdown: stop claiming, let in-flight deliveries finish for up to `grace`,
@@ -488,10 +494,7 @@ impl Dispatcher {
         };
         taken.round_ended(&self.metrics);
         if !jobs.is_empty() {
-            let mut settings = self
-                .settings
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut settings = lock(&self.settings);
             for job in jobs.values() {
                 settings.keep(&job.webhook);
             }
